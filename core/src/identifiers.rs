@@ -1,0 +1,111 @@
+//! Matrix identifiers ([spec appendix § Identifier grammar]): just enough validation to trust a
+//! server name taken from a user ID, an event ID or a key response.
+//!
+//! [spec appendix § Identifier grammar]: https://spec.matrix.org/latest/appendices/#identifier-grammar
+
+/// Longest user, room or event ID, `type` or `state_key`, in bytes.
+pub const MAX_ID_BYTES: usize = 255;
+
+/// Why an identifier is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdError {
+    /// Not `hostname[:port]` with a DNS name, IPv4 literal or `[IPv6]` literal.
+    #[error("invalid server name {0:?}")]
+    ServerName(String),
+    /// Not `@localpart:server_name`.
+    #[error("invalid user ID {0:?}")]
+    UserId(String),
+    /// Not `$opaque:server_name` (room versions 1–2).
+    #[error("invalid event ID {0:?}")]
+    EventId(String),
+}
+
+impl IdError {
+    /// The stable error code shared by every host.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IdError::ServerName(_) => "bad_server_name",
+            IdError::UserId(_) => "bad_user_id",
+            IdError::EventId(_) => "bad_event_id",
+        }
+    }
+}
+
+/// Checks a server name: `hostname [":" port]`, hostname a DNS name of `[A-Za-z0-9-.]`
+/// (1–255 chars), an IPv4 literal, or a bracketed IPv6 literal; port 1–5 digits.
+///
+/// # Errors
+/// [`IdError::ServerName`].
+///
+/// ```
+/// use mxfed_core::identifiers::validate_server_name;
+/// assert!(validate_server_name("localhost:8448").is_ok());
+/// assert!(validate_server_name("[::1]:8448").is_ok());
+/// assert!(validate_server_name("bad host").is_err());
+/// ```
+pub fn validate_server_name(s: &str) -> Result<(), IdError> {
+    let bad = || IdError::ServerName(s.to_owned());
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let end = rest.find(']').ok_or_else(bad)?;
+        let (v6, after) = (&rest[..end], &rest[end + 1..]);
+        if v6.is_empty()
+            || v6.len() > 45
+            || !v6
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return Err(bad());
+        }
+        match after {
+            "" => (v6, None),
+            p => (v6, Some(p.strip_prefix(':').ok_or_else(bad)?)),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if let Some(p) = port {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+    }
+    if !s.starts_with('[')
+        && (host.is_empty()
+            || host.len() > 255
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// The server name of a user ID `@localpart:server_name`. Historical localparts (any characters
+/// but `:`) are accepted, as the spec requires inside events.
+///
+/// # Errors
+/// [`IdError::UserId`] when the ID does not start with `@`, has no `:`, or its server name is
+/// invalid.
+pub fn user_server_name(user_id: &str) -> Result<&str, IdError> {
+    let bad = || IdError::UserId(user_id.to_owned());
+    let rest = user_id.strip_prefix('@').ok_or_else(bad)?;
+    let (_, server) = rest.split_once(':').ok_or_else(bad)?;
+    validate_server_name(server).map_err(|_| bad())?;
+    Ok(server)
+}
+
+/// The server name of a room version 1–2 event ID `$opaque:server_name`.
+///
+/// # Errors
+/// [`IdError::EventId`].
+pub fn event_id_server_name(event_id: &str) -> Result<&str, IdError> {
+    let bad = || IdError::EventId(event_id.to_owned());
+    let rest = event_id.strip_prefix('$').ok_or_else(bad)?;
+    let (_, server) = rest.split_once(':').ok_or_else(bad)?;
+    validate_server_name(server).map_err(|_| bad())?;
+    Ok(server)
+}

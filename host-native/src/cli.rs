@@ -1,0 +1,334 @@
+//! Command definitions and their translation to core calls. No protocol logic lives here.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use mxfed_core::canonical::{self, Object, ParseOptions, Value};
+use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
+use mxfed_core::server_keys::{KeyRing, ServerKeys};
+use mxfed_core::{event, identifiers, pdu, signing, RoomVersion};
+
+use crate::error::{CliError, EXIT_FAILED};
+
+/// mxfed: Matrix federation signing, hashing and validation.
+#[derive(Debug, Parser)]
+#[command(name = "mxfed", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the canonical JSON of the input (numbers like 1e10 become integers when exact).
+    Canonical {
+        /// Input file, or - for stdin.
+        file: Option<PathBuf>,
+    },
+    /// Signing keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Sign a JSON object as a server.
+    Sign {
+        #[command(flatten)]
+        signer: Signer,
+        /// Input file, or - for stdin.
+        file: Option<PathBuf>,
+    },
+    /// Verify a server's signature on a JSON object. Exit 1 if it does not verify.
+    Verify {
+        /// The server whose signature is checked.
+        #[arg(long)]
+        server_name: String,
+        /// A verify key, KEYID=BASE64 (repeatable).
+        #[arg(long = "public-key", required = true)]
+        public_keys: Vec<String>,
+        /// Input file, or - for stdin.
+        file: Option<PathBuf>,
+    },
+    /// Event hashing, signing, IDs, redaction and checks.
+    #[command(subcommand)]
+    Event(EventCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Generate a Synapse-compatible signing.key.
+    Generate {
+        /// The server the key is for.
+        #[arg(long)]
+        server_name: String,
+        /// Write here instead of stdout (never overwrites an existing file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the verify keys of a signing.key as {"ed25519:<v>": "<base64>"}.
+    Public {
+        /// The signing.key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Signer {
+    /// Synapse signing.key file (every key in it signs).
+    #[arg(long)]
+    key: PathBuf,
+    /// The signing server's name.
+    #[arg(long)]
+    server_name: String,
+}
+
+#[derive(Debug, Args)]
+struct EventArgs {
+    /// Room version (1-12).
+    #[arg(long)]
+    room_version: String,
+    /// Input file, or - for stdin.
+    file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum EventCommand {
+    /// Print {"content_hash": …, "reference_hash": …} (unpadded base64 SHA-256).
+    Hash(EventArgs),
+    /// Add the content hash and this server's signature; print the signed event.
+    Sign {
+        #[command(flatten)]
+        event: EventArgs,
+        #[command(flatten)]
+        signer: Signer,
+    },
+    /// Print the event ID.
+    Id(EventArgs),
+    /// Print the room ID a room version 12+ create event defines.
+    RoomId(EventArgs),
+    /// Print the redacted event.
+    Redact(EventArgs),
+    /// Check PDUs (JSONL, one per line): format, signatures, content hash. One verdict per line.
+    Check {
+        #[command(flatten)]
+        event: EventArgs,
+        /// /_matrix/key/v2/server responses (one JSON object per file, or JSONL).
+        #[arg(long, num_args = 1.., required = true)]
+        keys: Vec<PathBuf>,
+    },
+}
+
+fn read_input(file: Option<&Path>) -> Result<Vec<u8>, CliError> {
+    match file {
+        None => read_stdin(),
+        Some(p) if p.as_os_str() == "-" => read_stdin(),
+        Some(p) => read_file(p),
+    }
+}
+
+fn read_stdin() -> Result<Vec<u8>, CliError> {
+    let mut buf = Vec::new();
+    io::stdin()
+        .read_to_end(&mut buf)
+        .map_err(|e| CliError::bad_input("io", format!("reading stdin: {e}")))?;
+    Ok(buf)
+}
+
+fn read_file(p: &Path) -> Result<Vec<u8>, CliError> {
+    fs::read(p).map_err(|e| CliError::bad_input("io", format!("reading {}: {e}", p.display())))
+}
+
+fn write_out(bytes: &[u8]) -> Result<(), CliError> {
+    let mut out = io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::bad_input("io", format!("writing stdout: {e}")))
+}
+
+fn load_signing_keys(path: &Path) -> Result<Vec<SigningKey>, CliError> {
+    let text = String::from_utf8(read_file(path)?)
+        .map_err(|_| CliError::bad_input("bad_key_file", "signing key file is not UTF-8"))?;
+    Ok(SigningKey::parse_synapse(&text)?)
+}
+
+fn room_version(id: &str) -> Result<&'static RoomVersion, CliError> {
+    Ok(RoomVersion::get(id)?)
+}
+
+fn read_event(args: &EventArgs) -> Result<(Object, &'static RoomVersion), CliError> {
+    let v = room_version(&args.room_version)?;
+    let ev = pdu::parse_pdu(&read_input(args.file.as_deref())?, v)?;
+    Ok((ev, v))
+}
+
+/// Runs a command; the returned value is the exit status.
+pub fn run(cli: Cli) -> Result<u8, CliError> {
+    match cli.command {
+        Command::Canonical { file } => {
+            write_out(&canonical::canonicalize(&read_input(file.as_deref())?)?)?;
+        }
+        Command::Key(KeyCommand::Generate { server_name, out }) => {
+            identifiers::validate_server_name(&server_name)?;
+            let mut entropy = [0u8; 36];
+            getrandom::getrandom(&mut entropy)
+                .map_err(|e| CliError::bad_input("entropy", format!("no OS randomness: {e}")))?;
+            let key = SigningKey::generate(&entropy);
+            let line = key.to_synapse_line();
+            match out {
+                None => print!("{line}"),
+                Some(path) => {
+                    // create_new: never overwrite (and so lose) an existing key.
+                    let mut f = fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&path)
+                        .map_err(|e| {
+                            CliError::bad_input("io", format!("creating {}: {e}", path.display()))
+                        })?;
+                    f.write_all(line.as_bytes()).map_err(|e| {
+                        CliError::bad_input("io", format!("writing {}: {e}", path.display()))
+                    })?;
+                    eprintln!(
+                        "mxfed: wrote {} for {server_name} to {}",
+                        key.key_id(),
+                        path.display()
+                    );
+                }
+            }
+        }
+        Command::Key(KeyCommand::Public { key }) => {
+            let mut o = Object::new();
+            for k in load_signing_keys(&key)? {
+                o.insert(k.key_id().as_str(), k.verify_key().to_base64());
+            }
+            write_out(o.to_canonical_string().as_bytes())?;
+        }
+        Command::Sign { signer, file } => {
+            let keys = load_signing_keys(&signer.key)?;
+            identifiers::validate_server_name(&signer.server_name)?;
+            let mut obj =
+                canonical::parse_object(&read_input(file.as_deref())?, &ParseOptions::NORMALIZE)?;
+            for k in &keys {
+                signing::sign_json(&mut obj, &signer.server_name, k)?;
+            }
+            write_out(obj.to_canonical_string().as_bytes())?;
+        }
+        Command::Verify {
+            server_name,
+            public_keys,
+            file,
+        } => {
+            let mut keys = BTreeMap::new();
+            for pk in &public_keys {
+                let (id, b64) = pk.split_once('=').ok_or_else(|| {
+                    CliError::bad_input("bad_public_key_arg", "--public-key takes KEYID=BASE64")
+                })?;
+                keys.insert(KeyId::parse(id)?, VerifyKey::from_base64(b64)?);
+            }
+            let obj =
+                canonical::parse_object(&read_input(file.as_deref())?, &ParseOptions::NORMALIZE)?;
+            match signing::verify_json(&obj, &server_name, &keys) {
+                Ok(ids) => {
+                    let ids: Vec<Value> = ids.iter().map(|i| Value::from(i.as_str())).collect();
+                    let mut o = Object::new();
+                    o.insert("verified", Value::Array(ids));
+                    write_out(o.to_canonical_string().as_bytes())?;
+                }
+                Err(e @ signing::SignatureError::Malformed { .. }) => return Err(e.into()),
+                Err(e) => return Err(CliError::failed(e.code(), &e)),
+            }
+        }
+        Command::Event(cmd) => return run_event(cmd),
+    }
+    Ok(0)
+}
+
+fn run_event(cmd: EventCommand) -> Result<u8, CliError> {
+    match cmd {
+        EventCommand::Hash(args) => {
+            let (ev, v) = read_event(&args)?;
+            let mut o = Object::new();
+            o.insert(
+                "content_hash",
+                mxfed_core::base64::encode(event::content_hash(&ev)),
+            );
+            o.insert(
+                "reference_hash",
+                mxfed_core::base64::encode(event::reference_hash(&ev, v)),
+            );
+            write_out(o.to_canonical_string().as_bytes())?;
+        }
+        EventCommand::Sign {
+            event: args,
+            signer,
+        } => {
+            let keys = load_signing_keys(&signer.key)?;
+            identifiers::validate_server_name(&signer.server_name)?;
+            let (mut ev, v) = read_event(&args)?;
+            for k in &keys {
+                event::hash_and_sign_event(&mut ev, v, &signer.server_name, k)?;
+            }
+            write_out(ev.to_canonical_string().as_bytes())?;
+        }
+        EventCommand::Id(args) => {
+            let (ev, v) = read_event(&args)?;
+            write_out(event::event_id(&ev, v)?.as_bytes())?;
+        }
+        EventCommand::RoomId(args) => {
+            let (ev, v) = read_event(&args)?;
+            write_out(event::room_id_from_create(&ev, v)?.as_bytes())?;
+        }
+        EventCommand::Redact(args) => {
+            let (ev, v) = read_event(&args)?;
+            write_out(event::redact(&ev, v).to_canonical_string().as_bytes())?;
+        }
+        EventCommand::Check { event: args, keys } => {
+            let v = room_version(&args.room_version)?;
+            let ring = load_key_ring(&keys)?;
+            let input = read_input(args.file.as_deref())?;
+            let mut all_ok = true;
+            let mut out = Vec::with_capacity(input.len() / 2);
+            for line in input.split(|b| *b == b'\n') {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let check = pdu::check_pdu(line, v, &ring);
+                all_ok &= check.verdict == pdu::Verdict::Accepted;
+                canonical::encode_object_into(&check.to_json(), &mut out);
+                out.push(b'\n');
+            }
+            io::stdout()
+                .lock()
+                .write_all(&out)
+                .map_err(|e| CliError::bad_input("io", format!("writing stdout: {e}")))?;
+            return Ok(if all_ok { 0 } else { EXIT_FAILED });
+        }
+    }
+    Ok(0)
+}
+
+/// Loads key responses (one object per file, or JSONL), each verified as self-signed.
+fn load_key_ring(paths: &[PathBuf]) -> Result<KeyRing, CliError> {
+    let mut ring = KeyRing::new();
+    for path in paths {
+        let bytes = read_file(path)?;
+        let whole = canonical::parse_object(&bytes, &ParseOptions::STRICT);
+        let objects = match whole {
+            Ok(o) => vec![o],
+            Err(_) => bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+                .map(|l| canonical::parse_object(l, &ParseOptions::STRICT))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| CliError::bad_input(e.code(), format!("{}: {e}", path.display())))?,
+        };
+        for o in &objects {
+            let keys = ServerKeys::from_response(o)
+                .map_err(|e| CliError::bad_input(e.code(), format!("{}: {e}", path.display())))?;
+            ring.add(&keys);
+        }
+    }
+    Ok(ring)
+}
