@@ -1,1 +1,455 @@
+//! The cross-host conformance runner.
+//!
+//! `tests/vectors/` is the single source of truth. Every host (the core called directly, the
+//! `mxfed` CLI, and later wasm, JS and Python) implements [`Host`] — a handful of operations with
+//! the same names everywhere — and [`run_all`] feeds it every vector, comparing outputs byte for
+//! byte and error codes exactly. Adding a host means implementing [`Host`]; nothing else.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::PathBuf;
+
+use serde_json::Value as J;
+
+/// What an operation gave: the output bytes, or the stable error code.
+pub type Outcome = Result<Vec<u8>, String>;
+
+/// The operations every host exposes, with inputs and outputs as bytes.
+///
+/// Outputs are canonical JSON (or plain text for IDs and base64) without a trailing newline.
+pub trait Host {
+    /// A short name for reports.
+    fn name(&self) -> String;
+    /// Canonical JSON of arbitrary JSON (numbers normalised as the spec's examples ask).
+    fn canonical_json(&self, input: &[u8]) -> Outcome;
+    /// Sign a JSON object with a key given by seed, as `server`; canonical output.
+    fn sign_json(&self, seed_b64: &str, version: &str, server: &str, input: &[u8]) -> Outcome;
+    /// Verify `server`'s signature with one public key; output is ignored, only Ok/Err matter.
+    fn verify_json(&self, server: &str, key_id: &str, public_b64: &str, input: &[u8]) -> Outcome;
+    /// The public key (base64) of a seed.
+    fn public_key(&self, seed_b64: &str) -> Outcome;
+    /// Content hash of an event (unpadded base64).
+    fn content_hash(&self, room_version: &str, event: &[u8]) -> Outcome;
+    /// Reference hash of an event (unpadded base64).
+    fn reference_hash(&self, room_version: &str, event: &[u8]) -> Outcome;
+    /// Event ID.
+    fn event_id(&self, room_version: &str, event: &[u8]) -> Outcome;
+    /// Room ID of a v12+ create event.
+    fn room_id(&self, room_version: &str, event: &[u8]) -> Outcome;
+    /// Redacted event, canonical.
+    fn redact(&self, room_version: &str, event: &[u8]) -> Outcome;
+    /// Hash and sign an event; canonical output.
+    fn hash_and_sign_event(
+        &self,
+        room_version: &str,
+        seed_b64: &str,
+        version: &str,
+        server: &str,
+        event: &[u8],
+    ) -> Outcome;
+    /// Check PDUs (JSONL in) against key responses; JSONL of verdict objects out.
+    fn check_pdus(&self, room_version: &str, keys: &[Vec<u8>], pdus_jsonl: &[u8]) -> Outcome;
+    /// Unpadded base64 of bytes, for hosts that expose it.
+    fn base64_encode(&self, _bytes: &[u8]) -> Option<Outcome> {
+        None
+    }
+}
+
+/// The vectors directory.
+pub fn vectors_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors")
+}
+
+fn load_json(rel: &str) -> J {
+    let p = vectors_dir().join(rel);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Canonical bytes of a serde value, via Python-compatible rules (used only to compare
+/// expectations; the host under test produces its own bytes).
+fn canon(v: &J) -> Vec<u8> {
+    mxfed_core::canonical::canonicalize(serde_json::to_string(v).unwrap().as_bytes()).unwrap()
+}
+
+/// The results of one run.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Checks that passed.
+    pub passed: usize,
+    /// Descriptions of failures.
+    pub failures: Vec<String>,
+    /// Count of checks per vector kind.
+    pub by_kind: std::collections::BTreeMap<String, usize>,
+}
+
+impl Report {
+    fn check(&mut self, kind: &str, name: &str, got: &Outcome, want: &Outcome) {
+        *self.by_kind.entry(kind.to_owned()).or_default() += 1;
+        if got == want {
+            self.passed += 1;
+        } else {
+            let show = |o: &Outcome| match o {
+                Ok(b) => format!("Ok({})", String::from_utf8_lossy(b)),
+                Err(c) => format!("Err({c})"),
+            };
+            self.failures.push(format!(
+                "{kind} {name}:\n    got  {}\n    want {}",
+                show(got),
+                show(want)
+            ));
+        }
+    }
+
+    /// Panics with every failure listed when there is one.
+    pub fn assert_ok(&self, host: &str, min_checks: usize) {
+        eprintln!(
+            "{host}: {} checks passed, {} failed; by kind: {:?}",
+            self.passed,
+            self.failures.len(),
+            self.by_kind
+        );
+        if !self.failures.is_empty() {
+            panic!(
+                "{host}: {} failures:\n{}",
+                self.failures.len(),
+                self.failures.join("\n")
+            );
+        }
+        assert!(
+            self.passed >= min_checks,
+            "{host}: only {} checks ran, expected at least {min_checks}",
+            self.passed
+        );
+    }
+}
+
+fn s(v: &J) -> &str {
+    v.as_str().unwrap()
+}
+
+fn ok_text(t: &str) -> Outcome {
+    Ok(t.as_bytes().to_vec())
+}
+
+/// Runs every vector in the corpus through `host`.
+pub fn run_all(host: &dyn Host) -> Report {
+    let mut r = Report::default();
+    let spec = load_json("spec_vectors.json");
+    let test_key = &spec["meta"]["test_key"];
+    let seed = s(&test_key["seed_base64"]);
+    for v in spec["official"].as_array().unwrap() {
+        run_official(host, &mut r, v, seed);
+    }
+    for v in spec["derived"].as_array().unwrap() {
+        run_derived(host, &mut r, v);
+    }
+    run_synapse_corpus(host, &mut r);
+    r
+}
+
+fn run_official(host: &dyn Host, r: &mut Report, v: &J, seed: &str) {
+    let name = s(&v["name"]);
+    let input = s(&v["input"]).as_bytes();
+    match s(&v["kind"]) {
+        "canonical_json" => {
+            let want = hex(s(&v["expected_bytes_hex"]));
+            r.check(
+                "canonical_json",
+                name,
+                &host.canonical_json(input),
+                &Ok(want),
+            );
+        }
+        "json_signing" => {
+            let want = canon(&serde_json::from_str(s(&v["expected"])).unwrap());
+            r.check(
+                "json_signing",
+                name,
+                &host.sign_json(seed, "1", "domain", input),
+                &Ok(want),
+            );
+            // And the signed object verifies with the derived public key.
+            r.check(
+                "json_verify",
+                name,
+                &host
+                    .verify_json(
+                        "domain",
+                        "ed25519:1",
+                        "XGX0JRS2Af3be3knz2fBiRbApjm2Dh61gXDJA8kcJNI",
+                        s(&v["expected"]).as_bytes(),
+                    )
+                    .map(|_| Vec::new()),
+                &Ok(Vec::new()),
+            );
+        }
+        "event_signing" => {
+            // The official event vectors use pre-v11 redaction: room version 1 rules.
+            let want = canon(&serde_json::from_str(s(&v["expected"])).unwrap());
+            r.check(
+                "event_signing",
+                name,
+                &host.hash_and_sign_event("1", seed, "1", "domain", input),
+                &Ok(want),
+            );
+        }
+        "unpadded_base64" => {
+            if let Some(got) = host.base64_encode(input) {
+                r.check("unpadded_base64", name, &got, &ok_text(s(&v["expected"])));
+            }
+        }
+        _ => {} // illustrative_only: not verifiable by design
+    }
+}
+
+fn run_derived(host: &dyn Host, r: &mut Report, v: &J) {
+    let name = s(&v["name"]);
+    match s(&v["kind"]) {
+        "key_derivation" => {
+            r.check(
+                "key_derivation",
+                name,
+                &host.public_key(s(&v["input"])),
+                &ok_text(s(&v["expected"])),
+            );
+        }
+        "derived_event" => {
+            let rv = s(&v["room_version"]);
+            let p = &v["params"];
+            let input = serde_json::to_vec(&v["input"]).unwrap();
+            let e = &v["expected"];
+            let signed = serde_json::to_vec(&e["signed_event"]).unwrap();
+            r.check(
+                "event_sign",
+                name,
+                &host.hash_and_sign_event(
+                    rv,
+                    s(&p["signing_key_seed_base64"]),
+                    s(&p["key_id"]).trim_start_matches("ed25519:"),
+                    s(&p["server_name"]),
+                    &input,
+                ),
+                &Ok(canon(&e["signed_event"])),
+            );
+            r.check(
+                "content_hash",
+                name,
+                &host.content_hash(rv, &signed),
+                &ok_text(s(&e["content_hash_sha256"])),
+            );
+            r.check(
+                "redact",
+                name,
+                &host.redact(rv, &signed),
+                &Ok(canon(&e["redacted"])),
+            );
+            r.check(
+                "reference_hash",
+                name,
+                &host.reference_hash(rv, &signed),
+                &ok_text(s(&e["reference_hash_sha256_b64"])),
+            );
+            let want_id = e
+                .get("event_id")
+                .map_or_else(|| s(&v["input"]["event_id"]), s);
+            r.check(
+                "event_id",
+                name,
+                &host.event_id(rv, &signed),
+                &ok_text(want_id),
+            );
+            // Event IDs are computed over the redacted form: redacted and full agree.
+            r.check(
+                "event_id_redacted",
+                name,
+                &host.event_id(rv, &canon(&e["redacted"])),
+                &ok_text(want_id),
+            );
+            if let Some(room) = e.get("room_id") {
+                r.check(
+                    "room_id",
+                    name,
+                    &host.room_id(rv, &signed),
+                    &ok_text(s(room)),
+                );
+            }
+        }
+        "event_id" => {
+            let input = serde_json::to_vec(&v["input"]).unwrap();
+            let e = &v["expected"];
+            r.check(
+                "event_id",
+                name,
+                &host.event_id("10", &input),
+                &ok_text(s(&e["event_id_v10"])),
+            );
+            r.check(
+                "event_id",
+                name,
+                &host.event_id("3", &input),
+                &ok_text(s(&e["event_id_v3"])),
+            );
+            if let Some(c) = v.get("computed") {
+                r.check(
+                    "event_id",
+                    name,
+                    &host.event_id("11", &input),
+                    &ok_text(s(&c["event_id_v11_rules"])),
+                );
+                r.check(
+                    "content_hash",
+                    name,
+                    &host.content_hash("10", &input),
+                    &ok_text(s(&c["content_hash_recomputed"])),
+                );
+            }
+        }
+        "request_auth" => {
+            // The X-Matrix signature is a JSON signature over the request object.
+            let p = &v["params"];
+            let i = &v["input"];
+            let mut req = serde_json::json!({
+                "method": i["method"], "uri": i["uri"], "origin": i["origin"], "destination": i["destination"],
+            });
+            if let Some(c) = i.get("content") {
+                req["content"] = c.clone();
+            }
+            let e = &v["expected"];
+            let body = serde_json::to_vec(&req).unwrap();
+            r.check(
+                "request_auth_canonical",
+                name,
+                &host.canonical_json(&body),
+                &ok_text(s(&e["signed_json_canonical"])),
+            );
+            let signed = host.sign_json(
+                s(&p["signing_key_seed_base64"]),
+                "1",
+                s(&p["server_name"]),
+                &body,
+            );
+            let sig = signed.map(|b| {
+                let j: J = serde_json::from_slice(&b).unwrap();
+                s(&j["signatures"][s(&p["server_name"])][s(&p["key_id"])])
+                    .as_bytes()
+                    .to_vec()
+            });
+            r.check("request_auth_sig", name, &sig, &ok_text(s(&e["sig"])));
+        }
+        "server_keys" => {
+            let input = serde_json::to_vec(&v["input"]).unwrap();
+            r.check(
+                "server_keys",
+                name,
+                &host.sign_json(
+                    s(&v["params"]["signing_key_seed_base64"]),
+                    "1",
+                    s(&v["input"]["server_name"]),
+                    &input,
+                ),
+                &Ok(canon(&v["expected"])),
+            );
+        }
+        "canonical_json" => {
+            r.check(
+                "canonical_json",
+                name,
+                &host.canonical_json(s(&v["input"]).as_bytes()),
+                &Ok(hex(s(&v["expected_bytes_hex"]))),
+            );
+        }
+        "canonical_json_negative" => {
+            let computed = s(&v["computed"]);
+            let code = if computed.contains("out of canonical range") {
+                "json_integer_out_of_range"
+            } else {
+                "json_not_integer"
+            };
+            r.check(
+                "canonical_json_negative",
+                name,
+                &host.canonical_json(s(&v["input"]).as_bytes()),
+                &Err(code.to_owned()),
+            );
+        }
+        other => panic!("unknown derived vector kind {other}"),
+    }
+}
+
+/// Real PDUs signed by Synapse: every host must reach Synapse's verdicts on signatures, content
+/// hashes and event IDs.
+fn run_synapse_corpus(host: &dyn Host, r: &mut Report) {
+    let keys: Vec<Vec<u8>> = ["localhost_8448", "localhost_8449", "localhost_8450"]
+        .iter()
+        .map(|k| std::fs::read(vectors_dir().join(format!("synapse/keys/{k}.json"))).unwrap())
+        .collect();
+    let text = std::fs::read_to_string(vectors_dir().join("synapse/pdus.jsonl")).unwrap();
+    let mut by_version: std::collections::BTreeMap<String, Vec<J>> = Default::default();
+    for line in text.lines() {
+        let j: J = serde_json::from_str(line).unwrap();
+        by_version
+            .entry(s(&j["room_version"]).to_owned())
+            .or_default()
+            .push(j);
+    }
+    for (rv, lines) in &by_version {
+        let mut jsonl = Vec::new();
+        for l in lines {
+            jsonl.extend(serde_json::to_vec(&l["pdu"]).unwrap());
+            jsonl.push(b'\n');
+        }
+        let got = match host.check_pdus(rv, &keys, &jsonl) {
+            Ok(b) => b,
+            Err(c) => {
+                r.failures
+                    .push(format!("synapse corpus v{rv}: check_pdus failed: {c}"));
+                continue;
+            }
+        };
+        let verdicts: Vec<J> = got
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(
+            verdicts.len(),
+            lines.len(),
+            "{}: one verdict per PDU",
+            host.name()
+        );
+        for (l, got) in lines.iter().zip(&verdicts) {
+            let e = &l["expected"];
+            let want_verdict = match (e["signature_ok"].as_bool(), e["content_hash_ok"].as_bool()) {
+                (Some(true), Some(true)) => "accepted",
+                (Some(true), Some(false)) => "redacted",
+                _ => "rejected",
+            };
+            let name = format!("v{rv} {}", s(&l["event_id"]));
+            let summary = |id: &J, verdict: &J| {
+                format!(
+                    "{} {}",
+                    id.as_str().unwrap_or("null"),
+                    verdict.as_str().unwrap_or("?")
+                )
+            };
+            r.check(
+                "synapse_pdu",
+                &name,
+                &Ok(summary(&got["event_id"], &got["verdict"]).into_bytes()),
+                &Ok(summary(&l["event_id"], &J::from(want_verdict)).into_bytes()),
+            );
+        }
+    }
+}
+
+fn hex(h: &str) -> Vec<u8> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The core itself as a host: the reference every other host is compared with.
+pub struct CoreHost;
+
+mod core_host;

@@ -1,0 +1,207 @@
+//! The whole vectors corpus through the `mxfed` binary, byte for byte the same as the core.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use mxfed_conformance::{Host, Outcome};
+
+struct CliHost {
+    dir: tempfile::TempDir,
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mxfed"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The child may exit before reading everything (bad arguments): its exit status says so.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `mxfed ARGS` with `stdin`; Ok(stdout without its final newline) on exit 0, Err(code)
+/// parsed from the one-line `mxfed: error[code]: …` otherwise.
+fn mxfed(args: &[&str], stdin: &[u8]) -> Outcome {
+    let out = run(args, stdin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => {
+            let mut b = out.stdout;
+            if b.last() == Some(&b'\n') {
+                b.pop();
+            }
+            Ok(b)
+        }
+        Some(1 | 2) => {
+            assert_eq!(
+                stderr.lines().count(),
+                1,
+                "one-line error expected: {stderr}"
+            );
+            let code = stderr
+                .split_once("error[")
+                .and_then(|(_, r)| r.split_once(']'))
+                .map(|(c, _)| c.to_owned())
+                .unwrap_or_else(|| panic!("no error code in {stderr:?}"));
+            Err(code)
+        }
+        other => panic!("mxfed {args:?} exited {other:?}: {stderr}"),
+    }
+}
+
+impl CliHost {
+    fn key_file(&self, seed: &str, version: &str) -> String {
+        let p = self
+            .dir
+            .path()
+            .join(format!("{version}.{}.key", seed.replace('/', "_")));
+        std::fs::write(&p, format!("ed25519 {version} {seed}\n")).unwrap();
+        p.to_str().unwrap().to_owned()
+    }
+
+    fn event(&self, cmd: &str, rv: &str, ev: &[u8]) -> Outcome {
+        mxfed(&["event", cmd, "--room-version", rv], ev)
+    }
+
+    fn hash_field(&self, rv: &str, ev: &[u8], field: &str) -> Outcome {
+        let out = self.event("hash", rv, ev)?;
+        let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        Ok(j[field].as_str().unwrap().as_bytes().to_vec())
+    }
+}
+
+impl Host for CliHost {
+    fn name(&self) -> String {
+        "cli".into()
+    }
+
+    fn canonical_json(&self, input: &[u8]) -> Outcome {
+        mxfed(&["canonical"], input)
+    }
+
+    fn sign_json(&self, seed: &str, version: &str, server: &str, input: &[u8]) -> Outcome {
+        let key = self.key_file(seed, version);
+        mxfed(
+            &["sign", "--key", &key, "--server-name", server, "-"],
+            input,
+        )
+    }
+
+    fn verify_json(&self, server: &str, key_id: &str, public: &str, input: &[u8]) -> Outcome {
+        let pk = format!("{key_id}={public}");
+        mxfed(
+            &["verify", "--server-name", server, "--public-key", &pk],
+            input,
+        )
+    }
+
+    fn public_key(&self, seed: &str) -> Outcome {
+        let key = self.key_file(seed, "1");
+        let out = mxfed(&["key", "public", "--key", &key], b"")?;
+        let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        Ok(j["ed25519:1"].as_str().unwrap().as_bytes().to_vec())
+    }
+
+    fn content_hash(&self, rv: &str, ev: &[u8]) -> Outcome {
+        self.hash_field(rv, ev, "content_hash")
+    }
+
+    fn reference_hash(&self, rv: &str, ev: &[u8]) -> Outcome {
+        self.hash_field(rv, ev, "reference_hash")
+    }
+
+    fn event_id(&self, rv: &str, ev: &[u8]) -> Outcome {
+        self.event("id", rv, ev)
+    }
+
+    fn room_id(&self, rv: &str, ev: &[u8]) -> Outcome {
+        self.event("room-id", rv, ev)
+    }
+
+    fn redact(&self, rv: &str, ev: &[u8]) -> Outcome {
+        self.event("redact", rv, ev)
+    }
+
+    fn hash_and_sign_event(
+        &self,
+        rv: &str,
+        seed: &str,
+        version: &str,
+        server: &str,
+        ev: &[u8],
+    ) -> Outcome {
+        let key = self.key_file(seed, version);
+        mxfed(
+            &[
+                "event",
+                "sign",
+                "--room-version",
+                rv,
+                "--key",
+                &key,
+                "--server-name",
+                server,
+            ],
+            ev,
+        )
+    }
+
+    fn check_pdus(&self, rv: &str, keys: &[Vec<u8>], pdus: &[u8]) -> Outcome {
+        let paths: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let p = self.dir.path().join(format!("keys{i}.json"));
+                std::fs::write(&p, k).unwrap();
+                p.to_str().unwrap().to_owned()
+            })
+            .collect();
+        let mut args = vec!["event", "check", "--room-version", rv, "--keys"];
+        args.extend(paths.iter().map(String::as_str));
+        // Exit 1 means "some PDU not accepted": the verdict lines are still the output.
+        let out = run(&args, pdus);
+        match out.status.code() {
+            Some(0 | 1) => Ok(out.stdout),
+            _ => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+        }
+    }
+}
+
+fn host() -> CliHost {
+    CliHost {
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+#[test]
+fn cli_reproduces_every_vector() {
+    mxfed_conformance::run_all(&host()).assert_ok("cli", 1000);
+}
+
+#[test]
+fn cli_and_core_agree_on_pdu_verdicts_byte_for_byte() {
+    let dir = mxfed_conformance::vectors_dir();
+    let keys: Vec<Vec<u8>> = ["8448", "8449", "8450"]
+        .iter()
+        .map(|p| std::fs::read(dir.join(format!("synapse/keys/localhost_{p}.json"))).unwrap())
+        .collect();
+    let text = std::fs::read_to_string(dir.join("synapse/pdus.jsonl")).unwrap();
+    for rv in ["1", "5", "10", "12"] {
+        let mut jsonl = Vec::new();
+        for line in text.lines() {
+            let j: serde_json::Value = serde_json::from_str(line).unwrap();
+            if j["room_version"] == rv {
+                jsonl.extend(serde_json::to_vec(&j["pdu"]).unwrap());
+                jsonl.push(b'\n');
+            }
+        }
+        let core = mxfed_conformance::CoreHost
+            .check_pdus(rv, &keys, &jsonl)
+            .unwrap();
+        assert_eq!(host().check_pdus(rv, &keys, &jsonl).unwrap(), core, "v{rv}");
+    }
+}

@@ -1,0 +1,116 @@
+//! [`Host`](crate::Host) implemented by calling mxfed-core directly.
+
+use mxfed_core::canonical::{self, Object, ParseOptions};
+use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
+use mxfed_core::server_keys::{KeyRing, ServerKeys};
+use mxfed_core::{base64, event, pdu, signing, RoomVersion};
+
+use crate::{CoreHost, Host, Outcome};
+
+fn event(rv: &str, bytes: &[u8]) -> Result<(Object, &'static RoomVersion), String> {
+    let v = RoomVersion::get(rv).map_err(|e| e.code().to_owned())?;
+    Ok((
+        pdu::parse_pdu(bytes, v).map_err(|e| e.code().to_owned())?,
+        v,
+    ))
+}
+
+fn text(s: String) -> Outcome {
+    Ok(s.into_bytes())
+}
+
+impl Host for CoreHost {
+    fn name(&self) -> String {
+        "core".into()
+    }
+
+    fn canonical_json(&self, input: &[u8]) -> Outcome {
+        canonical::canonicalize(input).map_err(|e| e.code().to_owned())
+    }
+
+    fn sign_json(&self, seed: &str, version: &str, server: &str, input: &[u8]) -> Outcome {
+        let key = SigningKey::from_seed_base64(version, seed).map_err(|e| e.code().to_owned())?;
+        let mut o = canonical::parse_object(input, &ParseOptions::NORMALIZE)
+            .map_err(|e| e.code().to_owned())?;
+        signing::sign_json(&mut o, server, &key).map_err(|e| e.code().to_owned())?;
+        text(o.to_canonical_string())
+    }
+
+    fn verify_json(&self, server: &str, key_id: &str, public: &str, input: &[u8]) -> Outcome {
+        let id = KeyId::parse(key_id).map_err(|e| e.code().to_owned())?;
+        let key = VerifyKey::from_base64(public).map_err(|e| e.code().to_owned())?;
+        let o = canonical::parse_object(input, &ParseOptions::NORMALIZE)
+            .map_err(|e| e.code().to_owned())?;
+        signing::verify_json(&o, server, &[(id, key)].into_iter().collect())
+            .map(|_| Vec::new())
+            .map_err(|e| e.code().to_owned())
+    }
+
+    fn public_key(&self, seed: &str) -> Outcome {
+        let key = SigningKey::from_seed_base64("1", seed).map_err(|e| e.code().to_owned())?;
+        text(key.verify_key().to_base64())
+    }
+
+    fn content_hash(&self, rv: &str, ev: &[u8]) -> Outcome {
+        let (ev, _) = event(rv, ev)?;
+        text(base64::encode(event::content_hash(&ev)))
+    }
+
+    fn reference_hash(&self, rv: &str, ev: &[u8]) -> Outcome {
+        let (ev, v) = event(rv, ev)?;
+        text(base64::encode(event::reference_hash(&ev, v)))
+    }
+
+    fn event_id(&self, rv: &str, ev: &[u8]) -> Outcome {
+        let (ev, v) = event(rv, ev)?;
+        event::event_id(&ev, v)
+            .map(String::into_bytes)
+            .map_err(|e| e.code().to_owned())
+    }
+
+    fn room_id(&self, rv: &str, ev: &[u8]) -> Outcome {
+        let (ev, v) = event(rv, ev)?;
+        event::room_id_from_create(&ev, v)
+            .map(String::into_bytes)
+            .map_err(|e| e.code().to_owned())
+    }
+
+    fn redact(&self, rv: &str, ev: &[u8]) -> Outcome {
+        let (ev, v) = event(rv, ev)?;
+        text(event::redact(&ev, v).to_canonical_string())
+    }
+
+    fn hash_and_sign_event(
+        &self,
+        rv: &str,
+        seed: &str,
+        version: &str,
+        server: &str,
+        ev: &[u8],
+    ) -> Outcome {
+        let key = SigningKey::from_seed_base64(version, seed).map_err(|e| e.code().to_owned())?;
+        let (mut ev, v) = event(rv, ev)?;
+        event::hash_and_sign_event(&mut ev, v, server, &key).map_err(|e| e.code().to_owned())?;
+        text(ev.to_canonical_string())
+    }
+
+    fn check_pdus(&self, rv: &str, keys: &[Vec<u8>], pdus: &[u8]) -> Outcome {
+        let v = RoomVersion::get(rv).map_err(|e| e.code().to_owned())?;
+        let mut ring = KeyRing::new();
+        for k in keys {
+            let o = canonical::parse_object(k, &ParseOptions::STRICT)
+                .map_err(|e| e.code().to_owned())?;
+            ring.add(&ServerKeys::from_response(&o).map_err(|e| e.code().to_owned())?);
+        }
+        let mut out = Vec::new();
+        for line in pdus.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            canonical::encode_object_into(&pdu::check_pdu(line, v, &ring).to_json(), &mut out);
+            out.push(b'\n');
+        }
+        Ok(out)
+    }
+
+    fn base64_encode(&self, bytes: &[u8]) -> Option<Outcome> {
+        Some(text(base64::encode(bytes)))
+    }
+}
