@@ -35,5 +35,7 @@ pub mod pdu;
 pub mod room_version;
 pub mod server_keys;
 pub mod signing;
+pub mod time;
 
 pub use room_version::RoomVersion;
+pub use time::{Millis, Timestamp};
