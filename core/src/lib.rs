@@ -36,6 +36,7 @@ pub mod room_version;
 pub mod server_keys;
 pub mod signing;
 pub mod time;
+pub mod xmatrix;
 
 pub use room_version::RoomVersion;
 pub use time::{Millis, Timestamp};

@@ -10,6 +10,7 @@ use crate::identifiers::{validate_server_name, IdError};
 use crate::keys::{KeyError, KeyId, SigningKey, VerifyKey};
 use crate::room_version::RoomVersion;
 use crate::signing::{check_server_signatures, signing_bytes, KeyLookup, SignatureError};
+use crate::time::Timestamp;
 
 /// Why a key response is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +38,17 @@ pub enum ServerKeysError {
     /// The response is not signed by every key it lists in `verify_keys`.
     #[error("key response is not self-signed: {0}")]
     NotSelfSigned(SignatureError),
+    /// A notary's entry lacks a valid signature by the notary.
+    #[error("not signed by the notary: {0}")]
+    NotarySignature(SignatureError),
+    /// A direct fetch answered with another server's keys.
+    #[error("asked for {expected}'s keys, got {got}'s")]
+    WrongServer {
+        /// The server asked.
+        expected: String,
+        /// The server in the response.
+        got: String,
+    },
 }
 
 impl ServerKeysError {
@@ -47,6 +59,8 @@ impl ServerKeysError {
             ServerKeysError::ServerName(e) => e.code(),
             ServerKeysError::Key { source, .. } => source.code(),
             ServerKeysError::NotSelfSigned(_) => "keys_not_self_signed",
+            ServerKeysError::NotarySignature(_) => "keys_not_notary_signed",
+            ServerKeysError::WrongServer { .. } => "keys_wrong_server",
         }
     }
 }
@@ -296,5 +310,319 @@ impl KeyRing {
             Some(e) if e.valid_until_ts.is_some_and(|t| t < now) => KeyLookup::NotValid,
             Some(e) => KeyLookup::Usable(e.key),
         }
+    }
+}
+
+/// A key query (`POST /_matrix/key/v2/query` body, or the GET form): per server, the key IDs
+/// wanted (none = all) with an optional minimum validity each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyQuery {
+    /// Server → key ID → `minimum_valid_until_ts`.
+    pub servers: BTreeMap<String, BTreeMap<String, Option<i64>>>,
+}
+
+impl KeyQuery {
+    /// Parses `{"server_keys": {server: {key_id: {"minimum_valid_until_ts": ms}}}}`.
+    ///
+    /// # Errors
+    /// [`ServerKeysError::BadField`] or a bad server name.
+    pub fn parse(body: &Object) -> Result<KeyQuery, ServerKeysError> {
+        let bad = |field, expected| ServerKeysError::BadField { field, expected };
+        let servers = body
+            .get_object("server_keys")
+            .ok_or(bad("server_keys", "an object"))?;
+        let mut q = KeyQuery::default();
+        for (server, ids) in servers.iter() {
+            validate_server_name(server)?;
+            let ids = ids.as_object().ok_or(bad("server_keys.*", "an object"))?;
+            let mut wanted = BTreeMap::new();
+            for (id, crit) in ids.iter() {
+                let crit = crit
+                    .as_object()
+                    .ok_or(bad("server_keys.*.*", "an object"))?;
+                let min = match crit.get("minimum_valid_until_ts") {
+                    None => None,
+                    Some(v) => Some(
+                        v.as_int()
+                            .ok_or(bad("minimum_valid_until_ts", "an integer"))?,
+                    ),
+                };
+                wanted.insert(id.to_owned(), min);
+            }
+            q.servers.insert(server.to_owned(), wanted);
+        }
+        Ok(q)
+    }
+
+    /// The query as a request body.
+    pub fn to_json(&self) -> Object {
+        let mut servers = Object::new();
+        for (server, ids) in &self.servers {
+            let mut o = Object::new();
+            for (id, min) in ids {
+                let mut crit = Object::new();
+                if let Some(m) = min.and_then(Int::new) {
+                    crit.insert("minimum_valid_until_ts", m);
+                }
+                o.insert(id.as_str(), crit);
+            }
+            servers.insert(server.as_str(), o);
+        }
+        let mut body = Object::new();
+        body.insert("server_keys", servers);
+        body
+    }
+
+    /// The smallest validity asked for a server, if any.
+    fn minimum(&self, server: &str) -> Option<i64> {
+        self.servers.get(server)?.values().flatten().copied().min()
+    }
+}
+
+/// What a notary's `/_matrix/key/v2/query` answer yielded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotaryAnswer {
+    /// Entries signed by both the origin and the notary, each with the response object itself.
+    pub accepted: Vec<(ServerKeys, Object)>,
+    /// Entries that failed (by index), as Synapse skips them and uses the rest.
+    pub rejected: Vec<(usize, ServerKeysError)>,
+}
+
+/// Checks a notary's answer: each entry must be self-signed by its origin (as a direct response
+/// is) and signed by the notary with one of `notary_keys`. Bad entries are skipped, not fatal.
+///
+/// # Errors
+/// [`ServerKeysError::BadField`] when `server_keys` is not a list.
+pub fn verify_notary_response(
+    response: &Object,
+    notary: &str,
+    notary_keys: &BTreeMap<KeyId, VerifyKey>,
+) -> Result<NotaryAnswer, ServerKeysError> {
+    let entries = response
+        .get("server_keys")
+        .and_then(Value::as_array)
+        .ok_or(ServerKeysError::BadField {
+            field: "server_keys",
+            expected: "a list",
+        })?;
+    let mut out = NotaryAnswer::default();
+    for (i, e) in entries.iter().enumerate() {
+        let checked = e
+            .as_object()
+            .ok_or(ServerKeysError::BadField {
+                field: "server_keys[]",
+                expected: "an object",
+            })
+            .and_then(|o| {
+                let keys = ServerKeys::from_response(o)?;
+                crate::signing::verify_json(o, notary, notary_keys)
+                    .map_err(ServerKeysError::NotarySignature)?;
+                Ok((keys, o.clone()))
+            });
+        match checked {
+            Ok(k) => out.accepted.push(k),
+            Err(err) => out.rejected.push((i, err)),
+        }
+    }
+    Ok(out)
+}
+
+/// A fetch the host should make: the server and the validity to ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFetch {
+    /// Whose keys.
+    pub server: String,
+    /// `minimum_valid_until_ts` to send.
+    pub minimum_valid_until_ts: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CacheEntry {
+    response: Object,
+    keys: ServerKeys,
+    fetched_at: Timestamp,
+}
+
+/// The key cache: verified responses as received, and the policy of when to use them, when to
+/// refetch, and how to answer notary queries. Pure: the host fetches, the cache decides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyCache {
+    entries: BTreeMap<String, CacheEntry>,
+    ring: KeyRing,
+}
+
+impl KeyCache {
+    /// An empty cache.
+    pub fn new() -> KeyCache {
+        KeyCache::default()
+    }
+
+    /// Verifies a response (self-signed, and for `expected_server` when given) and caches it.
+    /// A response is kept unless the cache already holds one valid for longer — as Synapse keeps
+    /// the largest `valid_until_ts` — but keys it adds are always learnt.
+    ///
+    /// # Errors
+    /// Any [`ServerKeysError`]; [`ServerKeysError::WrongServer`] when the response is for another
+    /// server than the one asked.
+    pub fn insert(
+        &mut self,
+        response: Object,
+        expected_server: Option<&str>,
+        fetched_at: Timestamp,
+    ) -> Result<&ServerKeys, ServerKeysError> {
+        let keys = ServerKeys::from_response(&response)?;
+        if let Some(want) = expected_server {
+            if keys.server_name != want {
+                return Err(ServerKeysError::WrongServer {
+                    expected: want.to_owned(),
+                    got: keys.server_name,
+                });
+            }
+        }
+        let server = keys.server_name.clone();
+        for (id, e) in &keys.keys {
+            let keep_old = self
+                .ring
+                .server(&server)
+                .and_then(|s| s.get(id))
+                .is_some_and(|old| old.valid_until_ts > e.valid_until_ts && e.expired_ts.is_none());
+            if !keep_old {
+                self.ring.insert(&server, id.clone(), *e);
+            }
+        }
+        let replace = self
+            .entries
+            .get(&server)
+            .is_none_or(|old| old.keys.valid_until_ts <= keys.valid_until_ts);
+        if replace {
+            self.entries.insert(
+                server.clone(),
+                CacheEntry {
+                    response,
+                    keys,
+                    fetched_at,
+                },
+            );
+        }
+        self.entries
+            .get(&server)
+            .map(|e| &e.keys)
+            .ok_or(ServerKeysError::BadField {
+                field: "server_name",
+                expected: "a cached server",
+            })
+    }
+
+    /// Every key learnt, for verification.
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
+    /// The cached response for a server, as received.
+    pub fn response(&self, server: &str) -> Option<&Object> {
+        self.entries.get(server).map(|e| &e.response)
+    }
+
+    /// What to fetch before authenticating a request signed with `key_ids` at `now`: nothing if
+    /// one of them is a current key valid now.
+    pub fn fetch_for_request(
+        &self,
+        server: &str,
+        key_ids: &[KeyId],
+        now: Timestamp,
+    ) -> Option<KeyFetch> {
+        let usable = key_ids.iter().any(|id| {
+            matches!(
+                self.ring.lookup_for_request(server, id, now.as_i64()),
+                crate::signing::KeyLookup::Usable(_)
+            )
+        });
+        (!usable).then(|| KeyFetch {
+            server: server.to_owned(),
+            minimum_valid_until_ts: now,
+        })
+    }
+
+    /// What to fetch before checking an event signed with `key_ids`: nothing if one of them may
+    /// verify an event sent at `origin_server_ts` in room version `v`.
+    pub fn fetch_for_event(
+        &self,
+        server: &str,
+        key_ids: &[KeyId],
+        origin_server_ts: Timestamp,
+        v: &RoomVersion,
+    ) -> Option<KeyFetch> {
+        let usable = key_ids.iter().any(|id| {
+            matches!(
+                self.ring
+                    .lookup_for_event(server, id, origin_server_ts.as_i64(), v),
+                crate::signing::KeyLookup::Usable(_)
+            )
+        });
+        (!usable).then(|| KeyFetch {
+            server: server.to_owned(),
+            minimum_valid_until_ts: if v.enforce_key_validity {
+                origin_server_ts
+            } else {
+                Timestamp::ZERO
+            },
+        })
+    }
+
+    /// When a server's cached response should be refreshed: halfway through its lifetime
+    /// (Synapse's notary rule; the spec asks notaries to cache for half the lifetime).
+    pub fn refresh_at(&self, server: &str) -> Option<Timestamp> {
+        let e = self.entries.get(server)?;
+        let until = Timestamp::from_i64(e.keys.valid_until_ts);
+        let half = until.saturating_since(e.fetched_at).0 / 2;
+        Some(e.fetched_at.saturating_add(crate::time::Millis(half)))
+    }
+
+    /// The servers a notary must fetch before answering `query` at `now`: those not cached,
+    /// cached with a validity below the asked minimum, or — with no minimum asked — past their
+    /// refresh time.
+    pub fn notary_fetches(&self, query: &KeyQuery, now: Timestamp) -> Vec<KeyFetch> {
+        let mut out = Vec::new();
+        for server in query.servers.keys() {
+            let min = query.minimum(server);
+            let stale = match (self.entries.get(server), min) {
+                (None, _) => true,
+                (Some(e), Some(m)) => e.keys.valid_until_ts < m,
+                (Some(_), None) => self.refresh_at(server).is_some_and(|t| t < now),
+            };
+            if stale {
+                out.push(KeyFetch {
+                    server: server.clone(),
+                    minimum_valid_until_ts: min.map_or(now, Timestamp::from_i64),
+                });
+            }
+        }
+        out
+    }
+
+    /// Our notary answer: `{"server_keys": [...]}` with each cached response for a queried
+    /// server, countersigned by us. Servers we know nothing of are left out, as the spec allows.
+    ///
+    /// # Errors
+    /// A malformed `signatures` in a cached response (not possible for verified responses).
+    pub fn notary_answer(
+        &self,
+        query: &KeyQuery,
+        our_name: &str,
+        our_keys: &[SigningKey],
+    ) -> Result<Object, SignatureError> {
+        let mut list = Vec::new();
+        for server in query.servers.keys() {
+            if let Some(e) = self.entries.get(server) {
+                let mut r = e.response.clone();
+                for k in our_keys {
+                    crate::signing::sign_json(&mut r, our_name, k)?;
+                }
+                list.push(Value::Object(r));
+            }
+        }
+        let mut o = Object::new();
+        o.insert("server_keys", Value::Array(list));
+        Ok(o)
     }
 }

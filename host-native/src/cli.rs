@@ -6,10 +6,10 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use mxfed_core::canonical::{self, Object, ParseOptions, Value};
+use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
-use mxfed_core::server_keys::{KeyRing, ServerKeys};
-use mxfed_core::{event, identifiers, pdu, signing, RoomVersion};
+use mxfed_core::server_keys::{self, KeyRing, ServerKeys};
+use mxfed_core::{event, identifiers, pdu, signing, xmatrix, Millis, RoomVersion, Timestamp};
 
 use crate::error::{CliError, EXIT_FAILED};
 
@@ -52,6 +52,87 @@ enum Command {
     /// Event hashing, signing, IDs, redaction and checks.
     #[command(subcommand)]
     Event(EventCommand),
+    /// Request authentication (Authorization: X-Matrix).
+    #[command(subcommand)]
+    Request(RequestCommand),
+    /// Server key responses (/_matrix/key/v2/server).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+struct RequestArgs {
+    /// The HTTP method.
+    #[arg(long)]
+    method: String,
+    /// Path and query exactly as on the request line.
+    #[arg(long)]
+    uri: String,
+    /// The JSON request body, if the request has one.
+    #[arg(long)]
+    content: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RequestCommand {
+    /// Print the Authorization header value (one line per key in the key file).
+    Sign {
+        /// Synapse signing.key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Our server name.
+        #[arg(long)]
+        origin: String,
+        /// The server the request is for.
+        #[arg(long)]
+        destination: String,
+        #[command(flatten)]
+        request: RequestArgs,
+    },
+    /// Verify Authorization header values; exit 0 with the origin, or 1 with the reason.
+    Verify {
+        /// Our server name (the request's destination).
+        #[arg(long)]
+        destination: String,
+        /// /_matrix/key/v2/server responses (one JSON object per file, or JSONL).
+        #[arg(long, num_args = 1.., required = true)]
+        keys: Vec<PathBuf>,
+        #[command(flatten)]
+        request: RequestArgs,
+        /// A header value, with or without the X-Matrix scheme word (repeatable).
+        #[arg(long = "header", required = true)]
+        headers: Vec<String>,
+        /// "Now" in milliseconds since the epoch (default: the clock), for reproducible expiry.
+        #[arg(long)]
+        now: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print our signed /_matrix/key/v2/server response.
+    Server {
+        /// Synapse signing.key file (every key is published and signs).
+        #[arg(long)]
+        key: PathBuf,
+        /// Our server name.
+        #[arg(long)]
+        server_name: String,
+        /// How long the response is valid: a number with ms, s, m, h or d (e.g. 7d).
+        #[arg(long)]
+        valid_for: String,
+        /// "Now" in milliseconds since the epoch (default: the clock).
+        #[arg(long)]
+        now: Option<u64>,
+    },
+    /// Check a key response is well-formed and self-signed; print a summary.
+    Verify {
+        /// The response, or - for stdin.
+        file: Option<PathBuf>,
+        /// Also require it to be for this server.
+        #[arg(long)]
+        server_name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,6 +322,8 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             }
         }
         Command::Event(cmd) => return run_event(cmd),
+        Command::Request(cmd) => return run_request(cmd),
+        Command::Keys(cmd) => return run_keys(cmd),
     }
     Ok(0)
 }
@@ -331,4 +414,164 @@ fn load_key_ring(paths: &[PathBuf]) -> Result<KeyRing, CliError> {
         }
     }
     Ok(ring)
+}
+
+fn clock_now(now: Option<u64>) -> Result<Timestamp, CliError> {
+    match now {
+        Some(ms) => Ok(Timestamp(ms)),
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| Timestamp(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+            .map_err(|_| CliError::bad_input("clock", "the system clock is before 1970")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Millis, CliError> {
+    let bad = || {
+        CliError::bad_input(
+            "bad_duration",
+            format!("bad duration {s:?}: use e.g. 7d, 24h, 3600s, 500ms"),
+        )
+    };
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let factor = match unit {
+        "ms" => 1,
+        "s" | "" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(factor).map(Millis).ok_or_else(bad)
+}
+
+fn request_content(args: &RequestArgs) -> Result<Option<Value>, CliError> {
+    match &args.content {
+        None => Ok(None),
+        Some(p) => Ok(Some(xmatrix::parse_body(&read_input(Some(p))?)?)),
+    }
+}
+
+fn run_request(cmd: RequestCommand) -> Result<u8, CliError> {
+    match cmd {
+        RequestCommand::Sign {
+            key,
+            origin,
+            destination,
+            request,
+        } => {
+            identifiers::validate_server_name(&origin)?;
+            identifiers::validate_server_name(&destination)?;
+            let keys = load_signing_keys(&key)?;
+            let content = request_content(&request)?;
+            let req = xmatrix::Request {
+                method: &request.method,
+                uri: &request.uri,
+                origin: &origin,
+                destination: &destination,
+                content: content.as_ref(),
+            };
+            let lines: Vec<String> = req
+                .sign(&keys)
+                .iter()
+                .map(|h| h.to_header_value())
+                .collect();
+            write_out(lines.join("\n").as_bytes())?;
+        }
+        RequestCommand::Verify {
+            destination,
+            keys,
+            request,
+            headers,
+            now,
+        } => {
+            let ring = load_key_ring(&keys)?;
+            let content = request_content(&request)?;
+            let parsed = headers
+                .iter()
+                .map(|h| xmatrix::XMatrix::parse(h))
+                .collect::<Result<Vec<_>, _>>()?;
+            match xmatrix::verify_request(
+                &parsed,
+                &destination,
+                &request.method,
+                &request.uri,
+                content.as_ref(),
+                &ring,
+                clock_now(now)?,
+            ) {
+                Ok(auth) => {
+                    let mut o = Object::new();
+                    o.insert("origin", auth.origin.as_str());
+                    let ids: Vec<Value> = auth
+                        .key_ids
+                        .iter()
+                        .map(|k| Value::from(k.as_str()))
+                        .collect();
+                    o.insert("verified", Value::Array(ids));
+                    write_out(o.to_canonical_string().as_bytes())?;
+                }
+                Err(e) => return Err(CliError::failed(e.code(), &e)),
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn run_keys(cmd: KeysCommand) -> Result<u8, CliError> {
+    match cmd {
+        KeysCommand::Server {
+            key,
+            server_name,
+            valid_for,
+            now,
+        } => {
+            identifiers::validate_server_name(&server_name)?;
+            let keys = load_signing_keys(&key)?;
+            let until = clock_now(now)?.saturating_add(parse_duration(&valid_for)?);
+            let until = Int::new(until.as_i64())
+                .ok_or_else(|| CliError::bad_input("bad_duration", "validity beyond 2^53 ms"))?;
+            let o = server_keys::build_server_keys(&server_name, &keys, &[], until)?;
+            write_out(o.to_canonical_string().as_bytes())?;
+        }
+        KeysCommand::Verify { file, server_name } => {
+            let o = canonical::parse_object(&read_input(file.as_deref())?, &ParseOptions::STRICT)?;
+            let keys = match ServerKeys::from_response(&o) {
+                Ok(k) => k,
+                Err(e @ server_keys::ServerKeysError::NotSelfSigned(_)) => {
+                    return Err(CliError::failed(e.code(), &e))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(want) = server_name {
+                if keys.server_name != want {
+                    let e = server_keys::ServerKeysError::WrongServer {
+                        expected: want,
+                        got: keys.server_name,
+                    };
+                    return Err(CliError::failed(e.code(), &e));
+                }
+            }
+            let mut summary = Object::new();
+            summary.insert("server_name", keys.server_name.as_str());
+            summary.insert(
+                "valid_until_ts",
+                Value::Int(Int::saturating(keys.valid_until_ts)),
+            );
+            let mut ks = Object::new();
+            for (id, e) in &keys.keys {
+                let mut k = Object::new();
+                k.insert("key", e.key.to_base64());
+                if let Some(t) = e.expired_ts {
+                    k.insert("expired_ts", Int::saturating(t));
+                }
+                ks.insert(id.as_str(), k);
+            }
+            summary.insert("keys", ks);
+            write_out(summary.to_canonical_string().as_bytes())?;
+        }
+    }
+    Ok(0)
 }

@@ -58,4 +58,5 @@ bad_input_from!(
     mxfed_core::server_keys::ServerKeysError,
     mxfed_core::identifiers::IdError,
     mxfed_core::pdu::PduError,
+    mxfed_core::xmatrix::XMatrixError,
 );

@@ -67,6 +67,17 @@ impl CliHost {
         mxfed(&["event", cmd, "--room-version", rv], ev)
     }
 
+    fn write_keys(&self, keys: &[Vec<u8>]) -> Vec<String> {
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let p = self.dir.path().join(format!("keys{i}.json"));
+                std::fs::write(&p, k).unwrap();
+                p.to_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
     fn hash_field(&self, rv: &str, ev: &[u8], field: &str) -> Outcome {
         let out = self.event("hash", rv, ev)?;
         let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -150,16 +161,110 @@ impl Host for CliHost {
         )
     }
 
+    fn sign_request(
+        &self,
+        seed: &str,
+        version: &str,
+        origin: &str,
+        destination: &str,
+        method: &str,
+        uri: &str,
+        content: Option<&[u8]>,
+    ) -> Outcome {
+        let key = self.key_file(seed, version);
+        let mut args = vec![
+            "request",
+            "sign",
+            "--key",
+            &key,
+            "--origin",
+            origin,
+            "--destination",
+            destination,
+            "--method",
+            method,
+            "--uri",
+            uri,
+        ];
+        let body = self.dir.path().join("body.json");
+        let body_path = body.to_str().unwrap().to_owned();
+        if let Some(c) = content {
+            std::fs::write(&body, c).unwrap();
+            args.extend(["--content", &body_path]);
+        }
+        mxfed(&args, b"")
+    }
+
+    fn verify_request(
+        &self,
+        destination: &str,
+        keys: &[Vec<u8>],
+        method: &str,
+        uri: &str,
+        content: Option<&[u8]>,
+        headers: &[String],
+        now_ms: u64,
+    ) -> Outcome {
+        let now = now_ms.to_string();
+        let key_paths = self.write_keys(keys);
+        let body = self.dir.path().join("verify-body.json");
+        let body_path = body.to_str().unwrap().to_owned();
+        let mut args = vec![
+            "request",
+            "verify",
+            "--destination",
+            destination,
+            "--method",
+            method,
+            "--uri",
+            uri,
+            "--now",
+            &now,
+        ];
+        if let Some(c) = content {
+            std::fs::write(&body, c).unwrap();
+            args.extend(["--content", &body_path]);
+        }
+        for h in headers {
+            args.extend(["--header", h]);
+        }
+        if key_paths.is_empty() {
+            // An empty key file: no keys known at all.
+            let empty = self.dir.path().join("nokeys.jsonl");
+            std::fs::write(&empty, "").unwrap();
+            let p = empty.to_str().unwrap().to_owned();
+            args.extend(["--keys", &p]);
+            let out = mxfed(&args, b"")?;
+            return Ok(origin_of(&out));
+        }
+        args.push("--keys");
+        args.extend(key_paths.iter().map(String::as_str));
+        let out = mxfed(&args, b"")?;
+        Ok(origin_of(&out))
+    }
+
+    fn server_keys(&self, seed: &str, version: &str, server: &str, valid_until_ts: u64) -> Outcome {
+        let key = self.key_file(seed, version);
+        let now = valid_until_ts.to_string();
+        mxfed(
+            &[
+                "keys",
+                "server",
+                "--key",
+                &key,
+                "--server-name",
+                server,
+                "--valid-for",
+                "0ms",
+                "--now",
+                &now,
+            ],
+            b"",
+        )
+    }
+
     fn check_pdus(&self, rv: &str, keys: &[Vec<u8>], pdus: &[u8]) -> Outcome {
-        let paths: Vec<String> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                let p = self.dir.path().join(format!("keys{i}.json"));
-                std::fs::write(&p, k).unwrap();
-                p.to_str().unwrap().to_owned()
-            })
-            .collect();
+        let paths = self.write_keys(keys);
         let mut args = vec!["event", "check", "--room-version", rv, "--keys"];
         args.extend(paths.iter().map(String::as_str));
         // Exit 1 means "some PDU not accepted": the verdict lines are still the output.
@@ -169,6 +274,11 @@ impl Host for CliHost {
             _ => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
         }
     }
+}
+
+fn origin_of(out: &[u8]) -> Vec<u8> {
+    let j: serde_json::Value = serde_json::from_slice(out).unwrap();
+    j["origin"].as_str().unwrap().as_bytes().to_vec()
 }
 
 fn host() -> CliHost {

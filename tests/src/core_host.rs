@@ -1,9 +1,9 @@
 //! [`Host`](crate::Host) implemented by calling mxfed-core directly.
 
-use mxfed_core::canonical::{self, Object, ParseOptions};
+use mxfed_core::canonical::{self, Int, Object, ParseOptions};
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
-use mxfed_core::server_keys::{KeyRing, ServerKeys};
-use mxfed_core::{base64, event, pdu, signing, RoomVersion};
+use mxfed_core::server_keys::{self, KeyRing, ServerKeys};
+use mxfed_core::{base64, event, pdu, signing, xmatrix, RoomVersion, Timestamp};
 
 use crate::{CoreHost, Host, Outcome};
 
@@ -13,6 +13,16 @@ fn event(rv: &str, bytes: &[u8]) -> Result<(Object, &'static RoomVersion), Strin
         pdu::parse_pdu(bytes, v).map_err(|e| e.code().to_owned())?,
         v,
     ))
+}
+
+fn key_ring(keys: &[Vec<u8>]) -> Result<KeyRing, String> {
+    let mut ring = KeyRing::new();
+    for k in keys {
+        let o =
+            canonical::parse_object(k, &ParseOptions::STRICT).map_err(|e| e.code().to_owned())?;
+        ring.add(&ServerKeys::from_response(&o).map_err(|e| e.code().to_owned())?);
+    }
+    Ok(ring)
 }
 
 fn text(s: String) -> Outcome {
@@ -96,18 +106,84 @@ impl Host for CoreHost {
 
     fn check_pdus(&self, rv: &str, keys: &[Vec<u8>], pdus: &[u8]) -> Outcome {
         let v = RoomVersion::get(rv).map_err(|e| e.code().to_owned())?;
-        let mut ring = KeyRing::new();
-        for k in keys {
-            let o = canonical::parse_object(k, &ParseOptions::STRICT)
-                .map_err(|e| e.code().to_owned())?;
-            ring.add(&ServerKeys::from_response(&o).map_err(|e| e.code().to_owned())?);
-        }
+        let ring = key_ring(keys)?;
         let mut out = Vec::new();
         for line in pdus.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             canonical::encode_object_into(&pdu::check_pdu(line, v, &ring).to_json(), &mut out);
             out.push(b'\n');
         }
         Ok(out)
+    }
+
+    fn sign_request(
+        &self,
+        seed: &str,
+        version: &str,
+        origin: &str,
+        destination: &str,
+        method: &str,
+        uri: &str,
+        content: Option<&[u8]>,
+    ) -> Outcome {
+        let key = SigningKey::from_seed_base64(version, seed).map_err(|e| e.code().to_owned())?;
+        let content = content
+            .map(xmatrix::parse_body)
+            .transpose()
+            .map_err(|e| e.code().to_owned())?;
+        let req = xmatrix::Request {
+            method,
+            uri,
+            origin,
+            destination,
+            content: content.as_ref(),
+        };
+        let lines: Vec<String> = req
+            .sign(&[key])
+            .iter()
+            .map(|h| h.to_header_value())
+            .collect();
+        text(lines.join("\n"))
+    }
+
+    fn verify_request(
+        &self,
+        destination: &str,
+        keys: &[Vec<u8>],
+        method: &str,
+        uri: &str,
+        content: Option<&[u8]>,
+        headers: &[String],
+        now_ms: u64,
+    ) -> Outcome {
+        let ring = key_ring(keys)?;
+        let content = content
+            .map(xmatrix::parse_body)
+            .transpose()
+            .map_err(|e| e.code().to_owned())?;
+        let parsed = headers
+            .iter()
+            .map(|h| xmatrix::XMatrix::parse(h))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.code().to_owned())?;
+        xmatrix::verify_request(
+            &parsed,
+            destination,
+            method,
+            uri,
+            content.as_ref(),
+            &ring,
+            Timestamp(now_ms),
+        )
+        .map(|a| a.origin.into_bytes())
+        .map_err(|e| e.code().to_owned())
+    }
+
+    fn server_keys(&self, seed: &str, version: &str, server: &str, valid_until_ts: u64) -> Outcome {
+        let key = SigningKey::from_seed_base64(version, seed).map_err(|e| e.code().to_owned())?;
+        let until = Int::new(Timestamp(valid_until_ts).as_i64()).ok_or("bad_duration")?;
+        let o = server_keys::build_server_keys(server, &[key], &[], until)
+            .map_err(|e| e.code().to_owned())?;
+        text(o.to_canonical_string())
     }
 
     fn base64_encode(&self, bytes: &[u8]) -> Option<Outcome> {

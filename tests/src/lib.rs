@@ -48,6 +48,39 @@ pub trait Host {
     ) -> Outcome;
     /// Check PDUs (JSONL in) against key responses; JSONL of verdict objects out.
     fn check_pdus(&self, room_version: &str, keys: &[Vec<u8>], pdus_jsonl: &[u8]) -> Outcome;
+    /// The `Authorization` header value(s) for a request, one line per key.
+    #[allow(clippy::too_many_arguments)]
+    fn sign_request(
+        &self,
+        seed_b64: &str,
+        version: &str,
+        origin: &str,
+        destination: &str,
+        method: &str,
+        uri: &str,
+        content: Option<&[u8]>,
+    ) -> Outcome;
+    /// Verify X-Matrix header values for a request to `destination` at `now_ms`; output is the
+    /// authenticated origin.
+    #[allow(clippy::too_many_arguments)]
+    fn verify_request(
+        &self,
+        destination: &str,
+        keys: &[Vec<u8>],
+        method: &str,
+        uri: &str,
+        content: Option<&[u8]>,
+        headers: &[String],
+        now_ms: u64,
+    ) -> Outcome;
+    /// Our signed `/_matrix/key/v2/server` response, valid until `valid_until_ts`.
+    fn server_keys(
+        &self,
+        seed_b64: &str,
+        version: &str,
+        server: &str,
+        valid_until_ts: u64,
+    ) -> Outcome;
     /// Unpadded base64 of bytes, for hosts that expose it.
     fn base64_encode(&self, _bytes: &[u8]) -> Option<Outcome> {
         None
@@ -145,7 +178,130 @@ pub fn run_all(host: &dyn Host) -> Report {
     }
     run_synapse_corpus(host, &mut r);
     run_legacy_numbers(host, &mut r, &spec);
+    run_request_samples(host, &mut r);
     r
+}
+
+/// Real requests captured between Synapse servers: their X-Matrix headers verify, and every
+/// kind of tampering fails with its own code.
+fn run_request_samples(host: &dyn Host, r: &mut Report) {
+    let keys: Vec<Vec<u8>> = ["localhost_8448", "localhost_8449", "localhost_8450"]
+        .iter()
+        .map(|k| std::fs::read(vectors_dir().join(format!("synapse/keys/{k}.json"))).unwrap())
+        .collect();
+    let mut entries: Vec<_> = std::fs::read_dir(vectors_dir().join("samples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let j = load_json(&format!("samples/{name}"));
+        let q = &j["request"];
+        let content = (!q["content"].is_null()).then(|| serde_json::to_vec(&q["content"]).unwrap());
+        let headers: Vec<String> = q["authorization"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| s(h).to_owned())
+            .collect();
+        let now = (q["ts"].as_f64().unwrap() * 1000.0) as u64;
+        let (dest, method, uri, origin) = (
+            s(&q["destination"]),
+            s(&q["method"]),
+            s(&q["uri"]),
+            s(&q["origin"]),
+        );
+        let verify = |dest: &str,
+                      keys: &[Vec<u8>],
+                      uri: &str,
+                      content: Option<&[u8]>,
+                      headers: &[String],
+                      now: u64| {
+            host.verify_request(dest, keys, method, uri, content, headers, now)
+        };
+        r.check(
+            "request_sample",
+            &name,
+            &verify(dest, &keys, uri, content.as_deref(), &headers, now),
+            &ok_text(origin),
+        );
+        // Without the scheme word the header still parses.
+        let bare: Vec<String> = headers
+            .iter()
+            .map(|h| h.trim_start_matches("X-Matrix ").to_owned())
+            .collect();
+        r.check(
+            "request_sample_bare",
+            &name,
+            &verify(dest, &keys, uri, content.as_deref(), &bare, now),
+            &ok_text(origin),
+        );
+        let tampered_uri = format!("{uri}&x=1");
+        r.check(
+            "request_tampered_uri",
+            &name,
+            &verify(
+                dest,
+                &keys,
+                &tampered_uri,
+                content.as_deref(),
+                &headers,
+                now,
+            ),
+            &Err("xmatrix_bad_signature".into()),
+        );
+        r.check(
+            "request_wrong_destination",
+            &name,
+            &verify(
+                "elsewhere.example",
+                &keys,
+                uri,
+                content.as_deref(),
+                &headers,
+                now,
+            ),
+            &Err("xmatrix_wrong_destination".into()),
+        );
+        r.check(
+            "request_no_keys",
+            &name,
+            &verify(dest, &[], uri, content.as_deref(), &headers, now),
+            &Err("xmatrix_unknown_key".into()),
+        );
+        r.check(
+            "request_key_expired",
+            &name,
+            &verify(
+                dest,
+                &keys,
+                uri,
+                content.as_deref(),
+                &headers,
+                now + 400 * 86_400_000,
+            ),
+            &Err("xmatrix_key_expired".into()),
+        );
+        if let Some(c) = &content {
+            let mut body: J = serde_json::from_slice(c).unwrap();
+            body["tampered"] = J::Bool(true);
+            let body = serde_json::to_vec(&body).unwrap();
+            r.check(
+                "request_tampered_body",
+                &name,
+                &verify(dest, &keys, uri, Some(&body), &headers, now),
+                &Err("xmatrix_bad_signature".into()),
+            );
+            r.check(
+                "request_dropped_body",
+                &name,
+                &verify(dest, &keys, uri, None, &headers, now),
+                &Err("xmatrix_bad_signature".into()),
+            );
+        }
+    }
 }
 
 /// Room version 1–5 events with floats and big integers: hashed and signed as Synapse does, and
@@ -399,9 +555,36 @@ fn run_derived(host: &dyn Host, r: &mut Report, v: &J) {
                     .to_vec()
             });
             r.check("request_auth_sig", name, &sig, &ok_text(s(&e["sig"])));
+            let content = i.get("content").map(|c| serde_json::to_vec(c).unwrap());
+            let header = host.sign_request(
+                s(&p["signing_key_seed_base64"]),
+                "1",
+                s(&i["origin"]),
+                s(&i["destination"]),
+                s(&i["method"]),
+                s(&i["uri"]),
+                content.as_deref(),
+            );
+            r.check(
+                "request_auth_header",
+                name,
+                &header,
+                &ok_text(s(&e["authorization_header"])),
+            );
         }
         "server_keys" => {
             let input = serde_json::to_vec(&v["input"]).unwrap();
+            r.check(
+                "server_keys_build",
+                name,
+                &host.server_keys(
+                    s(&v["params"]["signing_key_seed_base64"]),
+                    "1",
+                    s(&v["input"]["server_name"]),
+                    v["input"]["valid_until_ts"].as_u64().unwrap(),
+                ),
+                &Ok(canon(&v["expected"])),
+            );
             r.check(
                 "server_keys",
                 name,

@@ -6,10 +6,12 @@
 //!
 //! [spec § Signing events]: https://spec.matrix.org/latest/server-server-api/#signing-events
 
+mod build;
 mod redact;
 
 use sha2::{Digest, Sha256};
 
+pub use build::{auth_types, build_event, BuiltEvent, EventRef, EventTemplate, StateMap};
 pub use redact::{encode_redacted, redact};
 
 use crate::base64;
