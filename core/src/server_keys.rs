@@ -159,6 +159,26 @@ impl ServerKeys {
                 expected: "an object with at least one key",
             });
         }
+        // Structure first, so a malformed response says what is malformed.
+        let mut old_keys = BTreeMap::new();
+        if let Some(old) = key_map(o, "old_verify_keys")? {
+            for (id, entry) in old.iter() {
+                let (id, key) = parse_key(id, entry)?;
+                let expired_ts = entry
+                    .as_object()
+                    .and_then(|e| e.get("expired_ts"))
+                    .and_then(Value::as_int)
+                    .ok_or(ServerKeysError::BadField {
+                        field: "expired_ts",
+                        expected: "an integer",
+                    })?;
+                old_keys.entry(id).or_insert(KeyEntry {
+                    key,
+                    valid_until_ts: None,
+                    expired_ts: Some(expired_ts),
+                });
+            }
+        }
         let signed = signing_bytes(o);
         for (id, entry) in &keys {
             let r = check_server_signatures(o, &signed, server_name, |k| {
@@ -183,23 +203,8 @@ impl ServerKeys {
                 }));
             }
         }
-        if let Some(old) = key_map(o, "old_verify_keys")? {
-            for (id, entry) in old.iter() {
-                let (id, key) = parse_key(id, entry)?;
-                let expired_ts = entry
-                    .as_object()
-                    .and_then(|e| e.get("expired_ts"))
-                    .and_then(Value::as_int)
-                    .ok_or(ServerKeysError::BadField {
-                        field: "expired_ts",
-                        expected: "an integer",
-                    })?;
-                keys.entry(id).or_insert(KeyEntry {
-                    key,
-                    valid_until_ts: None,
-                    expired_ts: Some(expired_ts),
-                });
-            }
+        for (id, e) in old_keys {
+            keys.entry(id).or_insert(e);
         }
         Ok(ServerKeys {
             server_name: server_name.to_owned(),
