@@ -1,4 +1,5 @@
 //! X-Matrix request authentication, server keys and the key cache, and building events.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 
