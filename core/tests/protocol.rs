@@ -1,5 +1,6 @@
 //! X-Matrix request authentication, server keys and the key cache, and building events.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::cloned_ref_to_slice_refs)]
 
 use std::collections::BTreeMap;
 
