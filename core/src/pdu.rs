@@ -46,7 +46,7 @@ pub enum PduError {
     },
     /// A number outside canonical JSON in a room version that requires it (v6+).
     #[error(
-        "field `{field}` holds a float or out-of-range integer, not allowed in this room version"
+        "field {field:?} holds a float or out-of-range integer, not allowed in this room version"
     )]
     NonCanonicalNumber {
         /// The top-level field holding it.

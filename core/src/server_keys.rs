@@ -28,7 +28,7 @@ pub enum ServerKeysError {
     #[error(transparent)]
     ServerName(#[from] IdError),
     /// A key in the response is malformed.
-    #[error("key {key_id}: {source}")]
+    #[error("key {key_id:?}: {source}")]
     Key {
         /// The key ID.
         key_id: String,

@@ -35,7 +35,7 @@ pub enum SignatureError {
         server: String,
     },
     /// A signature by a known key does not verify.
-    #[error("signature by {server} {key_id} does not verify")]
+    #[error("signature by {server} {key_id:?} does not verify")]
     Invalid {
         /// The signing server.
         server: String,
@@ -43,7 +43,7 @@ pub enum SignatureError {
         key_id: String,
     },
     /// A signature is not base64 or not 64 bytes.
-    #[error("signature by {server} {key_id} is not 64 bytes of base64")]
+    #[error("signature by {server} {key_id:?} is not 64 bytes of base64")]
     BadEncoding {
         /// The signing server.
         server: String,

@@ -72,7 +72,7 @@ pub enum XMatrixError {
         key_ids: Vec<String>,
     },
     /// A signature does not verify (or is not 64 bytes of base64).
-    #[error("X-Matrix signature by {origin} {key_id} does not verify")]
+    #[error("X-Matrix signature by {origin} {key_id:?} does not verify")]
     BadSignature {
         /// The origin server.
         origin: String,

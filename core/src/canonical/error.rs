@@ -34,7 +34,18 @@ impl fmt::Display for JsonPath {
         }
         for seg in &self.0 {
             match seg {
-                PathSegment::Key(k) => write!(f, "/{}", k.replace('~', "~0").replace('/', "~1"))?,
+                PathSegment::Key(k) => {
+                    f.write_str("/")?;
+                    // Untrusted keys must not break a one-line message: escape controls.
+                    for c in k.chars() {
+                        match c {
+                            '~' => f.write_str("~0")?,
+                            '/' => f.write_str("~1")?,
+                            c if c.is_control() => write!(f, "{}", c.escape_unicode())?,
+                            c => write!(f, "{c}")?,
+                        }
+                    }
+                }
                 PathSegment::Index(i) => write!(f, "/{i}")?,
             }
         }
@@ -138,18 +149,26 @@ impl CanonicalJsonError {
 
     fn describe(&self) -> String {
         use CanonicalJsonErrorKind::*;
+        // Numbers can be megabytes long; messages quote the start only.
+        let short = |t: &str| -> String {
+            if t.len() > 40 {
+                format!("{}…", &t[..40])
+            } else {
+                t.to_owned()
+            }
+        };
         match &self.kind {
             Syntax { expected } => format!("invalid JSON: expected {expected}"),
             TrailingData => "invalid JSON: data after the value".into(),
             InvalidUtf8 => "string is not valid UTF-8".into(),
             LoneSurrogate => "string holds a lone surrogate escape".into(),
             DuplicateKey { key } => format!("duplicate key {key:?}"),
-            Float { text } => format!("float {text} not allowed in canonical JSON"),
-            NotInteger { text } => format!("number {text} is not an integer"),
+            Float { text } => format!("float {} not allowed in canonical JSON", short(text)),
+            NotInteger { text } => format!("number {} is not an integer", short(text)),
             IntegerOutOfRange { text } => {
-                format!("integer {text} outside canonical range ±(2^53-1)")
+                format!("integer {} outside canonical range ±(2^53-1)", short(text))
             }
-            NonFinite { text } => format!("non-finite number {text}"),
+            NonFinite { text } => format!("non-finite number {}", short(text)),
             TooDeep { limit } => format!("nested deeper than {limit} levels"),
             TooLarge { size, limit } => format!("{size} bytes is over the {limit}-byte limit"),
         }

@@ -479,8 +479,12 @@ fn exact_integer(text: &str) -> Result<Int, Kind> {
     let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let exp: i64 = {
         let digits = exp.trim_start_matches(['+', '-']);
-        // Clamp absurd exponents: any value past ±10^400 is out of range or not an integer anyway.
-        let mag = digits.parse::<i64>().unwrap_or(i64::MAX / 4).min(100_000);
+        // Clamp absurd exponents far beyond any digit count the size limit allows, so the
+        // arithmetic below cannot overflow and the verdict is still exact.
+        let mag = digits
+            .parse::<i64>()
+            .unwrap_or(i64::MAX)
+            .min(1_000_000_000_000);
         if exp.starts_with('-') {
             -mag
         } else {
