@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The mxfed test command: ./scripts/test.sh (from anywhere; it cds to the repo).
+#
+# Stages:
+#   setup-deps  scripts/setup-deps.sh (apt wasm toolchain, rustfmt/clippy, .venv)
+#   fmt         cargo fmt --all -- --check
+#   clippy      cargo clippy --workspace --all-targets -- -D warnings
+#   test        cargo test --workspace            (MXFED_PYTHON exported)
+#   wasm-core   scripts/wasm-core.sh              (dependency check + wasm32 build)
+#   test.d/*    every executable scripts/test.d/*.sh, in sorted order
+#
+# Env:
+#   CARGO_TARGET_DIR  cargo target dir (default: ~/.cache/mxfed/target)
+#   MXFED_PYTHON      Python for differential tests (default: .venv/bin/python)
+#   MXFED_FAIL_FAST=1 stop at the first failing stage (default: run them all)
+# A failing setup-deps always stops the run. Exits non-zero if any stage failed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# rustup's cargo/rustc first on PATH: Debian's (installed for the wasm build)
+# live in /usr/bin and lack rustfmt/clippy.
+if [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+
+export MXFED_ROOT="$ROOT"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mxfed/target}"
+export MXFED_PYTHON="${MXFED_PYTHON:-${MXFED_VENV:-$ROOT/.venv}/bin/python}"
+FAIL_FAST="${MXFED_FAIL_FAST:-0}"
+
+# Extra stages, sorted bytewise.
+extra=()
+while IFS= read -r f; do
+    [[ -n "$f" ]] || continue
+    if [[ -x "$f" ]]; then
+        extra+=("$f")
+    else
+        printf 'test.sh: WARNING: %s is not executable; skipping it (chmod +x to enable)\n' "$f" >&2
+    fi
+done < <(shopt -s nullglob; for f in scripts/test.d/*.sh; do printf '%s\n' "$f"; done | LC_ALL=C sort)
+
+TOTAL=$((5 + ${#extra[@]}))
+n=0
+names=()
+statuses=()
+times=()
+failed=()
+T0=$SECONDS
+
+# stage NAME COMMAND...: run one stage with a header, record status and time.
+stage() {
+    local name="$1"; shift
+    n=$((n + 1))
+    printf '\n==> [%d/%d] %s: %s\n' "$n" "$TOTAL" "$name" "$*"
+    local t=$SECONDS rc=0
+    "$@" || rc=$?
+    local dt=$((SECONDS - t))
+    names+=("$name"); times+=("$dt")
+    if ((rc == 0)); then
+        statuses+=(ok)
+        printf '==> [%d/%d] %s: ok (%ds)\n' "$n" "$TOTAL" "$name" "$dt"
+    else
+        statuses+=("FAILED (exit $rc)")
+        failed+=("$name")
+        printf '==> [%d/%d] %s: FAILED with exit code %d (%ds)\n' "$n" "$TOTAL" "$name" "$rc" "$dt"
+    fi
+    return "$rc"
+}
+
+summary() {
+    printf '\n==> summary\n'
+    local i
+    for i in "${!names[@]}"; do
+        printf '    %-28s %-18s %5ds\n' "${names[$i]}" "${statuses[$i]}" "${times[$i]}"
+    done
+    local total=$((SECONDS - T0))
+    if ((${#failed[@]} == 0)); then
+        printf 'test.sh: OK: all %d stages succeeded in %ds\n' "${#names[@]}" "$total"
+    else
+        printf 'test.sh: FAILED: %d of %d stages failed (%s); %d of %d stages run; %ds\n' \
+            "${#failed[@]}" "${#names[@]}" "${failed[*]}" "${#names[@]}" "$TOTAL" "$total"
+    fi
+}
+
+# run NAME COMMAND...: a stage that may be followed by others even if it fails.
+run() {
+    if ! stage "$@" && [[ "$FAIL_FAST" == 1 ]]; then
+        summary
+        exit 1
+    fi
+}
+
+printf 'test.sh: repo %s\n' "$ROOT"
+printf 'test.sh: CARGO_TARGET_DIR=%s\n' "$CARGO_TARGET_DIR"
+printf 'test.sh: MXFED_PYTHON=%s\n' "$MXFED_PYTHON"
+
+if ! stage setup-deps ./scripts/setup-deps.sh; then
+    summary
+    exit 1
+fi
+if [[ ! -x "$MXFED_PYTHON" ]]; then
+    printf 'test.sh: ERROR: MXFED_PYTHON=%s is not executable\n' "$MXFED_PYTHON" >&2
+    exit 1
+fi
+printf 'test.sh: %s; %s\n' "$(cargo --version)" "$(rustc --version)"
+
+run fmt cargo fmt --all -- --check
+run clippy cargo clippy --locked --workspace --all-targets -- -D warnings
+run test cargo test --locked --workspace
+run wasm-core ./scripts/wasm-core.sh
+for f in "${extra[@]}"; do
+    run "${f#scripts/}" "$f"
+done
+
+summary
+((${#failed[@]} == 0))
