@@ -700,3 +700,6 @@ fn hex(h: &str) -> Vec<u8> {
 pub struct CoreHost;
 
 mod core_host;
+mod process_host;
+
+pub use process_host::ProcessHost;
