@@ -26,16 +26,23 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod base64;
 pub mod canonical;
+pub mod edu;
 pub mod event;
 pub mod identifiers;
+pub mod inbound;
 pub mod keys;
+pub mod outbound;
 pub mod pdu;
+pub mod room;
 pub mod room_version;
 pub mod server_keys;
 pub mod signing;
+pub mod state_res;
 pub mod time;
+pub mod transaction;
 pub mod xmatrix;
 
 pub use room_version::RoomVersion;

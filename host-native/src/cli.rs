@@ -58,6 +58,22 @@ enum Command {
     /// Server key responses (/_matrix/key/v2/server).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Whole rooms.
+    #[command(subcommand)]
+    Room(RoomCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RoomCommand {
+    /// Validate a whole room's PDUs (JSONL, any order) with full auth; one verdict per line, then
+    /// the resolved current state as the last line.
+    Replay {
+        #[command(flatten)]
+        event: EventArgs,
+        /// /_matrix/key/v2/server responses (one JSON object per file, or JSONL).
+        #[arg(long, num_args = 1.., required = true)]
+        keys: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -190,13 +206,18 @@ enum EventCommand {
     RoomId(EventArgs),
     /// Print the redacted event.
     Redact(EventArgs),
-    /// Check PDUs (JSONL, one per line): format, signatures, content hash. One verdict per line.
+    /// Check PDUs (JSONL, one per line): format, signatures, content hash (and with --auth the
+    /// authorization rules). One verdict per line.
     Check {
         #[command(flatten)]
         event: EventArgs,
         /// /_matrix/key/v2/server responses (one JSON object per file, or JSONL).
         #[arg(long, num_args = 1.., required = true)]
         keys: Vec<PathBuf>,
+        /// Full checks: run the lines, in order, through the room pipeline (auth rules against
+        /// the auth events, the state before each event and the current state).
+        #[arg(long)]
+        auth: bool,
     },
 }
 
@@ -226,6 +247,13 @@ fn write_out(bytes: &[u8]) -> Result<(), CliError> {
         .and_then(|()| out.write_all(b"\n"))
         .and_then(|()| out.flush())
         .map_err(|e| CliError::bad_input("io", format!("writing stdout: {e}")))
+}
+
+/// The non-blank lines of a JSONL input.
+fn lines(input: &[u8]) -> impl Iterator<Item = &[u8]> {
+    input
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
 }
 
 fn load_signing_keys(path: &Path) -> Result<Vec<SigningKey>, CliError> {
@@ -324,6 +352,28 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Event(cmd) => return run_event(cmd),
         Command::Request(cmd) => return run_request(cmd),
         Command::Keys(cmd) => return run_keys(cmd),
+        Command::Room(RoomCommand::Replay { event: args, keys }) => {
+            let v = room_version(&args.room_version)?;
+            let (keys, file) = split_keys_and_input(keys, args.file);
+            let ring = load_key_ring(&keys)?;
+            let input = read_input(file.as_deref())?;
+            let pdus: Vec<&[u8]> = lines(&input).collect();
+            let (verdicts, state) = mxfed_core::room::replay(&pdus, v, &ring);
+            let mut out = Vec::with_capacity(input.len() / 2);
+            let mut all_ok = true;
+            for verdict in &verdicts {
+                all_ok &= verdict.get_str("verdict") == Some("accepted");
+                canonical::encode_object_into(verdict, &mut out);
+                out.push(b'\n');
+            }
+            canonical::encode_object_into(&mxfed_core::room::state_to_json(&state), &mut out);
+            out.push(b'\n');
+            io::stdout()
+                .lock()
+                .write_all(&out)
+                .map_err(|e| CliError::bad_input("io", format!("writing stdout: {e}")))?;
+            return Ok(if all_ok { 0 } else { EXIT_FAILED });
+        }
     }
     Ok(0)
 }
@@ -367,19 +417,29 @@ fn run_event(cmd: EventCommand) -> Result<u8, CliError> {
             let (ev, v) = read_event(&args)?;
             write_out(event::redact(&ev, v).to_canonical_string().as_bytes())?;
         }
-        EventCommand::Check { event: args, keys } => {
+        EventCommand::Check {
+            event: args,
+            keys,
+            auth,
+        } => {
             let v = room_version(&args.room_version)?;
+            let (keys, file) = split_keys_and_input(keys, args.file);
             let ring = load_key_ring(&keys)?;
-            let input = read_input(args.file.as_deref())?;
+            let input = read_input(file.as_deref())?;
             let mut all_ok = true;
             let mut out = Vec::with_capacity(input.len() / 2);
-            for line in input.split(|b| *b == b'\n') {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
+            let mut room = mxfed_core::room::Room::new(v);
+            for line in lines(&input) {
                 let check = pdu::check_pdu(line, v, &ring);
-                all_ok &= check.verdict == pdu::Verdict::Accepted;
-                canonical::encode_object_into(&check.to_json(), &mut out);
+                let verdict = if auth {
+                    let verdict = room.receive(&check);
+                    all_ok &= verdict == mxfed_core::room::RoomVerdict::Accepted;
+                    mxfed_core::room::verdict_json(&check, &verdict)
+                } else {
+                    all_ok &= check.verdict == pdu::Verdict::Accepted;
+                    check.to_json()
+                };
+                canonical::encode_object_into(&verdict, &mut out);
                 out.push(b'\n');
             }
             io::stdout()
@@ -393,6 +453,29 @@ fn run_event(cmd: EventCommand) -> Result<u8, CliError> {
 }
 
 /// Loads key responses (one object per file, or JSONL), each verified as self-signed.
+/// `--keys FILE... [FILE]`: the key list swallows a trailing input file, so when no input was
+/// recognised and the last `--keys` file holds no key response, it is the input.
+fn split_keys_and_input(
+    mut keys: Vec<PathBuf>,
+    file: Option<PathBuf>,
+) -> (Vec<PathBuf>, Option<PathBuf>) {
+    if file.is_some() || keys.len() < 2 {
+        return (keys, file);
+    }
+    let last_is_keys = keys.last().and_then(|p| fs::read(p).ok()).is_some_and(|b| {
+        let first = lines(&b).next().unwrap_or_default();
+        let whole = canonical::parse_object(&b, &ParseOptions::LEGACY);
+        let obj = whole.or_else(|_| canonical::parse_object(first, &ParseOptions::LEGACY));
+        obj.is_ok_and(|o| o.contains_key("verify_keys"))
+    });
+    if last_is_keys {
+        (keys, None)
+    } else {
+        let input = keys.pop();
+        (keys, input)
+    }
+}
+
 fn load_key_ring(paths: &[PathBuf]) -> Result<KeyRing, CliError> {
     let mut ring = KeyRing::new();
     for path in paths {

@@ -1,0 +1,183 @@
+//! Power levels as the auth rules read them: defaults, creators, and the value types each room
+//! version accepts (DIGEST §10.2).
+
+use std::collections::BTreeSet;
+
+use crate::canonical::{Object, Value};
+use crate::room_version::RoomVersion;
+
+use super::pdu::Pdu;
+
+/// The power of a room version 12 creator: above every integer level.
+pub const CREATOR_POWER: i64 = i64::MAX;
+
+/// Reads a power level the way Synapse's `int(v)` does for the room version: integers always;
+/// strings holding an integer (`" +0100 "`) before v10; floats (truncated) and booleans before
+/// v6 (floats) / v10 (booleans are Python ints). `None` when the value is not a level.
+pub fn level(v: &Value, version: &RoomVersion) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(i.get()),
+        _ if version.integer_power_levels => None,
+        Value::Bool(b) => Some(i64::from(*b)),
+        Value::String(s) => parse_int_string(s),
+        Value::Legacy(n) => {
+            let raw = n.raw();
+            if raw.contains(['.', 'e', 'E']) {
+                let f = n.as_f64()?;
+                f.is_finite()
+                    .then(|| f.trunc().clamp(-9.2e18, 9.2e18) as i64)
+            } else {
+                raw.parse::<i128>()
+                    .ok()
+                    .map(|i| i.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Python's `int(str)`: surrounding whitespace, an optional sign, ASCII digits with single
+/// underscores between them.
+fn parse_int_string(s: &str) -> Option<i64> {
+    let t = s.trim_matches(|c: char| c.is_whitespace());
+    let (neg, digits) = match t.as_bytes().first()? {
+        b'-' => (true, &t[1..]),
+        b'+' => (false, &t[1..]),
+        _ => (false, t),
+    };
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+    {
+        return None;
+    }
+    let clean: String = digits.chars().filter(|c| *c != '_').collect();
+    let v: i128 = clean.parse().ok()?;
+    let v = if neg { -v } else { v };
+    Some(v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
+}
+
+/// The creators of a room: the create event's `creator` (v1–10) or sender (v11+), plus
+/// `additional_creators` in v12.
+pub fn creators(create: Option<&Pdu>, version: &RoomVersion) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let Some(create) = create else {
+        return out;
+    };
+    if version.implicit_room_creator {
+        out.insert(create.sender().to_owned());
+    } else if let Some(c) = create.content().get_str("creator") {
+        out.insert(c.to_owned());
+    }
+    if version.privileged_creators {
+        if let Some(extra) = create
+            .content()
+            .get("additional_creators")
+            .and_then(Value::as_array)
+        {
+            out.extend(extra.iter().filter_map(Value::as_str).map(str::to_owned));
+        }
+    }
+    out
+}
+
+/// Why a power-level read failed: the event being authorised is rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadLevel;
+
+/// The power-level view of a room's state.
+#[derive(Debug, Clone, Copy)]
+pub struct Levels<'a> {
+    version: &'static RoomVersion,
+    pl: Option<&'a Object>,
+    create: Option<&'a Pdu>,
+}
+
+impl<'a> Levels<'a> {
+    /// Levels from the power-levels and create events in force.
+    pub fn new(
+        version: &'static RoomVersion,
+        pl: Option<&'a Pdu>,
+        create: Option<&'a Pdu>,
+    ) -> Levels<'a> {
+        Levels {
+            version,
+            pl: pl.map(Pdu::content),
+            create,
+        }
+    }
+
+    /// A named level (`ban`, `kick`, `redact`, `invite`, …) with its default.
+    ///
+    /// # Errors
+    /// [`BadLevel`] when the value is present but not a level.
+    pub fn named(&self, name: &str, default: i64) -> Result<i64, BadLevel> {
+        match self.pl.and_then(|c| c.get(name)) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => level(v, self.version).ok_or(BadLevel),
+        }
+    }
+
+    /// A user's level: infinite for v12 creators; `users[user]`, else `users_default`, with a
+    /// power-levels event; 100 for the creator and 0 for everyone else without one.
+    ///
+    /// # Errors
+    /// [`BadLevel`] for a malformed value.
+    pub fn user(&self, user: &str) -> Result<i64, BadLevel> {
+        if self.version.privileged_creators && creators(self.create, self.version).contains(user) {
+            return Ok(CREATOR_POWER);
+        }
+        match self.pl {
+            Some(c) => match c.get_object("users").and_then(|u| u.get(user)) {
+                Some(v) => level(v, self.version).ok_or(BadLevel),
+                None => self.named("users_default", 0),
+            },
+            None => Ok(if creators(self.create, self.version).contains(user) {
+                100
+            } else {
+                0
+            }),
+        }
+    }
+
+    /// The level needed to send an event of `kind` (state or not).
+    ///
+    /// # Errors
+    /// [`BadLevel`] for a malformed value.
+    pub fn send(&self, kind: &str, is_state: bool) -> Result<i64, BadLevel> {
+        if let Some(v) = self
+            .pl
+            .and_then(|c| c.get_object("events"))
+            .and_then(|e| e.get(kind))
+        {
+            return level(v, self.version).ok_or(BadLevel);
+        }
+        if is_state {
+            self.named("state_default", 50)
+        } else {
+            self.named("events_default", 0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_int_strings() {
+        for (s, v) in [
+            (" 0100 ", Some(100)),
+            ("+5", Some(5)),
+            ("-7", Some(-7)),
+            ("1_000", Some(1000)),
+        ] {
+            assert_eq!(parse_int_string(s), v, "{s}");
+        }
+        for s in ["", "1.5", "abc", "_1", "1__0", "+", "1e3"] {
+            assert_eq!(parse_int_string(s), None, "{s}");
+        }
+    }
+}

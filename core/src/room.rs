@@ -1,0 +1,446 @@
+//! The receipt pipeline and an in-memory room: what a server does with a PDU after its format,
+//! signatures and hash have been checked (spec checks 4–6: auth against the event's auth events,
+//! against the state before it, and soft-fail against the current state).
+//!
+//! [`check_received`] is the single decision function every host calls. [`Room`] keeps the events
+//! of one room with their state, in memory, and drives it — `mxfed room replay` and the server
+//! both use it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::auth::{
+    auth_types_for_event, check_state_dependent, check_state_independent, AuthError, AuthEvents,
+    KnownEvent, Pdu,
+};
+use crate::canonical::{Object, Value};
+use crate::pdu::{PduCheck, Verdict};
+use crate::room_version::RoomVersion;
+use crate::state_res::{resolve, EventStore, StateMap};
+
+/// What became of a received event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RoomVerdict {
+    /// Accepted into the room.
+    Accepted,
+    /// Accepted, but its content hash did not match: only our redacted copy is kept.
+    Redacted,
+    /// Rejected: it never affects state, is never served to clients or used as a prev event.
+    Rejected {
+        /// The stable reason code.
+        code: &'static str,
+    },
+    /// Soft-failed: valid, but not allowed by the current state; stored, not a forward extremity.
+    SoftFailed {
+        /// The stable reason code.
+        code: &'static str,
+    },
+}
+
+impl RoomVerdict {
+    /// `accepted`, `redacted`, `rejected` or `soft_failed`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RoomVerdict::Accepted => "accepted",
+            RoomVerdict::Redacted => "redacted",
+            RoomVerdict::Rejected { .. } => "rejected",
+            RoomVerdict::SoftFailed { .. } => "soft_failed",
+        }
+    }
+
+    /// The reason code, when not accepted.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            RoomVerdict::Rejected { code } | RoomVerdict::SoftFailed { code } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// The state the host knows around an event, for [`check_received`].
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a, 'b> {
+    /// The events the PDU cites in `auth_events` that the host has (with their rejection status).
+    pub auth_events: &'b [KnownEvent<'a>],
+    /// The room's create event (needed in room version 12, where it is implied).
+    pub create: Option<KnownEvent<'a>>,
+    /// The state before the event (resolved across its `prev_events`).
+    pub state_before: &'b AuthEvents<'a>,
+    /// The current state of the room, when it differs from the state before the event (the
+    /// event's prev events are not exactly the forward extremities); `None` skips the soft-fail
+    /// check, as Synapse does when they are the same.
+    pub current_state: Option<&'b AuthEvents<'a>>,
+}
+
+/// Spec checks 4–6 on an event whose format, signatures and hash were checked by
+/// [`check_pdu`](crate::pdu::check_pdu) (whose verdict is `signature_verdict`).
+pub fn check_received<'a>(
+    pdu: &Pdu,
+    signature_verdict: &Verdict,
+    ctx: &Context<'a, '_>,
+) -> RoomVerdict {
+    if let Verdict::Rejected { code, .. } = signature_verdict {
+        return RoomVerdict::Rejected { code };
+    }
+    let v = pdu.room_version;
+    let reject = |e: AuthError| RoomVerdict::Rejected { code: e.code() };
+    if let Err(e) = check_state_independent(pdu, ctx.auth_events, ctx.create) {
+        return reject(e);
+    }
+    let with_create = |mut a: AuthEvents<'a>| -> AuthEvents<'a> {
+        if v.room_id_from_create_event {
+            if let Some(c) = ctx.create {
+                a.insert(c.pdu);
+            }
+        }
+        a
+    };
+    let claimed: AuthEvents<'a> = with_create(ctx.auth_events.iter().map(|a| a.pdu).collect());
+    if let Err(e) = check_state_dependent(pdu, &claimed) {
+        return reject(e);
+    }
+    let select = |state: &AuthEvents<'a>| -> AuthEvents<'a> {
+        let mut a = AuthEvents::new();
+        for (kind, sk) in auth_types_for_event(pdu) {
+            if let Some(e) = state.get(&kind, &sk) {
+                a.insert(e);
+            }
+        }
+        with_create(a)
+    };
+    if let Err(e) = check_state_dependent(pdu, &select(ctx.state_before)) {
+        return reject(e);
+    }
+    if let Some(current) = ctx.current_state {
+        if let Err(e) = check_state_dependent(pdu, &select(current)) {
+            return RoomVerdict::SoftFailed { code: e.code() };
+        }
+    }
+    if *signature_verdict == Verdict::Redacted {
+        RoomVerdict::Redacted
+    } else {
+        RoomVerdict::Accepted
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    pdu: Pdu,
+    rejected: bool,
+    soft_failed: bool,
+    /// State after the event (the state before it, plus the event if it is accepted state).
+    state_after: Arc<StateMap>,
+}
+
+/// One room's events in memory, with the state after each, its forward extremities, and its
+/// current state.
+#[derive(Debug, Clone)]
+pub struct Room {
+    version: &'static RoomVersion,
+    events: BTreeMap<String, Stored>,
+    extremities: BTreeSet<String>,
+}
+
+struct Store<'a>(&'a BTreeMap<String, Stored>);
+
+impl EventStore for Store<'_> {
+    fn event(&self, id: &str) -> Option<&Pdu> {
+        self.0.get(id).map(|s| &s.pdu)
+    }
+    fn is_rejected(&self, id: &str) -> bool {
+        self.0.get(id).is_some_and(|s| s.rejected)
+    }
+}
+
+impl Room {
+    /// An empty room of a version.
+    pub fn new(version: &'static RoomVersion) -> Room {
+        Room {
+            version,
+            events: BTreeMap::new(),
+            extremities: BTreeSet::new(),
+        }
+    }
+
+    /// The room version.
+    pub fn version(&self) -> &'static RoomVersion {
+        self.version
+    }
+
+    /// Whether an event is known.
+    pub fn contains(&self, id: &str) -> bool {
+        self.events.contains_key(id)
+    }
+
+    /// A known event and whether it was rejected.
+    pub fn event(&self, id: &str) -> Option<(&Pdu, bool)> {
+        self.events.get(id).map(|s| (&s.pdu, s.rejected))
+    }
+
+    /// The forward extremities: accepted events no accepted event cites yet.
+    pub fn forward_extremities(&self) -> &BTreeSet<String> {
+        &self.extremities
+    }
+
+    fn state_before(&self, pdu: &Pdu) -> StateMap {
+        let sets: Vec<StateMap> = pdu
+            .prev_event_ids()
+            .into_iter()
+            .filter_map(|p| self.events.get(p))
+            .map(|s| (*s.state_after).clone())
+            .collect();
+        resolve(self.version, &sets, &Store(&self.events))
+    }
+
+    fn auth_view(&self, state: &StateMap) -> AuthEvents<'_> {
+        state
+            .values()
+            .filter_map(|id| self.events.get(id))
+            .filter(|s| !s.rejected)
+            .map(|s| &s.pdu)
+            .collect()
+    }
+
+    /// The current state: the resolution of the state after every forward extremity.
+    pub fn current_state(&self) -> StateMap {
+        let sets: Vec<StateMap> = self
+            .extremities
+            .iter()
+            .filter_map(|id| self.events.get(id))
+            .map(|s| (*s.state_after).clone())
+            .collect();
+        resolve(self.version, &sets, &Store(&self.events))
+    }
+
+    fn create_event(&self, pdu: &Pdu) -> Option<KnownEvent<'_>> {
+        let id = if self.version.room_id_from_create_event {
+            pdu.room_id()
+                .map(|r| format!("${}", r.get(1..).unwrap_or("")))
+        } else {
+            None
+        }?;
+        self.events.get(&id).map(|s| KnownEvent {
+            pdu: &s.pdu,
+            rejected: s.rejected,
+        })
+    }
+
+    /// Runs a checked PDU through the pipeline and stores it. An event already known is not
+    /// stored again (its first verdict stands); the verdict of the new copy is still returned.
+    pub fn receive(&mut self, check: &PduCheck) -> RoomVerdict {
+        let Some(event) = check.event.clone() else {
+            return match &check.verdict {
+                Verdict::Rejected { code, .. } => RoomVerdict::Rejected { code },
+                _ => RoomVerdict::Rejected {
+                    code: "pdu_missing",
+                },
+            };
+        };
+        let pdu = match Pdu::new(event, self.version) {
+            Ok(p) => p,
+            Err(e) => return RoomVerdict::Rejected { code: e.code() },
+        };
+        if self.events.contains_key(&pdu.event_id) {
+            return match check.verdict {
+                Verdict::Redacted => RoomVerdict::Redacted,
+                _ => RoomVerdict::Accepted,
+            };
+        }
+        let auth: Vec<KnownEvent<'_>> = pdu
+            .auth_event_ids()
+            .into_iter()
+            .filter_map(|id| self.events.get(id))
+            .map(|s| KnownEvent {
+                pdu: &s.pdu,
+                rejected: s.rejected,
+            })
+            .collect();
+        let before = self.state_before(&pdu);
+        let before_view = self.auth_view(&before);
+        let prevs: BTreeSet<String> = pdu
+            .prev_event_ids()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let current = if prevs == self.extremities || self.extremities.is_empty() {
+            None
+        } else {
+            let mut sets: Vec<StateMap> = self
+                .extremities
+                .iter()
+                .filter_map(|id| self.events.get(id))
+                .map(|s| (*s.state_after).clone())
+                .collect();
+            sets.push(before.clone());
+            Some(resolve(self.version, &sets, &Store(&self.events)))
+        };
+        let current_view = current.as_ref().map(|c| self.auth_view(c));
+        let verdict = check_received(
+            &pdu,
+            &check.verdict,
+            &Context {
+                auth_events: &auth,
+                create: self.create_event(&pdu),
+                state_before: &before_view,
+                current_state: current_view.as_ref(),
+            },
+        );
+        let rejected = matches!(verdict, RoomVerdict::Rejected { .. });
+        let soft_failed = matches!(verdict, RoomVerdict::SoftFailed { .. });
+        let mut after = before;
+        if !rejected {
+            if let Some(key) = pdu.state_pair() {
+                after.insert(key, pdu.event_id.clone());
+            }
+        }
+        if !rejected && !soft_failed {
+            for p in &prevs {
+                self.extremities.remove(p);
+            }
+            self.extremities.insert(pdu.event_id.clone());
+        }
+        self.events.insert(
+            pdu.event_id.clone(),
+            Stored {
+                pdu,
+                rejected,
+                soft_failed,
+                state_after: Arc::new(after),
+            },
+        );
+        verdict
+    }
+
+    /// Whether a known event was soft-failed.
+    pub fn is_soft_failed(&self, id: &str) -> bool {
+        self.events.get(id).is_some_and(|s| s.soft_failed)
+    }
+}
+
+/// Orders events causally: every event after the events it cites in `prev_events` and
+/// `auth_events` (among those given), ties broken by depth and then event ID.
+pub fn causal_order(events: &[Pdu]) -> Vec<usize> {
+    let index: BTreeMap<&str, usize> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.event_id.as_str(), i))
+        .collect();
+    let mut indegree = vec![0usize; events.len()];
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); events.len()];
+    for (i, e) in events.iter().enumerate() {
+        let parents: BTreeSet<usize> = e
+            .prev_event_ids()
+            .into_iter()
+            .chain(e.auth_event_ids())
+            .filter_map(|p| index.get(p).copied())
+            .filter(|p| *p != i)
+            .collect();
+        indegree[i] = parents.len();
+        for p in parents {
+            children[p].push(i);
+        }
+    }
+    let key = |i: usize| (events[i].depth(), events[i].event_id.clone(), i);
+    let mut ready: BTreeSet<(i64, String, usize)> = (0..events.len())
+        .filter(|i| indegree[*i] == 0)
+        .map(key)
+        .collect();
+    let mut out = Vec::with_capacity(events.len());
+    while let Some(first) = ready.pop_first() {
+        let i = first.2;
+        out.push(i);
+        for &c in &children[i] {
+            indegree[c] -= 1;
+            if indegree[c] == 0 {
+                ready.insert(key(c));
+            }
+        }
+    }
+    // Events in a cycle (malformed input) come last, by depth.
+    if out.len() < events.len() {
+        let placed: BTreeSet<usize> = out.iter().copied().collect();
+        let mut rest: Vec<usize> = (0..events.len()).filter(|i| !placed.contains(i)).collect();
+        rest.sort_by_key(|i| key(*i));
+        out.extend(rest);
+    }
+    out
+}
+
+/// A state map as `{"state": [{"type","state_key","event_id"}, …]}`, sorted by type and state key.
+pub fn state_to_json(state: &StateMap) -> Object {
+    let list = state
+        .iter()
+        .map(|((t, sk), id)| {
+            let mut o = Object::new();
+            o.insert("type", t.as_str());
+            o.insert("state_key", sk.as_str());
+            o.insert("event_id", id.as_str());
+            Value::Object(o)
+        })
+        .collect();
+    let mut o = Object::new();
+    o.insert("state", Value::Array(list));
+    o
+}
+
+/// The verdict line for a received event: [`PduCheck::to_json`] with `verdict` (and `reason`)
+/// from the room pipeline.
+pub fn verdict_json(check: &PduCheck, verdict: &RoomVerdict) -> Object {
+    let mut o = check.to_json();
+    o.insert("verdict", verdict.as_str());
+    match verdict.code() {
+        Some(code) => {
+            o.insert("reason", code);
+            if !matches!(check.verdict, Verdict::Rejected { .. }) {
+                o.remove("error");
+            }
+        }
+        None => {
+            o.remove("reason");
+            o.remove("error");
+        }
+    }
+    o
+}
+
+/// Replays a whole room: checks every PDU (format, signatures, hash), orders them causally,
+/// runs each through the pipeline against the state before it, and returns one verdict per input
+/// PDU (in processing order) and the final current state. Copies of an event already seen (for
+/// example the redacted form served over federation) get their own verdict but are not stored
+/// twice; an intact copy is preferred over a redacted one.
+pub fn replay(
+    pdus: &[&[u8]],
+    v: &'static RoomVersion,
+    keys: &crate::server_keys::KeyRing,
+) -> (Vec<Object>, StateMap) {
+    let mut out = Vec::with_capacity(pdus.len());
+    let mut checked: Vec<(PduCheck, Pdu)> = Vec::new();
+    for bytes in pdus {
+        let check = crate::pdu::check_pdu(bytes, v, keys);
+        let pdu = check.event.clone().map(|e| Pdu::new(e, v));
+        match pdu {
+            Some(Ok(p)) => checked.push((check, p)),
+            _ => {
+                let verdict = match &check.verdict {
+                    Verdict::Rejected { code, .. } => RoomVerdict::Rejected { code },
+                    _ => RoomVerdict::Rejected {
+                        code: "pdu_missing",
+                    },
+                };
+                out.push(verdict_json(&check, &verdict));
+            }
+        }
+    }
+    // Intact copies first, so a redacted duplicate never displaces the original.
+    checked.sort_by_key(|(c, _)| c.verdict == Verdict::Redacted);
+    let pdus_only: Vec<Pdu> = checked.iter().map(|(_, p)| p.clone()).collect();
+    let mut room = Room::new(v);
+    for i in causal_order(&pdus_only) {
+        let (check, _) = &checked[i];
+        let verdict = room.receive(check);
+        out.push(verdict_json(check, &verdict));
+    }
+    let state = room.current_state();
+    (out, state)
+}
