@@ -153,6 +153,15 @@ impl EventStore for Store<'_> {
     }
 }
 
+impl EventStore for Room {
+    fn event(&self, id: &str) -> Option<&Pdu> {
+        self.events.get(id).map(|s| &s.pdu)
+    }
+    fn is_rejected(&self, id: &str) -> bool {
+        self.events.get(id).is_some_and(|s| s.rejected)
+    }
+}
+
 impl Room {
     /// An empty room of a version.
     pub fn new(version: &'static RoomVersion) -> Room {
@@ -310,6 +319,11 @@ impl Room {
             },
         );
         verdict
+    }
+
+    /// The state after a known event (before it, plus the event itself unless rejected).
+    pub fn state_after(&self, id: &str) -> Option<&StateMap> {
+        self.events.get(id).map(|s| &*s.state_after)
     }
 
     /// Whether a known event was soft-failed.
