@@ -1,0 +1,863 @@
+//! `mxfed._core`: the native module under the `mxfed` Python package.
+//!
+//! What it does: exposes mxfed-core's operations with the names every host uses (canonical JSON,
+//! JSON signing and verification, content and reference hashes, event IDs, redaction, event
+//! hashing-and-signing, batch PDU checks, X-Matrix request signing and verification, server key
+//! responses, transactions) and Synapse-compatible signing keys, converting Python objects to and
+//! from the core's canonical values and core errors to `mxfed.MxfedError` subclasses.
+//!
+//! What it deliberately does not do: any protocol logic. Every decision is the core's; this crate
+//! converts (Python in → core call → Python out) and owns only what a host owns: files
+//! (`signing.key`), the OS random source for new keys, the clock when no `now` is given.
+//! The Python package around it (`bindings-python/python/mxfed/`) adds the drop-in
+//! `signedjson`/`canonicaljson` layers and the federation client.
+//!
+//! Inputs: a `dict` (converted directly, see [`convert`]) or JSON text as `bytes`/`str` wherever
+//! an object is expected; outputs are `dict`s, or `bytes` for canonical JSON.
+//!
+//! ```python
+//! import mxfed
+//! key = mxfed.SigningKey.from_seed("1", "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1")
+//! signed = mxfed.sign_json({"one": 1}, "domain", key)
+//! assert mxfed.verify_json(signed, "domain", {"ed25519:1": key.verify_key}) == ["ed25519:1"]
+//! ```
+
+mod convert;
+mod error;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use pyo3::exceptions::{PyOSError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString};
+
+use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
+use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
+use mxfed_core::server_keys::{build_server_keys, KeyRing, ServerKeys};
+use mxfed_core::{
+    base64, event, identifiers, pdu, signing, transaction, xmatrix, RoomVersion, Timestamp,
+};
+
+use convert::{object_to_py, to_object, to_value, to_value_compat, Numbers};
+use error::{coded, OrRaise, SigningKeyError};
+
+// ------------------------------------------------------------------------------------ inputs
+
+/// The bytes of a bytes-like argument (`bytes`, `bytearray`, `memoryview`), if it is one.
+fn as_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Some(b.as_bytes().to_vec()));
+    }
+    if obj.is_instance_of::<PyByteArray>() || obj.is_instance_of::<PyMemoryView>() {
+        let b = obj
+            .call_method0("__bytes__")
+            .or_else(|_| obj.py().get_type::<PyBytes>().call1((obj,)))?;
+        return Ok(Some(b.cast::<PyBytes>()?.as_bytes().to_vec()));
+    }
+    Ok(None)
+}
+
+/// JSON text given as `bytes`-like or `str`.
+fn as_text(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
+    if let Some(b) = as_bytes(obj)? {
+        return Ok(Some(b));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        let s = s.to_cow().map_err(|_| {
+            coded::<error::CanonicalJsonError>(
+                "json_lone_surrogate",
+                "string holds a lone surrogate (not valid Unicode)",
+            )
+        })?;
+        return Ok(Some(s.as_bytes().to_vec()));
+    }
+    Ok(None)
+}
+
+fn room_version(id: &str) -> PyResult<&'static RoomVersion> {
+    RoomVersion::get(id).or_raise()
+}
+
+fn numbers_for(v: &RoomVersion) -> Numbers {
+    if v.strict_canonical_json {
+        Numbers::Strict
+    } else {
+        Numbers::Legacy
+    }
+}
+
+/// An event: JSON text parsed with the room version's number rules, or a dict converted with them.
+fn event_arg(obj: &Bound<'_, PyAny>, v: &RoomVersion) -> PyResult<Object> {
+    match as_text(obj)? {
+        Some(bytes) => pdu::parse_pdu(&bytes, v).or_raise(),
+        None => to_object(obj, numbers_for(v)),
+    }
+}
+
+/// A JSON object to sign or verify: text parsed as `mxfed canonical` does (numbers normalised).
+fn object_arg(obj: &Bound<'_, PyAny>) -> PyResult<Object> {
+    match as_text(obj)? {
+        Some(bytes) => canonical::parse_object(&bytes, &ParseOptions::NORMALIZE).or_raise(),
+        None => to_object(obj, Numbers::Strict),
+    }
+}
+
+/// One signing key or a sequence of them.
+fn signing_keys(obj: &Bound<'_, PyAny>) -> PyResult<Vec<SigningKey>> {
+    if let Ok(k) = obj.cast::<PySigningKey>() {
+        return Ok(vec![k.get().key.clone()]);
+    }
+    if obj.is_instance_of::<PyString>() || as_bytes(obj)?.is_some() {
+        return Err(PyTypeError::new_err(
+            "expected an mxfed.SigningKey or a list of them",
+        ));
+    }
+    let mut keys = Vec::new();
+    for item in obj.try_iter()? {
+        let item = item?;
+        let k = item
+            .cast::<PySigningKey>()
+            .map_err(|_| PyTypeError::new_err("expected an mxfed.SigningKey or a list of them"))?;
+        keys.push(k.get().key.clone());
+    }
+    if keys.is_empty() {
+        return Err(coded::<SigningKeyError>(
+            "empty_key_file",
+            "no signing key given",
+        ));
+    }
+    Ok(keys)
+}
+
+/// A key response: JSON text or a dict.
+fn key_response(obj: &Bound<'_, PyAny>) -> PyResult<ServerKeys> {
+    let o = match as_text(obj)? {
+        Some(bytes) => canonical::parse_object(&bytes, &ParseOptions::STRICT).or_raise()?,
+        None => to_object(obj, Numbers::Strict)?,
+    };
+    ServerKeys::from_response(&o).or_raise()
+}
+
+/// A `KeyRing`, or an iterable of key responses (each verified as self-signed).
+fn with_key_ring<T>(
+    obj: &Bound<'_, PyAny>,
+    f: impl FnOnce(&KeyRing) -> PyResult<T>,
+) -> PyResult<T> {
+    if let Ok(r) = obj.cast::<PyKeyRing>() {
+        return f(&r.borrow().ring);
+    }
+    let mut ring = KeyRing::new();
+    if obj.is_instance_of::<PyDict>()
+        || obj.is_instance_of::<PyString>()
+        || as_bytes(obj)?.is_some()
+    {
+        ring.add(&key_response(obj)?);
+    } else {
+        for item in obj.try_iter()? {
+            ring.add(&key_response(&item?)?);
+        }
+    }
+    f(&ring)
+}
+
+fn seed_arg(seed: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
+    if let Some(b) = as_bytes(seed)? {
+        return <[u8; 32]>::try_from(b.as_slice()).map_err(|_| {
+            coded::<SigningKeyError>(
+                "bad_key_length",
+                format!("key is {} bytes, expected 32", b.len()),
+            )
+        });
+    }
+    if let Ok(s) = seed.extract::<String>() {
+        return base64::decode_array::<32>(&s).map_err(|e| match e {
+            base64::Base64Error::WrongLength { expected, found } => coded::<SigningKeyError>(
+                "bad_key_length",
+                format!("key is {found} bytes, expected {expected}"),
+            ),
+            _ => coded::<SigningKeyError>("bad_base64", "key is not valid base64"),
+        });
+    }
+    Err(PyTypeError::new_err(
+        "a seed is 32 bytes or their unpadded base64",
+    ))
+}
+
+fn validate_server_name(name: &str) -> PyResult<()> {
+    identifiers::validate_server_name(name).or_raise()
+}
+
+fn now_ms(py: Python<'_>, now: Option<u64>) -> PyResult<Timestamp> {
+    if let Some(ms) = now {
+        return Ok(Timestamp(ms));
+    }
+    // A host reads the clock; the core never does. Python's clock, so tests can patch it.
+    let secs: f64 = py.import("time")?.call_method0("time")?.extract()?;
+    Ok(Timestamp((secs * 1000.0) as u64))
+}
+
+// ------------------------------------------------------------------------------------ keys
+
+/// An ed25519 signing key with its key ID, as in Synapse's `signing.key`.
+#[pyclass(module = "mxfed", name = "SigningKey", frozen)]
+struct PySigningKey {
+    key: SigningKey,
+}
+
+#[pymethods]
+impl PySigningKey {
+    /// A key from a 32-byte seed (raw bytes or unpadded base64) and a version.
+    #[staticmethod]
+    fn from_seed(version: &str, seed: &Bound<'_, PyAny>) -> PyResult<PySigningKey> {
+        let key = SigningKey::from_seed(version, &seed_arg(seed)?).or_raise()?;
+        Ok(PySigningKey { key })
+    }
+
+    /// A new key from the OS random source; version `a_XXXX` (as Synapse makes) unless given.
+    #[staticmethod]
+    #[pyo3(signature = (version=None))]
+    fn generate(py: Python<'_>, version: Option<&str>) -> PyResult<PySigningKey> {
+        let entropy = py.import("os")?.call_method1("urandom", (36,))?;
+        let entropy: [u8; 36] = entropy
+            .cast::<PyBytes>()?
+            .as_bytes()
+            .try_into()
+            .map_err(|_| PyOSError::new_err("os.urandom returned the wrong length"))?;
+        let key = match version {
+            None => SigningKey::generate(&entropy),
+            Some(v) => {
+                let mut seed = [0u8; 32];
+                seed.copy_from_slice(&entropy[..32]);
+                SigningKey::from_seed(v, &seed).or_raise()?
+            }
+        };
+        Ok(PySigningKey { key })
+    }
+
+    /// Every key in the text of a Synapse `signing.key` file.
+    #[staticmethod]
+    fn parse_synapse(text: &str) -> PyResult<Vec<PySigningKey>> {
+        Ok(SigningKey::parse_synapse(text)
+            .or_raise()?
+            .into_iter()
+            .map(|key| PySigningKey { key })
+            .collect())
+    }
+
+    /// Every key in a Synapse `signing.key` file.
+    #[staticmethod]
+    fn load(path: PathBuf) -> PyResult<Vec<PySigningKey>> {
+        let bytes = std::fs::read(&path)
+            .map_err(|e| PyOSError::new_err(format!("reading {}: {e}", path.display())))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            coded::<SigningKeyError>("bad_key_file", "signing key file is not UTF-8")
+        })?;
+        PySigningKey::parse_synapse(&text)
+    }
+
+    /// Writes this key as a `signing.key` file. Never replaces an existing file unless
+    /// `overwrite` is true (losing a server's key is not recoverable).
+    #[pyo3(signature = (path, *, overwrite=false))]
+    fn save(&self, path: PathBuf, overwrite: bool) -> PyResult<()> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true);
+        if overwrite {
+            opts.create(true).truncate(true);
+        } else {
+            opts.create_new(true);
+        }
+        let mut f = opts.open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                pyo3::exceptions::PyFileExistsError::new_err(format!(
+                    "{} exists; not overwriting a signing key",
+                    path.display()
+                ))
+            } else {
+                PyOSError::new_err(format!("creating {}: {e}", path.display()))
+            }
+        })?;
+        f.write_all(self.key.to_synapse_line().as_bytes())
+            .map_err(|e| PyOSError::new_err(format!("writing {}: {e}", path.display())))
+    }
+
+    /// The key as one `signing.key` line, `ed25519 <version> <base64 seed>\n`.
+    fn to_synapse_line(&self) -> String {
+        self.key.to_synapse_line()
+    }
+
+    /// `ed25519:<version>`.
+    #[getter]
+    fn key_id(&self) -> &str {
+        self.key.key_id().as_str()
+    }
+
+    /// The version part of the key ID.
+    #[getter]
+    fn version(&self) -> &str {
+        self.key.key_id().version()
+    }
+
+    /// The public key, unpadded base64.
+    #[getter]
+    fn verify_key(&self) -> String {
+        self.key.verify_key().to_base64()
+    }
+
+    /// The public key, 32 raw bytes.
+    #[getter]
+    fn verify_key_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.key.verify_key().as_bytes())
+    }
+
+    /// The 64-byte ed25519 signature of `message`.
+    fn sign<'py>(&self, py: Python<'py>, message: &[u8]) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.key.sign(message))
+    }
+
+    /// Compat fast path: the signature of the canonical JSON of `obj`, or None when Python's
+    /// `json` must encode it (floats, big integers, other types).
+    fn _sign_compat<'py>(
+        &self,
+        py: Python<'py>,
+        obj: &Bound<'py, PyAny>,
+    ) -> Option<Bound<'py, PyBytes>> {
+        let v = to_value_compat(obj, 0)?;
+        Some(PyBytes::new(py, &self.key.sign(&canonical::to_vec(&v))))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<mxfed.SigningKey {} {}>",
+            self.key.key_id(),
+            self.key.verify_key().to_base64()
+        )
+    }
+}
+
+/// An ed25519 public key (the compat layer's fast verifier).
+#[pyclass(module = "mxfed._core", name = "_VerifyKey", frozen)]
+struct PyVerifyKey {
+    key: VerifyKey,
+}
+
+#[pymethods]
+impl PyVerifyKey {
+    #[new]
+    fn new(key: &[u8]) -> PyResult<PyVerifyKey> {
+        let bytes: [u8; 32] = key.try_into().map_err(|_| {
+            coded::<SigningKeyError>(
+                "bad_key_length",
+                format!("key is {} bytes, expected 32", key.len()),
+            )
+        })?;
+        Ok(PyVerifyKey {
+            key: VerifyKey::from_bytes(&bytes).or_raise()?,
+        })
+    }
+
+    /// Whether `signature` (64 bytes) verifies over `message`.
+    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        <[u8; 64]>::try_from(signature).is_ok_and(|sig| self.key.verify(message, &sig))
+    }
+
+    /// Whether `signature` verifies over the signed bytes of `obj` (canonical JSON without the
+    /// top-level `signatures` and `unsigned`); None when Python's `json` must encode `obj`.
+    fn _verify_compat(&self, obj: &Bound<'_, PyAny>, signature: &[u8]) -> Option<bool> {
+        let Value::Object(o) = to_value_compat(obj, 0)? else {
+            return None;
+        };
+        let sig = <[u8; 64]>::try_from(signature).ok()?;
+        Some(self.key.verify(&signing::signing_bytes(&o), &sig))
+    }
+}
+
+/// What is known of other servers' keys: verified `/_matrix/key/v2/server` responses.
+#[pyclass(module = "mxfed", name = "KeyRing")]
+struct PyKeyRing {
+    ring: KeyRing,
+    servers: Vec<String>,
+}
+
+#[pymethods]
+impl PyKeyRing {
+    #[new]
+    #[pyo3(signature = (responses=None))]
+    fn new(responses: Option<&Bound<'_, PyAny>>) -> PyResult<PyKeyRing> {
+        let mut r = PyKeyRing {
+            ring: KeyRing::new(),
+            servers: Vec::new(),
+        };
+        if let Some(responses) = responses {
+            for item in responses.try_iter()? {
+                r.add(&item?)?;
+            }
+        }
+        Ok(r)
+    }
+
+    /// Adds a key response (dict or JSON text) after checking it is self-signed; returns the
+    /// server name.
+    fn add(&mut self, response: &Bound<'_, PyAny>) -> PyResult<String> {
+        let keys = key_response(response)?;
+        self.ring.add(&keys);
+        if !self.servers.contains(&keys.server_name) {
+            self.servers.push(keys.server_name.clone());
+        }
+        Ok(keys.server_name)
+    }
+
+    /// The servers with known keys, in the order they were added.
+    fn servers(&self) -> Vec<String> {
+        self.servers.clone()
+    }
+
+    /// A server's keys: key ID → unpadded base64 public key.
+    fn keys(&self, server_name: &str) -> BTreeMap<String, String> {
+        self.ring
+            .server(server_name)
+            .map(|m| {
+                m.iter()
+                    .map(|(id, e)| (id.as_str().to_owned(), e.key.to_base64()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<mxfed.KeyRing {:?}>", self.servers)
+    }
+}
+
+// ------------------------------------------------------------------------------------ functions
+
+/// Canonical JSON bytes. `bytes` are JSON text (numbers normalised as `mxfed canonical` does);
+/// anything else is a Python value (a `str` is a JSON string). With `room_version`, numbers follow
+/// that version's event rules (v1–5: floats and big integers as Synapse writes them).
+#[pyfunction]
+#[pyo3(signature = (value, *, room_version=None))]
+fn canonical_json<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+    room_version: Option<&str>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let v = room_version.map(self::room_version).transpose()?;
+    let out = match (as_bytes(value)?, v) {
+        (Some(b), None) => canonical::canonicalize(&b).or_raise()?,
+        (Some(b), Some(v)) => {
+            canonical::to_vec(&canonical::parse(&b, &pdu::parse_options(v)).or_raise()?)
+        }
+        (None, v) => canonical::to_vec(&to_value(value, v.map_or(Numbers::Strict, numbers_for))?),
+    };
+    Ok(PyBytes::new(py, &out))
+}
+
+/// A signed copy of `obj` (the input is not changed): signed as `server_name` by every key.
+#[pyfunction]
+fn sign_json<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+    server_name: &str,
+    key: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let keys = signing_keys(key)?;
+    validate_server_name(server_name)?;
+    let mut o = object_arg(obj)?;
+    for k in &keys {
+        signing::sign_json(&mut o, server_name, k).or_raise()?;
+    }
+    object_to_py(py, &o)
+}
+
+/// Verifies `server_name`'s signatures on `obj` with `keys` (key ID → public key, base64 or 32
+/// bytes); returns the key IDs that verified, or raises `SignatureError`.
+#[pyfunction]
+fn verify_json(
+    obj: &Bound<'_, PyAny>,
+    server_name: &str,
+    keys: &Bound<'_, PyAny>,
+) -> PyResult<Vec<String>> {
+    let mut map = BTreeMap::new();
+    for item in keys.cast::<PyDict>()?.iter() {
+        let (id, key) = item;
+        let id = KeyId::parse(&id.extract::<String>()?).or_raise()?;
+        let key = match as_bytes(&key)? {
+            Some(b) => {
+                let arr: [u8; 32] = b.as_slice().try_into().map_err(|_| {
+                    coded::<SigningKeyError>(
+                        "bad_key_length",
+                        format!("key is {} bytes, expected 32", b.len()),
+                    )
+                })?;
+                VerifyKey::from_bytes(&arr).or_raise()?
+            }
+            None => VerifyKey::from_base64(&key.extract::<String>()?).or_raise()?,
+        };
+        map.insert(id, key);
+    }
+    let o = object_arg(obj)?;
+    Ok(signing::verify_json(&o, server_name, &map)
+        .or_raise()?
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect())
+}
+
+/// The content hash (unpadded base64 SHA-256) of an event.
+#[pyfunction]
+fn content_hash(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<String> {
+    let v = self::room_version(room_version)?;
+    Ok(base64::encode(event::content_hash(&event_arg(event, v)?)))
+}
+
+/// The reference hash (unpadded base64 SHA-256 of the redacted event) of an event.
+#[pyfunction]
+fn reference_hash(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<String> {
+    let v = self::room_version(room_version)?;
+    Ok(base64::encode(event::reference_hash(
+        &event_arg(event, v)?,
+        v,
+    )))
+}
+
+/// The event ID: carried in the event in room versions 1–2, its reference hash from v3 on.
+#[pyfunction]
+fn event_id(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<String> {
+    let v = self::room_version(room_version)?;
+    event::event_id(&event_arg(event, v)?, v).or_raise()
+}
+
+/// The room ID a room version 12+ `m.room.create` event defines.
+#[pyfunction]
+fn room_id(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<String> {
+    let v = self::room_version(room_version)?;
+    event::room_id_from_create(&event_arg(event, v)?, v).or_raise()
+}
+
+/// The redacted form of an event under its room version's rules.
+#[pyfunction]
+fn redact<'py>(
+    py: Python<'py>,
+    event: &Bound<'py, PyAny>,
+    room_version: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let v = self::room_version(room_version)?;
+    object_to_py(py, &event::redact(&event_arg(event, v)?, v))
+}
+
+/// A copy of the event with its content hash and `server_name`'s signature by every key.
+#[pyfunction]
+fn hash_and_sign_event<'py>(
+    py: Python<'py>,
+    event: &Bound<'py, PyAny>,
+    room_version: &str,
+    server_name: &str,
+    key: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let keys = signing_keys(key)?;
+    validate_server_name(server_name)?;
+    let v = self::room_version(room_version)?;
+    let mut ev = event_arg(event, v)?;
+    for k in &keys {
+        event::hash_and_sign_event(&mut ev, v, server_name, k).or_raise()?;
+    }
+    object_to_py(py, &ev)
+}
+
+/// A PDU waiting to be checked: bytes to parse, an object converted, or a conversion failure.
+enum Pending {
+    Bytes(Vec<u8>),
+    Object(Object),
+    Failed(PyErr),
+}
+
+/// Checks PDUs (format, signatures of every required server, content hash) against `keys` (a
+/// `KeyRing` or key responses). One verdict dict per PDU, as `mxfed event check` prints; the GIL
+/// is released while checking.
+#[pyfunction]
+fn check_pdus<'py>(
+    py: Python<'py>,
+    pdus: &Bound<'py, PyAny>,
+    room_version: &str,
+    keys: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let v = self::room_version(room_version)?;
+    if pdus.is_instance_of::<PyString>()
+        || pdus.is_instance_of::<PyDict>()
+        || as_bytes(pdus)?.is_some()
+    {
+        return Err(PyTypeError::new_err(
+            "check_pdus takes a list of PDUs (dicts or JSON text)",
+        ));
+    }
+    let mut pending = Vec::new();
+    for item in pdus.try_iter()? {
+        let item = item?;
+        pending.push(match as_text(&item)? {
+            Some(b) => Pending::Bytes(b),
+            None => match to_object(&item, numbers_for(v)) {
+                Ok(o) => Pending::Object(o),
+                Err(e) => Pending::Failed(e),
+            },
+        });
+    }
+    let results = with_key_ring(keys, |ring| {
+        Ok(py.detach(|| {
+            pending
+                .into_iter()
+                .map(|p| match p {
+                    Pending::Bytes(b) => Ok(pdu::check_pdu(&b, v, ring).to_json()),
+                    Pending::Object(o) => Ok(pdu::check_pdu_object(o, v, ring).to_json()),
+                    Pending::Failed(e) => Err(e),
+                })
+                .collect::<Vec<_>>()
+        }))
+    })?;
+    let out = PyList::empty(py);
+    for r in results {
+        let o = match r {
+            Ok(o) => object_to_py(py, &o)?,
+            Err(e) => rejected_verdict(py, &e)?,
+        };
+        out.append(o)?;
+    }
+    Ok(out)
+}
+
+/// The verdict for a PDU dict that could not even be converted (what `check_pdu` says of bytes
+/// that do not parse).
+fn rejected_verdict<'py>(py: Python<'py>, e: &PyErr) -> PyResult<Bound<'py, PyDict>> {
+    let value = e.value(py);
+    let code: String = value.getattr("code")?.extract()?;
+    let mut o = Object::new();
+    o.insert("content_hash", Value::Null);
+    o.insert("error", value.str()?.to_string());
+    o.insert("event_id", Value::Null);
+    o.insert("reason", code);
+    o.insert("signatures", Object::new());
+    o.insert("verdict", "rejected");
+    object_to_py(py, &o)
+}
+
+/// Request content: JSON text parsed as Synapse parses request bodies, or a Python value.
+fn content_arg(content: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Value>> {
+    match content {
+        None => Ok(None),
+        Some(c) if c.is_none() => Ok(None),
+        Some(c) => match as_text(c)? {
+            Some(b) => Ok(Some(xmatrix::parse_body(&b).or_raise()?)),
+            None => Ok(Some(to_value(c, Numbers::Legacy)?)),
+        },
+    }
+}
+
+/// The `Authorization` header values (`X-Matrix …`, one per key) for a request.
+#[pyfunction]
+#[pyo3(signature = (key, origin, destination, method, uri, content=None))]
+fn sign_request(
+    key: &Bound<'_, PyAny>,
+    origin: &str,
+    destination: &str,
+    method: &str,
+    uri: &str,
+    content: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Vec<String>> {
+    let keys = signing_keys(key)?;
+    validate_server_name(origin)?;
+    validate_server_name(destination)?;
+    let content = content_arg(content)?;
+    let req = xmatrix::Request {
+        method,
+        uri,
+        origin,
+        destination,
+        content: content.as_ref(),
+    };
+    Ok(req
+        .sign(&keys)
+        .iter()
+        .map(|h| h.to_header_value())
+        .collect())
+}
+
+/// Verifies a request's X-Matrix header values as `destination` at `now_ms` (default: now).
+/// Returns `{"origin": …, "verified": [key IDs]}` or raises `XMatrixError`.
+#[pyfunction]
+#[pyo3(signature = (destination, keys, method, uri, headers, content=None, now_ms=None))]
+#[allow(clippy::too_many_arguments)]
+fn verify_request<'py>(
+    py: Python<'py>,
+    destination: &str,
+    keys: &Bound<'py, PyAny>,
+    method: &str,
+    uri: &str,
+    headers: &Bound<'py, PyAny>,
+    content: Option<&Bound<'py, PyAny>>,
+    now_ms: Option<u64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let headers: Vec<String> = if let Ok(s) = headers.cast::<PyString>() {
+        vec![s.to_cow()?.into_owned()]
+    } else {
+        headers.extract()?
+    };
+    let parsed = headers
+        .iter()
+        .map(|h| xmatrix::XMatrix::parse(h))
+        .collect::<Result<Vec<_>, _>>()
+        .or_raise()?;
+    let content = content_arg(content)?;
+    let now = self::now_ms(py, now_ms)?;
+    let auth = with_key_ring(keys, |ring| {
+        xmatrix::verify_request(
+            &parsed,
+            destination,
+            method,
+            uri,
+            content.as_ref(),
+            ring,
+            now,
+        )
+        .or_raise()
+    })?;
+    let d = PyDict::new(py);
+    d.set_item("origin", auth.origin)?;
+    let ids: Vec<&str> = auth.key_ids.iter().map(KeyId::as_str).collect();
+    d.set_item("verified", ids)?;
+    Ok(d)
+}
+
+/// Our signed `/_matrix/key/v2/server` response. `old_keys`: key ID → `{"key": base64,
+/// "expired_ts": ms}`, published in `old_verify_keys`.
+#[pyfunction]
+#[pyo3(signature = (server_name, key, valid_until_ts, old_keys=None))]
+fn server_keys<'py>(
+    py: Python<'py>,
+    server_name: &str,
+    key: &Bound<'py, PyAny>,
+    valid_until_ts: i64,
+    old_keys: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let keys = signing_keys(key)?;
+    validate_server_name(server_name)?;
+    let int = |ms: i64, field: &str| {
+        Int::new(ms).ok_or_else(|| {
+            coded::<error::CanonicalJsonError>(
+                "json_integer_out_of_range",
+                format!("{field} {ms} outside canonical range ±(2^53-1)"),
+            )
+        })
+    };
+    let until = int(valid_until_ts, "valid_until_ts")?;
+    let mut old = Vec::new();
+    if let Some(old_keys) = old_keys {
+        for (id, entry) in old_keys.iter() {
+            let id = KeyId::parse(&id.extract::<String>()?).or_raise()?;
+            let entry = entry.cast::<PyDict>()?;
+            let get = |k: &str| {
+                entry.get_item(k)?.ok_or_else(|| {
+                    coded::<error::ServerKeysError>(
+                        "keys_bad_field",
+                        format!("old key {id}: no `{k}`"),
+                    )
+                })
+            };
+            let vk = VerifyKey::from_base64(&get("key")?.extract::<String>()?).or_raise()?;
+            let expired = int(get("expired_ts")?.extract()?, "expired_ts")?;
+            old.push((id, vk, expired));
+        }
+    }
+    let o = build_server_keys(server_name, &keys, &old, until).or_raise()?;
+    object_to_py(py, &o)
+}
+
+/// Parses a transaction body (`PUT /_matrix/federation/v1/send/{txnId}`): `{"origin",
+/// "origin_server_ts", "pdus", "edus", "rejected": [{"item", "code", "error"}]}`. Raises
+/// `TransactionError` when the whole request must be refused.
+#[pyfunction]
+fn parse_transaction<'py>(
+    py: Python<'py>,
+    body: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let tx = match as_text(body)? {
+        Some(b) => transaction::parse_transaction(&b).or_raise()?,
+        None => {
+            transaction::transaction_from_object(to_object(body, Numbers::Legacy)?).or_raise()?
+        }
+    };
+    let d = PyDict::new(py);
+    d.set_item("origin", tx.origin())?;
+    d.set_item("origin_server_ts", tx.origin_server_ts().as_millis())?;
+    let pdus = PyList::empty(py);
+    for p in tx.pdus() {
+        pdus.append(object_to_py(py, p)?)?;
+    }
+    d.set_item("pdus", pdus)?;
+    let edus = PyList::empty(py);
+    for e in tx.edus() {
+        edus.append(object_to_py(py, &e.to_object())?)?;
+    }
+    d.set_item("edus", edus)?;
+    let rejected = PyList::empty(py);
+    for r in tx.rejected() {
+        let item = PyDict::new(py);
+        item.set_item("item", r.item.to_string())?;
+        item.set_item("code", r.code())?;
+        item.set_item("error", r.error.to_string())?;
+        rejected.append(item)?;
+    }
+    d.set_item("rejected", rejected)?;
+    Ok(d)
+}
+
+/// Compat fast path of `canonicaljson.encode_canonical_json`: the bytes, or None when Python's
+/// `json` must encode the value (floats, big integers, subclasses, unknown types).
+#[pyfunction]
+fn _compat_encode<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
+    to_value_compat(value, 0).map(|v| PyBytes::new(py, &canonical::to_vec(&v)))
+}
+
+/// Unpadded standard base64 of bytes.
+#[pyfunction]
+fn encode_base64(data: &[u8]) -> String {
+    base64::encode(data)
+}
+
+/// Decodes unpadded (or padded) standard or URL-safe base64, as the core reads keys and hashes.
+#[pyfunction]
+fn decode_base64<'py>(py: Python<'py>, data: &str) -> PyResult<Bound<'py, PyBytes>> {
+    let b = base64::decode(data)
+        .map_err(|e| coded::<error::CanonicalJsonError>(e.code(), e.to_string()))?;
+    Ok(PyBytes::new(py, &b))
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    error::register(m)?;
+    m.add_class::<PySigningKey>()?;
+    m.add_class::<PyVerifyKey>()?;
+    m.add_class::<PyKeyRing>()?;
+    m.add_function(wrap_pyfunction!(canonical_json, m)?)?;
+    m.add_function(wrap_pyfunction!(sign_json, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_json, m)?)?;
+    m.add_function(wrap_pyfunction!(content_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(reference_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(event_id, m)?)?;
+    m.add_function(wrap_pyfunction!(room_id, m)?)?;
+    m.add_function(wrap_pyfunction!(redact, m)?)?;
+    m.add_function(wrap_pyfunction!(hash_and_sign_event, m)?)?;
+    m.add_function(wrap_pyfunction!(check_pdus, m)?)?;
+    m.add_function(wrap_pyfunction!(sign_request, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_request, m)?)?;
+    m.add_function(wrap_pyfunction!(server_keys, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_transaction, m)?)?;
+    m.add_function(wrap_pyfunction!(_compat_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_base64, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_base64, m)?)?;
+    let versions: Vec<&str> = RoomVersion::ALL.iter().map(|v| v.id).collect();
+    m.add(
+        "ROOM_VERSIONS",
+        pyo3::types::PyTuple::new(m.py(), versions)?,
+    )?;
+    Ok(())
+}
