@@ -1,0 +1,208 @@
+// The mxfed JS API: thin wrappers over the wasm exports of host-wasm/src/lib.rs. They turn
+// strings, objects and byte views into bytes, call the core, and give back strings or plain
+// objects. No protocol logic lives here.
+//
+// JSON in: a string (JSON text), a Uint8Array/ArrayBuffer/view (UTF-8 JSON), or a plain object,
+// which is JSON.stringify'd WITHOUT sorting and canonicalised in Rust: sorting in JS would use
+// UTF-16 order, which is wrong beyond the BMP. JSON documents out are canonical JSON strings.
+// Errors are `Error`s named `MxfedError` with `code` (the core's stable code) and, for
+// request authentication, `status` and `errcode`.
+import * as raw from './mxfed_wasm.js';
+
+export { SigningKeys, KeyRing, KeyCache, EdgeRequest, edgeRoute } from './mxfed_wasm.js';
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function mxfedError(code, message) {
+  const e = new Error(message);
+  e.name = 'MxfedError';
+  e.code = code;
+  return e;
+}
+
+/** Whether `e` is an error thrown by mxfed (it has a stable `code`). */
+export function isMxfedError(e) {
+  return e instanceof Error && e.name === 'MxfedError' && typeof e.code === 'string';
+}
+
+function toBytes(input, what) {
+  if (input instanceof Uint8Array) return input;
+  if (typeof input === 'string') return encoder.encode(input);
+  if (input instanceof ArrayBuffer) return new Uint8Array(input);
+  if (ArrayBuffer.isView(input)) return new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
+  if (input !== null && typeof input === 'object') return encoder.encode(JSON.stringify(input));
+  throw mxfedError('bad_argument', `${what}: expected JSON text, bytes or an object, got ${input === null ? 'null' : typeof input}`);
+}
+
+function optBytes(input, what) {
+  return input === undefined || input === null ? undefined : toBytes(input, what);
+}
+
+function toText(input, what) {
+  if (typeof input === 'string') return input;
+  if (input instanceof Uint8Array || input instanceof ArrayBuffer || ArrayBuffer.isView(input)) {
+    return decoder.decode(toBytes(input, what));
+  }
+  throw mxfedError('bad_argument', `${what}: expected a string`);
+}
+
+// Signing keys: a SigningKeys, or Synapse `signing.key` text (parsed for this call only).
+function withSigningKeys(keys, f) {
+  if (keys instanceof raw.SigningKeys) return f(keys);
+  const k = new raw.SigningKeys(toText(keys, 'signing key'));
+  try {
+    return f(k);
+  } finally {
+    k.free();
+  }
+}
+
+// Verification keys: a KeyRing, a KeyCache (its keys now), or a list of
+// /_matrix/key/v2/server responses (each must be self-signed).
+function withKeyRing(keys, f) {
+  if (keys instanceof raw.KeyRing) return f(keys);
+  let ring;
+  if (keys instanceof raw.KeyCache) {
+    ring = keys.keyRing();
+  } else if (Array.isArray(keys)) {
+    ring = new raw.KeyRing();
+    try {
+      for (const r of keys) ring.add(toBytes(r, 'key response'));
+    } catch (e) {
+      ring.free();
+      throw e;
+    }
+  } else {
+    throw mxfedError('bad_argument', 'keys: expected a KeyRing, a KeyCache or a list of key responses');
+  }
+  try {
+    return f(ring);
+  } finally {
+    ring.free();
+  }
+}
+
+/** Loads Synapse `signing.key` text once, for repeated signing. Call `.free()` when done. */
+export function loadSigningKeys(text) {
+  return new raw.SigningKeys(toText(text, 'signing key'));
+}
+
+/** A new Synapse `signing.key` line (`ed25519 a_XXXX <seed>`) from crypto.getRandomValues. */
+export function generateSigningKey() {
+  const entropy = new Uint8Array(36);
+  globalThis.crypto.getRandomValues(entropy);
+  return raw.SigningKeys.generateLine(entropy);
+}
+
+/** The verify keys of signing keys: `{"ed25519:<v>": "<base64>"}`. */
+export function publicKeys(keys) {
+  return withSigningKeys(keys, (k) => JSON.parse(k.publicKeysJson()));
+}
+
+/** Canonical JSON (string) of JSON; numbers normalised as the spec's examples ask. */
+export function canonicalJson(input) {
+  return raw.canonicalJson(toBytes(input, 'input'));
+}
+
+/** `object` signed by `serverName` with every key; canonical JSON string. */
+export function signJson(object, serverName, keys) {
+  const bytes = toBytes(object, 'object');
+  return withSigningKeys(keys, (k) => raw.signJson(bytes, serverName, k));
+}
+
+/** Verifies `serverName`'s signatures with `verifyKeys` (`{"ed25519:<v>": "<base64>"}`).
+ *  Returns the key IDs that verified; throws (`signature_invalid`, …) otherwise. */
+export function verifyJson(object, serverName, verifyKeys) {
+  return JSON.parse(raw.verifyJson(toBytes(object, 'object'), serverName, toBytes(verifyKeys, 'verifyKeys'))).verified;
+}
+
+/** The content hash (unpadded base64) of an event of room version `roomVersion`. */
+export function contentHash(event, roomVersion) {
+  return raw.contentHash(toBytes(event, 'event'), String(roomVersion));
+}
+
+/** The reference hash (unpadded base64). */
+export function referenceHash(event, roomVersion) {
+  return raw.referenceHash(toBytes(event, 'event'), String(roomVersion));
+}
+
+/** The event ID. */
+export function eventId(event, roomVersion) {
+  return raw.eventId(toBytes(event, 'event'), String(roomVersion));
+}
+
+/** The room ID that a room version 12+ `m.room.create` event defines. */
+export function roomId(event, roomVersion) {
+  return raw.roomId(toBytes(event, 'event'), String(roomVersion));
+}
+
+/** The redacted event (canonical JSON string). */
+export function redact(event, roomVersion) {
+  return raw.redact(toBytes(event, 'event'), String(roomVersion));
+}
+
+/** The event with its content hash and `serverName`'s signatures (canonical JSON string). */
+export function hashAndSignEvent(event, roomVersion, serverName, keys) {
+  const bytes = toBytes(event, 'event');
+  return withSigningKeys(keys, (k) => raw.hashAndSignEvent(bytes, String(roomVersion), serverName, k));
+}
+
+/** Checks PDUs (format, signatures, content hash) against `keys`. One verdict object per PDU,
+ *  exactly `mxfed event check`'s: `{event_id, signatures, content_hash, verdict[, reason, error]}`. */
+export function checkPdus(pdus, roomVersion, keys) {
+  if (!Array.isArray(pdus)) throw mxfedError('bad_argument', 'pdus: expected a list');
+  const parts = pdus.map((p) => toBytes(p, 'pdu'));
+  const ends = new Uint32Array(parts.length);
+  let total = 0;
+  parts.forEach((p, i) => {
+    total += p.length;
+    ends[i] = total;
+  });
+  const data = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    data.set(p, at);
+    at += p.length;
+  }
+  const out = withKeyRing(keys, (ring) => raw.checkPdus(data, ends, String(roomVersion), ring));
+  return out.split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l));
+}
+
+/** The `Authorization` header values (one per key) for `{method, uri, origin, destination, content?}`. */
+export function signRequest(request, keys) {
+  const { method, uri, origin, destination, content } = request;
+  const body = optBytes(content, 'content');
+  return withSigningKeys(keys, (k) => raw.signRequest(method, uri, origin, destination, body, k)).split('\n');
+}
+
+/** Verifies `{method, uri, destination, content?, authorization}` (`authorization`: one header
+ *  value or a list) against `keys` at `now` (ms, default Date.now()). Returns
+ *  `{origin, verified: [keyIds]}`; throws with `code`, `status` and `errcode` otherwise. */
+export function verifyRequest(request, keys, now = Date.now()) {
+  const { method, uri, destination, content, authorization } = request;
+  const headers = authorization === undefined || authorization === null ? [] : [].concat(authorization);
+  const body = optBytes(content, 'content');
+  return JSON.parse(withKeyRing(keys, (ring) => raw.verifyRequest(method, uri, destination, body, headers, ring, now)));
+}
+
+/** Our signed `/_matrix/key/v2/server` response (canonical JSON string). */
+export function serverKeys(serverName, keys, validUntilTs) {
+  return withSigningKeys(keys, (k) => raw.serverKeys(serverName, k, validUntilTs));
+}
+
+/** A `PUT /send/{txnId}` body parsed by the core:
+ *  `{origin, origin_server_ts, pdus, edus, rejected: [{item, code, error}]}`. */
+export function parseTransaction(body) {
+  return JSON.parse(raw.parseTransaction(toBytes(body, 'body')));
+}
+
+/** Unpadded standard base64 of bytes (or of a string's UTF-8). */
+export function encodeBase64(data) {
+  return raw.encodeBase64(typeof data === 'string' ? encoder.encode(data) : toBytes(data, 'data'));
+}
+
+/** Bytes of unpadded (or padded) standard base64. */
+export function decodeBase64(text) {
+  return raw.decodeBase64(text);
+}

@@ -1,0 +1,129 @@
+// Types of the mxfed-wasm package (the same for every entry: node, workerd, web).
+
+/** JSON input: JSON text, UTF-8 bytes, or a plain object (JSON.stringify'd unsorted and
+ *  canonicalised in Rust). */
+export type JsonInput = string | Uint8Array | ArrayBuffer | ArrayBufferView | object;
+
+/** Synapse `signing.key` text, or keys loaded once with `loadSigningKeys`. */
+export type SigningKeyInput = string | Uint8Array | SigningKeys;
+
+/** Verification keys: a KeyRing, a KeyCache, or `/_matrix/key/v2/server` responses. */
+export type KeysInput = KeyRing | KeyCache | JsonInput[];
+
+/** Room versions "1" … "12". */
+export type RoomVersionId = string | number;
+
+/** An error thrown by mxfed. `code` is the core's stable code, the same in every host. */
+export interface MxfedError extends Error {
+  name: 'MxfedError';
+  code: string;
+  /** HTTP status a server answers with (request authentication and transaction errors). */
+  status?: number;
+  /** Matrix errcode a server answers with. */
+  errcode?: string;
+}
+
+export function isMxfedError(e: unknown): e is MxfedError;
+
+/** One PDU's verdict, exactly as `mxfed event check` prints it. */
+export interface PduVerdict {
+  event_id: string | null;
+  signatures: Record<string, Record<string, string>>;
+  content_hash: 'ok' | 'mismatch' | null;
+  verdict: 'accepted' | 'redacted' | 'rejected';
+  reason?: string;
+  error?: string;
+}
+
+export interface ParsedTransaction {
+  origin: string;
+  origin_server_ts: number;
+  /** PDUs with a room_id. Numbers of room v1-5 PDUs pass through JSON.parse: floats and
+   *  integers beyond 2^53 lose their exact text here (the core keeps it). */
+  pdus: Record<string, unknown>[];
+  edus: Record<string, unknown>[];
+  /** Items left out, with the JSON pointer of each (`/pdus/3`). */
+  rejected: { item: string; code: string; error: string }[];
+}
+
+export class SigningKeys {
+  constructor(text: string);
+  static generateLine(entropy: Uint8Array): string;
+  publicKeysJson(): string;
+  keyIds(): string[];
+  toSynapse(): string;
+  free(): void;
+}
+
+export class KeyRing {
+  constructor();
+  /** Adds a self-signed /_matrix/key/v2/server response. */
+  add(response: Uint8Array): void;
+  free(): void;
+}
+
+/** The core's key cache: verified responses and when to (re)fetch. */
+export class KeyCache {
+  constructor();
+  insert(response: Uint8Array, expectedServer: string | undefined, fetchedAt: number): string;
+  insertNotaryAnswer(response: Uint8Array, notary: string, notaryKeys: Uint8Array, fetchedAt: number): string;
+  static notaryQuery(server: string): string;
+  fetchForRequest(server: string, keyIds: string[], now: number): string | undefined;
+  response(server: string): string | undefined;
+  keyRing(): KeyRing;
+  free(): void;
+}
+
+/** The edge worker's request checks (see host-wasm/src/edge.rs). */
+export class EdgeRequest {
+  constructor(method: string, uri: string, destination: string, authorization?: string | null, body?: Uint8Array | null);
+  keyFetch(cache: KeyCache, now: number): string | undefined;
+  authenticate(cache: KeyCache, now: number): string;
+  beginTransaction(): string[];
+  pduKeyFetches(cache: KeyCache, versions: Uint8Array): string;
+  filter(cache: KeyCache, versions: Uint8Array, forwardUnknown: boolean): string;
+  forwardKind(): 'original' | 'rewritten' | 'nothing';
+  forwardBody(): Uint8Array | undefined;
+  mergeResponse(origin?: Uint8Array | null): Uint8Array;
+  free(): void;
+}
+
+export function edgeRoute(method: string, path: string): 'well_known' | 'server_keys' | 'open' | 'federation' | 'send' | 'passthrough';
+
+export function loadSigningKeys(text: string | Uint8Array): SigningKeys;
+export function generateSigningKey(): string;
+export function publicKeys(keys: SigningKeyInput): Record<string, string>;
+
+export function canonicalJson(input: JsonInput): string;
+export function signJson(object: JsonInput, serverName: string, keys: SigningKeyInput): string;
+export function verifyJson(object: JsonInput, serverName: string, verifyKeys: JsonInput): string[];
+export function contentHash(event: JsonInput, roomVersion: RoomVersionId): string;
+export function referenceHash(event: JsonInput, roomVersion: RoomVersionId): string;
+export function eventId(event: JsonInput, roomVersion: RoomVersionId): string;
+export function roomId(event: JsonInput, roomVersion: RoomVersionId): string;
+export function redact(event: JsonInput, roomVersion: RoomVersionId): string;
+export function hashAndSignEvent(event: JsonInput, roomVersion: RoomVersionId, serverName: string, keys: SigningKeyInput): string;
+export function checkPdus(pdus: JsonInput[], roomVersion: RoomVersionId, keys: KeysInput): PduVerdict[];
+
+export interface RequestToSign {
+  method: string;
+  uri: string;
+  origin: string;
+  destination: string;
+  content?: JsonInput | null;
+}
+export function signRequest(request: RequestToSign, keys: SigningKeyInput): string[];
+
+export interface RequestToVerify {
+  method: string;
+  uri: string;
+  destination: string;
+  content?: JsonInput | null;
+  authorization: string | string[];
+}
+export function verifyRequest(request: RequestToVerify, keys: KeysInput, now?: number): { origin: string; verified: string[] };
+
+export function serverKeys(serverName: string, keys: SigningKeyInput, validUntilTs: number): string;
+export function parseTransaction(body: JsonInput): ParsedTransaction;
+export function encodeBase64(data: string | Uint8Array | ArrayBuffer | ArrayBufferView): string;
+export function decodeBase64(text: string): Uint8Array;
