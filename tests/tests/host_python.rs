@@ -51,7 +51,10 @@ fn python_bindings_reproduce_every_vector() {
         .output();
     match probe {
         Ok(o) if o.status.success() => {
-            eprintln!("python host: mxfed from {}", String::from_utf8_lossy(&o.stdout));
+            eprintln!(
+                "python host: mxfed from {}",
+                String::from_utf8_lossy(&o.stdout)
+            );
         }
         Ok(o) => {
             unavailable(&format!(
