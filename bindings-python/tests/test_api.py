@@ -1,0 +1,236 @@
+"""The Pythonic API: inputs in every accepted form, keys and key files, key rings, requests,
+server keys, transactions, the exception hierarchy, and the GIL released by check_pdus."""
+
+import copy
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+import mxfed
+from conftest import SEED, VECTORS, dumps, key_responses, load, synapse_pdus
+from mxfed.compat.signedjson import key as sj_key
+
+KEY = mxfed.SigningKey.from_seed("1", SEED)
+
+EVENT: Dict[str, Any] = {
+    "type": "m.room.message",
+    "room_id": "!r:domain",
+    "sender": "@u:domain",
+    "content": {"body": "hi"},
+    "origin_server_ts": 1000000,
+    "depth": 3,
+    "prev_events": [],
+    "auth_events": [],
+}
+
+
+def test_exception_hierarchy() -> None:
+    assert issubclass(mxfed.MxfedError, ValueError)
+    for name in [
+        "CanonicalJsonError",
+        "SigningKeyError",
+        "SignatureError",
+        "EventError",
+        "PduError",
+        "XMatrixError",
+        "ServerKeysError",
+        "RoomVersionError",
+        "TransactionError",
+        "IdentifierError",
+        "EduError",
+    ]:
+        cls = getattr(mxfed, name)
+        assert issubclass(cls, mxfed.MxfedError), name
+        assert cls.__module__ == "mxfed"
+
+
+def test_room_versions() -> None:
+    assert mxfed.ROOM_VERSIONS == tuple(str(i) for i in range(1, 13))
+
+
+def test_canonical_json_forms() -> None:
+    assert mxfed.canonical_json({"b": 1, "a": [True, None, "é"]}) == '{"a":[true,null,"é"],"b":1}'.encode()
+    # bytes are JSON text, numbers normalised as the spec's examples ask; str is a JSON string.
+    assert mxfed.canonical_json(b'{"a": 1e10, "b": -0}') == b'{"a":10000000000,"b":0}'
+    assert mxfed.canonical_json(bytearray(b"[1, 2]")) == b"[1,2]"
+    assert mxfed.canonical_json(memoryview(b"[1, 2]")) == b"[1,2]"
+    assert mxfed.canonical_json("x\n") == b'"x\\n"'
+    assert mxfed.canonical_json((1, 2)) == b"[1,2]"
+    assert mxfed.canonical_json(2**53 - 1) == b"9007199254740991"
+    # Room versions 1-5: floats as Synapse writes them.
+    assert mxfed.canonical_json({"a": 1.0, "b": 10**20}, room_version="5") == b'{"a":1.0,"b":100000000000000000000}'
+
+
+def test_sign_json_does_not_mutate_and_verifies() -> None:
+    obj = {"one": 1, "unsigned": {"age": 5}, "signatures": {"other": {"ed25519:x": "abc"}}}
+    before = copy.deepcopy(obj)
+    signed = mxfed.sign_json(obj, "domain", KEY)
+    assert obj == before
+    assert signed["signatures"]["other"] == {"ed25519:x": "abc"}
+    assert signed["unsigned"] == {"age": 5}
+    assert mxfed.verify_json(signed, "domain", {"ed25519:1": KEY.verify_key}) == ["ed25519:1"]
+    assert mxfed.verify_json(signed, "domain", {"ed25519:1": KEY.verify_key_bytes}) == ["ed25519:1"]
+    # As text too.
+    assert mxfed.verify_json(json.dumps(signed), "domain", {"ed25519:1": KEY.verify_key}) == ["ed25519:1"]
+    tampered = dict(signed, one=2)
+    with pytest.raises(mxfed.SignatureError) as e:
+        mxfed.verify_json(tampered, "domain", {"ed25519:1": KEY.verify_key})
+    assert e.value.code == "signature_invalid"
+    with pytest.raises(mxfed.SignatureError) as e:
+        mxfed.verify_json(signed, "elsewhere", {"ed25519:1": KEY.verify_key})
+    assert e.value.code == "signature_missing"
+
+
+def test_sign_with_several_keys_matches_signedjson() -> None:
+    k2 = mxfed.SigningKey.generate()
+    signed = mxfed.sign_json({"a": 1}, "domain", [KEY, k2])
+    assert set(signed["signatures"]["domain"]) == {"ed25519:1", k2.key_id}
+    # signedjson with the same seeds gives the same signatures.
+    for k in (KEY, k2):
+        nacl_key = sj_key.decode_signing_key_base64("ed25519", k.version, k.to_synapse_line().split()[2])
+        from mxfed.compat.signedjson.sign import sign_json
+
+        assert sign_json({"a": 1}, "domain", nacl_key)["signatures"]["domain"][k.key_id] == signed["signatures"]["domain"][k.key_id]
+
+
+def test_signing_key_files(tmp_path: Path) -> None:
+    k = mxfed.SigningKey.generate()
+    assert k.key_id.startswith("ed25519:a_") and len(k.version) == 6
+    assert mxfed.SigningKey.generate("my_version").key_id == "ed25519:my_version"
+    path = tmp_path / "signing.key"
+    k.save(path)
+    assert path.read_text() == k.to_synapse_line()
+    with pytest.raises(FileExistsError):
+        k.save(path)
+    k.save(path, overwrite=True)
+    (loaded,) = mxfed.SigningKey.load(path)
+    assert (loaded.key_id, loaded.verify_key) == (k.key_id, k.verify_key)
+    assert loaded.sign(b"x") == k.sign(b"x")
+    # Synapse's own reader (signedjson) reads what we write, and we read what it writes.
+    with open(path) as f:
+        (nacl_key,) = sj_key.read_signing_keys(f)
+    assert sj_key.encode_verify_key_base64(sj_key.get_verify_key(nacl_key)) == k.verify_key
+    two = tmp_path / "two.key"
+    with open(two, "w") as f:
+        sj_key.write_signing_keys(f, [nacl_key, sj_key.generate_signing_key("b")])
+    assert [x.version for x in mxfed.SigningKey.load(two)] == [k.version, "b"]
+    assert mxfed.SigningKey.from_seed("1", bytes(32)).verify_key == mxfed.SigningKey.from_seed("1", "A" * 43).verify_key
+    assert "seed" not in repr(k) and k.to_synapse_line().split()[2] not in repr(k)
+
+
+def test_events_accept_dict_bytes_and_str() -> None:
+    signed = mxfed.hash_and_sign_event(EVENT, "10", "domain", KEY)
+    assert EVENT.get("hashes") is None  # not mutated
+    for form in (signed, dumps(signed), dumps(signed).decode()):
+        assert mxfed.event_id(form, "10") == mxfed.event_id(signed, "10")
+        assert mxfed.content_hash(form, "10") == signed["hashes"]["sha256"]
+        assert mxfed.redact(form, "10")["content"] == {}
+    assert mxfed.event_id(signed, "10").startswith("$")
+    (v,) = mxfed.check_pdus([signed], "10", [mxfed.server_keys("domain", KEY, 2000000)])
+    assert v["verdict"] == "accepted"
+
+
+def test_check_pdus_rejects_unconvertible_dicts_per_item() -> None:
+    signed = mxfed.hash_and_sign_event(EVENT, "10", "domain", KEY)
+    bad = dict(signed, depth=1.5)
+    keys = mxfed.KeyRing([mxfed.server_keys("domain", KEY, 2000000)])
+    ok, rejected, text_rejected = mxfed.check_pdus([signed, bad, b"{"], "10", keys)
+    assert ok["verdict"] == "accepted"
+    assert (rejected["verdict"], rejected["reason"], rejected["event_id"]) == ("rejected", "json_float", None)
+    assert (text_rejected["verdict"], text_rejected["reason"]) == ("rejected", "json_syntax")
+    assert set(rejected) == set(text_rejected)
+
+
+def test_key_ring() -> None:
+    ring = mxfed.KeyRing(key_responses())
+    assert ring.servers() == ["localhost:8448", "localhost:8449", "localhost:8450"]
+    assert list(ring.keys("localhost:8448")) == ["ed25519:a_zMzs"]
+    assert ring.keys("nobody") == {}
+    ours = mxfed.server_keys("domain", KEY, 1000, old_keys={"ed25519:old": {"key": KEY.verify_key, "expired_ts": 5}})
+    assert ours["old_verify_keys"] == {"ed25519:old": {"key": KEY.verify_key, "expired_ts": 5}}
+    assert ring.add(ours) == "domain"
+    tampered = dict(ours, valid_until_ts=2000)
+    with pytest.raises(mxfed.ServerKeysError) as e:
+        ring.add(tampered)
+    assert e.value.code == "keys_not_self_signed"
+
+
+def test_request_round_trip() -> None:
+    content = {"pdus": [], "edus": [{"edu_type": "m.typing", "content": {"x": 1.5}}]}
+    headers = mxfed.sign_request(KEY, "origin.example", "dest.example", "PUT", "/_matrix/federation/v1/send/1", content)
+    assert len(headers) == 1 and headers[0].startswith('X-Matrix origin="origin.example",destination="dest.example"')
+    keys = [mxfed.server_keys("origin.example", KEY, 10**12)]
+    ok = mxfed.verify_request("dest.example", keys, "PUT", "/_matrix/federation/v1/send/1", headers, content, now_ms=1000)
+    assert ok == {"origin": "origin.example", "verified": ["ed25519:1"]}
+    # The body as bytes, as a server receives it, verifies the same.
+    body = json.dumps(content).encode()
+    assert mxfed.verify_request("dest.example", keys, "PUT", "/_matrix/federation/v1/send/1", headers[0], body, 1000)["origin"] == "origin.example"
+    with pytest.raises(mxfed.XMatrixError) as e:
+        mxfed.verify_request("dest.example", keys, "PUT", "/_matrix/federation/v1/send/2", headers, content, 1000)
+    assert e.value.code == "xmatrix_bad_signature"
+    with pytest.raises(mxfed.XMatrixError) as e:
+        mxfed.verify_request("dest.example", keys, "PUT", "/x", headers, content, now_ms=10**13)
+    assert e.value.code == "xmatrix_key_expired"
+
+
+def test_parse_transaction_samples() -> None:
+    seen = 0
+    for path in sorted((VECTORS / "samples").glob("send_txn_*.json")):
+        content = json.loads(path.read_bytes())["request"]["content"]
+        tx = mxfed.parse_transaction(json.dumps(content).encode())
+        assert tx == mxfed.parse_transaction(content)
+        assert tx["origin"] == content["origin"]
+        assert len(tx["pdus"]) == len(content.get("pdus") or [])
+        assert len(tx["edus"]) == len(content.get("edus") or [])
+        assert tx["rejected"] == []
+        seen += 1
+    assert seen >= 3
+
+
+def test_parse_transaction_items_and_refusals() -> None:
+    tx = mxfed.parse_transaction(
+        b'{"origin":"a.example","origin_server_ts":1,"pdus":[7,{"type":"x"}],'
+        b'"edus":[{"edu_type":"m.typing","content":{"room_id":"!r:a.example","user_id":"@u:a.example","typing":true}}]}'
+    )
+    assert (len(tx["pdus"]), len(tx["edus"])) == (0, 1)
+    assert [(r["item"], r["code"]) for r in tx["rejected"]] == [("/pdus/0", "txn_pdu_not_object"), ("/pdus/1", "txn_pdu_missing_room_id")]
+    for body, cls, code in [
+        (b"[]", mxfed.TransactionError, "txn_not_object"),
+        (b'{"origin_server_ts":1}', mxfed.TransactionError, "txn_missing_field"),
+        (b'{"origin":"a","origin_server_ts":1,"pdus":{}}', mxfed.TransactionError, "txn_wrong_type"),
+        (b'{"origin":"a b","origin_server_ts":1}', mxfed.TransactionError, "txn_bad_origin"),
+        (b"{", mxfed.CanonicalJsonError, "json_syntax"),
+    ]:
+        with pytest.raises(cls) as e:
+            mxfed.parse_transaction(body)
+        assert e.value.code == code, body
+
+
+def test_check_pdus_releases_the_gil() -> None:
+    """While check_pdus runs in one thread, Python code runs in another."""
+    lines = [line for line in synapse_pdus() if line["room_version"] == "10"]
+    pdus = [dumps(line["pdu"]) for line in lines] * 20
+    ring = mxfed.KeyRing(key_responses())
+    window: List[float] = []
+    ticks: List[float] = []
+    stop = threading.Event()
+
+    def worker() -> None:
+        t0 = time.perf_counter()
+        mxfed.check_pdus(pdus, "10", ring)
+        window.extend([t0, time.perf_counter()])
+        stop.set()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    while not stop.is_set():
+        ticks.append(time.perf_counter())
+    t.join()
+    t0, t1 = window
+    inside = [x for x in ticks if t0 + (t1 - t0) * 0.25 < x < t0 + (t1 - t0) * 0.75]
+    assert t1 - t0 > 0.02, "batch too small to observe"
+    assert len(inside) > 100, "the main thread did not run while check_pdus did"
