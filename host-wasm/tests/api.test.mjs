@@ -1,0 +1,177 @@
+// Unit tests of the JS API of mxfed-wasm in Node (node:test). The vectors corpus runs through
+// the same API in tests/tests/host_wasm.rs; these cover what is particular to JavaScript:
+// input kinds, errors with .code, and key order beyond the BMP.
+// Usage: node --test tests/api.test.mjs   (MXFED_WASM_PKG: the package dir, default ../pkg)
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, symlinkSync, writeFileSync, rmSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pathToFileURL, fileURLToPath } from 'node:url';
+
+const pkgDir = process.env.MXFED_WASM_PKG ?? fileURLToPath(new URL('../pkg/', import.meta.url));
+const m = await import(pathToFileURL(path.join(pkgDir, 'node.js')).href);
+
+const SEED = 'YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1';
+const KEY = `ed25519 1 ${SEED}`;
+const PUBLIC = 'XGX0JRS2Af3be3knz2fBiRbApjm2Dh61gXDJA8kcJNI';
+
+function throwsCode(f, code, extra = {}) {
+  assert.throws(f, (e) => {
+    assert.ok(m.isMxfedError(e), `not an MxfedError: ${e}`);
+    assert.ok(e instanceof Error);
+    assert.equal(e.code, code);
+    for (const [k, v] of Object.entries(extra)) assert.equal(e[k], v, k);
+    return true;
+  });
+}
+
+test('canonical JSON sorts keys by code point, not UTF-16 unit', () => {
+  // U+1F600 is D83D DE00 in UTF-16, which sorts before U+FF61; by code point it is after.
+  const obj = { '\u{1F600}': 1, '\uFF61': 2, a: 3 };
+  const want = '{"a":3,"\uFF61":2,"\u{1F600}":1}';
+  assert.equal(m.canonicalJson(obj), want);
+  assert.equal(m.canonicalJson(JSON.stringify(obj)), want);
+  // What sorting in JS would have given, for contrast.
+  const jsSorted = JSON.stringify(Object.fromEntries(Object.entries(obj).sort(([x], [y]) => (x < y ? -1 : 1))));
+  assert.notEqual(jsSorted, want);
+});
+
+test('every JSON input kind gives the same bytes', () => {
+  const text = '{"b": [1e2, -0], "a": "\u00e9"}';
+  const bytes = new TextEncoder().encode(text);
+  const padded = new Uint8Array(bytes.length + 4);
+  padded.set(bytes, 2);
+  const want = '{"a":"\u00e9","b":[100,0]}';
+  for (const input of [text, bytes, bytes.buffer, new DataView(padded.buffer, 2, bytes.length), padded.subarray(2, 2 + bytes.length), JSON.parse(text)]) {
+    assert.equal(m.canonicalJson(input), want);
+  }
+});
+
+test('errors are MxfedError with the core codes', () => {
+  throwsCode(() => m.canonicalJson('{"a":1.5}'), 'json_not_integer');
+  throwsCode(() => m.canonicalJson('{"a":1,"a":2}'), 'json_duplicate_key');
+  throwsCode(() => m.canonicalJson('"\\ud800"'), 'json_lone_surrogate');
+  throwsCode(() => m.eventId({}, '99'), 'unsupported_room_version');
+  throwsCode(() => m.signJson({}, 'bad name!', KEY), 'bad_server_name');
+  throwsCode(() => m.loadSigningKeys('not a key'), 'unsupported_algorithm');
+  throwsCode(() => m.canonicalJson(42), 'bad_argument');
+  throwsCode(() => m.verifyRequest({ method: 'GET', uri: '/', destination: 'd.example' }, []), 'xmatrix_missing', {
+    status: 401,
+    errcode: 'M_UNAUTHORIZED',
+  });
+  throwsCode(() => m.parseTransaction('[1]'), 'txn_not_object', { status: 400, errcode: 'M_BAD_JSON' });
+});
+
+test('signing keys from Synapse text, loaded once or per call', () => {
+  assert.deepEqual(m.publicKeys(KEY), { 'ed25519:1': PUBLIC });
+  const k = m.loadSigningKeys(`${KEY}\n`);
+  try {
+    assert.deepEqual(k.keyIds(), ['ed25519:1']);
+    assert.equal(m.signJson({ a: 1 }, 'domain', k), m.signJson('{"a":1}', 'domain', KEY));
+  } finally {
+    k.free();
+  }
+  const line = m.generateSigningKey();
+  assert.match(line, /^ed25519 a_[A-Za-z0-9]{4} [A-Za-z0-9+/]{43}\n?$/);
+  assert.equal(Object.keys(m.publicKeys(line)).length, 1);
+});
+
+test('sign, verify and tamper', () => {
+  const signed = m.signJson({ one: 1, two: 'Two' }, 'domain', KEY);
+  assert.equal(
+    signed,
+    '{"one":1,"signatures":{"domain":{"ed25519:1":"KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw"}},"two":"Two"}',
+  );
+  assert.deepEqual(m.verifyJson(signed, 'domain', { 'ed25519:1': PUBLIC }), ['ed25519:1']);
+  throwsCode(() => m.verifyJson(signed.replace('"Two"', '"Three"'), 'domain', { 'ed25519:1': PUBLIC }), 'signature_invalid');
+});
+
+test('events: hash, sign, id, redact, batch check', () => {
+  const ev = {
+    type: 'm.room.message',
+    room_id: '!r:domain',
+    sender: '@u:domain',
+    content: { body: 'hi \u{1F600}' },
+    origin_server_ts: 1000000,
+    depth: 3,
+    prev_events: [],
+    auth_events: [],
+  };
+  const signed = m.hashAndSignEvent(ev, '10', 'domain', KEY);
+  const id = m.eventId(signed, '10');
+  assert.match(id, /^\$[A-Za-z0-9_-]{43}$/);
+  assert.equal(m.eventId(m.redact(signed, 10), 10), id);
+  assert.equal(JSON.parse(signed).hashes.sha256, m.contentHash(signed, '10'));
+  assert.equal(m.referenceHash(signed, '10').length, 43);
+  const keys = [m.serverKeys('domain', KEY, 2 ** 40)];
+  const tamperedContent = JSON.stringify({ ...JSON.parse(signed), content: { body: 'bye' } });
+  const tamperedSig = signed.replace(/"ed25519:1":"./, '"ed25519:1":"A');
+  const verdicts = m.checkPdus([signed, new TextEncoder().encode(tamperedContent), tamperedSig, '{"nope":'], '10', keys);
+  assert.deepEqual(
+    verdicts.map((v) => v.verdict),
+    ['accepted', 'redacted', 'rejected', 'rejected'],
+  );
+  assert.equal(verdicts[0].event_id, id);
+  assert.deepEqual(verdicts[0].signatures, { domain: { 'ed25519:1': 'ok' } });
+  assert.equal(verdicts[1].content_hash, 'mismatch');
+  assert.equal(verdicts[2].reason, 'signature_invalid');
+  assert.equal(verdicts[3].reason, 'json_syntax');
+  // The same with a KeyRing built once, and with a KeyCache.
+  const ring = new m.KeyRing();
+  ring.add(new TextEncoder().encode(keys[0]));
+  assert.deepEqual(m.checkPdus([signed], 10, ring), [verdicts[0]]);
+  const cache = new m.KeyCache();
+  assert.equal(cache.insert(new TextEncoder().encode(keys[0]), 'domain', 0), 'domain');
+  assert.deepEqual(m.checkPdus([signed], 10, cache), [verdicts[0]]);
+  ring.free();
+  cache.free();
+  throwsCode(() => m.checkPdus([signed], '10', ['{}']), 'keys_bad_field');
+});
+
+test('request signing and verification', () => {
+  const keys = [m.serverKeys('origin.example', KEY, 2 ** 42)];
+  const req = { method: 'PUT', uri: '/_matrix/federation/v1/send/1?x=%2F', origin: 'origin.example', destination: 'dest.example', content: { pdus: [], n: 1 } };
+  const headers = m.signRequest(req, KEY);
+  assert.equal(headers.length, 1);
+  assert.match(headers[0], /^X-Matrix origin="origin.example",destination="dest.example",key="ed25519:1",sig="/);
+  const ok = m.verifyRequest({ ...req, authorization: headers }, keys, 1000);
+  assert.deepEqual(ok, { origin: 'origin.example', verified: ['ed25519:1'] });
+  throwsCode(() => m.verifyRequest({ ...req, content: { pdus: [], n: 2 }, authorization: headers[0] }, keys, 1000), 'xmatrix_bad_signature', {
+    status: 401,
+  });
+  throwsCode(() => m.verifyRequest({ ...req, destination: 'other.example', authorization: headers }, keys, 1000), 'xmatrix_wrong_destination');
+  throwsCode(() => m.verifyRequest({ ...req, authorization: headers }, keys, 2 ** 43), 'xmatrix_key_expired');
+  throwsCode(() => m.verifyRequest({ ...req, authorization: 'X-Matrix origin="unterminated' }, keys, 1000), 'xmatrix_malformed', { status: 400 });
+});
+
+test('transactions parse through the core', () => {
+  const tx = m.parseTransaction({ origin: 'a.example', origin_server_ts: 5, pdus: [7, { room_id: '!r:a.example', x: 1 }], edus: [] });
+  assert.equal(tx.origin, 'a.example');
+  assert.equal(tx.pdus.length, 1);
+  assert.deepEqual(tx.rejected.map((r) => [r.item, r.code]), [['/pdus/0', 'txn_pdu_not_object']]);
+  throwsCode(() => m.parseTransaction({ origin_server_ts: 5 }), 'txn_missing_field');
+});
+
+test('base64', () => {
+  assert.equal(m.encodeBase64('hello'), 'aGVsbG8');
+  assert.deepEqual(m.decodeBase64('aGVsbG8'), new TextEncoder().encode('hello'));
+});
+
+test('the package resolves by name with the node condition; workers get the workerd entry', () => {
+  const pkg = JSON.parse(readFileSync(path.join(pkgDir, 'package.json'), 'utf8'));
+  assert.equal(pkg.name, 'mxfed-wasm');
+  assert.equal(pkg.exports['.'].workerd, './workerd.js');
+  assert.equal(pkg.exports['.'].node, './node.js');
+  assert.equal(pkg.exports['.'].types, './index.d.ts');
+  const dir = mkdtempSync(path.join(tmpdir(), 'mxfed-wasm-'));
+  try {
+    mkdirSync(path.join(dir, 'node_modules'));
+    symlinkSync(path.resolve(pkgDir), path.join(dir, 'node_modules', 'mxfed-wasm'), 'dir');
+    writeFileSync(path.join(dir, 'probe.mjs'), "import { canonicalJson } from 'mxfed-wasm';\nprocess.stdout.write(canonicalJson({b:1,a:2}));\n");
+    assert.equal(execFileSync(process.execPath, [path.join(dir, 'probe.mjs')], { encoding: 'utf8' }), '{"a":2,"b":1}');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
