@@ -328,9 +328,24 @@ impl ReceiptEntry {
         user_id: &str,
         receipt: Object,
     ) -> Result<ReceiptEntry, EduError> {
+        ReceiptEntry::check(room_id, receipt_type, user_id, &receipt)?;
+        Ok(ReceiptEntry {
+            room_id: room_id.to_owned(),
+            receipt_type: receipt_type.to_owned(),
+            user_id: user_id.to_owned(),
+            receipt,
+        })
+    }
+
+    fn check(
+        room_id: &str,
+        receipt_type: &str,
+        user_id: &str,
+        receipt: &Object,
+    ) -> Result<(), EduError> {
         let base = ptr(&ptr(&ptr(CONTENT, room_id), receipt_type), user_id);
         check_user(user_id, || base.clone())?;
-        let ids = req(&receipt, "event_ids", &base)?;
+        let ids = req(receipt, "event_ids", &base)?;
         let ok = ids
             .as_array()
             .is_some_and(|a| !a.is_empty() && a.iter().all(|v| v.as_str().is_some()));
@@ -345,20 +360,11 @@ impl ReceiptEntry {
             let data = data
                 .as_object()
                 .ok_or_else(|| wrong(ptr(&base, "data"), "an object", data))?;
-            opt_check(
-                data,
-                "thread_id",
-                &ptr(&base, "data"),
-                "a string",
-                |v| v.as_str().is_some(),
-            )?;
+            opt_check(data, "thread_id", &ptr(&base, "data"), "a string", |v| {
+                v.as_str().is_some()
+            })?;
         }
-        Ok(ReceiptEntry {
-            room_id: room_id.to_owned(),
-            receipt_type: receipt_type.to_owned(),
-            user_id: user_id.to_owned(),
-            receipt,
-        })
+        Ok(())
     }
 
     /// The room.
@@ -393,7 +399,9 @@ impl ReceiptEntry {
 
     /// `data.ts`, when present and an integer.
     pub fn ts(&self) -> Option<i64> {
-        self.data().and_then(|d| d.get("ts")).and_then(Value::as_int)
+        self.data()
+            .and_then(|d| d.get("ts"))
+            .and_then(Value::as_int)
     }
 
     /// `data.thread_id`, when present (threaded receipts, spec v1.4).
@@ -432,13 +440,10 @@ impl Receipt {
                     .as_object()
                     .ok_or_else(|| wrong(tbase.clone(), "an object of users", users))?;
                 for (user_id, receipt) in users.iter() {
-                    let ubase = ptr(&tbase, user_id);
-                    check_user(user_id, || ubase.clone())?;
                     let receipt = receipt
                         .as_object()
-                        .ok_or_else(|| wrong(ubase.clone(), "an object", receipt))?;
-                    // Validation only; the clone is dropped. Receipts are small.
-                    ReceiptEntry::from_parts(room_id, rtype, user_id, receipt.clone())?;
+                        .ok_or_else(|| wrong(ptr(&tbase, user_id), "an object", receipt))?;
+                    ReceiptEntry::check(room_id, rtype, user_id, receipt)?;
                 }
             }
         }
@@ -717,9 +722,7 @@ impl DeviceListUpdate {
             ));
         }
         if let Some(prev) = content.get("prev_id") {
-            let ok = prev
-                .as_array()
-                .is_some_and(|a| a.iter().all(is_int_or_str));
+            let ok = prev.as_array().is_some_and(|a| a.iter().all(is_int_or_str));
             if !ok {
                 return Err(wrong(
                     ptr(CONTENT, "prev_id"),
@@ -931,9 +934,7 @@ impl DirectToDevice {
 
     /// `{user_id: {device_id | "*": content}}`.
     pub fn messages(&self) -> &Object {
-        self.content
-            .get_object("messages")
-            .unwrap_or(&EMPTY_OBJECT)
+        self.content.get_object("messages").unwrap_or(&EMPTY_OBJECT)
     }
 
     /// Every (user, device or `*`, message content), in order.

@@ -143,10 +143,7 @@ impl TxnDedup {
             self.in_progress.remove(origin);
         }
         let per_origin = self.completed.entry(origin.to_owned()).or_default();
-        if per_origin
-            .insert(txn_id.to_owned(), response)
-            .is_none()
-        {
+        if per_origin.insert(txn_id.to_owned(), response).is_none() {
             self.order.push_back((origin.to_owned(), txn_id.to_owned()));
         }
         while self.order.len() > self.capacity {
@@ -480,7 +477,11 @@ mod tests {
         }
         assert_eq!(d.len(), 2);
         assert!(!d.contains("o", "1") && d.contains("o", "2") && d.contains("o", "3"));
-        assert_eq!(d.admit("o", "1"), Admission::New, "forgotten: processed again");
+        assert_eq!(
+            d.admit("o", "1"),
+            Admission::New,
+            "forgotten: processed again"
+        );
     }
 
     #[test]
@@ -514,6 +515,9 @@ mod tests {
         )
         .unwrap();
         let c = Object::new();
-        assert_eq!(causal_order(&[("$b", &b), ("$a", &a), ("$c", &c)]), [2, 1, 0]);
+        assert_eq!(
+            causal_order(&[("$b", &b), ("$a", &a), ("$c", &c)]),
+            [2, 1, 0]
+        );
     }
 }

@@ -162,6 +162,10 @@ impl VerifyKey {
         self.0.as_bytes()
     }
 
+    pub(crate) fn dalek(&self) -> &ed25519_dalek::VerifyingKey {
+        &self.0
+    }
+
     /// Checks an ed25519 signature over `msg`, rejecting small-order keys and `R` points and
     /// non-canonical `S` the way libsodium (and so Synapse's PyNaCl) does.
     pub fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {

@@ -14,7 +14,9 @@ use crate::event::{content_hash, encode_redacted, redact};
 use crate::identifiers::{event_id_server_name, user_server_name, IdError, MAX_ID_BYTES};
 use crate::room_version::{EventIdFormat, RoomVersion};
 use crate::server_keys::KeyRing;
-use crate::signing::{check_server_signatures, ServerSignatures, SignatureError};
+use crate::signing::{
+    collect_server_signatures, KeyOutcome, PendingSignature, ServerSignatures, SignatureError,
+};
 
 /// Largest PDU, as canonical JSON with signatures, in bytes.
 pub const MAX_PDU_BYTES: usize = 65_536;
@@ -423,6 +425,136 @@ pub fn check_pdu(bytes: &[u8], v: &RoomVersion, keys: &KeyRing) -> PduCheck {
 
 /// [`check_pdu`] on an already-parsed event.
 pub fn check_pdu_object(ev: Object, v: &RoomVersion, keys: &KeyRing) -> PduCheck {
+    let mut p = match prepare(ev, v, keys) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    for job in std::mem::take(&mut p.pending) {
+        if !job.sig.key.verify(&p.redacted_bytes, &job.sig.sig) {
+            p.signatures[job.server].keys[job.sig.index].1 = KeyOutcome::Invalid;
+        }
+    }
+    finish(p, v)
+}
+
+/// Checks many PDUs at once, with ed25519 batch verification of all their signatures. A batch
+/// that fails is split and the halves retried, down to single checks that pinpoint the bad
+/// signatures, so the verdicts are those of [`check_pdu`] one by one.
+///
+/// Signatures whose `R` point or key is of small order are never batched: strict single
+/// verification rejects them, and a batch could not tell.
+pub fn check_pdus(pdus: &[&[u8]], v: &RoomVersion, keys: &KeyRing) -> Vec<PduCheck> {
+    let mut prepared: Vec<Result<Prepared, PduCheck>> = pdus
+        .iter()
+        .map(|b| match parse_pdu(b, v) {
+            Ok(ev) => prepare(ev, v, keys),
+            Err(e) => Err(PduCheck::rejected(None, e)),
+        })
+        .collect();
+    // Every pending signature, as (pdu index, job index).
+    let mut batchable: Vec<(usize, usize)> = Vec::new();
+    for (i, p) in prepared.iter_mut().enumerate() {
+        let Ok(p) = p else { continue };
+        for (j, job) in p.pending.iter().enumerate() {
+            if batch_safe(&job.sig) {
+                batchable.push((i, j));
+            } else if !job.sig.key.verify(&p.redacted_bytes, &job.sig.sig) {
+                p.signatures[job.server].keys[job.sig.index].1 = KeyOutcome::Invalid;
+            }
+        }
+    }
+    let mut failed = Vec::new();
+    verify_batches(&prepared, &batchable, &mut failed);
+    for (i, j) in failed {
+        if let Ok(p) = &mut prepared[i] {
+            let job = p.pending[j];
+            p.signatures[job.server].keys[job.sig.index].1 = KeyOutcome::Invalid;
+        }
+    }
+    prepared
+        .into_iter()
+        .map(|p| match p {
+            Ok(p) => finish(p, v),
+            Err(c) => c,
+        })
+        .collect()
+}
+
+/// Whether a signature can be batch-verified with the same verdict as strict single checking.
+fn batch_safe(sig: &PendingSignature) -> bool {
+    let mut r = [0u8; 32];
+    r.copy_from_slice(&sig.sig[..32]);
+    let r_ok = curve25519_dalek::edwards::CompressedEdwardsY(r)
+        .decompress()
+        .is_some_and(|p| !p.is_small_order());
+    r_ok && !sig.key.dalek().is_weak()
+}
+
+/// Verifies `jobs` in batches of at most 64, bisecting failing batches; pushes the jobs that
+/// fail on their own to `failed`.
+fn verify_batches(
+    prepared: &[Result<Prepared, PduCheck>],
+    jobs: &[(usize, usize)],
+    failed: &mut Vec<(usize, usize)>,
+) {
+    for chunk in jobs.chunks(64) {
+        bisect(prepared, chunk, failed);
+    }
+}
+
+fn bisect(
+    prepared: &[Result<Prepared, PduCheck>],
+    jobs: &[(usize, usize)],
+    failed: &mut Vec<(usize, usize)>,
+) {
+    let mut msgs: Vec<&[u8]> = Vec::with_capacity(jobs.len());
+    let mut sigs = Vec::with_capacity(jobs.len());
+    let mut keys = Vec::with_capacity(jobs.len());
+    for &(i, j) in jobs {
+        if let Ok(p) = &prepared[i] {
+            let job = &p.pending[j];
+            msgs.push(&p.redacted_bytes);
+            sigs.push(ed25519_dalek::Signature::from_bytes(&job.sig.sig));
+            keys.push(*job.sig.key.dalek());
+        }
+    }
+    let ok = match jobs.len() {
+        0 => true,
+        1 => keys[0].verify_strict(msgs[0], &sigs[0]).is_ok(),
+        _ => ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok(),
+    };
+    if ok {
+        return;
+    }
+    if jobs.len() == 1 {
+        failed.push(jobs[0]);
+        return;
+    }
+    let (a, b) = jobs.split_at(jobs.len() / 2);
+    bisect(prepared, a, failed);
+    bisect(prepared, b, failed);
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    /// Index into `Prepared::signatures`.
+    server: usize,
+    sig: PendingSignature,
+}
+
+/// A PDU that passed its format checks, with its signatures collected but not yet verified.
+struct Prepared {
+    ev: Object,
+    event_id: Option<String>,
+    /// The redacted form: what the signatures cover and, from v3, what the ID hashes.
+    redacted_bytes: Vec<u8>,
+    signatures: Vec<ServerSignatures>,
+    pending: Vec<Job>,
+    /// A malformed `signatures` entry: rejects the PDU whatever the checks say.
+    malformed: Option<SignatureError>,
+}
+
+fn prepare(ev: Object, v: &RoomVersion, keys: &KeyRing) -> Result<Prepared, PduCheck> {
     let explicit_id = ev.get_str("event_id").map(str::to_owned);
     if let Err(e) = check_format(&ev, v) {
         let id = if v.event_id_format == EventIdFormat::Explicit {
@@ -430,9 +562,8 @@ pub fn check_pdu_object(ev: Object, v: &RoomVersion, keys: &KeyRing) -> PduCheck
         } else {
             None
         };
-        return PduCheck::rejected(id, e);
+        return Err(PduCheck::rejected(id, e));
     }
-    // The redacted form is what the signatures cover and, from v3, what the ID hashes.
     let mut redacted_bytes = Vec::with_capacity(1024);
     encode_redacted(&ev, v, &mut redacted_bytes);
     let event_id = match v.event_id_format {
@@ -448,34 +579,48 @@ pub fn check_pdu_object(ev: Object, v: &RoomVersion, keys: &KeyRing) -> PduCheck
     };
     let signers = match required_signers(&ev, v) {
         Ok(s) => s,
-        Err(e) => return PduCheck::rejected(event_id, e),
+        Err(e) => return Err(PduCheck::rejected(event_id, e)),
     };
     let ts = ev
         .get("origin_server_ts")
         .and_then(Value::as_int)
         .unwrap_or(0);
     let mut signatures = Vec::with_capacity(signers.len());
-    let mut failure = None;
+    let mut pending = Vec::new();
+    let mut malformed = None;
     for server in &signers {
-        match check_server_signatures(&ev, &redacted_bytes, server, |id| {
-            keys.lookup_for_event(server, id, ts, v)
-        }) {
-            Ok(s) => {
-                if failure.is_none() {
-                    failure = s.verdict().err();
-                }
+        match collect_server_signatures(&ev, server, |id| keys.lookup_for_event(server, id, ts, v))
+        {
+            Ok((s, jobs)) => {
+                let idx = signatures.len();
+                pending.extend(jobs.into_iter().map(|sig| Job { server: idx, sig }));
                 signatures.push(s);
             }
             Err(e) => {
-                failure.get_or_insert(e);
+                malformed.get_or_insert(e);
             }
         }
     }
+    Ok(Prepared {
+        ev,
+        event_id,
+        redacted_bytes,
+        signatures,
+        pending,
+        malformed,
+    })
+}
+
+fn finish(p: Prepared, v: &RoomVersion) -> PduCheck {
+    let failure = p
+        .malformed
+        .or_else(|| p.signatures.iter().find_map(|s| s.verdict().err()));
     if let Some(e) = failure {
-        let mut c = PduCheck::rejected(event_id, e.into());
-        c.signatures = signatures;
+        let mut c = PduCheck::rejected(p.event_id, e.into());
+        c.signatures = p.signatures;
         return c;
     }
+    let ev = p.ev;
     let claimed = ev
         .get_object("hashes")
         .and_then(|h| h.get_str("sha256"))
@@ -487,8 +632,8 @@ pub fn check_pdu_object(ev: Object, v: &RoomVersion, keys: &KeyRing) -> PduCheck
         (Verdict::Redacted, redact(&ev, v))
     };
     PduCheck {
-        event_id,
-        signatures,
+        event_id: p.event_id,
+        signatures: p.signatures,
         content_hash_ok: Some(hash_ok),
         verdict,
         event: Some(event),

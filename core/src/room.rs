@@ -430,8 +430,7 @@ pub fn replay(
 ) -> (Vec<Object>, StateMap) {
     let mut out = Vec::with_capacity(pdus.len());
     let mut checked: Vec<(PduCheck, Pdu)> = Vec::new();
-    for bytes in pdus {
-        let check = crate::pdu::check_pdu(bytes, v, keys);
+    for check in crate::pdu::check_pdus(pdus, v, keys) {
         let pdu = check.event.clone().map(|e| Pdu::new(e, v));
         match pdu {
             Some(Ok(p)) => checked.push((check, p)),

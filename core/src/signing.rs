@@ -229,26 +229,41 @@ impl ServerSignatures {
     }
 }
 
-/// Checks every signature `server` put on `obj` over `signed` (the bytes that were signed),
-/// asking `lookup` for each key.
+/// A signature still to verify: which entry of [`ServerSignatures::keys`] it decides, the key,
+/// and the signature bytes. Produced by [`collect_server_signatures`] so a caller can verify many
+/// at once (batch verification) and then record the outcomes.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingSignature {
+    /// Index into [`ServerSignatures::keys`].
+    pub index: usize,
+    /// The key that must have made it.
+    pub key: VerifyKey,
+    /// The signature.
+    pub sig: [u8; 64],
+}
+
+/// The first half of [`check_server_signatures`]: looks up every key `server` signed `obj` with
+/// and decodes each signature, leaving the cryptographic checks to the caller. Entries whose
+/// check is pending are provisionally [`KeyOutcome::Valid`]; a failed check must set
+/// [`KeyOutcome::Invalid`].
 ///
 /// # Errors
-/// [`SignatureError::Malformed`] when `signatures` is not an object of objects of strings.
-pub fn check_server_signatures(
+/// [`SignatureError::Malformed`] when `signatures` is not an object of objects.
+pub fn collect_server_signatures(
     obj: &Object,
-    signed: &[u8],
     server: &str,
     mut lookup: impl FnMut(&KeyId) -> KeyLookup,
-) -> Result<ServerSignatures, SignatureError> {
+) -> Result<(ServerSignatures, Vec<PendingSignature>), SignatureError> {
     let malformed = |what: &str| SignatureError::Malformed { what: what.into() };
     let mut result = ServerSignatures {
         server: server.to_owned(),
         keys: Vec::new(),
     };
+    let mut pending = Vec::new();
     let entry = match obj.get("signatures") {
-        None => return Ok(result),
+        None => return Ok((result, pending)),
         Some(Value::Object(sigs)) => match sigs.get(server) {
-            None => return Ok(result),
+            None => return Ok((result, pending)),
             Some(Value::Object(entry)) => entry,
             Some(_) => return Err(malformed("a server's entry is not an object")),
         },
@@ -261,13 +276,39 @@ pub fn check_server_signatures(
                 KeyLookup::Unknown => KeyOutcome::UnknownKey,
                 KeyLookup::NotValid => KeyOutcome::KeyNotValid,
                 KeyLookup::Usable(key) => match sig.as_str().map(base64::decode_array::<64>) {
-                    Some(Ok(sig)) if key.verify(signed, &sig) => KeyOutcome::Valid,
-                    Some(Ok(_)) => KeyOutcome::Invalid,
+                    Some(Ok(sig)) => {
+                        pending.push(PendingSignature {
+                            index: result.keys.len(),
+                            key,
+                            sig,
+                        });
+                        KeyOutcome::Valid
+                    }
                     _ => KeyOutcome::BadEncoding,
                 },
             },
         };
         result.keys.push((key_id.to_owned(), outcome));
+    }
+    Ok((result, pending))
+}
+
+/// Checks every signature `server` put on `obj` over `signed` (the bytes that were signed),
+/// asking `lookup` for each key.
+///
+/// # Errors
+/// [`SignatureError::Malformed`] when `signatures` is not an object of objects of strings.
+pub fn check_server_signatures(
+    obj: &Object,
+    signed: &[u8],
+    server: &str,
+    lookup: impl FnMut(&KeyId) -> KeyLookup,
+) -> Result<ServerSignatures, SignatureError> {
+    let (mut result, pending) = collect_server_signatures(obj, server, lookup)?;
+    for p in pending {
+        if !p.key.verify(signed, &p.sig) {
+            result.keys[p.index].1 = KeyOutcome::Invalid;
+        }
     }
     Ok(result)
 }

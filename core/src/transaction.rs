@@ -669,7 +669,10 @@ mod tests {
     fn null_and_missing_lists_are_empty() {
         let tx = parse_transaction(br#"{"origin":"a","origin_server_ts":1,"pdus":null}"#).unwrap();
         assert!(tx.pdus().is_empty() && tx.edus().is_empty() && tx.rejected().is_empty());
-        assert_eq!(tx.to_bytes(), br#"{"origin":"a","origin_server_ts":1,"pdus":[]}"#);
+        assert_eq!(
+            tx.to_bytes(),
+            br#"{"origin":"a","origin_server_ts":1,"pdus":[]}"#
+        );
     }
 
     #[test]
@@ -698,8 +701,10 @@ mod tests {
 
     #[test]
     fn response_round_trip() {
-        let r = TransactionResponse::parse(br#"{"pdus":{"$a":{},"$b":{"error":"no"},"$c":{"error":1}}}"#)
-            .unwrap();
+        let r = TransactionResponse::parse(
+            br#"{"pdus":{"$a":{},"$b":{"error":"no"},"$c":{"error":1}}}"#,
+        )
+        .unwrap();
         assert_eq!(r.get("$a"), Some(&PduResult::Ok));
         assert_eq!(r.errors().collect::<Vec<_>>(), [("$b", "no"), ("$c", "1")]);
         assert_eq!(
@@ -709,7 +714,9 @@ mod tests {
         );
         assert!(TransactionResponse::parse(b"{}").unwrap().is_empty());
         assert_eq!(
-            TransactionResponse::parse(br#"{"pdus":[]}"#).unwrap_err().code(),
+            TransactionResponse::parse(br#"{"pdus":[]}"#)
+                .unwrap_err()
+                .code(),
             "txn_wrong_type"
         );
     }
