@@ -98,9 +98,11 @@ async function fetchBytes(url, init = {}) {
 
 // Where a server's federation API is: DEV_KEY_SERVERS (dev only), an explicit port or IP
 // literal, its /.well-known/matrix/server delegation, else port 8448. (SRV records need DNS
-// the Workers runtime does not offer: such servers need KEY_NOTARY.)
+// the Workers runtime does not offer: such servers need KEY_NOTARY.) In dev mode only mapped
+// servers are reached: a dev edge never resolves names on the network.
 async function serverBase(cfg, server) {
   if (cfg.devKeyServers[server]) return String(cfg.devKeyServers[server]).replace(/\/+$/, '');
+  if (cfg.dev) throw new Error(`dev mode: no DEV_KEY_SERVERS entry for ${server}`);
   if (/:\d+$/.test(server) || /^\[|^\d+\.\d+\.\d+\.\d+$/.test(server)) return `https://${server}`;
   try {
     const wk = JSON.parse(new TextDecoder().decode(await fetchBytes(`https://${server}/.well-known/matrix/server`)));
