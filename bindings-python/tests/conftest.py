@@ -83,3 +83,13 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     p = tmp_path_factory.mktemp("keys") / "signing.key"
     p.write_text("ed25519 1 %s\n" % SEED)
     return p
+
+
+# Hypothesis: no example database in the work tree, no per-example deadline (CI machines vary).
+try:
+    from hypothesis import settings
+
+    settings.register_profile("mxfed", database=None, deadline=None)
+    settings.load_profile("mxfed")
+except ImportError:  # pragma: no cover
+    pass

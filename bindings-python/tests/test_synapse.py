@@ -1,0 +1,152 @@
+"""Synapse's own event hashing and signing functions and mxfed agree, on Synapse's real PDUs
+(tests/vectors/synapse/pdus.jsonl), on the derived event vectors and on the legacy-number
+vectors, in every room version both know (Synapse's KNOWN_ROOM_VERSIONS ∩ mxfed.ROOM_VERSIONS).
+
+Needs matrix-synapse (scripts/test.d/20-python.sh installs the pinned version); skipped without
+it, except when MXFED_REQUIRE_SYNAPSE=1 (set by that stage), where it fails.
+"""
+
+import copy
+import hashlib
+import json
+import os
+from typing import Any, Dict, List
+
+import pytest
+
+import mxfed
+from conftest import SEED, key_responses, load, spec_vectors, synapse_pdus
+
+try:
+    from signedjson.key import decode_signing_key_base64, get_verify_key
+    from signedjson.sign import SignatureVerifyException, verify_signed_json
+    from synapse.api.errors import SynapseError
+    from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+    from synapse.crypto.event_signing import (
+        add_hashes_and_signatures,
+        compute_content_hash,
+        compute_event_reference_hash,
+        compute_event_signature,
+    )
+    from synapse.events import make_event_from_dict
+    from synapse.events.utils import validate_canonicaljson
+    from synapse.synapse_rust.events import redact_event_dict
+    from unpaddedbase64 import encode_base64
+except ImportError as e:  # pragma: no cover
+    if os.environ.get("MXFED_REQUIRE_SYNAPSE") == "1":
+        raise
+    pytest.skip("matrix-synapse is not installed (%s)" % e, allow_module_level=True)
+
+VERSIONS = [v for v in mxfed.ROOM_VERSIONS if v in KNOWN_ROOM_VERSIONS]
+PDUS = synapse_pdus()
+NACL_KEY = decode_signing_key_base64("ed25519", "1", SEED)
+KEY = mxfed.SigningKey.from_seed("1", SEED)
+
+
+def test_every_mxfed_version_is_known_to_synapse() -> None:
+    assert VERSIONS == list(mxfed.ROOM_VERSIONS)
+
+
+def test_real_pdus_hashes_and_ids() -> None:
+    """compute_content_hash, compute_event_reference_hash and Synapse's event IDs."""
+    for line in PDUS:
+        rv, pdu = line["room_version"], line["pdu"]
+        _, digest = compute_content_hash(pdu, hashlib.sha256)
+        assert mxfed.content_hash(pdu, rv) == encode_base64(digest), line["event_id"]
+        ev = make_event_from_dict(copy.deepcopy(pdu), KNOWN_ROOM_VERSIONS[rv])
+        _, ref = compute_event_reference_hash(ev)
+        assert mxfed.reference_hash(pdu, rv) == encode_base64(ref), line["event_id"]
+        assert mxfed.event_id(pdu, rv) == ev.event_id == line["event_id"]
+
+
+def test_real_pdus_signed_in_every_room_version() -> None:
+    """add_hashes_and_signatures and compute_event_signature on every real PDU under every room
+    version's redaction rules (5,736 events): the same hashes and signatures, other servers'
+    signatures kept alike. The few real v1-5 PDUs holding floats are refused in v6+ by mxfed, as
+    Synapse's validate_canonicaljson refuses them there."""
+    n = refused = 0
+    for line in PDUS:
+        for rv in VERSIONS:
+            pdu = line["pdu"]
+            if rv in ("1", "2"):
+                pdu = dict(pdu, event_id=line["event_id"])
+            theirs = copy.deepcopy(pdu)
+            add_hashes_and_signatures(KNOWN_ROOM_VERSIONS[rv], theirs, "test.example", NACL_KEY)
+            try:
+                ours = mxfed.hash_and_sign_event(pdu, rv, "test.example", KEY)
+            except mxfed.CanonicalJsonError as e:
+                # A float or big integer in a strict room version (6+): mxfed will not sign it;
+                # Synapse signs anything but rejects such an event on receipt, by this check.
+                assert e.code in ("json_float", "json_integer_out_of_range")
+                assert KNOWN_ROOM_VERSIONS[rv].strict_canonicaljson
+                with pytest.raises(SynapseError):
+                    validate_canonicaljson(pdu)
+                refused += 1
+                continue
+            assert ours == theirs, (line["event_id"], rv)
+            sig = compute_event_signature(KNOWN_ROOM_VERSIONS[rv], copy.deepcopy(ours), "test.example", NACL_KEY)
+            assert sig["test.example"] == ours["signatures"]["test.example"]
+            n += 1
+    assert n + refused == len(PDUS) * len(VERSIONS) and n >= 5000
+
+
+def test_real_pdus_verify_like_synapse() -> None:
+    """Synapse's check (prune, then signedjson over the redacted event) and check_pdus agree on
+    every signature of every real PDU."""
+    responses = [json.loads(k) for k in key_responses()]
+    verify_keys = {
+        r["server_name"]: {kid: v["key"] for kid, v in r["verify_keys"].items()} for r in responses
+    }
+    by_version: Dict[str, List[Dict[str, Any]]] = {}
+    for line in PDUS:
+        by_version.setdefault(line["room_version"], []).append(line)
+    checked = 0
+    for rv, lines in by_version.items():
+        verdicts = mxfed.check_pdus([line["pdu"] for line in lines], rv, responses)
+        for line, verdict in zip(lines, verdicts):
+            pruned = redact_event_dict(KNOWN_ROOM_VERSIONS[rv], line["pdu"])
+            for server, per_key in verdict["signatures"].items():
+                for key_id, outcome in per_key.items():
+                    if key_id not in verify_keys.get(server, {}):
+                        continue
+                    from signedjson.key import decode_verify_key_base64
+
+                    vk = decode_verify_key_base64("ed25519", key_id.split(":", 1)[1], verify_keys[server][key_id])
+                    try:
+                        verify_signed_json(pruned, server, vk)
+                        synapse_ok = True
+                    except SignatureVerifyException:
+                        synapse_ok = False
+                    assert synapse_ok == (outcome == "ok"), (line["event_id"], server, key_id)
+                    checked += 1
+    assert checked >= len(PDUS)
+
+
+@pytest.mark.parametrize(
+    "v", [v for v in spec_vectors()["derived"] if v["kind"] == "derived_event"], ids=lambda v: v["name"]
+)
+def test_derived_vectors(v: Dict[str, Any]) -> None:
+    rv, p = v["room_version"], v["params"]
+    version = p["key_id"].split(":", 1)[1]
+    nacl_key = decode_signing_key_base64("ed25519", version, p["signing_key_seed_base64"])
+    theirs = copy.deepcopy(v["input"])
+    add_hashes_and_signatures(KNOWN_ROOM_VERSIONS[rv], theirs, p["server_name"], nacl_key)
+    key = mxfed.SigningKey.from_seed(version, p["signing_key_seed_base64"])
+    assert mxfed.hash_and_sign_event(v["input"], rv, p["server_name"], key) == theirs == v["expected"]["signed_event"]
+
+
+def test_legacy_numbers_like_synapse() -> None:
+    """Room version 1-5 events with floats and big integers: Synapse (Python's json, then
+    canonicaljson) and mxfed hash and sign them alike, from text and from dicts."""
+    from canonicaljson import encode_canonical_json
+
+    legacy = load("legacy_numbers.json")
+    for v in legacy["vectors"]:
+        rv = v["room_version"]
+        theirs = json.loads(v["input"])
+        add_hashes_and_signatures(KNOWN_ROOM_VERSIONS[rv], theirs, "domain", NACL_KEY)
+        assert encode_canonical_json(theirs).decode() == v["canonical_python"]
+        from_text = mxfed.hash_and_sign_event(v["input"], rv, "domain", KEY)
+        from_dict = mxfed.hash_and_sign_event(json.loads(v["input"]), rv, "domain", KEY)
+        assert from_text == from_dict == theirs
+        assert mxfed.canonical_json(from_dict, room_version=rv) == encode_canonical_json(theirs)
