@@ -1,0 +1,142 @@
+"""mxfed.client and `python -m mxfed` against a loopback federation server (127.0.0.1, port 0)
+that authenticates every request with mxfed.verify_request."""
+
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Dict, Iterator, Tuple
+
+import pytest
+
+import mxfed
+from mxfed.client import FederationClient, FederationRequestError, default_base_url
+
+ORIGIN_KEY = mxfed.SigningKey.from_seed("o1", bytes(range(32)))
+REMOTE_KEY = mxfed.SigningKey.from_seed("r1", bytes(range(1, 33)))
+FAR = 10**13
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_name = "remote.test"
+    known = mxfed.KeyRing([mxfed.server_keys("origin.test", ORIGIN_KEY, FAR)])
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _answer(self, status: int, body: Dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self) -> None:
+        if self.path == "/_matrix/key/v2/server":
+            self._answer(200, mxfed.server_keys(self.server_name, REMOTE_KEY, FAR))
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        try:
+            auth = mxfed.verify_request(
+                self.server_name, self.known, self.command, self.path,
+                self.headers.get_all("Authorization") or [], body,
+            )
+        except mxfed.XMatrixError as e:
+            self._answer(401, {"errcode": "M_UNAUTHORIZED", "error": e.code})
+            return
+        self._answer(200, {"origin": auth["origin"], "method": self.command, "path": self.path,
+                           "content": json.loads(body) if body else None})
+
+    do_GET = do_PUT = do_POST = _handle
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield "http://127.0.0.1:%d" % httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_default_base_url() -> None:
+    assert default_base_url("example.org") == "https://example.org:8448"
+    assert default_base_url("example.org:443") == "https://example.org:443"
+    assert default_base_url("[::1]") == "https://[::1]:8448"
+    assert default_base_url("[::1]:8") == "https://[::1]:8"
+
+
+def test_signed_requests(server: str) -> None:
+    c = FederationClient("origin.test", ORIGIN_KEY, base_url=server, verify_tls=False)
+    got = c.get("remote.test", "/_matrix/federation/v1/query/profile", query={"user_id": "@a:remote.test"})
+    assert got["origin"] == "origin.test"
+    assert got["path"] == "/_matrix/federation/v1/query/profile?user_id=%40a%3Aremote.test"
+    txn = {"origin": "origin.test", "origin_server_ts": 1, "pdus": [], "edus": [{"edu_type": "m.x", "content": {"é": 1}}]}
+    assert c.put("remote.test", "/_matrix/federation/v1/send/1", txn)["content"] == txn
+    assert c.post("remote.test", "/_matrix/key/v2/query", {"server_keys": {}})["method"] == "POST"
+    keys = c.server_keys("remote.test")
+    assert keys["verify_keys"] == {"ed25519:r1": {"key": REMOTE_KEY.verify_key}}
+
+
+def test_unauthenticated_and_unreachable(server: str) -> None:
+    stranger = FederationClient("stranger.test", ORIGIN_KEY, base_url=server)
+    with pytest.raises(FederationRequestError) as e:
+        stranger.get("remote.test", "/x")
+    assert (e.value.code, e.value.status, e.value.errcode) == ("http_error", 401, "M_UNAUTHORIZED")
+    assert isinstance(e.value, mxfed.MxfedError)
+    wrong_dest = FederationClient("origin.test", ORIGIN_KEY, base_url=server)
+    with pytest.raises(FederationRequestError) as e:
+        wrong_dest.get("elsewhere.test", "/x")
+    assert e.value.status == 401
+    with pytest.raises(mxfed.ServerKeysError) as e2:
+        wrong_dest.server_keys("elsewhere.test")
+    assert e2.value.code == "keys_wrong_server"
+    dead = FederationClient("origin.test", ORIGIN_KEY, base_url="http://127.0.0.1:9", timeout=5)
+    with pytest.raises(FederationRequestError) as e:
+        dead.get("remote.test", "/x")
+    assert e.value.code == "connection_error"
+
+
+def run_cli(*args: str, stdin: bytes = b"") -> Tuple[int, str, str]:
+    p = subprocess.run([sys.executable, "-m", "mxfed", *args], input=stdin, capture_output=True, timeout=60)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def test_cli_keys(server: str) -> None:
+    rc, out, err = run_cli("keys", "remote.test", "--base-url", server)
+    assert rc == 0, err
+    assert json.loads(out)["server_name"] == "remote.test"
+    assert out.encode().rstrip(b"\n") == mxfed.canonical_json(json.loads(out))
+    rc, out, err = run_cli("keys", "other.test", "--base-url", server)
+    assert (rc, out) == (2, "")
+    assert err.startswith("mxfed: error[keys_wrong_server]: ") and err.count("\n") == 1
+
+
+def test_cli_request(server: str, tmp_path: Path) -> None:
+    key = tmp_path / "signing.key"
+    ORIGIN_KEY.save(key)
+    body = tmp_path / "body.json"
+    body.write_text('{"pdus": [], "origin": "origin.test", "origin_server_ts": 5}')
+    base = ["request", "--key", str(key), "--origin", "origin.test", "--destination", "remote.test"]
+    rc, out, err = run_cli(*base, "PUT", server + "/_matrix/federation/v1/send/9", "--content", str(body))
+    assert rc == 0, err
+    assert json.loads(out)["content"]["origin_server_ts"] == 5
+    rc, out, err = run_cli(*base, "--content", "-", "POST", server + "/p?q=1", stdin=b'{"a": 1}')
+    assert rc == 0 and json.loads(out)["path"] == "/p?q=1", err
+    # Errors: one line, exit 2.
+    for args, code in [
+        (["request", "--key", str(key), "--origin", "stranger.test", "--destination", "remote.test", "GET", server + "/x"], "http_error"),
+        (["request", "--key", str(body), "--origin", "origin.test", "GET", server + "/x"], "bad_key_file"),
+        (["request", "--key", str(tmp_path / "missing"), "--origin", "origin.test", "GET", server + "/x"], "io"),
+        (["request", "--key", str(key), "--origin", "origin.test", "GET", "ftp://x/y"], "bad_url"),
+        (["request", "--key", str(key), "--origin", "origin.test", "GET", "http://127.0.0.1:9/x"], "connection_error"),
+        (["request", "--key", str(key), "--origin", "bad origin", "GET", server + "/x"], "bad_server_name"),
+    ]:
+        rc, out, err = run_cli(*args)
+        assert rc == 2 and out == "", (args, err)
+        assert err.startswith("mxfed: error[%s]: " % code) and err.count("\n") == 1, err
