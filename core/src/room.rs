@@ -18,6 +18,8 @@ use crate::pdu::{PduCheck, Verdict};
 use crate::room_version::RoomVersion;
 use crate::state_res::{resolve, EventStore, StateMap};
 
+mod federation;
+
 /// What became of a received event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -140,6 +142,10 @@ pub struct Room {
     version: &'static RoomVersion,
     events: BTreeMap<String, Stored>,
     extremities: BTreeSet<String>,
+    /// Events known only through auth chains or state answers (see `room/federation.rs`).
+    outliers: BTreeSet<String>,
+    /// State before events received with a state given by the host (see `room/federation.rs`).
+    given_state: BTreeMap<String, Arc<StateMap>>,
 }
 
 struct Store<'a>(&'a BTreeMap<String, Stored>);
@@ -169,6 +175,8 @@ impl Room {
             version,
             events: BTreeMap::new(),
             extremities: BTreeSet::new(),
+            outliers: BTreeSet::new(),
+            given_state: BTreeMap::new(),
         }
     }
 
@@ -238,6 +246,12 @@ impl Room {
     /// Runs a checked PDU through the pipeline and stores it. An event already known is not
     /// stored again (its first verdict stands); the verdict of the new copy is still returned.
     pub fn receive(&mut self, check: &PduCheck) -> RoomVerdict {
+        self.receive_inner(check, None)
+    }
+
+    /// [`Room::receive`], with the state before the event computed from its prev events or,
+    /// when `given_before` is set, taken from the host (see `room/federation.rs`).
+    fn receive_inner(&mut self, check: &PduCheck, given_before: Option<StateMap>) -> RoomVerdict {
         let Some(event) = check.event.clone() else {
             return match &check.verdict {
                 Verdict::Rejected { code, .. } => RoomVerdict::Rejected { code },
@@ -265,7 +279,10 @@ impl Room {
                 rejected: s.rejected,
             })
             .collect();
-        let before = self.state_before(&pdu);
+        let before = match given_before {
+            Some(s) => s,
+            None => self.state_before(&pdu),
+        };
         let before_view = self.auth_view(&before);
         let prevs: BTreeSet<String> = pdu
             .prev_event_ids()

@@ -1,0 +1,439 @@
+//! What a federating server needs from a [`Room`] beyond [`Room::receive`]: events known only
+//! through an auth chain or a state answer (outliers), events whose state comes from elsewhere
+//! (a join's `send_join` answer, `/state` at an event whose prev events could not be fetched),
+//! and the walks that answer `/state`, `/state_ids`, `/event_auth`, `/backfill` and
+//! `/get_missing_events` (DIGEST §17, §18).
+//!
+//! Pure like the rest of the room: the host fetches, the room decides.
+//!
+//! ```
+//! use mxfed_core::room::Room;
+//! use mxfed_core::RoomVersion;
+//! let room = Room::new(RoomVersion::get("10").unwrap());
+//! assert!(room.joined_servers().is_empty());
+//! assert!(room.backfill(&["$nope"], 10).is_empty());
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use super::{Room, RoomVerdict, Stored};
+use crate::auth::{check_state_dependent, check_state_independent, AuthEvents, KnownEvent, Pdu};
+use crate::pdu::{PduCheck, Verdict};
+use crate::state_res::StateMap;
+
+/// State event types given to an invitee or knocker with the invite or knock
+/// (`invite_room_state` / `knock_room_state`), as Synapse's default `room_prejoin_state`.
+pub const PREJOIN_STATE_TYPES: [&str; 7] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.canonical_alias",
+    "m.room.avatar",
+    "m.room.encryption",
+    "m.room.name",
+    "m.room.topic",
+];
+
+impl Room {
+    /// Stores an event known only through an auth chain or a state answer: checked against its
+    /// own `auth_events` (spec checks 1–4), never part of the DAG the room walks (not a forward
+    /// extremity, no state after it). Its cited auth events must be known first (add an auth
+    /// chain in causal order). An event already known is left as it is.
+    pub fn add_outlier(&mut self, check: &PduCheck) -> RoomVerdict {
+        let Some(event) = check.event.clone() else {
+            return match &check.verdict {
+                Verdict::Rejected { code, .. } => RoomVerdict::Rejected { code },
+                _ => RoomVerdict::Rejected {
+                    code: "pdu_missing",
+                },
+            };
+        };
+        if let Verdict::Rejected { code, .. } = check.verdict {
+            return RoomVerdict::Rejected { code };
+        }
+        let pdu = match Pdu::new(event, self.version) {
+            Ok(p) => p,
+            Err(e) => return RoomVerdict::Rejected { code: e.code() },
+        };
+        if self.events.contains_key(&pdu.event_id) {
+            return RoomVerdict::Accepted;
+        }
+        let auth: Vec<KnownEvent<'_>> = pdu
+            .auth_event_ids()
+            .into_iter()
+            .filter_map(|id| self.events.get(id))
+            .map(|s| KnownEvent {
+                pdu: &s.pdu,
+                rejected: s.rejected,
+            })
+            .collect();
+        let create = self.create_event(&pdu);
+        let verdict = match check_state_independent(&pdu, &auth, create) {
+            Err(e) => RoomVerdict::Rejected { code: e.code() },
+            Ok(()) => {
+                let mut claimed: AuthEvents<'_> = auth.iter().map(|a| a.pdu).collect();
+                if self.version.room_id_from_create_event {
+                    if let Some(c) = create {
+                        claimed.insert(c.pdu);
+                    }
+                }
+                match check_state_dependent(&pdu, &claimed) {
+                    Err(e) => RoomVerdict::Rejected { code: e.code() },
+                    Ok(()) if check.verdict == Verdict::Redacted => RoomVerdict::Redacted,
+                    Ok(()) => RoomVerdict::Accepted,
+                }
+            }
+        };
+        let id = pdu.event_id.clone();
+        self.events.insert(
+            id.clone(),
+            Stored {
+                pdu,
+                rejected: matches!(verdict, RoomVerdict::Rejected { .. }),
+                soft_failed: false,
+                state_after: Arc::new(StateMap::new()),
+            },
+        );
+        self.outliers.insert(id);
+        verdict
+    }
+
+    /// Runs a checked PDU through the pipeline with the state before it given by the host,
+    /// rather than computed from its prev events: for a join, the `state` of the `send_join`
+    /// answer; for an event whose prev events could not be fetched, `/state` at the event. Every
+    /// event the state names should be known (as an outlier at least).
+    pub fn receive_with_state(&mut self, check: &PduCheck, state_before: StateMap) -> RoomVerdict {
+        let id = check.event_id.clone();
+        let known = id.as_deref().is_some_and(|i| self.events.contains_key(i));
+        let given = Arc::new(state_before.clone());
+        let verdict = self.receive_inner(check, Some(state_before));
+        if let (Some(id), false) = (id, known) {
+            if self.events.contains_key(&id) {
+                self.given_state.insert(id, given);
+            }
+        }
+        verdict
+    }
+
+    /// Whether a known event is an outlier.
+    pub fn is_outlier(&self, id: &str) -> bool {
+        self.outliers.contains(id)
+    }
+
+    /// The prev events of `pdu` that the room cannot compute state from: unknown, or known only
+    /// as outliers. When this is not empty the host fetches them (`/get_missing_events`) and,
+    /// failing that, the state before the event (`/state`), for [`Room::receive_with_state`].
+    pub fn unknown_prev_events(&self, pdu: &Pdu) -> Vec<String> {
+        pdu.prev_event_ids()
+            .into_iter()
+            .filter(|p| !self.events.contains_key(*p) || self.outliers.contains(*p))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The state before a known, non-outlier event: what `/state` and `/state_ids` serve.
+    pub fn state_before_event(&self, id: &str) -> Option<StateMap> {
+        if self.outliers.contains(id) {
+            return None;
+        }
+        if let Some(s) = self.given_state.get(id) {
+            return Some((**s).clone());
+        }
+        let stored = self.events.get(id)?;
+        Some(self.state_before(&stored.pdu))
+    }
+
+    /// The full auth chain of some events (not including them), sorted by depth then event ID.
+    pub fn auth_chain<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<&Pdu> {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut queue: VecDeque<&str> = VecDeque::new();
+        for id in ids {
+            if let Some(s) = self.events.get(id) {
+                queue.extend(s.pdu.auth_event_ids());
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(id) = queue.pop_front() {
+            let Some((key, s)) = self.events.get_key_value(id) else {
+                continue;
+            };
+            if !seen.insert(key.as_str()) {
+                continue;
+            }
+            queue.extend(s.pdu.auth_event_ids());
+            out.push(&s.pdu);
+        }
+        out.sort_by(|a, b| (a.depth(), &a.event_id).cmp(&(b.depth(), &b.event_id)));
+        out
+    }
+
+    /// The events of a state map that the room knows, sorted by type and state key.
+    pub fn state_events(&self, state: &StateMap) -> Vec<&Pdu> {
+        state
+            .values()
+            .filter_map(|id| self.events.get(id))
+            .map(|s| &s.pdu)
+            .collect()
+    }
+
+    /// `/backfill`: the events `from` and their predecessors (breadth-first over
+    /// `prev_events`), at most `limit`, rejected and outlier events left out.
+    pub fn backfill(&self, from: &[&str], limit: usize) -> Vec<&Pdu> {
+        self.walk_prev(
+            from.iter().copied(),
+            &BTreeSet::new(),
+            limit,
+            i64::MIN,
+            true,
+        )
+    }
+
+    /// `/get_missing_events`: breadth-first over the `prev_events` of `latest` (not including
+    /// them), skipping `earliest` and anything before it, at most `limit` events of depth at
+    /// least `min_depth`; sorted by depth so the receiver can apply them in order.
+    pub fn missing_events(
+        &self,
+        earliest: &[&str],
+        latest: &[&str],
+        limit: usize,
+        min_depth: i64,
+    ) -> Vec<&Pdu> {
+        let stop: BTreeSet<&str> = earliest.iter().copied().collect();
+        let mut out = self.walk_prev(latest.iter().copied(), &stop, limit, min_depth, false);
+        out.sort_by(|a, b| (a.depth(), &a.event_id).cmp(&(b.depth(), &b.event_id)));
+        out
+    }
+
+    fn walk_prev<'a>(
+        &self,
+        from: impl Iterator<Item = &'a str>,
+        stop: &BTreeSet<&str>,
+        limit: usize,
+        min_depth: i64,
+        include_start: bool,
+    ) -> Vec<&Pdu> {
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut queue: VecDeque<String> = VecDeque::new();
+        for id in from {
+            if include_start {
+                queue.push_back(id.to_owned());
+            } else if let Some(s) = self.events.get(id) {
+                seen.insert(id.to_owned());
+                queue.extend(s.pdu.prev_event_ids().into_iter().map(str::to_owned));
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(id) = queue.pop_front() {
+            if out.len() >= limit {
+                break;
+            }
+            if stop.contains(id.as_str()) || !seen.insert(id.clone()) {
+                continue;
+            }
+            let Some(s) = self.events.get(&id) else {
+                continue;
+            };
+            if s.rejected || self.outliers.contains(&id) || s.pdu.depth() < min_depth {
+                continue;
+            }
+            queue.extend(s.pdu.prev_event_ids().into_iter().map(str::to_owned));
+            out.push(&s.pdu);
+        }
+        out
+    }
+
+    /// The membership of a user in the current state (`join`, `invite`, `leave`, …).
+    pub fn membership(&self, user_id: &str) -> Option<String> {
+        let state = self.current_state();
+        let id = state.get(&("m.room.member".to_owned(), user_id.to_owned()))?;
+        let s = self.events.get(id)?;
+        s.pdu.membership().map(str::to_owned)
+    }
+
+    /// The servers with at least one joined member in the current state: where new events of
+    /// the room are sent.
+    pub fn joined_servers(&self) -> BTreeSet<String> {
+        self.members_by(|m| m == "join")
+            .into_iter()
+            .filter_map(|u| {
+                crate::identifiers::user_server_name(&u)
+                    .ok()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// The users whose current membership passes `want`.
+    pub fn members_by(&self, want: impl Fn(&str) -> bool) -> Vec<String> {
+        let state = self.current_state();
+        state
+            .iter()
+            .filter(|((t, _), _)| t == "m.room.member")
+            .filter_map(|((_, user), id)| {
+                let m = self.events.get(id)?.pdu.membership()?;
+                want(m).then(|| user.clone())
+            })
+            .collect()
+    }
+
+    /// The state given to an invitee or knocker (`invite_room_state`, `knock_room_state`): the
+    /// [`PREJOIN_STATE_TYPES`] events of the current state and the membership of `sender`.
+    pub fn prejoin_state(&self, sender: &str) -> Vec<&Pdu> {
+        let state = self.current_state();
+        let mut keys: BTreeMap<(String, String), ()> = PREJOIN_STATE_TYPES
+            .iter()
+            .map(|t| (((*t).to_owned(), String::new()), ()))
+            .collect();
+        keys.insert(("m.room.member".to_owned(), sender.to_owned()), ());
+        keys.keys()
+            .filter_map(|k| state.get(k))
+            .filter_map(|id| self.events.get(id))
+            .map(|s| &s.pdu)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::{parse_object, Object, ParseOptions};
+    use crate::event::{build_event, EventRef, EventTemplate, StateMap as BuildState};
+    use crate::keys::SigningKey;
+    use crate::RoomVersion;
+    use crate::Timestamp;
+
+    fn check(ev: Object, id: &str) -> PduCheck {
+        PduCheck {
+            event_id: Some(id.to_owned()),
+            signatures: Vec::new(),
+            content_hash_ok: Some(true),
+            verdict: Verdict::Accepted,
+            event: Some(ev),
+        }
+    }
+
+    /// Builds a room on "a" with create, join, power levels and public join rules, then a
+    /// second copy of it that only knows the state as outliers and receives a join with state.
+    #[test]
+    fn seeded_room_accepts_join_and_follows_on() {
+        let v = RoomVersion::get("10").unwrap();
+        let key = SigningKey::from_seed_base64("1", "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1")
+            .unwrap();
+        let mut a = Room::new(v);
+        let room_id = "!r:a";
+        let send = |room: &mut Room, ty: &str, sender: &str, sk: Option<&str>, c: &str| {
+            let prev: Vec<EventRef> = room
+                .forward_extremities()
+                .iter()
+                .map(|id| EventRef {
+                    event_id: id.clone(),
+                    depth: room.event(id).unwrap().0.depth(),
+                    sha256: None,
+                })
+                .collect();
+            let state: BuildState = room
+                .current_state()
+                .into_iter()
+                .map(|(k, id)| {
+                    let depth = room.event(&id).unwrap().0.depth();
+                    (
+                        k,
+                        EventRef {
+                            event_id: id,
+                            depth,
+                            sha256: None,
+                        },
+                    )
+                })
+                .collect();
+            let t = EventTemplate {
+                room_id: Some(room_id.into()),
+                event_type: ty.into(),
+                sender: sender.into(),
+                state_key: sk.map(str::to_owned),
+                content: parse_object(c.as_bytes(), &ParseOptions::STRICT).unwrap(),
+                redacts: None,
+            };
+            let b = build_event(v, "a", &t, &prev, &state, Timestamp(1), &key, None).unwrap();
+            let c = check(b.pdu.clone(), &b.event_id);
+            let verdict = room.receive(&c);
+            (b, c, verdict)
+        };
+        let (create, create_c, _) = send(
+            &mut a,
+            "m.room.create",
+            "@u:a",
+            Some(""),
+            r#"{"creator":"@u:a","room_version":"10"}"#,
+        );
+        let (_, join_c, _) = send(
+            &mut a,
+            "m.room.member",
+            "@u:a",
+            Some("@u:a"),
+            r#"{"membership":"join"}"#,
+        );
+        let (_, pl_c, _) = send(
+            &mut a,
+            "m.room.power_levels",
+            "@u:a",
+            Some(""),
+            r#"{"users":{"@u:a":100}}"#,
+        );
+        let (_, jr_c, _) = send(
+            &mut a,
+            "m.room.join_rules",
+            "@u:a",
+            Some(""),
+            r#"{"join_rule":"public"}"#,
+        );
+        let (bob_join, bob_c, verdict) = send(
+            &mut a,
+            "m.room.member",
+            "@bob:b",
+            Some("@bob:b"),
+            r#"{"membership":"join"}"#,
+        );
+        assert_eq!(verdict, RoomVerdict::Accepted);
+        assert_eq!(
+            a.joined_servers().into_iter().collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let before = a.state_before_event(&bob_join.event_id).unwrap();
+        assert_eq!(before.len(), 4);
+        assert_eq!(a.auth_chain([bob_join.event_id.as_str()]).len(), 4);
+        assert!(a
+            .backfill(&[bob_join.event_id.as_str()], 2)
+            .iter()
+            .any(|p| p.event_id == bob_join.event_id));
+        let missing = a.missing_events(
+            &[create.event_id.as_str()],
+            &[bob_join.event_id.as_str()],
+            10,
+            0,
+        );
+        assert_eq!(missing.len(), 3);
+
+        // The joining side: state as outliers, then the join with that state.
+        let mut b = Room::new(v);
+        for c in [&create_c, &join_c, &pl_c, &jr_c] {
+            assert_eq!(b.add_outlier(c), RoomVerdict::Accepted);
+        }
+        let pdu = Pdu::new(bob_join.pdu.clone(), v).unwrap();
+        assert_eq!(b.unknown_prev_events(&pdu).len(), 1, "prev is an outlier");
+        assert_eq!(b.receive_with_state(&bob_c, before), RoomVerdict::Accepted);
+        assert_eq!(b.current_state(), a.current_state());
+        assert_eq!(b.membership("@bob:b").as_deref(), Some("join"));
+        assert!(b.state_before_event(&create.event_id).is_none());
+        assert_eq!(b.prejoin_state("@u:a").len(), 3);
+        // Follow-on events from either side are received normally.
+        let (_, _, verdict) = send(
+            &mut b,
+            "m.room.message",
+            "@bob:b",
+            None,
+            r#"{"body":"hi","msgtype":"m.text"}"#,
+        );
+        assert_eq!(verdict, RoomVerdict::Accepted);
+    }
+}
