@@ -61,6 +61,10 @@ enum Command {
     /// Whole rooms.
     #[command(subcommand)]
     Room(RoomCommand),
+    /// Run the federation server (creates ./mxfed-data on first run).
+    Serve(mxfed_native::server::serve::ServeArgs),
+    /// Talk to the running server (users, rooms, invites, timelines).
+    Admin(mxfed_native::server::admin_cli::AdminArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -275,6 +279,20 @@ fn read_event(args: &EventArgs) -> Result<(Object, &'static RoomVersion), CliErr
 /// Runs a command; the returned value is the exit status.
 pub fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
+        Command::Serve(args) => {
+            mxfed_native::server::serve::serve(&args)
+                .map_err(|e| CliError::bad_input("serve", e))?;
+        }
+        Command::Admin(args) => {
+            let out = mxfed_native::server::admin_cli::run(args).map_err(|e| CliError {
+                code: e.code,
+                message: e.message.replace('\n', " "),
+                exit: e.exit,
+            })?;
+            if !out.is_empty() {
+                println!("{out}");
+            }
+        }
         Command::Canonical { file } => {
             write_out(&canonical::canonicalize(&read_input(file.as_deref())?)?)?;
         }

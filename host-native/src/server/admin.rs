@@ -1,0 +1,610 @@
+//! The admin API that `mxfed admin` talks to: plain HTTP on loopback with a bearer token (the
+//! token is in the data directory). Every change to a room goes through the same core calls as
+//! federation traffic.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use mxfed_core::canonical::{self, Object, ParseOptions, Value};
+use mxfed_core::room::state_to_json;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::fed::{json, read_body, MPath};
+use super::rooms;
+use super::AppState;
+
+type St = State<Arc<AppState>>;
+
+/// The admin router (bearer-token protected).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/admin/v1/status", get(status))
+        .route("/admin/v1/users", post(create_user))
+        .route("/admin/v1/users/{user}/auto_accept", post(set_auto_accept))
+        .route("/admin/v1/rooms", post(create_room).get(list_rooms))
+        .route("/admin/v1/rooms/{room}/invite", post(invite))
+        .route("/admin/v1/rooms/{room}/join", post(join))
+        .route("/admin/v1/rooms/{room}/leave", post(leave))
+        .route("/admin/v1/rooms/{room}/send", post(send))
+        .route(
+            "/admin/v1/rooms/{room}/state",
+            post(state_set).get(room_state),
+        )
+        .route("/admin/v1/rooms/{room}/redact", post(redact))
+        .route("/admin/v1/rooms/{room}/timeline", get(timeline))
+        .route("/admin/v1/rooms/{room}/edus", get(edus))
+        .route("/admin/v1/rooms/{room}/wait", get(wait))
+        .route("/admin/v1/invites", get(invites))
+        .route("/admin/v1/invites/{room}/accept", post(accept_invite))
+        .fallback(|| async { ApiError::unrecognized() })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), bearer))
+        .with_state(state)
+}
+
+async fn bearer(
+    State(state): St,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), state.admin_token.as_bytes()));
+    if !ok {
+        return ApiError::new(401, "M_UNKNOWN_TOKEN", "missing or wrong admin token")
+            .into_response();
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn body_json(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<serde_json::Value, ApiError> {
+    let bytes = read_body(headers, body, state.config.limits.max_body_bytes).await?;
+    if bytes.is_empty() {
+        return Ok(serde_json::Value::Object(serde_json::Map::new()));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::new(400, "M_NOT_JSON", e.to_string()))
+}
+
+fn field<'a>(v: &'a serde_json::Value, k: &str) -> Result<&'a str, ApiError> {
+    v.get(k)
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| ApiError::missing(k))
+}
+
+/// The local user named by `as` (a local part or a full ID), which must exist.
+fn acting_user(state: &AppState, v: &serde_json::Value) -> Result<String, ApiError> {
+    let user = state.user_id(field(v, "as")?);
+    if !state.is_local_user(&user) || state.db().user(&user)?.is_none() {
+        return Err(ApiError::not_found(format!("no local user {user}")));
+    }
+    Ok(user)
+}
+
+fn ok_json(v: serde_json::Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn jsonl(lines: Vec<String>) -> Response {
+    let mut body = lines.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response()
+}
+
+async fn status(State(state): St) -> Response {
+    let rooms = state.rooms().len();
+    ok_json(serde_json::json!({
+        "server_name": state.server_name,
+        "rooms": rooms,
+        "dev": state.config.dev,
+    }))
+}
+
+async fn create_user(
+    State(state): St,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let v = body_json(&state, &headers, body).await?;
+    let user = state.user_id(field(&v, "name")?);
+    mxfed_core::identifiers::user_server_name(&user)?;
+    if !state.is_local_user(&user) {
+        return Err(ApiError::invalid(format!(
+            "{user} is not a user of this server"
+        )));
+    }
+    let display = v.get("display_name").and_then(serde_json::Value::as_str);
+    let auto = v
+        .get("auto_accept")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    if !state.db().create_user(&user, display, auto)? {
+        return Err(ApiError::new(
+            400,
+            "M_USER_IN_USE",
+            format!("{user} already exists"),
+        ));
+    }
+    Ok(ok_json(serde_json::json!({ "user_id": user })))
+}
+
+async fn set_auto_accept(
+    State(state): St,
+    MPath(user): MPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let v = body_json(&state, &headers, body).await?;
+    let on = v
+        .get("enabled")
+        .and_then(serde_json::Value::as_bool)
+        .ok_or_else(|| ApiError::missing("enabled"))?;
+    let user = state.user_id(&user);
+    if !state.db().set_auto_accept(&user, on)? {
+        return Err(ApiError::not_found(format!("no local user {user}")));
+    }
+    Ok(ok_json(
+        serde_json::json!({ "user_id": user, "auto_accept": on }),
+    ))
+}
+
+async fn create_room(
+    State(state): St,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let v = body_json(&state, &headers, body).await?;
+    let user = acting_user(&state, &v)?;
+    let version = v
+        .get("version")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("12")
+        .to_owned();
+    let _guard = state.writer.lock().await;
+    let room_id = rooms::create_room(&state, &user, &version)?;
+    Ok(ok_json(serde_json::json!({ "room_id": room_id })))
+}
+
+async fn list_rooms(State(state): St) -> Response {
+    let list: Vec<serde_json::Value> = state
+        .rooms()
+        .iter()
+        .map(|(id, r)| serde_json::json!({"room_id": id, "room_version": r.version().id}))
+        .collect();
+    ok_json(serde_json::json!({ "rooms": list }))
+}
+
+fn event_id_answer(id: String) -> Response {
+    ok_json(serde_json::json!({ "event_id": id }))
+}
+
+fn membership_content(state: &AppState, user: &str, membership: &str) -> Result<Object, ApiError> {
+    let mut c = Object::new();
+    c.insert("membership", membership);
+    if membership == "join" {
+        if let Some((Some(d), _)) = state.db().user(user)? {
+            c.insert("displayname", d);
+        }
+    }
+    Ok(c)
+}
+
+/// Whether this server is in the room (some local user joined).
+fn we_are_in(state: &AppState, room_id: &str) -> bool {
+    state
+        .rooms()
+        .get(room_id)
+        .is_some_and(|r| r.joined_servers().contains(&state.server_name))
+}
+
+async fn invite(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let v = body_json(&state, &headers, body).await?;
+    let user = acting_user(&state, &v)?;
+    let target = field(&v, "user_id")?.to_owned();
+    mxfed_core::identifiers::user_server_name(&target)?;
+    let _guard = state.writer.lock().await;
+    if !state.is_local_user(&target) {
+        let id = rooms::invite_remote(&state, &room_id, &user, &target).await?;
+        return Ok(event_id_answer(id));
+    }
+    let (_, auto) = state
+        .db()
+        .user(&target)?
+        .ok_or_else(|| ApiError::not_found(format!("no local user {target}")))?;
+    let content = membership_content(&state, &target, "invite")?;
+    let id = rooms::send_event(
+        &state,
+        &room_id,
+        &user,
+        "m.room.member",
+        Some(&target),
+        content,
+        None,
+    )?;
+    let version = state
+        .rooms()
+        .get(&room_id)
+        .map(|r| r.version().id.to_owned())
+        .unwrap_or_default();
+    state.db().put_invite(&super::store::Invite {
+        room_id: room_id.clone(),
+        user_id: target.clone(),
+        room_version: version,
+        origin: state.server_name.clone(),
+        event: rooms::served(&state, &id)
+            .map(|(e, _)| e.to_canonical_string())
+            .unwrap_or_default(),
+        invite_room_state: "[]".into(),
+        status: "pending".into(),
+    })?;
+    if auto {
+        let content = membership_content(&state, &target, "join")?;
+        rooms::send_event(
+            &state,
+            &room_id,
+            &target,
+            "m.room.member",
+            Some(&target),
+            content,
+            None,
+        )?;
+        state
+            .db()
+            .set_invite_status(&room_id, &target, "accepted")?;
+    }
+    Ok(event_id_answer(id))
+}
+
+async fn do_join(
+    state: &Arc<AppState>,
+    room_id: &str,
+    user: &str,
+    via: &[String],
+) -> Result<String, ApiError> {
+    if we_are_in(state, room_id) {
+        let content = membership_content(state, user, "join")?;
+        let _guard = state.writer.lock().await;
+        let id = rooms::send_event(
+            state,
+            room_id,
+            user,
+            "m.room.member",
+            Some(user),
+            content,
+            None,
+        )?;
+        state.db().set_invite_status(room_id, user, "accepted")?;
+        return Ok(id);
+    }
+    let inviter = state
+        .db()
+        .invites(user)?
+        .into_iter()
+        .find(|i| i.room_id == room_id)
+        .map(|i| i.origin);
+    let mut last = ApiError::invalid("no server to join through (give --via)");
+    for server in rooms::join_candidates(via, room_id, inviter.as_deref()) {
+        if server == state.server_name {
+            continue;
+        }
+        match rooms::remote_membership(state, room_id, user, &server, "join").await {
+            Ok(id) => return Ok(id),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn join(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let v = body_json(&state, &headers, body).await?;
+    let user = acting_user(&state, &v)?;
+    let via: Vec<String> = match v.get("via") {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(event_id_answer(
+        do_join(&state, &room_id, &user, &via).await?,
+    ))
+}
+
+async fn accept_invite(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let v = body_json(&state, &headers, body).await?;
+    let user = acting_user(&state, &v)?;
+    let has = state
+        .db()
+        .invites(&user)?
+        .iter()
+        .any(|i| i.room_id == room_id);
+    if !has {
+        return Err(ApiError::not_found(format!(
+            "{user} has no invite to {room_id}"
+        )));
+    }
+    Ok(event_id_answer(
+        do_join(&state, &room_id, &user, &[]).await?,
+    ))
+}
+
+async fn leave(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let v = body_json(&state, &headers, body).await?;
+    let user = acting_user(&state, &v)?;
+    if we_are_in(&state, &room_id) {
+        let content = membership_content(&state, &user, "leave")?;
+        let _guard = state.writer.lock().await;
+        let id = rooms::send_event(
+            &state,
+            &room_id,
+            &user,
+            "m.room.member",
+            Some(&user),
+            content,
+            None,
+        )?;
+        state.db().set_invite_status(&room_id, &user, "rejected")?;
+        return Ok(event_id_answer(id));
+    }
+    // Not in the room: reject the invite through the inviting server.
+    let invite = state
+        .db()
+        .invites(&user)?
+        .into_iter()
+        .find(|i| i.room_id == room_id)
+        .ok_or_else(|| {
+            ApiError::not_found(format!("{user} is not in {room_id} and has no invite"))
+        })?;
+    let id = rooms::remote_membership(&state, &room_id, &user, &invite.origin, "leave").await?;
+    state.db().set_invite_status(&room_id, &user, "rejected")?;
+    Ok(event_id_answer(id))
+}
+
+async fn send(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let v = body_json(&state, &headers, body).await?;
+    let user = acting_user(&state, &v)?;
+    let mut content = Object::new();
+    content.insert("msgtype", "m.text");
+    content.insert("body", field(&v, "text")?);
+    let _guard = state.writer.lock().await;
+    let id = rooms::send_event(
+        &state,
+        &room_id,
+        &user,
+        "m.room.message",
+        None,
+        content,
+        None,
+    )?;
+    Ok(event_id_answer(id))
+}
+
+async fn state_set(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let v = body_json(&state, &headers, body).await?;
+    let user = acting_user(&state, &v)?;
+    let kind = field(&v, "type")?.to_owned();
+    let key = field(&v, "state_key")?.to_owned();
+    let raw = v
+        .get("content")
+        .ok_or_else(|| ApiError::missing("content"))?
+        .to_string();
+    let content = canonical::parse_object(raw.as_bytes(), &ParseOptions::STRICT)
+        .map_err(|e| ApiError::bad_json(format!("content: {e}")))?;
+    let _guard = state.writer.lock().await;
+    let id = rooms::send_event(&state, &room_id, &user, &kind, Some(&key), content, None)?;
+    Ok(event_id_answer(id))
+}
+
+async fn redact(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let v = body_json(&state, &headers, body).await?;
+    let user = acting_user(&state, &v)?;
+    let target = field(&v, "event_id")?.to_owned();
+    let mut content = Object::new();
+    if let Some(r) = v.get("reason").and_then(serde_json::Value::as_str) {
+        content.insert("reason", r);
+    }
+    let _guard = state.writer.lock().await;
+    let id = rooms::send_event(
+        &state,
+        &room_id,
+        &user,
+        "m.room.redaction",
+        None,
+        content,
+        Some(&target),
+    )?;
+    Ok(event_id_answer(id))
+}
+
+fn known_room(state: &AppState, room_id: &str) -> Result<(), ApiError> {
+    if state.rooms().contains_key(room_id) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("unknown room {room_id}")))
+    }
+}
+
+/// The room's timeline: accepted events (not outliers, rejected or soft-failed), in the order
+/// they were stored, redacted where a redaction applies.
+fn timeline_lines(state: &AppState, room_id: &str) -> Result<Vec<String>, ApiError> {
+    let events = state.db().room_events(room_id)?;
+    Ok(events
+        .iter()
+        .filter(|e| !e.outlier && !e.rejected && !e.soft_failed)
+        .filter_map(|e| rooms::served(state, &e.event_id))
+        .map(|(ev, _)| ev.to_canonical_string())
+        .collect())
+}
+
+async fn timeline(State(state): St, MPath(room_id): MPath<String>) -> Result<Response, ApiError> {
+    known_room(&state, &room_id)?;
+    Ok(jsonl(timeline_lines(&state, &room_id)?))
+}
+
+async fn room_state(State(state): St, MPath(room_id): MPath<String>) -> Result<Response, ApiError> {
+    let st = state
+        .rooms()
+        .get(&room_id)
+        .map(|r| state_to_json(&r.current_state()))
+        .ok_or_else(|| ApiError::not_found(format!("unknown room {room_id}")))?;
+    Ok(json(&st))
+}
+
+async fn edus(State(state): St, MPath(room_id): MPath<String>) -> Result<Response, ApiError> {
+    known_room(&state, &room_id)?;
+    let rows = state.db().edus(&room_id)?;
+    let lines = rows
+        .into_iter()
+        .map(|(origin, kind, content, ts)| {
+            let content = canonical::parse_object(content.as_bytes(), &ParseOptions::LEGACY)
+                .unwrap_or_default();
+            let mut o = Object::new();
+            o.insert("origin", origin);
+            o.insert("edu_type", kind);
+            o.insert("content", content);
+            o.insert("received_ts", mxfed_core::canonical::Int::saturating(ts));
+            o.to_canonical_string()
+        })
+        .collect();
+    Ok(jsonl(lines))
+}
+
+#[derive(Deserialize)]
+struct AsQuery {
+    #[serde(rename = "as")]
+    user: String,
+}
+
+async fn invites(State(state): St, Query(q): Query<AsQuery>) -> Result<Response, ApiError> {
+    let user = state.user_id(&q.user);
+    let list = state.db().invites(&user)?;
+    let lines = list
+        .into_iter()
+        .map(|i| {
+            let ev = canonical::parse_object(i.event.as_bytes(), &ParseOptions::LEGACY)
+                .unwrap_or_default();
+            let mut o = Object::new();
+            o.insert("room_id", i.room_id);
+            o.insert("user_id", i.user_id);
+            o.insert("room_version", i.room_version);
+            o.insert("origin", i.origin);
+            o.insert("sender", ev.get_str("sender").unwrap_or_default());
+            o.insert("status", i.status);
+            o.to_canonical_string()
+        })
+        .collect();
+    Ok(jsonl(lines))
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    event_id: Option<String>,
+    joined: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+/// Waits (up to `timeout_ms`, default 30 s) until an event is in the room's timeline or a user
+/// is joined: tests and scripts use it instead of sleeping.
+async fn wait(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Response, ApiError> {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(q.timeout_ms.unwrap_or(30_000));
+    loop {
+        let notified = state.changed.notified();
+        let done = {
+            let rooms = state.rooms();
+            match rooms.get(&room_id) {
+                None => false,
+                Some(room) => {
+                    let ev_ok = q
+                        .event_id
+                        .as_ref()
+                        .is_none_or(|id| room.contains(id) && !room.is_outlier(id));
+                    let join_ok = q
+                        .joined
+                        .as_ref()
+                        .is_none_or(|u| room.membership(u).as_deref() == Some("join"));
+                    ev_ok && join_ok
+                }
+            }
+        };
+        if done {
+            return Ok(ok_json(serde_json::json!({ "ok": true })));
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Err(ApiError::new(408, "M_UNKNOWN", "timed out waiting"));
+        }
+    }
+}
+
+/// A JSON value of the admin API as a canonical object, for printing.
+pub fn value_of(v: &serde_json::Value) -> Option<Value> {
+    canonical::parse(v.to_string().as_bytes(), &ParseOptions::LEGACY).ok()
+}

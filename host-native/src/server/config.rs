@@ -1,0 +1,399 @@
+//! The server's configuration: a TOML file in the data directory, written with comments on first
+//! run, and command-line flags that override it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The config file's name inside the data directory.
+pub const CONFIG_FILE: &str = "mxfed.toml";
+
+/// One listener.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Address and port to bind.
+    pub addr: SocketAddr,
+    /// TLS on this listener (off behind a reverse proxy that terminates TLS).
+    #[serde(default = "yes")]
+    pub tls: bool,
+    /// PEM certificate chain (relative paths are inside the data directory).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+/// A notary we trust to vouch for other servers' keys.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Notary {
+    /// Its server name.
+    pub server_name: String,
+    /// Its verify keys, key ID → unpadded base64. Answers must carry a signature by one.
+    pub verify_keys: std::collections::BTreeMap<String, String>,
+}
+
+/// Outbound federation settings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Federation {
+    /// Check other servers' TLS certificates (off only for local testing).
+    #[serde(default = "yes")]
+    pub verify_tls: bool,
+    /// Address ranges we never connect to (CIDR). Default: loopback, private, link-local, …
+    #[serde(default = "default_blocklist")]
+    pub ip_blocklist: Vec<String>,
+    /// Ranges allowed even when blocked (e.g. `127.0.0.0/8` for tests).
+    #[serde(default)]
+    pub ip_allowlist: Vec<String>,
+    /// Notaries asked for keys when a server cannot be reached directly.
+    #[serde(default)]
+    pub trusted_notaries: Vec<Notary>,
+    /// Seconds to wait for another server's answer.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+/// Limits.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Most events per room fetched with /get_missing_events before falling back to /state.
+    #[serde(default = "default_missing")]
+    pub max_missing_events: usize,
+}
+
+/// The admin API (used by `mxfed admin`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Where the admin API listens: plain HTTP, so keep it on loopback. Port 0 picks a free
+    /// port; the URL is written to `admin.json` in the data directory.
+    #[serde(default = "default_admin_addr")]
+    pub addr: SocketAddr,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Our server name (`host` or `host:port`), as other servers address us.
+    pub server_name: String,
+    /// Listeners.
+    #[serde(default = "default_listeners")]
+    pub listeners: Vec<Listener>,
+    /// The SQLite database (relative paths are inside the data directory).
+    #[serde(default = "default_db")]
+    pub database: PathBuf,
+    /// The Synapse-format signing key file.
+    #[serde(default = "default_signing_key")]
+    pub signing_key: PathBuf,
+    /// Outbound federation.
+    #[serde(default = "default_federation")]
+    pub federation: Federation,
+    /// Limits.
+    #[serde(default = "default_limits")]
+    pub limits: Limits,
+    /// The admin API.
+    #[serde(default = "default_admin")]
+    pub admin: Admin,
+    /// Local testing mode (loopback federation, no certificate checks); also `--dev`.
+    #[serde(default)]
+    pub dev: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_timeout() -> u64 {
+    30
+}
+fn default_max_body() -> usize {
+    mxfed_core::transaction::MAX_BODY_BYTES
+}
+fn default_missing() -> usize {
+    50
+}
+fn default_admin_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+fn default_admin() -> Admin {
+    Admin {
+        addr: default_admin_addr(),
+    }
+}
+fn default_db() -> PathBuf {
+    PathBuf::from("mxfed.sqlite")
+}
+fn default_signing_key() -> PathBuf {
+    PathBuf::from("signing.key")
+}
+fn default_listeners() -> Vec<Listener> {
+    vec![Listener {
+        addr: SocketAddr::from(([127, 0, 0, 1], 8448)),
+        tls: true,
+        cert: Some(PathBuf::from("tls/cert.pem")),
+        key: Some(PathBuf::from("tls/key.pem")),
+    }]
+}
+fn default_federation() -> Federation {
+    Federation {
+        verify_tls: true,
+        ip_blocklist: default_blocklist(),
+        ip_allowlist: Vec::new(),
+        trusted_notaries: Vec::new(),
+        request_timeout_secs: default_timeout(),
+    }
+}
+fn default_limits() -> Limits {
+    Limits {
+        max_body_bytes: default_max_body(),
+        max_missing_events: default_missing(),
+    }
+}
+
+/// The ranges Synapse's `ip_range_blacklist` example blocks: loopback, private, CGNAT,
+/// link-local, multicast, documentation and other special-purpose ranges.
+pub fn default_blocklist() -> Vec<String> {
+    [
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "192.0.0.0/24",
+        "169.254.0.0/16",
+        "192.88.99.0/24",
+        "198.18.0.0/15",
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "0.0.0.0/8",
+        "::1/128",
+        "fe80::/10",
+        "fc00::/7",
+        "2001:db8::/32",
+        "ff00::/8",
+        "fec0::/10",
+        "::/128",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+/// An address range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n`, `x::/n` or a bare address.
+    ///
+    /// # Errors
+    /// A message for the config error.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let net: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad address range {s:?}"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("bad prefix length in {s:?}"))?,
+            None => max,
+        };
+        Ok(Cidr { net, prefix })
+    }
+
+    /// Whether `ip` is in the range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Which addresses outbound requests may reach.
+#[derive(Debug, Clone, Default)]
+pub struct IpPolicy {
+    block: Vec<Cidr>,
+    allow: Vec<Cidr>,
+}
+
+impl IpPolicy {
+    /// From the config lists.
+    ///
+    /// # Errors
+    /// A bad range.
+    pub fn new(block: &[String], allow: &[String]) -> Result<IpPolicy, String> {
+        Ok(IpPolicy {
+            block: block
+                .iter()
+                .map(|s| Cidr::parse(s))
+                .collect::<Result<_, _>>()?,
+            allow: allow
+                .iter()
+                .map(|s| Cidr::parse(s))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Whether we may connect to `ip`.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        self.allow.iter().any(|c| c.contains(ip)) || !self.block.iter().any(|c| c.contains(ip))
+    }
+}
+
+impl Config {
+    /// Reads and parses a config file.
+    ///
+    /// # Errors
+    /// A message naming the file.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let c: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        mxfed_core::identifiers::validate_server_name(&c.server_name)
+            .map_err(|e| format!("{}: server_name: {e}", path.display()))?;
+        IpPolicy::new(&c.federation.ip_blocklist, &c.federation.ip_allowlist)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(c)
+    }
+
+    /// A path from the config, relative to the data directory unless absolute.
+    pub fn resolve(data_dir: &Path, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            data_dir.join(p)
+        }
+    }
+
+    /// The outbound IP policy (`--dev` allows loopback).
+    pub fn ip_policy(&self) -> IpPolicy {
+        let mut allow = self.federation.ip_allowlist.clone();
+        if self.dev {
+            allow.push("127.0.0.0/8".into());
+            allow.push("::1/128".into());
+        }
+        IpPolicy::new(&self.federation.ip_blocklist, &allow).unwrap_or_default()
+    }
+}
+
+/// The commented config file written on first run.
+pub fn default_file(server_name: &str, listen: SocketAddr) -> String {
+    format!(
+        r#"# mxfed server configuration. Command-line flags (--server-name, --listen, --dev) override
+# what is here. Relative paths are inside the data directory.
+
+# Our server name, as other servers address us: "host" or "host:port". Users are
+# @name:<server_name>. Changing it later orphans every room and user.
+server_name = "{server_name}"
+
+# The SQLite database (WAL mode; see docs/server.md for what is stored).
+database = "mxfed.sqlite"
+
+# Our signing key, in Synapse's format ("ed25519 <version> <seed>"). Keep it secret.
+signing_key = "signing.key"
+
+# Local testing mode: federation to and from loopback, no certificate checks. Never in production.
+dev = false
+
+# Where federation traffic arrives. tls = true serves HTTPS with cert/key (a self-signed pair
+# for localhost was generated on first run: replace it with a real one); tls = false serves
+# plain HTTP, for use behind a reverse proxy that terminates TLS. Repeat [[listeners]] for more.
+[[listeners]]
+addr = "{listen}"
+tls = true
+cert = "tls/cert.pem"
+key = "tls/key.pem"
+
+[federation]
+# Check other servers' TLS certificates.
+verify_tls = true
+# Never connect to these ranges (private networks, loopback, ...), unless allowed below.
+# ip_blocklist = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7", ...]
+ip_allowlist = []
+# Seconds to wait for another server's answer.
+request_timeout_secs = 30
+# Notaries asked for a server's keys when it cannot be reached directly, e.g.
+# [[federation.trusted_notaries]]
+# server_name = "matrix.org"
+# verify_keys = {{ "ed25519:auto" = "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw" }}
+
+[limits]
+# Largest request body, in bytes (Synapse's: 200 x 64 KiB).
+max_body_bytes = {max_body}
+# Events fetched with /get_missing_events to fill a gap before asking for the state instead.
+max_missing_events = 50
+
+[admin]
+# The admin API used by `mxfed admin` (plain HTTP with a bearer token: keep it on loopback).
+# Port 0 picks a free port; the URL is written to admin.json in the data directory.
+addr = "127.0.0.1:0"
+"#,
+        max_body = default_max_body(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_parses() {
+        let c: Config = toml::from_str(&default_file(
+            "localhost:8448",
+            "127.0.0.1:8448".parse().unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(c.server_name, "localhost:8448");
+        assert!(c.federation.verify_tls && !c.dev);
+        assert_eq!(c.listeners.len(), 1);
+    }
+
+    #[test]
+    fn ip_policy() {
+        let p = IpPolicy::new(&default_blocklist(), &[]).unwrap();
+        assert!(!p.permits("127.0.0.1".parse().unwrap()));
+        assert!(!p.permits("10.1.2.3".parse().unwrap()));
+        assert!(!p.permits("::ffff:192.168.1.1".parse().unwrap()));
+        assert!(p.permits("1.1.1.1".parse().unwrap()));
+        let p = IpPolicy::new(&default_blocklist(), &["127.0.0.0/8".into()]).unwrap();
+        assert!(p.permits("127.0.0.1".parse().unwrap()));
+    }
+}

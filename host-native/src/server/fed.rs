@@ -1,0 +1,1219 @@
+//! The federation endpoints (DIGEST §12–§18). Each handler authenticates the request with
+//! X-Matrix (the [`Signed`] extractor), translates JSON to core calls and back, and answers
+//! errors as Matrix JSON ([`ApiError`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use mxfed_core::canonical::{Int, Object, Value};
+use mxfed_core::edu::Edu;
+use mxfed_core::event::{self, EventTemplate};
+use mxfed_core::inbound::{plan_inbound, Admission};
+use mxfed_core::pdu::{self, Verdict};
+use mxfed_core::room::RoomVerdict;
+use mxfed_core::server_keys::{KeyFetch, KeyQuery};
+use mxfed_core::transaction::{self, TransactionResponse};
+use mxfed_core::{xmatrix, RoomVersion};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::rooms::{self, checked, served_list, Entry};
+use super::{keys, log, now, AppState};
+
+type St = State<Arc<AppState>>;
+
+/// A JSON answer (canonical encoding; `Content-Type: application/json`).
+pub fn json(o: &Object) -> Response {
+    json_bytes(o.to_canonical_string().into_bytes())
+}
+
+fn json_bytes(b: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        b,
+    )
+        .into_response()
+}
+
+/// Path parameters, with a Matrix error when they do not decode.
+pub struct MPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for MPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(t)) => Ok(MPath(t)),
+            Err(e) => Err(ApiError::invalid(e.body_text())),
+        }
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
+/// Percent-decodes a query component (`+` is a space).
+pub fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query string's pairs, decoded, repeated keys kept (`ver`, `v`).
+pub fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// Reads a request body, refusing more than `limit` bytes with 413 `M_TOO_LARGE`.
+///
+/// # Errors
+/// 413 when too large.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            413,
+            "M_TOO_LARGE",
+            format!("request body over {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
+}
+
+/// A request whose X-Matrix authentication verified.
+pub struct Signed {
+    /// The authenticated origin server.
+    pub origin: String,
+    /// The raw body.
+    pub body: Bytes,
+    /// The body as parsed for the signature check.
+    pub content: Option<Value>,
+    /// The decoded query string.
+    pub query: Vec<(String, String)>,
+}
+
+impl Signed {
+    /// All values of a query parameter.
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.query
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+    /// The first value of a query parameter.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.all(key).first().copied()
+    }
+    /// The body as a JSON object (400 otherwise).
+    pub fn object(&self) -> Result<&Object, ApiError> {
+        match &self.content {
+            Some(Value::Object(o)) => Ok(o),
+            Some(_) => Err(ApiError::bad_json("request body is not a JSON object")),
+            None => Err(ApiError::new(400, "M_NOT_JSON", "request body missing")),
+        }
+    }
+}
+
+/// Verifies X-Matrix on a request, fetching the origin's keys when the core says so.
+///
+/// # Errors
+/// The Matrix error for the failure.
+pub async fn authenticate(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(String, Option<Value>), ApiError> {
+    let values: Vec<&str> = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let parsed = xmatrix::parse_authorization(&values)?;
+    let content = if body.is_empty() {
+        None
+    } else {
+        Some(xmatrix::parse_body(body)?)
+    };
+    for attempt in 0..2 {
+        let ring = keys::key_ring(state);
+        match xmatrix::verify_request(
+            &parsed,
+            &state.server_name,
+            method,
+            uri,
+            content.as_ref(),
+            &ring,
+            now(),
+        ) {
+            Ok(a) => {
+                state.outbound.mark_reachable(&a.origin);
+                return Ok((a.origin, content));
+            }
+            Err(e) if e.needs_keys() && attempt == 0 => {
+                let server = parsed.first().map(|h| h.origin.clone()).unwrap_or_default();
+                keys::fetch(
+                    state,
+                    &KeyFetch {
+                        server,
+                        minimum_valid_until_ts: now(),
+                    },
+                )
+                .await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(
+        401,
+        "M_UNAUTHORIZED",
+        "cannot verify the request's signature",
+    ))
+}
+
+impl FromRequest<Arc<AppState>> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let uri = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or_else(|| parts.uri.clone(), |o| o.0.clone());
+        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+        let bytes = read_body(&parts.headers, body, state.config.limits.max_body_bytes).await?;
+        let (origin, content) =
+            authenticate(state, parts.method.as_str(), pq, &parts.headers, &bytes).await?;
+        Ok(Signed {
+            origin,
+            body: bytes,
+            content,
+            query: query_pairs(uri.query()),
+        })
+    }
+}
+
+/// The federation router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let f = "/_matrix/federation";
+    Router::new()
+        .route("/.well-known/matrix/server", get(well_known))
+        .route(&format!("{f}/v1/version"), get(version))
+        .route("/_matrix/key/v2/server", get(key_server))
+        .route("/_matrix/key/v2/server/{key_id}", get(key_server))
+        .route("/_matrix/key/v2/query", post(key_query_post))
+        .route("/_matrix/key/v2/query/{server}", get(key_query_get))
+        .route(&format!("{f}/v1/send/{{txn}}"), put(send))
+        .route(&format!("{f}/v1/event/{{event_id}}"), get(get_event))
+        .route(&format!("{f}/v1/state/{{room}}"), get(get_state))
+        .route(&format!("{f}/v1/state_ids/{{room}}"), get(get_state_ids))
+        .route(&format!("{f}/v1/backfill/{{room}}"), get(backfill))
+        .route(
+            &format!("{f}/v1/get_missing_events/{{room}}"),
+            post(missing_events),
+        )
+        .route(
+            &format!("{f}/v1/event_auth/{{room}}/{{event_id}}"),
+            get(event_auth),
+        )
+        .route(&format!("{f}/v1/query/profile"), get(query_profile))
+        .route(&format!("{f}/v1/query/directory"), get(query_directory))
+        .route(&format!("{f}/v1/query/{{kind}}"), get(query_other))
+        .route(
+            &format!("{f}/v1/make_join/{{room}}/{{user}}"),
+            get(make_join),
+        )
+        .route(
+            &format!("{f}/v1/make_leave/{{room}}/{{user}}"),
+            get(make_leave),
+        )
+        .route(
+            &format!("{f}/v1/make_knock/{{room}}/{{user}}"),
+            get(make_knock),
+        )
+        .route(
+            &format!("{f}/v2/send_join/{{room}}/{{event_id}}"),
+            put(send_join),
+        )
+        .route(
+            &format!("{f}/v1/send_join/{{room}}/{{event_id}}"),
+            put(send_join_v1),
+        )
+        .route(
+            &format!("{f}/v2/send_leave/{{room}}/{{event_id}}"),
+            put(send_leave),
+        )
+        .route(
+            &format!("{f}/v1/send_leave/{{room}}/{{event_id}}"),
+            put(send_leave_v1),
+        )
+        .route(
+            &format!("{f}/v1/send_knock/{{room}}/{{event_id}}"),
+            put(send_knock),
+        )
+        .route(&format!("{f}/v2/invite/{{room}}/{{event_id}}"), put(invite))
+        .route(
+            &format!("{f}/v1/publicRooms"),
+            get(public_rooms).post(public_rooms),
+        )
+        .route(&format!("{f}/v1/user/devices/{{user}}"), get(user_devices))
+        .route(&format!("{f}/v1/user/keys/query"), post(user_keys_query))
+        .route(&format!("{f}/v1/user/keys/claim"), post(user_keys_claim))
+        .route(&format!("{f}/v1/openid/userinfo"), get(openid_userinfo))
+        .route(&format!("{f}/v1/hierarchy/{{room}}"), get(not_found_signed))
+        .route(
+            &format!("{f}/v1/timestamp_to_event/{{room}}"),
+            get(timestamp_to_event),
+        )
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn unrecognized() -> ApiError {
+    ApiError::unrecognized()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        405,
+        "M_UNRECOGNIZED",
+        "Unrecognized request: method not allowed",
+    )
+}
+
+async fn well_known(State(state): St) -> Response {
+    let mut o = Object::new();
+    o.insert("m.server", state.server_name.as_str());
+    json(&o)
+}
+
+async fn version() -> Response {
+    let mut server = Object::new();
+    server.insert("name", "mxfed");
+    server.insert("version", env!("CARGO_PKG_VERSION"));
+    let mut o = Object::new();
+    o.insert("server", server);
+    json(&o)
+}
+
+async fn key_server(State(state): St) -> Result<Response, ApiError> {
+    let o = keys::own_keys(&state, now()).ok_or_else(|| ApiError::internal("cannot sign keys"))?;
+    Ok(json(&o))
+}
+
+async fn answer_key_query(state: &AppState, q: &KeyQuery) -> Result<Response, ApiError> {
+    let fetches = state.key_cache().notary_fetches(q, now());
+    for f in fetches {
+        keys::fetch(state, &f).await;
+    }
+    let answer = state
+        .key_cache()
+        .notary_answer(q, &state.server_name, &state.keys)?;
+    Ok(json(&answer))
+}
+
+async fn key_query_post(
+    State(state): St,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(&headers, body, state.config.limits.max_body_bytes).await?;
+    let body = xmatrix::parse_body(&bytes)?;
+    let body = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_json("body is not an object"))?;
+    let q = KeyQuery::parse(body)?;
+    answer_key_query(&state, &q).await
+}
+
+async fn key_query_get(
+    State(state): St,
+    MPath(server): MPath<String>,
+) -> Result<Response, ApiError> {
+    mxfed_core::identifiers::validate_server_name(&server)?;
+    let mut q = KeyQuery::default();
+    q.servers.insert(server, BTreeMap::new());
+    answer_key_query(&state, &q).await
+}
+
+// ------------------------------------------------------------------------------------------------
+// Transactions
+// ------------------------------------------------------------------------------------------------
+
+async fn send(
+    State(state): St,
+    MPath(txn): MPath<String>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    let tx = transaction::parse_transaction(&s.body)?;
+    let versions: BTreeMap<String, &'static RoomVersion> = state
+        .rooms()
+        .iter()
+        .map(|(k, r)| (k.clone(), r.version()))
+        .collect();
+    let plan = {
+        let mut d = state.dedup();
+        plan_inbound(&s.origin, &txn, tx, &mut d, |r| versions.get(r).copied())
+    };
+    match &plan.admission {
+        Admission::New => {}
+        Admission::Duplicate(resp) => return Ok(json_bytes(resp.to_bytes())),
+        _ => {
+            return Err(ApiError::new(
+                429,
+                "M_UNKNOWN",
+                "Too many concurrent transactions",
+            ))
+        }
+    }
+    for r in &plan.rejected {
+        log(&format!(
+            "txn {txn} from {}: {} left out: {} ({})",
+            s.origin,
+            r.item,
+            r.error,
+            r.code()
+        ));
+    }
+    let mut response = TransactionResponse::new();
+    {
+        let _guard = state.writer.lock().await;
+        for room in &plan.rooms {
+            let pdus = room
+                .pdus
+                .iter()
+                .map(|p| (p.event_id.clone(), p.pdu.clone()))
+                .collect();
+            let results =
+                rooms::ingest(&state, &s.origin, &room.room_id, room.room_version, pdus).await;
+            for (id, err) in results {
+                match err {
+                    None => response.set_ok(id),
+                    Some(e) => response.set_error(id, e),
+                }
+            }
+        }
+    }
+    for edu in &plan.edus {
+        store_edu(&state, &s.origin, edu);
+    }
+    state.dedup().complete(&s.origin, &txn, response.clone());
+    let bytes = response.to_bytes();
+    let _ = state
+        .db()
+        .put_txn(&s.origin, &txn, &String::from_utf8_lossy(&bytes));
+    Ok(json_bytes(bytes))
+}
+
+/// Stores a typing or receipt EDU for each room it concerns that we know (others are logged).
+fn store_edu(state: &AppState, origin: &str, edu: &Edu) {
+    let known = |r: &str| state.rooms().contains_key(r);
+    let kind = edu.edu_type();
+    let content = edu.content();
+    match edu {
+        Edu::Typing(t) => {
+            if known(t.room_id()) {
+                let _ = state.db().add_edu(
+                    origin,
+                    kind,
+                    Some(t.room_id()),
+                    &content.to_canonical_string(),
+                );
+            }
+        }
+        Edu::Receipt(_) => {
+            for (room, per_room) in content.iter() {
+                if known(room) {
+                    let mut one = Object::new();
+                    one.insert(room, per_room.clone());
+                    let _ =
+                        state
+                            .db()
+                            .add_edu(origin, kind, Some(room), &one.to_canonical_string());
+                }
+            }
+        }
+        _ => {
+            let _ = state
+                .db()
+                .add_edu(origin, kind, None, &content.to_canonical_string());
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Event retrieval
+// ------------------------------------------------------------------------------------------------
+
+/// Whether `origin` has (or had) a member in the room: who may read its events.
+fn server_in_room(state: &AppState, room_id: &str, origin: &str) -> Result<(), ApiError> {
+    let rooms = state.rooms();
+    let room = rooms
+        .get(room_id)
+        .ok_or_else(|| ApiError::not_found("unknown room"))?;
+    let in_room = room.current_state().keys().any(|(t, k)| {
+        t == "m.room.member"
+            && mxfed_core::identifiers::user_server_name(k).is_ok_and(|s| s == origin)
+    });
+    if in_room {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!("{origin} is not in {room_id}")))
+    }
+}
+
+fn txn_shape(state: &AppState, pdus: Vec<Value>) -> Object {
+    let mut o = Object::new();
+    o.insert("origin", state.server_name.as_str());
+    o.insert("origin_server_ts", Int::saturating(now().as_i64()));
+    o.insert("pdus", Value::Array(pdus));
+    o
+}
+
+async fn get_event(
+    State(state): St,
+    MPath(event_id): MPath<String>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    let (ev, stored) =
+        rooms::served(&state, &event_id).ok_or_else(|| ApiError::not_found("unknown event"))?;
+    if stored.rejected {
+        return Err(ApiError::not_found("unknown event"));
+    }
+    server_in_room(&state, &stored.room_id, &s.origin)?;
+    Ok(json(&txn_shape(&state, vec![Value::Object(ev)])))
+}
+
+/// The state before an event and its auth chain, as event IDs.
+fn state_and_chain(
+    state: &AppState,
+    room_id: &str,
+    event_id: &str,
+) -> Result<(Vec<String>, Vec<String>), ApiError> {
+    let rooms = state.rooms();
+    let room = rooms
+        .get(room_id)
+        .ok_or_else(|| ApiError::not_found("unknown room"))?;
+    let st = room
+        .state_before_event(event_id)
+        .ok_or_else(|| ApiError::not_found("unknown event or its state"))?;
+    let ids: Vec<String> = st.values().cloned().collect();
+    let chain = room
+        .auth_chain(ids.iter().map(String::as_str))
+        .into_iter()
+        .map(|p| p.event_id.clone())
+        .collect();
+    Ok((ids, chain))
+}
+
+async fn get_state(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    server_in_room(&state, &room_id, &s.origin)?;
+    let event_id = s
+        .param("event_id")
+        .ok_or_else(|| ApiError::missing("event_id"))?;
+    let (ids, chain) = state_and_chain(&state, &room_id, event_id)?;
+    let mut o = Object::new();
+    o.insert(
+        "pdus",
+        Value::Array(served_list(&state, ids.iter().map(String::as_str))),
+    );
+    o.insert(
+        "auth_chain",
+        Value::Array(served_list(&state, chain.iter().map(String::as_str))),
+    );
+    Ok(json(&o))
+}
+
+fn strings(ids: &[String]) -> Value {
+    Value::Array(ids.iter().map(|i| Value::from(i.as_str())).collect())
+}
+
+async fn get_state_ids(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    server_in_room(&state, &room_id, &s.origin)?;
+    let event_id = s
+        .param("event_id")
+        .ok_or_else(|| ApiError::missing("event_id"))?;
+    let (ids, chain) = state_and_chain(&state, &room_id, event_id)?;
+    let mut o = Object::new();
+    o.insert("pdu_ids", strings(&ids));
+    o.insert("auth_chain_ids", strings(&chain));
+    Ok(json(&o))
+}
+
+async fn backfill(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    server_in_room(&state, &room_id, &s.origin)?;
+    let limit: usize = s
+        .param("limit")
+        .ok_or_else(|| ApiError::missing("limit"))?
+        .parse()
+        .map_err(|_| ApiError::invalid("limit is not a number"))?;
+    let from = s.all("v");
+    let ids: Vec<String> = {
+        let rooms = state.rooms();
+        let room = rooms
+            .get(&room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        room.backfill(&from, limit.min(100))
+            .into_iter()
+            .map(|p| p.event_id.clone())
+            .collect()
+    };
+    let pdus = served_list(&state, ids.iter().map(String::as_str));
+    Ok(json(&txn_shape(&state, pdus)))
+}
+
+fn id_list(o: &Object, field: &'static str) -> Result<Vec<String>, ApiError> {
+    o.get(field)
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::bad_json(format!("`{field}` must be a list")))?
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ApiError::bad_json(format!("`{field}` must hold strings")))
+        })
+        .collect()
+}
+
+async fn missing_events(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    server_in_room(&state, &room_id, &s.origin)?;
+    let body = s.object()?;
+    let earliest = id_list(body, "earliest_events")?;
+    let latest = id_list(body, "latest_events")?;
+    let limit = body.get("limit").and_then(Value::as_int).unwrap_or(10);
+    let min_depth = body.get("min_depth").and_then(Value::as_int).unwrap_or(0);
+    let limit = usize::try_from(limit.clamp(0, 20)).unwrap_or(10);
+    let ids: Vec<String> = {
+        let rooms = state.rooms();
+        let room = rooms
+            .get(&room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        let e: Vec<&str> = earliest.iter().map(String::as_str).collect();
+        let l: Vec<&str> = latest.iter().map(String::as_str).collect();
+        room.missing_events(&e, &l, limit, min_depth)
+            .into_iter()
+            .map(|p| p.event_id.clone())
+            .collect()
+    };
+    let mut o = Object::new();
+    o.insert(
+        "events",
+        Value::Array(served_list(&state, ids.iter().map(String::as_str))),
+    );
+    Ok(json(&o))
+}
+
+async fn event_auth(
+    State(state): St,
+    MPath((room_id, event_id)): MPath<(String, String)>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    server_in_room(&state, &room_id, &s.origin)?;
+    let ids: Vec<String> = {
+        let rooms = state.rooms();
+        let room = rooms
+            .get(&room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        if !room.contains(&event_id) {
+            return Err(ApiError::not_found("unknown event"));
+        }
+        room.auth_chain([event_id.as_str()])
+            .into_iter()
+            .map(|p| p.event_id.clone())
+            .collect()
+    };
+    let mut o = Object::new();
+    o.insert(
+        "auth_chain",
+        Value::Array(served_list(&state, ids.iter().map(String::as_str))),
+    );
+    Ok(json(&o))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Queries
+// ------------------------------------------------------------------------------------------------
+
+async fn query_profile(State(state): St, s: Signed) -> Result<Response, ApiError> {
+    let user = s
+        .param("user_id")
+        .ok_or_else(|| ApiError::missing("user_id"))?;
+    if !state.is_local_user(user) {
+        return Err(ApiError::invalid("user is not hosted on this server"));
+    }
+    let (display, _) = state
+        .db()
+        .user(user)?
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    let mut o = Object::new();
+    match s.param("field") {
+        None | Some("displayname") => {
+            if let Some(d) = display {
+                o.insert("displayname", d);
+            }
+        }
+        Some(_) => {}
+    }
+    Ok(json(&o))
+}
+
+async fn query_directory(_s: Signed) -> ApiError {
+    ApiError::not_found("Room alias not found")
+}
+
+async fn query_other(_s: Signed) -> ApiError {
+    ApiError::unrecognized()
+}
+
+async fn not_found_signed(_s: Signed) -> ApiError {
+    ApiError::not_found("not found")
+}
+
+async fn timestamp_to_event(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    server_in_room(&state, &room_id, &s.origin)?;
+    let ts: i64 = s
+        .param("ts")
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| ApiError::missing("ts"))?;
+    let forward = s.param("dir") != Some("b");
+    let events = state.db().room_events(&room_id)?;
+    let mut best: Option<(i64, String)> = None;
+    for e in events.iter().filter(|e| !e.outlier && !e.rejected) {
+        let Ok(o) = mxfed_core::canonical::parse_object(
+            e.json.as_bytes(),
+            &mxfed_core::canonical::ParseOptions::LEGACY,
+        ) else {
+            continue;
+        };
+        let t = o
+            .get("origin_server_ts")
+            .and_then(Value::as_int)
+            .unwrap_or(0);
+        let better = |b: i64| if forward { t < b } else { t > b };
+        let ok = if forward { t >= ts } else { t <= ts };
+        if ok && best.as_ref().is_none_or(|(b, _)| better(*b)) {
+            best = Some((t, e.event_id.clone()));
+        }
+    }
+    let (t, id) = best.ok_or_else(|| ApiError::not_found("no event found"))?;
+    let mut o = Object::new();
+    o.insert("event_id", id);
+    o.insert("origin_server_ts", Int::saturating(t));
+    Ok(json(&o))
+}
+
+async fn public_rooms(_s: Signed) -> Response {
+    let mut o = Object::new();
+    o.insert("chunk", Value::Array(Vec::new()));
+    o.insert("total_room_count_estimate", Int::ZERO);
+    json(&o)
+}
+
+async fn user_devices(
+    State(state): St,
+    MPath(user): MPath<String>,
+    _s: Signed,
+) -> Result<Response, ApiError> {
+    if !state.is_local_user(&user) || state.db().user(&user)?.is_none() {
+        return Err(ApiError::not_found("no such user"));
+    }
+    let mut o = Object::new();
+    o.insert("user_id", user.as_str());
+    o.insert("stream_id", Int::ZERO);
+    o.insert("devices", Value::Array(Vec::new()));
+    Ok(json(&o))
+}
+
+async fn user_keys_query(_s: Signed) -> Response {
+    let mut o = Object::new();
+    o.insert("device_keys", Object::new());
+    json(&o)
+}
+
+async fn user_keys_claim(_s: Signed) -> Response {
+    let mut o = Object::new();
+    o.insert("one_time_keys", Object::new());
+    json(&o)
+}
+
+async fn openid_userinfo() -> ApiError {
+    ApiError::new(401, "M_UNKNOWN_TOKEN", "unknown OpenID token")
+}
+
+// ------------------------------------------------------------------------------------------------
+// Membership handshakes, as the resident server
+// ------------------------------------------------------------------------------------------------
+
+fn check_user_origin(user: &str, origin: &str) -> Result<(), ApiError> {
+    let server = mxfed_core::identifiers::user_server_name(user)?;
+    if server != origin {
+        return Err(ApiError::forbidden(format!(
+            "{user} does not belong to {origin}"
+        )));
+    }
+    Ok(())
+}
+
+fn incompatible(v: &RoomVersion) -> ApiError {
+    let mut e = ApiError::new(
+        400,
+        "M_INCOMPATIBLE_ROOM_VERSION",
+        format!("your server does not support room version {}", v.id),
+    );
+    e.extra = Some(("room_version", v.id.to_owned()));
+    e
+}
+
+async fn make_membership(
+    state: &AppState,
+    room_id: &str,
+    user: &str,
+    s: &Signed,
+    membership: &str,
+) -> Result<Response, ApiError> {
+    check_user_origin(user, &s.origin)?;
+    let mut content = Object::new();
+    content.insert("membership", membership);
+    let t = EventTemplate {
+        room_id: Some(room_id.to_owned()),
+        event_type: "m.room.member".into(),
+        sender: user.to_owned(),
+        state_key: Some(user.to_owned()),
+        content,
+        redacts: None,
+    };
+    let built = {
+        let rooms = state.rooms();
+        let room = rooms
+            .get(room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        let v = room.version();
+        if membership != "leave" {
+            let mut vers = s.all("ver");
+            if vers.is_empty() {
+                vers.push("1");
+            }
+            if !vers.contains(&v.id) || (membership == "knock" && !v.knock) {
+                return Err(incompatible(v));
+            }
+        }
+        drop(rooms);
+        rooms::build_local(state, room_id, &t)?
+    };
+    let (v, verdict) = {
+        let rooms = state.rooms();
+        let room = rooms
+            .get(room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        let mut trial = room.clone();
+        (
+            room.version(),
+            trial.receive(&checked(&built.event_id, built.pdu.clone(), false)),
+        )
+    };
+    if verdict != RoomVerdict::Accepted {
+        return Err(ApiError::forbidden(format!(
+            "you are not allowed to {membership} this room ({})",
+            verdict.code().unwrap_or("")
+        )));
+    }
+    let mut ev = built.pdu;
+    ev.remove("hashes");
+    ev.remove("signatures");
+    ev.remove("unsigned");
+    let mut o = Object::new();
+    o.insert("room_version", v.id);
+    o.insert("event", ev);
+    Ok(json(&o))
+}
+
+async fn make_join(
+    State(state): St,
+    MPath((room, user)): MPath<(String, String)>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    make_membership(&state, &room, &user, &s, "join").await
+}
+
+async fn make_leave(
+    State(state): St,
+    MPath((room, user)): MPath<(String, String)>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    make_membership(&state, &room, &user, &s, "leave").await
+}
+
+async fn make_knock(
+    State(state): St,
+    MPath((room, user)): MPath<(String, String)>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    if s.all("ver").is_empty() {
+        return Err(ApiError::missing("ver"));
+    }
+    make_membership(&state, &room, &user, &s, "knock").await
+}
+
+/// Validates, checks and takes in a `send_join`/`send_leave`/`send_knock` event; returns it.
+async fn send_membership(
+    state: &Arc<AppState>,
+    room_id: &str,
+    event_id: &str,
+    s: &Signed,
+    membership: &str,
+) -> Result<Object, ApiError> {
+    let v = state
+        .rooms()
+        .get(room_id)
+        .map(|r| r.version())
+        .ok_or_else(|| ApiError::not_found("unknown room"))?;
+    let ev = pdu::parse_pdu(&s.body, v)?;
+    let content_membership = ev
+        .get_object("content")
+        .and_then(|c| c.get_str("membership"));
+    let sender = ev.get_str("sender").unwrap_or_default();
+    if ev.get_str("type") != Some("m.room.member")
+        || content_membership != Some(membership)
+        || ev.get_str("state_key") != Some(sender)
+        || ev.get_str("room_id") != Some(room_id)
+    {
+        return Err(ApiError::invalid(format!(
+            "not a {membership} of its sender in this room"
+        )));
+    }
+    check_user_origin(sender, &s.origin).map_err(|e| ApiError::invalid(e.error))?;
+    let computed = event::event_id(&ev, v)?;
+    if computed != event_id {
+        return Err(ApiError::invalid("the event ID does not match the path"));
+    }
+    let check = rooms::check_events(state, v, vec![ev])
+        .await
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("no check"))?;
+    if check.verdict != Verdict::Accepted {
+        let why = match &check.verdict {
+            Verdict::Rejected { code, message } => format!("{code}: {message}"),
+            _ => "content hash mismatch".into(),
+        };
+        return Err(ApiError::invalid(why));
+    }
+    let _guard = state.writer.lock().await;
+    let ev = check.event.clone().unwrap_or_default();
+    let verdict = {
+        let mut rooms = state.rooms();
+        let room = rooms
+            .get_mut(room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        if room.contains(event_id) {
+            RoomVerdict::Accepted
+        } else {
+            let mut trial = room.clone();
+            let verdict = trial.receive(&check);
+            if verdict == RoomVerdict::Accepted {
+                *room = trial;
+            }
+            verdict
+        }
+    };
+    if verdict != RoomVerdict::Accepted {
+        return Err(ApiError::forbidden(format!(
+            "the room's rules refuse this {membership} ({})",
+            verdict.code().unwrap_or("")
+        )));
+    }
+    rooms::commit(
+        state,
+        room_id,
+        &[Entry {
+            event_id: event_id.to_owned(),
+            event: ev.clone(),
+            verdict,
+            outlier: false,
+            state_before: None,
+            origin: s.origin.clone(),
+        }],
+    )?;
+    rooms::distribute(state, room_id, event_id, &ev, &[&s.origin]);
+    Ok(ev)
+}
+
+async fn send_join_answer(
+    state: &Arc<AppState>,
+    room_id: &str,
+    event_id: &str,
+    s: &Signed,
+) -> Result<Object, ApiError> {
+    let ev = send_membership(state, room_id, event_id, s, "join").await?;
+    let (ids, chain) = state_and_chain(state, room_id, event_id)?;
+    let mut chain_ids = chain;
+    let own_chain: Vec<String> = state
+        .rooms()
+        .get(room_id)
+        .map(|r| {
+            r.auth_chain([event_id])
+                .into_iter()
+                .map(|p| p.event_id.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    for id in own_chain {
+        if !chain_ids.contains(&id) {
+            chain_ids.push(id);
+        }
+    }
+    let servers: Vec<Value> = state
+        .rooms()
+        .get(room_id)
+        .map(|r| r.joined_servers().into_iter().map(Value::from).collect())
+        .unwrap_or_default();
+    let mut o = Object::new();
+    o.insert(
+        "state",
+        Value::Array(served_list(state, ids.iter().map(String::as_str))),
+    );
+    o.insert(
+        "auth_chain",
+        Value::Array(served_list(state, chain_ids.iter().map(String::as_str))),
+    );
+    o.insert("event", ev);
+    o.insert("members_omitted", false);
+    o.insert("servers_in_room", Value::Array(servers));
+    Ok(o)
+}
+
+async fn send_join(
+    State(state): St,
+    MPath((room, event_id)): MPath<(String, String)>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    Ok(json(&send_join_answer(&state, &room, &event_id, &s).await?))
+}
+
+/// The old array form: `[200, {…}]`.
+fn v1_shape(o: Object) -> Response {
+    let list = Value::Array(vec![Value::from(Int::from(200u32)), Value::Object(o)]);
+    json_bytes(list.to_canonical_string().into_bytes())
+}
+
+async fn send_join_v1(
+    State(state): St,
+    MPath((room, event_id)): MPath<(String, String)>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    Ok(v1_shape(
+        send_join_answer(&state, &room, &event_id, &s).await?,
+    ))
+}
+
+async fn send_leave(
+    State(state): St,
+    MPath((room, event_id)): MPath<(String, String)>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    send_membership(&state, &room, &event_id, &s, "leave").await?;
+    Ok(json(&Object::new()))
+}
+
+async fn send_leave_v1(
+    State(state): St,
+    MPath((room, event_id)): MPath<(String, String)>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    send_membership(&state, &room, &event_id, &s, "leave").await?;
+    Ok(v1_shape(Object::new()))
+}
+
+async fn send_knock(
+    State(state): St,
+    MPath((room, event_id)): MPath<(String, String)>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    let ev = send_membership(&state, &room, &event_id, &s, "knock").await?;
+    let sender = ev.get_str("sender").unwrap_or_default().to_owned();
+    let stripped: Vec<Value> = state
+        .rooms()
+        .get(&room)
+        .map(|r| {
+            r.prejoin_state(&sender)
+                .into_iter()
+                .map(|p| Value::Object(stripped_event(&p.event)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut o = Object::new();
+    o.insert("knock_room_state", Value::Array(stripped));
+    Ok(json(&o))
+}
+
+fn stripped_event(ev: &Object) -> Object {
+    let mut o = Object::new();
+    for k in ["type", "state_key", "sender", "content"] {
+        if let Some(v) = ev.get(k) {
+            o.insert(k, v.clone());
+        }
+    }
+    o
+}
+
+async fn invite(
+    State(state): St,
+    MPath((room_id, event_id)): MPath<(String, String)>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    let body = s.object()?;
+    let version = body.get_str("room_version").unwrap_or("1");
+    let v = RoomVersion::get(version).map_err(|e| {
+        let mut a = ApiError::new(
+            400,
+            "M_INCOMPATIBLE_ROOM_VERSION",
+            format!("room version {} is not supported", e.0),
+        );
+        a.extra = Some(("room_version", e.0));
+        a
+    })?;
+    let ev = body
+        .get_object("event")
+        .cloned()
+        .ok_or_else(|| ApiError::bad_json("`event` is missing"))?;
+    let sender = ev.get_str("sender").unwrap_or_default().to_owned();
+    let target = ev.get_str("state_key").unwrap_or_default().to_owned();
+    let content_membership = ev
+        .get_object("content")
+        .and_then(|c| c.get_str("membership"));
+    if ev.get_str("type") != Some("m.room.member")
+        || content_membership != Some("invite")
+        || ev.get_str("room_id") != Some(room_id.as_str())
+    {
+        return Err(ApiError::invalid("not an invite into this room"));
+    }
+    check_user_origin(&sender, &s.origin).map_err(|e| ApiError::invalid(e.error))?;
+    if !state.is_local_user(&target) {
+        return Err(ApiError::invalid("the invited user is not on this server"));
+    }
+    let (_, auto_accept) = state
+        .db()
+        .user(&target)?
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    if event::event_id(&ev, v)? != event_id {
+        return Err(ApiError::invalid("the event ID does not match the path"));
+    }
+    let check = rooms::check_events(&state, v, vec![ev])
+        .await
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("no check"))?;
+    if check.verdict != Verdict::Accepted {
+        return Err(ApiError::invalid(
+            "the invite's signature or hash does not verify",
+        ));
+    }
+    let mut ev = check.event.unwrap_or_default();
+    let key = state
+        .keys
+        .first()
+        .ok_or_else(|| ApiError::internal("no signing key"))?;
+    event::hash_and_sign_event(&mut ev, v, &state.server_name, key)?;
+    let room_state = body
+        .get("invite_room_state")
+        .cloned()
+        .unwrap_or(Value::Array(Vec::new()));
+    state.db().put_invite(&super::store::Invite {
+        room_id: room_id.clone(),
+        user_id: target.clone(),
+        room_version: v.id.to_owned(),
+        origin: s.origin.clone(),
+        event: ev.to_canonical_string(),
+        invite_room_state: room_state.to_canonical_string(),
+        status: "pending".into(),
+    })?;
+    state.changed.notify_waiters();
+    log(&format!("{target} invited to {room_id} by {sender}"));
+    if auto_accept {
+        let st = state.clone();
+        let origin = s.origin.clone();
+        tokio::spawn(async move {
+            for via in rooms::join_candidates(&[origin], &room_id, None) {
+                match rooms::remote_membership(&st, &room_id, &target, &via, "join").await {
+                    Ok(id) => {
+                        log(&format!("{target} joined {room_id} ({id}) via {via}"));
+                        return;
+                    }
+                    Err(e) => log(&format!("auto-accept: join {room_id} via {via}: {e}")),
+                }
+            }
+        });
+    }
+    let mut o = Object::new();
+    o.insert("event", ev);
+    Ok(json(&o))
+}

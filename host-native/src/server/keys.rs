@@ -1,0 +1,158 @@
+//! Keys: our own `/_matrix/key/v2/server` answer, and fetching other servers' keys when the core
+//! `KeyCache` says so (directly, then through the configured notaries), persisted in SQLite.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mxfed_core::canonical::{Int, Object, Value};
+use mxfed_core::keys::{KeyId, VerifyKey};
+use mxfed_core::pdu::required_signers;
+use mxfed_core::server_keys::{build_server_keys, verify_notary_response, KeyFetch, KeyRing};
+use mxfed_core::{Millis, RoomVersion, Timestamp};
+
+use super::{log, now, AppState};
+
+/// How long our key answer says it is valid (Synapse's default refresh interval).
+pub const OWN_KEYS_VALIDITY: Millis = Millis::from_secs(24 * 3600);
+
+/// Our self-signed key answer, valid for a day from `at`.
+pub fn own_keys(state: &AppState, at: Timestamp) -> Option<Object> {
+    let until = Int::saturating(at.saturating_add(OWN_KEYS_VALIDITY).as_i64());
+    build_server_keys(&state.server_name, &state.keys, &[], until).ok()
+}
+
+/// The key ring to verify with, making sure our own keys are in it and fresh.
+pub fn key_ring(state: &AppState) -> KeyRing {
+    let t = now();
+    let mut cache = state.key_cache();
+    let stale = cache.refresh_at(&state.server_name).is_none_or(|r| r <= t);
+    if stale {
+        if let Some(own) = own_keys(state, t) {
+            let _ = cache.insert(own, Some(&state.server_name), t);
+        }
+    }
+    cache.key_ring().clone()
+}
+
+/// Loads the key responses cached in the database into the core cache.
+pub fn load(state: &AppState) {
+    let rows = state.db().server_keys().unwrap_or_default();
+    let mut cache = state.key_cache();
+    for (server, response, fetched) in rows {
+        let parsed = mxfed_core::canonical::parse_object(
+            response.as_bytes(),
+            &mxfed_core::canonical::ParseOptions::LEGACY,
+        );
+        if let Ok(o) = parsed {
+            let _ = cache.insert(o, Some(&server), Timestamp::from_i64(fetched));
+        }
+    }
+}
+
+fn remember(state: &AppState, server: &str, response: Object) -> bool {
+    let t = now();
+    let text = response.to_canonical_string();
+    let ok = state.key_cache().insert(response, Some(server), t).is_ok();
+    if ok {
+        let _ = state.db().put_server_keys(server, &text, t.as_i64());
+    }
+    ok
+}
+
+/// Fetches a server's keys: directly, then from each trusted notary. Returns whether some
+/// answer was verified and cached.
+pub async fn fetch(state: &AppState, f: &KeyFetch) -> bool {
+    if f.server == state.server_name {
+        let _ = key_ring(state);
+        return true;
+    }
+    match state
+        .client
+        .json_opt(&f.server, "GET", "/_matrix/key/v2/server", None, false)
+        .await
+    {
+        Ok(o) => {
+            if remember(state, &f.server, o) {
+                return true;
+            }
+            log(&format!("keys of {}: answer did not verify", f.server));
+        }
+        Err(e) => log(&format!("keys of {}: {e}", f.server)),
+    }
+    for notary in &state.config.federation.trusted_notaries {
+        let keys: BTreeMap<KeyId, VerifyKey> = notary
+            .verify_keys
+            .iter()
+            .filter_map(|(id, k)| Some((KeyId::parse(id).ok()?, VerifyKey::from_base64(k).ok()?)))
+            .collect();
+        let mut crit = Object::new();
+        crit.insert(
+            "minimum_valid_until_ts",
+            Int::saturating(f.minimum_valid_until_ts.as_i64()),
+        );
+        let mut per_server = Object::new();
+        per_server.insert(f.server.as_str(), Object::new());
+        let mut body = Object::new();
+        body.insert("server_keys", per_server);
+        let answer = state
+            .client
+            .json_opt(
+                &notary.server_name,
+                "POST",
+                "/_matrix/key/v2/query",
+                Some(&body),
+                false,
+            )
+            .await;
+        let Ok(answer) = answer else { continue };
+        let Ok(checked) = verify_notary_response(&answer, &notary.server_name, &keys) else {
+            continue;
+        };
+        let mut got = false;
+        for (k, o) in checked.accepted {
+            if k.server_name == f.server {
+                got |= remember(state, &f.server, o);
+            }
+        }
+        if got {
+            return true;
+        }
+    }
+    false
+}
+
+/// Makes sure the keys needed to check these events (all of one room version) are cached,
+/// fetching each server at most once.
+pub async fn ensure_for_events(state: &AppState, events: &[&Object], v: &'static RoomVersion) {
+    let mut fetches: BTreeMap<String, KeyFetch> = BTreeMap::new();
+    {
+        let cache = state.key_cache();
+        for ev in events {
+            let Ok(servers) = required_signers(ev, v) else {
+                continue;
+            };
+            let ts = ev
+                .get("origin_server_ts")
+                .and_then(Value::as_int)
+                .map_or(Timestamp::ZERO, Timestamp::from_i64);
+            for server in servers {
+                if fetches.contains_key(&server) || server == state.server_name {
+                    continue;
+                }
+                let ids: Vec<KeyId> = ev
+                    .get_object("signatures")
+                    .and_then(|s| s.get_object(&server))
+                    .map(|o| o.keys().filter_map(|k| KeyId::parse(k).ok()).collect())
+                    .unwrap_or_default();
+                if let Some(f) = cache.fetch_for_event(&server, &ids, ts, v) {
+                    fetches.insert(server, f);
+                }
+            }
+        }
+    }
+    let mut done = BTreeSet::new();
+    for (server, f) in fetches {
+        if done.insert(server) {
+            fetch(state, &f).await;
+        }
+    }
+}

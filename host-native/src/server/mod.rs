@@ -1,0 +1,188 @@
+//! `mxfed serve`: a Matrix federation server that hosts its own (virtual) users, on axum with
+//! SQLite storage. The host moves bytes, keeps time, stores and retries; every protocol decision
+//! is a call into `mxfed-core` (X-Matrix, key cache policy, transactions, the outbound queue,
+//! event building and the room pipeline).
+//!
+//! - [`app`] builds the federation [`axum::Router`] from an [`AppState`], so tests can call it
+//!   without a socket; [`run`] serves it on an already-bound listener until `shutdown`.
+//! - [`serve::serve`] is `mxfed serve`: first-run set-up, config, binding, start-up banner.
+//! - [`admin`] is the admin API that `mxfed admin` ([`admin_cli`]) talks to.
+
+pub mod admin;
+pub mod admin_cli;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod fed;
+pub mod keys;
+pub mod outbound;
+pub mod rooms;
+pub mod serve;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use mxfed_core::inbound::TxnDedup;
+use mxfed_core::keys::SigningKey;
+use mxfed_core::room::Room;
+use mxfed_core::server_keys::KeyCache;
+use mxfed_core::Timestamp;
+
+pub use self::config::Config;
+use self::error::ApiError;
+
+/// The wall clock, in milliseconds since the epoch (the host's job: the core takes time as data).
+pub fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    Timestamp(ms)
+}
+
+/// One log line on stderr.
+pub fn log(msg: &str) {
+    eprintln!("mxfed: {msg}");
+}
+
+/// Random bytes from the OS.
+///
+/// # Errors
+/// When the OS has no entropy to give.
+pub fn random<const N: usize>() -> Result<[u8; N], ApiError> {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).map_err(|e| ApiError::internal(format!("getrandom: {e}")))?;
+    Ok(b)
+}
+
+/// A random token of URL-safe characters.
+///
+/// # Errors
+/// When the OS has no entropy to give.
+pub fn random_token(bytes: usize) -> Result<String, ApiError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let raw: [u8; 64] = random()?;
+    Ok(raw
+        .iter()
+        .take(bytes.min(64))
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect())
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// Our server name.
+    pub server_name: String,
+    /// Our signing keys (the first signs).
+    pub keys: Vec<SigningKey>,
+    /// The configuration in force (flags applied).
+    pub config: Config,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The database. Held only for short, synchronous sections (never across an await).
+    pub store: Mutex<store::Store>,
+    /// Every room we know, rebuilt from the database at start. Held briefly, never across I/O.
+    pub rooms: Mutex<BTreeMap<String, Room>>,
+    /// Serialises changes to rooms (receiving, creating events), which may wait on other
+    /// servers; reads never take it, so two servers fetching from each other cannot deadlock.
+    pub writer: tokio::sync::Mutex<()>,
+    /// Other servers' keys and the policy of when to refetch them.
+    pub key_cache: Mutex<KeyCache>,
+    /// Transactions already answered, per origin.
+    pub dedup: Mutex<TxnDedup>,
+    /// Outbound federation requests.
+    pub client: client::FedClient,
+    /// One sending queue per destination.
+    pub outbound: outbound::Outbound,
+    /// Bearer token of the admin API.
+    pub admin_token: String,
+    /// Woken whenever events are stored, for the admin API's waits.
+    pub changed: tokio::sync::Notify,
+}
+
+impl AppState {
+    /// Locks the database (a poisoned lock is recovered: the connection is still valid).
+    pub fn db(&self) -> MutexGuard<'_, store::Store> {
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Locks the rooms.
+    pub fn rooms(&self) -> MutexGuard<'_, BTreeMap<String, Room>> {
+        self.rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Locks the key cache.
+    pub fn key_cache(&self) -> MutexGuard<'_, KeyCache> {
+        self.key_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Locks the transaction de-duplication window.
+    pub fn dedup(&self) -> MutexGuard<'_, TxnDedup> {
+        self.dedup
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a user ID is one of ours.
+    pub fn is_local_user(&self, user_id: &str) -> bool {
+        mxfed_core::identifiers::user_server_name(user_id).is_ok_and(|s| s == self.server_name)
+    }
+
+    /// `@name:us` from a local part or a full user ID.
+    pub fn user_id(&self, name: &str) -> String {
+        if name.starts_with('@') {
+            name.to_owned()
+        } else {
+            format!("@{name}:{}", self.server_name)
+        }
+    }
+}
+
+/// The federation router (`/.well-known/matrix/server`, `/_matrix/key/…`,
+/// `/_matrix/federation/…`), with Matrix errors for unknown paths and methods.
+pub fn app(state: Arc<AppState>) -> Router {
+    fed::router(state)
+}
+
+/// Serves `router` on an already-bound listener (TLS when `tls` is given) until `shutdown`
+/// resolves, then finishes the requests in flight.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn run(
+    listener: std::net::TcpListener,
+    router: Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    match tls {
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+            });
+            axum_server::from_tcp_rustls(listener, tls)
+                .handle(handle)
+                .serve(router.into_make_service())
+                .await
+        }
+        None => {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Outbound transactions: one core `DestinationQueue` per destination, driven by a tokio task
+//! (`poll_transmit` → signed `PUT /send` → `handle_response`; sleep until `poll_timeout`). Every
+//! queued PDU is in the `outbound` table until the destination acknowledged it (or refused it
+//! for good), so a restart loses nothing: the queue is filled again from the table.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use mxfed_core::canonical::{self, Object, ParseOptions};
+use mxfed_core::outbound::{DestinationQueue, Event, Failure, OutboundConfig, Outcome};
+use mxfed_core::transaction::TransactionResponse;
+use mxfed_core::{Millis, Timestamp};
+use tokio::sync::mpsc;
+
+use super::client::FetchError;
+use super::{log, now, AppState};
+
+/// What the host tells a destination's task.
+#[derive(Debug)]
+enum Cmd {
+    /// Send this PDU.
+    Pdu {
+        event_id: String,
+        room_id: String,
+        pdu: Object,
+    },
+    /// The destination contacted us: retry now.
+    Reachable,
+}
+
+/// The senders of every destination's task.
+#[derive(Default)]
+pub struct Outbound {
+    tasks: Mutex<BTreeMap<String, mpsc::UnboundedSender<Cmd>>>,
+}
+
+impl Outbound {
+    fn sender(&self, state: &Arc<AppState>, dest: &str) -> Option<mpsc::UnboundedSender<Cmd>> {
+        let mut tasks = self.tasks.lock().ok()?;
+        if let Some(tx) = tasks.get(dest) {
+            if !tx.is_closed() {
+                return Some(tx.clone());
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tasks.insert(dest.to_owned(), tx.clone());
+        // Outside a runtime (unit tests of the router) there is nothing to drive the queue; the
+        // PDU stays in the table for the next start.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(run_destination(state.clone(), dest.to_owned(), rx));
+        }
+        Some(tx)
+    }
+
+    /// Persists a PDU for a destination and hands it to its task.
+    pub fn queue_pdu(
+        &self,
+        state: &Arc<AppState>,
+        dest: &str,
+        event_id: &str,
+        room_id: &str,
+        pdu: Object,
+    ) {
+        let text = pdu.to_canonical_string();
+        if let Err(e) = state
+            .db()
+            .queue_outbound(dest, "pdu", Some(event_id), Some(room_id), &text)
+        {
+            log(&format!("cannot persist outbound PDU for {dest}: {e}"));
+        }
+        if let Some(tx) = self.sender(state, dest) {
+            let _ = tx.send(Cmd::Pdu {
+                event_id: event_id.to_owned(),
+                room_id: room_id.to_owned(),
+                pdu,
+            });
+        }
+    }
+
+    /// A valid request from `origin` arrived: if we have a queue for it, retry now.
+    pub fn mark_reachable(&self, origin: &str) {
+        if let Ok(tasks) = self.tasks.lock() {
+            if let Some(tx) = tasks.get(origin) {
+                let _ = tx.send(Cmd::Reachable);
+            }
+        }
+    }
+
+    /// Starts a task for every destination with PDUs left in the table (at start-up).
+    pub fn restore(&self, state: &Arc<AppState>) {
+        let rows = state.db().outbound().unwrap_or_default();
+        let mut count = 0usize;
+        for (_, dest, kind, event_id, room_id, json) in rows {
+            if kind != "pdu" {
+                continue;
+            }
+            let (Some(event_id), Some(room_id)) = (event_id, room_id) else {
+                continue;
+            };
+            let Ok(pdu) = canonical::parse_object(json.as_bytes(), &ParseOptions::LEGACY) else {
+                continue;
+            };
+            if let Some(tx) = self.sender(state, &dest) {
+                let _ = tx.send(Cmd::Pdu {
+                    event_id,
+                    room_id,
+                    pdu,
+                });
+                count += 1;
+            }
+        }
+        if count > 0 {
+            log(&format!("{count} queued PDU(s) restored from the database"));
+        }
+    }
+}
+
+fn config() -> OutboundConfig {
+    OutboundConfig {
+        // Loopback peers come back quickly; a real one backs off to the cap anyway.
+        backoff_base: Millis(500),
+        backoff_cap: Millis::from_secs(3600),
+        ..OutboundConfig::default()
+    }
+}
+
+async fn transmit(state: &AppState, dest: &str, path: &str, body: &[u8]) -> Outcome {
+    let Ok(obj) = canonical::parse_object(body, &ParseOptions::LEGACY) else {
+        return Outcome::Failure(Failure::ClientError { status: 400 });
+    };
+    match state
+        .client
+        .request(dest, "PUT", path, Some(&obj), true)
+        .await
+    {
+        Ok((200, bytes)) => {
+            Outcome::Success(TransactionResponse::parse(&bytes).unwrap_or_default())
+        }
+        Ok((status, bytes)) => {
+            let retry = canonical::parse_object(&bytes, &ParseOptions::LEGACY)
+                .ok()
+                .and_then(|o| o.get("retry_after_ms").and_then(|v| v.as_int()))
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(Millis);
+            log(&format!("send to {dest}: HTTP {status}"));
+            Outcome::Failure(Failure::from_status(status, retry))
+        }
+        Err(FetchError::Timeout) => Outcome::Failure(Failure::Timeout),
+        Err(e) => {
+            log(&format!("send to {dest}: {e}"));
+            Outcome::Failure(Failure::Network)
+        }
+    }
+}
+
+fn handle_events(state: &AppState, q: &mut DestinationQueue) {
+    let dest = q.destination().to_owned();
+    while let Some(ev) = q.poll_event() {
+        match ev {
+            Event::Delivered { pdus, .. } => {
+                for p in pdus {
+                    let _ = state.db().outbound_done(&dest, &p.event_id);
+                }
+            }
+            Event::PduDropped { pdu, reason, .. } => {
+                log(&format!(
+                    "PDU {} for {dest} dropped: {reason:?}",
+                    pdu.event_id
+                ));
+                let _ = state.db().outbound_done(&dest, &pdu.event_id);
+            }
+            Event::RemotePduError { event_id, error } => {
+                log(&format!("{dest} refused {event_id}: {error}"));
+            }
+            Event::TransactionRejected { txn_id, status } => {
+                log(&format!(
+                    "{dest} refused transaction {txn_id} with HTTP {status}"
+                ));
+            }
+            Event::DestinationDown { retry_at } => {
+                log(&format!(
+                    "{dest} is unreachable; retrying at {}",
+                    retry_at.as_millis()
+                ));
+            }
+            Event::DestinationUp => log(&format!("{dest} is reachable again")),
+            _ => {}
+        }
+    }
+}
+
+fn sleep_until(t: Option<Timestamp>) -> std::time::Duration {
+    match t {
+        Some(t) => std::time::Duration::from_millis(t.saturating_since(now()).0),
+        None => std::time::Duration::from_secs(24 * 3600),
+    }
+}
+
+async fn run_destination(state: Arc<AppState>, dest: String, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    let seed = u64::from_le_bytes(super::random::<8>().unwrap_or([7; 8]));
+    let mut q = DestinationQueue::new(
+        state.server_name.clone(),
+        dest.clone(),
+        config(),
+        now(),
+        seed,
+    );
+    let apply = |q: &mut DestinationQueue, cmd: Cmd| match cmd {
+        Cmd::Pdu {
+            event_id,
+            room_id,
+            pdu,
+        } => q.queue_pdu(now(), event_id, room_id, pdu),
+        Cmd::Reachable => q.mark_reachable(now()),
+    };
+    loop {
+        while let Ok(cmd) = rx.try_recv() {
+            apply(&mut q, cmd);
+        }
+        handle_events(&state, &mut q);
+        if let Some(t) = q.poll_transmit(now()) {
+            let outcome = transmit(&state, &dest, &t.path, &t.body).await;
+            if let Err(e) = q.handle_response(now(), outcome) {
+                log(&format!("outbound queue for {dest}: {e}"));
+            }
+            continue;
+        }
+        let wait = sleep_until(q.poll_timeout());
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(c) => apply(&mut q, c),
+                None => return,
+            },
+            () = tokio::time::sleep(wait) => q.handle_timeout(now()),
+        }
+    }
+}

@@ -1,0 +1,941 @@
+//! Rooms: rebuilding the core `Room`s from storage, storing what the core decided, building and
+//! sending our own events, taking in other servers' events (filling gaps with
+//! `/get_missing_events`, else `/state`), and the join/leave/invite handshakes as the joining or
+//! inviting side.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use mxfed_core::auth::Pdu;
+use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
+use mxfed_core::event::{self, BuiltEvent, EventRef, EventTemplate};
+use mxfed_core::pdu::{check_pdu_object, PduCheck, Verdict};
+use mxfed_core::room::{Room, RoomVerdict};
+use mxfed_core::state_res::StateMap;
+use mxfed_core::RoomVersion;
+
+use super::client::encode_segment;
+use super::error::ApiError;
+use super::store::NewEvent;
+use super::{keys, log, now, AppState};
+
+/// A `PduCheck` for an event already checked (ours, or one read back from storage).
+pub fn checked(event_id: &str, ev: Object, redacted: bool) -> PduCheck {
+    PduCheck {
+        event_id: Some(event_id.to_owned()),
+        signatures: Vec::new(),
+        content_hash_ok: Some(!redacted),
+        verdict: if redacted {
+            Verdict::Redacted
+        } else {
+            Verdict::Accepted
+        },
+        event: Some(ev),
+    }
+}
+
+fn parse_stored(json: &str) -> Option<Object> {
+    canonical::parse_object(json.as_bytes(), &ParseOptions::LEGACY).ok()
+}
+
+fn state_to_rows(s: &StateMap) -> Vec<(String, String, String)> {
+    s.iter()
+        .map(|((t, k), id)| (t.clone(), k.clone(), id.clone()))
+        .collect()
+}
+
+fn state_to_text(s: &StateMap) -> String {
+    serde_json::to_string(&state_to_rows(s)).unwrap_or_else(|_| "[]".into())
+}
+
+fn state_from_text(t: &str) -> StateMap {
+    serde_json::from_str::<Vec<(String, String, String)>>(t)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(a, b, c)| ((a, b), c))
+        .collect()
+}
+
+/// Rebuilds every room from the database: its events replayed in stored order through the same
+/// core calls that first took them in.
+///
+/// # Errors
+/// Database errors or an unknown room version.
+pub fn load(state: &AppState) -> Result<usize, String> {
+    let rooms = state.db().rooms().map_err(|e| e.to_string())?;
+    let mut count = 0;
+    for (room_id, version) in rooms {
+        let v = RoomVersion::get(&version).map_err(|e| e.to_string())?;
+        let mut room = Room::new(v);
+        let events = state
+            .db()
+            .room_events(&room_id)
+            .map_err(|e| e.to_string())?;
+        for e in events {
+            let Some(obj) = parse_stored(&e.json) else {
+                log(&format!(
+                    "stored event {} does not parse; skipped",
+                    e.event_id
+                ));
+                continue;
+            };
+            let check = checked(&e.event_id, obj, e.verdict == "redacted");
+            if e.outlier {
+                room.add_outlier(&check);
+            } else if let Some(s) = &e.state_before {
+                room.receive_with_state(&check, state_from_text(s));
+            } else {
+                room.receive(&check);
+            }
+            count += 1;
+        }
+        state.rooms().insert(room_id, room);
+    }
+    Ok(count)
+}
+
+/// One event to store.
+pub struct Entry {
+    /// The event ID.
+    pub event_id: String,
+    /// The PDU as kept.
+    pub event: Object,
+    /// The room's verdict.
+    pub verdict: RoomVerdict,
+    /// Known only through an auth chain or state answer.
+    pub outlier: bool,
+    /// The state given with it.
+    pub state_before: Option<StateMap>,
+    /// Where it came from.
+    pub origin: String,
+}
+
+/// Stores events with the room's new extremities and current state (one fsync), applies
+/// redactions, and wakes the admin API's waits.
+pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), ApiError> {
+    let (extremities, cur) = {
+        let rooms = state.rooms();
+        let room = rooms
+            .get(room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        (
+            room.forward_extremities()
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>(),
+            state_to_rows(&room.current_state()),
+        )
+    };
+    let texts: Vec<(String, Option<String>)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.event.to_canonical_string(),
+                e.state_before.as_ref().map(state_to_text),
+            )
+        })
+        .collect();
+    let rows: Vec<NewEvent<'_>> = entries
+        .iter()
+        .zip(&texts)
+        .map(|(e, (json, sb))| NewEvent {
+            event_id: &e.event_id,
+            room_id,
+            depth: e.event.get("depth").and_then(Value::as_int).unwrap_or(0),
+            json,
+            verdict: e.verdict.as_str(),
+            reason: e.verdict.code(),
+            outlier: e.outlier,
+            state_before: sb.as_deref(),
+            origin: &e.origin,
+        })
+        .collect();
+    {
+        let mut db = state.db();
+        db.store_events(room_id, &rows, &extremities, &cur)?;
+        for e in entries {
+            if !matches!(e.verdict, RoomVerdict::Accepted | RoomVerdict::Redacted) || e.outlier {
+                continue;
+            }
+            if e.event.get_str("type") == Some("m.room.redaction") {
+                apply_redaction(state, &mut db, room_id, e);
+            }
+        }
+    }
+    state.changed.notify_waiters();
+    Ok(())
+}
+
+/// Marks the target of an accepted redaction as redacted when the redaction may apply: sent by
+/// the target's sender's server (the spec's same-server rule; the power-level path is not
+/// applied here, see docs/server.md).
+fn apply_redaction(state: &AppState, db: &mut super::store::Store, room_id: &str, e: &Entry) {
+    let rooms = state.rooms();
+    let Some(room) = rooms.get(room_id) else {
+        return;
+    };
+    let Ok(pdu) = Pdu::new(e.event.clone(), room.version()) else {
+        return;
+    };
+    let Some(target) = pdu.redacts() else { return };
+    let Some((t, _)) = room.event(target) else {
+        return;
+    };
+    if t.sender_server() == pdu.sender_server() {
+        let _ = db.set_redacted(target, &e.event_id);
+    }
+}
+
+/// A stored event as served: redacted if a redaction applies to it.
+pub fn served(state: &AppState, event_id: &str) -> Option<(Object, super::store::StoredEvent)> {
+    let stored = state.db().event(event_id).ok()??;
+    let mut ev = parse_stored(&stored.json)?;
+    if stored.redacted_by.is_some() {
+        let v = state.rooms().get(&stored.room_id).map(Room::version)?;
+        ev = event::redact(&ev, v);
+    }
+    Some((ev, stored))
+}
+
+/// Serves a list of known events (redacted where needed), in the given order.
+pub fn served_list<'a>(state: &AppState, ids: impl IntoIterator<Item = &'a str>) -> Vec<Value> {
+    ids.into_iter()
+        .filter_map(|id| served(state, id))
+        .map(|(e, _)| Value::Object(e))
+        .collect()
+}
+
+fn event_ref(room: &Room, id: &str) -> Option<EventRef> {
+    let (pdu, _) = room.event(id)?;
+    let v = room.version();
+    Some(EventRef {
+        event_id: id.to_owned(),
+        depth: pdu.depth(),
+        sha256: v
+            .event_refs_with_hashes
+            .then(|| mxfed_core::base64::encode(event::reference_hash(&pdu.event, v))),
+    })
+}
+
+/// Builds, hashes and signs a new event of ours in a known room (not yet received).
+pub fn build_local(
+    state: &AppState,
+    room_id: &str,
+    template: &EventTemplate,
+) -> Result<BuiltEvent, ApiError> {
+    let rooms = state.rooms();
+    let room = rooms
+        .get(room_id)
+        .ok_or_else(|| ApiError::not_found(format!("unknown room {room_id}")))?;
+    build_in(state, room, template)
+}
+
+fn build_in(
+    state: &AppState,
+    room: &Room,
+    template: &EventTemplate,
+) -> Result<BuiltEvent, ApiError> {
+    let v = room.version();
+    let prev: Vec<EventRef> = room
+        .forward_extremities()
+        .iter()
+        .filter_map(|id| event_ref(room, id))
+        .collect();
+    let cur: event::StateMap = room
+        .current_state()
+        .into_iter()
+        .filter_map(|(k, id)| Some((k, event_ref(room, &id)?)))
+        .collect();
+    let local = super::random_token(18)?;
+    let key = state
+        .keys
+        .first()
+        .ok_or_else(|| ApiError::internal("no signing key"))?;
+    Ok(event::build_event(
+        v,
+        &state.server_name,
+        template,
+        &prev,
+        &cur,
+        now(),
+        key,
+        Some(&local),
+    )?)
+}
+
+/// Receives one of our own events into its room and stores it. The room's rules decide: an
+/// event they reject or soft-fail is neither stored nor sent (403).
+pub fn accept_local(state: &AppState, built: &BuiltEvent) -> Result<(), ApiError> {
+    let verdict = {
+        let mut rooms = state.rooms();
+        let room = rooms
+            .get_mut(&built.room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        let mut trial = room.clone();
+        let verdict = trial.receive(&checked(&built.event_id, built.pdu.clone(), false));
+        if verdict == RoomVerdict::Accepted {
+            *room = trial;
+        }
+        verdict
+    };
+    if verdict != RoomVerdict::Accepted {
+        return Err(ApiError::forbidden(format!(
+            "the room's rules refuse this event ({})",
+            verdict.code().unwrap_or("not accepted")
+        )));
+    }
+    commit(
+        state,
+        &built.room_id,
+        &[Entry {
+            event_id: built.event_id.clone(),
+            event: built.pdu.clone(),
+            verdict,
+            outlier: false,
+            state_before: None,
+            origin: state.server_name.clone(),
+        }],
+    )
+}
+
+/// Queues an event for every server in the room but us and `exclude`.
+pub fn distribute(
+    state: &Arc<AppState>,
+    room_id: &str,
+    event_id: &str,
+    pdu: &Object,
+    exclude: &[&str],
+) {
+    let servers = state
+        .rooms()
+        .get(room_id)
+        .map(Room::joined_servers)
+        .unwrap_or_default();
+    for dest in servers {
+        if dest == state.server_name || exclude.contains(&dest.as_str()) {
+            continue;
+        }
+        state
+            .outbound
+            .queue_pdu(state, &dest, event_id, room_id, pdu.clone());
+    }
+}
+
+/// Builds, accepts, stores and sends one of our events. The caller holds `state.writer`.
+pub fn send_local(
+    state: &Arc<AppState>,
+    room_id: &str,
+    template: EventTemplate,
+) -> Result<String, ApiError> {
+    let built = build_local(state, room_id, &template)?;
+    accept_local(state, &built)?;
+    distribute(state, room_id, &built.event_id, &built.pdu, &[]);
+    Ok(built.event_id)
+}
+
+fn template(
+    room_id: Option<&str>,
+    kind: &str,
+    sender: &str,
+    state_key: Option<&str>,
+    content: Object,
+) -> EventTemplate {
+    EventTemplate {
+        room_id: room_id.map(str::to_owned),
+        event_type: kind.to_owned(),
+        sender: sender.to_owned(),
+        state_key: state_key.map(str::to_owned),
+        content,
+        redacts: None,
+    }
+}
+
+fn obj(json: &str) -> Object {
+    canonical::parse_object(json.as_bytes(), &ParseOptions::STRICT).unwrap_or_default()
+}
+
+/// Creates a room: create, the creator's join, power levels, join rules (invite) and history
+/// visibility (shared). Returns the room ID. The caller holds `state.writer`.
+pub fn create_room(
+    state: &Arc<AppState>,
+    creator: &str,
+    version: &str,
+) -> Result<String, ApiError> {
+    let v = RoomVersion::get(version)?;
+    let mut content = Object::new();
+    content.insert("room_version", version);
+    if !v.implicit_room_creator {
+        content.insert("creator", creator);
+    }
+    // v12 create events have no room ID (it is the hash of the event); older versions name one.
+    let room_id_for_create = if v.room_id_from_create_event {
+        None
+    } else {
+        Some(format!(
+            "!{}:{}",
+            super::random_token(18)?,
+            state.server_name
+        ))
+    };
+    let t = template(
+        room_id_for_create.as_deref(),
+        "m.room.create",
+        creator,
+        Some(""),
+        content,
+    );
+    let scratch = Room::new(v);
+    let built = build_in(state, &scratch, &t)?;
+    let room_id = built.room_id.clone();
+    state.db().add_room(&room_id, version)?;
+    state.rooms().insert(room_id.clone(), scratch);
+    accept_local(state, &built)?;
+
+    let display = state.db().user(creator)?.and_then(|(d, _)| d);
+    let mut join = obj(r#"{"membership":"join"}"#);
+    if let Some(d) = display {
+        join.insert("displayname", d);
+    }
+    send_local(
+        state,
+        &room_id,
+        template(
+            Some(&room_id),
+            "m.room.member",
+            creator,
+            Some(creator),
+            join,
+        ),
+    )?;
+    let mut users = Object::new();
+    // From v12 creators have infinite power and must not be listed.
+    if !v.room_id_from_create_event {
+        users.insert(creator, Int::saturating(100));
+    }
+    let mut pl = obj(
+        r#"{"ban":50,"events":{"m.room.history_visibility":100,"m.room.power_levels":100,"m.room.name":50,"m.room.topic":50},"events_default":0,"invite":0,"kick":50,"redact":50,"state_default":50,"users_default":0}"#,
+    );
+    pl.insert("users", users);
+    send_local(
+        state,
+        &room_id,
+        template(Some(&room_id), "m.room.power_levels", creator, Some(""), pl),
+    )?;
+    send_local(
+        state,
+        &room_id,
+        template(
+            Some(&room_id),
+            "m.room.join_rules",
+            creator,
+            Some(""),
+            obj(r#"{"join_rule":"invite"}"#),
+        ),
+    )?;
+    send_local(
+        state,
+        &room_id,
+        template(
+            Some(&room_id),
+            "m.room.history_visibility",
+            creator,
+            Some(""),
+            obj(r#"{"history_visibility":"shared"}"#),
+        ),
+    )?;
+    Ok(room_id)
+}
+
+/// A state event or message of ours. The caller holds `state.writer`.
+pub fn send_event(
+    state: &Arc<AppState>,
+    room_id: &str,
+    sender: &str,
+    kind: &str,
+    state_key: Option<&str>,
+    content: Object,
+    redacts: Option<&str>,
+) -> Result<String, ApiError> {
+    let mut t = template(Some(room_id), kind, sender, state_key, content);
+    t.redacts = redacts.map(str::to_owned);
+    send_local(state, room_id, t)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Taking in other servers' events
+// ------------------------------------------------------------------------------------------------
+
+/// Checks events (format, signatures, hashes), fetching the keys they need first.
+pub async fn check_events(
+    state: &AppState,
+    v: &'static RoomVersion,
+    events: Vec<Object>,
+) -> Vec<PduCheck> {
+    let refs: Vec<&Object> = events.iter().collect();
+    keys::ensure_for_events(state, &refs, v).await;
+    let ring = keys::key_ring(state);
+    events
+        .into_iter()
+        .map(|e| check_pdu_object(e, v, &ring))
+        .collect()
+}
+
+fn objects(list: Option<&Value>) -> Vec<Object> {
+    list.and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_object)
+        .cloned()
+        .collect()
+}
+
+/// Adds events as outliers (auth chains and states), in causal order; returns the state map of
+/// `state_ids` among them that were accepted.
+fn add_outliers(
+    state: &AppState,
+    room_id: &str,
+    origin: &str,
+    checks: Vec<PduCheck>,
+) -> Result<(), ApiError> {
+    let mut entries = Vec::new();
+    {
+        let mut rooms = state.rooms();
+        let room = rooms
+            .get_mut(room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        let v = room.version();
+        let mut good: Vec<(PduCheck, Pdu)> = Vec::new();
+        for c in checks {
+            if let Some(p) = c.event.clone().and_then(|e| Pdu::new(e, v).ok()) {
+                if !room.contains(&p.event_id) {
+                    good.push((c, p));
+                }
+            }
+        }
+        let pdus: Vec<Pdu> = good.iter().map(|(_, p)| p.clone()).collect();
+        for i in mxfed_core::room::causal_order(&pdus) {
+            let (c, p) = &good[i];
+            if room.contains(&p.event_id) {
+                continue;
+            }
+            let verdict = room.add_outlier(c);
+            entries.push(Entry {
+                event_id: p.event_id.clone(),
+                event: p.event.clone(),
+                verdict,
+                outlier: true,
+                state_before: None,
+                origin: origin.to_owned(),
+            });
+        }
+    }
+    commit(state, room_id, &entries)
+}
+
+fn state_map_of(events: &[PduCheck], v: &'static RoomVersion) -> StateMap {
+    events
+        .iter()
+        .filter(|c| !matches!(c.verdict, Verdict::Rejected { .. }))
+        .filter_map(|c| c.event.clone().and_then(|e| Pdu::new(e, v).ok()))
+        .filter_map(|p| Some((p.state_pair()?, p.event_id)))
+        .collect()
+}
+
+/// `/state` at an event from `origin`: its state and auth chain become outliers; returns the
+/// state before the event.
+async fn state_at(
+    state: &Arc<AppState>,
+    origin: &str,
+    room_id: &str,
+    v: &'static RoomVersion,
+    event_id: &str,
+) -> Result<StateMap, ApiError> {
+    let path = format!(
+        "/_matrix/federation/v1/state/{}?event_id={}",
+        encode_segment(room_id),
+        encode_segment(event_id)
+    );
+    let answer = state.client.json(origin, "GET", &path, None).await?;
+    let pdus = check_events(state, v, objects(answer.get("pdus"))).await;
+    let auth = check_events(state, v, objects(answer.get("auth_chain"))).await;
+    let map = state_map_of(&pdus, v);
+    let mut all = auth;
+    all.extend(pdus);
+    add_outliers(state, room_id, origin, all)?;
+    Ok(map)
+}
+
+/// Receives one checked event of another server, fetching what its prev events need.
+async fn receive_remote(
+    state: &Arc<AppState>,
+    origin: &str,
+    room_id: &str,
+    v: &'static RoomVersion,
+    check: PduCheck,
+    fill_gaps: bool,
+) -> Result<RoomVerdict, ApiError> {
+    let Some(ev) = check.event.clone() else {
+        return Err(ApiError::invalid("no event"));
+    };
+    let pdu = Pdu::new(ev, v)?;
+    let missing = |state: &AppState| -> Option<Vec<String>> {
+        let rooms = state.rooms();
+        let room = rooms.get(room_id)?;
+        if room.contains(&pdu.event_id) && !room.is_outlier(&pdu.event_id) {
+            return Some(vec!["known".into()]);
+        }
+        Some(room.unknown_prev_events(&pdu))
+    };
+    let mut gap = missing(state).ok_or_else(|| ApiError::not_found("unknown room"))?;
+    if gap.first().is_some_and(|g| g == "known") {
+        return Ok(RoomVerdict::Accepted);
+    }
+    if !gap.is_empty() && fill_gaps {
+        fetch_missing(state, origin, room_id, v, &pdu).await;
+        gap = missing(state).unwrap_or_default();
+    }
+    let given = if gap.is_empty() {
+        None
+    } else {
+        Some(state_at(state, origin, room_id, v, &pdu.event_id).await?)
+    };
+    let verdict = {
+        let mut rooms = state.rooms();
+        let room = rooms
+            .get_mut(room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        match &given {
+            Some(s) => room.receive_with_state(&check, s.clone()),
+            None => room.receive(&check),
+        }
+    };
+    commit(
+        state,
+        room_id,
+        &[Entry {
+            event_id: pdu.event_id.clone(),
+            event: check.event.clone().unwrap_or_default(),
+            verdict: verdict.clone(),
+            outlier: false,
+            state_before: given,
+            origin: origin.to_owned(),
+        }],
+    )?;
+    Ok(verdict)
+}
+
+/// `/get_missing_events` for the events between our forward extremities and `pdu`; each one
+/// received in depth order (gaps left in them are filled with `/state`).
+async fn fetch_missing(
+    state: &Arc<AppState>,
+    origin: &str,
+    room_id: &str,
+    v: &'static RoomVersion,
+    pdu: &Pdu,
+) {
+    let earliest: Vec<Value> = state
+        .rooms()
+        .get(room_id)
+        .map(|r| {
+            r.forward_extremities()
+                .iter()
+                .map(|e| Value::from(e.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut body = Object::new();
+    body.insert("earliest_events", Value::Array(earliest));
+    body.insert(
+        "latest_events",
+        Value::Array(vec![Value::from(pdu.event_id.as_str())]),
+    );
+    let limit = i64::try_from(state.config.limits.max_missing_events).unwrap_or(20);
+    body.insert("limit", Int::saturating(limit));
+    body.insert("min_depth", Int::ZERO);
+    let path = format!(
+        "/_matrix/federation/v1/get_missing_events/{}",
+        encode_segment(room_id)
+    );
+    let answer = match state.client.json(origin, "POST", &path, Some(&body)).await {
+        Ok(a) => a,
+        Err(e) => {
+            log(&format!("get_missing_events from {origin}: {e}"));
+            return;
+        }
+    };
+    let mut checks = check_events(state, v, objects(answer.get("events"))).await;
+    checks.sort_by_key(|c| {
+        c.event
+            .as_ref()
+            .and_then(|e| e.get("depth"))
+            .and_then(Value::as_int)
+            .unwrap_or(0)
+    });
+    for c in checks {
+        if matches!(c.verdict, Verdict::Rejected { .. }) {
+            continue;
+        }
+        if let Err(e) = Box::pin(receive_remote(state, origin, room_id, v, c, false)).await {
+            log(&format!("missing event from {origin}: {e}"));
+        }
+    }
+}
+
+/// Takes in the PDUs of one room from a transaction, in the planned order; one result per
+/// event ID (`None` = handled, `Some(error)` = refused) for the /send answer.
+pub async fn ingest(
+    state: &Arc<AppState>,
+    origin: &str,
+    room_id: &str,
+    v: &'static RoomVersion,
+    pdus: Vec<(String, Object)>,
+) -> Vec<(String, Option<String>)> {
+    let (ids, objs): (Vec<String>, Vec<Object>) = pdus.into_iter().unzip();
+    let checks = check_events(state, v, objs).await;
+    let mut out = Vec::new();
+    for (id, check) in ids.into_iter().zip(checks) {
+        if let Verdict::Rejected { code, message } = &check.verdict {
+            out.push((id, Some(format!("{code}: {message}"))));
+            continue;
+        }
+        let r = match receive_remote(state, origin, room_id, v, check, true).await {
+            Ok(RoomVerdict::Rejected { code }) => Some(format!("rejected: {code}")),
+            Ok(_) => None,
+            Err(e) => Some(e.error),
+        };
+        out.push((id, r));
+    }
+    out
+}
+
+// ------------------------------------------------------------------------------------------------
+// Membership handshakes, as the joining or inviting side
+// ------------------------------------------------------------------------------------------------
+
+const ALL_VERSIONS: &str =
+    "ver=1&ver=2&ver=3&ver=4&ver=5&ver=6&ver=7&ver=8&ver=9&ver=10&ver=11&ver=12";
+
+/// Joins (or leaves, or knocks on) a room through a resident server: `make_*`, sign, `send_*`.
+/// A join takes in the answer's state and auth chain. Returns the event ID.
+pub async fn remote_membership(
+    state: &Arc<AppState>,
+    room_id: &str,
+    user_id: &str,
+    via: &str,
+    membership: &str,
+) -> Result<String, ApiError> {
+    let query = if membership == "leave" {
+        String::new()
+    } else {
+        format!("?{ALL_VERSIONS}")
+    };
+    let path = format!(
+        "/_matrix/federation/v1/make_{membership}/{}/{}{query}",
+        encode_segment(room_id),
+        encode_segment(user_id)
+    );
+    let answer = state.client.json(via, "GET", &path, None).await?;
+    let version = answer.get_str("room_version").unwrap_or("1");
+    let v = RoomVersion::get(version)?;
+    let mut ev = answer
+        .get_object("event")
+        .cloned()
+        .ok_or_else(|| ApiError::remote("make_* answer has no event"))?;
+    // The template must be what we asked for (DIGEST §18.1), or we discard it.
+    let content_ok = ev
+        .get_object("content")
+        .and_then(|c| c.get_str("membership"))
+        == Some(membership);
+    if ev.get_str("room_id") != Some(room_id)
+        || ev.get_str("sender") != Some(user_id)
+        || ev.get_str("state_key") != Some(user_id)
+        || ev.get_str("type") != Some("m.room.member")
+        || !content_ok
+    {
+        return Err(ApiError::remote(
+            "make_* answered with a template we did not ask for",
+        ));
+    }
+    ev.remove("signatures");
+    ev.remove("hashes");
+    ev.remove("unsigned");
+    ev.insert("origin_server_ts", Int::saturating(now().as_i64()));
+    ev.insert("origin", state.server_name.as_str());
+    if membership == "join" {
+        if let Some(Some(d)) = state.db().user(user_id)?.map(|(d, _)| d) {
+            if let Some(Value::Object(c)) = ev.get_mut("content") {
+                c.insert("displayname", d);
+            }
+        }
+    }
+    if v.event_id_format == mxfed_core::room_version::EventIdFormat::Explicit {
+        ev.insert(
+            "event_id",
+            format!("${}:{}", super::random_token(18)?, state.server_name),
+        );
+    }
+    let key = state
+        .keys
+        .first()
+        .ok_or_else(|| ApiError::internal("no signing key"))?;
+    event::hash_and_sign_event(&mut ev, v, &state.server_name, key)?;
+    let event_id = event::event_id(&ev, v)?;
+    let version_path = if membership == "knock" { "v1" } else { "v2" };
+    let path = format!(
+        "/_matrix/federation/{version_path}/send_{membership}/{}/{}",
+        encode_segment(room_id),
+        encode_segment(&event_id)
+    );
+    let answer = state.client.json(via, "PUT", &path, Some(&ev)).await?;
+    if membership != "join" {
+        // Leaves and knocks reach our copy of the room (if any) through the resident's /send.
+        return Ok(event_id);
+    }
+    let _guard = state.writer.lock().await;
+    let known = state.rooms().contains_key(room_id);
+    if !known {
+        state.db().add_room(room_id, version)?;
+        state.rooms().insert(room_id.to_owned(), Room::new(v));
+    }
+    let state_events = check_events(state, v, objects(answer.get("state"))).await;
+    let chain = answer
+        .get("auth_chain")
+        .or_else(|| answer.get("auth_events"));
+    let auth = check_events(state, v, objects(chain)).await;
+    let map = state_map_of(&state_events, v);
+    let mut all = auth;
+    all.extend(state_events);
+    add_outliers(state, room_id, via, all)?;
+    // The resident may have added its signature (restricted joins): keep its copy.
+    let join = answer
+        .get_object("event")
+        .filter(|e| event::event_id(e, v).ok().as_deref() == Some(event_id.as_str()))
+        .cloned()
+        .unwrap_or(ev);
+    let verdict = {
+        let mut rooms = state.rooms();
+        let room = rooms
+            .get_mut(room_id)
+            .ok_or_else(|| ApiError::internal("room vanished"))?;
+        room.receive_with_state(&checked(&event_id, join.clone(), false), map.clone())
+    };
+    commit(
+        state,
+        room_id,
+        &[Entry {
+            event_id: event_id.clone(),
+            event: join,
+            verdict: verdict.clone(),
+            outlier: false,
+            state_before: Some(map),
+            origin: state.server_name.clone(),
+        }],
+    )?;
+    if let RoomVerdict::Rejected { code } = verdict {
+        return Err(ApiError::forbidden(format!(
+            "our join was rejected: {code}"
+        )));
+    }
+    let _ = state.db().set_invite_status(room_id, user_id, "accepted");
+    Ok(event_id)
+}
+
+/// Invites a user of another server: builds the invite, checks the room's rules allow it, has
+/// the invitee's server countersign it (`/v2/invite`), then takes it in and sends it to the
+/// room. The caller holds `state.writer`.
+pub async fn invite_remote(
+    state: &Arc<AppState>,
+    room_id: &str,
+    sender: &str,
+    target: &str,
+) -> Result<String, ApiError> {
+    let content = obj(r#"{"membership":"invite"}"#);
+    let t = template(
+        Some(room_id),
+        "m.room.member",
+        sender,
+        Some(target),
+        content,
+    );
+    let built = build_local(state, room_id, &t)?;
+    let (v, stripped) = {
+        let rooms = state.rooms();
+        let room = rooms
+            .get(room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        let mut trial = room.clone();
+        let verdict = trial.receive(&checked(&built.event_id, built.pdu.clone(), false));
+        if verdict != RoomVerdict::Accepted {
+            return Err(ApiError::forbidden(format!(
+                "the room's rules refuse this invite ({})",
+                verdict.code().unwrap_or("not accepted")
+            )));
+        }
+        let list: Vec<Value> = room
+            .prejoin_state(sender)
+            .into_iter()
+            .map(|p| Value::Object(p.event.clone()))
+            .collect();
+        (room.version(), list)
+    };
+    let dest = mxfed_core::identifiers::user_server_name(target)?.to_owned();
+    let mut body = Object::new();
+    body.insert("room_version", v.id);
+    body.insert("event", built.pdu.clone());
+    body.insert("invite_room_state", Value::Array(stripped));
+    let path = format!(
+        "/_matrix/federation/v2/invite/{}/{}",
+        encode_segment(room_id),
+        encode_segment(&built.event_id)
+    );
+    let answer = state.client.json(&dest, "PUT", &path, Some(&body)).await?;
+    let signed = answer
+        .get_object("event")
+        .cloned()
+        .ok_or_else(|| ApiError::remote("invite answer has no event"))?;
+    let checks = check_events(state, v, vec![signed]).await;
+    let signed = match checks.into_iter().next() {
+        Some(c)
+            if c.verdict == Verdict::Accepted && c.event_id.as_deref() == Some(&built.event_id) =>
+        {
+            c.event.unwrap_or_default()
+        }
+        _ => {
+            return Err(ApiError::remote(
+                "the invitee's server returned a different or invalid event",
+            ))
+        }
+    };
+    let with_sigs = BuiltEvent {
+        event_id: built.event_id.clone(),
+        room_id: built.room_id.clone(),
+        pdu: signed,
+    };
+    accept_local(state, &with_sigs)?;
+    distribute(
+        state,
+        room_id,
+        &with_sigs.event_id,
+        &with_sigs.pdu,
+        &[&dest],
+    );
+    Ok(built.event_id)
+}
+
+/// The servers to try for a join: those named, then the room ID's and the inviter's.
+pub fn join_candidates(via: &[String], room_id: &str, inviter_server: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let room_server = room_id.split_once(':').map(|(_, s)| s.to_owned());
+    for s in via
+        .iter()
+        .cloned()
+        .chain(inviter_server.map(str::to_owned))
+        .chain(room_server)
+    {
+        if seen.insert(s.clone()) {
+            out.push(s);
+        }
+    }
+    out
+}

@@ -1,0 +1,605 @@
+//! SQLite storage (WAL, `synchronous = FULL`: every committed write is fsynced before we answer).
+//! What is stored and when is documented in docs/server.md.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// The schema, created on first open. `stream` orders events as they were stored: replaying a
+/// room in that order rebuilds its in-memory state exactly.
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT PRIMARY KEY,
+    display_name TEXT,
+    auto_accept INTEGER NOT NULL DEFAULT 0,
+    created_ts INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rooms (
+    room_id TEXT PRIMARY KEY,
+    room_version TEXT NOT NULL,
+    created_ts INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    stream INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    room_id TEXT NOT NULL,
+    depth INTEGER NOT NULL,
+    json TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    reason TEXT,
+    rejected INTEGER NOT NULL,
+    soft_failed INTEGER NOT NULL,
+    outlier INTEGER NOT NULL,
+    state_before TEXT,
+    redacted_by TEXT,
+    origin TEXT,
+    received_ts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_room ON events(room_id, stream);
+CREATE TABLE IF NOT EXISTS forward_extremities (
+    room_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (room_id, event_id)
+);
+CREATE TABLE IF NOT EXISTS current_state (
+    room_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    state_key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (room_id, type, state_key)
+);
+CREATE TABLE IF NOT EXISTS invites (
+    room_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    room_version TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    event TEXT NOT NULL,
+    invite_room_state TEXT NOT NULL,
+    status TEXT NOT NULL,
+    received_ts INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS edus (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    origin TEXT NOT NULL,
+    edu_type TEXT NOT NULL,
+    room_id TEXT,
+    content TEXT NOT NULL,
+    received_ts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS edus_by_room ON edus(room_id, id);
+CREATE TABLE IF NOT EXISTS server_keys (
+    server_name TEXT PRIMARY KEY,
+    response TEXT NOT NULL,
+    fetched_ts INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbound (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    event_id TEXT,
+    room_id TEXT,
+    json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbound_by_dest ON outbound(destination, id);
+CREATE TABLE IF NOT EXISTS txns (
+    origin TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    response TEXT NOT NULL,
+    received_ts INTEGER NOT NULL,
+    PRIMARY KEY (origin, txn_id)
+);
+"#;
+
+/// How many answered transactions are kept for de-duplication across restarts.
+pub const TXNS_KEPT: i64 = 1024;
+
+/// One stored event.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Order of storage.
+    pub stream: i64,
+    /// The event ID.
+    pub event_id: String,
+    /// The room.
+    pub room_id: String,
+    /// The PDU as kept (our redacted copy after a content-hash mismatch).
+    pub json: String,
+    /// `accepted`, `redacted`, `rejected` or `soft_failed`.
+    pub verdict: String,
+    /// Why, when not accepted.
+    pub reason: Option<String>,
+    /// Rejected by the room's rules.
+    pub rejected: bool,
+    /// Soft-failed.
+    pub soft_failed: bool,
+    /// Known only through an auth chain or state answer.
+    pub outlier: bool,
+    /// For events received with a given state: that state, as JSON `[[type, key, id], …]`.
+    pub state_before: Option<String>,
+    /// The redaction that applies to it, if any.
+    pub redacted_by: Option<String>,
+}
+
+/// A new event row.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    /// The event ID.
+    pub event_id: &'a str,
+    /// The room.
+    pub room_id: &'a str,
+    /// Depth.
+    pub depth: i64,
+    /// The PDU as kept.
+    pub json: &'a str,
+    /// The room verdict.
+    pub verdict: &'a str,
+    /// Why, when not accepted.
+    pub reason: Option<&'a str>,
+    /// Known only through an auth chain or state answer.
+    pub outlier: bool,
+    /// The given state before it, as JSON.
+    pub state_before: Option<&'a str>,
+    /// The server it came from (ourselves for local events).
+    pub origin: &'a str,
+}
+
+/// A pending invite for one of our users.
+#[derive(Debug, Clone)]
+pub struct Invite {
+    /// The room.
+    pub room_id: String,
+    /// Our invited user.
+    pub user_id: String,
+    /// The room version.
+    pub room_version: String,
+    /// The inviting server.
+    pub origin: String,
+    /// The invite event (signed by both servers).
+    pub event: String,
+    /// The stripped or full state given with it.
+    pub invite_room_state: String,
+    /// `pending`, `accepted` or `rejected`.
+    pub status: String,
+}
+
+/// The database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+fn now_ms() -> i64 {
+    crate::server::now().as_i64()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, in WAL mode with full fsync on commit.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn open(path: &Path) -> rusqlite::Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn })
+    }
+
+    // -- users -----------------------------------------------------------------------------------
+
+    /// Creates a user; `false` if it already exists.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn create_user(
+        &self,
+        user_id: &str,
+        display_name: Option<&str>,
+        auto_accept: bool,
+    ) -> rusqlite::Result<bool> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO users (user_id, display_name, auto_accept, created_ts) VALUES (?1, ?2, ?3, ?4)",
+            params![user_id, display_name, auto_accept, now_ms()],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// A user's display name and auto-accept setting, if the user exists.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn user(&self, user_id: &str) -> rusqlite::Result<Option<(Option<String>, bool)>> {
+        self.conn
+            .query_row(
+                "SELECT display_name, auto_accept FROM users WHERE user_id = ?1",
+                params![user_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+    }
+
+    /// Sets a user's auto-accept; `false` if there is no such user.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_auto_accept(&self, user_id: &str, on: bool) -> rusqlite::Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE users SET auto_accept = ?2 WHERE user_id = ?1",
+            params![user_id, on],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Every user ID.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn users(&self) -> rusqlite::Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT user_id FROM users ORDER BY user_id")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        rows.collect()
+    }
+
+    // -- rooms and events ------------------------------------------------------------------------
+
+    /// Records a room and its version (idempotent).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn add_room(&self, room_id: &str, version: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO rooms (room_id, room_version, created_ts) VALUES (?1, ?2, ?3)",
+            params![room_id, version, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Every room with its version.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn rooms(&self) -> rusqlite::Result<Vec<(String, String)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT room_id, room_version FROM rooms ORDER BY created_ts, room_id")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    }
+
+    /// Stores events and the room's new extremities and current state, in one transaction (one
+    /// fsync). Events already stored are skipped.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn store_events(
+        &mut self,
+        room_id: &str,
+        events: &[NewEvent<'_>],
+        extremities: &[String],
+        state: &[(String, String, String)],
+    ) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events (event_id, room_id, depth, json, verdict, reason, rejected, soft_failed, outlier, state_before, origin, received_ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for e in events {
+                ins.execute(params![
+                    e.event_id,
+                    e.room_id,
+                    e.depth,
+                    e.json,
+                    e.verdict,
+                    e.reason,
+                    e.verdict == "rejected",
+                    e.verdict == "soft_failed",
+                    e.outlier,
+                    e.state_before,
+                    e.origin,
+                    now_ms()
+                ])?;
+            }
+            tx.execute(
+                "DELETE FROM forward_extremities WHERE room_id = ?1",
+                params![room_id],
+            )?;
+            let mut fe = tx.prepare_cached(
+                "INSERT INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
+            )?;
+            for id in extremities {
+                fe.execute(params![room_id, id])?;
+            }
+            tx.execute(
+                "DELETE FROM current_state WHERE room_id = ?1",
+                params![room_id],
+            )?;
+            let mut cs = tx.prepare_cached(
+                "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (t, k, id) in state {
+                cs.execute(params![room_id, t, k, id])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Marks an event as redacted by another.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_redacted(&self, event_id: &str, by: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE events SET redacted_by = ?2 WHERE event_id = ?1 AND redacted_by IS NULL",
+            params![event_id, by],
+        )?;
+        Ok(())
+    }
+
+    fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+        Ok(StoredEvent {
+            stream: r.get(0)?,
+            event_id: r.get(1)?,
+            room_id: r.get(2)?,
+            json: r.get(3)?,
+            verdict: r.get(4)?,
+            reason: r.get(5)?,
+            rejected: r.get(6)?,
+            soft_failed: r.get(7)?,
+            outlier: r.get(8)?,
+            state_before: r.get(9)?,
+            redacted_by: r.get(10)?,
+        })
+    }
+
+    const COLS: &'static str = "stream, event_id, room_id, json, verdict, reason, rejected, soft_failed, outlier, state_before, redacted_by";
+
+    /// A room's events in stored order.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn room_events(&self, room_id: &str) -> rusqlite::Result<Vec<StoredEvent>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {} FROM events WHERE room_id = ?1 ORDER BY stream",
+            Self::COLS
+        ))?;
+        let rows = st.query_map(params![room_id], Self::row)?;
+        rows.collect()
+    }
+
+    /// One event.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn event(&self, event_id: &str) -> rusqlite::Result<Option<StoredEvent>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {} FROM events WHERE event_id = ?1", Self::COLS),
+                params![event_id],
+                Self::row,
+            )
+            .optional()
+    }
+
+    // -- invites ---------------------------------------------------------------------------------
+
+    /// Records (or replaces) an invite.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn put_invite(&self, i: &Invite) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO invites (room_id, user_id, room_version, origin, event, invite_room_state, status, received_ts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![i.room_id, i.user_id, i.room_version, i.origin, i.event, i.invite_room_state, i.status, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Sets an invite's status.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_invite_status(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        status: &str,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE invites SET status = ?3 WHERE room_id = ?1 AND user_id = ?2",
+            params![room_id, user_id, status],
+        )?;
+        Ok(())
+    }
+
+    /// A user's invites (all statuses), oldest first.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn invites(&self, user_id: &str) -> rusqlite::Result<Vec<Invite>> {
+        let mut st = self.conn.prepare(
+            "SELECT room_id, user_id, room_version, origin, event, invite_room_state, status FROM invites
+             WHERE user_id = ?1 ORDER BY received_ts, room_id",
+        )?;
+        let rows = st.query_map(params![user_id], |r| {
+            Ok(Invite {
+                room_id: r.get(0)?,
+                user_id: r.get(1)?,
+                room_version: r.get(2)?,
+                origin: r.get(3)?,
+                event: r.get(4)?,
+                invite_room_state: r.get(5)?,
+                status: r.get(6)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    // -- EDUs ------------------------------------------------------------------------------------
+
+    /// Stores a received EDU.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn add_edu(
+        &self,
+        origin: &str,
+        edu_type: &str,
+        room_id: Option<&str>,
+        content: &str,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO edus (origin, edu_type, room_id, content, received_ts) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![origin, edu_type, room_id, content, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// EDUs received for a room: (origin, type, content JSON, received ms).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn edus(&self, room_id: &str) -> rusqlite::Result<Vec<(String, String, String, i64)>> {
+        let mut st = self.conn.prepare(
+            "SELECT origin, edu_type, content, received_ts FROM edus WHERE room_id = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map(params![room_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        rows.collect()
+    }
+
+    // -- server keys -----------------------------------------------------------------------------
+
+    /// Caches a verified key response.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn put_server_keys(
+        &self,
+        server: &str,
+        response: &str,
+        fetched_ts: i64,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO server_keys (server_name, response, fetched_ts) VALUES (?1, ?2, ?3)",
+            params![server, response, fetched_ts],
+        )?;
+        Ok(())
+    }
+
+    /// Every cached key response: (server, response JSON, fetched ms).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn server_keys(&self) -> rusqlite::Result<Vec<(String, String, i64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT server_name, response, fetched_ts FROM server_keys")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    }
+
+    // -- outbound queue --------------------------------------------------------------------------
+
+    /// Persists a PDU queued for a destination; returns its row ID.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn queue_outbound(
+        &self,
+        destination: &str,
+        kind: &str,
+        event_id: Option<&str>,
+        room_id: Option<&str>,
+        json: &str,
+    ) -> rusqlite::Result<i64> {
+        self.conn.execute(
+            "INSERT INTO outbound (destination, kind, event_id, room_id, json) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![destination, kind, event_id, room_id, json],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Forgets a delivered (or dropped) PDU for a destination.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn outbound_done(&self, destination: &str, event_id: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "DELETE FROM outbound WHERE destination = ?1 AND kind = 'pdu' AND event_id = ?2",
+            params![destination, event_id],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a delivered EDU row.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn outbound_delete(&self, id: i64) -> rusqlite::Result<()> {
+        self.conn
+            .execute("DELETE FROM outbound WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    /// Everything still queued: (id, destination, kind, event_id, room_id, json), in order.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    #[allow(clippy::type_complexity)]
+    pub fn outbound(
+        &self,
+    ) -> rusqlite::Result<Vec<(i64, String, String, Option<String>, Option<String>, String)>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, destination, kind, event_id, room_id, json FROM outbound ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?;
+        rows.collect()
+    }
+
+    // -- transactions ----------------------------------------------------------------------------
+
+    /// Records the answer to a transaction, keeping the last [`TXNS_KEPT`].
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn put_txn(&self, origin: &str, txn_id: &str, response: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO txns (origin, txn_id, response, received_ts) VALUES (?1, ?2, ?3, ?4)",
+            params![origin, txn_id, response, now_ms()],
+        )?;
+        self.conn.execute(
+            "DELETE FROM txns WHERE rowid NOT IN (SELECT rowid FROM txns ORDER BY received_ts DESC, rowid DESC LIMIT ?1)",
+            params![TXNS_KEPT],
+        )?;
+        Ok(())
+    }
+
+    /// The answered transactions kept, oldest first: (origin, txn ID, response JSON).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn txns(&self) -> rusqlite::Result<Vec<(String, String, String)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT origin, txn_id, response FROM txns ORDER BY received_ts, rowid")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    }
+}
