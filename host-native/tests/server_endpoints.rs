@@ -1,0 +1,643 @@
+//! The federation server without a socket: first run, the key endpoint, X-Matrix failures, /send
+//! with valid, tampered and forged PDUs, transaction de-duplication, EDUs, and bad input. The
+//! router is called directly (`app(state)`), and the remote server is simulated by signing with
+//! a key the test puts in the server's key cache, so nothing touches the network.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use mxfed_core::canonical::{parse_object, Int, Object, ParseOptions, Value};
+use mxfed_core::event::{build_event, EventRef, EventTemplate, StateMap};
+use mxfed_core::keys::SigningKey;
+use mxfed_core::server_keys::build_server_keys;
+use mxfed_core::xmatrix;
+use mxfed_native::server::serve::{prepare, ServeArgs};
+use mxfed_native::server::{app, rooms, AppState};
+use tower::ServiceExt as _;
+
+const ME: &str = "localhost:18999";
+const REMOTE: &str = "remote.test";
+
+fn remote_key() -> SigningKey {
+    SigningKey::from_seed_base64("r1", "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1").unwrap()
+}
+
+/// Another key claiming the same key ID: what a forger has.
+fn forger_key() -> SigningKey {
+    SigningKey::from_seed("r1", &[7u8; 32]).unwrap()
+}
+
+fn setup(dir: &tempfile::TempDir) -> Arc<AppState> {
+    let args = ServeArgs {
+        config: None,
+        data_dir: Some(dir.path().join("data")),
+        server_name: Some(ME.into()),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        dev: true,
+    };
+    let state = prepare(&args).unwrap().state;
+    // The remote server's keys, as if fetched.
+    let resp = build_server_keys(
+        REMOTE,
+        &[remote_key()],
+        &[],
+        Int::new(mxfed_native::server::now().as_i64() + 86_400_000).unwrap(),
+    )
+    .unwrap();
+    state
+        .key_cache()
+        .insert(resp, Some(REMOTE), mxfed_native::server::now())
+        .unwrap();
+    state
+}
+
+struct Resp {
+    status: StatusCode,
+    body: Object,
+}
+
+async fn call(state: &Arc<AppState>, req: Request<Body>) -> Resp {
+    let resp = app(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap()),
+        Some("application/json"),
+        "every answer is JSON"
+    );
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = parse_object(&bytes, &ParseOptions::LEGACY).unwrap_or_else(|e| {
+        panic!(
+            "not a JSON object ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    Resp { status, body }
+}
+
+/// A request signed by `origin` with `key` for `destination`.
+fn signed(
+    method: &str,
+    uri: &str,
+    body: Option<&Object>,
+    origin: &str,
+    destination: &str,
+    key: &SigningKey,
+) -> Request<Body> {
+    let content = body.map(|b| Value::Object(b.clone()));
+    let headers = xmatrix::Request {
+        method,
+        uri,
+        origin,
+        destination,
+        content: content.as_ref(),
+    }
+    .sign(std::slice::from_ref(key));
+    let mut r = Request::builder().method(method).uri(uri);
+    for h in headers {
+        r = r.header("authorization", h.to_header_value());
+    }
+    r.body(match body {
+        Some(b) => Body::from(b.to_canonical_string()),
+        None => Body::empty(),
+    })
+    .unwrap()
+}
+
+fn obj(s: &str) -> Object {
+    parse_object(s.as_bytes(), &ParseOptions::STRICT).unwrap()
+}
+
+#[tokio::test]
+async fn first_run_creates_everything_and_keys_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let data = dir.path().join("data");
+    for f in [
+        "mxfed.toml",
+        "signing.key",
+        "tls/cert.pem",
+        "tls/key.pem",
+        "mxfed.sqlite",
+        "admin.token",
+    ] {
+        assert!(data.join(f).exists(), "{f} created on first run");
+    }
+    let config = std::fs::read_to_string(data.join("mxfed.toml")).unwrap();
+    assert!(
+        config.contains("# mxfed server configuration"),
+        "config has comments"
+    );
+    assert!(config.contains(&format!("server_name = \"{ME}\"")));
+    let key = std::fs::read_to_string(data.join("signing.key")).unwrap();
+    assert!(key.starts_with("ed25519 a_"), "Synapse format: {key}");
+
+    let r = call(
+        &state,
+        Request::get("/_matrix/key/v2/server")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body.get_str("server_name"), Some(ME));
+    let file = dir.path().join("keys.json");
+    std::fs::write(&file, r.body.to_canonical_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mxfed"))
+        .args(["keys", "verify", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mxfed keys verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let r = call(
+        &state,
+        Request::get("/.well-known/matrix/server")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.body.get_str("m.server"), Some(ME));
+    let r = call(
+        &state,
+        Request::get("/_matrix/federation/v1/version")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        r.body.get_object("server").and_then(|s| s.get_str("name")),
+        Some("mxfed")
+    );
+
+    // The notary answers for a server it has cached, countersigned.
+    let q = obj(&format!(r#"{{"server_keys":{{"{REMOTE}":{{}}}}}}"#));
+    let r = call(
+        &state,
+        Request::post("/_matrix/key/v2/query")
+            .body(Body::from(q.to_canonical_string()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let entry = r.body.get("server_keys").and_then(Value::as_array).unwrap()[0]
+        .as_object()
+        .unwrap();
+    let sigs = entry.get_object("signatures").unwrap();
+    assert!(
+        sigs.contains_key(REMOTE) && sigs.contains_key(ME),
+        "origin and notary signatures"
+    );
+}
+
+#[tokio::test]
+async fn x_matrix_failures_get_the_right_errcode() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let uri = "/_matrix/federation/v1/query/profile?user_id=%40nobody%3Alocalhost%3A18999";
+
+    let r = call(&state, Request::get(uri).body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.get_str("errcode")),
+        (401, Some("M_UNAUTHORIZED")),
+        "missing"
+    );
+
+    let r = call(&state, signed("GET", uri, None, REMOTE, ME, &forger_key())).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.get_str("errcode")),
+        (401, Some("M_UNAUTHORIZED")),
+        "bad sig"
+    );
+    assert!(r.body.get_str("error").unwrap().contains("does not verify"));
+
+    let r = call(
+        &state,
+        signed("GET", uri, None, REMOTE, "elsewhere.test", &remote_key()),
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.get_str("errcode")),
+        (401, Some("M_UNAUTHORIZED")),
+        "destination"
+    );
+    assert!(r.body.get_str("error").unwrap().contains("destination"));
+
+    let bad = Request::get(uri)
+        .header(
+            "authorization",
+            "X-Matrix origin=\"remote.test\",key=\"ed25519:r1\"",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let r = call(&state, bad).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.get_str("errcode")),
+        (400, Some("M_UNAUTHORIZED")),
+        "malformed"
+    );
+
+    // Signed for another URI: the signature covers the request line.
+    let mut req = signed(
+        "GET",
+        "/_matrix/federation/v1/query/profile?user_id=x",
+        None,
+        REMOTE,
+        ME,
+        &remote_key(),
+    );
+    *req.uri_mut() = uri.parse().unwrap();
+    let r = call(&state, req).await;
+    assert_eq!(r.status.as_u16(), 401);
+
+    // A good signature reaches the handler: the user is unknown.
+    let r = call(&state, signed("GET", uri, None, REMOTE, ME, &remote_key())).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.get_str("errcode")),
+        (404, Some("M_NOT_FOUND"))
+    );
+}
+
+/// A room on our server with public join rules, and a PDU builder for the remote server.
+async fn room_with_remote(state: &Arc<AppState>) -> String {
+    state
+        .db()
+        .create_user("@alice:localhost:18999", Some("Alice"), false)
+        .unwrap();
+    let _g = state.writer.lock().await;
+    let room = rooms::create_room(state, "@alice:localhost:18999", "10").unwrap();
+    rooms::send_event(
+        state,
+        &room,
+        "@alice:localhost:18999",
+        "m.room.join_rules",
+        Some(""),
+        obj(r#"{"join_rule":"public"}"#),
+        None,
+    )
+    .unwrap();
+    room
+}
+
+fn remote_pdu(
+    state: &AppState,
+    room: &str,
+    kind: &str,
+    sender: &str,
+    sk: Option<&str>,
+    content: &str,
+    key: &SigningKey,
+) -> (String, Object) {
+    let rooms = state.rooms();
+    let r = rooms.get(room).unwrap();
+    let v = r.version();
+    let eref = |id: &str| EventRef {
+        event_id: id.to_owned(),
+        depth: r.event(id).unwrap().0.depth(),
+        sha256: None,
+    };
+    let prev: Vec<EventRef> = r.forward_extremities().iter().map(|id| eref(id)).collect();
+    let cur: StateMap = r
+        .current_state()
+        .into_iter()
+        .map(|(k, id)| (k, eref(&id)))
+        .collect();
+    let t = EventTemplate {
+        room_id: Some(room.to_owned()),
+        event_type: kind.into(),
+        sender: sender.into(),
+        state_key: sk.map(str::to_owned),
+        content: obj(content),
+        redacts: None,
+    };
+    let b = build_event(
+        v,
+        REMOTE,
+        &t,
+        &prev,
+        &cur,
+        mxfed_native::server::now(),
+        key,
+        None,
+    )
+    .unwrap();
+    (b.event_id, b.pdu)
+}
+
+fn txn(pdus: Vec<Object>, edus: Vec<Object>) -> Object {
+    let mut o = Object::new();
+    o.insert("origin", REMOTE);
+    o.insert("origin_server_ts", Int::new(1).unwrap());
+    o.insert(
+        "pdus",
+        Value::Array(pdus.into_iter().map(Value::Object).collect()),
+    );
+    if !edus.is_empty() {
+        o.insert(
+            "edus",
+            Value::Array(edus.into_iter().map(Value::Object).collect()),
+        );
+    }
+    o
+}
+
+async fn send_txn(state: &Arc<AppState>, id: &str, body: &Object) -> Resp {
+    let uri = format!("/_matrix/federation/v1/send/{id}");
+    call(
+        state,
+        signed("PUT", &uri, Some(body), REMOTE, ME, &remote_key()),
+    )
+    .await
+}
+
+fn result<'a>(r: &'a Resp, event_id: &str) -> &'a Object {
+    r.body
+        .get_object("pdus")
+        .and_then(|p| p.get_object(event_id))
+        .unwrap_or_else(|| panic!("no result for {event_id}: {}", r.body))
+}
+
+#[tokio::test]
+async fn send_gives_per_pdu_results_and_dedups() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let room = room_with_remote(&state).await;
+
+    // A valid join by a remote user.
+    let (join_id, join) = remote_pdu(
+        &state,
+        &room,
+        "m.room.member",
+        "@eve:remote.test",
+        Some("@eve:remote.test"),
+        r#"{"membership":"join"}"#,
+        &remote_key(),
+    );
+    let r = send_txn(&state, "t1", &txn(vec![join], vec![])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(result(&r, &join_id).is_empty(), "accepted: {}", r.body);
+    assert_eq!(
+        state.rooms()[&room]
+            .membership("@eve:remote.test")
+            .as_deref(),
+        Some("join")
+    );
+
+    // Valid, tampered (a signed field changed) and forged (someone else's key) messages.
+    let (ok_id, ok) = remote_pdu(
+        &state,
+        &room,
+        "m.room.message",
+        "@eve:remote.test",
+        None,
+        r#"{"body":"hi","msgtype":"m.text"}"#,
+        &remote_key(),
+    );
+    let (_, mut tampered) = remote_pdu(
+        &state,
+        &room,
+        "m.room.message",
+        "@eve:remote.test",
+        None,
+        r#"{"body":"t","msgtype":"m.text"}"#,
+        &remote_key(),
+    );
+    tampered.insert("origin_server_ts", Int::new(5).unwrap());
+    let tampered_id =
+        mxfed_core::event::event_id(&tampered, mxfed_core::RoomVersion::get("10").unwrap())
+            .unwrap();
+    let (forged_id, forged) = remote_pdu(
+        &state,
+        &room,
+        "m.room.message",
+        "@eve:remote.test",
+        None,
+        r#"{"body":"f","msgtype":"m.text"}"#,
+        &forger_key(),
+    );
+    // Not allowed by the room's rules: a user who never joined.
+    let (nojoin_id, nojoin) = remote_pdu(
+        &state,
+        &room,
+        "m.room.message",
+        "@mallory:remote.test",
+        None,
+        r#"{"body":"m","msgtype":"m.text"}"#,
+        &remote_key(),
+    );
+    let body = txn(vec![ok, tampered, forged, nojoin], vec![]);
+    let r = send_txn(&state, "t2", &body).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(result(&r, &ok_id).is_empty(), "{}", r.body);
+    assert!(
+        result(&r, &tampered_id)
+            .get_str("error")
+            .unwrap()
+            .contains("signature"),
+        "{}",
+        r.body
+    );
+    assert!(
+        result(&r, &forged_id)
+            .get_str("error")
+            .unwrap()
+            .contains("signature"),
+        "{}",
+        r.body
+    );
+    assert!(
+        result(&r, &nojoin_id)
+            .get_str("error")
+            .unwrap()
+            .contains("rejected"),
+        "{}",
+        r.body
+    );
+
+    // The same transaction again: the same answer, nothing processed twice.
+    let events_before = state.db().room_events(&room).unwrap().len();
+    let again = send_txn(&state, "t2", &body).await;
+    assert_eq!(again.body, r.body);
+    // Even with another body: the transaction ID decides.
+    let other = send_txn(&state, "t2", &txn(vec![], vec![])).await;
+    assert_eq!(other.body, r.body);
+    assert_eq!(state.db().room_events(&room).unwrap().len(), events_before);
+
+    // EDUs are stored for the admin API.
+    let typing = obj(&format!(
+        r#"{{"edu_type":"m.typing","content":{{"room_id":"{room}","user_id":"@eve:remote.test","typing":true}}}}"#
+    ));
+    let receipt = obj(&format!(
+        r#"{{"edu_type":"m.receipt","content":{{"{room}":{{"m.read":{{"@eve:remote.test":{{"event_ids":["{ok_id}"],"data":{{"ts":1}}}}}}}}}}}}"#
+    ));
+    let r = send_txn(&state, "t3", &txn(vec![], vec![typing, receipt])).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let edus = state.db().edus(&room).unwrap();
+    let kinds: Vec<&str> = edus.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(kinds, ["m.typing", "m.receipt"]);
+
+    // What the remote can read back: the event, state before it, backfill, missing events.
+    let uri = format!("/_matrix/federation/v1/event/{}", urlenc(&ok_id));
+    let r = call(&state, signed("GET", &uri, None, REMOTE, ME, &remote_key())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let uri = format!(
+        "/_matrix/federation/v1/state_ids/{}?event_id={}",
+        urlenc(&room),
+        urlenc(&ok_id)
+    );
+    let r = call(&state, signed("GET", &uri, None, REMOTE, ME, &remote_key())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body
+            .get("pdu_ids")
+            .and_then(Value::as_array)
+            .unwrap()
+            .len()
+            >= 5
+    );
+    let uri = format!(
+        "/_matrix/federation/v1/backfill/{}?v={}&limit=3",
+        urlenc(&room),
+        urlenc(&ok_id)
+    );
+    let r = call(&state, signed("GET", &uri, None, REMOTE, ME, &remote_key())).await;
+    assert_eq!(
+        r.body.get("pdus").and_then(Value::as_array).unwrap().len(),
+        3
+    );
+    let uri = format!(
+        "/_matrix/federation/v1/backfill/{}?v={}",
+        urlenc(&room),
+        urlenc(&ok_id)
+    );
+    let r = call(&state, signed("GET", &uri, None, REMOTE, ME, &remote_key())).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.get_str("errcode")),
+        (400, Some("M_MISSING_PARAM"))
+    );
+
+    // Restart: the room is rebuilt from storage, with the same state.
+    let before = state.rooms()[&room].current_state();
+    drop(state);
+    let state = setup(&dir);
+    assert_eq!(state.rooms()[&room].current_state(), before);
+    let again = send_txn(&state, "t2", &txn(vec![], vec![])).await;
+    assert_eq!(
+        again.body.get_object("pdus").unwrap().len(),
+        4,
+        "dedup survives a restart"
+    );
+}
+
+fn urlenc(s: &str) -> String {
+    mxfed_native::server::client::encode_segment(s)
+}
+
+#[tokio::test]
+async fn bad_input_gets_matrix_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let code = |r: &Resp| {
+        (
+            r.status.as_u16(),
+            r.body.get_str("errcode").map(str::to_owned),
+        )
+    };
+
+    let r = call(
+        &state,
+        Request::get("/_matrix/federation/v1/nonsense")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code(&r), (404, Some("M_UNRECOGNIZED".into())));
+    let r = call(
+        &state,
+        Request::get("/_matrix/federation/v1/send/1")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code(&r), (405, Some("M_UNRECOGNIZED".into())));
+
+    // Malformed JSON, signed over nothing valid: refused before anything else.
+    let mut req = signed(
+        "PUT",
+        "/_matrix/federation/v1/send/x",
+        Some(&Object::new()),
+        REMOTE,
+        ME,
+        &remote_key(),
+    );
+    *req.body_mut() = Body::from("{\"pdus\": [");
+    let r = call(&state, req).await;
+    assert_eq!(code(&r), (400, Some("M_NOT_JSON".into())));
+
+    // A body over the limit.
+    let big = vec![b' '; state.config.limits.max_body_bytes + 1];
+    let mut req = signed(
+        "PUT",
+        "/_matrix/federation/v1/send/x",
+        Some(&Object::new()),
+        REMOTE,
+        ME,
+        &remote_key(),
+    );
+    *req.body_mut() = Body::from(big);
+    let r = call(&state, req).await;
+    assert_eq!(code(&r), (413, Some("M_TOO_LARGE".into())));
+
+    // Signed, JSON, but not a transaction.
+    let r = send_txn(&state, "y", &obj(r#"{"pdus":7}"#)).await;
+    assert_eq!(r.status.as_u16(), 400);
+    // Too many PDUs.
+    let many: Vec<Object> = (0..51).map(|_| obj(r#"{"room_id":"!r:x"}"#)).collect();
+    let r = send_txn(&state, "z", &txn(many, vec![])).await;
+    assert_eq!(code(&r), (400, Some("M_TOO_LARGE".into())));
+
+    // Endpoints with missing or bad parameters.
+    for uri in [
+        "/_matrix/federation/v1/state_ids/%21nope%3Ax",
+        "/_matrix/federation/v1/make_join/%21nope%3Ax/%40eve%3Aremote.test?ver=10",
+        "/_matrix/federation/v1/event/%24nope",
+        "/_matrix/federation/v1/query/directory?room_alias=%23a%3Ax",
+    ] {
+        let r = call(&state, signed("GET", uri, None, REMOTE, ME, &remote_key())).await;
+        assert_eq!(r.status.as_u16(), 404, "{uri}: {}", r.body);
+    }
+    let r = call(
+        &state,
+        signed(
+            "GET",
+            "/_matrix/federation/v1/make_join/%21r%3Ax/%40eve%3Aelsewhere",
+            None,
+            REMOTE,
+            ME,
+            &remote_key(),
+        ),
+    )
+    .await;
+    assert_eq!(code(&r).0, 403, "a user of another server");
+    let r = call(
+        &state,
+        signed(
+            "PUT",
+            "/_matrix/federation/v2/invite/%21r%3Ax/%24e",
+            Some(&obj(r#"{"event":5}"#)),
+            REMOTE,
+            ME,
+            &remote_key(),
+        ),
+    )
+    .await;
+    assert_eq!(code(&r).0, 400);
+}
