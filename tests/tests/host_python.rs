@@ -22,7 +22,13 @@ fn repo_root() -> PathBuf {
 
 fn find_python() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("MXFED_PYTHON").filter(|p| !p.is_empty()) {
-        return Some(p.into());
+        let p = PathBuf::from(p);
+        // Tests run in the crate directory: a relative path means one from the repo root.
+        return Some(if p.components().count() > 1 && p.is_relative() {
+            repo_root().join(p)
+        } else {
+            p
+        });
     }
     let venv = repo_root().join(".venv").join("bin").join("python");
     venv.exists().then_some(venv)

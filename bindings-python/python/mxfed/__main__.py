@@ -50,8 +50,8 @@ def _fail(code: str, message: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "keys":
-        keys = fetch_server_keys(args.server, base_url=args.base_url, verify_tls=not args.insecure)
-        sys.stdout.write(canonical_json(keys).decode() + "\n")
+        response = fetch_server_keys(args.server, base_url=args.base_url, verify_tls=not args.insecure)
+        sys.stdout.write(canonical_json(response).decode() + "\n")
         return 0
     url = urllib.parse.urlsplit(args.url)
     if url.scheme not in ("http", "https") or not url.netloc:

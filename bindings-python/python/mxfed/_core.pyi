@@ -1,15 +1,52 @@
 """Type stubs of the native module ``mxfed._core`` (hand-written; checked by mypy.stubtest)."""
 
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union, final
 
-JsonValue = Any
-JsonObject = Dict[str, Any]
-#: An object argument: a dict, or JSON text as bytes-like or str.
-ObjectInput = Union[Mapping[str, Any], bytes, bytearray, memoryview, str]
-Keys = Union["SigningKey", Sequence["SigningKey"]]
-KeysInput = Union["KeyRing", Iterable[ObjectInput], Mapping[str, Any], bytes, str]
+from typing_extensions import TypeAlias
 
+_JsonValue: TypeAlias = Any
+_JsonObject: TypeAlias = Dict[str, Any]
+# An object argument: a dict, or JSON text as bytes-like or str.
+_ObjectInput: TypeAlias = Union[Mapping[str, Any], bytes, bytearray, memoryview, str]
+_Keys: TypeAlias = Union["SigningKey", Sequence["SigningKey"]]
+_KeysInput: TypeAlias = Union["KeyRing", Iterable[_ObjectInput], Mapping[str, Any], bytes, str]
+
+__all__ = [
+    "CanonicalJsonError",
+    "EduError",
+    "EventError",
+    "IdentifierError",
+    "KeyRing",
+    "MxfedError",
+    "PduError",
+    "ROOM_VERSIONS",
+    "RoomVersionError",
+    "ServerKeysError",
+    "SignatureError",
+    "SigningKey",
+    "SigningKeyError",
+    "TransactionError",
+    "XMatrixError",
+    "_VerifyKey",
+    "_compat_encode",
+    "canonical_json",
+    "check_pdus",
+    "content_hash",
+    "decode_base64",
+    "encode_base64",
+    "event_id",
+    "hash_and_sign_event",
+    "parse_transaction",
+    "redact",
+    "reference_hash",
+    "room_id",
+    "server_keys",
+    "sign_json",
+    "sign_request",
+    "verify_json",
+    "verify_request",
+]
 ROOM_VERSIONS: Tuple[str, ...]
 
 class MxfedError(ValueError):
@@ -27,6 +64,7 @@ class TransactionError(MxfedError): ...
 class IdentifierError(MxfedError): ...
 class EduError(MxfedError): ...
 
+@final
 class SigningKey:
     @staticmethod
     def from_seed(version: str, seed: Union[bytes, bytearray, memoryview, str]) -> SigningKey: ...
@@ -49,57 +87,59 @@ class SigningKey:
     def sign(self, message: bytes) -> bytes: ...
     def _sign_compat(self, obj: Any) -> Optional[bytes]: ...
 
+@final
 class _VerifyKey:
     def __new__(cls, key: bytes) -> _VerifyKey: ...
     def verify(self, message: bytes, signature: bytes) -> bool: ...
     def _verify_compat(self, obj: Any, signature: bytes) -> Optional[bool]: ...
 
+@final
 class KeyRing:
-    def __new__(cls, responses: Optional[Iterable[ObjectInput]] = None) -> KeyRing: ...
-    def add(self, response: ObjectInput) -> str: ...
+    def __new__(cls, responses: Optional[Iterable[_ObjectInput]] = None) -> KeyRing: ...
+    def add(self, response: _ObjectInput) -> str: ...
     def servers(self) -> List[str]: ...
     def keys(self, server_name: str) -> Dict[str, str]: ...
 
-def canonical_json(value: JsonValue, *, room_version: Optional[str] = None) -> bytes: ...
-def sign_json(obj: ObjectInput, server_name: str, key: Keys) -> JsonObject: ...
+def canonical_json(value: _JsonValue, *, room_version: Optional[str] = None) -> bytes: ...
+def sign_json(obj: _ObjectInput, server_name: str, key: _Keys) -> _JsonObject: ...
 def verify_json(
-    obj: ObjectInput, server_name: str, keys: Mapping[str, Union[str, bytes]]
+    obj: _ObjectInput, server_name: str, keys: Mapping[str, Union[str, bytes]]
 ) -> List[str]: ...
-def content_hash(event: ObjectInput, room_version: str) -> str: ...
-def reference_hash(event: ObjectInput, room_version: str) -> str: ...
-def event_id(event: ObjectInput, room_version: str) -> str: ...
-def room_id(event: ObjectInput, room_version: str) -> str: ...
-def redact(event: ObjectInput, room_version: str) -> JsonObject: ...
+def content_hash(event: _ObjectInput, room_version: str) -> str: ...
+def reference_hash(event: _ObjectInput, room_version: str) -> str: ...
+def event_id(event: _ObjectInput, room_version: str) -> str: ...
+def room_id(event: _ObjectInput, room_version: str) -> str: ...
+def redact(event: _ObjectInput, room_version: str) -> _JsonObject: ...
 def hash_and_sign_event(
-    event: ObjectInput, room_version: str, server_name: str, key: Keys
-) -> JsonObject: ...
+    event: _ObjectInput, room_version: str, server_name: str, key: _Keys
+) -> _JsonObject: ...
 def check_pdus(
-    pdus: Iterable[ObjectInput], room_version: str, keys: KeysInput
-) -> List[JsonObject]: ...
+    pdus: Iterable[_ObjectInput], room_version: str, keys: _KeysInput
+) -> List[_JsonObject]: ...
 def sign_request(
-    key: Keys,
+    key: _Keys,
     origin: str,
     destination: str,
     method: str,
     uri: str,
-    content: JsonValue = None,
+    content: _JsonValue = None,
 ) -> List[str]: ...
 def verify_request(
     destination: str,
-    keys: KeysInput,
+    keys: _KeysInput,
     method: str,
     uri: str,
     headers: Union[str, Sequence[str]],
-    content: JsonValue = None,
+    content: _JsonValue = None,
     now_ms: Optional[int] = None,
-) -> JsonObject: ...
+) -> _JsonObject: ...
 def server_keys(
     server_name: str,
-    key: Keys,
+    key: _Keys,
     valid_until_ts: int,
     old_keys: Optional[Mapping[str, Mapping[str, Any]]] = None,
-) -> JsonObject: ...
-def parse_transaction(body: ObjectInput) -> JsonObject: ...
+) -> _JsonObject: ...
+def parse_transaction(body: _ObjectInput) -> _JsonObject: ...
 def _compat_encode(value: Any) -> Optional[bytes]: ...
 def encode_base64(data: bytes) -> str: ...
 def decode_base64(data: str) -> bytes: ...

@@ -207,7 +207,7 @@ def fetch_server_keys(
     name = ring.add(raw)
     if name != server:
         err = ServerKeysError("asked for %s's keys, got %s's" % (server, name))
-        err.code = "keys_wrong_server"  # type: ignore[attr-defined]
+        err.code = "keys_wrong_server"
         raise err
     result: Dict[str, Any] = json.loads(raw)
     return result

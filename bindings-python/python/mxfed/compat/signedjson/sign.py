@@ -7,7 +7,6 @@ check run in mxfed's Rust core; any other key object (a mock, a hardware key) is
 its own ``sign``/``verify`` methods, as signedjson calls them.
 """
 
-import functools
 import logging
 from typing import Any, Dict, Iterable, List
 
@@ -34,15 +33,33 @@ __all__ = [
 ]
 
 
-@functools.lru_cache(maxsize=1024)
+# Rust keys for PyNaCl keys, by seed/public key bytes (building one costs a scalar
+# multiplication; signing with a cached one does not). Bounded: cleared when full.
+_SIGNING_KEYS: Dict[bytes, _CoreSigningKey] = {}
+_VERIFY_KEYS: Dict[bytes, _VerifyKey] = {}
+_CACHE_SIZE = 4096
+# Exactly PyNaCl's classes (a subclass may override sign/verify: it is called as signedjson would).
+_NACL_SIGNING_KEY: type = nacl.signing.SigningKey
+_NACL_VERIFY_KEY: type = nacl.signing.VerifyKey
+
+
 def _core_signing_key(seed: bytes) -> _CoreSigningKey:
-    # The key ID is built in Python from the PyNaCl key's own alg/version; "0" is a placeholder.
-    return _CoreSigningKey.from_seed("0", seed)
+    key = _SIGNING_KEYS.get(seed)
+    if key is None:
+        if len(_SIGNING_KEYS) >= _CACHE_SIZE:
+            _SIGNING_KEYS.clear()
+        # The key ID is built in Python from the PyNaCl key's alg/version; "0" is a placeholder.
+        key = _SIGNING_KEYS[seed] = _CoreSigningKey.from_seed("0", seed)
+    return key
 
 
-@functools.lru_cache(maxsize=4096)
-def _core_verify_key(key: bytes) -> _VerifyKey:
-    return _VerifyKey(key)
+def _core_verify_key(public: bytes) -> _VerifyKey:
+    key = _VERIFY_KEYS.get(public)
+    if key is None:
+        if len(_VERIFY_KEYS) >= _CACHE_SIZE:
+            _VERIFY_KEYS.clear()
+        key = _VERIFY_KEYS[public] = _VerifyKey(public)
+    return key
 
 
 def sign_json(json_object: JsonDict, signature_name: str, signing_key: SigningKey) -> JsonDict:
@@ -53,7 +70,7 @@ def sign_json(json_object: JsonDict, signature_name: str, signing_key: SigningKe
     signatures = json_object.pop("signatures", {})
     unsigned = json_object.pop("unsigned", None)
 
-    if type(signing_key) is nacl.signing.SigningKey:
+    if type(signing_key) is _NACL_SIGNING_KEY:
         core_key = _core_signing_key(bytes(signing_key))
         signature = core_key._sign_compat(json_object)
         if signature is None:
@@ -135,7 +152,7 @@ def verify_signed_json(json_object: JsonDict, signature_name: str, verify_key: V
             "Invalid signature base64 for %s, %s" % (signature_name, key_id)
         )
 
-    if type(verify_key) is nacl.signing.VerifyKey and len(signature) == 64:
+    if type(verify_key) is _NACL_VERIFY_KEY and len(signature) == 64:
         if _check(verify_key, json_object, signature):
             return
         # What PyNaCl raises for a bad signature, wrapped as signedjson wraps it.

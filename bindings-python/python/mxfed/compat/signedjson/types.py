@@ -22,7 +22,7 @@ class BaseKey(Protocol):
 class VerifyKey(BaseKey):
     """The public part of a key pair, for use with verify_signed_json."""
 
-    def verify(self, message: bytes, signature: bytes) -> bytes: ...
+    def verify(self, message: bytes, signature: bytes) -> bytes: ...  # type: ignore[empty-body]
 
 
 class VerifyKeyWithExpiry(VerifyKey):
@@ -32,7 +32,7 @@ class VerifyKeyWithExpiry(VerifyKey):
 class SigningKey(BaseKey):
     """The private part of a key pair, for use with sign_json."""
 
-    def sign(self, message: bytes) -> nacl.signing.SignedMessage: ...
+    def sign(self, message: bytes) -> nacl.signing.SignedMessage: ...  # type: ignore[empty-body]
 
     @property
-    def verify_key(self) -> nacl.signing.VerifyKey: ...
+    def verify_key(self) -> nacl.signing.VerifyKey: ...  # type: ignore[empty-body]
