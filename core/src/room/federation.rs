@@ -18,7 +18,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::{Room, RoomVerdict, Stored};
-use crate::auth::{check_state_dependent, check_state_independent, AuthEvents, KnownEvent, Pdu};
+use crate::auth::{
+    check_state_dependent, check_state_independent, AuthEvents, KnownEvent, Levels, Pdu,
+};
 use crate::pdu::{PduCheck, Verdict};
 use crate::state_res::StateMap;
 
@@ -242,6 +244,41 @@ impl Room {
         out
     }
 
+    /// The event an accepted redaction takes effect on, if it may: the redacted event is known
+    /// and in the same room, and the redaction's sender has the `redact` level in the state
+    /// before the redaction, or is on the same server as the redacted event's sender (spec
+    /// § Redactions: from room version 3 this check is the receiver's, at display time).
+    pub fn redaction_target(&self, redaction_id: &str) -> Option<&str> {
+        let r = self.events.get(redaction_id)?;
+        if r.rejected || r.pdu.kind() != "m.room.redaction" || self.outliers.contains(redaction_id)
+        {
+            return None;
+        }
+        let target_id = r.pdu.redacts()?;
+        let (key, target) = self.events.get_key_value(target_id)?;
+        if target.pdu.room_id() != r.pdu.room_id() {
+            return None;
+        }
+        if target.pdu.sender_server() == r.pdu.sender_server() {
+            return Some(key.as_str());
+        }
+        let before = self.state_before_event(redaction_id)?;
+        let get = |t: &str| {
+            before
+                .get(&(t.to_owned(), String::new()))
+                .and_then(|id| self.events.get(id))
+                .map(|s| &s.pdu)
+        };
+        let levels = Levels::new(
+            self.version,
+            get("m.room.power_levels"),
+            get("m.room.create"),
+        );
+        let sender = levels.user(r.pdu.sender()).ok()?;
+        let needed = levels.named("redact", 50).ok()?;
+        (sender >= needed).then_some(key.as_str())
+    }
+
     /// The membership of a user in the current state (`join`, `invite`, `leave`, …).
     pub fn membership(&self, user_id: &str) -> Option<String> {
         let state = self.current_state();
@@ -435,5 +472,62 @@ mod tests {
             r#"{"body":"hi","msgtype":"m.text"}"#,
         );
         assert_eq!(verdict, RoomVerdict::Accepted);
+
+        // Redactions: the sender's own server may redact; another server needs the level.
+        let (msg, _, _) = send(&mut a, "m.room.message", "@bob:b", None, r#"{"body":"x"}"#);
+        let redact_as = |room: &mut Room, sender: &str| {
+            let t = EventTemplate {
+                room_id: Some(room_id.into()),
+                event_type: "m.room.redaction".into(),
+                sender: sender.into(),
+                state_key: None,
+                content: Object::new(),
+                redacts: Some(msg.event_id.clone()),
+            };
+            let prev: Vec<EventRef> = room
+                .forward_extremities()
+                .iter()
+                .map(|id| EventRef {
+                    event_id: id.clone(),
+                    depth: room.event(id).unwrap().0.depth(),
+                    sha256: None,
+                })
+                .collect();
+            let state: BuildState = room
+                .current_state()
+                .into_iter()
+                .map(|(k, id)| {
+                    let depth = room.event(&id).unwrap().0.depth();
+                    let r = EventRef {
+                        event_id: id,
+                        depth,
+                        sha256: None,
+                    };
+                    (k, r)
+                })
+                .collect();
+            let b = build_event(v, "a", &t, &prev, &state, Timestamp(2), &key, None).unwrap();
+            assert_eq!(
+                room.receive(&check(b.pdu.clone(), &b.event_id)),
+                RoomVerdict::Accepted
+            );
+            b.event_id
+        };
+        let by_admin = redact_as(&mut a, "@u:a");
+        assert_eq!(a.redaction_target(&by_admin), Some(msg.event_id.as_str()));
+        let (_, _, _) = send(
+            &mut a,
+            "m.room.member",
+            "@carol:c",
+            Some("@carol:c"),
+            r#"{"membership":"join"}"#,
+        );
+        let by_other = redact_as(&mut a, "@carol:c");
+        assert_eq!(
+            a.redaction_target(&by_other),
+            None,
+            "no level, other server"
+        );
+        assert_eq!(a.redaction_target(&msg.event_id), None, "not a redaction");
     }
 }
