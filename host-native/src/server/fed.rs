@@ -841,6 +841,9 @@ async fn make_membership(
     membership: &str,
 ) -> Result<Response, ApiError> {
     check_user_origin(user, &s.origin)?;
+    // Wait for changes in progress (an invite being countersigned, say): the joining server may
+    // have been told of the invite before we stored it.
+    let _guard = state.writer.lock().await;
     let mut content = Object::new();
     content.insert("membership", membership);
     let t = EventTemplate {
@@ -1202,14 +1205,18 @@ async fn invite(
         let st = state.clone();
         let origin = s.origin.clone();
         tokio::spawn(async move {
-            for via in rooms::join_candidates(&[origin], &room_id, None) {
-                match rooms::remote_membership(&st, &room_id, &target, &via, "join").await {
-                    Ok(id) => {
-                        log(&format!("{target} joined {room_id} ({id}) via {via}"));
-                        return;
+            // A few tries: the inviting server may still be busy with the invite.
+            for attempt in 0..3u32 {
+                for via in rooms::join_candidates(std::slice::from_ref(&origin), &room_id, None) {
+                    match rooms::remote_membership(&st, &room_id, &target, &via, "join").await {
+                        Ok(id) => {
+                            log(&format!("{target} joined {room_id} ({id}) via {via}"));
+                            return;
+                        }
+                        Err(e) => log(&format!("auto-accept: join {room_id} via {via}: {e}")),
                     }
-                    Err(e) => log(&format!("auto-accept: join {room_id} via {via}: {e}")),
                 }
+                tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
             }
         });
     }

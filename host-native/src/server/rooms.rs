@@ -166,22 +166,13 @@ pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), 
     Ok(())
 }
 
-/// Marks the target of an accepted redaction as redacted when the redaction may apply: sent by
-/// the target's sender's server (the spec's same-server rule; the power-level path is not
-/// applied here, see docs/server.md).
+/// Marks the target of an accepted redaction as redacted when the core says it applies.
 fn apply_redaction(state: &AppState, db: &mut super::store::Store, room_id: &str, e: &Entry) {
     let rooms = state.rooms();
-    let Some(room) = rooms.get(room_id) else {
-        return;
-    };
-    let Ok(pdu) = Pdu::new(e.event.clone(), room.version()) else {
-        return;
-    };
-    let Some(target) = pdu.redacts() else { return };
-    let Some((t, _)) = room.event(target) else {
-        return;
-    };
-    if t.sender_server() == pdu.sender_server() {
+    let target = rooms
+        .get(room_id)
+        .and_then(|r| r.redaction_target(&e.event_id));
+    if let Some(target) = target {
         let _ = db.set_redacted(target, &e.event_id);
     }
 }
