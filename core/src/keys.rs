@@ -125,7 +125,33 @@ impl fmt::Display for KeyId {
 
 /// An ed25519 public key.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct VerifyKey(ed25519_dalek::VerifyingKey);
+pub struct VerifyKey(ed25519_dalek::VerifyingKey, KeyShape);
+
+/// Whether a key lies in the prime-order subgroup (every honestly generated key does), decided
+/// once when the key is loaded: for such keys the cheaper cofactorless check plus a test that
+/// `R` is not the identity gives exactly libsodium's verdict.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum KeyShape {
+    PrimeOrder,
+    /// Small order or with a torsion component: only strict verification is used.
+    Other,
+}
+
+fn shape(key: &ed25519_dalek::VerifyingKey) -> KeyShape {
+    let point = curve25519_dalek::edwards::CompressedEdwardsY(key.to_bytes()).decompress();
+    match point {
+        Some(p) if !p.is_small_order() && p.is_torsion_free() => KeyShape::PrimeOrder,
+        _ => KeyShape::Other,
+    }
+}
+
+/// The canonical encoding of the identity point: the one small-order `R` a cofactorless check
+/// can accept for a prime-order key (libsodium rejects it).
+const IDENTITY: [u8; 32] = {
+    let mut b = [0u8; 32];
+    b[0] = 1;
+    b
+};
 
 impl fmt::Debug for VerifyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -139,9 +165,9 @@ impl VerifyKey {
     /// # Errors
     /// [`KeyError::BadPublicKey`] when the bytes are not a curve point.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<VerifyKey, KeyError> {
-        ed25519_dalek::VerifyingKey::from_bytes(bytes)
-            .map(VerifyKey)
-            .map_err(|_| KeyError::BadPublicKey)
+        let key =
+            ed25519_dalek::VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::BadPublicKey)?;
+        Ok(VerifyKey(key, shape(&key)))
     }
 
     /// From unpadded base64, as published in key responses.
@@ -169,8 +195,16 @@ impl VerifyKey {
     /// Checks an ed25519 signature over `msg`, rejecting small-order keys and `R` points and
     /// non-canonical `S` the way libsodium (and so Synapse's PyNaCl) does.
     pub fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
-        let sig = ed25519_dalek::Signature::from_bytes(sig);
-        self.0.verify_strict(msg, &sig).is_ok()
+        let signature = ed25519_dalek::Signature::from_bytes(sig);
+        match self.1 {
+            // Cofactorless `verify` rejects non-canonical R and S and any small-order R but the
+            // identity, for a prime-order key; the identity is excluded here.
+            KeyShape::PrimeOrder => {
+                use ed25519_dalek::Verifier as _;
+                sig[..32] != IDENTITY && self.0.verify(msg, &signature).is_ok()
+            }
+            KeyShape::Other => self.0.verify_strict(msg, &signature).is_ok(),
+        }
     }
 }
 
@@ -281,12 +315,62 @@ impl SigningKey {
 
     /// The public half.
     pub fn verify_key(&self) -> VerifyKey {
-        VerifyKey(self.key.verifying_key())
+        let key = self.key.verifying_key();
+        VerifyKey(key, shape(&key))
     }
 
     /// The 64-byte ed25519 signature of `msg`.
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer as _;
         self.key.sign(msg).to_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+
+    /// The fast path gives strict verification's verdicts on the signatures where cofactorless
+    /// and strict checks differ: an identity `R` forged by the key's owner, and a weak key.
+    #[test]
+    fn fast_verify_rejects_what_strict_rejects() {
+        let sk = SigningKey::from_seed("1", &[9; 32]).unwrap();
+        let vk = sk.verify_key();
+        let msg = b"{\"a\":1}";
+        // s = H(R || A || M) * a with R = identity satisfies the cofactorless equation.
+        let a = sk.key.to_scalar();
+        let k = Scalar::from_hash(
+            Sha512::new()
+                .chain_update(IDENTITY)
+                .chain_update(vk.as_bytes())
+                .chain_update(msg),
+        );
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&IDENTITY);
+        sig[32..].copy_from_slice((k * a).as_bytes());
+        let dalek_sig = ed25519_dalek::Signature::from_bytes(&sig);
+        use ed25519_dalek::Verifier as _;
+        assert!(
+            vk.0.verify(msg, &dalek_sig).is_ok(),
+            "cofactorless accepts it"
+        );
+        assert!(
+            vk.0.verify_strict(msg, &dalek_sig).is_err(),
+            "strict rejects it"
+        );
+        assert!(!vk.verify(msg, &sig));
+        // An honest signature passes.
+        assert!(vk.verify(msg, &sk.sign(msg)));
+        // The identity as a public key, with the all-identity signature.
+        let weak = VerifyKey::from_bytes(&IDENTITY).unwrap();
+        let mut zero_sig = [0u8; 64];
+        zero_sig[..32].copy_from_slice(&IDENTITY);
+        assert!(weak
+            .0
+            .verify(msg, &ed25519_dalek::Signature::from_bytes(&zero_sig))
+            .is_ok());
+        assert!(!weak.verify(msg, &zero_sig));
     }
 }

@@ -86,40 +86,91 @@ fn write_int(mut n: i64, out: &mut Vec<u8>) {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Whether any byte of `w` (eight bytes, little-endian) is `"`, `\` or a C0 control: the
+/// bytes canonical JSON escapes. Checks eight bytes per step (SWAR) so clean runs are copied
+/// in one go.
+#[inline]
+pub(crate) fn needs_escape(w: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    // Bytes below 0x20 (only for bytes < 0x80: a high bit set means a UTF-8 byte, never escaped).
+    let control = w.wrapping_sub(LO * 0x20) & !w & HI;
+    let quote = has_zero(w ^ (LO * u64::from(b'"')));
+    let backslash = has_zero(w ^ (LO * u64::from(b'\\')));
+    (control | quote | backslash) != 0
+}
+
+/// Offset of the first byte at or after `from` that canonical JSON escapes, or `bytes.len()`.
+#[inline]
+pub(crate) fn scan_clean(bytes: &[u8], mut i: usize) -> usize {
+    while i + 8 <= bytes.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[i..i + 8]);
+        if needs_escape(u64::from_le_bytes(w)) {
+            break;
+        }
+        i += 8;
+    }
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x20 || b == b'"' || b == b'\\' {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+
 /// Writes a JSON string: escapes only `"`, `\` and C0 controls; everything else is raw UTF-8.
 pub(crate) fn write_str(s: &str, out: &mut Vec<u8>) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            0x09 => b"\\t",
-            0x0a => b"\\n",
-            0x0c => b"\\f",
-            0x0d => b"\\r",
-            0..=0x1f => {
-                out.extend_from_slice(&bytes[run..i]);
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 0xf) as usize],
-                ]);
-                run = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
+    loop {
+        let i = scan_clean(bytes, run);
         out.extend_from_slice(&bytes[run..i]);
-        out.extend_from_slice(esc);
+        let Some(&b) = bytes.get(i) else { break };
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x09 => out.extend_from_slice(b"\\t"),
+            0x0a => out.extend_from_slice(b"\\n"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0x0d => out.extend_from_slice(b"\\r"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
+        }
         run = i + 1;
     }
-    out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swar_scan_agrees_with_bytewise() {
+        let mut all: Vec<u8> = (0u8..=255).collect();
+        all.extend_from_slice("plain ascii then é and 😀 and \"q\" and \\".as_bytes());
+        for start in 0..all.len() {
+            for end in start..all.len().min(start + 40) {
+                let slice = &all[start..end];
+                let want = slice
+                    .iter()
+                    .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+                    .unwrap_or(slice.len());
+                assert_eq!(scan_clean(slice, 0), want, "{slice:?}");
+            }
+        }
+    }
 }

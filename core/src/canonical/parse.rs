@@ -4,6 +4,7 @@
 //! give: duplicate keys rejected, lone surrogate escapes rejected, the original text of numbers
 //! kept for legacy events, and a path to the offending value in every error.
 
+use super::encode::scan_clean;
 use super::error::{CanonicalJsonError as Error, CanonicalJsonErrorKind as Kind, PathSegment};
 use super::value::{Int, LegacyNumber, Object, Value, MAX_SAFE_INT};
 
@@ -200,7 +201,7 @@ impl Parser<'_> {
         let start = self.pos;
         self.enter()?;
         self.pos += 1;
-        let mut entries: Vec<(String, Value)> = Vec::new();
+        let mut entries: Vec<(String, Value)> = Vec::with_capacity(8);
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
@@ -281,21 +282,18 @@ impl Parser<'_> {
 
     fn string(&mut self) -> Result<String, Error> {
         let start = self.pos + 1;
-        let mut i = start;
         // Fast path: no escapes, which is almost every string in an event.
-        while let Some(&c) = self.b.get(i) {
-            match c {
-                b'"' => {
-                    self.pos = i + 1;
-                    return match std::str::from_utf8(&self.b[start..i]) {
-                        Ok(s) => Ok(s.to_owned()),
-                        Err(e) => Err(Error::new(Kind::InvalidUtf8, start + e.valid_up_to())),
-                    };
-                }
-                b'\\' => break,
-                0..=0x1f => return Err(syntax("an escaped control character", i)),
-                _ => i += 1,
+        let mut i = scan_clean(self.b, start);
+        match self.b.get(i) {
+            Some(b'"') => {
+                self.pos = i + 1;
+                return match std::str::from_utf8(&self.b[start..i]) {
+                    Ok(s) => Ok(s.to_owned()),
+                    Err(e) => Err(Error::new(Kind::InvalidUtf8, start + e.valid_up_to())),
+                };
             }
+            Some(0..=0x1f) => return Err(syntax("an escaped control character", i)),
+            _ => {}
         }
         let mut buf: Vec<u8> = Vec::with_capacity(i - start + 16);
         buf.extend_from_slice(&self.b[start..i]);
@@ -357,12 +355,7 @@ impl Parser<'_> {
                 0..=0x1f => return Err(syntax("an escaped control character", i)),
                 _ => {
                     let run_start = i;
-                    while let Some(&c) = self.b.get(i) {
-                        if c == b'"' || c == b'\\' || c < 0x20 {
-                            break;
-                        }
-                        i += 1;
-                    }
+                    i = scan_clean(self.b, i);
                     buf.extend_from_slice(&self.b[run_start..i]);
                 }
             }
