@@ -226,7 +226,11 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
     Ok(Prepared { state, created })
 }
 
-fn tls_config(
+/// The TLS configuration of a listener (`None` for plain HTTP).
+///
+/// # Errors
+/// Unreadable or invalid certificate or key.
+pub fn tls_config(
     state: &AppState,
     l: &config::Listener,
 ) -> Result<Option<axum_server::tls_rustls::RustlsConfig>, String> {

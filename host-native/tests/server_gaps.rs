@@ -1,0 +1,163 @@
+//! Two in-process servers on loopback (TLS, real sockets): a gap in the DAG is filled with
+//! `/get_missing_events`, and a gap too long for it (the resident caps it at 20) is bridged with
+//! `/state` at the first event it could not place. Leaving and the invite handshake are driven
+//! through the same functions the admin API uses.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mxfed_core::canonical::{parse_object, ParseOptions};
+use mxfed_core::event::EventTemplate;
+use mxfed_native::server::serve::{prepare, tls_config, ServeArgs};
+use mxfed_native::server::{app, rooms, run, AppState};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(dir: &std::path::Path) -> Arc<AppState> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let port = free_port();
+    let args = ServeArgs {
+        config: None,
+        data_dir: Some(dir.to_owned()),
+        server_name: Some(format!("localhost:{port}")),
+        listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+        dev: true,
+    };
+    let state = prepare(&args).unwrap().state;
+    let l = state.config.listeners[0].clone();
+    let listener = std::net::TcpListener::bind(l.addr).unwrap();
+    let tls = tls_config(&state, &l).unwrap();
+    tokio::spawn(run(
+        listener,
+        app(state.clone()),
+        tls,
+        std::future::pending(),
+    ));
+    state
+}
+
+/// Waits until `pred` holds, woken by the server's change notifications.
+async fn until(state: &AppState, what: &str, pred: impl Fn(&AppState) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let notified = state.changed.notified();
+        if pred(state) {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            panic!("timed out waiting for {what}");
+        }
+    }
+}
+
+fn message(room: &str, sender: &str, body: &str) -> EventTemplate {
+    EventTemplate {
+        room_id: Some(room.to_owned()),
+        event_type: "m.room.message".into(),
+        sender: sender.to_owned(),
+        state_key: None,
+        content: parse_object(
+            format!(r#"{{"msgtype":"m.text","body":"{body}"}}"#).as_bytes(),
+            &ParseOptions::STRICT,
+        )
+        .unwrap(),
+        redacts: None,
+    }
+}
+
+/// B builds `n` messages it keeps to itself, then sends only the last: A must fill the gap.
+async fn gap(b: &Arc<AppState>, room: &str, bob: &str, n: usize) -> Vec<String> {
+    let _g = b.writer.lock().await;
+    let mut ids = Vec::new();
+    let mut last = None;
+    for i in 0..n {
+        let built = rooms::build_local(b, room, &message(room, bob, &format!("m{i}"))).unwrap();
+        rooms::accept_local(b, &built).unwrap();
+        ids.push(built.event_id.clone());
+        last = Some(built);
+    }
+    let last = last.unwrap();
+    rooms::distribute(b, room, &last.event_id, &last.pdu, &[]);
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_are_filled_with_missing_events_then_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir.path().join("a"));
+    let b = start(&dir.path().join("b"));
+    let alice = format!("@alice:{}", a.server_name);
+    let bob = format!("@bob:{}", b.server_name);
+    a.db().create_user(&alice, None, false).unwrap();
+    b.db().create_user(&bob, Some("Bob"), false).unwrap();
+
+    let room = {
+        let _g = a.writer.lock().await;
+        let room = rooms::create_room(&a, &alice, "11").unwrap();
+        rooms::invite_remote(&a, &room, &alice, &bob).await.unwrap();
+        room
+    };
+    let invites = b.db().invites(&bob).unwrap();
+    assert_eq!(invites.len(), 1, "the invite was stored for bob");
+    rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
+        .await
+        .unwrap();
+    assert_eq!(a.rooms()[&room].membership(&bob).as_deref(), Some("join"));
+
+    // A short gap: /get_missing_events.
+    let ids = gap(&b, &room, &bob, 3).await;
+    let last = ids.last().unwrap().clone();
+    until(&a, "the short gap", |s| s.rooms()[&room].contains(&last)).await;
+    for id in &ids {
+        let rooms = a.rooms();
+        assert!(
+            rooms[&room].contains(id) && !rooms[&room].is_outlier(id),
+            "{id} fetched"
+        );
+    }
+
+    // A long gap: 20 events through /get_missing_events, the first of them placed with /state.
+    let ids = gap(&b, &room, &bob, 25).await;
+    let last = ids.last().unwrap().clone();
+    until(&a, "the long gap", |s| s.rooms()[&room].contains(&last)).await;
+    {
+        let rooms = a.rooms();
+        let r = &rooms[&room];
+        assert!(!r.is_outlier(&last));
+        // The last event is a forward extremity; the event before the unbridged part stays one
+        // too (A cannot know it is an ancestor) until A's next event cites both.
+        assert!(r.forward_extremities().contains(&last));
+        let placed = ids.iter().filter(|id| r.contains(id)).count();
+        assert!(placed >= 21, "{placed} of 25 placed");
+        assert!(!r.contains(&ids[0]), "beyond the 20 fetched: not needed");
+    }
+    assert_eq!(
+        a.rooms()[&room].current_state(),
+        b.rooms()[&room].current_state()
+    );
+
+    // A message from A after the gap reaches B (A's extremity is B's last event).
+    let m = {
+        let _g = a.writer.lock().await;
+        rooms::send_local(&a, &room, message(&room, &alice, "after")).unwrap()
+    };
+    until(&b, "A's message", |s| s.rooms()[&room].contains(&m)).await;
+    assert_eq!(a.rooms()[&room].forward_extremities().iter().collect::<Vec<_>>(), [&m]);
+
+    // Bob leaves (a local leave sent to the room); A sees it.
+    let leave = {
+        let _g = b.writer.lock().await;
+        let content = parse_object(br#"{"membership":"leave"}"#, &ParseOptions::STRICT).unwrap();
+        rooms::send_event(&b, &room, &bob, "m.room.member", Some(&bob), content, None).unwrap()
+    };
+    until(&a, "bob's leave", |s| s.rooms()[&room].contains(&leave)).await;
+    assert_eq!(a.rooms()[&room].membership(&bob).as_deref(), Some("leave"));
+    assert!(!a.rooms()[&room].joined_servers().contains(&b.server_name));
+}
