@@ -240,8 +240,8 @@ const MXFED_REASONS: &[(&str, &str, &str)] = &[
         "rejected",
         "auth_send_insufficient_power",
     ),
-    // The spec would accept it (state_default is 0 when there is no power levels event);
-    // Synapse, and mxfed with it, take 50. See the README.
+    // state_default is 50 even with no power levels event (older spec text said 0; that was a
+    // spec bug, fixed in 2023). Synapse and mxfed agree. See the README.
     (
         "auth_events_without_power_levels_moderator_topic",
         "rejected",

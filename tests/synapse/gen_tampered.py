@@ -12,7 +12,7 @@ hsC, and hsA's verdict is read back from the /send response, its database (`even
 
 Run it by hand with a Python that has matrix-synapse (see README.md next to this file):
 
-    python tests/synapse/gen_tampered.py [--versions 10,11,12] [--workdir DIR] [--keep]
+    python tests/synapse/gen_tampered.py [--versions 1,10,11,12] [--workdir DIR] [--keep]
 
 Nothing here is Synapse code: Synapse is only run as a program and observed.
 """
