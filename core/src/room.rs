@@ -289,6 +289,10 @@ impl Room {
             .into_iter()
             .map(str::to_owned)
             .collect();
+        // Soft-fail state, as Synapse computes it: nothing to check when the event extends the
+        // current extremities exactly; the current state when every prev event is known; with
+        // missing prev events (a gap), the resolution of the extremities' states and the state
+        // given for the event, so a ban inside the gap still counts.
         let current = if prevs == self.extremities || self.extremities.is_empty() {
             None
         } else {
@@ -298,7 +302,9 @@ impl Room {
                 .filter_map(|id| self.events.get(id))
                 .map(|s| (*s.state_after).clone())
                 .collect();
-            sets.push(before.clone());
+            if prevs.iter().any(|p| !self.events.contains_key(p)) {
+                sets.push(before.clone());
+            }
             Some(resolve(self.version, &sets, &Store(&self.events)))
         };
         let current_view = current.as_ref().map(|c| self.auth_view(c));

@@ -83,64 +83,28 @@ fn rooms() -> Vec<(String, String, String, String)> {
 
 /// Where mxfed's verdict differs from Synapse's: (case, room versions, mxfed's verdict, why).
 /// An empty version list means every version.
-const EXPECTED_DIFFERENCES: &[(&str, &[&str], &str, &str)] = &[
-    (
-        // Synapse soft-failed it because it *arrived* after the ban: its prev_events are older
-        // than the room's forward extremities, and the current state bans eve. The replay has no
-        // arrival order: it orders events causally with depth as the tie-break, and this event's
-        // depth (the depth its prev_events give it) is below the ban's, so the replay receives it
-        // before the ban, when eve is still joined. Accepting it is what Synapse itself does when
-        // the events arrive in that order. `banned_user_fork` is the same event with a depth above
-        // the ban's, and there both soft-fail it.
-        "banned_user_fork_low_depth",
-        &[],
-        "accepted",
-        "arrival order: the replay receives it before the ban",
-    ),
-    (
-        // KNOWN MXFED DIFFERENCE (not a Synapse deviation; remove this entry when it is fixed).
-        // The soft-fail check. Synapse checks the event against the room's *current state* (when
-        // it has all the prev events). mxfed's `Room::receive` checks it against the resolution
-        // of the forward extremities' states *and the event's own state before*. With state
-        // resolution v1 that resolution can bring back old power levels: here the fork's power
-        // levels P0 (m.room.topic at 0, mallory 0) and the current ones P2 (sent by mallory at 50,
-        // under alice's P1) conflict, v1 checks P2 against P0, where mallory has no power, and
-        // keeps P0; carol's topic passes and is accepted (and becomes a forward extremity).
-        // State resolution v2 (v10-12) keeps P2, and there mxfed soft-fails it like Synapse.
-        "stale_power_fork_topic",
-        &["1"],
-        "accepted",
-        "mxfed soft-fail state includes the state before the event",
-    ),
-    (
-        // KNOWN MXFED DIFFERENCE, the consequence of the one above: carol's accepted topic is a
-        // forward extremity in the replay, so the room's current state keeps P0 (v1 resolution
-        // again), in which mallory has no power: his later power levels are soft-failed, where
-        // Synapse accepted them (redacted).
-        "changed_content_power_levels",
-        &["1"],
-        "soft_failed",
-        "consequence of stale_power_fork_topic in v1",
-    ),
-];
+const EXPECTED_DIFFERENCES: &[(&str, &[&str], &str, &str)] = &[(
+    // Synapse soft-failed it because it *arrived* after the ban: its prev_events are older
+    // than the room's forward extremities, and the current state bans eve. The replay has no
+    // arrival order: it orders events causally with depth as the tie-break, and this event's
+    // depth (the depth its prev_events give it) is below the ban's, so the replay receives it
+    // before the ban, when eve is still joined. Accepting it is what Synapse itself does when
+    // the events arrive in that order. `banned_user_fork` is the same event with a depth above
+    // the ban's, and there both soft-fail it.
+    "banned_user_fork_low_depth",
+    &[],
+    "accepted",
+    "arrival order: the replay receives it before the ban",
+)];
 
 /// Final-state entries that differ from Synapse's, as consequences of the known differences
 /// above: (room version, (type, state_key) pairs).
-const EXPECTED_STATE_DIFFERENCES: &[(&str, &[(&str, &str)])] =
-    &[("1", &[("m.room.power_levels", "")])];
+const EXPECTED_STATE_DIFFERENCES: &[(&str, &[(&str, &str)])] = &[];
 
 /// Version-specific verdicts, before [`MXFED_REASONS`]: (case, room version, verdict, code).
 const MXFED_REASONS_BY_VERSION: &[(&str, &str, &str, &str)] = &[
     // Integer power levels are required from v10; before, "0" is read as 0 (Synapse and mxfed).
     ("power_levels_string_level", "1", "accepted", ""),
-    // The known mxfed differences in v1 (see EXPECTED_DIFFERENCES).
-    ("stale_power_fork_topic", "1", "accepted", ""),
-    (
-        "changed_content_power_levels",
-        "1",
-        "soft_failed",
-        "auth_send_insufficient_power",
-    ),
     // Key validity (valid_until_ts against origin_server_ts) is enforced from v5.
     ("key_not_valid_at_ts", "1", "accepted", ""),
     // v1-v2 authorise redactions: the redact level, or the same server as the redacted event.
