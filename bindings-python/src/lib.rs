@@ -470,6 +470,25 @@ fn sign_json<'py>(
     object_to_py(py, &o)
 }
 
+/// Public keys already decompressed (a curve point decompression costs about as much as a
+/// quarter of a signature check); bounded, emptied when full.
+static VERIFY_KEYS: std::sync::Mutex<BTreeMap<[u8; 32], VerifyKey>> =
+    std::sync::Mutex::new(BTreeMap::new());
+const VERIFY_KEYS_MAX: usize = 4096;
+
+fn cached_verify_key(bytes: &[u8; 32]) -> PyResult<VerifyKey> {
+    let mut cache = VERIFY_KEYS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(k) = cache.get(bytes) {
+        return Ok(*k);
+    }
+    let k = VerifyKey::from_bytes(bytes).or_raise()?;
+    if cache.len() >= VERIFY_KEYS_MAX {
+        cache.clear();
+    }
+    cache.insert(*bytes, k);
+    Ok(k)
+}
+
 /// Verifies `server_name`'s signatures on `obj` with `keys` (key ID → public key, base64 or 32
 /// bytes); returns the key IDs that verified, or raises `SignatureError`.
 #[pyfunction]
@@ -482,19 +501,27 @@ fn verify_json(
     for item in keys.cast::<PyDict>()?.iter() {
         let (id, key) = item;
         let id = KeyId::parse(&id.extract::<String>()?).or_raise()?;
-        let key = match as_bytes(&key)? {
-            Some(b) => {
-                let arr: [u8; 32] = b.as_slice().try_into().map_err(|_| {
-                    coded::<SigningKeyError>(
-                        "bad_key_length",
-                        format!("key is {} bytes, expected 32", b.len()),
-                    )
-                })?;
-                VerifyKey::from_bytes(&arr).or_raise()?
+        let bytes: [u8; 32] = match as_bytes(&key)? {
+            Some(b) => b.as_slice().try_into().map_err(|_| {
+                coded::<SigningKeyError>(
+                    "bad_key_length",
+                    format!("key is {} bytes, expected 32", b.len()),
+                )
+            })?,
+            None => {
+                let b64 = key.extract::<String>()?;
+                // Decoding is cheap; decompressing the point is not, and is cached below.
+                match base64::decode_array::<32>(&b64) {
+                    Ok(b) => b,
+                    // Let the core say what is wrong with it.
+                    Err(_) => VerifyKey::from_base64(&b64)
+                        .or_raise()?
+                        .as_bytes()
+                        .to_owned(),
+                }
             }
-            None => VerifyKey::from_base64(&key.extract::<String>()?).or_raise()?,
         };
-        map.insert(id, key);
+        map.insert(id, cached_verify_key(&bytes)?);
     }
     let o = object_arg(obj)?;
     Ok(signing::verify_json(&o, server_name, &map)
@@ -565,22 +592,73 @@ fn hash_and_sign_event<'py>(
     object_to_py(py, &ev)
 }
 
-/// A PDU waiting to be checked: bytes to parse, an object converted, or a conversion failure.
+/// A PDU waiting to be checked: bytes to parse, or an object converted.
 enum Pending {
     Bytes(Vec<u8>),
     Object(Object),
-    Failed(PyErr),
+    /// Its conversion failed: the verdict is made from the exception afterwards.
+    Failed,
+}
+
+impl Pending {
+    fn check(self, v: &RoomVersion, ring: &KeyRing) -> Option<Object> {
+        match self {
+            Pending::Bytes(b) => Some(pdu::check_pdu(&b, v, ring).to_json()),
+            Pending::Object(o) => Some(pdu::check_pdu_object(o, v, ring).to_json()),
+            Pending::Failed => None,
+        }
+    }
+}
+
+/// Batches smaller than this per thread are not worth a thread.
+const MIN_PDUS_PER_THREAD: usize = 64;
+
+/// Checks every PDU, on up to `threads` threads (the host schedules; each check is the core's).
+fn check_all(
+    pending: Vec<Pending>,
+    v: &RoomVersion,
+    ring: &KeyRing,
+    threads: usize,
+) -> Option<Vec<Option<Object>>> {
+    let threads = threads.min(pending.len() / MIN_PDUS_PER_THREAD).max(1);
+    if threads == 1 {
+        return Some(pending.into_iter().map(|p| p.check(v, ring)).collect());
+    }
+    let chunk = pending.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<Pending>> = Vec::with_capacity(threads);
+    let mut rest = pending.into_iter();
+    loop {
+        let c: Vec<Pending> = rest.by_ref().take(chunk).collect();
+        if c.is_empty() {
+            break;
+        }
+        chunks.push(c);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| s.spawn(move || c.into_iter().map(|p| p.check(v, ring)).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.extend(h.join().ok()?);
+        }
+        Some(out)
+    })
 }
 
 /// Checks PDUs (format, signatures of every required server, content hash) against `keys` (a
-/// `KeyRing` or key responses). One verdict dict per PDU, as `mxfed event check` prints; the GIL
-/// is released while checking.
+/// `KeyRing` or key responses). One verdict dict per PDU, as `mxfed event check` prints. The GIL
+/// is released while checking, and large batches are spread over `threads` threads (default:
+/// one per CPU).
 #[pyfunction]
+#[pyo3(signature = (pdus, room_version, keys, *, threads=None))]
 fn check_pdus<'py>(
     py: Python<'py>,
     pdus: &Bound<'py, PyAny>,
     room_version: &str,
     keys: &Bound<'py, PyAny>,
+    threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyList>> {
     let v = self::room_version(room_version)?;
     if pdus.is_instance_of::<PyString>()
@@ -591,34 +669,37 @@ fn check_pdus<'py>(
             "check_pdus takes a list of PDUs (dicts or JSON text)",
         ));
     }
+    let threads = threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
     let mut pending = Vec::new();
+    let mut failures = Vec::new();
     for item in pdus.try_iter()? {
         let item = item?;
         pending.push(match as_text(&item)? {
             Some(b) => Pending::Bytes(b),
             None => match to_object(&item, numbers_for(v)) {
                 Ok(o) => Pending::Object(o),
-                Err(e) => Pending::Failed(e),
+                Err(e) => {
+                    failures.push(e);
+                    Pending::Failed
+                }
             },
         });
     }
     let results = with_key_ring(keys, |ring| {
-        Ok(py.detach(|| {
-            pending
-                .into_iter()
-                .map(|p| match p {
-                    Pending::Bytes(b) => Ok(pdu::check_pdu(&b, v, ring).to_json()),
-                    Pending::Object(o) => Ok(pdu::check_pdu_object(o, v, ring).to_json()),
-                    Pending::Failed(e) => Err(e),
-                })
-                .collect::<Vec<_>>()
-        }))
+        py.detach(|| check_all(pending, v, ring, threads))
+            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("a check thread failed"))
     })?;
     let out = PyList::empty(py);
+    let mut failures = failures.into_iter();
     for r in results {
         let o = match r {
-            Ok(o) => object_to_py(py, &o)?,
-            Err(e) => rejected_verdict(py, &e)?,
+            Some(o) => object_to_py(py, &o)?,
+            None => match failures.next() {
+                Some(e) => rejected_verdict(py, &e)?,
+                None => continue,
+            },
         };
         out.append(o)?;
     }

@@ -114,7 +114,11 @@ def hash_and_sign_event(
     event: _ObjectInput, room_version: str, server_name: str, key: _Keys
 ) -> _JsonObject: ...
 def check_pdus(
-    pdus: Iterable[_ObjectInput], room_version: str, keys: _KeysInput
+    pdus: Iterable[_ObjectInput],
+    room_version: str,
+    keys: _KeysInput,
+    *,
+    threads: Optional[int] = None,
 ) -> List[_JsonObject]: ...
 def sign_request(
     key: _Keys,
