@@ -16,9 +16,10 @@ use mxfed_core::canonical::{Int, Object, Value};
 use mxfed_core::edu::Edu;
 use mxfed_core::event::{self, EventTemplate};
 use mxfed_core::inbound::{plan_inbound, Admission};
+use mxfed_core::keys::KeyId;
 use mxfed_core::pdu::{self, Verdict};
 use mxfed_core::room::RoomVerdict;
-use mxfed_core::server_keys::{KeyFetch, KeyQuery};
+use mxfed_core::server_keys::KeyQuery;
 use mxfed_core::transaction::{self, TransactionResponse};
 use mxfed_core::{xmatrix, RoomVersion};
 use serde::de::DeserializeOwned;
@@ -200,14 +201,15 @@ pub async fn authenticate(
             }
             Err(e) if e.needs_keys() && attempt == 0 => {
                 let server = parsed.first().map(|h| h.origin.clone()).unwrap_or_default();
-                keys::fetch(
-                    state,
-                    &KeyFetch {
-                        server,
-                        minimum_valid_until_ts: now(),
-                    },
-                )
-                .await;
+                let ids: Vec<KeyId> = parsed
+                    .iter()
+                    .filter_map(|h| KeyId::parse(&h.key).ok())
+                    .collect();
+                // The core's policy says what to fetch (a current key valid now).
+                let fetch = state.key_cache().fetch_for_request(&server, &ids, now());
+                if let Some(f) = fetch {
+                    keys::fetch(state, &f).await;
+                }
             }
             Err(e) => return Err(e.into()),
         }

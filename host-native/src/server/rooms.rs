@@ -262,6 +262,8 @@ pub fn accept_local(state: &AppState, built: &BuiltEvent) -> Result<(), ApiError
         let room = rooms
             .get_mut(&built.room_id)
             .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        // What other servers would refuse (over 64 KiB, fields too long) is refused here.
+        mxfed_core::pdu::check_format(&built.pdu, room.version())?;
         let mut trial = room.clone();
         let verdict = trial.receive(&checked(&built.event_id, built.pdu.clone(), false));
         if verdict == RoomVerdict::Accepted {
@@ -903,13 +905,7 @@ pub async fn invite_remote(
         pdu: signed,
     };
     accept_local(state, &with_sigs)?;
-    distribute(
-        state,
-        room_id,
-        &with_sigs.event_id,
-        &with_sigs.pdu,
-        &[&dest],
-    );
+    distribute(state, room_id, &with_sigs.event_id, &with_sigs.pdu, &[]);
     Ok(built.event_id)
 }
 
