@@ -149,7 +149,13 @@ async fn gaps_are_filled_with_missing_events_then_state() {
         rooms::send_local(&a, &room, message(&room, &alice, "after")).unwrap()
     };
     until(&b, "A's message", |s| s.rooms()[&room].contains(&m)).await;
-    assert_eq!(a.rooms()[&room].forward_extremities().iter().collect::<Vec<_>>(), [&m]);
+    assert_eq!(
+        a.rooms()[&room]
+            .forward_extremities()
+            .iter()
+            .collect::<Vec<_>>(),
+        [&m]
+    );
 
     // Bob leaves (a local leave sent to the room); A sees it.
     let leave = {
@@ -160,4 +166,45 @@ async fn gaps_are_filled_with_missing_events_then_state() {
     until(&a, "bob's leave", |s| s.rooms()[&room].contains(&leave)).await;
     assert_eq!(a.rooms()[&room].membership(&bob).as_deref(), Some("leave"));
     assert!(!a.rooms()[&room].joined_servers().contains(&b.server_name));
+
+    // Carol (on B) is invited and rejects the invite through A: make_leave/send_leave.
+    let carol = format!("@carol:{}", b.server_name);
+    b.db().create_user(&carol, None, false).unwrap();
+    {
+        let _g = a.writer.lock().await;
+        rooms::invite_remote(&a, &room, &alice, &carol)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        a.rooms()[&room].membership(&carol).as_deref(),
+        Some("invite")
+    );
+    rooms::remote_membership(&b, &room, &carol, &a.server_name, "leave")
+        .await
+        .unwrap();
+    assert_eq!(
+        a.rooms()[&room].membership(&carol).as_deref(),
+        Some("leave")
+    );
+
+    // Bob knocks on a room with knock join rules: make_knock/send_knock.
+    {
+        let _g = a.writer.lock().await;
+        let content = parse_object(br#"{"join_rule":"knock"}"#, &ParseOptions::STRICT).unwrap();
+        rooms::send_event(
+            &a,
+            &room,
+            &alice,
+            "m.room.join_rules",
+            Some(""),
+            content,
+            None,
+        )
+        .unwrap();
+    }
+    rooms::remote_membership(&b, &room, &bob, &a.server_name, "knock")
+        .await
+        .unwrap();
+    assert_eq!(a.rooms()[&room].membership(&bob).as_deref(), Some("knock"));
 }
