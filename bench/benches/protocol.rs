@@ -1,0 +1,139 @@
+//! Protocol-core benchmarks: X-Matrix sign and verify for a 10 KB body, transaction parsing for
+//! 50 PDUs + 100 EDUs, and the outbound queue's throughput on a simulated clock.
+//!
+//! `cargo bench -p mxfed-bench --bench protocol -- --measurement-time 3 --warm-up-time 1`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput};
+use mxfed_core::canonical::{parse_object, Int, Object, ParseOptions, Value};
+use mxfed_core::edu::Edu;
+use mxfed_core::keys::SigningKey;
+use mxfed_core::outbound::{DestinationQueue, OutboundConfig, Outcome};
+use mxfed_core::server_keys::{build_server_keys, KeyRing, ServerKeys};
+use mxfed_core::transaction::{parse_transaction, TransactionResponse};
+use mxfed_core::xmatrix::{parse_authorization, verify_request, Request};
+use mxfed_core::Timestamp;
+
+const EVENT: &str = include_str!("../data/event_1k.json");
+
+fn key() -> SigningKey {
+    SigningKey::from_seed_base64("1", "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1").unwrap()
+}
+
+/// A ~10 KB request body: a transaction with ten 1 KB PDUs.
+fn body_10k() -> Value {
+    let ev = parse_object(EVENT.as_bytes(), &ParseOptions::LEGACY).unwrap();
+    let mut txn = Object::new();
+    txn.insert("origin", "domain");
+    txn.insert("origin_server_ts", Int::new(1_000_000).unwrap());
+    txn.insert("pdus", Value::Array(vec![Value::Object(ev); 10]));
+    txn.insert("edus", Value::Array(Vec::new()));
+    Value::Object(txn)
+}
+
+fn transaction_bytes() -> Vec<u8> {
+    let ev: serde_json::Value = serde_json::from_str(EVENT).unwrap();
+    let edus: Vec<serde_json::Value> = (0..100)
+        .map(|i| {
+            serde_json::json!({"edu_type": "m.typing", "content": {
+                "room_id": "!room:domain", "user_id": format!("@u{i}:domain"), "typing": true}})
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "origin": "domain", "origin_server_ts": 1_000_000,
+        "pdus": vec![ev; 50], "edus": edus,
+    }))
+    .unwrap()
+}
+
+fn xmatrix(c: &mut Criterion) {
+    let k = key();
+    let body = body_10k();
+    let size = body.to_canonical_string().len();
+    let req = Request {
+        method: "PUT",
+        uri: "/_matrix/federation/v1/send/1",
+        origin: "domain",
+        destination: "remote.example",
+        content: Some(&body),
+    };
+    let resp = build_server_keys("domain", &[k.clone()], &[], Int::new(1 << 50).unwrap()).unwrap();
+    let mut ring = KeyRing::new();
+    ring.add(&ServerKeys::from_response(&resp).unwrap());
+    let header = req.sign(std::slice::from_ref(&k))[0].to_header_value();
+    let mut g = c.benchmark_group("xmatrix_10k");
+    g.throughput(Throughput::Bytes(size as u64));
+    g.bench_function("sign", |b| b.iter(|| black_box(req.sign(std::slice::from_ref(&k)))));
+    g.bench_function("verify", |b| {
+        b.iter(|| {
+            let h = parse_authorization(&[header.as_str()]).unwrap();
+            verify_request(&h, "remote.example", "PUT", req.uri, Some(&body), &ring, Timestamp(1))
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn transactions(c: &mut Criterion) {
+    let bytes = transaction_bytes();
+    let mut g = c.benchmark_group("transaction");
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("parse_50_pdus_100_edus", |b| {
+        b.iter(|| black_box(parse_transaction(&bytes).unwrap()))
+    });
+    g.finish();
+}
+
+fn queue(c: &mut Criterion) {
+    let ev = parse_object(EVENT.as_bytes(), &ParseOptions::LEGACY).unwrap();
+    let typing = Edu::from_object(
+        &parse_object(
+            br#"{"edu_type":"m.typing","content":{"room_id":"!room:domain","user_id":"@u:domain","typing":true}}"#,
+            &ParseOptions::STRICT,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut g = c.benchmark_group("outbound_queue");
+    // 1,000 PDUs and 1,000 EDUs queued, every transaction transmitted and acknowledged.
+    g.throughput(Throughput::Elements(2_000));
+    g.bench_function("queue_transmit_ack_2000", |b| {
+        b.iter_batched(
+            || {
+                DestinationQueue::new(
+                    "domain",
+                    "remote.example",
+                    OutboundConfig::default(),
+                    Timestamp(1),
+                    7,
+                )
+            },
+            |mut q| {
+                let now = Timestamp(2);
+                for i in 0..1_000 {
+                    q.queue_pdu(now, format!("$e{i}"), "!room:domain", ev.clone());
+                    q.queue_edu(now, typing.clone());
+                }
+                while q.poll_transmit(now).is_some() {
+                    // A 200 alone acknowledges the transaction.
+                    q.handle_response(now, Outcome::Success(TransactionResponse::new()))
+                        .unwrap();
+                    while q.poll_event().is_some() {}
+                }
+                q
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    xmatrix(&mut c);
+    transactions(&mut c);
+    queue(&mut c);
+    c.final_summary();
+}
