@@ -610,6 +610,13 @@ impl Pending {
     }
 }
 
+/// The CPUs available, asked once: `available_parallelism` reads cgroup files on Linux, which
+/// costs more than checking a small batch.
+fn cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Batches smaller than this per thread are not worth a thread.
 const MIN_PDUS_PER_THREAD: usize = 64;
 
@@ -669,9 +676,7 @@ fn check_pdus<'py>(
             "check_pdus takes a list of PDUs (dicts or JSON text)",
         ));
     }
-    let threads = threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    let threads = threads.unwrap_or_else(cpus).max(1);
     let mut pending = Vec::new();
     let mut failures = Vec::new();
     for item in pdus.try_iter()? {
