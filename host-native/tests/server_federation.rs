@@ -125,6 +125,20 @@ impl Drop for Server {
 #[test]
 fn two_servers_federate_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
+    // No server running: one coded error line, exit 2.
+    let out = Command::new(env!("CARGO_BIN_EXE_mxfed"))
+        .args(["admin", "--data-dir"])
+        .arg(dir.path().join("none"))
+        .arg("status")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.starts_with("mxfed: error[admin_not_running]: ") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+
     let (pa, pb) = (free_port(), free_port());
     let a = Server::start(&dir.path().join("a"), pa);
     let b = Server::start(&dir.path().join("b"), pb);
