@@ -29,6 +29,7 @@
 pub mod auth;
 pub mod base64;
 pub mod canonical;
+pub mod discovery;
 pub mod edu;
 pub mod event;
 pub mod identifiers;
