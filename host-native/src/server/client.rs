@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mxfed_core::canonical::{self, Object, Value};
+use mxfed_core::discovery::{self, Step};
 use mxfed_core::keys::SigningKey;
 use mxfed_core::xmatrix::Request;
 
@@ -159,15 +160,14 @@ impl FedClient {
         })
     }
 
-    /// Where to connect for a server name (`host:port`, without scheme).
+    /// Where to connect for a server name (`host:port`, without scheme): the core's discovery
+    /// steps, with the well-known answer fetched here and cached for an hour.
     async fn resolve(&self, server: &str) -> Result<String, FetchError> {
-        let (host, port) = split_host_port(server);
-        if port.is_some() || host.parse::<IpAddr>().is_ok() || host.starts_with('[') {
-            return Ok(match port {
-                Some(_) => server.to_owned(),
-                None => format!("{server}:8448"),
-            });
-        }
+        let url = match discovery::resolve(server) {
+            Step::Connect(t) => return Ok(t.authority()),
+            Step::WellKnown { url } => url,
+            _ => return Err(FetchError::Network(format!("cannot resolve {server}"))),
+        };
         let cached = self
             .well_known
             .lock()
@@ -178,22 +178,11 @@ impl FedClient {
                 return Ok(target);
             }
         }
-        let url = format!("https://{server}/.well-known/matrix/server");
-        let target = match self.raw(reqwest::Method::GET, &url, None, None).await {
-            Ok((200, body)) => canonical::parse_object(&body, &canonical::ParseOptions::LEGACY)
-                .ok()
-                .and_then(|o| o.get_str("m.server").map(str::to_owned))
-                .filter(|s| mxfed_core::identifiers::validate_server_name(s).is_ok())
-                .map(|s| {
-                    if split_host_port(&s).1.is_some() {
-                        s
-                    } else {
-                        format!("{s}:8448")
-                    }
-                }),
+        let body = match self.raw(reqwest::Method::GET, &url, None, None).await {
+            Ok((200, body)) => Some(body),
             _ => None,
-        }
-        .unwrap_or_else(|| format!("{server}:8448"));
+        };
+        let target = discovery::after_well_known(server, body.as_deref()).authority();
         if let Ok(mut m) = self.well_known.lock() {
             m.insert(server.to_owned(), (target.clone(), Instant::now()));
         }
