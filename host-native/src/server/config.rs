@@ -371,6 +371,7 @@ addr = "127.0.0.1:0"
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
