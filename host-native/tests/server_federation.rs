@@ -204,10 +204,11 @@ fn two_servers_federate_and_survive_a_restart() {
     a.kill();
     let m3 = b.admin(&["room", "send", &room, "while A was down", "--as", "bob"]);
     let a = Server::start(&dir.path().join("a"), pa);
-    assert_eq!(
-        a.admin(&["room", "timeline", &room]),
-        timeline_a,
-        "nothing lost across the restart"
+    // B's queue may already have delivered its message: what A had comes first, unchanged.
+    let after = a.admin(&["room", "timeline", &room]);
+    assert!(
+        after.starts_with(&timeline_a),
+        "nothing lost across the restart:\n{timeline_a}\n---\n{after}"
     );
     assert_eq!(a.admin(&["room", "state", &room]), state_a);
     // A talks to B again, which tells B's queue that A is back.
