@@ -812,6 +812,10 @@ pub async fn remote_membership(
             .ok_or_else(|| ApiError::internal("room vanished"))?;
         room.receive_with_state(&checked(&event_id, join.clone(), false), map.clone())
     };
+    if !matches!(verdict, RoomVerdict::Rejected { .. }) {
+        // Before the commit wakes waiters, so they see the invite accepted with the join.
+        let _ = state.db().set_invite_status(room_id, user_id, "accepted");
+    }
     commit(
         state,
         room_id,
@@ -829,7 +833,6 @@ pub async fn remote_membership(
             "our join was rejected: {code}"
         )));
     }
-    let _ = state.db().set_invite_status(room_id, user_id, "accepted");
     Ok(event_id)
 }
 
