@@ -293,3 +293,61 @@ pub fn report(dag: &Dag, r: &Resolution, ruma: &StateMap) -> String {
     }
     out
 }
+
+/// The top-level levels a power-levels change is checked on, with their defaults.
+const NAMED_LEVELS: [(&str, i64); 7] = [
+    ("users_default", 0),
+    ("events_default", 0),
+    ("state_default", 50),
+    ("ban", 50),
+    ("kick", 50),
+    ("redact", 50),
+    ("invite", 0),
+];
+
+/// The power-levels events that ruma's auth rules reject and Synapse's (and mxfed's) allow,
+/// against some power-levels event of the room: those that add or remove one of the seven
+/// top-level levels where only the default of the absent side is above the sender's level.
+///
+/// When a level is added or removed, ruma (`check_room_power_levels` in `event_auth.rs`) reads
+/// the absent side as the level's default (`unwrap_or_else(|| field.default_value())`) and
+/// rejects if that default is above the sender's level; Synapse (`_check_power_levels` in
+/// `synapse/event_auth.py`) only compares the values that are present (`old_level is not None
+/// and old_level > user_level`). So a user at 25 may remove `"state_default": 0` (or add
+/// `"ban": 0`) in Synapse and mxfed, not in ruma. The spec's wording ("if the new value is higher
+/// than the sender's current power level") does not say what the new value of a removed key is;
+/// mxfed follows Synapse, the reference.
+pub fn ruma_default_level_divergence(store: &Store) -> BTreeSet<String> {
+    let pls: Vec<&mxfed_core::auth::Pdu> = store
+        .events
+        .values()
+        .map(|s| &s.pdu)
+        .filter(|p| p.is("m.room.power_levels", ""))
+        .collect();
+    let int = |o: &mxfed_core::canonical::Object, k: &str| o.get(k).and_then(|v| v.as_int());
+    let mut out = BTreeSet::new();
+    for e in &pls {
+        for p in &pls {
+            if p.event_id == e.event_id {
+                continue;
+            }
+            let (old, new) = (p.content(), e.content());
+            let level = old
+                .get_object("users")
+                .and_then(|u| u.get(e.sender()))
+                .and_then(|v| v.as_int())
+                .or_else(|| int(old, "users_default"))
+                .unwrap_or(0);
+            let diverges = NAMED_LEVELS.iter().any(|(k, default)| {
+                let (o, n) = (int(old, k), int(new, k));
+                o.is_some() != n.is_some()
+                    && (o.unwrap_or(*default) > level || n.unwrap_or(*default) > level)
+                    && !(o.is_some_and(|x| x > level) || n.is_some_and(|x| x > level))
+            });
+            if diverges {
+                out.insert(e.event_id.clone());
+            }
+        }
+    }
+    out
+}
