@@ -65,12 +65,22 @@ fn xmatrix(c: &mut Criterion) {
     let header = req.sign(std::slice::from_ref(&k))[0].to_header_value();
     let mut g = c.benchmark_group("xmatrix_10k");
     g.throughput(Throughput::Bytes(size as u64));
-    g.bench_function("sign", |b| b.iter(|| black_box(req.sign(std::slice::from_ref(&k)))));
+    g.bench_function("sign", |b| {
+        b.iter(|| black_box(req.sign(std::slice::from_ref(&k))))
+    });
     g.bench_function("verify", |b| {
         b.iter(|| {
             let h = parse_authorization(&[header.as_str()]).unwrap();
-            verify_request(&h, "remote.example", "PUT", req.uri, Some(&body), &ring, Timestamp(1))
-                .unwrap()
+            verify_request(
+                &h,
+                "remote.example",
+                "PUT",
+                req.uri,
+                Some(&body),
+                &ring,
+                Timestamp(1),
+            )
+            .unwrap()
         })
     });
     g.finish();
