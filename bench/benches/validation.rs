@@ -16,8 +16,9 @@
 //!
 //! After criterion, a paired pass times the contenders of each state-resolution scenario
 //! interleaved (rotating order), so load from other processes lands on both sides; it reports
-//! the best and median time and the median per-round ratio. `MXFED_BENCH_PAIRED_ROUNDS`
-//! (default 30; 0 skips it).
+//! the best and median time and the median per-round ratio; the same for the validation
+//! contenders, with a breakdown of the signature cost. `MXFED_BENCH_PAIRED_ROUNDS` (default 30;
+//! 0 skips it); `MXFED_BENCH_SKIP_STATE_RES=1` runs the validation part only.
 //!
 //! Run: `cargo bench -p mxfed-bench --bench validation -- --warm-up-time 1 --measurement-time 3`.
 // A benchmark aborts loudly on a broken setup; the workspace's no-unwrap rule is for library code.
@@ -758,6 +759,89 @@ fn paired_validation(f: &Validation, rounds: usize) {
     }
 }
 
+/// Where the time of a batch goes: the same 1,000 signatures over the same redacted bytes,
+/// verified one by one (`verify`, cofactorless, as `check_pdu` does for prime-order keys) and by
+/// `ed25519_dalek::verify_batch` in chunks of 64 (as `check_pdus` does) and of 1,000; and the
+/// per-PDU work besides the signature (parse, format, hashes, event ID). Interleaved rounds;
+/// medians, in µs per PDU.
+fn signature_breakdown(f: &Validation, keys: &Keys, rounds: usize) {
+    use ed25519_dalek::Verifier as _;
+    if rounds == 0 {
+        return;
+    }
+    let mut msgs = Vec::new();
+    let mut sigs = Vec::new();
+    let mut vks = Vec::new();
+    for b in &f.pdus {
+        let ev = parse_object(b, &ParseOptions::STRICT).unwrap();
+        let sender = ev.get_str("sender").unwrap();
+        let server = sender.split_once(':').unwrap().1;
+        let si = SERVERS.iter().position(|s| *s == server).unwrap();
+        let sig = ev
+            .get_object("signatures")
+            .and_then(|s| s.get_object(server))
+            .and_then(|s| s.get_str("ed25519:1"))
+            .unwrap();
+        let sig = mxfed_core::base64::decode_array::<64>(sig).unwrap();
+        msgs.push(mxfed_core::event::redacted_bytes(&ev, f.v));
+        sigs.push(ed25519_dalek::Signature::from_bytes(&sig));
+        vks.push(
+            ed25519_dalek::VerifyingKey::from_bytes(keys.signing[si].verify_key().as_bytes())
+                .unwrap(),
+        );
+    }
+    let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    let pdus: Vec<&[u8]> = f.pdus.iter().map(Vec::as_slice).collect();
+    let names = [
+        "verify one by one",
+        "verify_batch, chunks of 64",
+        "verify_batch, one batch of 1,000",
+        "check_pdu one by one",
+        "check_pdus batch",
+    ];
+    let mut times: [Vec<f64>; 5] = Default::default();
+    for r in 0..rounds {
+        for k in 0..5 {
+            let which = (r + k) % 5;
+            let t = Instant::now();
+            match which {
+                0 => {
+                    for i in 0..refs.len() {
+                        assert!(vks[i].verify(refs[i], &sigs[i]).is_ok());
+                    }
+                }
+                1 => {
+                    for c in 0..refs.len().div_ceil(64) {
+                        let r = c * 64..((c + 1) * 64).min(refs.len());
+                        assert!(ed25519_dalek::verify_batch(
+                            &refs[r.clone()],
+                            &sigs[r.clone()],
+                            &vks[r]
+                        )
+                        .is_ok());
+                    }
+                }
+                2 => assert!(ed25519_dalek::verify_batch(&refs, &sigs, &vks).is_ok()),
+                3 => {
+                    for p in &pdus {
+                        black_box(check_pdu(p, f.v, &f.ring));
+                    }
+                }
+                _ => {
+                    black_box(check_pdus(&pdus, f.v, &f.ring));
+                }
+            }
+            times[which].push(t.elapsed().as_secs_f64() * 1e6 / refs.len() as f64);
+        }
+    }
+    println!("\nsignature breakdown ({rounds} interleaved rounds, median µs per PDU):");
+    for (k, name) in names.iter().enumerate() {
+        let mut t = times[k].clone();
+        t.sort_by(f64::total_cmp);
+        println!("{name:<34} {:>7.1} µs (best {:.1})", t[t.len() / 2], t[0]);
+    }
+}
+
 /// Interleaved timing of each scenario's three contenders: per round, each runs once, in
 /// rotating order. Prints best, median and the median per-round ratio against mxfed.
 fn paired(scenarios: &[Scenario], rounds: usize) {
@@ -828,6 +912,11 @@ fn main() {
     let f = validation_fixture(&keys);
     bench_validation(&mut c, &f);
     paired_validation(&f, rounds);
+    signature_breakdown(&f, &keys, rounds);
+    if std::env::var("MXFED_BENCH_SKIP_STATE_RES").is_ok_and(|v| v == "1") {
+        c.final_summary();
+        return;
+    }
     let scenarios: Vec<Scenario> = ["10", "12"]
         .iter()
         .flat_map(|v| ["members", "kicks", "power"].map(|k| (*v, k)))
