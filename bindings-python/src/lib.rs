@@ -592,23 +592,9 @@ fn hash_and_sign_event<'py>(
     object_to_py(py, &ev)
 }
 
-/// A PDU waiting to be checked: bytes to parse, or an object converted.
-enum Pending {
-    Bytes(Vec<u8>),
-    Object(Object),
-    /// Its conversion failed: the verdict is made from the exception afterwards.
-    Failed,
-}
-
-impl Pending {
-    fn check(self, v: &RoomVersion, ring: &KeyRing) -> Option<Object> {
-        match self {
-            Pending::Bytes(b) => Some(pdu::check_pdu(&b, v, ring).to_json()),
-            Pending::Object(o) => Some(pdu::check_pdu_object(o, v, ring).to_json()),
-            Pending::Failed => None,
-        }
-    }
-}
+/// Batches smaller than this per thread are not worth a thread (the core batch-verifies
+/// signatures in groups of up to 256).
+const MIN_PDUS_PER_THREAD: usize = 256;
 
 /// The CPUs available, asked once: `available_parallelism` reads cgroup files on Linux, which
 /// costs more than checking a small batch.
@@ -617,36 +603,35 @@ fn cpus() -> usize {
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Batches smaller than this per thread are not worth a thread.
-const MIN_PDUS_PER_THREAD: usize = 64;
+/// The core's batch check over the PDUs that could be read; `None` stays `None` (its
+/// conversion failed and its verdict is made from the exception).
+fn check_chunk(chunk: &[Option<Vec<u8>>], v: &RoomVersion, ring: &KeyRing) -> Vec<Option<Object>> {
+    let bytes: Vec<&[u8]> = chunk.iter().flatten().map(Vec::as_slice).collect();
+    let mut checks = pdu::check_pdus(&bytes, v, ring).into_iter();
+    chunk
+        .iter()
+        .map(|p| p.as_ref().and_then(|_| checks.next()).map(|c| c.to_json()))
+        .collect()
+}
 
-/// Checks every PDU, on up to `threads` threads (the host schedules; each check is the core's).
+/// Checks every PDU, on up to `threads` threads (the host schedules; the checks are the core's).
 fn check_all(
-    pending: Vec<Pending>,
+    pending: &[Option<Vec<u8>>],
     v: &RoomVersion,
     ring: &KeyRing,
     threads: usize,
 ) -> Option<Vec<Option<Object>>> {
     let threads = threads.min(pending.len() / MIN_PDUS_PER_THREAD).max(1);
     if threads == 1 {
-        return Some(pending.into_iter().map(|p| p.check(v, ring)).collect());
+        return Some(check_chunk(pending, v, ring));
     }
-    let chunk = pending.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<Pending>> = Vec::with_capacity(threads);
-    let mut rest = pending.into_iter();
-    loop {
-        let c: Vec<Pending> = rest.by_ref().take(chunk).collect();
-        if c.is_empty() {
-            break;
-        }
-        chunks.push(c);
-    }
+    let size = pending.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|c| s.spawn(move || c.into_iter().map(|p| p.check(v, ring)).collect::<Vec<_>>()))
+        let handles: Vec<_> = pending
+            .chunks(size)
+            .map(|c| s.spawn(move || check_chunk(c, v, ring)))
             .collect();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(pending.len());
         for h in handles {
             out.extend(h.join().ok()?);
         }
@@ -655,9 +640,10 @@ fn check_all(
 }
 
 /// Checks PDUs (format, signatures of every required server, content hash) against `keys` (a
-/// `KeyRing` or key responses). One verdict dict per PDU, as `mxfed event check` prints. The GIL
-/// is released while checking, and large batches are spread over `threads` threads (default:
-/// one per CPU).
+/// `KeyRing` or key responses). One verdict dict per PDU, as `mxfed event check` prints: the
+/// core's batch check (`pdu::check_pdus`, batch signature verification with the verdicts of
+/// one-by-one checks). The GIL is released while checking, and batches of 512+ are spread over
+/// `threads` threads (default: one per CPU).
 #[pyfunction]
 #[pyo3(signature = (pdus, room_version, keys, *, threads=None))]
 fn check_pdus<'py>(
@@ -677,23 +663,29 @@ fn check_pdus<'py>(
         ));
     }
     let threads = threads.unwrap_or_else(cpus).max(1);
-    let mut pending = Vec::new();
+    // Dicts are converted (with the room version's number rules) and encoded: the core's batch
+    // check reads bytes, and re-reading canonical bytes gives back the same event.
+    let mut pending: Vec<Option<Vec<u8>>> = Vec::new();
     let mut failures = Vec::new();
     for item in pdus.try_iter()? {
         let item = item?;
         pending.push(match as_text(&item)? {
-            Some(b) => Pending::Bytes(b),
+            Some(b) => Some(b),
             None => match to_object(&item, numbers_for(v)) {
-                Ok(o) => Pending::Object(o),
+                Ok(o) => {
+                    let mut b = Vec::with_capacity(2048);
+                    canonical::encode_object_into(&o, &mut b);
+                    Some(b)
+                }
                 Err(e) => {
                     failures.push(e);
-                    Pending::Failed
+                    None
                 }
             },
         });
     }
     let results = with_key_ring(keys, |ring| {
-        py.detach(|| check_all(pending, v, ring, threads))
+        py.detach(|| check_all(&pending, v, ring, threads))
             .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("a check thread failed"))
     })?;
     let out = PyList::empty(py);
