@@ -59,7 +59,13 @@ fn xmatrix(c: &mut Criterion) {
         destination: "remote.example",
         content: Some(&body),
     };
-    let resp = build_server_keys("domain", &[k.clone()], &[], Int::new(1 << 50).unwrap()).unwrap();
+    let resp = build_server_keys(
+        "domain",
+        std::slice::from_ref(&k),
+        &[],
+        Int::new(1 << 50).unwrap(),
+    )
+    .unwrap();
     let mut ring = KeyRing::new();
     ring.add(&ServerKeys::from_response(&resp).unwrap());
     let header = req.sign(std::slice::from_ref(&k))[0].to_header_value();
