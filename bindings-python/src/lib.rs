@@ -215,7 +215,7 @@ impl PySigningKey {
         Ok(PySigningKey { key })
     }
 
-    /// A new key from the OS random source; version `a_XXXX` (as Synapse makes) unless given.
+    /// A new key from the OS random source; version `a_` + four letters or digits (as Synapse makes) unless given.
     #[staticmethod]
     #[pyo3(signature = (version=None))]
     fn generate(py: Python<'_>, version: Option<&str>) -> PyResult<PySigningKey> {

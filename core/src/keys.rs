@@ -251,7 +251,7 @@ impl SigningKey {
     }
 
     /// A new key from caller-supplied entropy: 32 bytes of seed and 4 bytes that pick the
-    /// version `a_XXXX`, the shape Synapse generates.
+    /// version `a_` + four letters or digits, the shape Synapse generates.
     pub fn generate(entropy: &[u8; 36]) -> SigningKey {
         let mut version = String::from("a_");
         for b in &entropy[32..] {

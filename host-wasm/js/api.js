@@ -88,7 +88,7 @@ export function loadSigningKeys(text) {
   return new raw.SigningKeys(toText(text, 'signing key'));
 }
 
-/** A new Synapse `signing.key` line (`ed25519 a_XXXX <seed>`) from crypto.getRandomValues. */
+/** A new Synapse `signing.key` line (`ed25519 a_abcd <seed>`) from crypto.getRandomValues. */
 export function generateSigningKey() {
   const entropy = new Uint8Array(36);
   globalThis.crypto.getRandomValues(entropy);
