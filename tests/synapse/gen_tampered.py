@@ -449,6 +449,9 @@ class Evil:
             if m in ("join", "invite", "knock"):
                 keys.append(("m.room.join_rules", ""))
             keys.append(("m.room.member", state_key))
+            via = (content or {}).get("join_authorised_via_users_server")
+            if m == "join" and via and rv_num(rv) >= 8:
+                keys.append(("m.room.member", via))
         out = []
         for k in keys:
             if k in state and state[k] not in out:
@@ -821,6 +824,47 @@ def attacks(rv, room, side, fork, users, evil, view, hs_keys):
            evil.build(room, rv, mallory.user_id, "m.room.power_levels",
                       pl_content(lambda c: c.setdefault("notifications", {}).__setitem__("room", 100)),
                       state_key=""))
+
+    # Knock and restricted join rules, set by mallory (PL 50 = state_default) ------------------
+    # Every version gets the same events: before v7 (knock), v8 (restricted) and v10
+    # (knock_restricted) the join rule is just an unknown value that allows no one in.
+    def join_rule(case, rule):
+        content = {"join_rule": rule}
+        if rule != "knock":
+            content["allow"] = [{"type": "m.room_membership", "room_id": side}]
+        return (case, "mallory (PL 50; join rules need 50) sets the join rule to %s%s" % (
+            rule, " (allow: members of the side room)" if rule != "knock" else ""),
+            evil.build(room, rv, mallory.user_id, "m.room.join_rules", content, state_key=""))
+
+    def knock(case, user, desc):
+        return (case, desc, evil.build(room, rv, user, "m.room.member", {"membership": "knock"},
+                                       state_key=user))
+
+    def restricted_join(user, via):
+        return evil.build(room, rv, user, "m.room.member",
+                          {"membership": "join", "join_authorised_via_users_server": via},
+                          state_key=user)
+
+    yield join_rule("join_rules_knock", "knock")
+    yield knock("knock_allowed", "@kim:" + evil.sn, "@kim:localhost:8450 knocks under the knock join rule "
+                "(knocking exists from v7)")
+    yield join_rule("join_rules_knock_restricted", "knock_restricted")
+    yield knock("knock_restricted_knock", "@kai:" + evil.sn, "@kai:localhost:8450 knocks under the "
+                "knock_restricted join rule (exists from v10)")
+    yield join_rule("join_rules_restricted", "restricted")
+    yield ("restricted_join_authorised", "@trent:localhost:8450 joins under the restricted join rule, "
+           "authorised via mallory (joined, PL 50 >= invite 0; restricted joins exist from v8)",
+           restricted_join("@trent:" + evil.sn, mallory.user_id))
+    yield ("restricted_join_authoriser_banned", "@dora:localhost:8450 joins under the restricted join rule, "
+           "authorised via eve, who is banned", restricted_join("@dora:" + evil.sn, eve.user_id))
+    yield ("restricted_join_not_signed_by_authoriser", "@tom:localhost:8450 joins under the restricted join "
+           "rule, authorised via @alice:localhost:8448, signed only by localhost:8450 (from v8 the "
+           "authorising user's server must sign)", restricted_join("@tom:" + evil.sn, alice.user_id))
+    e = restricted_join("@ria:" + evil.sn, mallory.user_id)
+    e["content"]["displayname"] = "changed after signing"
+    yield ("restricted_join_changed_content", "as restricted_join_authorised (@ria), with a content key added "
+           "after signing: the redacted copy keeps join_authorised_via_users_server only from v9", e)
+
     yield ("control_message_end", "carol sends a final message with correct auth and prev events",
            evil.build(room, rv, carol.user_id, "m.room.message", msg("bye")))
 
