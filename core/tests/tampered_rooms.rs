@@ -1,9 +1,11 @@
 //! Tampered variants of real Synapse rooms (`tests/vectors/synapse/tampered`, made by hand with
 //! `tests/synapse/gen_tampered.py`): an evil server sent forged PDUs over federation to a real
-//! Synapse 1.163.2, and Synapse's verdict on each is recorded. Replaying each room through mxfed
-//! must give the same verdict for every event and end in Synapse's current state, except where
-//! [`EXPECTED_DIFFERENCES`] says otherwise (each entry explains why). [`MXFED_REASONS`] pins the
-//! reason code mxfed gives for each case.
+//! Synapse 1.163.2, and Synapse's verdict on each is recorded: one room per room version, 1–12
+//! (757 tampered PDUs and 264 setup events in all). Replaying each room through mxfed must give
+//! the same verdict for every event and end in Synapse's current state, except where
+//! [`EXPECTED_DIFFERENCES`] and [`EXPECTED_STATE_DIFFERENCES`] say otherwise (each entry explains
+//! why). [`MXFED_REASONS`] pins the reason code mxfed gives for each case, and
+//! [`MXFED_REASONS_BY_VERSION`] where it depends on the room version.
 //!
 //! Mapping: Synapse's `dropped` (never persisted: bad signatures at `/send`, a PDU that failed to
 //! parse, or processing that raised) is our `rejected`; `redacted` (content hash mismatch, the
