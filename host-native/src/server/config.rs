@@ -380,8 +380,9 @@ federation_per_second = 50
 federation_burst = 200
 
 [admin]
-# The admin API used by `mxfed admin` (plain HTTP with a bearer token: keep it on loopback).
-# Port 0 picks a free port; the URL is written to admin.json in the data directory.
+# The admin API used by `mxfed admin` (plain HTTP with a bearer token: keep it on loopback),
+# and Prometheus metrics at /metrics (no token). Port 0 picks a free port; the URL is written
+# to admin.json in the data directory. Give a fixed port to scrape the metrics.
 addr = "127.0.0.1:0"
 "#,
         max_body = default_max_body(),
