@@ -181,6 +181,26 @@ mod tests {
         assert!(!glob_matches(&format!("{}b", "*a".repeat(50)), &long));
     }
 
+    /// The textbook recursive matcher (exponential, fine for short strings): the reference.
+    fn naive(g: &[char], n: &[char]) -> bool {
+        match (g.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => naive(&g[1..], n) || (!n.is_empty() && naive(g, &n[1..])),
+            (Some('?'), Some(_)) => naive(&g[1..], &n[1..]),
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b) && naive(&g[1..], &n[1..]),
+            _ => false,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn glob_agrees_with_the_reference(g in "[aB.*?]{0,8}", n in "[Ab.]{0,10}") {
+            let gc: Vec<char> = g.chars().collect();
+            let nc: Vec<char> = n.chars().collect();
+            proptest::prop_assert_eq!(glob_matches(&g, &n), naive(&gc, &nc));
+        }
+    }
+
     #[test]
     fn ports() {
         assert_eq!(strip_port("example.org:8448"), "example.org");
