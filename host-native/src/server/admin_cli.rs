@@ -168,6 +168,30 @@ enum RoomCommand {
     },
     /// Every room this server knows (JSON).
     List,
+    /// Sends an m.typing EDU to the room's other servers; prints them (JSON).
+    Typing {
+        /// The room ID.
+        room: String,
+        /// The typing local user.
+        #[arg(long = "as")]
+        user: String,
+        /// Send "stopped typing" after this many milliseconds.
+        #[arg(long, value_name = "MS", conflicts_with = "stop")]
+        timeout: Option<u64>,
+        /// Say the user stopped typing.
+        #[arg(long)]
+        stop: bool,
+    },
+    /// Sends an m.receipt EDU (m.read) for an event to the room's other servers; prints them (JSON).
+    Receipt {
+        /// The room ID.
+        room: String,
+        /// The event read.
+        event_id: String,
+        /// The reading local user.
+        #[arg(long = "as")]
+        user: String,
+    },
     /// Waits until an event is in the room, or a user has joined (exit 1 on timeout).
     Wait {
         /// The room ID.
@@ -425,6 +449,29 @@ async fn dispatch(url: &str, token: &str, cmd: AdminCommand) -> Result<String, A
             get(format!("/admin/v1/rooms/{}/state", enc(&room))).await
         }
         AdminCommand::Room(RoomCommand::List) => get("/admin/v1/rooms".into()).await,
+        AdminCommand::Room(RoomCommand::Typing {
+            room,
+            user,
+            timeout,
+            stop,
+        }) => {
+            post(
+                format!("/admin/v1/rooms/{}/typing", enc(&room)),
+                json!({"as": user, "typing": !stop, "timeout_ms": timeout}),
+            )
+            .await
+        }
+        AdminCommand::Room(RoomCommand::Receipt {
+            room,
+            event_id,
+            user,
+        }) => {
+            post(
+                format!("/admin/v1/rooms/{}/receipt", enc(&room)),
+                json!({"as": user, "event_id": event_id}),
+            )
+            .await
+        }
         AdminCommand::Room(RoomCommand::Wait {
             room,
             event,
