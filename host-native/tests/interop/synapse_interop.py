@@ -66,7 +66,7 @@ def run(env, wanted):
     if want(10):
         guarded(env, keys.S10, None, keys.keys_both_ways)
 
-    syn_rooms, mx_rooms = {}, {}
+    syn_rooms = {}
     for v in VERSIONS:
         room = guarded(env, rooms.S1, v, rooms.synapse_room_joined_by_mxfed, v)
         if room is None:
@@ -76,10 +76,8 @@ def run(env, wanted):
             guarded(env, rooms.S2, v, rooms.synapse_to_mxfed_messages, v, room)
         if want(3) or want(5):
             guarded(env, rooms.S3, v, rooms.mxfed_to_synapse, v, room)
-        if want(4) or want(6):
-            r = guarded(env, rooms.S4, v, rooms.mxfed_room_joined_by_synapse, v)
-            if r:
-                mx_rooms[v] = r
+        if want(4):
+            guarded(env, rooms.S4, v, rooms.mxfed_room_joined_by_synapse, v)
         if want(5):
             guarded(env, rooms.S5, v, rooms.typing_and_receipts, v, room)
 
@@ -94,8 +92,8 @@ def run(env, wanted):
         guarded(env, keys.S11, None, keys.queries)
 
     if want(6):
-        for v, (room, earlier) in mx_rooms.items():
-            guarded(env, history.S6A, v, history.late_synapse_backfills, v, room, earlier)
+        for v in VERSIONS:
+            guarded(env, history.S6A, v, history.late_synapse_backfills, v)
         for v in VERSIONS:
             guarded(env, history.S6B, v, history.mxfed_backfills, v)
 
@@ -107,6 +105,7 @@ def run(env, wanted):
         guarded(env, history.S7, None, history.outage, syn_rooms)
     if want(9) and syn_rooms:
         guarded(env, auth.S9, None, auth.conflict, syn_rooms)
+        guarded(env, auth.S9, None, auth.conflict_with_demotion, syn_rooms)
     del mx
 
 
