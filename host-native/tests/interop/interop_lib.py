@@ -61,7 +61,13 @@ class Results:
         by_scenario = {}
         for s, v in self.order:
             by_scenario.setdefault(s, []).append(v)
-        for s, versions in by_scenario.items():
+
+        def number(s):
+            head = s.split(" ", 1)[0]
+            digits = "".join(ch for ch in head if ch.isdigit())
+            return (int(digits) if digits else 0, head)
+        for s in sorted(by_scenario, key=number):
+            versions = sorted(by_scenario[s], key=lambda v: v or 0)
             cells = []
             for v in versions:
                 p, f = self.rows[(s, v)]
@@ -420,9 +426,6 @@ class Mxfed:
 
     def timeline(self, room):
         return [json.loads(line) for line in self.admin("room", "timeline", room).splitlines() if line]
-
-    def timeline_ids(self, room, event_id_of):
-        return [event_id_of(e) for e in self.timeline(room)]
 
     def state(self, room):
         return sorted((e["type"], e["state_key"], e["event_id"])

@@ -3,7 +3,7 @@ read receipts both ways, and the older room versions."""
 
 import json
 
-from interop_lib import HttpError, ephemeral, wait_until
+from interop_lib import ephemeral, wait_until
 
 S1 = "1 mxfed joins Synapse's room"
 S2 = "2 Synapse -> mxfed messages"
@@ -139,11 +139,3 @@ def typing_and_receipts(env, v, room):
         bot in e["content"].get(mine, {}).get("m.read", {}) for e in ephemeral(r, room, "m.receipt"))),
         "`mxfed admin room receipt` shows on Synapse's /sync")
 
-
-def forbidden(fn):
-    """The HTTP status a client call failed with (None when it succeeded)."""
-    try:
-        fn()
-        return None
-    except HttpError as e:
-        return e.code

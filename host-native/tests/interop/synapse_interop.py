@@ -60,7 +60,6 @@ def guarded(env, label, version, fn, *args):
 
 
 def run(env, wanted):
-    R, mx = env.R, env.mx
     want = lambda n: not wanted or n in wanted  # noqa: E731
 
     if want(10):
@@ -106,7 +105,6 @@ def run(env, wanted):
     if want(9) and syn_rooms:
         guarded(env, auth.S9, None, auth.conflict, syn_rooms)
         guarded(env, auth.S9, None, auth.conflict_with_demotion, syn_rooms)
-    del mx
 
 
 def main():
