@@ -260,6 +260,13 @@ federation_rr_transactions_per_room_per_second: 1000
         r = api(self.port, "GET", "/_matrix/key/v2/server")
         return {k: v["key"] for k, v in r["verify_keys"].items()}
 
+    def access_log_has(self, request_line, user_agent_prefix):
+        """Whether Synapse's access log shows `request_line` (e.g. `GET /path HTTP/1.1`) from a
+        client whose User-Agent starts with `user_agent_prefix`."""
+        with open(os.path.join(self.dir, "log"), errors="replace") as f:
+            needle = f'"{request_line}" "{user_agent_prefix}'
+            return any(needle in line for line in f)
+
     def db(self):
         """Read-only look into Synapse's SQLite database (verdicts, key provenance)."""
         return sqlite3.connect(f"file:{self.dir}/homeserver.db?mode=ro", uri=True, timeout=30)

@@ -44,7 +44,9 @@ def keys_both_ways(env):
     env.dora.join(room, A.server_name)
     direct = mx.key_response(A.server_name)
     R.check(S10, None, direct is not None and {k: v["key"] for k, v in direct["verify_keys"].items()} == a_keys,
-            "mxfed fetched and cached Synapse's keys directly (GET /_matrix/key/v2/server)")
+            "mxfed fetched and cached Synapse's keys")
+    R.check(S10, None, A.access_log_has("GET /_matrix/key/v2/server HTTP/1.1", "mxfed/"),
+            "directly: Synapse's access log shows mxfed's GET /_matrix/key/v2/server")
     with B.db() as c:
         rows = c.execute("SELECT DISTINCT from_server FROM server_keys_json WHERE server_name = ?",
                          (A.server_name,)).fetchall()
@@ -75,6 +77,8 @@ def keys_both_ways(env):
     via = mx.key_response(B.server_name)
     R.check(S10, None, via is not None and A.server_name in via.get("signatures", {}),
             "mxfed got the second Synapse's keys through its trusted notary (countersigned by the first Synapse)")
+    R.check(S10, None, A.access_log_has("POST /_matrix/key/v2/query HTTP/1.1", "mxfed/"),
+            "Synapse's access log shows mxfed's notary query (POST /_matrix/key/v2/query)")
     B.start()
 
 
