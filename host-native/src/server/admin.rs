@@ -43,6 +43,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/rooms/{room}/typing", post(typing))
         .route("/admin/v1/rooms/{room}/receipt", post(receipt))
         .route("/admin/v1/rooms/{room}/wait", get(wait))
+        .route("/admin/v1/query/profile", get(query_profile))
+        .route("/admin/v1/query/directory", get(query_directory))
         .route("/admin/v1/invites", get(invites))
         .route("/admin/v1/invites/{room}/accept", post(accept_invite))
         .fallback(|| async { ApiError::unrecognized() })
@@ -632,6 +634,55 @@ async fn receipt(
     let edu = mxfed_core::edu::Edu::Receipt(mxfed_core::edu::Receipt::from_entries([entry]));
     let dests = send_room_edu(&state, &room_id, &user, &edu)?;
     Ok(ok_json(serde_json::json!({ "destinations": dests })))
+}
+
+#[derive(Deserialize)]
+struct ProfileQuery {
+    user_id: String,
+    field: Option<String>,
+}
+
+/// `GET /_matrix/federation/v1/query/profile` at the user's server; the answer as received.
+async fn query_profile(
+    State(state): St,
+    Query(q): Query<ProfileQuery>,
+) -> Result<Response, ApiError> {
+    let server = mxfed_core::identifiers::user_server_name(&q.user_id)?;
+    let mut path = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        super::client::encode_segment(&q.user_id)
+    );
+    if let Some(f) = &q.field {
+        path.push_str(&format!("&field={}", super::client::encode_segment(f)));
+    }
+    let answer = state.client.json(server, "GET", &path, None).await?;
+    Ok(json(&answer))
+}
+
+#[derive(Deserialize)]
+struct DirectoryQuery {
+    room_alias: String,
+}
+
+/// `GET /_matrix/federation/v1/query/directory` at the alias's server (`#local:server`); the
+/// answer as received.
+async fn query_directory(
+    State(state): St,
+    Query(q): Query<DirectoryQuery>,
+) -> Result<Response, ApiError> {
+    let server = q
+        .room_alias
+        .strip_prefix('#')
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(_, server)| server)
+        .filter(|s| mxfed_core::identifiers::validate_server_name(s).is_ok())
+        .ok_or_else(|| ApiError::invalid(format!("not a room alias: {}", q.room_alias)))?;
+    let path = format!(
+        "/_matrix/federation/v1/query/directory?room_alias={}",
+        super::client::encode_segment(&q.room_alias)
+    );
+    let answer = state.client.json(server, "GET", &path, None).await?;
+    Ok(json(&answer))
 }
 
 #[derive(Deserialize)]

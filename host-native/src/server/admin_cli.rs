@@ -34,6 +34,9 @@ enum AdminCommand {
     /// Invites.
     #[command(subcommand)]
     Invite(InviteCommand),
+    /// Queries another server (JSON answer as received).
+    #[command(subcommand)]
+    Query(QueryCommand),
     /// The typing and receipt EDUs received for a room (JSONL).
     Edus {
         /// The room ID.
@@ -63,6 +66,23 @@ enum UserCommand {
         /// on or off.
         #[arg(value_parser = ["on", "off"])]
         setting: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueryCommand {
+    /// A user's profile, from the user's server (/query/profile).
+    Profile {
+        /// The user ID.
+        user_id: String,
+        /// Only this field (displayname or avatar_url).
+        #[arg(long)]
+        field: Option<String>,
+    },
+    /// The room a room alias names, from the alias's server (/query/directory).
+    Directory {
+        /// The room alias (#name:server).
+        room_alias: String,
     },
 }
 
@@ -501,6 +521,20 @@ async fn dispatch(url: &str, token: &str, cmd: AdminCommand) -> Result<String, A
         AdminCommand::Edus { room } => get(format!("/admin/v1/rooms/{}/edus", enc(&room)))
             .await
             .map(trim_nl),
+        AdminCommand::Query(QueryCommand::Profile { user_id, field }) => {
+            let mut q = format!("user_id={}", enc(&user_id));
+            if let Some(f) = field {
+                q.push_str(&format!("&field={}", enc(&f)));
+            }
+            get(format!("/admin/v1/query/profile?{q}")).await
+        }
+        AdminCommand::Query(QueryCommand::Directory { room_alias }) => {
+            get(format!(
+                "/admin/v1/query/directory?room_alias={}",
+                enc(&room_alias)
+            ))
+            .await
+        }
         AdminCommand::Status => get("/admin/v1/status".into()).await,
     }
 }

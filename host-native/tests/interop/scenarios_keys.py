@@ -2,6 +2,7 @@
 (profile and directory queries both ways). Keys and queries belong to servers, not rooms, so
 these run once, not per room version."""
 
+import json
 import secrets
 import time
 
@@ -96,26 +97,24 @@ def queries(env):
     R.check(S11, None, code == (404, "M_NOT_FOUND"),
             f"Synapse's alias lookup on mxfed (query/directory, mxfed has no aliases) is a 404 M_NOT_FOUND ({code})")
 
-    # mxfed -> Synapse: X-Matrix requests signed by mxfed's key (mxfed has no client for queries;
-    # the mxfed CLI signs them with the server's own signing.key, Synapse fetches that key from mxfed).
+    # mxfed -> Synapse: `mxfed admin query profile|directory` (signed by mxfed's federation client).
     alias = f"#interop-{secrets.token_hex(3)}:{A.server_name}"
     room = alice.create_room(12, name="directory")
     alice.api("PUT", f"/_matrix/client/v3/directory/room/{enc(alias)}", {"room_id": room})
     alice.api("PUT", f"/_matrix/client/v3/profile/{enc(alice.user_id)}/displayname", {"displayname": "Alice A"})
-    s = env.mx_signer
-    p = s.request(A.port, A.server_name, "GET",
-                  f"/_matrix/federation/v1/query/profile?user_id={enc(alice.user_id)}")
-    R.check(S11, None, p.get("displayname") == "Alice A", f"query/profile from mxfed to Synapse ({p})")
-    d = s.request(A.port, A.server_name, "GET", f"/_matrix/federation/v1/query/directory?room_alias={enc(alias)}")
+    p = json.loads(mx.admin("query", "profile", alice.user_id))
+    R.check(S11, None, p.get("displayname") == "Alice A", f"`mxfed admin query profile` of a Synapse user ({p})")
+    p = json.loads(mx.admin("query", "profile", alice.user_id, "--field", "displayname"))
+    R.check(S11, None, p == {"displayname": "Alice A"}, f"the same with --field displayname ({p})")
+    d = json.loads(mx.admin("query", "directory", alias))
     R.check(S11, None, d.get("room_id") == room and A.server_name in d.get("servers", []),
-            f"query/directory from mxfed to Synapse resolves the alias ({d})")
-    code = None
+            f"`mxfed admin query directory` resolves a Synapse alias ({d})")
+    err = ""
     try:
-        s.request(A.port, A.server_name, "GET",
-                  f"/_matrix/federation/v1/query/directory?room_alias={enc('#none:' + A.server_name)}")
-    except HttpError as e:
-        code = (e.code, e.json.get("errcode"))
-    R.check(S11, None, code == (404, "M_NOT_FOUND"), f"an unknown alias is 404 M_NOT_FOUND at Synapse too ({code})")
+        mx.admin("query", "directory", f"#none:{A.server_name}")
+    except RuntimeError as e:
+        err = str(e)
+    R.check(S11, None, "HTTP 404 M_NOT_FOUND" in err, f"an unknown Synapse alias is Synapse's 404 M_NOT_FOUND ({err[-80:]})")
 
     # mxfed's own answers, asked as Synapse would ask them (signed as the first Synapse).
     p = env.synapse_signer.request(mx.port, mx.server_name, "GET",

@@ -133,7 +133,6 @@ def main():
         env.mallory = env.B.register("mallory")
         env.b_signer = Signer(env.mx, env.B.server_name, os.path.join(env.B.dir, "signing.key"), tmp)
         env.synapse_signer = Signer(env.mx, env.A.server_name, os.path.join(env.A.dir, "signing.key"), tmp)
-        env.mx_signer = Signer(env.mx, env.mx.server_name, os.path.join(env.mx.data, "signing.key"), tmp)
         print(f"servers: Synapse A {env.A.server_name}, Synapse B {env.B.server_name}, mxfed {env.mx.server_name}",
               flush=True)
         run(env, wanted)

@@ -1,6 +1,7 @@
-//! `mxfed admin room typing` and `mxfed admin room receipt` send m.typing and m.receipt EDUs
-//! through the outbound queue to every other server in the room: two `mxfed serve --dev`
-//! processes on loopback, and what the receiver stores (`mxfed admin edus`) is checked.
+//! The admin commands that reach other servers, on two `mxfed serve --dev` processes on
+//! loopback: `mxfed admin room typing` and `room receipt` send m.typing and m.receipt EDUs
+//! through the outbound queue to every other server in the room (what the receiver stores,
+//! `mxfed admin edus`, is checked); `mxfed admin query profile|directory` ask another server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
@@ -211,4 +212,25 @@ fn typing_and_receipts_reach_the_other_server() {
     // A receipt for an event the room does not have is refused.
     let err = b.admin_fails(&["room", "receipt", &room, "$nope", "--as", "bob"]);
     assert!(err.contains("M_NOT_FOUND"), "{err}");
+}
+
+#[test]
+fn profile_and_directory_queries_reach_the_other_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let a = Server::start(&dir.path().join("a"), pa);
+    let b = Server::start(&dir.path().join("b"), pb);
+    let alice = a.admin(&["user", "create", "alice", "--display-name", "Alice"]);
+
+    let p = b.admin(&["query", "profile", &alice]);
+    assert_eq!(p, r#"{"displayname":"Alice"}"#);
+    let p = b.admin(&["query", "profile", &alice, "--field", "displayname"]);
+    assert_eq!(p, r#"{"displayname":"Alice"}"#);
+    // The other server's refusals come back as they were.
+    let err = b.admin_fails(&["query", "profile", &format!("@nobody:{}", a.name())]);
+    assert!(err.contains("HTTP 404 M_NOT_FOUND"), "{err}");
+    let err = b.admin_fails(&["query", "directory", &format!("#room:{}", a.name())]);
+    assert!(err.contains("HTTP 404 M_NOT_FOUND"), "{err}");
+    let err = b.admin_fails(&["query", "directory", "no-alias"]);
+    assert!(err.contains("M_INVALID_PARAM"), "{err}");
 }
