@@ -1250,8 +1250,10 @@ async fn invite(
         let st = state.clone();
         let origin = s.origin.clone();
         tokio::spawn(async move {
-            // A few tries: the inviting server may still be busy with the invite.
-            for attempt in 0..3u32 {
+            // The inviting server records the invite only once it has our answer, which is still
+            // on its way: wait a moment before each try, longer each time (0.2 s … 3.2 s).
+            for attempt in 0..5u32 {
+                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
                 for via in rooms::join_candidates(std::slice::from_ref(&origin), &room_id, None) {
                     match rooms::remote_membership(&st, &room_id, &target, &via, "join").await {
                         Ok(id) => {
@@ -1261,7 +1263,6 @@ async fn invite(
                         Err(e) => log(&format!("auto-accept: join {room_id} via {via}: {e}")),
                     }
                 }
-                tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
             }
         });
     }
