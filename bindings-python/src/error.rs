@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use pyo3::{create_exception, PyErr};
 
 use mxfed_core::canonical::CanonicalJsonError as CoreJsonError;
+use mxfed_core::discovery::DiscoveryError as CoreDiscoveryError;
 use mxfed_core::edu::EduError as CoreEduError;
 use mxfed_core::event::EventError as CoreEventError;
 use mxfed_core::identifiers::IdError;
@@ -84,6 +85,12 @@ create_exception!(
     "A malformed server name, user ID or event ID."
 );
 create_exception!(mxfed, EduError, MxfedError, "A malformed EDU.");
+create_exception!(
+    mxfed,
+    DiscoveryError,
+    MxfedError,
+    "Malformed server discovery input (SRV records)."
+);
 
 /// An exception of class `E` with `.code` set.
 pub(crate) fn coded<E: pyo3::PyTypeInfo>(code: &str, message: impl std::fmt::Display) -> PyErr {
@@ -152,6 +159,15 @@ impl IntoPyErr for CoreTransactionError {
     }
 }
 
+impl IntoPyErr for CoreDiscoveryError {
+    fn into_py_err(self) -> PyErr {
+        match self {
+            CoreDiscoveryError::Json(e) => e.into_py_err(),
+            e => coded::<DiscoveryError>(e.code(), &e),
+        }
+    }
+}
+
 /// `Result<T, CoreError>` → `PyResult<T>`.
 pub(crate) trait OrRaise<T> {
     /// Maps the error with [`IntoPyErr`].
@@ -179,5 +195,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TransactionError", py.get_type::<TransactionError>())?;
     m.add("IdentifierError", py.get_type::<IdentifierError>())?;
     m.add("EduError", py.get_type::<EduError>())?;
+    m.add("DiscoveryError", py.get_type::<DiscoveryError>())?;
     Ok(())
 }

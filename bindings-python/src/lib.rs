@@ -3,8 +3,9 @@
 //! What it does: exposes mxfed-core's operations with the names every host uses (canonical JSON,
 //! JSON signing and verification, content and reference hashes, event IDs, redaction, event
 //! hashing-and-signing, batch PDU checks, X-Matrix request signing and verification, server key
-//! responses, transactions) and Synapse-compatible signing keys, converting Python objects to and
-//! from the core's canonical values and core errors to `mxfed.MxfedError` subclasses.
+//! responses, transactions, server ACLs, server discovery) and Synapse-compatible signing keys,
+//! converting Python objects to and from the core's canonical values and core errors to
+//! `mxfed.MxfedError` subclasses.
 //!
 //! What it deliberately does not do: any protocol logic. Every decision is the core's; this crate
 //! converts (Python in → core call → Python out) and owns only what a host owns: files
@@ -33,11 +34,13 @@ use pyo3::exceptions::{PyOSError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString};
 
+use mxfed_core::acl::ServerAcl;
 use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
 use mxfed_core::server_keys::{build_server_keys, KeyRing, ServerKeys};
 use mxfed_core::{
-    base64, event, identifiers, pdu, signing, transaction, xmatrix, RoomVersion, Timestamp,
+    base64, discovery, event, identifiers, pdu, signing, transaction, xmatrix, RoomVersion,
+    Timestamp,
 };
 
 use convert::{object_to_py, to_object, to_value, to_value_compat, Numbers};
@@ -888,6 +891,68 @@ fn parse_transaction<'py>(
     Ok(d)
 }
 
+/// Whether a server ACL (the content of an `m.room.server_acl` event: a dict, or JSON text) lets
+/// `server_name` (with or without a port) take part. Raises `CanonicalJsonError` for content
+/// that is not a JSON object, `IdentifierError` for a malformed server name.
+#[pyfunction]
+fn server_acl_allows(content: &Bound<'_, PyAny>, server_name: &str) -> PyResult<bool> {
+    // Room versions 1-5 allow floats and big integers in content: legacy number rules.
+    let content = match as_text(content)? {
+        Some(bytes) => canonical::parse_object(&bytes, &ParseOptions::LEGACY).or_raise()?,
+        None => to_object(content, Numbers::Legacy)?,
+    };
+    ServerAcl::from_content(&content)
+        .check(server_name)
+        .or_raise()
+}
+
+/// The discovery plan for `server_name`. Without `well_known`, the first step:
+/// `{"action": "connect", "host", "port"}` or `{"action": "well_known", "url"}`. With the
+/// well-known answer's body (bytes, str or dict; `b""` when the fetch failed or was not 200),
+/// the next: `{"action": "connect", "host", "port"}` or `{"action": "srv", "host",
+/// "srv_names"}`. Raises `IdentifierError` for a malformed server name.
+#[pyfunction]
+#[pyo3(signature = (server_name, well_known=None))]
+fn discovery_plan<'py>(
+    py: Python<'py>,
+    server_name: &str,
+    well_known: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let body = match well_known {
+        None => None,
+        Some(w) => Some(match as_text(w)? {
+            Some(bytes) => bytes,
+            None => to_object(w, Numbers::Legacy)?
+                .to_canonical_string()
+                .into_bytes(),
+        }),
+    };
+    let plan = discovery::plan_json(server_name, body.as_deref()).or_raise()?;
+    object_to_py(py, &plan)
+}
+
+/// The SRV record to connect to, from records `[{"priority", "weight", "port", "target"}]` (a
+/// list of dicts, or JSON text): `{"host", "port"}`, or `None` when no record is usable.
+/// Raises `DiscoveryError` for malformed records.
+#[pyfunction]
+fn pick_srv<'py>(
+    py: Python<'py>,
+    records: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let target = match as_text(records)? {
+        Some(bytes) => discovery::pick_srv_json(&bytes).or_raise()?,
+        None => {
+            let records = discovery::srv_records_from_json(&to_value(records, Numbers::Strict)?)
+                .or_raise()?;
+            discovery::pick_srv(&records).map_or(Value::Null, |t| Value::Object(t.to_json()))
+        }
+    };
+    match target {
+        Value::Object(o) => Ok(Some(object_to_py(py, &o)?)),
+        _ => Ok(None),
+    }
+}
+
 /// Compat fast path of `canonicaljson.encode_canonical_json`: the bytes, or None when Python's
 /// `json` must encode the value (floats, big integers, subclasses, unknown types).
 #[pyfunction]
@@ -932,6 +997,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_compat_encode, m)?)?;
     m.add_function(wrap_pyfunction!(encode_base64, m)?)?;
     m.add_function(wrap_pyfunction!(decode_base64, m)?)?;
+    m.add_function(wrap_pyfunction!(server_acl_allows, m)?)?;
+    m.add_function(wrap_pyfunction!(discovery_plan, m)?)?;
+    m.add_function(wrap_pyfunction!(pick_srv, m)?)?;
     let versions: Vec<&str> = RoomVersion::ALL.iter().map(|v| v.id).collect();
     m.add(
         "ROOM_VERSIONS",

@@ -109,6 +109,18 @@ def base64_encode(input: str) -> str:
     return mxfed.encode_base64(input.encode("utf-8"))
 
 
+def server_acl_allows(content: str, server_name: str) -> str:
+    return "true" if mxfed.server_acl_allows(content.encode("utf-8"), server_name) else "false"
+
+
+def discovery_plan(server_name: str, well_known: Optional[str]) -> str:
+    return _canon(mxfed.discovery_plan(server_name, _b(well_known)))
+
+
+def pick_srv(records: str) -> str:
+    return _canon(mxfed.pick_srv(records.encode("utf-8")))
+
+
 OPS: Dict[str, Callable[..., str]] = {
     f.__name__: f
     for f in [
@@ -127,6 +139,9 @@ OPS: Dict[str, Callable[..., str]] = {
         verify_request,
         server_keys,
         base64_encode,
+        server_acl_allows,
+        discovery_plan,
+        pick_srv,
     ]
 }
 

@@ -100,6 +100,19 @@ ROWS = [
     ("server keys ts", lambda: E.server_keys("domain", KEY, 2**60), E.CanonicalJsonError, "json_integer_out_of_range"),
     ("transaction", lambda: E.parse_transaction(b"7"), E.TransactionError, "txn_not_object"),
     ("base64", lambda: E.decode_base64("a"), E.CanonicalJsonError, "bad_base64"),
+    ("acl content not JSON", lambda: E.server_acl_allows(b'{"allow":', "a.example"), E.CanonicalJsonError, "json_syntax"),
+    ("acl content a list", lambda: E.server_acl_allows(b'["*"]', "a.example"), E.CanonicalJsonError, "json_syntax"),
+    ("acl content duplicate key", lambda: E.server_acl_allows(b'{"allow":[],"allow":[]}', "a"), E.CanonicalJsonError, "json_duplicate_key"),
+    ("acl content non-string key", lambda: E.server_acl_allows({1: ["*"]}, "a.example"), E.CanonicalJsonError, "json_non_string_key"),
+    ("acl server name", lambda: E.server_acl_allows({"allow": ["*"]}, "bad name"), E.IdentifierError, "bad_server_name"),
+    ("acl server name port", lambda: E.server_acl_allows({"allow": ["*"]}, "a.example:"), E.IdentifierError, "bad_server_name"),
+    ("plan server name", lambda: E.discovery_plan("bad name"), E.IdentifierError, "bad_server_name"),
+    ("plan server name with body", lambda: E.discovery_plan("", b"{}"), E.IdentifierError, "bad_server_name"),
+    ("srv records not JSON", lambda: E.pick_srv(b"[{"), E.CanonicalJsonError, "json_syntax"),
+    ("srv records not a list", lambda: E.pick_srv(b"{}"), E.DiscoveryError, "bad_srv_records"),
+    ("srv record port range", lambda: E.pick_srv([{"priority": 0, "weight": 0, "port": 70000, "target": "a."}]), E.DiscoveryError, "bad_srv_record"),
+    ("srv record missing target", lambda: E.pick_srv([{"priority": 0, "weight": 0, "port": 1}]), E.DiscoveryError, "bad_srv_record"),
+    ("srv record float", lambda: E.pick_srv([{"priority": 0.5, "weight": 0, "port": 1, "target": "a."}]), E.CanonicalJsonError, "json_float"),
 ]
 
 
@@ -123,6 +136,8 @@ def test_table_size() -> None:
         lambda: mxfed.sign_json({}, "domain", "not a key"),
         lambda: mxfed.check_pdus(b"{}", "10", []),
         lambda: mxfed.SigningKey.from_seed("1", 12),
+        lambda: mxfed.server_acl_allows({"allow": ["*"]}, 1),
+        lambda: mxfed.discovery_plan(None),
     ],
 )
 def test_wrong_argument_types_are_type_errors(call: Callable[[], Any]) -> None:

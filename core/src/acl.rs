@@ -35,6 +35,7 @@
 //! [`m.room.server_acl`]: https://spec.matrix.org/latest/client-server-api/#server-access-control-lists-acls-for-rooms
 
 use crate::canonical::{Object, Value};
+use crate::identifiers::{validate_server_name, IdError};
 use crate::room::Room;
 
 /// The event type of server ACLs.
@@ -93,6 +94,26 @@ impl ServerAcl {
             return false;
         }
         self.allow.iter().any(|g| glob_matches(g, host))
+    }
+}
+
+impl ServerAcl {
+    /// [`ServerAcl::allows`] for the hosts (`mxfed acl check`, `mxfed.server_acl_allows`,
+    /// `serverAclAllows`): the name must be a valid server name (with or without a port), as
+    /// it is when it comes from a request's authenticated origin.
+    ///
+    /// ```
+    /// use mxfed_core::acl::ServerAcl;
+    /// let acl = ServerAcl { allow: vec!["*.example".into()], deny: vec![], allow_ip_literals: true };
+    /// assert_eq!(acl.check("a.example:8448"), Ok(true));
+    /// assert_eq!(acl.check("bad name").unwrap_err().code(), "bad_server_name");
+    /// ```
+    ///
+    /// # Errors
+    /// `bad_server_name` when `server_name` is not a valid server name.
+    pub fn check(&self, server_name: &str) -> Result<bool, IdError> {
+        validate_server_name(server_name)?;
+        Ok(self.allows(server_name))
     }
 }
 

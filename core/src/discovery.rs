@@ -33,8 +33,8 @@
 //!
 //! [spec § Resolving server names]: https://spec.matrix.org/latest/server-server-api/#resolving-server-names
 
-use crate::canonical::{parse_object, ParseOptions};
-use crate::identifiers::validate_server_name;
+use crate::canonical::{parse, parse_object, CanonicalJsonError, Int, Object, ParseOptions, Value};
+use crate::identifiers::{validate_server_name, IdError};
 
 /// The default federation port.
 pub const DEFAULT_PORT: u16 = 8448;
@@ -213,6 +213,185 @@ pub fn pick_srv(records: &[SrvRecord]) -> Option<Target> {
                 .then(a.port.cmp(&b.port))
         })
         .map(|(r, host)| Target::new(host, r.port))
+}
+
+// ------------------------------------------------------------------ the hosts' JSON forms
+
+/// Errors of the discovery inputs hosts hand over as JSON (SRV answers).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// The records are not JSON.
+    #[error(transparent)]
+    Json(#[from] CanonicalJsonError),
+    /// The records are not a JSON array.
+    #[error("SRV records: expected a JSON array of records")]
+    NotAList,
+    /// A record lacks a field, or has one of the wrong type or out of range.
+    #[error("SRV record {index}: {field} must be {expected}")]
+    BadRecord {
+        /// The record's position in the list.
+        index: usize,
+        /// The field at fault.
+        field: &'static str,
+        /// What the field must be.
+        expected: &'static str,
+    },
+}
+
+impl DiscoveryError {
+    /// The stable code: the JSON error's own code, else `bad_srv_records`/`bad_srv_record`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DiscoveryError::Json(e) => e.code(),
+            DiscoveryError::NotAList => "bad_srv_records",
+            DiscoveryError::BadRecord { .. } => "bad_srv_record",
+        }
+    }
+}
+
+impl Target {
+    /// `{"host": …, "port": …}`.
+    pub fn to_json(&self) -> Object {
+        let mut o = Object::new();
+        o.insert("host", self.host.as_str());
+        o.insert("port", Int::from(u32::from(self.port)));
+        o
+    }
+}
+
+impl Step {
+    /// `{"action":"connect","host","port"}` or `{"action":"well_known","url"}`.
+    pub fn to_json(&self) -> Object {
+        match self {
+            Step::Connect(t) => connect_json(t),
+            Step::WellKnown { url } => {
+                let mut o = Object::new();
+                o.insert("action", "well_known");
+                o.insert("url", url.as_str());
+                o
+            }
+        }
+    }
+}
+
+impl AfterWellKnown {
+    /// `{"action":"connect","host","port"}` or `{"action":"srv","host","srv_names":[…]}`.
+    pub fn to_json(&self) -> Object {
+        match self {
+            AfterWellKnown::Connect(t) => connect_json(t),
+            AfterWellKnown::Srv { host, names } => {
+                let mut o = Object::new();
+                o.insert("action", "srv");
+                o.insert("host", host.as_str());
+                let names: Vec<Value> = names.iter().map(|n| Value::from(n.as_str())).collect();
+                o.insert("srv_names", names);
+                o
+            }
+        }
+    }
+}
+
+fn connect_json(t: &Target) -> Object {
+    let mut o = t.to_json();
+    o.insert("action", "connect");
+    o
+}
+
+/// The discovery plan as the hosts expose it (`mxfed discover plan`, `mxfed.discovery_plan`,
+/// `discoveryPlan`): without `well_known`, the first step ([`resolve`]); with it, the step after
+/// the well-known fetch with SRV lookups ([`plan_after_well_known`]). A failed fetch or an
+/// answer other than 200 is passed as an empty body, which the core treats as no delegation,
+/// exactly as a missing one.
+///
+/// ```
+/// use mxfed_core::discovery::plan_json;
+/// let first = plan_json("example.org", None).unwrap().to_canonical_string();
+/// assert_eq!(first, r#"{"action":"well_known","url":"https://example.org/.well-known/matrix/server"}"#);
+/// let after = plan_json("example.org", Some(b"")).unwrap().to_canonical_string();
+/// assert_eq!(after, r#"{"action":"srv","host":"example.org","srv_names":["_matrix-fed._tcp.example.org","_matrix._tcp.example.org"]}"#);
+/// assert_eq!(plan_json("bad name", None).unwrap_err().code(), "bad_server_name");
+/// ```
+///
+/// # Errors
+/// `bad_server_name` when `server_name` is not a valid server name.
+pub fn plan_json(server_name: &str, well_known: Option<&[u8]>) -> Result<Object, IdError> {
+    validate_server_name(server_name)?;
+    Ok(match well_known {
+        None => resolve(server_name).to_json(),
+        Some(body) => plan_after_well_known(server_name, Some(body)).to_json(),
+    })
+}
+
+fn port_field(o: &Object, index: usize, field: &'static str) -> Result<u16, DiscoveryError> {
+    o.get(field)
+        .and_then(Value::as_int)
+        .and_then(|i| u16::try_from(i).ok())
+        .ok_or(DiscoveryError::BadRecord {
+            index,
+            field,
+            expected: "an integer from 0 to 65535",
+        })
+}
+
+impl SrvRecord {
+    /// A record from `{"priority","weight","port","target"}` (the `index`th of its list).
+    ///
+    /// # Errors
+    /// `bad_srv_record` for a missing, mistyped or out-of-range field.
+    pub fn from_json(v: &Value, index: usize) -> Result<SrvRecord, DiscoveryError> {
+        let o = v.as_object().ok_or(DiscoveryError::BadRecord {
+            index,
+            field: "the record",
+            expected: "an object",
+        })?;
+        let target = o
+            .get("target")
+            .and_then(Value::as_str)
+            .ok_or(DiscoveryError::BadRecord {
+                index,
+                field: "target",
+                expected: "a string",
+            })?;
+        Ok(SrvRecord {
+            priority: port_field(o, index, "priority")?,
+            weight: port_field(o, index, "weight")?,
+            port: port_field(o, index, "port")?,
+            target: target.to_owned(),
+        })
+    }
+}
+
+/// SRV records from a JSON array of `{"priority","weight","port","target"}` values.
+///
+/// # Errors
+/// The JSON error, `bad_srv_records` for a non-array, `bad_srv_record` for a bad record.
+pub fn srv_records_from_json(v: &Value) -> Result<Vec<SrvRecord>, DiscoveryError> {
+    v.as_array()
+        .ok_or(DiscoveryError::NotAList)?
+        .iter()
+        .enumerate()
+        .map(|(i, r)| SrvRecord::from_json(r, i))
+        .collect()
+}
+
+/// [`pick_srv`] over records given as JSON text: the target's JSON, or `null` when no record
+/// is usable (what the hosts print and return).
+///
+/// ```
+/// use mxfed_core::{canonical, discovery::pick_srv_json};
+/// let v = pick_srv_json(br#"[{"priority":0,"weight":0,"port":443,"target":"m.example.org."}]"#).unwrap();
+/// assert_eq!(canonical::to_vec(&v), br#"{"host":"m.example.org","port":443}"#);
+/// assert_eq!(pick_srv_json(b"[]").unwrap(), canonical::Value::Null);
+/// assert_eq!(pick_srv_json(b"{}").unwrap_err().code(), "bad_srv_records");
+/// ```
+///
+/// # Errors
+/// As [`srv_records_from_json`].
+pub fn pick_srv_json(records: &[u8]) -> Result<Value, DiscoveryError> {
+    let v = parse(records, &ParseOptions::STRICT)?;
+    let records = srv_records_from_json(&v)?;
+    Ok(pick_srv(&records).map_or(Value::Null, |t| Value::Object(t.to_json())))
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
+use mxfed_core::acl::ServerAcl;
 use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
+use mxfed_core::discovery;
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
 use mxfed_core::server_keys::{self, KeyRing, ServerKeys};
 use mxfed_core::{event, identifiers, pdu, signing, xmatrix, Millis, RoomVersion, Timestamp};
@@ -61,6 +63,12 @@ enum Command {
     /// Whole rooms.
     #[command(subcommand)]
     Room(RoomCommand),
+    /// Server ACLs (m.room.server_acl).
+    #[command(subcommand)]
+    Acl(AclCommand),
+    /// Server discovery: where to connect for a server name.
+    #[command(subcommand)]
+    Discover(DiscoverCommand),
     /// Run the federation server (creates ./mxfed-data on first run).
     Serve(mxfed_native::server::serve::ServeArgs),
     /// Talk to the running server (users, rooms, invites, timelines).
@@ -77,6 +85,40 @@ enum RoomCommand {
         /// /_matrix/key/v2/server responses (one JSON object per file, or JSONL).
         #[arg(long, num_args = 1.., required = true)]
         keys: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AclCommand {
+    /// Check server names against an ACL; one {"allowed","server_name"} line per name. Exit 1
+    /// if any is denied.
+    Check {
+        /// The ACL event's content (JSON object), or - for stdin.
+        #[arg(long)]
+        acl: PathBuf,
+        /// Server names, with or without a port.
+        #[arg(required = true)]
+        server_names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DiscoverCommand {
+    /// Print the next discovery step: without --well-known, connect or fetch the well-known
+    /// document; with it, connect or look up SRV records.
+    Plan {
+        /// The server name to resolve.
+        server_name: String,
+        /// The well-known answer's body (an empty file when the fetch failed or was not 200),
+        /// or - for stdin.
+        #[arg(long)]
+        well_known: Option<PathBuf>,
+    },
+    /// Pick the SRV record to connect to from a JSON list of {priority, weight, port, target};
+    /// print {"host","port"}, or null when none is usable.
+    PickSrv {
+        /// The records (JSON file), or - for stdin.
+        file: Option<PathBuf>,
     },
 }
 
@@ -370,6 +412,8 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Event(cmd) => return run_event(cmd),
         Command::Request(cmd) => return run_request(cmd),
         Command::Keys(cmd) => return run_keys(cmd),
+        Command::Acl(cmd) => return run_acl(cmd),
+        Command::Discover(cmd) => run_discover(cmd)?,
         Command::Room(RoomCommand::Replay { event: args, keys }) => {
             let v = room_version(&args.room_version)?;
             let (keys, file) = split_keys_and_input(keys, args.file);
@@ -676,4 +720,49 @@ fn run_keys(cmd: KeysCommand) -> Result<u8, CliError> {
         }
     }
     Ok(0)
+}
+
+fn run_acl(cmd: AclCommand) -> Result<u8, CliError> {
+    match cmd {
+        AclCommand::Check { acl, server_names } => {
+            let content = canonical::parse_object(&read_input(Some(&acl))?, &ParseOptions::LEGACY)?;
+            let acl = ServerAcl::from_content(&content);
+            // Every name is checked before anything is printed: bad input prints nothing.
+            let verdicts = server_names
+                .iter()
+                .map(|name| acl.check(name).map(|allowed| (name, allowed)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut out = Vec::new();
+            for (name, allowed) in &verdicts {
+                let mut o = Object::new();
+                o.insert("allowed", *allowed);
+                o.insert("server_name", name.as_str());
+                canonical::encode_object_into(&o, &mut out);
+                out.push(b'\n');
+            }
+            io::stdout()
+                .lock()
+                .write_all(&out)
+                .map_err(|e| CliError::bad_input("io", format!("writing stdout: {e}")))?;
+            let all_allowed = verdicts.iter().all(|(_, allowed)| *allowed);
+            Ok(if all_allowed { 0 } else { EXIT_FAILED })
+        }
+    }
+}
+
+fn run_discover(cmd: DiscoverCommand) -> Result<(), CliError> {
+    match cmd {
+        DiscoverCommand::Plan {
+            server_name,
+            well_known,
+        } => {
+            let body = well_known.map(|p| read_input(Some(&p))).transpose()?;
+            let plan = discovery::plan_json(&server_name, body.as_deref())?;
+            write_out(plan.to_canonical_string().as_bytes())
+        }
+        DiscoverCommand::PickSrv { file } => {
+            let target = discovery::pick_srv_json(&read_input(file.as_deref())?)?;
+            write_out(&canonical::to_vec(&target))
+        }
+    }
 }

@@ -59,4 +59,5 @@ bad_input_from!(
     mxfed_core::identifiers::IdError,
     mxfed_core::pdu::PduError,
     mxfed_core::xmatrix::XMatrixError,
+    mxfed_core::discovery::DiscoveryError,
 );

@@ -67,6 +67,23 @@ fn bad_input_exits_2_with_one_line() {
             "bad_public_key_arg",
         ),
         (
+            &["acl", "check", "--acl", "-", "matrix.org"],
+            b"{\"allow\":",
+            "json_syntax",
+        ),
+        (
+            &["acl", "check", "--acl", "-", "matrix.org", "bad name"],
+            b"{\"allow\":[\"*\"]}",
+            "bad_server_name",
+        ),
+        (&["discover", "plan", "bad name"], b"", "bad_server_name"),
+        (&["discover", "pick-srv"], b"{}", "bad_srv_records"),
+        (
+            &["discover", "pick-srv"],
+            b"[{\"port\":1}]",
+            "bad_srv_record",
+        ),
+        (
             &[
                 "verify",
                 "--server-name",
@@ -302,4 +319,48 @@ fn event_check_reports_each_line_and_exits_1_on_any_failure() {
         good.as_bytes(),
     );
     assert_error(&out, 2, "keys_not_self_signed");
+}
+
+#[test]
+fn acl_check_prints_one_verdict_per_name_and_exits_1_on_any_denial() {
+    let acl = br#"{"allow":["*"],"deny":["evil.example"],"allow_ip_literals":false}"#;
+    let out = mxfed(
+        &[
+            "acl",
+            "check",
+            "--acl",
+            "-",
+            "good.example:8448",
+            "EVIL.example",
+        ],
+        acl,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"allowed\":true,\"server_name\":\"good.example:8448\"}\n\
+         {\"allowed\":false,\"server_name\":\"EVIL.example\"}\n"
+    );
+    let out = mxfed(&["acl", "check", "--acl", "-", "good.example"], acl);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn discover_plan_takes_the_well_known_body_from_a_file_or_stdin() {
+    let out = mxfed(&["discover", "plan", "example.org"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"action\":\"well_known\",\"url\":\"https://example.org/.well-known/matrix/server\"}\n"
+    );
+    let out = mxfed(
+        &["discover", "plan", "example.org", "--well-known", "-"],
+        br#"{"m.server":"matrix.example.org:443"}"#,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"action\":\"connect\",\"host\":\"matrix.example.org\",\"port\":443}\n"
+    );
+    let out = mxfed(&["discover", "pick-srv"], b"[]");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "null\n");
 }

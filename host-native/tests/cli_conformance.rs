@@ -26,7 +26,11 @@ fn run(args: &[&str], stdin: &[u8]) -> Output {
 /// Runs `mxfed ARGS` with `stdin`; Ok(stdout without its final newline) on exit 0, Err(code)
 /// parsed from the one-line `mxfed: error[code]: …` otherwise.
 fn mxfed(args: &[&str], stdin: &[u8]) -> Outcome {
-    let out = run(args, stdin);
+    outcome(args, run(args, stdin))
+}
+
+/// [`mxfed`]'s reading of a finished run.
+fn outcome(args: &[&str], out: Output) -> Outcome {
     let stderr = String::from_utf8_lossy(&out.stderr);
     match out.status.code() {
         Some(0) => {
@@ -263,6 +267,39 @@ impl Host for CliHost {
         )
     }
 
+    fn server_acl_allows(&self, content: &[u8], server_name: &str) -> Option<Outcome> {
+        let acl = self.file("acl.json", content);
+        // `--` so that a server name starting with `-` stays a name.
+        let args = ["acl", "check", "--acl", &acl, "--", server_name];
+        let out = run(&args, b"");
+        Some(match out.status.code() {
+            // Exit 1: denied; the verdict line is still the output.
+            Some(0 | 1) if !out.stdout.is_empty() => {
+                let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(j["server_name"], server_name);
+                let allowed = j["allowed"].as_bool().unwrap();
+                assert_eq!(out.status.code(), Some(if allowed { 0 } else { 1 }));
+                Ok(allowed.to_string().into_bytes())
+            }
+            _ => outcome(&args, out),
+        })
+    }
+
+    fn discovery_plan(&self, server_name: &str, well_known: Option<&[u8]>) -> Option<Outcome> {
+        let mut args = vec!["discover", "plan"];
+        let path;
+        if let Some(body) = well_known {
+            path = self.file("well-known.json", body);
+            args.extend(["--well-known", &path]);
+        }
+        args.extend(["--", server_name]);
+        Some(mxfed(&args, b""))
+    }
+
+    fn pick_srv(&self, records: &[u8]) -> Option<Outcome> {
+        Some(mxfed(&["discover", "pick-srv", "-"], records))
+    }
+
     fn check_pdus(&self, rv: &str, keys: &[Vec<u8>], pdus: &[u8]) -> Outcome {
         let paths = self.write_keys(keys);
         let mut args = vec!["event", "check", "--room-version", rv, "--keys"];
@@ -273,6 +310,14 @@ impl Host for CliHost {
             Some(0 | 1) => Ok(out.stdout),
             _ => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
         }
+    }
+}
+
+impl CliHost {
+    fn file(&self, name: &str, bytes: &[u8]) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_str().unwrap().to_owned()
     }
 }
 

@@ -206,3 +206,30 @@ export function encodeBase64(data) {
 export function decodeBase64(text) {
   return raw.decodeBase64(text);
 }
+
+function serverNameArg(serverName) {
+  if (typeof serverName !== 'string') throw mxfedError('bad_argument', 'serverName: expected a string');
+  return serverName;
+}
+
+/** Whether a server ACL (the content of an `m.room.server_acl` event) lets `serverName` (with
+ *  or without a port) take part. Throws `json_*` for content that is not a JSON object and
+ *  `bad_server_name` for a malformed name. */
+export function serverAclAllows(content, serverName) {
+  return raw.serverAclAllows(toBytes(content, 'content'), serverNameArg(serverName));
+}
+
+/** The discovery plan for `serverName`. Without `wellKnown`: `{action: 'connect', host, port}`
+ *  or `{action: 'well_known', url}`. With the well-known answer's body (`null` or `''` when the
+ *  fetch failed or was not 200): `{action: 'connect', host, port}` or
+ *  `{action: 'srv', host, srv_names}`. */
+export function discoveryPlan(serverName, wellKnown) {
+  const body = wellKnown === undefined ? undefined : wellKnown === null ? new Uint8Array() : toBytes(wellKnown, 'wellKnown');
+  return JSON.parse(raw.discoveryPlan(serverNameArg(serverName), body));
+}
+
+/** The SRV record to connect to from `[{priority, weight, port, target}]`: `{host, port}`, or
+ *  `null` when no record is usable. */
+export function pickSrv(records) {
+  return JSON.parse(raw.pickSrv(toBytes(records, 'records')));
+}

@@ -127,3 +127,21 @@ export function serverKeys(serverName: string, keys: SigningKeyInput, validUntil
 export function parseTransaction(body: JsonInput): ParsedTransaction;
 export function encodeBase64(data: string | Uint8Array | ArrayBuffer | ArrayBufferView): string;
 export function decodeBase64(text: string): Uint8Array;
+
+/** The next step of server discovery (`discoveryPlan`). */
+export type DiscoveryPlan =
+  | { action: 'connect'; host: string; port: number }
+  | { action: 'well_known'; url: string }
+  | { action: 'srv'; host: string; srv_names: string[] };
+
+/** An SRV record as the resolver answered it. */
+export interface SrvRecord {
+  priority: number;
+  weight: number;
+  port: number;
+  target: string;
+}
+
+export function serverAclAllows(content: JsonInput, serverName: string): boolean;
+export function discoveryPlan(serverName: string, wellKnown?: JsonInput | null): DiscoveryPlan;
+export function pickSrv(records: SrvRecord[] | JsonInput): { host: string; port: number } | null;

@@ -72,6 +72,7 @@ from_core!(
     mxfed_core::identifiers::IdError,
     mxfed_core::pdu::PduError,
     mxfed_core::base64::Base64Error,
+    mxfed_core::discovery::DiscoveryError,
 );
 
 impl From<XMatrixError> for HostError {

@@ -4,7 +4,7 @@
 //! What it does: exports the core's operations through wasm-bindgen (`canonicalJson`,
 //! `signJson`, `verifyJson`, `contentHash`, `referenceHash`, `eventId`, `redact`,
 //! `hashAndSignEvent`, `checkPdus`, `signRequest`, `verifyRequest`, `serverKeys`,
-//! `parseTransaction`, the key classes), and the edge worker's request checks ([`edge`]).
+//! `parseTransaction`, `serverAclAllows`, `discoveryPlan`, `pickSrv`, the key classes), and the edge worker's request checks ([`edge`]).
 //! The JavaScript package around it (`host-wasm/js/`, built into `host-wasm/pkg/` by
 //! `host-wasm/build.sh`) turns strings and objects into bytes and back.
 //!
@@ -394,6 +394,25 @@ pub fn encode_base64(bytes: &[u8]) -> String {
 #[wasm_bindgen(js_name = decodeBase64)]
 pub fn decode_base64(text: &str) -> JsResult<Vec<u8>> {
     mxfed_core::base64::decode(text).map_err(|e| err(e.into()))
+}
+
+/// Whether a server ACL (`m.room.server_acl` content, JSON bytes) lets `server_name` take part.
+#[wasm_bindgen(js_name = serverAclAllows)]
+pub fn server_acl_allows(content: &[u8], server_name: &str) -> JsResult<bool> {
+    ops::server_acl_allows(content, server_name).map_err(err)
+}
+
+/// The discovery plan, JSON: the first step without `well_known`, else the step after the
+/// well-known fetch (its body; empty when the fetch failed).
+#[wasm_bindgen(js_name = discoveryPlan)]
+pub fn discovery_plan(server_name: &str, well_known: Option<Vec<u8>>) -> JsResult<String> {
+    ops::discovery_plan(server_name, well_known.as_deref()).map_err(err)
+}
+
+/// The SRV record to connect to (`{"host","port"}` JSON, or `null`) from a JSON list of records.
+#[wasm_bindgen(js_name = pickSrv)]
+pub fn pick_srv(records: &[u8]) -> JsResult<String> {
+    ops::pick_srv(records).map_err(err)
 }
 
 /// The edge route of a request: `well_known`, `server_keys`, `open`, `federation`, `send` or

@@ -319,6 +319,35 @@ pub fn parse_transaction(body: &[u8]) -> Result<String, HostError> {
     Ok(o.to_canonical_string())
 }
 
+/// Whether a server ACL (`m.room.server_acl` content, JSON) lets `server_name` (with or without
+/// a port) take part (`mxfed acl check`). Content is read with room version 1-5 number rules.
+///
+/// # Errors
+/// Content that is not a JSON object; a malformed server name (`bad_server_name`).
+pub fn server_acl_allows(content: &[u8], server_name: &str) -> Result<bool, HostError> {
+    let content = canonical::parse_object(content, &ParseOptions::LEGACY)?;
+    Ok(mxfed_core::acl::ServerAcl::from_content(&content).check(server_name)?)
+}
+
+/// The discovery plan as canonical JSON (`mxfed discover plan`): the first step without
+/// `well_known`, the step after the well-known fetch with its body (empty: the fetch failed).
+///
+/// # Errors
+/// A malformed server name (`bad_server_name`).
+pub fn discovery_plan(server_name: &str, well_known: Option<&[u8]>) -> Result<String, HostError> {
+    Ok(mxfed_core::discovery::plan_json(server_name, well_known)?.to_canonical_string())
+}
+
+/// The SRV record to connect to, `{"host","port"}` or `null` (`mxfed discover pick-srv`).
+///
+/// # Errors
+/// Records that are not JSON, not a list (`bad_srv_records`) or malformed (`bad_srv_record`).
+pub fn pick_srv(records: &[u8]) -> Result<String, HostError> {
+    Ok(utf8(canonical::to_vec(
+        &mxfed_core::discovery::pick_srv_json(records)?,
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,3 +175,32 @@ test('the package resolves by name with the node condition; workers get the work
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('server ACLs: objects, text and bytes; errors with .code', () => {
+  const acl = { allow: ['*'], deny: ['*.evil.example', 'evil.example'], allow_ip_literals: false };
+  assert.equal(m.serverAclAllows(acl, 'matrix.org:8448'), true);
+  assert.equal(m.serverAclAllows(JSON.stringify(acl), 'Sub.EVIL.example'), false);
+  assert.equal(m.serverAclAllows(new TextEncoder().encode(JSON.stringify(acl)), '[::1]:8448'), false);
+  assert.equal(m.serverAclAllows({}, 'matrix.org'), false);
+  throwsCode(() => m.serverAclAllows('{"allow":', 'matrix.org'), 'json_syntax');
+  throwsCode(() => m.serverAclAllows(acl, 'bad name'), 'bad_server_name');
+  throwsCode(() => m.serverAclAllows(acl, 5), 'bad_argument');
+});
+
+test('discovery: first step, after the well-known (null: failed fetch), SRV choice', () => {
+  assert.deepEqual(m.discoveryPlan('example.org'), { action: 'well_known', url: 'https://example.org/.well-known/matrix/server' });
+  assert.deepEqual(m.discoveryPlan('[::1]:8449'), { action: 'connect', host: '::1', port: 8449 });
+  assert.deepEqual(m.discoveryPlan('example.org', { 'm.server': 'm.example.org:443' }), { action: 'connect', host: 'm.example.org', port: 443 });
+  const srv = { action: 'srv', host: 'example.org', srv_names: ['_matrix-fed._tcp.example.org', '_matrix._tcp.example.org'] };
+  assert.deepEqual(m.discoveryPlan('example.org', null), srv);
+  assert.deepEqual(m.discoveryPlan('example.org', ''), srv);
+  throwsCode(() => m.discoveryPlan('bad name'), 'bad_server_name');
+  const records = [
+    { priority: 10, weight: 0, port: 8443, target: 'a.example.org.' },
+    { priority: 5, weight: 0, port: 443, target: 'b.example.org.' },
+  ];
+  assert.deepEqual(m.pickSrv(records), { host: 'b.example.org', port: 443 });
+  assert.equal(m.pickSrv([]), null);
+  throwsCode(() => m.pickSrv({}), 'bad_srv_records');
+  throwsCode(() => m.pickSrv([{ port: 1 }]), 'bad_srv_record');
+});

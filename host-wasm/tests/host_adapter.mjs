@@ -44,6 +44,12 @@ const ops = {
     ).origin,
   base64_encode: (a) => m.encodeBase64(b(a.input)),
   server_keys: (a) => m.serverKeys(a.server, key(a.seed, a.version), a.valid_until_ts),
+  server_acl_allows: (a) => String(m.serverAclAllows(b(a.content), a.server_name)),
+  discovery_plan: (a) => m.canonicalJson(m.discoveryPlan(a.server_name, a.well_known === null ? undefined : b(a.well_known))),
+  pick_srv: (a) => {
+    const t = m.pickSrv(b(a.records));
+    return t === null ? 'null' : m.canonicalJson(t);
+  },
 };
 
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');

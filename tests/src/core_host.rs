@@ -1,9 +1,10 @@
 //! [`Host`](crate::Host) implemented by calling mxfed-core directly.
 
+use mxfed_core::acl::ServerAcl;
 use mxfed_core::canonical::{self, Int, Object, ParseOptions};
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
 use mxfed_core::server_keys::{self, KeyRing, ServerKeys};
-use mxfed_core::{base64, event, pdu, signing, xmatrix, RoomVersion, Timestamp};
+use mxfed_core::{base64, discovery, event, pdu, signing, xmatrix, RoomVersion, Timestamp};
 
 use crate::{CoreHost, Host, Outcome};
 
@@ -188,5 +189,32 @@ impl Host for CoreHost {
 
     fn base64_encode(&self, bytes: &[u8]) -> Option<Outcome> {
         Some(text(base64::encode(bytes)))
+    }
+
+    fn server_acl_allows(&self, content: &[u8], server_name: &str) -> Option<Outcome> {
+        Some((|| {
+            let content = canonical::parse_object(content, &ParseOptions::LEGACY)
+                .map_err(|e| e.code().to_owned())?;
+            let allowed = ServerAcl::from_content(&content)
+                .check(server_name)
+                .map_err(|e| e.code().to_owned())?;
+            text(allowed.to_string())
+        })())
+    }
+
+    fn discovery_plan(&self, server_name: &str, well_known: Option<&[u8]>) -> Option<Outcome> {
+        Some(
+            discovery::plan_json(server_name, well_known)
+                .map(|o| o.to_canonical_string().into_bytes())
+                .map_err(|e| e.code().to_owned()),
+        )
+    }
+
+    fn pick_srv(&self, records: &[u8]) -> Option<Outcome> {
+        Some(
+            discovery::pick_srv_json(records)
+                .map(|v| canonical::to_vec(&v))
+                .map_err(|e| e.code().to_owned()),
+        )
     }
 }

@@ -85,7 +85,26 @@ pub trait Host {
     fn base64_encode(&self, _bytes: &[u8]) -> Option<Outcome> {
         None
     }
+    /// Whether a server ACL (`m.room.server_acl` content, JSON) lets `server_name` take part:
+    /// `true` or `false`. Required: [`Report::assert_ok`] fails a host that leaves it out.
+    fn server_acl_allows(&self, _content: &[u8], _server_name: &str) -> Option<Outcome> {
+        None
+    }
+    /// The discovery plan for `server_name` as canonical JSON: the first step without
+    /// `well_known`, the step after the well-known fetch with its body (empty: the fetch
+    /// failed). Required.
+    fn discovery_plan(&self, _server_name: &str, _well_known: Option<&[u8]>) -> Option<Outcome> {
+        None
+    }
+    /// The SRV record to connect to from a JSON list of records: canonical JSON
+    /// `{"host","port"}`, or `null`. Required.
+    fn pick_srv(&self, _records: &[u8]) -> Option<Outcome> {
+        None
+    }
 }
+
+/// Vector kinds every host must run (optional [`Host`] methods that are not optional).
+pub const REQUIRED_KINDS: &[&str] = &["acl", "discovery_plan", "pick_srv"];
 
 /// The vectors directory.
 pub fn vectors_dir() -> PathBuf {
@@ -113,6 +132,8 @@ pub struct Report {
     pub failures: Vec<String>,
     /// Count of checks per vector kind.
     pub by_kind: std::collections::BTreeMap<String, usize>,
+    /// Count of checks per vector kind the host does not support.
+    pub unsupported: std::collections::BTreeMap<String, usize>,
 }
 
 impl Report {
@@ -133,13 +154,32 @@ impl Report {
         }
     }
 
-    /// Panics with every failure listed when there is one.
+    /// An optional operation's outcome: checked when the host has it, counted otherwise.
+    fn check_opt(&mut self, kind: &str, name: &str, got: Option<Outcome>, want: &Outcome) {
+        match got {
+            Some(got) => self.check(kind, name, &got, want),
+            None => *self.unsupported.entry(kind.to_owned()).or_default() += 1,
+        }
+    }
+
+    /// Panics with every failure listed when there is one, or when a [`REQUIRED_KINDS`] kind
+    /// did not run.
     pub fn assert_ok(&self, host: &str, min_checks: usize) {
         eprintln!(
-            "{host}: {} checks passed, {} failed; by kind: {:?}",
+            "{host}: {} checks passed, {} failed; by kind: {:?}; unsupported: {:?}",
             self.passed,
             self.failures.len(),
-            self.by_kind
+            self.by_kind,
+            self.unsupported
+        );
+        let missing: Vec<&str> = REQUIRED_KINDS
+            .iter()
+            .copied()
+            .filter(|k| !self.by_kind.contains_key(*k))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{host}: required operations not exposed (vector kinds {missing:?} did not run)"
         );
         if !self.failures.is_empty() {
             panic!(
@@ -179,7 +219,71 @@ pub fn run_all(host: &dyn Host) -> Report {
     run_synapse_corpus(host, &mut r);
     run_legacy_numbers(host, &mut r, &spec);
     run_request_samples(host, &mut r);
+    run_acl(host, &mut r);
+    run_discovery(host, &mut r);
     r
+}
+
+/// The expected outcome of a vector row: `error` (a code) or `expected` (canonical JSON).
+fn expected(v: &J) -> Outcome {
+    match v.get("error") {
+        Some(code) => Err(s(code).to_owned()),
+        None => Ok(canon(&v["expected"])),
+    }
+}
+
+/// A row's input bytes: `<key>_text` exactly, else the JSON of `<key>`.
+fn input_bytes(v: &J, key: &str) -> Option<Vec<u8>> {
+    match v.get(format!("{key}_text")) {
+        Some(t) => Some(s(t).as_bytes().to_vec()),
+        None => v.get(key).map(|j| serde_json::to_vec(j).unwrap()),
+    }
+}
+
+/// Server ACLs (`acl.json`): one check per (content, server name).
+fn run_acl(host: &dyn Host, r: &mut Report) {
+    let acl = load_json("acl.json");
+    for case in acl["cases"].as_array().unwrap() {
+        let content = input_bytes(case, "content").unwrap();
+        for check in case["checks"].as_array().unwrap() {
+            let server = s(&check[0]);
+            let want = match &check[1] {
+                J::Bool(b) => ok_text(if *b { "true" } else { "false" }),
+                code => Err(s(code).to_owned()),
+            };
+            let name = format!("{} / {server:?}", s(&case["name"]));
+            r.check_opt(
+                "acl",
+                &name,
+                host.server_acl_allows(&content, server),
+                &want,
+            );
+        }
+    }
+}
+
+/// Server discovery (`discovery.json`): plans with and without a well-known body, and SRV
+/// record choice.
+fn run_discovery(host: &dyn Host, r: &mut Report) {
+    let d = load_json("discovery.json");
+    for v in d["plan"].as_array().unwrap() {
+        let well_known = input_bytes(v, "well_known");
+        r.check_opt(
+            "discovery_plan",
+            s(&v["name"]),
+            host.discovery_plan(s(&v["server_name"]), well_known.as_deref()),
+            &expected(v),
+        );
+    }
+    for v in d["pick_srv"].as_array().unwrap() {
+        let records = input_bytes(v, "records").unwrap();
+        r.check_opt(
+            "pick_srv",
+            s(&v["name"]),
+            host.pick_srv(&records),
+            &expected(v),
+        );
+    }
 }
 
 /// Real requests captured between Synapse servers: their X-Matrix headers verify, and every

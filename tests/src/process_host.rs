@@ -194,4 +194,19 @@ impl Host for ProcessHost {
     fn base64_encode(&self, bytes: &[u8]) -> Option<Outcome> {
         self.call("base64_encode", json!({ "input": s(bytes) }))
     }
+    fn server_acl_allows(&self, content: &[u8], server_name: &str) -> Option<Outcome> {
+        self.call(
+            "server_acl_allows",
+            json!({"content": s(content), "server_name": server_name}),
+        )
+    }
+    fn discovery_plan(&self, server_name: &str, well_known: Option<&[u8]>) -> Option<Outcome> {
+        self.call(
+            "discovery_plan",
+            json!({"server_name": server_name, "well_known": well_known.map(s)}),
+        )
+    }
+    fn pick_srv(&self, records: &[u8]) -> Option<Outcome> {
+        self.call("pick_srv", json!({ "records": s(records) }))
+    }
 }

@@ -184,6 +184,15 @@ impl<R: AbiCall> Host for AbiHost<R> {
     fn base64_encode(&self, bytes: &[u8]) -> Option<Outcome> {
         self.call("base64_encode", a().bytes(bytes))
     }
+    fn server_acl_allows(&self, content: &[u8], server_name: &str) -> Option<Outcome> {
+        self.call("server_acl_allows", a().bytes(content).s(server_name))
+    }
+    fn discovery_plan(&self, server_name: &str, well_known: Option<&[u8]>) -> Option<Outcome> {
+        self.call("discovery_plan", a().s(server_name).opt(well_known))
+    }
+    fn pick_srv(&self, records: &[u8]) -> Option<Outcome> {
+        self.call("pick_srv", a().bytes(records))
+    }
 }
 
 /// The module in wasmtime.

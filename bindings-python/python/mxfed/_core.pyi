@@ -14,6 +14,7 @@ _KeysInput: TypeAlias = Union["KeyRing", Iterable[_ObjectInput], Mapping[str, An
 
 __all__ = [
     "CanonicalJsonError",
+    "DiscoveryError",
     "EduError",
     "EventError",
     "IdentifierError",
@@ -34,13 +35,16 @@ __all__ = [
     "check_pdus",
     "content_hash",
     "decode_base64",
+    "discovery_plan",
     "encode_base64",
     "event_id",
     "hash_and_sign_event",
     "parse_transaction",
+    "pick_srv",
     "redact",
     "reference_hash",
     "room_id",
+    "server_acl_allows",
     "server_keys",
     "sign_json",
     "sign_request",
@@ -63,6 +67,7 @@ class RoomVersionError(MxfedError): ...
 class TransactionError(MxfedError): ...
 class IdentifierError(MxfedError): ...
 class EduError(MxfedError): ...
+class DiscoveryError(MxfedError): ...
 
 @final
 class SigningKey:
@@ -147,3 +152,6 @@ def parse_transaction(body: _ObjectInput) -> _JsonObject: ...
 def _compat_encode(value: Any) -> Optional[bytes]: ...
 def encode_base64(data: bytes) -> str: ...
 def decode_base64(data: str) -> bytes: ...
+def server_acl_allows(content: _ObjectInput, server_name: str) -> bool: ...
+def discovery_plan(server_name: str, well_known: Optional[_ObjectInput] = None) -> _JsonObject: ...
+def pick_srv(records: Union[Sequence[Mapping[str, Any]], bytes, bytearray, memoryview, str]) -> Optional[Dict[str, Any]]: ...

@@ -151,6 +151,9 @@ ops! {
     mxfed_verify_request => |a| Some(CoreHost.verify_request(a.str(), &a.list(), a.str(), a.str(), a.opt(), &a.strings(), a.u64()));
     mxfed_server_keys => |a| Some(CoreHost.server_keys(a.str(), a.str(), a.str(), a.u64()));
     mxfed_base64_encode => |a| CoreHost.base64_encode(a.bytes());
+    mxfed_server_acl_allows => |a| CoreHost.server_acl_allows(a.bytes(), a.str());
+    mxfed_discovery_plan => |a| CoreHost.discovery_plan(a.str(), a.opt());
+    mxfed_pick_srv => |a| CoreHost.pick_srv(a.bytes());
 }
 
 #[cfg(test)]
