@@ -488,13 +488,27 @@ fn known_room(state: &AppState, room_id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The room's timeline: accepted events (not outliers, rejected or soft-failed), in the order
-/// they were stored, redacted where a redaction applies.
+/// The room's timeline: the history fetched with `/backfill` after our join (by depth), then the
+/// accepted events (not outliers, rejected or soft-failed) in the order they were stored,
+/// redacted where a redaction applies.
 fn timeline_lines(state: &AppState, room_id: &str) -> Result<Vec<String>, ApiError> {
     let events = state.db().room_events(room_id)?;
-    Ok(events
+    let mut history: Vec<_> = events
         .iter()
-        .filter(|e| !e.outlier && !e.rejected && !e.soft_failed)
+        .filter(|e| e.backfilled && !e.rejected)
+        .collect();
+    // Depth orders what was said before we joined; storage order breaks ties.
+    history.sort_by_cached_key(|e| {
+        let depth = rooms::served(state, &e.event_id)
+            .and_then(|(ev, _)| ev.get("depth").and_then(Value::as_int));
+        (depth.unwrap_or(0), e.stream)
+    });
+    let live = events
+        .iter()
+        .filter(|e| !e.outlier && !e.rejected && !e.soft_failed);
+    Ok(history
+        .into_iter()
+        .chain(live)
         .filter_map(|e| rooms::served(state, &e.event_id))
         .map(|(ev, _)| ev.to_canonical_string())
         .collect())

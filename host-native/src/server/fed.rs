@@ -526,12 +526,14 @@ async fn get_event(
     MPath(event_id): MPath<String>,
     s: Signed,
 ) -> Result<Response, ApiError> {
-    let (ev, stored) =
+    let (_, stored) =
         rooms::served(&state, &event_id).ok_or_else(|| ApiError::not_found("unknown event"))?;
     if stored.rejected {
         return Err(ApiError::not_found("unknown event"));
     }
     server_in_room(&state, &stored.room_id, &s.origin)?;
+    let ev = rooms::served_one_to(&state, &s.origin, &event_id)
+        .ok_or_else(|| ApiError::not_found("unknown event"))?;
     Ok(json(&txn_shape(&state, vec![Value::Object(ev)])))
 }
 
@@ -566,6 +568,7 @@ async fn get_state(
     let event_id = s
         .param("event_id")
         .ok_or_else(|| ApiError::missing("event_id"))?;
+    rooms::may_see(&state, &room_id, event_id, &s.origin)?;
     let (ids, chain) = state_and_chain(&state, &room_id, event_id)?;
     let mut o = Object::new();
     o.insert(
@@ -592,6 +595,7 @@ async fn get_state_ids(
     let event_id = s
         .param("event_id")
         .ok_or_else(|| ApiError::missing("event_id"))?;
+    rooms::may_see(&state, &room_id, event_id, &s.origin)?;
     let (ids, chain) = state_and_chain(&state, &room_id, event_id)?;
     let mut o = Object::new();
     o.insert("pdu_ids", strings(&ids));
@@ -621,7 +625,7 @@ async fn backfill(
             .map(|p| p.event_id.clone())
             .collect()
     };
-    let pdus = served_list(&state, ids.iter().map(String::as_str));
+    let pdus = rooms::served_to(&state, &s.origin, ids.iter().map(String::as_str));
     Ok(json(&txn_shape(&state, pdus)))
 }
 
@@ -665,7 +669,11 @@ async fn missing_events(
     let mut o = Object::new();
     o.insert(
         "events",
-        Value::Array(served_list(&state, ids.iter().map(String::as_str))),
+        Value::Array(rooms::served_to(
+            &state,
+            &s.origin,
+            ids.iter().map(String::as_str),
+        )),
     );
     Ok(json(&o))
 }
@@ -848,7 +856,7 @@ async fn make_membership(
     let _guard = state.writer.lock().await;
     let mut content = Object::new();
     content.insert("membership", membership);
-    let t = EventTemplate {
+    let mut t = EventTemplate {
         room_id: Some(room_id.to_owned()),
         event_type: "m.room.member".into(),
         sender: user.to_owned(),
@@ -872,6 +880,11 @@ async fn make_membership(
             }
         }
         drop(rooms);
+        if membership == "join" {
+            if let Some(via) = rooms::restricted_join_via(state, room_id, user)? {
+                t.content.insert("join_authorised_via_users_server", via);
+            }
+        }
         rooms::build_local(state, room_id, &t)?
     };
     let (v, verdict) = {
@@ -960,6 +973,7 @@ async fn send_membership(
     if computed != event_id {
         return Err(ApiError::invalid("the event ID does not match the path"));
     }
+    let ev = rooms::countersign_restricted_join(state, ev, v)?;
     let check = rooms::check_events(state, v, vec![ev])
         .await
         .into_iter()

@@ -115,6 +115,8 @@ pub struct StoredEvent {
     pub soft_failed: bool,
     /// Known only through an auth chain or state answer.
     pub outlier: bool,
+    /// An outlier fetched with `/backfill`: part of the room's history before we joined.
+    pub backfilled: bool,
     /// For events received with a given state: that state, as JSON `[[type, key, id], …]`.
     pub state_before: Option<String>,
     /// The redaction that applies to it, if any.
@@ -138,6 +140,8 @@ pub struct NewEvent<'a> {
     pub reason: Option<&'a str>,
     /// Known only through an auth chain or state answer.
     pub outlier: bool,
+    /// Fetched with `/backfill` (also marks an outlier stored before as history).
+    pub backfilled: bool,
     /// The given state before it, as JSON.
     pub state_before: Option<&'a str>,
     /// The server it came from (ourselves for local events).
@@ -185,6 +189,17 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Added after the first release: databases created before get the column here.
+        let has_backfilled: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('events') WHERE name = 'backfilled'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_backfilled {
+            conn.execute_batch(
+                "ALTER TABLE events ADD COLUMN backfilled INTEGER NOT NULL DEFAULT 0",
+            )?;
+        }
         Ok(Store { conn })
     }
 
@@ -286,10 +301,18 @@ impl Store {
         let tx = self.conn.transaction()?;
         {
             let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (event_id, room_id, depth, json, verdict, reason, rejected, soft_failed, outlier, state_before, origin, received_ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT OR IGNORE INTO events (event_id, room_id, depth, json, verdict, reason, rejected, soft_failed, outlier, state_before, origin, received_ts, backfilled)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+            let mut history = tx.prepare_cached(
+                "UPDATE events SET backfilled = 1 WHERE event_id = ?1 AND outlier = 1",
             )?;
             for e in events {
+                if e.backfilled {
+                    // An outlier stored before (from a state answer) keeps its place in the
+                    // stream: its auth events come before it there.
+                    history.execute(params![e.event_id])?;
+                }
                 ins.execute(params![
                     e.event_id,
                     e.room_id,
@@ -299,10 +322,11 @@ impl Store {
                     e.reason,
                     e.verdict == "rejected",
                     e.verdict == "soft_failed",
-                    e.outlier,
+                    e.outlier || e.backfilled,
                     e.state_before,
                     e.origin,
-                    now_ms()
+                    now_ms(),
+                    e.backfilled
                 ])?;
             }
             tx.execute(
@@ -354,10 +378,11 @@ impl Store {
             outlier: r.get(8)?,
             state_before: r.get(9)?,
             redacted_by: r.get(10)?,
+            backfilled: r.get(11)?,
         })
     }
 
-    const COLS: &'static str = "stream, event_id, room_id, json, verdict, reason, rejected, soft_failed, outlier, state_before, redacted_by";
+    const COLS: &'static str = "stream, event_id, room_id, json, verdict, reason, rejected, soft_failed, outlier, state_before, redacted_by, backfilled";
 
     /// A room's events in stored order.
     ///
