@@ -20,9 +20,11 @@ use crate::state_res::{resolve, EventStore, StateMap};
 
 mod federation;
 mod history;
+mod invite;
 mod restricted;
 
 pub use history::{server_may_see, HistoryVisibility, ServerView};
+pub use invite::{invite_fallback, InviteFallback};
 pub use restricted::{RestrictedJoin, RestrictedJoinError};
 
 /// What became of a received event.
