@@ -303,6 +303,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(&format!("{f}/v2/invite/{{room}}/{{event_id}}"), put(invite))
         .route(
+            &format!("{f}/v1/invite/{{room}}/{{event_id}}"),
+            put(invite_v1),
+        )
+        .route(
             &format!("{f}/v1/publicRooms"),
             get(public_rooms).post(public_rooms),
         )
@@ -1149,7 +1153,40 @@ async fn invite(
     MPath((room_id, event_id)): MPath<(String, String)>,
     s: Signed,
 ) -> Result<Response, ApiError> {
-    let body = s.object()?;
+    Ok(json(
+        &invite_answer(&state, room_id, event_id, &s, s.object()?).await?,
+    ))
+}
+
+/// The old invite (room versions 1 and 2): the body is the event, its room state in `unsigned`;
+/// the answer is `[200, {"event": …}]`.
+async fn invite_v1(
+    State(state): St,
+    MPath((room_id, event_id)): MPath<(String, String)>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    let ev = s.object()?.clone();
+    let mut body = Object::new();
+    body.insert("room_version", "1");
+    if let Some(rs) = ev
+        .get_object("unsigned")
+        .and_then(|u| u.get("invite_room_state"))
+    {
+        body.insert("invite_room_state", rs.clone());
+    }
+    body.insert("event", ev);
+    Ok(v1_shape(
+        invite_answer(&state, room_id, event_id, &s, &body).await?,
+    ))
+}
+
+async fn invite_answer(
+    state: &Arc<AppState>,
+    room_id: String,
+    event_id: String,
+    s: &Signed,
+    body: &Object,
+) -> Result<Object, ApiError> {
     let version = body.get_str("room_version").unwrap_or("1");
     let v = RoomVersion::get(version).map_err(|e| {
         let mut a = ApiError::new(
@@ -1186,7 +1223,7 @@ async fn invite(
     if event::event_id(&ev, v)? != event_id {
         return Err(ApiError::invalid("the event ID does not match the path"));
     }
-    let check = rooms::check_events(&state, v, vec![ev])
+    let check = rooms::check_events(state, v, vec![ev])
         .await
         .into_iter()
         .next()
@@ -1238,5 +1275,5 @@ async fn invite(
     }
     let mut o = Object::new();
     o.insert("event", ev);
-    Ok(json(&o))
+    Ok(o)
 }

@@ -10,11 +10,14 @@ use mxfed_core::auth::Pdu;
 use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
 use mxfed_core::event::{self, BuiltEvent, EventRef, EventTemplate};
 use mxfed_core::pdu::{check_pdu_object, PduCheck, Verdict};
-use mxfed_core::room::{RestrictedJoin, RestrictedJoinError, Room, RoomVerdict, ServerView};
+use mxfed_core::room::{
+    invite_fallback, InviteFallback, RestrictedJoin, RestrictedJoinError, Room, RoomVerdict,
+    ServerView,
+};
 use mxfed_core::state_res::StateMap;
 use mxfed_core::RoomVersion;
 
-use super::client::encode_segment;
+use super::client::{encode_segment, FetchError};
 use super::error::ApiError;
 use super::store::NewEvent;
 use super::{keys, log, now, AppState};
@@ -1126,16 +1129,7 @@ pub async fn invite_remote(
     body.insert("room_version", v.id);
     body.insert("event", built.pdu.clone());
     body.insert("invite_room_state", Value::Array(stripped));
-    let path = format!(
-        "/_matrix/federation/v2/invite/{}/{}",
-        encode_segment(room_id),
-        encode_segment(&built.event_id)
-    );
-    let answer = state.client.json(&dest, "PUT", &path, Some(&body)).await?;
-    let signed = answer
-        .get_object("event")
-        .cloned()
-        .ok_or_else(|| ApiError::remote("invite answer has no event"))?;
+    let signed = send_invite(state, &dest, room_id, &built.event_id, v, &body).await?;
     let checks = check_events(state, v, vec![signed]).await;
     let signed = match checks.into_iter().next() {
         Some(c)
@@ -1157,6 +1151,74 @@ pub async fn invite_remote(
     accept_local(state, &with_sigs)?;
     distribute(state, room_id, &with_sigs.event_id, &with_sigs.pdu, &[]);
     Ok(built.event_id)
+}
+
+/// `PUT /v2/invite`, and `/v1/invite` when the core's [`invite_fallback`] says the invitee's
+/// server does not know the former; returns the event as countersigned.
+async fn send_invite(
+    state: &AppState,
+    dest: &str,
+    room_id: &str,
+    event_id: &str,
+    v: &'static RoomVersion,
+    body: &Object,
+) -> Result<Object, ApiError> {
+    let segments = format!("{}/{}", encode_segment(room_id), encode_segment(event_id));
+    let path = format!("/_matrix/federation/v2/invite/{segments}");
+    let refused = match state.client.json(dest, "PUT", &path, Some(body)).await {
+        Ok(answer) => {
+            return answer
+                .get_object("event")
+                .cloned()
+                .ok_or_else(|| ApiError::remote("invite answer has no event"))
+        }
+        Err(e) => e,
+    };
+    let FetchError::Status(status, bytes) = &refused else {
+        return Err(refused.into());
+    };
+    let errcode = canonical::parse_object(bytes, &ParseOptions::LEGACY)
+        .ok()
+        .and_then(|o| o.get_str("errcode").map(str::to_owned));
+    match invite_fallback(*status, errcode.as_deref(), v) {
+        InviteFallback::UseV1 => {}
+        InviteFallback::Unsupported => {
+            return Err(ApiError::new(
+                400,
+                "M_UNSUPPORTED_ROOM_VERSION",
+                format!("{dest} does not support room version {}", v.id),
+            ))
+        }
+        _ => return Err(refused.into()),
+    }
+    log(&format!(
+        "{dest} does not know /v2/invite: trying /v1/invite"
+    ));
+    // The v1 body is the event itself, the room state in its `unsigned`.
+    let mut ev = body.get_object("event").cloned().unwrap_or_default();
+    if let Some(room_state) = body.get("invite_room_state") {
+        if let Some(unsigned) = ev.object_entry("unsigned") {
+            unsigned.insert("invite_room_state", room_state.clone());
+        }
+    }
+    let path = format!("/_matrix/federation/v1/invite/{segments}");
+    let (status, bytes) = state
+        .client
+        .request(dest, "PUT", &path, Some(&ev), true)
+        .await?;
+    if status != 200 {
+        return Err(FetchError::Status(status, bytes).into());
+    }
+    // `[200, {"event": …}]`
+    let answer = canonical::parse(&bytes, &ParseOptions::LEGACY)
+        .map_err(|e| ApiError::remote(format!("v1 invite answer: {e}")))?;
+    answer
+        .as_array()
+        .and_then(|a| a.get(1))
+        .and_then(Value::as_object)
+        .and_then(|o| o.get_object("event"))
+        .cloned()
+        .ok_or_else(|| ApiError::remote("v1 invite answer is not [200, {\"event\": …}]"))
 }
 
 /// The servers to try for a join: those named, then the room ID's and the inviter's.
