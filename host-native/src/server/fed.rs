@@ -433,6 +433,7 @@ async fn send(
     let mut response = TransactionResponse::new();
     {
         let _guard = state.writer.lock().await;
+        rooms::retry_deferred(&state, &s.origin).await;
         for room in &plan.rooms {
             let pdus = room
                 .pdus

@@ -933,14 +933,79 @@ pub async fn ingest(
             out.push((id, Some(format!("{code}: {message}"))));
             continue;
         }
+        let event = check.event.clone();
         let r = match receive_remote(state, origin, room_id, v, check, true).await {
             Ok(RoomVerdict::Rejected { code }) => Some(format!("rejected: {code}")),
             Ok(_) => None,
+            Err(e)
+                if event
+                    .as_ref()
+                    .is_some_and(|ev| defer_if_gap(state, origin, room_id, v, &id, ev)) =>
+            {
+                Some(format!("{}; kept to try again", e.error))
+            }
             Err(e) => Some(e.error),
         };
         out.push((id, r));
     }
     out
+}
+
+/// Keeps a PDU that could not be taken in because the gap before it is still open (neither
+/// `/get_missing_events` nor `/state` answered): the next transaction from `origin` tries it
+/// again ([`retry_deferred`]). Whether the gap is open is the core's answer
+/// ([`Room::unknown_prev_events`]). Returns whether it was kept.
+fn defer_if_gap(
+    state: &AppState,
+    origin: &str,
+    room_id: &str,
+    v: &'static RoomVersion,
+    event_id: &str,
+    ev: &Object,
+) -> bool {
+    let Ok(pdu) = Pdu::new(ev.clone(), v) else {
+        return false;
+    };
+    let gap = state
+        .rooms()
+        .get(room_id)
+        .is_some_and(|r| !r.contains(event_id) && !r.unknown_prev_events(&pdu).is_empty());
+    gap && state
+        .db()
+        .defer_pdu(origin, room_id, event_id, &ev.to_canonical_string())
+        .is_ok()
+}
+
+/// Tries again the PDUs of `origin` refused for a gap ([`defer_if_gap`]), oldest first, before
+/// a new transaction of `origin` is taken in: the gap may be fillable now. A PDU taken in (or
+/// no longer behind a gap) is forgotten; one still behind a gap counts a try and is given up
+/// after [`super::store::DEFERRED_TRIES`]. The caller holds `state.writer`.
+pub async fn retry_deferred(state: &Arc<AppState>, origin: &str) {
+    let list = state.db().deferred_pdus(origin).unwrap_or_default();
+    for (room_id, event_id, json) in list {
+        let v = state.rooms().get(&room_id).map(Room::version);
+        let (Some(v), Some(obj)) = (v, parse_stored(&json)) else {
+            let _ = state.db().undefer_pdu(&event_id);
+            continue;
+        };
+        let done = ingest(state, origin, &room_id, v, vec![(event_id.clone(), obj)]).await;
+        let kept = done
+            .first()
+            .and_then(|(_, e)| e.as_deref())
+            .is_some_and(|e| e.ends_with("kept to try again"));
+        if kept {
+            log(&format!(
+                "deferred {event_id} from {origin}: gap still open"
+            ));
+        } else {
+            let what = done
+                .first()
+                .and_then(|(_, e)| e.clone())
+                .unwrap_or_else(|| "taken in".into());
+            log(&format!("deferred {event_id} from {origin}: {what}"));
+            let _ = state.db().undefer_pdu(&event_id);
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------------

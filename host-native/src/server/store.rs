@@ -94,6 +94,23 @@ CREATE TABLE IF NOT EXISTS txns (
 /// How many answered transactions are kept for de-duplication across restarts.
 pub const TXNS_KEPT: i64 = 1024;
 
+/// PDUs refused because a gap before them could not be filled, kept to try again (see
+/// `rooms::retry_deferred`).
+const DEFERRED_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS deferred_pdus (
+    event_id TEXT PRIMARY KEY,
+    origin TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    json TEXT NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0,
+    received_ts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deferred_by_origin ON deferred_pdus(origin, received_ts);
+"#;
+
+/// How many times a deferred PDU is tried again before it is given up.
+pub const DEFERRED_TRIES: i64 = 10;
+
 /// One stored event.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -200,6 +217,7 @@ impl Store {
                 "ALTER TABLE events ADD COLUMN backfilled INTEGER NOT NULL DEFAULT 0",
             )?;
         }
+        conn.execute_batch(DEFERRED_SCHEMA)?;
         Ok(Store { conn })
     }
 
@@ -626,5 +644,54 @@ impl Store {
             .prepare("SELECT origin, txn_id, response FROM txns ORDER BY received_ts, rowid")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         rows.collect()
+    }
+
+    // -- PDUs refused for a gap --------------------------------------------------------------------
+
+    /// Keeps a PDU refused because the gap before it could not be filled (again: counts a try).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn defer_pdu(
+        &self,
+        origin: &str,
+        room_id: &str,
+        event_id: &str,
+        json: &str,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO deferred_pdus (event_id, origin, room_id, json, received_ts) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(event_id) DO UPDATE SET tries = tries + 1",
+            params![event_id, origin, room_id, json, now_ms()],
+        )?;
+        self.conn.execute(
+            "DELETE FROM deferred_pdus WHERE tries >= ?1",
+            params![DEFERRED_TRIES],
+        )?;
+        Ok(())
+    }
+
+    /// The deferred PDUs from `origin`, oldest first: (room ID, event ID, JSON).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn deferred_pdus(&self, origin: &str) -> rusqlite::Result<Vec<(String, String, String)>> {
+        let mut st = self.conn.prepare(
+            "SELECT room_id, event_id, json FROM deferred_pdus WHERE origin = ?1 ORDER BY received_ts, event_id",
+        )?;
+        let rows = st.query_map(params![origin], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    }
+
+    /// Forgets a deferred PDU (taken in at last).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn undefer_pdu(&self, event_id: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "DELETE FROM deferred_pdus WHERE event_id = ?1",
+            params![event_id],
+        )?;
+        Ok(())
     }
 }
