@@ -172,6 +172,19 @@ async fn retrieval_follows_history_visibility() {
     assert!(has_body(&find(&after)));
     assert!(!has_body(&find(&secret)));
 
+    // Without `v` there is nothing to start from (Synapse: 400).
+    let err = get(format!(
+        "/_matrix/federation/v1/backfill/{}?limit=20",
+        enc(&room)
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("400") && err.contains("M_MISSING_PARAM"),
+        "{err}"
+    );
+
     // /get_missing_events: the same rule.
     let mut body = mxfed_core::canonical::Object::new();
     body.insert("earliest_events", Value::Array(Vec::new()));

@@ -620,6 +620,9 @@ async fn backfill(
         .parse()
         .map_err(|_| ApiError::invalid("limit is not a number"))?;
     let from = s.all("v");
+    if from.is_empty() {
+        return Err(ApiError::missing("v"));
+    }
     let ids: Vec<String> = {
         let rooms = state.rooms();
         let room = rooms
