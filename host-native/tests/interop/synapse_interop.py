@@ -211,9 +211,13 @@ def scenario(mx, sp, secret):
     # 1. Synapse's room, mxfed's user.
     room = api(sp, "POST", "/_matrix/client/v3/createRoom", alice_tok,
                {"preset": "private_chat", "name": "interop"})["room_id"]
+    api(sp, "PUT", f"/_matrix/client/v3/rooms/{enc(room)}/send/m.room.message/t0", alice_tok,
+        {"msgtype": "m.text", "body": "before the join"})
     api(sp, "POST", f"/_matrix/client/v3/rooms/{enc(room)}/invite", alice_tok, {"user_id": bob})
     mx.admin("room", "wait", room, "--joined", bob, "--timeout", "60")
     check(True, "mxfed's user joined Synapse's room (auto-accept, make_join/send_join)")
+    check("before the join" in mx.admin("room", "timeline", room),
+          "Synapse's earlier message backfilled into mxfed's timeline")
     e1 = api(sp, "PUT", f"/_matrix/client/v3/rooms/{enc(room)}/send/m.room.message/t1", alice_tok,
              {"msgtype": "m.text", "body": "hello from Synapse"})["event_id"]
     mx.admin("room", "wait", room, "--event", e1, "--timeout", "60")
@@ -226,6 +230,7 @@ def scenario(mx, sp, secret):
 
     # 2. mxfed's room (v12), Synapse's user.
     room2 = mx.admin("room", "create", "--as", "bob")
+    mx.admin("room", "send", room2, "before carol", "--as", "bob")
     mx.admin("room", "invite", room2, "@carol:localhost:%d" % sp, "--as", "bob")
     wait_until("the invite on Synapse", lambda: room2 in api(
         sp, "GET", "/_matrix/client/v3/sync?timeout=0", carol_tok).get("rooms", {}).get("invite", {}))
@@ -241,6 +246,14 @@ def scenario(mx, sp, secret):
           "mxfed's reply reached Synapse")
     check(wait_until("same state", lambda: synapse_state(sp, carol_tok, room2) == mx.state(room2)),
           "same current state on both (mxfed's room)")
+
+    # What bob said before carol joined reaches Synapse when carol pages back (mxfed's /backfill).
+    def bodies_on_synapse():
+        page = api(sp, "GET", f"/_matrix/client/v3/rooms/{enc(room2)}/messages?dir=b&limit=50",
+                   carol_tok)
+        return [e.get("content", {}).get("body") for e in page.get("chunk", [])]
+    check(wait_until("backfill by Synapse", lambda: "before carol" in bodies_on_synapse()),
+          "Synapse backfilled mxfed's earlier message (mxfed's /backfill)")
 
 
 def stop(proc):
