@@ -255,6 +255,22 @@ def scenario(mx, sp, secret):
     check(wait_until("backfill by Synapse", lambda: "before carol" in bodies_on_synapse()),
           "Synapse backfilled mxfed's earlier message (mxfed's /backfill)")
 
+    # 3. A restricted mxfed room allowing room2's members: carol (on Synapse) joins through mxfed,
+    # which names bob in join_authorised_via_users_server and countersigns the join.
+    room3 = mx.admin("room", "create", "--as", "bob")
+    rules = {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": room2}]}
+    mx.admin("room", "state-set", room3, "m.room.join_rules", "", json.dumps(rules), "--as", "bob")
+    carol = f"@carol:localhost:{sp}"
+    api(sp, "POST", f"/_matrix/client/v3/join/{enc(room3)}?server_name=localhost:{mp}", carol_tok, {})
+    mx.admin("room", "wait", room3, "--joined", carol, "--timeout", "60")
+    join = [e for e in map(json.loads, mx.admin("room", "timeline", room3).splitlines())
+            if e.get("type") == "m.room.member" and e.get("state_key") == carol][0]
+    check(join["content"].get("join_authorised_via_users_server") == bob
+          and f"localhost:{mp}" in join.get("signatures", {}),
+          "Synapse's user joined a restricted mxfed room, authorised and countersigned by mxfed")
+    check(wait_until("same state", lambda: synapse_state(sp, carol_tok, room3) == mx.state(room3)),
+          "same current state on both (the restricted room)")
+
 
 def stop(proc):
     if proc is None or proc.poll() is not None:
