@@ -271,6 +271,15 @@ def scenario(mx, sp, secret):
     check(wait_until("same state", lambda: synapse_state(sp, carol_tok, room3) == mx.state(room3)),
           "same current state on both (the restricted room)")
 
+    # 4. The other way: a restricted Synapse room allowing the members of `room`; bob (on mxfed,
+    # joined there) joins through Synapse, which authorises and countersigns.
+    room4 = api(sp, "POST", "/_matrix/client/v3/createRoom", alice_tok, {"preset": "private_chat"})["room_id"]
+    api(sp, "PUT", f"/_matrix/client/v3/rooms/{enc(room4)}/state/m.room.join_rules/", alice_tok,
+        {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": room}]})
+    mx.admin("room", "join", room4, "--via", f"localhost:{sp}", "--as", "bob")
+    check(wait_until("same state", lambda: synapse_state(sp, alice_tok, room4) == mx.state(room4)),
+          "mxfed's user joined a restricted Synapse room (Synapse authorising)")
+
 
 def stop(proc):
     if proc is None or proc.poll() is not None:
