@@ -23,6 +23,7 @@
 
 use super::{Room, RoomVerdict};
 use crate::pdu::PduCheck;
+use crate::state_res::StateMap;
 
 /// The values of `m.room.history_visibility` (spec § Room history visibility).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +141,20 @@ impl Room {
             if let Some(id) = &check.event_id {
                 self.backfilled.insert(id.clone());
             }
+        }
+        verdict
+    }
+
+    /// Takes in our own join with the state of the `send_join` answer. The room's current state
+    /// starts again from it: the forward extremities we had from an earlier membership (left
+    /// since, so the join's prev events do not reach them) are dropped first, as Synapse's
+    /// `clean_room_for_join` does; resolved against the join they could undo it. A first join
+    /// has none. A rejected join leaves them as they were.
+    pub fn receive_own_join(&mut self, check: &PduCheck, state_before: StateMap) -> RoomVerdict {
+        let earlier = std::mem::take(&mut self.extremities);
+        let verdict = self.receive_with_state(check, state_before);
+        if matches!(verdict, RoomVerdict::Rejected { .. }) {
+            self.extremities = earlier;
         }
         verdict
     }
