@@ -203,6 +203,23 @@ fn backfill_after_join_respects_history_visibility() {
     a.wait_event(&shared, &mb);
     assert_eq!(b.timeline_event_ids(&shared), a.timeline_event_ids(&shared));
 
+    // Bob leaves, A's room goes on without B, bob is invited back: the events of the gap are
+    // backfilled at the new join and sit between the leave and the new join.
+    let leave = b.admin(&["room", "leave", &shared, "--as", "bob"]);
+    a.wait_event(&shared, &leave);
+    let away = a.admin(&[
+        "room",
+        "send",
+        &shared,
+        "while bob was away",
+        "--as",
+        "alice",
+    ]);
+    a.admin(&["room", "invite", &shared, &bob, "--as", "alice"]);
+    b.joined(&shared, &bob);
+    assert_eq!(b.timeline_event_ids(&shared), a.timeline_event_ids(&shared));
+    assert!(b.timeline_event_ids(&shared).contains(&away));
+
     // Joined: what was said before B's user joined reaches B redacted.
     let joined = a.admin(&["room", "create", "--as", "alice"]);
     a.admin(&[

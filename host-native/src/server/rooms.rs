@@ -82,13 +82,18 @@ pub fn load(state: &AppState) -> Result<usize, String> {
                 ));
                 continue;
             };
+            let own_join = is_own_join(state, &obj);
             let check = checked(&e.event_id, obj, e.verdict == "redacted");
             if e.backfilled {
                 room.add_backfilled(&check);
             } else if e.outlier {
                 room.add_outlier(&check);
             } else if let Some(s) = &e.state_before {
-                room.receive_with_state(&check, state_from_text(s));
+                if own_join {
+                    room.receive_own_join(&check, state_from_text(s));
+                } else {
+                    room.receive_with_state(&check, state_from_text(s));
+                }
             } else {
                 room.receive(&check);
             }
@@ -97,6 +102,19 @@ pub fn load(state: &AppState) -> Result<usize, String> {
         state.rooms().insert(room_id, room);
     }
     Ok(count)
+}
+
+/// Whether a stored event is a join of one of our users: the only events of ours received with
+/// a given state (the `send_join` answer's), replayed with [`Room::receive_own_join`].
+fn is_own_join(state: &AppState, ev: &Object) -> bool {
+    let sender = ev.get_str("sender").unwrap_or_default();
+    ev.get_str("type") == Some("m.room.member")
+        && ev.get_str("state_key") == Some(sender)
+        && ev
+            .get_object("content")
+            .and_then(|c| c.get_str("membership"))
+            == Some("join")
+        && state.is_local_user(sender)
 }
 
 /// One event to store.
@@ -1125,7 +1143,7 @@ pub async fn remote_membership(
         let room = rooms
             .get_mut(room_id)
             .ok_or_else(|| ApiError::internal("room vanished"))?;
-        room.receive_with_state(&checked(&event_id, join.clone(), false), map.clone())
+        room.receive_own_join(&checked(&event_id, join.clone(), false), map.clone())
     };
     if !matches!(verdict, RoomVerdict::Rejected { .. }) {
         // Before the commit wakes waiters, so they see the invite accepted with the join.
