@@ -190,5 +190,11 @@ def test_tampered_corpus_signatures_and_hashes_like_synapse() -> None:
                 assert ok == (verdict["content_hash"] == "ok"), (name, line["event_id"])
                 hashes += 1
                 bad_hashes += not ok
-    # Both kinds of tampering are present, and were seen.
-    assert sigs >= 250 and bad_sigs >= 5 and hashes >= 250 and bad_hashes >= 10, (sigs, bad_sigs, hashes, bad_hashes)
+    # One room (and side room) per room version, 1-12.
+    assert sorted(set(files.values()), key=int) == [str(v) for v in range(1, 13)]
+    # Both kinds of tampering are present, and were seen: per room version, two forged
+    # signatures (signature_invalid, changed_origin_server_ts) and five altered contents
+    # (changed_content_message/_topic/_power_levels, changed_extra_top_level_key,
+    # restricted_join_changed_content).
+    counts = (sigs, bad_sigs, hashes, bad_hashes)
+    assert sigs >= 80 * 12 and bad_sigs == 2 * 12 and hashes >= 80 * 12 and bad_hashes == 5 * 12, counts

@@ -3,8 +3,23 @@
 //!
 //! The order: an IP literal, or a name with an explicit port, is connected to directly (port 8448
 //! by default); otherwise the host fetches `https://<name>/.well-known/matrix/server` and hands
-//! the answer (or its absence) to [`after_well_known`]. SRV records are the host's option: a host
-//! that does not look them up connects to port 8448, as this module answers.
+//! the answer (or its absence) to [`after_well_known`] (no SRV) or [`plan_after_well_known`]
+//! (with SRV). The latter answers either where to connect, or which SRV names to look up in
+//! order (`_matrix-fed._tcp.<host>`, then the deprecated `_matrix._tcp.<host>`); the host hands
+//! each answer to [`pick_srv`], and connects to `<host>:8448` when neither gives a target. With
+//! SRV, the `Host` header and the TLS server name stay `<host>`: only the connection goes to the
+//! record's target and port.
+//!
+//! ```
+//! use mxfed_core::discovery::{pick_srv, plan_after_well_known, AfterWellKnown, SrvRecord, Target};
+//! let plan = plan_after_well_known("example.org", None);
+//! assert_eq!(plan, AfterWellKnown::Srv {
+//!     host: "example.org".into(),
+//!     names: vec!["_matrix-fed._tcp.example.org".into(), "_matrix._tcp.example.org".into()],
+//! });
+//! let records = [SrvRecord::new(10, 0, 8443, "a.example.org."), SrvRecord::new(5, 0, 443, "b.example.org.")];
+//! assert_eq!(pick_srv(&records), Some(Target::new("b.example.org", 443)));
+//! ```
 //!
 //! ```
 //! use mxfed_core::discovery::{after_well_known, resolve, Step, Target};
@@ -106,4 +121,151 @@ pub fn after_well_known(server_name: &str, body: Option<&[u8]>) -> Target {
     let name = delegated.as_deref().unwrap_or(server_name);
     let (host, port) = split(name);
     Target::new(host, port.flatten().unwrap_or(DEFAULT_PORT))
+}
+
+/// What to do after the well-known step, when the host looks up SRV records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AfterWellKnown {
+    /// Connect here; the `Host` header is this target's authority (the delegated name had a
+    /// port, or is an IP literal).
+    Connect(Target),
+    /// Look up these SRV names in order; the first that [`pick_srv`] answers gives where to
+    /// connect, else connect to `host` on port 8448. Either way, `Host` and the TLS server name
+    /// are `host`.
+    Srv {
+        /// The (delegated) host name: `Host` header and TLS server name.
+        host: String,
+        /// `_matrix-fed._tcp.<host>`, then `_matrix._tcp.<host>` (deprecated).
+        names: Vec<String>,
+    },
+}
+
+/// The SRV names to look up for a host name, in order (spec v1.8: `_matrix-fed._tcp` first,
+/// the deprecated `_matrix._tcp` after).
+pub fn srv_names(host: &str) -> Vec<String> {
+    vec![
+        format!("_matrix-fed._tcp.{host}"),
+        format!("_matrix._tcp.{host}"),
+    ]
+}
+
+/// The step after the well-known fetch (`body` is `None` when it failed or did not answer
+/// 200), for a host that does SRV lookups: a delegated name with a port or an IP literal is
+/// connected to; otherwise the delegated name (or, without delegation, the server name) has
+/// its SRV records looked up.
+pub fn plan_after_well_known(server_name: &str, body: Option<&[u8]>) -> AfterWellKnown {
+    let delegated = body
+        .and_then(|b| parse_object(b, &ParseOptions::LEGACY).ok())
+        .and_then(|o| o.get_str("m.server").map(str::to_owned))
+        .filter(|s| validate_server_name(s).is_ok());
+    let name = delegated.as_deref().unwrap_or(server_name);
+    let (host, port) = split(name);
+    match port {
+        Some(p) => AfterWellKnown::Connect(Target::new(host, p.unwrap_or(DEFAULT_PORT))),
+        None if is_ip_literal(host) => AfterWellKnown::Connect(Target::new(host, DEFAULT_PORT)),
+        None => AfterWellKnown::Srv {
+            host: host.to_owned(),
+            names: srv_names(host),
+        },
+    }
+}
+
+/// One SRV record, as the host's resolver answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvRecord {
+    /// Lower is tried first.
+    pub priority: u16,
+    /// Among equal priorities, higher is preferred.
+    pub weight: u16,
+    /// The port to connect to.
+    pub port: u16,
+    /// The host to connect to (a trailing dot is allowed; `.` means "no service here").
+    pub target: String,
+}
+
+impl SrvRecord {
+    /// A record.
+    pub fn new(priority: u16, weight: u16, port: u16, target: &str) -> SrvRecord {
+        SrvRecord {
+            priority,
+            weight,
+            port,
+            target: target.to_owned(),
+        }
+    }
+}
+
+/// Where to connect from an SRV answer: the record with the lowest priority, then the highest
+/// weight, then the smallest target and port (deterministic: RFC 2782's weighted random choice
+/// needs randomness the core does not draw, and a server has one target in practice). `None`
+/// when there is no usable record: none at all, or only `.` ("decidedly not available").
+pub fn pick_srv(records: &[SrvRecord]) -> Option<Target> {
+    records
+        .iter()
+        .map(|r| (r, r.target.trim_end_matches('.')))
+        .filter(|(_, host)| !host.is_empty())
+        .min_by(|(a, ah), (b, bh)| {
+            a.priority
+                .cmp(&b.priority)
+                .then(b.weight.cmp(&a.weight))
+                .then(ah.cmp(bh))
+                .then(a.port.cmp(&b.port))
+        })
+        .map(|(r, host)| Target::new(host, r.port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_with_srv() {
+        let srv = |h: &str| AfterWellKnown::Srv {
+            host: h.into(),
+            names: srv_names(h),
+        };
+        assert_eq!(
+            plan_after_well_known("example.org", None),
+            srv("example.org")
+        );
+        assert_eq!(
+            plan_after_well_known("example.org", Some(br#"{"m.server":"m.example.org"}"#)),
+            srv("m.example.org")
+        );
+        assert_eq!(
+            plan_after_well_known("example.org", Some(br#"{"m.server":"m.example.org:443"}"#)),
+            AfterWellKnown::Connect(Target::new("m.example.org", 443))
+        );
+        assert_eq!(
+            plan_after_well_known("example.org", Some(br#"{"m.server":"[::1]"}"#)),
+            AfterWellKnown::Connect(Target::new("::1", 8448))
+        );
+        assert_eq!(
+            plan_after_well_known("example.org", Some(br#"{"m.server":"bad name!"}"#)),
+            srv("example.org")
+        );
+        assert_eq!(
+            srv_names("example.org"),
+            ["_matrix-fed._tcp.example.org", "_matrix._tcp.example.org"]
+        );
+    }
+
+    #[test]
+    fn srv_choice() {
+        assert_eq!(pick_srv(&[]), None);
+        assert_eq!(pick_srv(&[SrvRecord::new(0, 0, 0, ".")]), None);
+        let rs = [
+            SrvRecord::new(20, 100, 1, "late.example."),
+            SrvRecord::new(10, 5, 2, "light.example."),
+            SrvRecord::new(10, 50, 3, "heavy.example."),
+            SrvRecord::new(1, 0, 4, "."),
+        ];
+        assert_eq!(pick_srv(&rs), Some(Target::new("heavy.example", 3)));
+        let tie = [
+            SrvRecord::new(10, 5, 9, "b.example"),
+            SrvRecord::new(10, 5, 8, "a.example"),
+        ];
+        assert_eq!(pick_srv(&tie), Some(Target::new("a.example", 8)));
+    }
 }

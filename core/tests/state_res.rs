@@ -248,6 +248,161 @@ fn v12_creator_rules_in_resolution() {
     );
 }
 
+/// Carol leaves on one branch and changes her display name (a join) on another: a conflict on
+/// one member key. Neither is a power event (the sender is the target), so both are ordered by
+/// mainline position (equal: both cite the same power levels), then by timestamp, and each
+/// passes the auth rules on top of the other (the room is public): the later one is applied
+/// last and wins, whatever the order of the inputs. (v1 orders memberships by depth and the
+/// SHA-1 of the event ID instead, so it is left out.)
+#[test]
+fn concurrent_join_and_leave_of_one_user() {
+    for v in RoomVersion::ALL.into_iter().filter(|v| v.id != "1") {
+        for leave_first in [true, false] {
+            let mut t = T::new(v, "public");
+            t.join(C);
+            let fork = t.snapshot();
+            let leave = r#"{"membership":"leave"}"#;
+            let rename = r#"{"membership":"join","displayname":"Carol"}"#;
+            let (first, second) = if leave_first {
+                (leave, rename)
+            } else {
+                (rename, leave)
+            };
+            let (e1, v1) = t.send_at(&fork, C, "m.room.member", Some(C), first);
+            let (e2, v2) = t.send_at(&fork, C, "m.room.member", Some(C), second);
+            assert_eq!((&v1, &v2), (&RoomVerdict::Accepted, &RoomVerdict::Accepted));
+            for tips in [[e1.as_str(), e2.as_str()], [e2.as_str(), e1.as_str()]] {
+                let s = resolve_tips(&t, &tips);
+                assert_eq!(
+                    s[&key("m.room.member", C)],
+                    e2,
+                    "v{} leave first: {leave_first}: the later event wins",
+                    v.id
+                );
+            }
+            assert_eq!(t.room.current_state()[&key("m.room.member", C)], e2);
+        }
+    }
+}
+
+/// Alice kicks carol while, on another branch, carol changes her display name (a join). The
+/// kick is a power event, so it is applied first whatever the timestamps; carol's join is then
+/// checked on top of it, with her membership at "leave". In a public room she may join again,
+/// so her join wins; in an invite-only room the join rule lets her in only when she is invited
+/// or joined, so her join fails and the kick wins. (Not v1, which orders by depth and SHA-1.)
+#[test]
+fn kick_versus_concurrent_self_join() {
+    for v in RoomVersion::ALL.into_iter().filter(|v| v.id != "1") {
+        for join_rule in ["public", "invite"] {
+            for kick_first in [true, false] {
+                let mut t = T::new(v, join_rule);
+                if join_rule == "invite" {
+                    t.ok(A, "m.room.member", Some(C), r#"{"membership":"invite"}"#);
+                }
+                t.join(C);
+                let fork = t.snapshot();
+                let send_kick = |t: &mut T| {
+                    t.send_at(
+                        &fork,
+                        A,
+                        "m.room.member",
+                        Some(C),
+                        r#"{"membership":"leave"}"#,
+                    )
+                    .0
+                };
+                let send_rename = |t: &mut T| {
+                    t.send_at(
+                        &fork,
+                        C,
+                        "m.room.member",
+                        Some(C),
+                        r#"{"membership":"join","displayname":"Carol"}"#,
+                    )
+                    .0
+                };
+                let (kick, rename) = if kick_first {
+                    let k = send_kick(&mut t);
+                    (k, send_rename(&mut t))
+                } else {
+                    let r = send_rename(&mut t);
+                    (send_kick(&mut t), r)
+                };
+                let want = if join_rule == "public" {
+                    &rename
+                } else {
+                    &kick
+                };
+                for tips in [[&kick, &rename], [&rename, &kick]] {
+                    let s = resolve_tips(&t, &[tips[0].as_str(), tips[1].as_str()]);
+                    assert_eq!(
+                        &s[&key("m.room.member", C)],
+                        want,
+                        "v{} {join_rule}, kick first: {kick_first}",
+                        v.id
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// v12 (state resolution v2.1): additional creators have infinite power too, so in the reverse
+/// topological power ordering bob's power levels (an additional creator) sort before carol's
+/// (100) although bob's are later; carol's, which still pass on top of bob's, are applied last
+/// and win. In v2–v11 with both at 100 the later timestamp would win (see
+/// `concurrent_power_level_changes`).
+#[test]
+fn v12_additional_creator_sorts_first() {
+    let v = RoomVersion::get("12").unwrap();
+    let mut t = T::with_create_content(
+        v,
+        "public",
+        r#"{"users":{}}"#,
+        &format!(r#""additional_creators":["{B}"]"#),
+    );
+    t.join(B);
+    t.join(C);
+    t.ok(
+        A,
+        "m.room.power_levels",
+        Some(""),
+        &format!(r#"{{"users":{{"{C}":100}}}}"#),
+    );
+    let fork = t.snapshot();
+    let (pc, cv) = t.send_at(
+        &fork,
+        C,
+        "m.room.power_levels",
+        Some(""),
+        &format!(r#"{{"users":{{"{C}":100}},"state_default":60}}"#),
+    );
+    let (pb, bv) = t.send_at(
+        &fork,
+        B,
+        "m.room.power_levels",
+        Some(""),
+        &format!(r#"{{"users":{{"{C}":100}},"state_default":70}}"#),
+    );
+    assert_eq!((&cv, &bv), (&RoomVerdict::Accepted, &RoomVerdict::Accepted));
+    for tips in [[pc.as_str(), pb.as_str()], [pb.as_str(), pc.as_str()]] {
+        let s = resolve_tips(&t, &tips);
+        assert_eq!(
+            s[&key("m.room.power_levels", "")],
+            pc,
+            "carol's, applied last"
+        );
+    }
+    // Bob's power is the creators': carol (100) cannot demote him or list him in users.
+    t.rejected(
+        "auth_power_levels_creator_in_users",
+        C,
+        "m.room.power_levels",
+        Some(""),
+        &format!(r#"{{"users":{{"{C}":100,"{B}":0}}}}"#),
+    );
+}
+
 /// The unconflicted part always survives, and resolving a state with itself changes nothing.
 #[test]
 fn trivial_resolutions() {

@@ -641,3 +641,383 @@ async fn bad_input_gets_matrix_errors() {
     .await;
     assert_eq!(code(&r).0, 400);
 }
+
+/// Puts a second remote server's keys in the cache, as if fetched.
+fn add_server(state: &AppState, name: &str, key: &SigningKey) {
+    let resp = build_server_keys(
+        name,
+        std::slice::from_ref(key),
+        &[],
+        Int::new(mxfed_native::server::now().as_i64() + 86_400_000).unwrap(),
+    )
+    .unwrap();
+    state
+        .key_cache()
+        .insert(resp, Some(name), mxfed_native::server::now())
+        .unwrap();
+}
+
+fn other_key() -> SigningKey {
+    SigningKey::from_seed("o1", &[9u8; 32]).unwrap()
+}
+
+#[tokio::test]
+async fn server_acl_is_enforced_per_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    add_server(&state, "other.test", &other_key());
+    let room = room_with_remote(&state).await;
+    // A second room without an ACL: the denial is per room.
+    let open_room = room_with_remote(&state).await;
+    {
+        let _g = state.writer.lock().await;
+        rooms::send_event(
+            &state,
+            &room,
+            "@alice:localhost:18999",
+            "m.room.server_acl",
+            Some(""),
+            obj(r#"{"allow":["*"],"deny":["remote.*"],"allow_ip_literals":false}"#),
+            None,
+        )
+        .unwrap();
+    }
+    let events_before = state.db().room_events(&room).unwrap().len();
+
+    // Every room-scoped endpoint answers 403 M_FORBIDDEN to the denied origin.
+    let r_enc = urlenc(&room);
+    let ev = urlenc("$e");
+    let gme = obj(r#"{"earliest_events":[],"latest_events":["$e"],"limit":5}"#);
+    let pdu = obj(r#"{"type":"m.room.member"}"#);
+    let endpoints: Vec<(&str, String, Option<&Object>)> = vec![
+        ("GET", format!("v1/state/{r_enc}?event_id={ev}"), None),
+        ("GET", format!("v1/state_ids/{r_enc}?event_id={ev}"), None),
+        ("GET", format!("v1/backfill/{r_enc}?v={ev}&limit=3"), None),
+        ("POST", format!("v1/get_missing_events/{r_enc}"), Some(&gme)),
+        ("GET", format!("v1/event_auth/{r_enc}/{ev}"), None),
+        (
+            "GET",
+            format!("v1/make_join/{r_enc}/{}?ver=10", urlenc("@eve:remote.test")),
+            None,
+        ),
+        (
+            "GET",
+            format!("v1/make_leave/{r_enc}/{}", urlenc("@eve:remote.test")),
+            None,
+        ),
+        (
+            "GET",
+            format!(
+                "v1/make_knock/{r_enc}/{}?ver=10",
+                urlenc("@eve:remote.test")
+            ),
+            None,
+        ),
+        ("PUT", format!("v2/send_join/{r_enc}/{ev}"), Some(&pdu)),
+        ("PUT", format!("v1/send_join/{r_enc}/{ev}"), Some(&pdu)),
+        ("PUT", format!("v2/send_leave/{r_enc}/{ev}"), Some(&pdu)),
+        ("PUT", format!("v1/send_knock/{r_enc}/{ev}"), Some(&pdu)),
+        ("PUT", format!("v2/invite/{r_enc}/{ev}"), Some(&pdu)),
+    ];
+    for (method, path, body) in &endpoints {
+        let uri = format!("/_matrix/federation/{path}");
+        let r = call(
+            &state,
+            signed(method, &uri, *body, REMOTE, ME, &remote_key()),
+        )
+        .await;
+        assert_eq!(
+            (r.status.as_u16(), r.body.get_str("errcode")),
+            (403, Some("M_FORBIDDEN")),
+            "{method} {path}: {}",
+            r.body
+        );
+    }
+    // An origin the ACL allows gets a join template; the denied one can still join a room
+    // without an ACL.
+    let uri = format!(
+        "/_matrix/federation/v1/make_join/{r_enc}/{}?ver=10",
+        urlenc("@olga:other.test")
+    );
+    let r = call(
+        &state,
+        signed("GET", &uri, None, "other.test", ME, &other_key()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let uri = format!(
+        "/_matrix/federation/v1/make_join/{}/{}?ver=10",
+        urlenc(&open_room),
+        urlenc("@eve:remote.test")
+    );
+    let r = call(&state, signed("GET", &uri, None, REMOTE, ME, &remote_key())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // On /send the denied origin's PDUs for the room get an error and are not processed, and
+    // its typing EDU for the room is dropped; the room without an ACL takes both.
+    let (denied_id, denied) = remote_pdu(
+        &state,
+        &room,
+        "m.room.member",
+        "@eve:remote.test",
+        Some("@eve:remote.test"),
+        r#"{"membership":"join"}"#,
+        &remote_key(),
+    );
+    let (open_id, open) = remote_pdu(
+        &state,
+        &open_room,
+        "m.room.member",
+        "@eve:remote.test",
+        Some("@eve:remote.test"),
+        r#"{"membership":"join"}"#,
+        &remote_key(),
+    );
+    let typing = |room: &str| {
+        obj(&format!(
+            r#"{{"edu_type":"m.typing","content":{{"room_id":"{room}","user_id":"@eve:remote.test","typing":true}}}}"#
+        ))
+    };
+    let body = txn(vec![denied, open], vec![typing(&room), typing(&open_room)]);
+    let r = send_txn(&state, "acl1", &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        result(&r, &denied_id).get_str("error"),
+        Some("Server is banned from room"),
+        "{}",
+        r.body
+    );
+    assert!(result(&r, &open_id).is_empty(), "{}", r.body);
+    assert_eq!(state.db().room_events(&room).unwrap().len(), events_before);
+    assert_eq!(state.rooms()[&room].membership("@eve:remote.test"), None);
+    assert!(state.db().edus(&room).unwrap().is_empty());
+    assert_eq!(state.db().edus(&open_room).unwrap().len(), 1);
+
+    // Lifting the ACL (allow the remote by name, without its port) lets it in again.
+    {
+        let _g = state.writer.lock().await;
+        rooms::send_event(
+            &state,
+            &room,
+            "@alice:localhost:18999",
+            "m.room.server_acl",
+            Some(""),
+            obj(r#"{"allow":["localhost","remote.test","other.*"]}"#),
+            None,
+        )
+        .unwrap();
+    }
+    let (join_id, join) = remote_pdu(
+        &state,
+        &room,
+        "m.room.member",
+        "@eve:remote.test",
+        Some("@eve:remote.test"),
+        r#"{"membership":"join"}"#,
+        &remote_key(),
+    );
+    let r = send_txn(&state, "acl2", &txn(vec![join], vec![])).await;
+    assert!(result(&r, &join_id).is_empty(), "{}", r.body);
+    let uri = format!(
+        "/_matrix/federation/v1/state_ids/{r_enc}?event_id={}",
+        urlenc(&join_id)
+    );
+    let r = call(&state, signed("GET", &uri, None, REMOTE, ME, &remote_key())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+async fn get_metrics(state: &Arc<AppState>) -> String {
+    let req = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let resp = mxfed_native::server::metrics::admin_app(state.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// The value of one sample (`name{labels}`) in an exposition text.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_what_happens() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let room = room_with_remote(&state).await;
+    let before = get_metrics(&state).await;
+    assert_eq!(
+        sample(&before, "mxfed_federation_transactions_received_total"),
+        0.0
+    );
+
+    let (join_id, join) = remote_pdu(
+        &state,
+        &room,
+        "m.room.member",
+        "@eve:remote.test",
+        Some("@eve:remote.test"),
+        r#"{"membership":"join"}"#,
+        &remote_key(),
+    );
+    let (_, nojoin) = remote_pdu(
+        &state,
+        &room,
+        "m.room.message",
+        "@mallory:remote.test",
+        None,
+        r#"{"body":"m","msgtype":"m.text"}"#,
+        &remote_key(),
+    );
+    let typing = obj(&format!(
+        r#"{{"edu_type":"m.typing","content":{{"room_id":"{room}","user_id":"@eve:remote.test","typing":true}}}}"#
+    ));
+    let presence = obj(
+        r#"{"edu_type":"m.presence","content":{"push":[{"user_id":"@eve:remote.test","presence":"online","last_active_ago":1}]}}"#,
+    );
+    let body = txn(vec![join, nojoin], vec![typing, presence]);
+    let r = send_txn(&state, "m1", &body).await;
+    assert!(result(&r, &join_id).is_empty(), "{}", r.body);
+    // A retried transaction is answered from the window and not counted again.
+    send_txn(&state, "m1", &body).await;
+    state
+        .db()
+        .queue_outbound("dest.test", "pdu", Some("$q"), Some(&room), "{}")
+        .unwrap();
+
+    let m = get_metrics(&state).await;
+    assert_eq!(
+        sample(&m, "mxfed_federation_transactions_received_total"),
+        1.0
+    );
+    let pdus = |o: &str| {
+        sample(
+            &m,
+            &format!("mxfed_federation_pdus_received_total{{outcome=\"{o}\"}}"),
+        )
+    };
+    assert_eq!(
+        (pdus("accepted"), pdus("rejected"), pdus("soft_failed")),
+        (1.0, 1.0, 0.0)
+    );
+    let edus = |t: &str| {
+        sample(
+            &m,
+            &format!("mxfed_federation_edus_received_total{{type=\"{t}\"}}"),
+        )
+    };
+    assert_eq!(
+        (edus("m.typing"), edus("m.presence"), edus("m.receipt")),
+        (1.0, 1.0, 0.0)
+    );
+    // Every signed request is verified: the two /send calls.
+    assert_eq!(
+        sample(&m, "mxfed_federation_request_verify_seconds_count"),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "mxfed_federation_request_verify_seconds_bucket{le=\"+Inf\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(&m, "mxfed_federation_transaction_processing_seconds_count"),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "mxfed_outbound_queue_pdus{destination=\"dest.test\"}"),
+        1.0
+    );
+
+    // The admin API beside it still wants its token.
+    let req = Request::builder()
+        .uri("/admin/v1/status")
+        .body(Body::empty())
+        .unwrap();
+    let resp = mxfed_native::server::metrics::admin_app(state.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn federation_requests_are_rate_limited_per_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(setup(&dir));
+    // A tight limit in the config: a burst of 2, then one request a second.
+    let cfg = dir.path().join("data/mxfed.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("federation_per_second = 50", "federation_per_second = 1")
+        .replace("federation_burst = 200", "federation_burst = 2");
+    std::fs::write(&cfg, text).unwrap();
+    let state = setup(&dir);
+    add_server(&state, "other.test", &other_key());
+    let uri = "/_matrix/federation/v1/publicRooms";
+    for _ in 0..2 {
+        let r = call(&state, signed("GET", uri, None, REMOTE, ME, &remote_key())).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    // The burst is spent: the next request is refused (a slow machine may have earned a token
+    // back in between, so allow a few more tries rather than depend on timing).
+    let mut refused = None;
+    for _ in 0..20 {
+        let resp = app(state.clone())
+            .oneshot(signed("GET", uri, None, REMOTE, ME, &remote_key()))
+            .await
+            .unwrap();
+        if resp.status() != StatusCode::OK {
+            refused = Some(resp);
+            break;
+        }
+    }
+    let resp = refused.expect("the limit never applied");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = parse_object(&bytes, &ParseOptions::STRICT).unwrap();
+    assert_eq!(body.get_str("errcode"), Some("M_LIMIT_EXCEEDED"));
+    let wait = body.get("retry_after_ms").and_then(Value::as_int).unwrap();
+    assert!((1..=1000).contains(&wait), "{body}");
+    // Another origin has its own budget; unsigned endpoints are not limited.
+    let r = call(
+        &state,
+        signed("GET", uri, None, "other.test", ME, &other_key()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = call(
+        &state,
+        Request::builder()
+            .uri("/_matrix/federation/v1/version")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let m = get_metrics(&state).await;
+    assert_eq!(
+        sample(&m, "mxfed_federation_requests_rate_limited_total"),
+        1.0
+    );
+}

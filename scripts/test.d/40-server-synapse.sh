@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Stage: mxfed serve against a real Synapse. Runs after 20-python.sh, which installs the pinned
-# Synapse into the venv: a throwaway Synapse and `mxfed serve --dev` federate on loopback in both
-# directions (host-native/tests/interop/synapse_interop.py). Needs openssl for Synapse's
-# certificate.
+# Stage: mxfed serve against real Synapse servers. Runs after 20-python.sh, which installs the
+# pinned Synapse into the venv: two throwaway Synapse servers and `mxfed serve --dev` federate on
+# loopback through the interop scenarios of host-native/tests/interop/ (README.md there: the
+# scenarios, every Synapse setting and why, the differences found). Needs openssl for Synapse's
+# certificates. Arguments are passed on: scenario numbers run a subset (e.g. `... 40-server-synapse.sh 7 9`).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -21,7 +22,15 @@ command -v openssl >/dev/null || { log "ERROR: openssl is not installed"; exit 1
 
 log "cargo build -p mxfed-native"
 cargo build -q -p mxfed-native
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mxfed"
+# A private copy: the target directory may be shared, and another build must not swap the binary
+# under a running stage (the outage scenario restarts it).
+BINDIR="$(mktemp -d)"
+trap 'rm -rf "$BINDIR"' EXIT
+cp "${CARGO_TARGET_DIR:-$ROOT/target}/debug/mxfed" "$BINDIR/mxfed"
 
 log "synapse_interop.py"
-(cd "${TMPDIR:-/tmp}" && "$PY" "$ROOT/host-native/tests/interop/synapse_interop.py" "$BIN")
+start=$(date +%s)
+status=0
+(cd "${TMPDIR:-/tmp}" && "$PY" "$ROOT/host-native/tests/interop/synapse_interop.py" "$BINDIR/mxfed" "$@") || status=$?
+log "finished in $(( $(date +%s) - start )) s (exit $status)"
+exit "$status"

@@ -12,7 +12,7 @@ hsC, and hsA's verdict is read back from the /send response, its database (`even
 
 Run it by hand with a Python that has matrix-synapse (see README.md next to this file):
 
-    python tests/synapse/gen_tampered.py [--versions 1,10,11,12] [--workdir DIR] [--keep]
+    python tests/synapse/gen_tampered.py [--versions 1,2,...,12] [--workdir DIR] [--keep]
 
 Nothing here is Synapse code: Synapse is only run as a program and observed.
 """
@@ -449,6 +449,9 @@ class Evil:
             if m in ("join", "invite", "knock"):
                 keys.append(("m.room.join_rules", ""))
             keys.append(("m.room.member", state_key))
+            via = (content or {}).get("join_authorised_via_users_server")
+            if m == "join" and via and rv_num(rv) >= 8:
+                keys.append(("m.room.member", via))
         out = []
         for k in keys:
             if k in state and state[k] not in out:
@@ -617,6 +620,10 @@ def attacks(rv, room, side, fork, users, evil, view, hs_keys):
            evil.build(room, rv, mallory.user_id, "m.room.member", {"membership": "leave"}, state_key=bob.user_id))
     yield ("state_key_other_user", "mallory (PL 50) sends custom state with state_key @bob:localhost:8449",
            evil.build(room, rv, mallory.user_id, "org.example.state", {"x": 1}, state_key=bob.user_id))
+    yield ("aliases_own_server", "carol (PL 0; state needs 50) sends m.room.aliases with her own server name "
+           "localhost:8450 as state_key (v1-v5: a special rule allows it without a power check)",
+           evil.build(room, rv, carol.user_id, "m.room.aliases", {"aliases": ["#tamper:" + evil.sn]},
+                      state_key=evil.sn))
     yield ("power_levels_string_level", "mallory (PL 50) sends power levels with users_default \"0\" as a "
            "string (integers are required from v10)",
            evil.build(room, rv, mallory.user_id, "m.room.power_levels",
@@ -629,6 +636,10 @@ def attacks(rv, room, side, fork, users, evil, view, hs_keys):
     yield ("join_for_other_user", "mallory sends a join with state_key @dave:localhost:8450",
            evil.build(room, rv, mallory.user_id, "m.room.member", {"membership": "join"},
                       state_key="@dave:" + evil.sn))
+    yield ("knock_invite_only", "@trudy:localhost:8450 knocks although the join rule is invite (knocking "
+           "exists from v7, and needs the knock or knock_restricted join rule)",
+           evil.build(room, rv, "@trudy:" + evil.sn, "m.room.member", {"membership": "knock"},
+                      state_key="@trudy:" + evil.sn))
 
     # Wrong auth events -----------------------------------------------------------------------
     s = st()
@@ -718,7 +729,7 @@ def attacks(rv, room, side, fork, users, evil, view, hs_keys):
            "auth events from then); its depth is above every event of the room",
            evil.build(room, rv, eve.user_id, "m.room.message", msg("from the past"), base=fork,
                       depth=now["depth"] + 1))
-    if n >= 3:
+    if n >= 2:
         # Not in v1: a replay, which has no arrival order, receives it before the ban and keeps it as
         # a forward extremity; state resolution v1 then lets the fork's old power levels win as soon
         # as a user who had no power in them changes the power levels, and the rest of the room
@@ -747,6 +758,10 @@ def attacks(rv, room, side, fork, users, evil, view, hs_keys):
            "the signature)", e)
     e = evil.build(room, rv, carol.user_id, "m.room.message", msg("unsigned"))
     e["unsigned"] = {"org.example.injected": True, "age": 5}
+    yield ("content_integer_out_of_range", "carol's message with the integer 2**53 in its content, outside "
+           "canonical JSON's range (enforced from v6)",
+           evil.build(room, rv, carol.user_id, "m.room.message",
+                      dict(msg("big number"), **{"org.example.big": 2 ** 53})))
     yield ("unsigned_added", "carol's message: an unsigned section added after signing (not covered)", e)
 
     e = evil.build(room, rv, mallory.user_id, "m.room.power_levels",
@@ -780,6 +795,13 @@ def attacks(rv, room, side, fork, users, evil, view, hs_keys):
     e["signatures"][B] = {"ed25519:" + hs_keys[B]: "A" * 86}
     yield ("signature_extra_other_server", "carol's message: valid signature plus a garbage signature from "
            "localhost:8449 (not a required signer)", e)
+    if explicit_ids(rv):
+        e = evil.build(room, rv, carol.user_id, "m.room.message", msg("event ID of another server"), sign=False)
+        e["event_id"] = "$%s:%s" % (secrets.token_urlsafe(12), A)
+        e["hashes"] = {"sha256": content_hash(e)}
+        sign_event(e, rv, evil.sn, evil.key)
+        yield ("event_id_other_server", "v1/v2: carol's message whose event ID has hsA's domain "
+               "($...:localhost:8448), signed only by localhost:8450 (the event ID's server must sign too)", e)
     yield ("key_not_valid_at_ts", "carol's message dated 3 days ahead, after the signing key's valid_until_ts",
            evil.build(room, rv, carol.user_id, "m.room.message", msg("from the future"),
                       ts=int(time.time() * 1000) + 3 * 86400 * 1000))
@@ -797,6 +819,52 @@ def attacks(rv, room, side, fork, users, evil, view, hs_keys):
     red["hashes"] = {"sha256": content_hash(red)}
     sign_event(red, rv, evil.sn, evil.key)
     yield ("redaction_without_power", "carol (PL 0, redact needs 50) redacts one of alice's messages", red)
+    yield ("power_levels_notifications_too_high", "mallory (PL 50) sets notifications.room to 100, above his "
+           "own level (notifications are checked from v6)",
+           evil.build(room, rv, mallory.user_id, "m.room.power_levels",
+                      pl_content(lambda c: c.setdefault("notifications", {}).__setitem__("room", 100)),
+                      state_key=""))
+
+    # Knock and restricted join rules, set by mallory (PL 50 = state_default) ------------------
+    # Every version gets the same events: before v7 (knock), v8 (restricted) and v10
+    # (knock_restricted) the join rule is just an unknown value that allows no one in.
+    def join_rule(case, rule):
+        content = {"join_rule": rule}
+        if rule != "knock":
+            content["allow"] = [{"type": "m.room_membership", "room_id": side}]
+        return (case, "mallory (PL 50; join rules need 50) sets the join rule to %s%s" % (
+            rule, " (allow: members of the side room)" if rule != "knock" else ""),
+            evil.build(room, rv, mallory.user_id, "m.room.join_rules", content, state_key=""))
+
+    def knock(case, user, desc):
+        return (case, desc, evil.build(room, rv, user, "m.room.member", {"membership": "knock"},
+                                       state_key=user))
+
+    def restricted_join(user, via):
+        return evil.build(room, rv, user, "m.room.member",
+                          {"membership": "join", "join_authorised_via_users_server": via},
+                          state_key=user)
+
+    yield join_rule("join_rules_knock", "knock")
+    yield knock("knock_allowed", "@kim:" + evil.sn, "@kim:localhost:8450 knocks under the knock join rule "
+                "(knocking exists from v7)")
+    yield join_rule("join_rules_knock_restricted", "knock_restricted")
+    yield knock("knock_restricted_knock", "@kai:" + evil.sn, "@kai:localhost:8450 knocks under the "
+                "knock_restricted join rule (exists from v10)")
+    yield join_rule("join_rules_restricted", "restricted")
+    yield ("restricted_join_authorised", "@trent:localhost:8450 joins under the restricted join rule, "
+           "authorised via mallory (joined, PL 50 >= invite 0; restricted joins exist from v8)",
+           restricted_join("@trent:" + evil.sn, mallory.user_id))
+    yield ("restricted_join_authoriser_banned", "@dora:localhost:8450 joins under the restricted join rule, "
+           "authorised via eve, who is banned", restricted_join("@dora:" + evil.sn, eve.user_id))
+    yield ("restricted_join_not_signed_by_authoriser", "@tom:localhost:8450 joins under the restricted join "
+           "rule, authorised via @alice:localhost:8448, signed only by localhost:8450 (from v8 the "
+           "authorising user's server must sign)", restricted_join("@tom:" + evil.sn, alice.user_id))
+    e = restricted_join("@ria:" + evil.sn, mallory.user_id)
+    e["content"]["displayname"] = "changed after signing"
+    yield ("restricted_join_changed_content", "as restricted_join_authorised (@ria), with a content key added "
+           "after signing: the redacted copy keeps join_authorised_via_users_server only from v9", e)
+
     yield ("control_message_end", "carol sends a final message with correct auth and prev events",
            evil.build(room, rv, carol.user_id, "m.room.message", msg("bye")))
 
@@ -911,7 +979,7 @@ def run_version(rv, users, evil, view, hsa, hs_keys):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--versions", default="1,10,11,12")
+    ap.add_argument("--versions", default=",".join(str(v) for v in range(1, 13)))
     ap.add_argument("--workdir", help="server state (default: a fresh temporary directory)")
     ap.add_argument("--out", default=OUT_DEFAULT)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")

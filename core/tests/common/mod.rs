@@ -53,6 +53,16 @@ impl T {
     }
 
     pub fn with_power_levels(v: &'static RoomVersion, join_rule: &str, pl: &str) -> T {
+        T::with_create_content(v, join_rule, pl, "")
+    }
+
+    /// As [`T::with_power_levels`], with `extra` (`"key":value,…`) added to the create content.
+    pub fn with_create_content(
+        v: &'static RoomVersion,
+        join_rule: &str,
+        pl: &str,
+        extra: &str,
+    ) -> T {
         let mut ring = KeyRing::new();
         for s in ["a.example", "b.example", "c.example"] {
             let r = build_server_keys(s, &[key(s)], &[], Int::new(1 << 50).unwrap()).unwrap();
@@ -70,7 +80,11 @@ impl T {
             A,
             "m.room.create",
             Some(""),
-            &format!(r#"{{"creator":"{A}","room_version":"{}"}}"#, v.id),
+            &format!(
+                r#"{{"creator":"{A}","room_version":"{}"{}{extra}}}"#,
+                v.id,
+                if extra.is_empty() { "" } else { "," }
+            ),
         );
         t.room_id = create.0.clone();
         assert_eq!(t.receive(create.1), RoomVerdict::Accepted);

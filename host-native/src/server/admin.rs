@@ -40,7 +40,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/rooms/{room}/redact", post(redact))
         .route("/admin/v1/rooms/{room}/timeline", get(timeline))
         .route("/admin/v1/rooms/{room}/edus", get(edus))
+        .route("/admin/v1/rooms/{room}/typing", post(typing))
+        .route("/admin/v1/rooms/{room}/receipt", post(receipt))
         .route("/admin/v1/rooms/{room}/wait", get(wait))
+        .route("/admin/v1/query/profile", get(query_profile))
+        .route("/admin/v1/query/directory", get(query_directory))
         .route("/admin/v1/invites", get(invites))
         .route("/admin/v1/invites/{room}/accept", post(accept_invite))
         .fallback(|| async { ApiError::unrecognized() })
@@ -548,6 +552,154 @@ async fn edus(State(state): St, MPath(room_id): MPath<String>) -> Result<Respons
         })
         .collect();
     Ok(jsonl(lines))
+}
+
+/// Hands an EDU to every other server with a member in the room, after checking that `user`
+/// is joined (the receiving servers drop EDUs of non-members anyway; telling the caller is
+/// kinder).
+fn send_room_edu(
+    state: &Arc<AppState>,
+    room_id: &str,
+    user: &str,
+    edu: &mxfed_core::edu::Edu,
+) -> Result<Vec<String>, ApiError> {
+    let servers = {
+        let rooms = state.rooms();
+        let room = rooms
+            .get(room_id)
+            .ok_or_else(|| ApiError::not_found(format!("unknown room {room_id}")))?;
+        if room.membership(user).as_deref() != Some("join") {
+            return Err(ApiError::new(
+                403,
+                "M_FORBIDDEN",
+                format!("{user} is not joined to {room_id}"),
+            ));
+        }
+        room.joined_servers()
+    };
+    let dests: Vec<String> = servers
+        .into_iter()
+        .filter(|s| *s != state.server_name)
+        .collect();
+    for dest in &dests {
+        state.outbound.queue_edu(state, dest, edu.clone());
+    }
+    Ok(dests)
+}
+
+fn typing_edu(room_id: &str, user: &str, on: bool) -> Result<mxfed_core::edu::Edu, ApiError> {
+    let t = mxfed_core::edu::Typing::new(room_id, user, on)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    Ok(mxfed_core::edu::Edu::Typing(t))
+}
+
+/// `m.typing` to the room's other servers. With `timeout_ms`, a `typing: false` follows after
+/// that long (the receivers also expire it on their own: Synapse after 60 s).
+async fn typing(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let v = body_json(&state, &headers, body).await?;
+    let user = acting_user(&state, &v)?;
+    let on = v
+        .get("typing")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(true);
+    let dests = send_room_edu(&state, &room_id, &user, &typing_edu(&room_id, &user, on)?)?;
+    if let (true, Some(ms)) = (on, v.get("timeout_ms").and_then(serde_json::Value::as_u64)) {
+        let stop = typing_edu(&room_id, &user, false)?;
+        let state = state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            // The user may have left meanwhile; then there is nothing to stop.
+            let _ = send_room_edu(&state, &room_id, &user, &stop);
+        });
+    }
+    Ok(ok_json(serde_json::json!({ "destinations": dests })))
+}
+
+/// `m.receipt` (`m.read` unless `receipt_type` says otherwise) for an event of the room, to the
+/// room's other servers.
+async fn receipt(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let v = body_json(&state, &headers, body).await?;
+    let user = acting_user(&state, &v)?;
+    let event_id = field(&v, "event_id")?.to_owned();
+    let rtype = v
+        .get("receipt_type")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("m.read")
+        .to_owned();
+    let known = state
+        .rooms()
+        .get(&room_id)
+        .is_some_and(|r| r.contains(&event_id));
+    if !known {
+        return Err(ApiError::not_found(format!(
+            "no event {event_id} in {room_id}"
+        )));
+    }
+    let ts = i64::try_from(super::now().as_millis()).unwrap_or(i64::MAX);
+    let entry = mxfed_core::edu::ReceiptEntry::new(&room_id, &rtype, &user, &event_id, ts, None)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let edu = mxfed_core::edu::Edu::Receipt(mxfed_core::edu::Receipt::from_entries([entry]));
+    let dests = send_room_edu(&state, &room_id, &user, &edu)?;
+    Ok(ok_json(serde_json::json!({ "destinations": dests })))
+}
+
+#[derive(Deserialize)]
+struct ProfileQuery {
+    user_id: String,
+    field: Option<String>,
+}
+
+/// `GET /_matrix/federation/v1/query/profile` at the user's server; the answer as received.
+async fn query_profile(
+    State(state): St,
+    Query(q): Query<ProfileQuery>,
+) -> Result<Response, ApiError> {
+    let server = mxfed_core::identifiers::user_server_name(&q.user_id)?;
+    let mut path = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        super::client::encode_segment(&q.user_id)
+    );
+    if let Some(f) = &q.field {
+        path.push_str(&format!("&field={}", super::client::encode_segment(f)));
+    }
+    let answer = state.client.json(server, "GET", &path, None).await?;
+    Ok(json(&answer))
+}
+
+#[derive(Deserialize)]
+struct DirectoryQuery {
+    room_alias: String,
+}
+
+/// `GET /_matrix/federation/v1/query/directory` at the alias's server (`#local:server`); the
+/// answer as received.
+async fn query_directory(
+    State(state): St,
+    Query(q): Query<DirectoryQuery>,
+) -> Result<Response, ApiError> {
+    let server = q
+        .room_alias
+        .strip_prefix('#')
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(_, server)| server)
+        .filter(|s| mxfed_core::identifiers::validate_server_name(s).is_ok())
+        .ok_or_else(|| ApiError::invalid(format!("not a room alias: {}", q.room_alias)))?;
+    let path = format!(
+        "/_matrix/federation/v1/query/directory?room_alias={}",
+        super::client::encode_segment(&q.room_alias)
+    );
+    let answer = state.client.json(server, "GET", &path, None).await?;
+    Ok(json(&answer))
 }
 
 #[derive(Deserialize)]

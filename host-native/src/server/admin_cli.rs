@@ -34,6 +34,9 @@ enum AdminCommand {
     /// Invites.
     #[command(subcommand)]
     Invite(InviteCommand),
+    /// Queries another server (JSON answer as received).
+    #[command(subcommand)]
+    Query(QueryCommand),
     /// The typing and receipt EDUs received for a room (JSONL).
     Edus {
         /// The room ID.
@@ -63,6 +66,23 @@ enum UserCommand {
         /// on or off.
         #[arg(value_parser = ["on", "off"])]
         setting: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueryCommand {
+    /// A user's profile, from the user's server (/query/profile).
+    Profile {
+        /// The user ID.
+        user_id: String,
+        /// Only this field (displayname or avatar_url).
+        #[arg(long)]
+        field: Option<String>,
+    },
+    /// The room a room alias names, from the alias's server (/query/directory).
+    Directory {
+        /// The room alias (#name:server).
+        room_alias: String,
     },
 }
 
@@ -168,6 +188,30 @@ enum RoomCommand {
     },
     /// Every room this server knows (JSON).
     List,
+    /// Sends an m.typing EDU to the room's other servers; prints them (JSON).
+    Typing {
+        /// The room ID.
+        room: String,
+        /// The typing local user.
+        #[arg(long = "as")]
+        user: String,
+        /// Send "stopped typing" after this many milliseconds.
+        #[arg(long, value_name = "MS", conflicts_with = "stop")]
+        timeout: Option<u64>,
+        /// Say the user stopped typing.
+        #[arg(long)]
+        stop: bool,
+    },
+    /// Sends an m.receipt EDU (m.read) for an event to the room's other servers; prints them (JSON).
+    Receipt {
+        /// The room ID.
+        room: String,
+        /// The event read.
+        event_id: String,
+        /// The reading local user.
+        #[arg(long = "as")]
+        user: String,
+    },
     /// Waits until an event is in the room, or a user has joined (exit 1 on timeout).
     Wait {
         /// The room ID.
@@ -425,6 +469,29 @@ async fn dispatch(url: &str, token: &str, cmd: AdminCommand) -> Result<String, A
             get(format!("/admin/v1/rooms/{}/state", enc(&room))).await
         }
         AdminCommand::Room(RoomCommand::List) => get("/admin/v1/rooms".into()).await,
+        AdminCommand::Room(RoomCommand::Typing {
+            room,
+            user,
+            timeout,
+            stop,
+        }) => {
+            post(
+                format!("/admin/v1/rooms/{}/typing", enc(&room)),
+                json!({"as": user, "typing": !stop, "timeout_ms": timeout}),
+            )
+            .await
+        }
+        AdminCommand::Room(RoomCommand::Receipt {
+            room,
+            event_id,
+            user,
+        }) => {
+            post(
+                format!("/admin/v1/rooms/{}/receipt", enc(&room)),
+                json!({"as": user, "event_id": event_id}),
+            )
+            .await
+        }
         AdminCommand::Room(RoomCommand::Wait {
             room,
             event,
@@ -454,6 +521,20 @@ async fn dispatch(url: &str, token: &str, cmd: AdminCommand) -> Result<String, A
         AdminCommand::Edus { room } => get(format!("/admin/v1/rooms/{}/edus", enc(&room)))
             .await
             .map(trim_nl),
+        AdminCommand::Query(QueryCommand::Profile { user_id, field }) => {
+            let mut q = format!("user_id={}", enc(&user_id));
+            if let Some(f) = field {
+                q.push_str(&format!("&field={}", enc(&f)));
+            }
+            get(format!("/admin/v1/query/profile?{q}")).await
+        }
+        AdminCommand::Query(QueryCommand::Directory { room_alias }) => {
+            get(format!(
+                "/admin/v1/query/directory?room_alias={}",
+                enc(&room_alias)
+            ))
+            .await
+        }
         AdminCommand::Status => get("/admin/v1/status".into()).await,
     }
 }

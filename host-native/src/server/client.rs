@@ -1,19 +1,29 @@
-//! Outbound federation requests: server discovery (explicit port or IP literal, else
-//! `/.well-known/matrix/server`, else port 8448), the outbound IP policy, and X-Matrix signing
-//! with our keys through `mxfed_core::xmatrix::Request::sign`.
+//! Outbound federation requests: server discovery (the core's plan: explicit port or IP
+//! literal, else `/.well-known/matrix/server`, else the SRV records `_matrix-fed._tcp.<host>` and
+//! `_matrix._tcp.<host>`, else port 8448), the outbound IP policy, and X-Matrix signing with our
+//! keys through `mxfed_core::xmatrix::Request::sign`.
+//!
+//! Name resolution goes through a [`Dns`] (addresses and SRV records), [`SystemDns`] by default;
+//! tests inject their own map, so discovery is tested without real DNS. A server reached through
+//! an SRV record is asked at `https://<host>/…` (so `Host` and the TLS server name are the host,
+//! as the spec says) on a second HTTP client whose resolver sends `<host>` to the record's
+//! target and port.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mxfed_core::canonical::{self, Object, Value};
-use mxfed_core::discovery::{self, Step};
+use mxfed_core::discovery::{self, AfterWellKnown, SrvRecord, Step, Target};
 use mxfed_core::keys::SigningKey;
 use mxfed_core::xmatrix::Request;
 
 use super::config::IpPolicy;
 use super::error::ApiError;
+use super::log;
 
 /// How long a well-known answer (or its absence) is trusted.
 const WELL_KNOWN_TTL: Duration = Duration::from_secs(3600);
@@ -96,19 +106,102 @@ fn known_errcode(s: &str) -> Option<&'static str> {
     .find(|c| *c == s)
 }
 
-/// Filters resolved addresses through the IP policy: reqwest connects only to what is left.
+/// A boxed, sendable future of a name lookup.
+pub type DnsFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// Name resolution for outbound federation.
+pub trait Dns: Send + Sync + 'static {
+    /// The addresses of a host name (or the address of an IP literal).
+    fn lookup_ip<'a>(&'a self, host: &'a str) -> DnsFuture<'a, Vec<IpAddr>>;
+    /// The SRV records under `name` (`_matrix-fed._tcp.example.org`); none is `Ok(vec![])`.
+    fn lookup_srv<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<SrvRecord>>;
+}
+
+/// The system's resolver for addresses (`getaddrinfo`, so `/etc/hosts` counts) and hickory,
+/// configured from `/etc/resolv.conf`, for SRV records.
+#[derive(Default)]
+pub struct SystemDns {
+    srv: OnceLock<hickory_resolver::TokioAsyncResolver>,
+}
+
+impl SystemDns {
+    fn srv_resolver(&self) -> &hickory_resolver::TokioAsyncResolver {
+        self.srv.get_or_init(|| {
+            hickory_resolver::TokioAsyncResolver::tokio_from_system_conf().unwrap_or_else(|_| {
+                hickory_resolver::TokioAsyncResolver::tokio(
+                    hickory_resolver::config::ResolverConfig::default(),
+                    hickory_resolver::config::ResolverOpts::default(),
+                )
+            })
+        })
+    }
+}
+
+impl Dns for SystemDns {
+    fn lookup_ip<'a>(&'a self, host: &'a str) -> DnsFuture<'a, Vec<IpAddr>> {
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host, 0))
+                .await
+                .map_err(|e| format!("{host}: {e}"))?
+                .map(|a| a.ip())
+                .collect())
+        })
+    }
+
+    fn lookup_srv<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<SrvRecord>> {
+        Box::pin(async move {
+            match self.srv_resolver().srv_lookup(name).await {
+                Ok(answer) => Ok(answer
+                    .iter()
+                    .map(|r| {
+                        SrvRecord::new(r.priority(), r.weight(), r.port(), &r.target().to_utf8())
+                    })
+                    .collect()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        hickory_resolver::error::ResolveErrorKind::NoRecordsFound { .. }
+                    ) =>
+                {
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(format!("SRV {name}: {e}")),
+            }
+        })
+    }
+}
+
+/// Where requests to one server go: the SRV targets chosen per host name.
+type SrvRoutes = Arc<Mutex<BTreeMap<String, Target>>>;
+
+/// Resolves through the [`Dns`] and filters the addresses through the IP policy: reqwest
+/// connects only to what is left. With `routes`, a host with an SRV route resolves to the
+/// route's target, on the route's port.
 struct PolicyResolver {
     policy: IpPolicy,
+    dns: Arc<dyn Dns>,
+    routes: Option<SrvRoutes>,
 }
 
 impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.policy.clone();
+        let dns = self.dns.clone();
         let host = name.as_str().to_owned();
+        let route = self
+            .routes
+            .as_ref()
+            .and_then(|r| r.lock().ok().and_then(|m| m.get(&host).cloned()));
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            // Port 0 lets the URL's port (or 443) apply; a route's port replaces it, as the
+            // URL names none.
+            let (lookup, port) = route.map_or((host.clone(), 0), |t| (t.host, t.port));
+            let addrs: Vec<SocketAddr> = dns
+                .lookup_ip(&lookup)
                 .await?
-                .filter(|a| policy.permits(a.ip()))
+                .into_iter()
+                .filter(|ip| policy.permits(*ip))
+                .map(|ip| SocketAddr::new(ip, port))
                 .collect();
             if addrs.is_empty() {
                 return Err(format!("{host}: no address allowed by the outbound IP policy").into());
@@ -119,13 +212,27 @@ impl reqwest::dns::Resolve for PolicyResolver {
     }
 }
 
+/// How requests to a server are made, as discovery found.
+#[derive(Debug, Clone)]
+enum Route {
+    /// `https://<authority>/…` on the main client.
+    Direct(String),
+    /// `https://<host>/…` on the SRV client, which connects to the host's SRV target.
+    Srv(String),
+}
+
 /// The outbound HTTP client of the server.
 pub struct FedClient {
     http: reqwest::Client,
+    /// The client for servers found through SRV records (its resolver follows `routes`).
+    srv_http: reqwest::Client,
     policy: IpPolicy,
     server_name: String,
     keys: Vec<SigningKey>,
-    well_known: Mutex<BTreeMap<String, (String, Instant)>>,
+    dns: Arc<dyn Dns>,
+    routes: SrvRoutes,
+    /// Discovery results per server name, with when they were found.
+    well_known: Mutex<BTreeMap<String, (Route, Instant)>>,
 }
 
 impl FedClient {
@@ -140,31 +247,61 @@ impl FedClient {
         verify_tls: bool,
         timeout: Duration,
     ) -> Result<FedClient, String> {
-        let http = reqwest::Client::builder()
-            .danger_accept_invalid_certs(!verify_tls)
-            .dns_resolver(Arc::new(PolicyResolver {
-                policy: policy.clone(),
-            }))
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("mxfed/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+        FedClient::with_dns(
+            server_name,
+            keys,
+            policy,
+            verify_tls,
+            timeout,
+            Arc::new(SystemDns::default()),
+        )
+    }
+
+    /// As [`FedClient::new`], resolving names through `dns`.
+    ///
+    /// # Errors
+    /// When the TLS stack cannot be set up.
+    pub fn with_dns(
+        server_name: &str,
+        keys: Vec<SigningKey>,
+        policy: IpPolicy,
+        verify_tls: bool,
+        timeout: Duration,
+        dns: Arc<dyn Dns>,
+    ) -> Result<FedClient, String> {
+        let routes: SrvRoutes = Arc::default();
+        let build = |routes: Option<SrvRoutes>| {
+            reqwest::Client::builder()
+                .danger_accept_invalid_certs(!verify_tls)
+                .dns_resolver(Arc::new(PolicyResolver {
+                    policy: policy.clone(),
+                    dns: dns.clone(),
+                    routes,
+                }))
+                .timeout(timeout)
+                .connect_timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("mxfed/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| format!("HTTP client: {e}"))
+        };
         Ok(FedClient {
-            http,
+            http: build(None)?,
+            srv_http: build(Some(routes.clone()))?,
             policy,
             server_name: server_name.to_owned(),
             keys,
+            dns,
+            routes,
             well_known: Mutex::new(BTreeMap::new()),
         })
     }
 
-    /// Where to connect for a server name (`host:port`, without scheme): the core's discovery
-    /// steps, with the well-known answer fetched here and cached for an hour.
-    async fn resolve(&self, server: &str) -> Result<String, FetchError> {
+    /// How to reach a server: the core's discovery steps, with the well-known answer fetched
+    /// and the SRV records looked up here, the result cached for an hour.
+    async fn resolve(&self, server: &str) -> Result<Route, FetchError> {
         let url = match discovery::resolve(server) {
-            Step::Connect(t) => return Ok(t.authority()),
+            Step::Connect(t) => return Ok(Route::Direct(t.authority())),
             Step::WellKnown { url } => url,
             _ => return Err(FetchError::Network(format!("cannot resolve {server}"))),
         };
@@ -173,24 +310,56 @@ impl FedClient {
             .lock()
             .ok()
             .and_then(|m| m.get(server).cloned());
-        if let Some((target, at)) = cached {
+        if let Some((route, at)) = cached {
             if at.elapsed() < WELL_KNOWN_TTL {
-                return Ok(target);
+                return Ok(route);
             }
         }
-        let body = match self.raw(reqwest::Method::GET, &url, None, None).await {
+        let body = match self
+            .raw(&self.http, reqwest::Method::GET, &url, None, None)
+            .await
+        {
             Ok((200, body)) => Some(body),
             _ => None,
         };
-        let target = discovery::after_well_known(server, body.as_deref()).authority();
+        let route = match discovery::plan_after_well_known(server, body.as_deref()) {
+            AfterWellKnown::Connect(t) => Route::Direct(t.authority()),
+            AfterWellKnown::Srv { host, names } => match self.srv_target(&names).await {
+                Some(t) => {
+                    if let Ok(mut r) = self.routes.lock() {
+                        r.insert(host.clone(), t);
+                    }
+                    Route::Srv(host)
+                }
+                None => Route::Direct(Target::new(&host, discovery::DEFAULT_PORT).authority()),
+            },
+            _ => return Err(FetchError::Network(format!("cannot resolve {server}"))),
+        };
         if let Ok(mut m) = self.well_known.lock() {
-            m.insert(server.to_owned(), (target.clone(), Instant::now()));
+            m.insert(server.to_owned(), (route.clone(), Instant::now()));
         }
-        Ok(target)
+        Ok(route)
+    }
+
+    /// The target of the first SRV name that has a usable record (a failed lookup counts as
+    /// none, as Synapse does: discovery goes on to the next step).
+    async fn srv_target(&self, names: &[String]) -> Option<Target> {
+        for name in names {
+            match self.dns.lookup_srv(name).await {
+                Ok(records) => {
+                    if let Some(t) = discovery::pick_srv(&records) {
+                        return Some(t);
+                    }
+                }
+                Err(e) => log(&format!("SRV lookup: {e}")),
+            }
+        }
+        None
     }
 
     async fn raw(
         &self,
+        http: &reqwest::Client,
         method: reqwest::Method,
         url: &str,
         auth: Option<Vec<String>>,
@@ -207,7 +376,7 @@ impl FedClient {
                 )));
             }
         }
-        let mut req = self.http.request(method, url);
+        let mut req = http.request(method, url);
         for a in auth.unwrap_or_default() {
             req = req.header(reqwest::header::AUTHORIZATION, a);
         }
@@ -247,7 +416,10 @@ impl FedClient {
         body: Option<&Object>,
         signed: bool,
     ) -> Result<(u16, Vec<u8>), FetchError> {
-        let target = self.resolve(destination).await?;
+        let (http, base) = match self.resolve(destination).await? {
+            Route::Direct(authority) => (&self.http, authority),
+            Route::Srv(host) => (&self.srv_http, host),
+        };
         let content = body.map(|b| Value::Object(b.clone()));
         let auth = signed.then(|| {
             Request {
@@ -265,7 +437,7 @@ impl FedClient {
         let m = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| FetchError::Network(e.to_string()))?;
         let bytes = body.map(|b| b.to_canonical_string().into_bytes());
-        self.raw(m, &format!("https://{target}{path}"), auth, bytes)
+        self.raw(http, m, &format!("https://{base}{path}"), auth, bytes)
             .await
     }
 

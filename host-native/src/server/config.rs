@@ -67,6 +67,12 @@ pub struct Limits {
     /// Most events per room fetched with /get_missing_events before falling back to /state.
     #[serde(default = "default_missing")]
     pub max_missing_events: usize,
+    /// Federation requests per second each origin server may make on average (0: no limit).
+    #[serde(default = "default_fed_rate")]
+    pub federation_per_second: u32,
+    /// Federation requests an origin server may make at once before the rate applies.
+    #[serde(default = "default_fed_burst")]
+    pub federation_burst: u32,
 }
 
 /// The admin API (used by `mxfed admin`).
@@ -155,7 +161,15 @@ fn default_limits() -> Limits {
     Limits {
         max_body_bytes: default_max_body(),
         max_missing_events: default_missing(),
+        federation_per_second: default_fed_rate(),
+        federation_burst: default_fed_burst(),
     }
+}
+fn default_fed_rate() -> u32 {
+    50
+}
+fn default_fed_burst() -> u32 {
+    200
 }
 
 /// The ranges Synapse's `ip_range_blacklist` example blocks: loopback, private, CGNAT,
@@ -360,10 +374,15 @@ request_timeout_secs = 30
 max_body_bytes = {max_body}
 # Events fetched with /get_missing_events to fill a gap before asking for the state instead.
 max_missing_events = 50
+# Per origin server: federation requests per second on average (0 turns the limit off), and the
+# burst allowed at once. Over it: 429 M_LIMIT_EXCEEDED with retry_after_ms.
+federation_per_second = 50
+federation_burst = 200
 
 [admin]
-# The admin API used by `mxfed admin` (plain HTTP with a bearer token: keep it on loopback).
-# Port 0 picks a free port; the URL is written to admin.json in the data directory.
+# The admin API used by `mxfed admin` (plain HTTP with a bearer token: keep it on loopback),
+# and Prometheus metrics at /metrics (no token). Port 0 picks a free port; the URL is written
+# to admin.json in the data directory. Give a fixed port to scrape the metrics.
 addr = "127.0.0.1:0"
 "#,
         max_body = default_max_body(),

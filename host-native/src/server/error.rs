@@ -16,6 +16,8 @@ pub struct ApiError {
     pub error: String,
     /// Extra fields (e.g. `room_version` for `M_INCOMPATIBLE_ROOM_VERSION`).
     pub extra: Option<(&'static str, String)>,
+    /// For 429 `M_LIMIT_EXCEEDED`: when to retry (an integer `retry_after_ms`, and `Retry-After`).
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
@@ -26,7 +28,14 @@ impl ApiError {
             errcode,
             error: error.into(),
             extra: None,
+            retry_after_ms: None,
         }
+    }
+    /// 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`.
+    pub fn limit_exceeded(retry_after_ms: u64) -> ApiError {
+        let mut e = ApiError::new(429, "M_LIMIT_EXCEEDED", "Too many requests");
+        e.retry_after_ms = Some(retry_after_ms);
+        e
     }
     /// 400 `M_BAD_JSON`.
     pub fn bad_json(e: impl std::fmt::Display) -> ApiError {
@@ -77,13 +86,22 @@ impl IntoResponse for ApiError {
         if let Some((k, v)) = self.extra {
             body.insert(k.into(), v.into());
         }
+        if let Some(ms) = self.retry_after_ms {
+            body.insert("retry_after_ms".into(), ms.into());
+        }
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
+        let mut resp = (
             status,
             [(header::CONTENT_TYPE, "application/json")],
             serde_json::Value::Object(body).to_string(),
         )
-            .into_response()
+            .into_response();
+        if let Some(ms) = self.retry_after_ms {
+            // Retry-After counts whole seconds: round up so a client never comes back early.
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, ms.div_ceil(1000).max(1).into());
+        }
+        resp
     }
 }
 

@@ -25,6 +25,7 @@ use mxfed_core::{xmatrix, RoomVersion};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::metrics::PduOutcome;
 use super::rooms::{self, checked, served_list, Entry};
 use super::{keys, log, now, AppState};
 
@@ -232,8 +233,16 @@ impl FromRequest<Arc<AppState>> for Signed {
             .map_or_else(|| parts.uri.clone(), |o| o.0.clone());
         let pq = uri.path_and_query().map_or("/", |p| p.as_str());
         let bytes = read_body(&parts.headers, body, state.config.limits.max_body_bytes).await?;
+        let started = std::time::Instant::now();
         let (origin, content) =
             authenticate(state, parts.method.as_str(), pq, &parts.headers, &bytes).await?;
+        state.metrics.request_verify.observe(started.elapsed());
+        // Limits count only authenticated origins, so nobody can spend another server's budget.
+        if let Err(ms) = state.limiter.check(&origin, std::time::Instant::now()) {
+            state.metrics.rate_limited();
+            return Err(ApiError::limit_exceeded(ms));
+        }
+        super::acl::check_path(state, uri.path(), &origin)?;
         Ok(Signed {
             origin,
             body: bytes,
@@ -411,7 +420,7 @@ async fn send(
         plan_inbound(&s.origin, &txn, tx, &mut d, |r| versions.get(r).copied())
     };
     match &plan.admission {
-        Admission::New => {}
+        Admission::New => state.metrics.txn_received(),
         Admission::Duplicate(resp) => return Ok(json_bytes(resp.to_bytes())),
         _ => {
             return Err(ApiError::new(
@@ -430,11 +439,19 @@ async fn send(
             r.code()
         ));
     }
+    let started = std::time::Instant::now();
     let mut response = TransactionResponse::new();
     {
         let _guard = state.writer.lock().await;
         rooms::retry_deferred(&state, &s.origin).await;
         for room in &plan.rooms {
+            if !super::acl::allows(&state, &room.room_id, &s.origin) {
+                for p in &room.pdus {
+                    state.metrics.pdu(PduOutcome::Rejected);
+                    response.set_error(p.event_id.clone(), super::acl::DENIED);
+                }
+                continue;
+            }
             let pdus = room
                 .pdus
                 .iter()
@@ -443,6 +460,9 @@ async fn send(
             let results =
                 rooms::ingest(&state, &s.origin, &room.room_id, room.room_version, pdus).await;
             for (id, err) in results {
+                state
+                    .metrics
+                    .pdu(pdu_outcome(&state, &room.room_id, &id, err.is_none()));
                 match err {
                     None => response.set_ok(id),
                     Some(e) => response.set_error(id, e),
@@ -451,8 +471,10 @@ async fn send(
         }
     }
     for edu in &plan.edus {
+        state.metrics.edu(edu.edu_type());
         store_edu(&state, &s.origin, edu);
     }
+    state.metrics.txn_processing.observe(started.elapsed());
     state.dedup().complete(&s.origin, &txn, response.clone());
     let bytes = response.to_bytes();
     let _ = state
@@ -461,9 +483,30 @@ async fn send(
     Ok(json_bytes(bytes))
 }
 
-/// Stores a typing or receipt EDU for each room it concerns that we know (others are logged).
+/// How a PDU the room pipeline took (`ok`) or refused counts in the metrics.
+fn pdu_outcome(state: &AppState, room_id: &str, event_id: &str, ok: bool) -> PduOutcome {
+    let soft = || {
+        state
+            .rooms()
+            .get(room_id)
+            .is_some_and(|r| r.is_soft_failed(event_id))
+    };
+    match (ok, ok && soft()) {
+        (false, _) => PduOutcome::Rejected,
+        (true, true) => PduOutcome::SoftFailed,
+        (true, false) => PduOutcome::Accepted,
+    }
+}
+
+/// Stores a typing or receipt EDU for each room it concerns that we know and whose server ACL
+/// lets the origin in (others are dropped).
 fn store_edu(state: &AppState, origin: &str, edu: &Edu) {
-    let known = |r: &str| state.rooms().contains_key(r);
+    let known = |r: &str| {
+        state
+            .rooms()
+            .get(r)
+            .is_some_and(|room| mxfed_core::acl::room_allows(room, origin))
+    };
     let kind = edu.edu_type();
     let content = edu.content();
     match edu {
@@ -1262,8 +1305,10 @@ async fn invite_answer(
         let st = state.clone();
         let origin = s.origin.clone();
         tokio::spawn(async move {
-            // A few tries: the inviting server may still be busy with the invite.
-            for attempt in 0..3u32 {
+            // The inviting server records the invite only once it has our answer, which is still
+            // on its way: wait a moment before each try, longer each time (0.2 s … 3.2 s).
+            for attempt in 0..5u32 {
+                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
                 for via in rooms::join_candidates(std::slice::from_ref(&origin), &room_id, None) {
                     match rooms::remote_membership(&st, &room_id, &target, &via, "join").await {
                         Ok(id) => {
@@ -1273,7 +1318,6 @@ async fn invite_answer(
                         Err(e) => log(&format!("auto-accept: join {room_id} via {via}: {e}")),
                     }
                 }
-                tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
             }
         });
     }

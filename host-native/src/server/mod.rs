@@ -8,6 +8,7 @@
 //! - [`serve::serve`] is `mxfed serve`: first-run set-up, config, binding, start-up banner.
 //! - [`admin`] is the admin API that `mxfed admin` ([`admin_cli`]) talks to.
 
+pub mod acl;
 pub mod admin;
 pub mod admin_cli;
 pub mod client;
@@ -15,7 +16,9 @@ pub mod config;
 pub mod error;
 pub mod fed;
 pub mod keys;
+pub mod metrics;
 pub mod outbound;
+pub mod ratelimit;
 pub mod rooms;
 pub mod serve;
 pub mod store;
@@ -101,6 +104,10 @@ pub struct AppState {
     pub admin_token: String,
     /// Woken whenever events are stored, for the admin API's waits.
     pub changed: tokio::sync::Notify,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: metrics::Metrics,
+    /// Per-origin token buckets on federation requests (`[limits]`).
+    pub limiter: ratelimit::RateLimiter,
 }
 
 impl AppState {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use mxfed_core::canonical::{self, Object, ParseOptions};
+use mxfed_core::edu::Edu;
 use mxfed_core::outbound::{DestinationQueue, Event, Failure, OutboundConfig, Outcome};
 use mxfed_core::transaction::TransactionResponse;
 use mxfed_core::{Millis, Timestamp};
@@ -24,6 +25,9 @@ enum Cmd {
         room_id: String,
         pdu: Object,
     },
+    /// Send this EDU (ephemeral ones are not persisted: a typing notification or receipt lost
+    /// with a restart is superseded by the next one anyway).
+    Edu(Edu),
     /// The destination contacted us: retry now.
     Reachable,
 }
@@ -74,6 +78,13 @@ impl Outbound {
                 room_id: room_id.to_owned(),
                 pdu,
             });
+        }
+    }
+
+    /// Hands an EDU to a destination's task (the core queue coalesces typing and receipts).
+    pub fn queue_edu(&self, state: &Arc<AppState>, dest: &str, edu: Edu) {
+        if let Some(tx) = self.sender(state, dest) {
+            let _ = tx.send(Cmd::Edu(edu));
         }
     }
 
@@ -128,11 +139,12 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: &[u8]) -> Outc
     let Ok(obj) = canonical::parse_object(body, &ParseOptions::LEGACY) else {
         return Outcome::Failure(Failure::ClientError { status: 400 });
     };
-    match state
+    let result = state
         .client
         .request(dest, "PUT", path, Some(&obj), true)
-        .await
-    {
+        .await;
+    state.metrics.txn_sent(matches!(result, Ok((200, _))));
+    match result {
         Ok((200, bytes)) => {
             Outcome::Success(TransactionResponse::parse(&bytes).unwrap_or_default())
         }
@@ -211,6 +223,7 @@ async fn run_destination(state: Arc<AppState>, dest: String, mut rx: mpsc::Unbou
             room_id,
             pdu,
         } => q.queue_pdu(now(), event_id, room_id, pdu),
+        Cmd::Edu(edu) => q.queue_edu(now(), edu),
         Cmd::Reachable => q.mark_reachable(now()),
     };
     loop {

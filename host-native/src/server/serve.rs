@@ -13,7 +13,7 @@ use mxfed_core::server_keys::KeyCache;
 use mxfed_core::transaction::TransactionResponse;
 
 use super::config::{self, Config, CONFIG_FILE};
-use super::{admin, app, client, keys, log, outbound, rooms, run, store, AppState};
+use super::{app, client, keys, log, outbound, rooms, run, store, AppState};
 
 /// The default data directory.
 pub const DEFAULT_DATA_DIR: &str = "mxfed-data";
@@ -206,6 +206,10 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
             dedup.complete(&origin, &txn, r);
         }
     }
+    let limiter = super::ratelimit::RateLimiter::new(
+        cfg.limits.federation_per_second,
+        cfg.limits.federation_burst,
+    );
     let state = Arc::new(AppState {
         server_name: cfg.server_name.clone(),
         keys,
@@ -220,6 +224,8 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
         outbound: outbound::Outbound::default(),
         admin_token: token,
         changed: tokio::sync::Notify::new(),
+        metrics: Default::default(),
+        limiter,
     });
     keys::load(&state);
     rooms::load(&state)?;
@@ -348,7 +354,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", admin_path.display()))?;
         tasks.push(tokio::spawn(run(
             admin_listener,
-            admin::router(state.clone()),
+            super::metrics::admin_app(state.clone()),
             None,
             wait(),
         )));

@@ -616,6 +616,18 @@ impl Store {
         rows.collect()
     }
 
+    /// PDUs still queued per destination, by destination (for `/metrics`).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn outbound_depths(&self) -> rusqlite::Result<Vec<(String, i64)>> {
+        let mut st = self.conn.prepare(
+            "SELECT destination, COUNT(*) FROM outbound WHERE kind = 'pdu' GROUP BY destination ORDER BY destination",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    }
+
     // -- transactions ----------------------------------------------------------------------------
 
     /// Records the answer to a transaction, keeping the last [`TXNS_KEPT`].
