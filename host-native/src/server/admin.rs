@@ -752,10 +752,9 @@ async fn wait(
             match rooms.get(&room_id) {
                 None => false,
                 Some(room) => {
-                    let ev_ok = q
-                        .event_id
-                        .as_ref()
-                        .is_none_or(|id| room.contains(id) && !room.is_outlier(id));
+                    let ev_ok = q.event_id.as_ref().is_none_or(|id| {
+                        room.contains(id) && (!room.is_outlier(id) || room.is_backfilled(id))
+                    });
                     let join_ok = q
                         .joined
                         .as_ref()

@@ -132,7 +132,8 @@ pub struct StoredEvent {
     pub soft_failed: bool,
     /// Known only through an auth chain or state answer.
     pub outlier: bool,
-    /// An outlier fetched with `/backfill`: part of the room's history before we joined.
+    /// Fetched with `/backfill`: part of the room's history before we joined (not an outlier
+    /// here, though the core checks it as one: it is timeline, as in Synapse).
     pub backfilled: bool,
     /// For events received with a given state: that state, as JSON `[[type, key, id], …]`.
     pub state_before: Option<String>,
@@ -323,7 +324,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             let mut history = tx.prepare_cached(
-                "UPDATE events SET backfilled = 1 WHERE event_id = ?1 AND outlier = 1",
+                "UPDATE events SET backfilled = 1, outlier = 0 WHERE event_id = ?1 AND outlier = 1",
             )?;
             for e in events {
                 if e.backfilled {
@@ -340,7 +341,7 @@ impl Store {
                     e.reason,
                     e.verdict == "rejected",
                     e.verdict == "soft_failed",
-                    e.outlier || e.backfilled,
+                    e.outlier && !e.backfilled,
                     e.state_before,
                     e.origin,
                     now_ms(),
