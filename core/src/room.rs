@@ -19,6 +19,13 @@ use crate::room_version::RoomVersion;
 use crate::state_res::{resolve, EventStore, StateMap};
 
 mod federation;
+mod history;
+mod invite;
+mod restricted;
+
+pub use history::{server_may_see, HistoryVisibility, ServerView};
+pub use invite::{invite_fallback, InviteFallback};
+pub use restricted::{RestrictedJoin, RestrictedJoinError};
 
 /// What became of a received event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +153,9 @@ pub struct Room {
     outliers: BTreeSet<String>,
     /// State before events received with a state given by the host (see `room/federation.rs`).
     given_state: BTreeMap<String, Arc<StateMap>>,
+    /// Outliers fetched with `/backfill`: the room's history before we joined (see
+    /// `room/history.rs`).
+    backfilled: BTreeSet<String>,
 }
 
 struct Store<'a>(&'a BTreeMap<String, Stored>);
@@ -177,6 +187,7 @@ impl Room {
             extremities: BTreeSet::new(),
             outliers: BTreeSet::new(),
             given_state: BTreeMap::new(),
+            backfilled: BTreeSet::new(),
         }
     }
 

@@ -179,7 +179,8 @@ impl Room {
     }
 
     /// `/backfill`: the events `from` and their predecessors (breadth-first over
-    /// `prev_events`), at most `limit`, rejected and outlier events left out.
+    /// `prev_events`), at most `limit`, rejected and outlier events left out (backfilled
+    /// history is served on).
     pub fn backfill(&self, from: &[&str], limit: usize) -> Vec<&Pdu> {
         self.walk_prev(
             from.iter().copied(),
@@ -235,7 +236,8 @@ impl Room {
             let Some(s) = self.events.get(&id) else {
                 continue;
             };
-            if s.rejected || self.outliers.contains(&id) || s.pdu.depth() < min_depth {
+            let outlier = self.outliers.contains(&id) && !self.backfilled.contains(&id);
+            if s.rejected || outlier || s.pdu.depth() < min_depth {
                 continue;
             }
             queue.extend(s.pdu.prev_event_ids().into_iter().map(str::to_owned));

@@ -492,16 +492,33 @@ fn known_room(state: &AppState, room_id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The room's timeline: accepted events (not outliers, rejected or soft-failed), in the order
-/// they were stored, redacted where a redaction applies.
+/// The room's timeline: the accepted events (not outliers, rejected or soft-failed) in the order
+/// they were stored, with the history fetched with `/backfill` when we joined merged in by depth
+/// (before the first live event deeper than it), redacted where a redaction applies.
 fn timeline_lines(state: &AppState, room_id: &str) -> Result<Vec<String>, ApiError> {
     let events = state.db().room_events(room_id)?;
-    Ok(events
+    let served: Vec<(Object, i64, bool)> = events
         .iter()
-        .filter(|e| !e.outlier && !e.rejected && !e.soft_failed)
-        .filter_map(|e| rooms::served(state, &e.event_id))
-        .map(|(ev, _)| ev.to_canonical_string())
-        .collect())
+        .filter(|e| !e.rejected && (e.backfilled || (!e.outlier && !e.soft_failed)))
+        .filter_map(|e| {
+            let (ev, _) = rooms::served(state, &e.event_id)?;
+            let depth = ev.get("depth").and_then(Value::as_int).unwrap_or(0);
+            Some((ev, depth, e.backfilled))
+        })
+        .collect();
+    let (mut history, live): (Vec<_>, Vec<_>) = served.into_iter().partition(|(_, _, b)| *b);
+    // Depth orders what was said before we joined; storage order (stable sort) breaks ties.
+    history.sort_by_key(|(_, d, _)| *d);
+    let mut history = history.into_iter().peekable();
+    let mut out = Vec::new();
+    for (ev, depth, _) in live {
+        while let Some((h, _, _)) = history.next_if(|(_, d, _)| *d < depth) {
+            out.push(h.to_canonical_string());
+        }
+        out.push(ev.to_canonical_string());
+    }
+    out.extend(history.map(|(h, _, _)| h.to_canonical_string()));
+    Ok(out)
 }
 
 async fn timeline(State(state): St, MPath(room_id): MPath<String>) -> Result<Response, ApiError> {
@@ -735,10 +752,9 @@ async fn wait(
             match rooms.get(&room_id) {
                 None => false,
                 Some(room) => {
-                    let ev_ok = q
-                        .event_id
-                        .as_ref()
-                        .is_none_or(|id| room.contains(id) && !room.is_outlier(id));
+                    let ev_ok = q.event_id.as_ref().is_none_or(|id| {
+                        room.contains(id) && (!room.is_outlier(id) || room.is_backfilled(id))
+                    });
                     let join_ok = q
                         .joined
                         .as_ref()

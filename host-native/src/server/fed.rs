@@ -312,6 +312,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(&format!("{f}/v2/invite/{{room}}/{{event_id}}"), put(invite))
         .route(
+            &format!("{f}/v1/invite/{{room}}/{{event_id}}"),
+            put(invite_v1),
+        )
+        .route(
             &format!("{f}/v1/publicRooms"),
             get(public_rooms).post(public_rooms),
         )
@@ -439,6 +443,7 @@ async fn send(
     let mut response = TransactionResponse::new();
     {
         let _guard = state.writer.lock().await;
+        rooms::retry_deferred(&state, &s.origin).await;
         for room in &plan.rooms {
             if !super::acl::allows(&state, &room.room_id, &s.origin) {
                 for p in &room.pdus {
@@ -569,12 +574,14 @@ async fn get_event(
     MPath(event_id): MPath<String>,
     s: Signed,
 ) -> Result<Response, ApiError> {
-    let (ev, stored) =
+    let (_, stored) =
         rooms::served(&state, &event_id).ok_or_else(|| ApiError::not_found("unknown event"))?;
     if stored.rejected {
         return Err(ApiError::not_found("unknown event"));
     }
     server_in_room(&state, &stored.room_id, &s.origin)?;
+    let ev = rooms::served_one_to(&state, &s.origin, &event_id)
+        .ok_or_else(|| ApiError::not_found("unknown event"))?;
     Ok(json(&txn_shape(&state, vec![Value::Object(ev)])))
 }
 
@@ -609,6 +616,7 @@ async fn get_state(
     let event_id = s
         .param("event_id")
         .ok_or_else(|| ApiError::missing("event_id"))?;
+    rooms::may_see(&state, &room_id, event_id, &s.origin)?;
     let (ids, chain) = state_and_chain(&state, &room_id, event_id)?;
     let mut o = Object::new();
     o.insert(
@@ -635,6 +643,7 @@ async fn get_state_ids(
     let event_id = s
         .param("event_id")
         .ok_or_else(|| ApiError::missing("event_id"))?;
+    rooms::may_see(&state, &room_id, event_id, &s.origin)?;
     let (ids, chain) = state_and_chain(&state, &room_id, event_id)?;
     let mut o = Object::new();
     o.insert("pdu_ids", strings(&ids));
@@ -654,6 +663,9 @@ async fn backfill(
         .parse()
         .map_err(|_| ApiError::invalid("limit is not a number"))?;
     let from = s.all("v");
+    if from.is_empty() {
+        return Err(ApiError::missing("v"));
+    }
     let ids: Vec<String> = {
         let rooms = state.rooms();
         let room = rooms
@@ -664,7 +676,7 @@ async fn backfill(
             .map(|p| p.event_id.clone())
             .collect()
     };
-    let pdus = served_list(&state, ids.iter().map(String::as_str));
+    let pdus = rooms::served_to(&state, &s.origin, ids.iter().map(String::as_str));
     Ok(json(&txn_shape(&state, pdus)))
 }
 
@@ -708,7 +720,11 @@ async fn missing_events(
     let mut o = Object::new();
     o.insert(
         "events",
-        Value::Array(served_list(&state, ids.iter().map(String::as_str))),
+        Value::Array(rooms::served_to(
+            &state,
+            &s.origin,
+            ids.iter().map(String::as_str),
+        )),
     );
     Ok(json(&o))
 }
@@ -891,7 +907,7 @@ async fn make_membership(
     let _guard = state.writer.lock().await;
     let mut content = Object::new();
     content.insert("membership", membership);
-    let t = EventTemplate {
+    let mut t = EventTemplate {
         room_id: Some(room_id.to_owned()),
         event_type: "m.room.member".into(),
         sender: user.to_owned(),
@@ -915,6 +931,11 @@ async fn make_membership(
             }
         }
         drop(rooms);
+        if membership == "join" {
+            if let Some(via) = rooms::restricted_join_via(state, room_id, user)? {
+                t.content.insert("join_authorised_via_users_server", via);
+            }
+        }
         rooms::build_local(state, room_id, &t)?
     };
     let (v, verdict) = {
@@ -1003,6 +1024,7 @@ async fn send_membership(
     if computed != event_id {
         return Err(ApiError::invalid("the event ID does not match the path"));
     }
+    let ev = rooms::countersign_restricted_join(state, ev, v)?;
     let check = rooms::check_events(state, v, vec![ev])
         .await
         .into_iter()
@@ -1178,7 +1200,40 @@ async fn invite(
     MPath((room_id, event_id)): MPath<(String, String)>,
     s: Signed,
 ) -> Result<Response, ApiError> {
-    let body = s.object()?;
+    Ok(json(
+        &invite_answer(&state, room_id, event_id, &s, s.object()?).await?,
+    ))
+}
+
+/// The old invite (room versions 1 and 2): the body is the event, its room state in `unsigned`;
+/// the answer is `[200, {"event": …}]`.
+async fn invite_v1(
+    State(state): St,
+    MPath((room_id, event_id)): MPath<(String, String)>,
+    s: Signed,
+) -> Result<Response, ApiError> {
+    let ev = s.object()?.clone();
+    let mut body = Object::new();
+    body.insert("room_version", "1");
+    if let Some(rs) = ev
+        .get_object("unsigned")
+        .and_then(|u| u.get("invite_room_state"))
+    {
+        body.insert("invite_room_state", rs.clone());
+    }
+    body.insert("event", ev);
+    Ok(v1_shape(
+        invite_answer(&state, room_id, event_id, &s, &body).await?,
+    ))
+}
+
+async fn invite_answer(
+    state: &Arc<AppState>,
+    room_id: String,
+    event_id: String,
+    s: &Signed,
+    body: &Object,
+) -> Result<Object, ApiError> {
     let version = body.get_str("room_version").unwrap_or("1");
     let v = RoomVersion::get(version).map_err(|e| {
         let mut a = ApiError::new(
@@ -1215,7 +1270,7 @@ async fn invite(
     if event::event_id(&ev, v)? != event_id {
         return Err(ApiError::invalid("the event ID does not match the path"));
     }
-    let check = rooms::check_events(&state, v, vec![ev])
+    let check = rooms::check_events(state, v, vec![ev])
         .await
         .into_iter()
         .next()
@@ -1268,5 +1323,5 @@ async fn invite(
     }
     let mut o = Object::new();
     o.insert("event", ev);
-    Ok(json(&o))
+    Ok(o)
 }

@@ -10,11 +10,14 @@ use mxfed_core::auth::Pdu;
 use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
 use mxfed_core::event::{self, BuiltEvent, EventRef, EventTemplate};
 use mxfed_core::pdu::{check_pdu_object, PduCheck, Verdict};
-use mxfed_core::room::{Room, RoomVerdict};
+use mxfed_core::room::{
+    invite_fallback, InviteFallback, RestrictedJoin, RestrictedJoinError, Room, RoomVerdict,
+    ServerView,
+};
 use mxfed_core::state_res::StateMap;
 use mxfed_core::RoomVersion;
 
-use super::client::encode_segment;
+use super::client::{encode_segment, FetchError};
 use super::error::ApiError;
 use super::store::NewEvent;
 use super::{keys, log, now, AppState};
@@ -79,11 +82,18 @@ pub fn load(state: &AppState) -> Result<usize, String> {
                 ));
                 continue;
             };
+            let own_join = is_own_join(state, &obj);
             let check = checked(&e.event_id, obj, e.verdict == "redacted");
-            if e.outlier {
+            if e.backfilled {
+                room.add_backfilled(&check);
+            } else if e.outlier {
                 room.add_outlier(&check);
             } else if let Some(s) = &e.state_before {
-                room.receive_with_state(&check, state_from_text(s));
+                if own_join {
+                    room.receive_own_join(&check, state_from_text(s));
+                } else {
+                    room.receive_with_state(&check, state_from_text(s));
+                }
             } else {
                 room.receive(&check);
             }
@@ -92,6 +102,19 @@ pub fn load(state: &AppState) -> Result<usize, String> {
         state.rooms().insert(room_id, room);
     }
     Ok(count)
+}
+
+/// Whether a stored event is a join of one of our users: the only events of ours received with
+/// a given state (the `send_join` answer's), replayed with [`Room::receive_own_join`].
+fn is_own_join(state: &AppState, ev: &Object) -> bool {
+    let sender = ev.get_str("sender").unwrap_or_default();
+    ev.get_str("type") == Some("m.room.member")
+        && ev.get_str("state_key") == Some(sender)
+        && ev
+            .get_object("content")
+            .and_then(|c| c.get_str("membership"))
+            == Some("join")
+        && state.is_local_user(sender)
 }
 
 /// One event to store.
@@ -113,7 +136,7 @@ pub struct Entry {
 /// Stores events with the room's new extremities and current state (one fsync), applies
 /// redactions, and wakes the admin API's waits.
 pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), ApiError> {
-    let (extremities, cur) = {
+    let (extremities, cur, history) = {
         let rooms = state.rooms();
         let room = rooms
             .get(room_id)
@@ -124,6 +147,10 @@ pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), 
                 .cloned()
                 .collect::<Vec<_>>(),
             state_to_rows(&room.current_state()),
+            entries
+                .iter()
+                .map(|e| room.is_backfilled(&e.event_id))
+                .collect::<Vec<_>>(),
         )
     };
     let texts: Vec<(String, Option<String>)> = entries
@@ -138,7 +165,8 @@ pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), 
     let rows: Vec<NewEvent<'_>> = entries
         .iter()
         .zip(&texts)
-        .map(|(e, (json, sb))| NewEvent {
+        .zip(history)
+        .map(|((e, (json, sb)), backfilled)| NewEvent {
             event_id: &e.event_id,
             room_id,
             depth: e.event.get("depth").and_then(Value::as_int).unwrap_or(0),
@@ -146,6 +174,7 @@ pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), 
             verdict: e.verdict.as_str(),
             reason: e.verdict.code(),
             outlier: e.outlier,
+            backfilled,
             state_before: sb.as_deref(),
             origin: &e.origin,
         })
@@ -194,6 +223,124 @@ pub fn served_list<'a>(state: &AppState, ids: impl IntoIterator<Item = &'a str>)
         .filter_map(|id| served(state, id))
         .map(|(e, _)| Value::Object(e))
         .collect()
+}
+
+/// Serves known events to `server` as history visibility allows (the core's
+/// [`Room::server_view`]): what it may not see goes out redacted.
+pub fn served_to<'a>(
+    state: &AppState,
+    server: &str,
+    ids: impl IntoIterator<Item = &'a str>,
+) -> Vec<Value> {
+    ids.into_iter()
+        .filter_map(|id| served_one_to(state, server, id))
+        .map(Value::Object)
+        .collect()
+}
+
+/// One known event as `server` may see it (see [`served_to`]).
+pub fn served_one_to(state: &AppState, server: &str, id: &str) -> Option<Object> {
+    let (ev, stored) = served(state, id)?;
+    let rooms = state.rooms();
+    let room = rooms.get(&stored.room_id)?;
+    Some(match room.server_view(id, server) {
+        Some(ServerView::Full) => ev,
+        _ => event::redact(&ev, room.version()),
+    })
+}
+
+/// Refuses (403) `/state` and `/state_ids` at an event `server` may not see.
+///
+/// # Errors
+/// 403 `M_FORBIDDEN` when history visibility hides the event from `server`.
+pub fn may_see(
+    state: &AppState,
+    room_id: &str,
+    event_id: &str,
+    server: &str,
+) -> Result<(), ApiError> {
+    let view = state
+        .rooms()
+        .get(room_id)
+        .and_then(|r| r.server_view(event_id, server));
+    match view {
+        Some(ServerView::Redacted) => Err(ApiError::forbidden(format!(
+            "{server} may not see the room at {event_id} (history visibility)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The local user to name in `join_authorised_via_users_server` when `user` asks to join a
+/// restricted room through us (`None`: no authorisation needed). The core decides.
+///
+/// # Errors
+/// 400 `M_UNABLE_TO_AUTHORISE_JOIN`, 403 `M_FORBIDDEN` or 400 `M_UNABLE_TO_GRANT_JOIN`.
+pub fn restricted_join_via(
+    state: &AppState,
+    room_id: &str,
+    user: &str,
+) -> Result<Option<String>, ApiError> {
+    let rooms = state.rooms();
+    let room = rooms
+        .get(room_id)
+        .ok_or_else(|| ApiError::not_found("unknown room"))?;
+    let decision = room.restricted_join(
+        user,
+        |u| state.is_local_user(u),
+        |allowed| {
+            rooms
+                .get(allowed)
+                .map(|r| r.membership(user).as_deref() == Some("join"))
+        },
+    );
+    match decision {
+        Ok(RestrictedJoin::Via(u)) => Ok(Some(u)),
+        Ok(_) => Ok(None),
+        Err(e) => {
+            let code = match e {
+                RestrictedJoinError::NotAllowed => return Err(ApiError::forbidden(e.to_string())),
+                RestrictedJoinError::UnableToAuthorise => "M_UNABLE_TO_AUTHORISE_JOIN",
+                _ => "M_UNABLE_TO_GRANT_JOIN",
+            };
+            Err(ApiError::new(400, code, e.to_string()))
+        }
+    }
+}
+
+/// A `send_join` naming one of our users in `join_authorised_via_users_server` gets our signature
+/// before anything checks, stores or sends it (DIGEST §18.1), once the core has decided again that
+/// the joiner may join through us (the joiner could have named our user on its own).
+///
+/// # Errors
+/// The errors of [`restricted_join_via`]; a signing failure.
+pub fn countersign_restricted_join(
+    state: &AppState,
+    mut ev: Object,
+    v: &'static RoomVersion,
+) -> Result<Object, ApiError> {
+    let via = ev
+        .get_object("content")
+        .and_then(|c| c.get_str("join_authorised_via_users_server"))
+        .map(str::to_owned);
+    let Some(via) = via else {
+        return Ok(ev);
+    };
+    if !v.restricted_join_rule || !state.is_local_user(&via) {
+        return Ok(ev);
+    }
+    let room_id = ev.get_str("room_id").unwrap_or_default().to_owned();
+    let sender = ev.get_str("sender").unwrap_or_default().to_owned();
+    if restricted_join_via(state, &room_id, &sender)?.is_none() {
+        // Already joined or invited: the room's rules need no signature of ours.
+        return Ok(ev);
+    }
+    let key = state
+        .keys
+        .first()
+        .ok_or_else(|| ApiError::internal("no signing key"))?;
+    event::hash_and_sign_event(&mut ev, v, &state.server_name, key)?;
+    Ok(ev)
 }
 
 fn event_ref(room: &Room, id: &str) -> Option<EventRef> {
@@ -617,6 +764,119 @@ async fn receive_remote(
     Ok(verdict)
 }
 
+/// How many events one `/backfill` after a join asks for (Synapse's cap).
+const BACKFILL_LIMIT: usize = 100;
+
+/// `/backfill` from `origin` before the events `from` (a join's prev events): each event is
+/// checked (signatures, hashes: a redacted copy is what history visibility let us see) and taken
+/// in through the core as history ([`Room::add_backfilled`]), which never changes the current
+/// state. Auth events we lack are fetched with `/event_auth` first.
+async fn backfill(
+    state: &Arc<AppState>,
+    origin: &str,
+    room_id: &str,
+    v: &'static RoomVersion,
+    from: &[&str],
+) -> Result<(), ApiError> {
+    let points = state
+        .rooms()
+        .get(room_id)
+        .map(|r| r.backfill_points(from))
+        .unwrap_or_default();
+    if points.is_empty() {
+        return Ok(());
+    }
+    let mut path = format!(
+        "/_matrix/federation/v1/backfill/{}?limit={BACKFILL_LIMIT}",
+        encode_segment(room_id)
+    );
+    for p in &points {
+        path.push_str("&v=");
+        path.push_str(&encode_segment(p));
+    }
+    let answer = state.client.json(origin, "GET", &path, None).await?;
+    let checks = check_events(state, v, objects(answer.get("pdus"))).await;
+    let mut good: Vec<(PduCheck, Pdu)> = Vec::new();
+    for c in checks {
+        if let Verdict::Rejected { code, message } = &c.verdict {
+            log(&format!(
+                "backfilled event from {origin} refused: {code}: {message}"
+            ));
+            continue;
+        }
+        if let Some(p) = c.event.clone().and_then(|e| Pdu::new(e, v).ok()) {
+            // v12 create events carry no room ID: theirs is the hash of the event.
+            let room = match p.room_id() {
+                Some(r) => Some(r.to_owned()),
+                None => event::room_id_from_create(&p.event, v).ok(),
+            };
+            if room.as_deref() == Some(room_id) {
+                good.push((c, p));
+            }
+        }
+    }
+    // Auth events neither known nor in the answer: their chains, as outliers, first.
+    let in_answer: BTreeSet<String> = good.iter().map(|(_, p)| p.event_id.clone()).collect();
+    let lacking: Vec<String> = {
+        let rooms = state.rooms();
+        let room = rooms
+            .get(room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        good.iter()
+            .filter(|(_, p)| {
+                room.unknown_auth_events(&p.auth_event_ids())
+                    .iter()
+                    .any(|a| !in_answer.contains(a))
+            })
+            .map(|(_, p)| p.event_id.clone())
+            .collect()
+    };
+    for id in lacking {
+        let path = format!(
+            "/_matrix/federation/v1/event_auth/{}/{}",
+            encode_segment(room_id),
+            encode_segment(&id)
+        );
+        match state.client.json(origin, "GET", &path, None).await {
+            Ok(a) => {
+                let chain = check_events(state, v, objects(a.get("auth_chain"))).await;
+                add_outliers(state, room_id, origin, chain)?;
+            }
+            Err(e) => log(&format!(
+                "event_auth for backfilled {id} from {origin}: {e}"
+            )),
+        }
+    }
+    let mut entries = Vec::new();
+    {
+        let mut rooms = state.rooms();
+        let room = rooms
+            .get_mut(room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        let pdus: Vec<Pdu> = good.iter().map(|(_, p)| p.clone()).collect();
+        for i in mxfed_core::room::causal_order(&pdus) {
+            let (c, p) = &good[i];
+            if room.contains(&p.event_id) && !room.is_outlier(&p.event_id) {
+                continue;
+            }
+            let verdict = room.add_backfilled(c);
+            entries.push(Entry {
+                event_id: p.event_id.clone(),
+                event: p.event.clone(),
+                verdict,
+                outlier: true,
+                state_before: None,
+                origin: origin.to_owned(),
+            });
+        }
+    }
+    log(&format!(
+        "backfilled {} events of {room_id} from {origin}",
+        entries.len()
+    ));
+    commit(state, room_id, &entries)
+}
+
 /// `/get_missing_events` for the events between our forward extremities and `pdu`; each one
 /// received in depth order (gaps left in them are filled with `/state`).
 async fn fetch_missing(
@@ -691,14 +951,79 @@ pub async fn ingest(
             out.push((id, Some(format!("{code}: {message}"))));
             continue;
         }
+        let event = check.event.clone();
         let r = match receive_remote(state, origin, room_id, v, check, true).await {
             Ok(RoomVerdict::Rejected { code }) => Some(format!("rejected: {code}")),
             Ok(_) => None,
+            Err(e)
+                if event
+                    .as_ref()
+                    .is_some_and(|ev| defer_if_gap(state, origin, room_id, v, &id, ev)) =>
+            {
+                Some(format!("{}; kept to try again", e.error))
+            }
             Err(e) => Some(e.error),
         };
         out.push((id, r));
     }
     out
+}
+
+/// Keeps a PDU that could not be taken in because the gap before it is still open (neither
+/// `/get_missing_events` nor `/state` answered): the next transaction from `origin` tries it
+/// again ([`retry_deferred`]). Whether the gap is open is the core's answer
+/// ([`Room::unknown_prev_events`]). Returns whether it was kept.
+fn defer_if_gap(
+    state: &AppState,
+    origin: &str,
+    room_id: &str,
+    v: &'static RoomVersion,
+    event_id: &str,
+    ev: &Object,
+) -> bool {
+    let Ok(pdu) = Pdu::new(ev.clone(), v) else {
+        return false;
+    };
+    let gap = state
+        .rooms()
+        .get(room_id)
+        .is_some_and(|r| !r.contains(event_id) && !r.unknown_prev_events(&pdu).is_empty());
+    gap && state
+        .db()
+        .defer_pdu(origin, room_id, event_id, &ev.to_canonical_string())
+        .is_ok()
+}
+
+/// Tries again the PDUs of `origin` refused for a gap ([`defer_if_gap`]), oldest first, before
+/// a new transaction of `origin` is taken in: the gap may be fillable now. A PDU taken in (or
+/// no longer behind a gap) is forgotten; one still behind a gap counts a try and is given up
+/// after [`super::store::DEFERRED_TRIES`]. The caller holds `state.writer`.
+pub async fn retry_deferred(state: &Arc<AppState>, origin: &str) {
+    let list = state.db().deferred_pdus(origin).unwrap_or_default();
+    for (room_id, event_id, json) in list {
+        let v = state.rooms().get(&room_id).map(Room::version);
+        let (Some(v), Some(obj)) = (v, parse_stored(&json)) else {
+            let _ = state.db().undefer_pdu(&event_id);
+            continue;
+        };
+        let done = ingest(state, origin, &room_id, v, vec![(event_id.clone(), obj)]).await;
+        let kept = done
+            .first()
+            .and_then(|(_, e)| e.as_deref())
+            .is_some_and(|e| e.ends_with("kept to try again"));
+        if kept {
+            log(&format!(
+                "deferred {event_id} from {origin}: gap still open"
+            ));
+        } else {
+            let what = done
+                .first()
+                .and_then(|(_, e)| e.clone())
+                .unwrap_or_else(|| "taken in".into());
+            log(&format!("deferred {event_id} from {origin}: {what}"));
+            let _ = state.db().undefer_pdu(&event_id);
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -805,12 +1130,20 @@ pub async fn remote_membership(
         .filter(|e| event::event_id(e, v).ok().as_deref() == Some(event_id.as_str()))
         .cloned()
         .unwrap_or(ev);
+    // The history before our join, before the join itself is stored: whoever waits for the join
+    // finds the earlier messages there too. A failure only costs the history.
+    if let Ok(p) = Pdu::new(join.clone(), v) {
+        let prevs = p.prev_event_ids();
+        if let Err(e) = backfill(state, via, room_id, v, &prevs).await {
+            log(&format!("backfill of {room_id} from {via}: {e}"));
+        }
+    }
     let verdict = {
         let mut rooms = state.rooms();
         let room = rooms
             .get_mut(room_id)
             .ok_or_else(|| ApiError::internal("room vanished"))?;
-        room.receive_with_state(&checked(&event_id, join.clone(), false), map.clone())
+        room.receive_own_join(&checked(&event_id, join.clone(), false), map.clone())
     };
     if !matches!(verdict, RoomVerdict::Rejected { .. }) {
         // Before the commit wakes waiters, so they see the invite accepted with the join.
@@ -879,16 +1212,7 @@ pub async fn invite_remote(
     body.insert("room_version", v.id);
     body.insert("event", built.pdu.clone());
     body.insert("invite_room_state", Value::Array(stripped));
-    let path = format!(
-        "/_matrix/federation/v2/invite/{}/{}",
-        encode_segment(room_id),
-        encode_segment(&built.event_id)
-    );
-    let answer = state.client.json(&dest, "PUT", &path, Some(&body)).await?;
-    let signed = answer
-        .get_object("event")
-        .cloned()
-        .ok_or_else(|| ApiError::remote("invite answer has no event"))?;
+    let signed = send_invite(state, &dest, room_id, &built.event_id, v, &body).await?;
     let checks = check_events(state, v, vec![signed]).await;
     let signed = match checks.into_iter().next() {
         Some(c)
@@ -910,6 +1234,74 @@ pub async fn invite_remote(
     accept_local(state, &with_sigs)?;
     distribute(state, room_id, &with_sigs.event_id, &with_sigs.pdu, &[]);
     Ok(built.event_id)
+}
+
+/// `PUT /v2/invite`, and `/v1/invite` when the core's [`invite_fallback`] says the invitee's
+/// server does not know the former; returns the event as countersigned.
+async fn send_invite(
+    state: &AppState,
+    dest: &str,
+    room_id: &str,
+    event_id: &str,
+    v: &'static RoomVersion,
+    body: &Object,
+) -> Result<Object, ApiError> {
+    let segments = format!("{}/{}", encode_segment(room_id), encode_segment(event_id));
+    let path = format!("/_matrix/federation/v2/invite/{segments}");
+    let refused = match state.client.json(dest, "PUT", &path, Some(body)).await {
+        Ok(answer) => {
+            return answer
+                .get_object("event")
+                .cloned()
+                .ok_or_else(|| ApiError::remote("invite answer has no event"))
+        }
+        Err(e) => e,
+    };
+    let FetchError::Status(status, bytes) = &refused else {
+        return Err(refused.into());
+    };
+    let errcode = canonical::parse_object(bytes, &ParseOptions::LEGACY)
+        .ok()
+        .and_then(|o| o.get_str("errcode").map(str::to_owned));
+    match invite_fallback(*status, errcode.as_deref(), v) {
+        InviteFallback::UseV1 => {}
+        InviteFallback::Unsupported => {
+            return Err(ApiError::new(
+                400,
+                "M_UNSUPPORTED_ROOM_VERSION",
+                format!("{dest} does not support room version {}", v.id),
+            ))
+        }
+        _ => return Err(refused.into()),
+    }
+    log(&format!(
+        "{dest} does not know /v2/invite: trying /v1/invite"
+    ));
+    // The v1 body is the event itself, the room state in its `unsigned`.
+    let mut ev = body.get_object("event").cloned().unwrap_or_default();
+    if let Some(room_state) = body.get("invite_room_state") {
+        if let Some(unsigned) = ev.object_entry("unsigned") {
+            unsigned.insert("invite_room_state", room_state.clone());
+        }
+    }
+    let path = format!("/_matrix/federation/v1/invite/{segments}");
+    let (status, bytes) = state
+        .client
+        .request(dest, "PUT", &path, Some(&ev), true)
+        .await?;
+    if status != 200 {
+        return Err(FetchError::Status(status, bytes).into());
+    }
+    // `[200, {"event": …}]`
+    let answer = canonical::parse(&bytes, &ParseOptions::LEGACY)
+        .map_err(|e| ApiError::remote(format!("v1 invite answer: {e}")))?;
+    answer
+        .as_array()
+        .and_then(|a| a.get(1))
+        .and_then(Value::as_object)
+        .and_then(|o| o.get_object("event"))
+        .cloned()
+        .ok_or_else(|| ApiError::remote("v1 invite answer is not [200, {\"event\": …}]"))
 }
 
 /// The servers to try for a join: those named, then the room ID's and the inviter's.

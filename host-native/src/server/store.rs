@@ -94,6 +94,23 @@ CREATE TABLE IF NOT EXISTS txns (
 /// How many answered transactions are kept for de-duplication across restarts.
 pub const TXNS_KEPT: i64 = 1024;
 
+/// PDUs refused because a gap before them could not be filled, kept to try again (see
+/// `rooms::retry_deferred`).
+const DEFERRED_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS deferred_pdus (
+    event_id TEXT PRIMARY KEY,
+    origin TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    json TEXT NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0,
+    received_ts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deferred_by_origin ON deferred_pdus(origin, received_ts);
+"#;
+
+/// How many times a deferred PDU is tried again before it is given up.
+pub const DEFERRED_TRIES: i64 = 10;
+
 /// One stored event.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -115,6 +132,9 @@ pub struct StoredEvent {
     pub soft_failed: bool,
     /// Known only through an auth chain or state answer.
     pub outlier: bool,
+    /// Fetched with `/backfill`: part of the room's history before we joined (not an outlier
+    /// here, though the core checks it as one: it is timeline, as in Synapse).
+    pub backfilled: bool,
     /// For events received with a given state: that state, as JSON `[[type, key, id], …]`.
     pub state_before: Option<String>,
     /// The redaction that applies to it, if any.
@@ -138,6 +158,8 @@ pub struct NewEvent<'a> {
     pub reason: Option<&'a str>,
     /// Known only through an auth chain or state answer.
     pub outlier: bool,
+    /// Fetched with `/backfill` (also marks an outlier stored before as history).
+    pub backfilled: bool,
     /// The given state before it, as JSON.
     pub state_before: Option<&'a str>,
     /// The server it came from (ourselves for local events).
@@ -185,6 +207,18 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Added after the first release: databases created before get the column here.
+        let has_backfilled: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('events') WHERE name = 'backfilled'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_backfilled {
+            conn.execute_batch(
+                "ALTER TABLE events ADD COLUMN backfilled INTEGER NOT NULL DEFAULT 0",
+            )?;
+        }
+        conn.execute_batch(DEFERRED_SCHEMA)?;
         Ok(Store { conn })
     }
 
@@ -286,10 +320,18 @@ impl Store {
         let tx = self.conn.transaction()?;
         {
             let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (event_id, room_id, depth, json, verdict, reason, rejected, soft_failed, outlier, state_before, origin, received_ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT OR IGNORE INTO events (event_id, room_id, depth, json, verdict, reason, rejected, soft_failed, outlier, state_before, origin, received_ts, backfilled)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+            let mut history = tx.prepare_cached(
+                "UPDATE events SET backfilled = 1, outlier = 0 WHERE event_id = ?1 AND outlier = 1",
             )?;
             for e in events {
+                if e.backfilled {
+                    // An outlier stored before (from a state answer) keeps its place in the
+                    // stream: its auth events come before it there.
+                    history.execute(params![e.event_id])?;
+                }
                 ins.execute(params![
                     e.event_id,
                     e.room_id,
@@ -299,10 +341,11 @@ impl Store {
                     e.reason,
                     e.verdict == "rejected",
                     e.verdict == "soft_failed",
-                    e.outlier,
+                    e.outlier && !e.backfilled,
                     e.state_before,
                     e.origin,
-                    now_ms()
+                    now_ms(),
+                    e.backfilled
                 ])?;
             }
             tx.execute(
@@ -354,10 +397,11 @@ impl Store {
             outlier: r.get(8)?,
             state_before: r.get(9)?,
             redacted_by: r.get(10)?,
+            backfilled: r.get(11)?,
         })
     }
 
-    const COLS: &'static str = "stream, event_id, room_id, json, verdict, reason, rejected, soft_failed, outlier, state_before, redacted_by";
+    const COLS: &'static str = "stream, event_id, room_id, json, verdict, reason, rejected, soft_failed, outlier, state_before, redacted_by, backfilled";
 
     /// A room's events in stored order.
     ///
@@ -613,5 +657,54 @@ impl Store {
             .prepare("SELECT origin, txn_id, response FROM txns ORDER BY received_ts, rowid")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         rows.collect()
+    }
+
+    // -- PDUs refused for a gap --------------------------------------------------------------------
+
+    /// Keeps a PDU refused because the gap before it could not be filled (again: counts a try).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn defer_pdu(
+        &self,
+        origin: &str,
+        room_id: &str,
+        event_id: &str,
+        json: &str,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO deferred_pdus (event_id, origin, room_id, json, received_ts) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(event_id) DO UPDATE SET tries = tries + 1",
+            params![event_id, origin, room_id, json, now_ms()],
+        )?;
+        self.conn.execute(
+            "DELETE FROM deferred_pdus WHERE tries >= ?1",
+            params![DEFERRED_TRIES],
+        )?;
+        Ok(())
+    }
+
+    /// The deferred PDUs from `origin`, oldest first: (room ID, event ID, JSON).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn deferred_pdus(&self, origin: &str) -> rusqlite::Result<Vec<(String, String, String)>> {
+        let mut st = self.conn.prepare(
+            "SELECT room_id, event_id, json FROM deferred_pdus WHERE origin = ?1 ORDER BY received_ts, event_id",
+        )?;
+        let rows = st.query_map(params![origin], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    }
+
+    /// Forgets a deferred PDU (taken in at last).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn undefer_pdu(&self, event_id: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "DELETE FROM deferred_pdus WHERE event_id = ?1",
+            params![event_id],
+        )?;
+        Ok(())
     }
 }

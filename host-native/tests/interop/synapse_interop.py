@@ -21,6 +21,7 @@ once per run, then runs the scenarios:
   10  keys: mxfed fetches directly and through a notary; Synapse uses mxfed as its notary (once)
   11  profile and directory queries both ways (once)
   12  join and messages in rooms of versions 1, 5 and 9
+  13  restricted joins both ways (mxfed, then Synapse, as the authorising resident)
 
 One log line per check ("ok: [scenario vN] ..." / "FAILED: ..."), a table at the end, exit 1 on
 any failure. Every request stays on 127.0.0.1; every process is stopped by its own pid.
@@ -39,6 +40,7 @@ import scenarios_auth as auth  # noqa: E402
 import scenarios_history as history  # noqa: E402
 import scenarios_keys as keys  # noqa: E402
 import scenarios_rooms as rooms  # noqa: E402
+import scenarios_restricted as restricted  # noqa: E402
 from interop_lib import Mxfed, Results, Signer, Synapse, api  # noqa: E402
 
 VERSIONS = (10, 11, 12)
@@ -99,6 +101,10 @@ def run(env, wanted):
     if want(8):
         for v in VERSIONS:
             guarded(env, auth.S8, v, auth.authorization, v)
+
+    if want(13):
+        for v in VERSIONS:
+            guarded(env, restricted.S13, v, restricted.restricted_both_ways, v)
 
     if want(7) and syn_rooms:
         guarded(env, history.S7, None, history.outage, syn_rooms)

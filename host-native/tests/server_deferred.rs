@@ -1,0 +1,175 @@
+//! Catch-up of PDUs refused because of a gap: B sends A an event whose predecessors A lacks
+//! while B answers neither `/get_missing_events` nor `/state`; A refuses it for now and keeps
+//! it; B's next transaction (here an empty one) makes A try again, fill the gap and take it in.
+//! Two in-process servers on loopback, B's router wrapped to refuse those endpoints at will.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mxfed_core::canonical::{parse_object, Int, Object, ParseOptions, Value};
+use mxfed_core::event::EventTemplate;
+use std::sync::Arc;
+
+use mxfed_native::server::serve::{prepare, tls_config, ServeArgs};
+use mxfed_native::server::{app, rooms, run, AppState};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_with(dir: &std::path::Path, wrap: fn(axum::Router) -> axum::Router) -> Arc<AppState> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let port = free_port();
+    let args = ServeArgs {
+        config: None,
+        data_dir: Some(dir.to_owned()),
+        server_name: Some(format!("localhost:{port}")),
+        listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+        dev: true,
+    };
+    let state = prepare(&args).unwrap().state;
+    let l = state.config.listeners[0].clone();
+    let listener = std::net::TcpListener::bind(l.addr).unwrap();
+    let tls = tls_config(&state, &l).unwrap();
+    tokio::spawn(run(
+        listener,
+        wrap(app(state.clone())),
+        tls,
+        std::future::pending(),
+    ));
+    state
+}
+
+/// Whether B refuses to help with gaps.
+static REFUSE: AtomicBool = AtomicBool::new(false);
+
+async fn refuse_gap_help(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let p = req.uri().path();
+    let gap_help = ["get_missing_events", "/state/", "/state_ids/"]
+        .iter()
+        .any(|e| p.contains(e));
+    if gap_help && REFUSE.load(Ordering::SeqCst) {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            r#"{"errcode":"M_UNKNOWN","error":"not now"}"#,
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+fn same(r: axum::Router) -> axum::Router {
+    r
+}
+
+fn refusing(r: axum::Router) -> axum::Router {
+    r.layer(axum::middleware::from_fn(refuse_gap_help))
+}
+
+fn message(room: &str, sender: &str, body: &str) -> EventTemplate {
+    EventTemplate {
+        room_id: Some(room.to_owned()),
+        event_type: "m.room.message".into(),
+        sender: sender.to_owned(),
+        state_key: None,
+        content: parse_object(
+            format!(r#"{{"msgtype":"m.text","body":"{body}"}}"#).as_bytes(),
+            &ParseOptions::STRICT,
+        )
+        .unwrap(),
+        redacts: None,
+    }
+}
+
+/// B sends A a transaction directly; returns A's answer for each PDU.
+async fn send_txn(b: &AppState, a: &AppState, txn: &str, pdus: Vec<Value>) -> Object {
+    let mut body = Object::new();
+    body.insert("origin", b.server_name.as_str());
+    body.insert("origin_server_ts", Int::saturating(1));
+    body.insert("pdus", Value::Array(pdus));
+    let answer = b
+        .client
+        .json(
+            &a.server_name,
+            "PUT",
+            &format!("/_matrix/federation/v1/send/{txn}"),
+            Some(&body),
+        )
+        .await
+        .unwrap();
+    answer.get_object("pdus").cloned().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pdu_refused_for_a_gap_is_taken_in_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start_with(&dir.path().join("a"), same);
+    let b = start_with(&dir.path().join("b"), refusing);
+    let alice = format!("@alice:{}", a.server_name);
+    let bob = format!("@bob:{}", b.server_name);
+    a.db().create_user(&alice, None, false).unwrap();
+    b.db().create_user(&bob, None, false).unwrap();
+    let room = {
+        let _g = a.writer.lock().await;
+        let room = rooms::create_room(&a, &alice, "11").unwrap();
+        rooms::invite_remote(&a, &room, &alice, &bob).await.unwrap();
+        room
+    };
+    rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
+        .await
+        .unwrap();
+
+    // Three messages B keeps to itself; A only gets the last, and B will not help.
+    let mut built = Vec::new();
+    {
+        let _g = b.writer.lock().await;
+        for i in 0..3 {
+            let e = rooms::build_local(&b, &room, &message(&room, &bob, &format!("m{i}"))).unwrap();
+            rooms::accept_local(&b, &e).unwrap();
+            built.push(e);
+        }
+    }
+    let last = built.last().unwrap();
+    REFUSE.store(true, Ordering::SeqCst);
+    let answer = send_txn(&b, &a, "t1", vec![Value::Object(last.pdu.clone())]).await;
+    let result = answer.get_object(&last.event_id).unwrap();
+    assert!(
+        result
+            .get_str("error")
+            .is_some_and(|e| e.ends_with("kept to try again")),
+        "{}",
+        result.to_canonical_string()
+    );
+    assert!(!a.rooms()[&room].contains(&last.event_id));
+    assert_eq!(a.db().deferred_pdus(&b.server_name).unwrap().len(), 1);
+
+    // B helps again; its next transaction (nothing in it) has A try the kept PDU first.
+    REFUSE.store(false, Ordering::SeqCst);
+    send_txn(&b, &a, "t2", Vec::new()).await;
+    {
+        let rooms = a.rooms();
+        let r = &rooms[&room];
+        for e in &built {
+            assert!(
+                r.contains(&e.event_id) && !r.is_outlier(&e.event_id),
+                "{}",
+                e.event_id
+            );
+        }
+        assert!(r.forward_extremities().contains(&last.event_id));
+    }
+    assert!(a.db().deferred_pdus(&b.server_name).unwrap().is_empty());
+    assert_eq!(
+        a.rooms()[&room].current_state(),
+        b.rooms()[&room].current_state()
+    );
+}

@@ -1,0 +1,116 @@
+//! The v1 `/invite` fallback: an invitee's server that answers 404 `M_UNRECOGNIZED` to
+//! `/v2/invite` gets the invite on `/v1/invite` for room versions 1 and 2 (and the invite is
+//! countersigned, stored and joined as usual); for later versions the inviter answers
+//! `M_UNSUPPORTED_ROOM_VERSION`. Two in-process servers on loopback, the invitee's router wrapped
+//! so that it does not know `/v2/invite`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use mxfed_native::server::serve::{prepare, tls_config, ServeArgs};
+use mxfed_native::server::{app, rooms, run, AppState};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_with(dir: &std::path::Path, wrap: fn(axum::Router) -> axum::Router) -> Arc<AppState> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let port = free_port();
+    let args = ServeArgs {
+        config: None,
+        data_dir: Some(dir.to_owned()),
+        server_name: Some(format!("localhost:{port}")),
+        listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+        dev: true,
+    };
+    let state = prepare(&args).unwrap().state;
+    let l = state.config.listeners[0].clone();
+    let listener = std::net::TcpListener::bind(l.addr).unwrap();
+    let tls = tls_config(&state, &l).unwrap();
+    tokio::spawn(run(
+        listener,
+        wrap(app(state.clone())),
+        tls,
+        std::future::pending(),
+    ));
+    state
+}
+
+fn same(r: axum::Router) -> axum::Router {
+    r
+}
+
+async fn no_v2_invite(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if req
+        .uri()
+        .path()
+        .starts_with("/_matrix/federation/v2/invite/")
+    {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            r#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#,
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+fn without_v2_invite(r: axum::Router) -> axum::Router {
+    r.layer(axum::middleware::from_fn(no_v2_invite))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invite_falls_back_to_v1_for_old_rooms() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start_with(&dir.path().join("a"), same);
+    let b = start_with(&dir.path().join("b"), without_v2_invite);
+    let alice = format!("@alice:{}", a.server_name);
+    let bob = format!("@bob:{}", b.server_name);
+    a.db().create_user(&alice, None, false).unwrap();
+    b.db().create_user(&bob, None, false).unwrap();
+
+    let old = {
+        let _g = a.writer.lock().await;
+        let room = rooms::create_room(&a, &alice, "2").unwrap();
+        rooms::invite_remote(&a, &room, &alice, &bob).await.unwrap();
+        room
+    };
+    let invites = b.db().invites(&bob).unwrap();
+    assert_eq!(invites.len(), 1, "stored through /v1/invite");
+    assert!(
+        invites[0].event.contains(&format!("\"{}\"", b.server_name)),
+        "countersigned"
+    );
+    assert_eq!(a.rooms()[&old].membership(&bob).as_deref(), Some("invite"));
+    rooms::remote_membership(&b, &old, &bob, &a.server_name, "join")
+        .await
+        .unwrap();
+    assert_eq!(a.rooms()[&old].membership(&bob).as_deref(), Some("join"));
+
+    // A version the v1 endpoint cannot carry: refused, and the room is unchanged.
+    let new = {
+        let _g = a.writer.lock().await;
+        rooms::create_room(&a, &alice, "10").unwrap()
+    };
+    let err = {
+        let _g = a.writer.lock().await;
+        rooms::invite_remote(&a, &new, &alice, &bob)
+            .await
+            .unwrap_err()
+    };
+    assert!(
+        err.to_string().contains("M_UNSUPPORTED_ROOM_VERSION"),
+        "{err}"
+    );
+    assert_eq!(a.rooms()[&new].membership(&bob), None);
+}

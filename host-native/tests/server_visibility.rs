@@ -1,0 +1,257 @@
+//! History visibility on the retrieval endpoints, seen from the requesting server: two
+//! in-process servers on loopback (TLS, real sockets), B asking A with signed requests. In a
+//! `joined` room, what was said before B's user joined comes back redacted from `/event`,
+//! `/backfill` and `/get_missing_events`, and `/state_ids` at it is refused; what came after is
+//! served whole. Restricted joins A cannot check get `M_UNABLE_TO_AUTHORISE_JOIN`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use mxfed_core::canonical::{parse_object, ParseOptions, Value};
+use mxfed_core::event::EventTemplate;
+use mxfed_native::server::serve::{prepare, tls_config, ServeArgs};
+use mxfed_native::server::{app, rooms, run, AppState};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(dir: &std::path::Path) -> Arc<AppState> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let port = free_port();
+    let args = ServeArgs {
+        config: None,
+        data_dir: Some(dir.to_owned()),
+        server_name: Some(format!("localhost:{port}")),
+        listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+        dev: true,
+    };
+    let state = prepare(&args).unwrap().state;
+    let l = state.config.listeners[0].clone();
+    let listener = std::net::TcpListener::bind(l.addr).unwrap();
+    let tls = tls_config(&state, &l).unwrap();
+    tokio::spawn(run(
+        listener,
+        app(state.clone()),
+        tls,
+        std::future::pending(),
+    ));
+    state
+}
+
+fn message(room: &str, sender: &str, body: &str) -> EventTemplate {
+    EventTemplate {
+        room_id: Some(room.to_owned()),
+        event_type: "m.room.message".into(),
+        sender: sender.to_owned(),
+        state_key: None,
+        content: parse_object(
+            format!(r#"{{"msgtype":"m.text","body":"{body}"}}"#).as_bytes(),
+            &ParseOptions::STRICT,
+        )
+        .unwrap(),
+        redacts: None,
+    }
+}
+
+fn enc(s: &str) -> String {
+    mxfed_native::server::client::encode_segment(s)
+}
+
+fn first_pdu(answer: &mxfed_core::canonical::Object) -> mxfed_core::canonical::Object {
+    answer
+        .get("pdus")
+        .and_then(Value::as_array)
+        .and_then(|l| l.first())
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap()
+}
+
+fn has_body(ev: &mxfed_core::canonical::Object) -> bool {
+    ev.get_object("content")
+        .is_some_and(|c| c.get_str("body").is_some())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrieval_follows_history_visibility() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir.path().join("a"));
+    let b = start(&dir.path().join("b"));
+    let alice = format!("@alice:{}", a.server_name);
+    let bob = format!("@bob:{}", b.server_name);
+    a.db().create_user(&alice, None, false).unwrap();
+    b.db().create_user(&bob, None, false).unwrap();
+
+    let (room, secret) = {
+        let _g = a.writer.lock().await;
+        let room = rooms::create_room(&a, &alice, "11").unwrap();
+        let joined =
+            parse_object(br#"{"history_visibility":"joined"}"#, &ParseOptions::STRICT).unwrap();
+        rooms::send_event(
+            &a,
+            &room,
+            &alice,
+            "m.room.history_visibility",
+            Some(""),
+            joined,
+            None,
+        )
+        .unwrap();
+        let secret = rooms::send_local(&a, &room, message(&room, &alice, "secret")).unwrap();
+        rooms::invite_remote(&a, &room, &alice, &bob).await.unwrap();
+        (room, secret)
+    };
+    let join = rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
+        .await
+        .unwrap();
+    let after = {
+        let _g = a.writer.lock().await;
+        rooms::send_local(&a, &room, message(&room, &alice, "after")).unwrap()
+    };
+    let get = |path: String| {
+        let b = b.clone();
+        let dest = a.server_name.clone();
+        async move { b.client.json(&dest, "GET", &path, None).await }
+    };
+
+    // /event: before the join redacted (same event), after it whole.
+    let ev = first_pdu(
+        &get(format!("/_matrix/federation/v1/event/{}", enc(&secret)))
+            .await
+            .unwrap(),
+    );
+    let v = mxfed_core::RoomVersion::get("11").unwrap();
+    assert_eq!(mxfed_core::event::event_id(&ev, v).unwrap(), secret);
+    assert!(!has_body(&ev), "redacted: {}", ev.to_canonical_string());
+    let ev = first_pdu(
+        &get(format!("/_matrix/federation/v1/event/{}", enc(&after)))
+            .await
+            .unwrap(),
+    );
+    assert!(has_body(&ev));
+
+    // /state_ids: refused at the hidden event, answered at B's join.
+    let err = get(format!(
+        "/_matrix/federation/v1/state_ids/{}?event_id={}",
+        enc(&room),
+        enc(&secret)
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("403") && err.contains("M_FORBIDDEN"), "{err}");
+    get(format!(
+        "/_matrix/federation/v1/state_ids/{}?event_id={}",
+        enc(&room),
+        enc(&join)
+    ))
+    .await
+    .unwrap();
+
+    // /backfill from the message after the join: it whole, the secret redacted.
+    let answer = get(format!(
+        "/_matrix/federation/v1/backfill/{}?v={}&limit=20",
+        enc(&room),
+        enc(&after)
+    ))
+    .await
+    .unwrap();
+    let pdus = answer.get("pdus").and_then(Value::as_array).unwrap();
+    let find = |id: &str| {
+        pdus.iter()
+            .filter_map(Value::as_object)
+            .find(|p| mxfed_core::event::event_id(p, v).unwrap() == id)
+            .cloned()
+            .unwrap()
+    };
+    assert!(has_body(&find(&after)));
+    assert!(!has_body(&find(&secret)));
+
+    // Without `v` there is nothing to start from (Synapse: 400).
+    let err = get(format!(
+        "/_matrix/federation/v1/backfill/{}?limit=20",
+        enc(&room)
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("400") && err.contains("M_MISSING_PARAM"),
+        "{err}"
+    );
+
+    // /get_missing_events: the same rule.
+    let mut body = mxfed_core::canonical::Object::new();
+    body.insert("earliest_events", Value::Array(Vec::new()));
+    body.insert(
+        "latest_events",
+        Value::Array(vec![Value::from(after.as_str())]),
+    );
+    body.insert("limit", mxfed_core::canonical::Int::saturating(20));
+    let answer = b
+        .client
+        .json(
+            &a.server_name,
+            "POST",
+            &format!("/_matrix/federation/v1/get_missing_events/{}", enc(&room)),
+            Some(&body),
+        )
+        .await
+        .unwrap();
+    let events = answer.get("events").and_then(Value::as_array).unwrap();
+    let secret_copy = events
+        .iter()
+        .filter_map(Value::as_object)
+        .find(|p| mxfed_core::event::event_id(p, v).unwrap() == secret)
+        .unwrap();
+    assert!(!has_body(secret_copy));
+
+    // B's own copy of the room (backfilled at the join) holds the secret redacted.
+    let stored = b.db().event(&secret).unwrap().unwrap();
+    assert!(!stored.json.contains("secret"), "{}", stored.json);
+    assert!(stored.backfilled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_join_the_resident_cannot_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir.path().join("a"));
+    let b = start(&dir.path().join("b"));
+    let alice = format!("@alice:{}", a.server_name);
+    let bob = format!("@bob:{}", b.server_name);
+    a.db().create_user(&alice, None, false).unwrap();
+    b.db().create_user(&bob, None, false).unwrap();
+    let room = {
+        let _g = a.writer.lock().await;
+        let room = rooms::create_room(&a, &alice, "10").unwrap();
+        let rules = parse_object(
+            br#"{"join_rule":"restricted","allow":[{"type":"m.room_membership","room_id":"!elsewhere:example.org"}]}"#,
+            &ParseOptions::STRICT,
+        )
+        .unwrap();
+        rooms::send_event(
+            &a,
+            &room,
+            &alice,
+            "m.room.join_rules",
+            Some(""),
+            rules,
+            None,
+        )
+        .unwrap();
+        room
+    };
+    let err = rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("M_UNABLE_TO_AUTHORISE_JOIN"),
+        "{err}"
+    );
+    assert_eq!(a.rooms()[&room].membership(&bob), None);
+}
