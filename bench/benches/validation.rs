@@ -899,8 +899,57 @@ fn paired(scenarios: &[Scenario], rounds: usize) {
     }
 }
 
+/// `MXFED_BENCH_COUNT=<name>:<n>`: run one contender `n` times and exit, for instruction
+/// counting (`bench/count_instructions.sh`, with `MXFED_COUNT_BENCH=validation`). Names:
+/// `pdu/check_pdu` (the 1,000 PDUs one by one), `pdu/check_pdus` (one batch of the 1,000),
+/// `state_res/<version> <scenario>/mxfed` and `.../ruma` (chains given), e.g.
+/// `state_res/v10 power/mxfed`. Only the fixture it needs is built.
+fn count_mode(keys: &Keys, spec: &str) {
+    let (name, n) = spec.rsplit_once(':').expect("MXFED_BENCH_COUNT=<name>:<n>");
+    let n: usize = n.parse().expect("a count");
+    if let Some(which) = name.strip_prefix("pdu/") {
+        let f = validation_fixture(keys);
+        let refs: Vec<&[u8]> = f.pdus.iter().map(Vec::as_slice).collect();
+        for _ in 0..n {
+            match which {
+                "check_pdu" => {
+                    for p in &refs {
+                        black_box(check_pdu(p, f.v, &f.ring));
+                    }
+                }
+                "check_pdus" => {
+                    black_box(check_pdus(&refs, f.v, &f.ring));
+                }
+                _ => panic!("no such contender {which}"),
+            }
+        }
+        return;
+    }
+    let rest = name
+        .strip_prefix("state_res/v")
+        .expect("pdu/... or state_res/...");
+    let (scenario_name, who) = rest.rsplit_once('/').expect("<scenario>/<contender>");
+    let (version, kind) = scenario_name.split_once(' ').expect("<version> <kind>");
+    let s = scenario(keys, version, kind);
+    for _ in 0..n {
+        match who {
+            "mxfed" => {
+                black_box(resolve(s.v, &s.sets, &s.store));
+            }
+            "ruma" => {
+                black_box(ruma_resolve(&s, s.ruma_chains.clone()));
+            }
+            _ => panic!("no such contender {who}"),
+        }
+    }
+}
+
 fn main() {
     let keys = keys();
+    if let Ok(spec) = std::env::var("MXFED_BENCH_COUNT") {
+        count_mode(&keys, &spec);
+        return;
+    }
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
