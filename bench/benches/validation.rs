@@ -34,7 +34,7 @@ use mxfed_core::auth::{AuthEvents, KnownEvent, Pdu};
 use mxfed_core::canonical::{encode_object_into, parse_object, Int, Object, ParseOptions};
 use mxfed_core::event::{build_event, EventRef, EventTemplate, StateMap as RefMap};
 use mxfed_core::keys::SigningKey;
-use mxfed_core::pdu::{check_pdu, check_pdus, PduCheck, Verdict};
+use mxfed_core::pdu::{check_pdu, check_pdus, check_pdus_in_chunks, PduCheck, Verdict};
 use mxfed_core::room::{check_received, Context, RoomVerdict};
 use mxfed_core::server_keys::{build_server_keys, KeyRing, ServerKeys};
 use mxfed_core::state_res::{resolve, EventStore, StateMap};
@@ -798,11 +798,14 @@ fn signature_breakdown(f: &Validation, keys: &Keys, rounds: usize) {
         "verify_batch, one batch of 1,000",
         "check_pdu one by one",
         "check_pdus batch",
+        "check_pdus in chunks of 128",
+        "check_pdus in chunks of 256",
+        "check_pdus in chunks of 512",
     ];
-    let mut times: [Vec<f64>; 5] = Default::default();
+    let mut times: [Vec<f64>; 8] = Default::default();
     for r in 0..rounds {
-        for k in 0..5 {
-            let which = (r + k) % 5;
+        for k in 0..8 {
+            let which = (r + k) % 8;
             let t = Instant::now();
             match which {
                 0 => {
@@ -827,8 +830,12 @@ fn signature_breakdown(f: &Validation, keys: &Keys, rounds: usize) {
                         black_box(check_pdu(p, f.v, &f.ring));
                     }
                 }
-                _ => {
+                4 => {
                     black_box(check_pdus(&pdus, f.v, &f.ring));
+                }
+                _ => {
+                    let chunk = [128, 256, 512][which - 5];
+                    black_box(check_pdus_in_chunks(&pdus, f.v, &f.ring, chunk));
                 }
             }
             times[which].push(t.elapsed().as_secs_f64() * 1e6 / refs.len() as f64);
