@@ -174,19 +174,31 @@ fn separate_v2(state_sets: &[StateMap]) -> Separated<'_> {
 /// read from the store once.
 struct AuthGraph<'a, S> {
     store: &'a S,
-    index: BTreeMap<&'a str, u32>,
+    /// Keyed by the ID's first eight bytes, then the ID: event IDs differ early, so lookups
+    /// mostly compare integers rather than strings (ordered, not hashed: lookups stay
+    /// logarithmic whatever IDs a peer chooses).
+    index: BTreeMap<(u64, &'a str), u32>,
     nodes: Vec<Node<'a>>,
+    /// The auth edges of every expanded node, as ranges in `Node::auth`.
+    edges: Vec<u32>,
 }
 
 struct Node<'a> {
     id: &'a str,
-    /// The cited auth events, once read (an unknown event cites none).
-    auth: Option<Vec<u32>>,
+    /// Its auth events in `AuthGraph::edges`, once read (an unknown event cites none).
+    auth: Option<(u32, u32)>,
     /// Reached from the unconflicted state, so in every state set's auth chain.
     in_all: bool,
     /// The last walk that reached it, and how many walks did.
     walk: u32,
     walks: u32,
+}
+
+fn id_prefix(id: &str) -> u64 {
+    let mut b = [0u8; 8];
+    let n = id.len().min(8);
+    b[..n].copy_from_slice(&id.as_bytes()[..n]);
+    u64::from_be_bytes(b)
 }
 
 impl<'a, S: EventStore> AuthGraph<'a, S> {
@@ -195,11 +207,13 @@ impl<'a, S: EventStore> AuthGraph<'a, S> {
             store,
             index: BTreeMap::new(),
             nodes: Vec::new(),
+            edges: Vec::new(),
         }
     }
 
     fn node(&mut self, id: &'a str) -> u32 {
-        if let Some(n) = self.index.get(id) {
+        let key = (id_prefix(id), id);
+        if let Some(n) = self.index.get(&key) {
             return *n;
         }
         let n = self.nodes.len() as u32;
@@ -210,22 +224,28 @@ impl<'a, S: EventStore> AuthGraph<'a, S> {
             walk: 0,
             walks: 0,
         });
-        self.index.insert(id, n);
+        self.index.insert(key, n);
         n
     }
 
-    fn auth(&mut self, n: u32) -> Vec<u32> {
-        if let Some(a) = &self.nodes[n as usize].auth {
-            return a.clone();
+    /// The range of `n`'s auth events in `edges`, read from the store on first use.
+    fn auth(&mut self, n: u32) -> (u32, u32) {
+        if let Some(r) = self.nodes[n as usize].auth {
+            return r;
         }
         let store = self.store;
         let ids = store
             .event(self.nodes[n as usize].id)
             .map(Pdu::auth_event_ids)
             .unwrap_or_default();
-        let a: Vec<u32> = ids.into_iter().map(|id| self.node(id)).collect();
-        self.nodes[n as usize].auth = Some(a.clone());
-        a
+        let start = self.edges.len() as u32;
+        for id in ids {
+            let c = self.node(id);
+            self.edges.push(c);
+        }
+        let r = (start, self.edges.len() as u32);
+        self.nodes[n as usize].auth = Some(r);
+        r
     }
 
     /// Marks everything reachable from `start` as in every auth chain.
@@ -235,8 +255,13 @@ impl<'a, S: EventStore> AuthGraph<'a, S> {
             if std::mem::replace(&mut self.nodes[n as usize].in_all, true) {
                 continue;
             }
-            let auth = self.auth(n);
-            stack.extend(auth.iter().filter(|a| !self.nodes[**a as usize].in_all));
+            let (from, to) = self.auth(n);
+            for e in from..to {
+                let c = self.edges[e as usize];
+                if !self.nodes[c as usize].in_all {
+                    stack.push(c);
+                }
+            }
         }
     }
 
@@ -251,11 +276,14 @@ impl<'a, S: EventStore> AuthGraph<'a, S> {
             }
             node.walk = walk;
             node.walks += 1;
-            let auth = self.auth(n);
-            stack.extend(auth.iter().filter(|a| {
-                let c = &self.nodes[**a as usize];
-                !c.in_all && c.walk != walk
-            }));
+            let (from, to) = self.auth(n);
+            for e in from..to {
+                let c = self.edges[e as usize];
+                let child = &self.nodes[c as usize];
+                if !child.in_all && child.walk != walk {
+                    stack.push(c);
+                }
+            }
         }
     }
 }
