@@ -761,9 +761,9 @@ fn paired_validation(f: &Validation, rounds: usize) {
 
 /// Where the time of a batch goes: the same 1,000 signatures over the same redacted bytes,
 /// verified one by one (`verify`, cofactorless, as `check_pdu` does for prime-order keys) and by
-/// `ed25519_dalek::verify_batch` in chunks of 64 (as `check_pdus` does) and of 1,000; and the
-/// per-PDU work besides the signature (parse, format, hashes, event ID). Interleaved rounds;
-/// medians, in µs per PDU.
+/// `ed25519_dalek::verify_batch` in chunks of 64 and of 1,000; then `check_pdu` one by one,
+/// `check_pdus` (one batch) and `check_pdus_in_chunks` with chunks of 128, 256 and 512.
+/// Interleaved rounds; medians, in µs per PDU.
 fn signature_breakdown(f: &Validation, keys: &Keys, rounds: usize) {
     use ed25519_dalek::Verifier as _;
     if rounds == 0 {
