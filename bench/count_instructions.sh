@@ -9,6 +9,12 @@
 # N (default 200) operations are counted, minus a run of 0 (fixture setup and parity checks).
 # Without names, the rows of BENCHMARKS.md's instruction table are counted.
 # Needs valgrind (Debian: apt-get install valgrind).
+#
+# MXFED_COUNT_BENCH=validation counts benches/validation.rs instead, whose names are
+# pdu/check_pdu, pdu/check_pdus (per run: all 1,000 PDUs) and state_res/<v> <kind>/<mxfed|ruma>:
+#
+#   MXFED_COUNT_BENCH=validation bench/count_instructions.sh 2 pdu/check_pdu pdu/check_pdus
+#   MXFED_COUNT_BENCH=validation bench/count_instructions.sh 2 "state_res/v10 power/mxfed"
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +27,11 @@ command -v valgrind >/dev/null || { echo "count_instructions: valgrind not found
 n=200
 if [[ "${1:-}" =~ ^[0-9]+$ ]]; then n=$1; shift; fi
 names=("$@")
+bench="${MXFED_COUNT_BENCH:-core}"
+if [[ "$bench" != core ]] && ((${#names[@]} == 0)); then
+    echo "count_instructions: name the $bench benchmarks to count" >&2
+    exit 1
+fi
 if ((${#names[@]} == 0)); then
     names=(
         01_parse/mxfed 01_parse/ruma
@@ -36,7 +47,7 @@ if ((${#names[@]} == 0)); then
     )
 fi
 
-bin="$(cargo bench -p mxfed-bench --bench core --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)"
+bin="$(cargo bench -p mxfed-bench --bench "$bench" --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)"
 [[ -x "$bin" ]] || { echo "count_instructions: bench binary not found" >&2; exit 1; }
 
 irefs() {

@@ -34,7 +34,7 @@ use mxfed_core::auth::{AuthEvents, KnownEvent, Pdu};
 use mxfed_core::canonical::{encode_object_into, parse_object, Int, Object, ParseOptions};
 use mxfed_core::event::{build_event, EventRef, EventTemplate, StateMap as RefMap};
 use mxfed_core::keys::SigningKey;
-use mxfed_core::pdu::{check_pdu, check_pdus, PduCheck, Verdict};
+use mxfed_core::pdu::{check_pdu, check_pdus, check_pdus_in_chunks, PduCheck, Verdict};
 use mxfed_core::room::{check_received, Context, RoomVerdict};
 use mxfed_core::server_keys::{build_server_keys, KeyRing, ServerKeys};
 use mxfed_core::state_res::{resolve, EventStore, StateMap};
@@ -761,9 +761,9 @@ fn paired_validation(f: &Validation, rounds: usize) {
 
 /// Where the time of a batch goes: the same 1,000 signatures over the same redacted bytes,
 /// verified one by one (`verify`, cofactorless, as `check_pdu` does for prime-order keys) and by
-/// `ed25519_dalek::verify_batch` in chunks of 64 (as `check_pdus` does) and of 1,000; and the
-/// per-PDU work besides the signature (parse, format, hashes, event ID). Interleaved rounds;
-/// medians, in µs per PDU.
+/// `ed25519_dalek::verify_batch` in chunks of 64 and of 1,000; then `check_pdu` one by one,
+/// `check_pdus` (one batch) and `check_pdus_in_chunks` with chunks of 128, 256 and 512.
+/// Interleaved rounds; medians, in µs per PDU.
 fn signature_breakdown(f: &Validation, keys: &Keys, rounds: usize) {
     use ed25519_dalek::Verifier as _;
     if rounds == 0 {
@@ -798,11 +798,14 @@ fn signature_breakdown(f: &Validation, keys: &Keys, rounds: usize) {
         "verify_batch, one batch of 1,000",
         "check_pdu one by one",
         "check_pdus batch",
+        "check_pdus in chunks of 128",
+        "check_pdus in chunks of 256",
+        "check_pdus in chunks of 512",
     ];
-    let mut times: [Vec<f64>; 5] = Default::default();
+    let mut times: [Vec<f64>; 8] = Default::default();
     for r in 0..rounds {
-        for k in 0..5 {
-            let which = (r + k) % 5;
+        for k in 0..8 {
+            let which = (r + k) % 8;
             let t = Instant::now();
             match which {
                 0 => {
@@ -827,8 +830,12 @@ fn signature_breakdown(f: &Validation, keys: &Keys, rounds: usize) {
                         black_box(check_pdu(p, f.v, &f.ring));
                     }
                 }
-                _ => {
+                4 => {
                     black_box(check_pdus(&pdus, f.v, &f.ring));
+                }
+                _ => {
+                    let chunk = [128, 256, 512][which - 5];
+                    black_box(check_pdus_in_chunks(&pdus, f.v, &f.ring, chunk));
                 }
             }
             times[which].push(t.elapsed().as_secs_f64() * 1e6 / refs.len() as f64);
@@ -899,8 +906,57 @@ fn paired(scenarios: &[Scenario], rounds: usize) {
     }
 }
 
+/// `MXFED_BENCH_COUNT=<name>:<n>`: run one contender `n` times and exit, for instruction
+/// counting (`bench/count_instructions.sh`, with `MXFED_COUNT_BENCH=validation`). Names:
+/// `pdu/check_pdu` (the 1,000 PDUs one by one), `pdu/check_pdus` (one batch of the 1,000),
+/// `state_res/<version> <scenario>/mxfed` and `.../ruma` (chains given), e.g.
+/// `state_res/v10 power/mxfed`. Only the fixture it needs is built.
+fn count_mode(keys: &Keys, spec: &str) {
+    let (name, n) = spec.rsplit_once(':').expect("MXFED_BENCH_COUNT=<name>:<n>");
+    let n: usize = n.parse().expect("a count");
+    if let Some(which) = name.strip_prefix("pdu/") {
+        let f = validation_fixture(keys);
+        let refs: Vec<&[u8]> = f.pdus.iter().map(Vec::as_slice).collect();
+        for _ in 0..n {
+            match which {
+                "check_pdu" => {
+                    for p in &refs {
+                        black_box(check_pdu(p, f.v, &f.ring));
+                    }
+                }
+                "check_pdus" => {
+                    black_box(check_pdus(&refs, f.v, &f.ring));
+                }
+                _ => panic!("no such contender {which}"),
+            }
+        }
+        return;
+    }
+    let rest = name
+        .strip_prefix("state_res/v")
+        .expect("pdu/... or state_res/...");
+    let (scenario_name, who) = rest.rsplit_once('/').expect("<scenario>/<contender>");
+    let (version, kind) = scenario_name.split_once(' ').expect("<version> <kind>");
+    let s = scenario(keys, version, kind);
+    for _ in 0..n {
+        match who {
+            "mxfed" => {
+                black_box(resolve(s.v, &s.sets, &s.store));
+            }
+            "ruma" => {
+                black_box(ruma_resolve(&s, s.ruma_chains.clone()));
+            }
+            _ => panic!("no such contender {who}"),
+        }
+    }
+}
+
 fn main() {
     let keys = keys();
+    if let Ok(spec) = std::env::var("MXFED_BENCH_COUNT") {
+        count_mode(&keys, &spec);
+        return;
+    }
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))

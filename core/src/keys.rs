@@ -188,8 +188,10 @@ impl VerifyKey {
         self.0.as_bytes()
     }
 
-    pub(crate) fn dalek(&self) -> &ed25519_dalek::VerifyingKey {
-        &self.0
+    /// Whether the key lies in the prime-order subgroup (decided when it was loaded): only such
+    /// keys are batch-verified.
+    pub(crate) fn prime_order(&self) -> bool {
+        self.1 == KeyShape::PrimeOrder
     }
 
     /// Checks an ed25519 signature over `msg`, rejecting small-order keys and `R` points and

@@ -441,9 +441,37 @@ pub fn check_pdu_object(ev: Object, v: &RoomVersion, keys: &KeyRing) -> PduCheck
 /// that fails is split and the halves retried, down to single checks that pinpoint the bad
 /// signatures, so the verdicts are those of [`check_pdu`] one by one.
 ///
-/// Signatures whose `R` point or key is of small order are never batched: strict single
-/// verification rejects them, and a batch could not tell.
+/// Only signatures that single verification could accept are batched: a key of prime order, a
+/// canonical `S`, and an `R` that is a canonical encoding of a point not of small order. The
+/// others are checked one by one.
+///
+/// One difference remains, as with every cofactorless batch equation (dalek's `verify_batch`
+/// included): an `R` with a small-order component (`rB + T`, `T` of order 2, 4 or 8) fails
+/// single verification but passes the batch when the coefficient drawn for it is a multiple of
+/// the order of `T`. Only the holder of the private key can make such a signature, for its own
+/// events; telling those `R` apart costs a scalar multiplication each, which is most of what
+/// batching saves.
 pub fn check_pdus(pdus: &[&[u8]], v: &RoomVersion, keys: &KeyRing) -> Vec<PduCheck> {
+    check_pdus_in_chunks(pdus, v, keys, BATCH_SIZE)
+}
+
+/// [`check_pdus`], taking the PDUs `chunk` at a time (each chunk parsed, batch-verified and
+/// finished before the next is parsed). For benchmarks of the chunk size.
+#[doc(hidden)]
+pub fn check_pdus_in_chunks(
+    pdus: &[&[u8]],
+    v: &RoomVersion,
+    keys: &KeyRing,
+    chunk: usize,
+) -> Vec<PduCheck> {
+    let mut out = Vec::with_capacity(pdus.len());
+    for part in pdus.chunks(chunk.max(1)) {
+        check_chunk(part, v, keys, &mut out);
+    }
+    out
+}
+
+fn check_chunk(pdus: &[&[u8]], v: &RoomVersion, keys: &KeyRing, out: &mut Vec<PduCheck>) {
     let mut prepared: Vec<Result<Prepared, PduCheck>> = pdus
         .iter()
         .map(|b| match parse_pdu(b, v) {
@@ -451,89 +479,223 @@ pub fn check_pdus(pdus: &[&[u8]], v: &RoomVersion, keys: &KeyRing) -> Vec<PduChe
             Err(e) => Err(PduCheck::rejected(None, e)),
         })
         .collect();
-    // Every pending signature, as (pdu index, job index).
-    let mut batchable: Vec<(usize, usize)> = Vec::new();
+    let mut batch: Vec<BatchItem> = Vec::with_capacity(prepared.len());
     for (i, p) in prepared.iter_mut().enumerate() {
         let Ok(p) = p else { continue };
         for (j, job) in p.pending.iter().enumerate() {
-            if batch_safe(&job.sig) {
-                batchable.push((i, j));
-            } else if !job.sig.key.verify(&p.redacted_bytes, &job.sig.sig) {
-                p.signatures[job.server].keys[job.sig.index].1 = KeyOutcome::Invalid;
+            match BatchItem::new(&job.sig, &p.redacted_bytes, (i, j)) {
+                Some(item) => batch.push(item),
+                None => {
+                    if !job.sig.key.verify(&p.redacted_bytes, &job.sig.sig) {
+                        p.signatures[job.server].keys[job.sig.index].1 = KeyOutcome::Invalid;
+                    }
+                }
             }
         }
     }
     let mut failed = Vec::new();
-    verify_batches(&prepared, &batchable, &mut failed);
+    for items in batch.chunks(BATCH_SIZE) {
+        let z = batch_coefficients(items);
+        bisect(&prepared, items, &z, &mut failed);
+    }
     for (i, j) in failed {
         if let Ok(p) = &mut prepared[i] {
             let job = p.pending[j];
             p.signatures[job.server].keys[job.sig.index].1 = KeyOutcome::Invalid;
         }
     }
-    prepared
-        .into_iter()
-        .map(|p| match p {
-            Ok(p) => finish(p, v),
-            Err(c) => c,
+    out.extend(prepared.into_iter().map(|p| match p {
+        Ok(p) => finish(p, v),
+        Err(c) => c,
+    }));
+}
+
+/// Signatures per multiscalar multiplication. The cost per signature keeps falling with the
+/// size (Pippenger's method, which dalek uses above about 190 points), while a batch holding a
+/// bad signature costs about two full batches of bisection per bad signature.
+const BATCH_SIZE: usize = 1024;
+
+/// Encodings of the points of small order, the sign bit left out: the identity, the point of
+/// order 2, those of order 4 (y = 0) and of order 8, and the non-canonical encodings `p` and
+/// `p + 1` of y = 0 and y = 1 (libsodium's list).
+const SMALL_ORDER_ENCODINGS: [[u8; 32]; 7] = {
+    const fn top(low: u8) -> [u8; 32] {
+        let mut b = [0xff; 32];
+        b[0] = low;
+        b[31] = 0x7f;
+        b
+    }
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    [
+        [0u8; 32],
+        one,
+        [
+            0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef,
+            0x98, 0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88,
+            0x6d, 0x53, 0xfc, 0x05,
+        ],
+        [
+            0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10,
+            0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77,
+            0x92, 0xac, 0x03, 0x7a,
+        ],
+        top(0xec),
+        top(0xed),
+        top(0xee),
+    ]
+};
+
+/// Whether `r`, read as a y coordinate with its sign bit cleared, is `p = 2^255 - 19` or more.
+fn non_canonical_y(r: &[u8; 32]) -> bool {
+    r[31] & 0x7f == 0x7f && r[1..31].iter().all(|b| *b == 0xff) && r[0] >= 0xed
+}
+
+/// Whether `r` encodes a point of small order, canonically or not.
+fn small_order_encoding(r: &[u8; 32]) -> bool {
+    let mut masked = *r;
+    masked[31] &= 0x7f;
+    SMALL_ORDER_ENCODINGS.contains(&masked)
+}
+
+/// One signature in a batch: `[s]B = R + [k]A` is what single verification checks.
+struct BatchItem {
+    r: curve25519_dalek::EdwardsPoint,
+    /// `R` as signed (compressing `r` again would cost a field inversion).
+    r_bytes: [u8; 32],
+    s: curve25519_dalek::Scalar,
+    k: curve25519_dalek::Scalar,
+    key: [u8; 32],
+    /// (PDU index, pending job index).
+    job: (usize, usize),
+}
+
+impl BatchItem {
+    /// The batch form of a signature, or `None` when it must be checked on its own: a key that
+    /// is not of prime order, an `S` that is not canonical, an `R` whose encoding is not
+    /// canonical or is of a point of small order (single verification rejects all but the first,
+    /// and a batch could not tell them apart), or an `R` that is not a point.
+    fn new(sig: &PendingSignature, msg: &[u8], job: (usize, usize)) -> Option<BatchItem> {
+        use sha2::Sha512;
+        if !sig.key.prime_order() {
+            return None;
+        }
+        let mut r_bytes = [0u8; 32];
+        r_bytes.copy_from_slice(&sig.sig[..32]);
+        let mut s_bytes = [0u8; 32];
+        s_bytes.copy_from_slice(&sig.sig[32..]);
+        if non_canonical_y(&r_bytes) || small_order_encoding(&r_bytes) {
+            return None;
+        }
+        let s = Option::from(curve25519_dalek::Scalar::from_canonical_bytes(s_bytes))?;
+        let r = curve25519_dalek::edwards::CompressedEdwardsY(r_bytes).decompress()?;
+        let key = *sig.key.as_bytes();
+        let mut h = Sha512::new();
+        h.update(r_bytes);
+        h.update(key);
+        h.update(msg);
+        let k = curve25519_dalek::Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        Some(BatchItem {
+            r,
+            r_bytes,
+            s,
+            k,
+            key,
+            job,
         })
-        .collect()
-}
-
-/// Whether a signature can be batch-verified with the same verdict as strict single checking.
-fn batch_safe(sig: &PendingSignature) -> bool {
-    let mut r = [0u8; 32];
-    r.copy_from_slice(&sig.sig[..32]);
-    let r_ok = curve25519_dalek::edwards::CompressedEdwardsY(r)
-        .decompress()
-        .is_some_and(|p| !p.is_small_order());
-    r_ok && !sig.key.dalek().is_weak()
-}
-
-/// Verifies `jobs` in batches of at most 256 (dalek switches to its faster multiscalar method
-/// near 190 points), bisecting failing batches; pushes the jobs that fail on their own to
-/// `failed`.
-fn verify_batches(
-    prepared: &[Result<Prepared, PduCheck>],
-    jobs: &[(usize, usize)],
-    failed: &mut Vec<(usize, usize)>,
-) {
-    for chunk in jobs.chunks(256) {
-        bisect(prepared, chunk, failed);
     }
 }
 
-fn bisect(
-    prepared: &[Result<Prepared, PduCheck>],
-    jobs: &[(usize, usize)],
-    failed: &mut Vec<(usize, usize)>,
-) {
-    let mut msgs: Vec<&[u8]> = Vec::with_capacity(jobs.len());
-    let mut sigs = Vec::with_capacity(jobs.len());
-    let mut keys = Vec::with_capacity(jobs.len());
-    for &(i, j) in jobs {
-        if let Ok(p) = &prepared[i] {
-            let job = &p.pending[j];
-            msgs.push(&p.redacted_bytes);
-            sigs.push(ed25519_dalek::Signature::from_bytes(&job.sig.sig));
-            keys.push(*job.sig.key.dalek());
+/// The batch's random-looking 128-bit coefficients, derived from every signature, key and
+/// message hash in it (as dalek's `verify_batch` does), so that a signer cannot choose them.
+fn batch_coefficients(items: &[BatchItem]) -> Vec<curve25519_dalek::Scalar> {
+    use sha2::Sha512;
+    let mut t = Sha512::new();
+    t.update(b"mxfed ed25519 batch");
+    t.update((items.len() as u64).to_le_bytes());
+    for it in items {
+        t.update(it.r_bytes);
+        t.update(it.key);
+        t.update(it.s.as_bytes());
+        t.update(it.k.as_bytes());
+    }
+    let seed = t.finalize();
+    let mut z = Vec::with_capacity(items.len());
+    let mut counter = 0u64;
+    while z.len() < items.len() {
+        let block = Sha512::new()
+            .chain_update(seed)
+            .chain_update(counter.to_le_bytes())
+            .finalize();
+        counter += 1;
+        for part in block.chunks_exact(16) {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(part);
+            z.push(curve25519_dalek::Scalar::from(u128::from_le_bytes(b)));
         }
     }
-    let ok = match jobs.len() {
-        0 => true,
-        1 => keys[0].verify_strict(msgs[0], &sigs[0]).is_ok(),
-        _ => ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok(),
-    };
-    if ok {
-        return;
+    z.truncate(items.len());
+    z
+}
+
+/// Whether `[-sum(z s)]B + sum(z R) + sum(z k A)` is the identity, the terms of signatures made
+/// by one key folded into a single multiple of that key.
+fn batch_holds(items: &[BatchItem], z: &[curve25519_dalek::Scalar]) -> bool {
+    use curve25519_dalek::traits::{IsIdentity as _, VartimeMultiscalarMul as _};
+    use curve25519_dalek::{EdwardsPoint, Scalar};
+    let mut b_coefficient = Scalar::ZERO;
+    // Keys in first-seen order, with the sum of z·k over their signatures.
+    let mut key_index: std::collections::BTreeMap<[u8; 32], usize> = Default::default();
+    let mut key_terms: Vec<(Scalar, EdwardsPoint)> = Vec::new();
+    for (it, zi) in items.iter().zip(z) {
+        b_coefficient += zi * it.s;
+        let idx = *key_index.entry(it.key).or_insert(key_terms.len());
+        if idx == key_terms.len() {
+            let Some(a) = curve25519_dalek::edwards::CompressedEdwardsY(it.key).decompress() else {
+                return false;
+            };
+            key_terms.push((Scalar::ZERO, a));
+        }
+        key_terms[idx].0 += zi * it.k;
     }
-    if jobs.len() == 1 {
-        failed.push(jobs[0]);
-        return;
+    let scalars = std::iter::once(-b_coefficient)
+        .chain(z.iter().copied())
+        .chain(key_terms.iter().map(|(c, _)| *c));
+    let points = std::iter::once(curve25519_dalek::constants::ED25519_BASEPOINT_POINT)
+        .chain(items.iter().map(|it| it.r))
+        .chain(key_terms.iter().map(|(_, a)| *a));
+    EdwardsPoint::vartime_multiscalar_mul(scalars, points).is_identity()
+}
+
+/// Checks `items` as one batch; when the batch fails, checks its halves, down to single
+/// verification (exactly [`check_pdu`]'s) of each signature; pushes the jobs that fail to
+/// `failed`.
+fn bisect(
+    prepared: &[Result<Prepared, PduCheck>],
+    items: &[BatchItem],
+    z: &[curve25519_dalek::Scalar],
+    failed: &mut Vec<(usize, usize)>,
+) {
+    match items {
+        [] => {}
+        [one] => {
+            let (i, j) = one.job;
+            if let Ok(p) = &prepared[i] {
+                let job = &p.pending[j];
+                if !job.sig.key.verify(&p.redacted_bytes, &job.sig.sig) {
+                    failed.push(one.job);
+                }
+            }
+        }
+        _ => {
+            if batch_holds(items, z) {
+                return;
+            }
+            let mid = items.len() / 2;
+            bisect(prepared, &items[..mid], &z[..mid], failed);
+            bisect(prepared, &items[mid..], &z[mid..], failed);
+        }
     }
-    let (a, b) = jobs.split_at(jobs.len() / 2);
-    bisect(prepared, a, failed);
-    bisect(prepared, b, failed);
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -638,5 +800,185 @@ fn finish(p: Prepared, v: &RoomVersion) -> PduCheck {
         content_hash_ok: Some(hash_ok),
         verdict,
         event: Some(event),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use curve25519_dalek::constants::ED25519_BASEPOINT_POINT as B;
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    use curve25519_dalek::traits::IsIdentity as _;
+    use curve25519_dalek::Scalar;
+    use sha2::Sha512;
+
+    use super::*;
+    use crate::event::redacted_bytes;
+    use crate::keys::{KeyId, VerifyKey};
+    use crate::server_keys::KeyEntry;
+
+    /// A room version 10 message from `@u:<server>`, with its content hash and `sig` as the
+    /// server's `ed25519:1` signature, computed from the signed bytes by `sign`.
+    fn pdu(i: usize, server: &str, sign: impl Fn(&[u8]) -> [u8; 64]) -> Vec<u8> {
+        let v = RoomVersion::get("10").unwrap();
+        let json = format!(
+            r#"{{"type":"m.room.message","room_id":"!r:a.example","sender":"@u:{server}","content":{{"body":"message {i}"}},"origin_server_ts":1,"depth":{i},"prev_events":[],"auth_events":[]}}"#
+        );
+        let mut ev = parse_pdu(json.as_bytes(), v).unwrap();
+        let mut hashes = Object::new();
+        hashes.insert("sha256", base64::encode(content_hash(&ev)));
+        ev.insert("hashes", hashes);
+        let sig = sign(&redacted_bytes(&ev, v));
+        let mut by_key = Object::new();
+        by_key.insert("ed25519:1", base64::encode(sig));
+        let mut sigs = Object::new();
+        sigs.insert(server, by_key);
+        ev.insert("signatures", sigs);
+        let mut out = Vec::new();
+        encode_object_into(&ev, &mut out);
+        out
+    }
+
+    fn hram(r: &[u8; 32], key: &[u8; 32], msg: &[u8]) -> Scalar {
+        let h = Sha512::new()
+            .chain_update(r)
+            .chain_update(key)
+            .chain_update(msg)
+            .finalize();
+        Scalar::from_bytes_mod_order_wide(&h.into())
+    }
+
+    fn sig(r: [u8; 32], s: [u8; 32]) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(&r);
+        out[32..].copy_from_slice(&s);
+        out
+    }
+
+    /// The order of the base point, which added to a canonical `S` gives a non-canonical one.
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+
+    fn add_l(s: &[u8; 32]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let t = u16::from(s[i]) + u16::from(L[i]) + carry;
+            out[i] = t as u8;
+            carry = t >> 8;
+        }
+        out
+    }
+
+    /// Signatures that a batch equation would accept but single verification rejects (small
+    /// order or identity `R`, `S` plus the group order, a small-order key) are never batched:
+    /// `check_pdus` gives every PDU the verdict of `check_pdu`, wherever they sit among valid
+    /// signatures.
+    #[test]
+    fn batch_never_accepts_what_single_verification_rejects() {
+        let v = RoomVersion::get("10").unwrap();
+        let a = Scalar::from(0x1234_5678_9abc_def0_u64) * Scalar::from(0x0fed_cba9_8765_4321_u64);
+        let key = (a * B).compress().to_bytes();
+        // The identity as a public key: small order, so `verify_strict` refuses it.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let mut ring = KeyRing::new();
+        for (server, k) in [("a.example", key), ("w.example", weak)] {
+            let entry = KeyEntry {
+                key: VerifyKey::from_bytes(&k).unwrap(),
+                valid_until_ts: Some(i64::MAX),
+                expired_ts: None,
+            };
+            ring.insert(server, KeyId::parse("ed25519:1").unwrap(), entry);
+        }
+        let honest = |msg: &[u8]| {
+            let r = Scalar::from_bytes_mod_order_wide(&Sha512::digest(msg).into());
+            let rb = (r * B).compress().to_bytes();
+            sig(rb, (r + hram(&rb, &key, msg) * a).to_bytes())
+        };
+        // [s]B - [k]A equals `R` plus a point of small order: accepted by a batch whose
+        // coefficient for it is a multiple of that order.
+        let with_r = |r: [u8; 32]| move |msg: &[u8]| sig(r, (hram(&r, &key, msg) * a).to_bytes());
+        let identity = weak;
+        let order_two = CompressedEdwardsY({
+            let mut b = [0xff; 32];
+            b[0] = 0xec;
+            b[31] = 0x7f;
+            b
+        })
+        .decompress()
+        .unwrap();
+        assert!(order_two.is_small_order());
+        let order_two = order_two.compress().to_bytes();
+        let mut pdus = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..64 {
+            let (bytes, ok) = match i % 6 {
+                0 | 1 => (pdu(i, "a.example", honest), true),
+                2 => (pdu(i, "a.example", with_r(identity)), false),
+                3 => (pdu(i, "a.example", with_r(order_two)), false),
+                4 => (
+                    pdu(i, "a.example", |m: &[u8]| {
+                        let s = honest(m);
+                        let mut low = [0u8; 32];
+                        low.copy_from_slice(&s[32..]);
+                        let mut r = [0u8; 32];
+                        r.copy_from_slice(&s[..32]);
+                        sig(r, add_l(&low))
+                    }),
+                    false,
+                ),
+                _ => (
+                    pdu(i, "w.example", |_: &[u8]| sig(identity, [0; 32])),
+                    false,
+                ),
+            };
+            pdus.push(bytes);
+            expected.push(ok);
+        }
+        let refs: Vec<&[u8]> = pdus.iter().map(Vec::as_slice).collect();
+        let batch = check_pdus(&refs, v, &ring);
+        assert_eq!(check_pdus_in_chunks(&refs, v, &ring, 7), batch);
+        for ((bytes, ok), got) in refs.iter().zip(&expected).zip(&batch) {
+            let single = check_pdu(bytes, v, &ring);
+            assert_eq!(&single, got);
+            assert_eq!(single.verdict == Verdict::Accepted, *ok, "{single:?}");
+        }
+    }
+
+    /// The hand-written list of small-order encodings is exactly the set of encodings, canonical
+    /// or not and with either sign bit, that decompress to a point of small order.
+    #[test]
+    fn small_order_encodings_are_complete() {
+        let mut p8 = SMALL_ORDER_ENCODINGS[2];
+        let g = CompressedEdwardsY(p8).decompress().unwrap();
+        // Of order exactly 8, so its multiples are the eight points of small order.
+        let four = g + g + g + g;
+        assert!((four + four).is_identity() && !four.is_identity());
+        let mut point = g;
+        for _ in 0..8 {
+            for sign in [0, 0x80] {
+                let mut b = point.compress().to_bytes();
+                b[31] |= sign;
+                assert!(small_order_encoding(&b), "{b:?}");
+            }
+            point += g;
+        }
+        // Every non-canonical y (p .. 2^255 - 1) with either sign.
+        for low in 0xed..=0xff_u8 {
+            for sign in [0, 0x80] {
+                let mut b = [0xff; 32];
+                b[0] = low;
+                b[31] = 0x7f | sign;
+                assert!(non_canonical_y(&b));
+                let small = CompressedEdwardsY(b)
+                    .decompress()
+                    .is_some_and(|q| q.is_small_order());
+                assert_eq!(small, small_order_encoding(&b), "{b:?}");
+            }
+        }
+        p8[0] ^= 1;
+        assert!(!small_order_encoding(&p8));
     }
 }

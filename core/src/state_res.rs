@@ -78,7 +78,11 @@ fn create_of<'a>(e: &Pdu, store: &'a impl EventStore) -> Option<&'a Pdu> {
 /// Builds the state an event is checked against during iterative auth checks: its own
 /// non-rejected auth events, overridden by the resolved state for the keys it may cite, plus the
 /// create event in v12.
-fn auth_for<'a>(e: &Pdu, resolved: &StateMap, store: &'a impl EventStore) -> AuthEvents<'a> {
+fn auth_for<'a>(
+    e: &Pdu,
+    resolved: &impl Fn(&Key) -> Option<&'a str>,
+    store: &'a impl EventStore,
+) -> AuthEvents<'a> {
     let mut auth = AuthEvents::new();
     if e.room_version.room_id_from_create_event {
         if let Some(c) = create_of(e, store) {
@@ -93,7 +97,7 @@ fn auth_for<'a>(e: &Pdu, resolved: &StateMap, store: &'a impl EventStore) -> Aut
         }
     }
     for key in auth_types_for_event(e) {
-        if let Some(id) = resolved.get(&key) {
+        if let Some(id) = resolved(&key) {
             if let Some(a) = store.event(id) {
                 if !store.is_rejected(id) {
                     auth.insert(a);
@@ -106,98 +110,262 @@ fn auth_for<'a>(e: &Pdu, resolved: &StateMap, store: &'a impl EventStore) -> Aut
 
 // ------------------------------------------------------------------------------------------ v2
 
-fn separate_v2(
-    state_sets: &[StateMap],
-) -> (StateMap, BTreeMap<(String, String), BTreeSet<String>>) {
-    let keys: BTreeSet<&(String, String)> = state_sets.iter().flat_map(|s| s.keys()).collect();
-    let mut unconflicted = StateMap::new();
-    let mut conflicted = BTreeMap::new();
-    for key in keys {
-        let ids: BTreeSet<Option<&String>> = state_sets.iter().map(|s| s.get(key)).collect();
-        if ids.len() == 1 {
-            if let Some(Some(id)) = ids.into_iter().next() {
-                unconflicted.insert(key.clone(), id.clone());
+type Key = (String, String);
+
+/// The state sets split by key, borrowing from them.
+struct Separated<'a> {
+    /// The keys every set maps to the same event, in key order.
+    unconflicted: Vec<(&'a Key, &'a String)>,
+    /// Per state set, its events for the conflicted keys.
+    conflicted_per_set: Vec<Vec<&'a str>>,
+    /// The conflicted state set: every event any set holds for a conflicted key.
+    conflicted: BTreeSet<&'a str>,
+}
+
+impl<'a> Separated<'a> {
+    /// The unconflicted event for `key`.
+    fn unconflicted(&self, key: &Key) -> Option<&'a str> {
+        self.unconflicted
+            .binary_search_by(|(k, _)| (*k).cmp(key))
+            .ok()
+            .map(|i| self.unconflicted[i].1.as_str())
+    }
+}
+
+/// One merge over the sorted state sets: a key is unconflicted when every set maps it to the
+/// same event.
+fn separate_v2(state_sets: &[StateMap]) -> Separated<'_> {
+    let mut iters: Vec<_> = state_sets.iter().map(|s| s.iter().peekable()).collect();
+    let mut out = Separated {
+        unconflicted: Vec::with_capacity(state_sets.first().map_or(0, StateMap::len)),
+        conflicted_per_set: vec![Vec::new(); state_sets.len()],
+        conflicted: BTreeSet::new(),
+    };
+    let mut heads: Vec<Option<&String>> = vec![None; state_sets.len()];
+    while let Some(key) = iters
+        .iter_mut()
+        .filter_map(|it| it.peek().map(|(k, _)| *k))
+        .min()
+    {
+        for (head, it) in heads.iter_mut().zip(&mut iters) {
+            *head = match it.peek() {
+                Some((k, _)) if *k == key => it.next().map(|(_, id)| id),
+                _ => None,
+            };
+        }
+        match heads[0] {
+            Some(first) if heads.iter().all(|h| *h == Some(first)) => {
+                out.unconflicted.push((key, first));
             }
-        } else {
-            conflicted.insert(key.clone(), ids.into_iter().flatten().cloned().collect());
+            _ => {
+                for (per_set, head) in out.conflicted_per_set.iter_mut().zip(&heads) {
+                    if let Some(id) = head {
+                        per_set.push(id.as_str());
+                        out.conflicted.insert(id.as_str());
+                    }
+                }
+            }
         }
     }
-    (unconflicted, conflicted)
+    out
+}
+
+/// The auth DAG of the events reached so far, over interned IDs: each event's `auth_events` are
+/// read from the store once.
+struct AuthGraph<'a, S> {
+    store: &'a S,
+    /// Keyed by the ID's first eight bytes, then the ID: event IDs differ early, so lookups
+    /// mostly compare integers rather than strings (ordered, not hashed: lookups stay
+    /// logarithmic whatever IDs a peer chooses).
+    index: BTreeMap<(u64, &'a str), u32>,
+    nodes: Vec<Node<'a>>,
+    /// The auth edges of every expanded node, as ranges in `Node::auth`.
+    edges: Vec<u32>,
+}
+
+struct Node<'a> {
+    id: &'a str,
+    /// Its auth events in `AuthGraph::edges`, once read (an unknown event cites none).
+    auth: Option<(u32, u32)>,
+    /// Reached from the unconflicted state, so in every state set's auth chain.
+    in_all: bool,
+    /// The last walk that reached it, and how many walks did.
+    walk: u32,
+    walks: u32,
+}
+
+fn id_prefix(id: &str) -> u64 {
+    let mut b = [0u8; 8];
+    let n = id.len().min(8);
+    b[..n].copy_from_slice(&id.as_bytes()[..n]);
+    u64::from_be_bytes(b)
+}
+
+impl<'a, S: EventStore> AuthGraph<'a, S> {
+    fn new(store: &'a S) -> Self {
+        AuthGraph {
+            store,
+            index: BTreeMap::new(),
+            nodes: Vec::new(),
+            edges: Vec::new(),
+        }
+    }
+
+    fn node(&mut self, id: &'a str) -> u32 {
+        let key = (id_prefix(id), id);
+        if let Some(n) = self.index.get(&key) {
+            return *n;
+        }
+        let n = self.nodes.len() as u32;
+        self.nodes.push(Node {
+            id,
+            auth: None,
+            in_all: false,
+            walk: 0,
+            walks: 0,
+        });
+        self.index.insert(key, n);
+        n
+    }
+
+    /// The range of `n`'s auth events in `edges`, read from the store on first use.
+    fn auth(&mut self, n: u32) -> (u32, u32) {
+        if let Some(r) = self.nodes[n as usize].auth {
+            return r;
+        }
+        let store = self.store;
+        let ids = store
+            .event(self.nodes[n as usize].id)
+            .map(Pdu::auth_event_ids)
+            .unwrap_or_default();
+        let start = self.edges.len() as u32;
+        for id in ids {
+            let c = self.node(id);
+            self.edges.push(c);
+        }
+        let r = (start, self.edges.len() as u32);
+        self.nodes[n as usize].auth = Some(r);
+        r
+    }
+
+    /// Marks everything reachable from `start` as in every auth chain.
+    fn walk_all(&mut self, start: impl IntoIterator<Item = &'a str>) {
+        let mut stack: Vec<u32> = start.into_iter().map(|id| self.node(id)).collect();
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut self.nodes[n as usize].in_all, true) {
+                continue;
+            }
+            let (from, to) = self.auth(n);
+            for e in from..to {
+                let c = self.edges[e as usize];
+                if !self.nodes[c as usize].in_all {
+                    stack.push(c);
+                }
+            }
+        }
+    }
+
+    /// Walk number `walk` (from 1): counts a reach for every event reachable from `start`
+    /// that is not in every chain (nothing below such an event is either, so the walk stops).
+    fn walk_set(&mut self, walk: u32, start: impl IntoIterator<Item = &'a str>) {
+        let mut stack: Vec<u32> = start.into_iter().map(|id| self.node(id)).collect();
+        while let Some(n) = stack.pop() {
+            let node = &mut self.nodes[n as usize];
+            if node.in_all || node.walk == walk {
+                continue;
+            }
+            node.walk = walk;
+            node.walks += 1;
+            let (from, to) = self.auth(n);
+            for e in from..to {
+                let c = self.edges[e as usize];
+                let child = &self.nodes[c as usize];
+                if !child.in_all && child.walk != walk {
+                    stack.push(c);
+                }
+            }
+        }
+    }
+}
+
+/// The auth difference: the events in some state set's auth chain but not in all of them.
+/// Every set holds the unconflicted events, so their auth chains are common to all; each set's
+/// chain is that plus its conflicted events' chains, and only those are walked per set.
+fn auth_difference<'a>(sep: &Separated<'a>, store: &'a impl EventStore) -> BTreeSet<&'a str> {
+    let mut g = AuthGraph::new(store);
+    g.walk_all(sep.unconflicted.iter().map(|(_, id)| id.as_str()));
+    for (i, ids) in sep.conflicted_per_set.iter().enumerate() {
+        g.walk_set(i as u32 + 1, ids.iter().copied());
+    }
+    let sets = sep.conflicted_per_set.len() as u32;
+    g.nodes
+        .iter()
+        .filter(|n| !n.in_all && n.walks > 0 && n.walks < sets)
+        .map(|n| n.id)
+        .collect()
 }
 
 /// Every event reachable through `auth_events` from `start`, the start events included.
-fn auth_closure(
-    start: impl IntoIterator<Item = String>,
-    store: &impl EventStore,
-) -> BTreeSet<String> {
+fn auth_closure<'a>(
+    start: impl IntoIterator<Item = &'a str>,
+    store: &'a impl EventStore,
+) -> BTreeSet<&'a str> {
     let mut seen = BTreeSet::new();
-    let mut stack: Vec<String> = start.into_iter().collect();
+    let mut stack: Vec<&str> = start.into_iter().collect();
     while let Some(id) = stack.pop() {
-        if !seen.insert(id.clone()) {
+        if !seen.insert(id) {
             continue;
         }
-        if let Some(e) = store.event(&id) {
+        if let Some(e) = store.event(id) {
             stack.extend(
                 e.auth_event_ids()
                     .into_iter()
-                    .filter(|a| !seen.contains(*a))
-                    .map(str::to_owned),
+                    .filter(|a| !seen.contains(*a)),
             );
         }
     }
     seen
 }
 
-fn auth_difference(state_sets: &[StateMap], store: &impl EventStore) -> BTreeSet<String> {
-    let chains: Vec<BTreeSet<String>> = state_sets
-        .iter()
-        .map(|s| auth_closure(s.values().cloned(), store))
-        .collect();
-    let union: BTreeSet<&String> = chains.iter().flatten().collect();
-    union
-        .into_iter()
-        .filter(|id| !chains.iter().all(|c| c.contains(*id)))
-        .cloned()
-        .collect()
-}
-
 /// (v2.1) Events on some auth path between two conflicted events, endpoints included.
-fn conflicted_subgraph(conflicted: &BTreeSet<String>, store: &impl EventStore) -> BTreeSet<String> {
-    let ancestors = auth_closure(conflicted.iter().cloned(), store);
-    let mut reaches: BTreeMap<String, bool> = BTreeMap::new();
-    fn reaches_conflicted(
-        id: &str,
-        conflicted: &BTreeSet<String>,
-        ancestors: &BTreeSet<String>,
-        store: &impl EventStore,
-        memo: &mut BTreeMap<String, bool>,
+fn conflicted_subgraph<'a>(
+    conflicted: &BTreeSet<&'a str>,
+    store: &'a impl EventStore,
+) -> BTreeSet<&'a str> {
+    let ancestors = auth_closure(conflicted.iter().copied(), store);
+    let mut reaches: BTreeMap<&str, bool> = BTreeMap::new();
+    fn reaches_conflicted<'a>(
+        id: &'a str,
+        conflicted: &BTreeSet<&'a str>,
+        ancestors: &BTreeSet<&'a str>,
+        store: &'a impl EventStore,
+        memo: &mut BTreeMap<&'a str, bool>,
     ) -> bool {
         // Iterative post-order to stay safe on deep auth chains.
-        let mut stack = vec![(id.to_owned(), false)];
+        let mut stack = vec![(id, false)];
         while let Some((node, expanded)) = stack.pop() {
-            if memo.contains_key(&node) {
+            if memo.contains_key(node) {
                 continue;
             }
-            let children: Vec<String> = store
-                .event(&node)
+            let children: Vec<&str> = store
+                .event(node)
                 .map(|e| {
                     e.auth_event_ids()
                         .into_iter()
                         .filter(|a| ancestors.contains(*a))
-                        .map(str::to_owned)
                         .collect()
                 })
                 .unwrap_or_default();
-            if expanded || conflicted.contains(&node) {
-                let r = conflicted.contains(&node)
+            if expanded || conflicted.contains(node) {
+                let r = conflicted.contains(node)
                     || children
                         .iter()
                         .any(|c| memo.get(c).copied().unwrap_or(false));
                 memo.insert(node, r);
             } else {
-                stack.push((node.clone(), true));
+                stack.push((node, true));
                 for c in children {
-                    if !memo.contains_key(&c) {
+                    if !memo.contains_key(c) {
                         stack.push((c, false));
                     }
                 }
@@ -207,8 +375,8 @@ fn conflicted_subgraph(conflicted: &BTreeSet<String>, store: &impl EventStore) -
     }
     ancestors
         .iter()
+        .copied()
         .filter(|id| reaches_conflicted(id, conflicted, &ancestors, store, &mut reaches))
-        .cloned()
         .collect()
 }
 
@@ -255,48 +423,47 @@ fn sender_power(e: &Pdu, store: &impl EventStore) -> i64 {
 
 /// Kahn's algorithm over the auth DAG restricted to `set`: auth events first, ties broken by the
 /// smallest `key`.
-fn lexicographic_topological_sort<K: Ord>(
-    nodes: &BTreeSet<String>,
-    set: &BTreeSet<String>,
-    store: &impl EventStore,
+fn lexicographic_topological_sort<'a, K: Ord>(
+    nodes: &BTreeSet<&'a str>,
+    set: &BTreeSet<&'a str>,
+    store: &'a impl EventStore,
     key: impl Fn(&str) -> K,
-) -> Vec<String> {
+) -> Vec<&'a str> {
     // graph: node -> its auth events within the set; reverse: auth event -> nodes citing it.
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut stack: Vec<String> = nodes.iter().cloned().collect();
+    let mut graph: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut stack: Vec<&str> = nodes.iter().copied().collect();
     while let Some(id) = stack.pop() {
-        if graph.contains_key(&id) {
+        if graph.contains_key(id) {
             continue;
         }
-        let edges: BTreeSet<String> = store
-            .event(&id)
+        let edges: BTreeSet<&str> = store
+            .event(id)
             .map(|e| {
                 e.auth_event_ids()
                     .into_iter()
-                    .filter(|a| set.contains(*a))
-                    .map(str::to_owned)
+                    .filter_map(|a| set.get(a).copied())
                     .collect()
             })
             .unwrap_or_default();
-        stack.extend(edges.iter().filter(|a| !graph.contains_key(*a)).cloned());
+        stack.extend(edges.iter().filter(|a| !graph.contains_key(*a)));
         graph.insert(id, edges);
     }
-    let mut outdegree: BTreeMap<&String, usize> = BTreeMap::new();
-    let mut reverse: BTreeMap<&String, Vec<&String>> = BTreeMap::new();
+    let mut outdegree: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut reverse: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (n, edges) in &graph {
         outdegree.insert(n, edges.len());
         for a in edges {
             reverse.entry(a).or_default().push(n);
         }
     }
-    let mut heap: BinaryHeap<Reverse<(K, &String)>> = outdegree
+    let mut heap: BinaryHeap<Reverse<(K, &str)>> = outdegree
         .iter()
         .filter(|(_, d)| **d == 0)
         .map(|(n, _)| Reverse((key(n), *n)))
         .collect();
     let mut out = Vec::with_capacity(graph.len());
     while let Some(Reverse((_, n))) = heap.pop() {
-        out.push(n.clone());
+        out.push(n);
         for parent in reverse.get(n).into_iter().flatten() {
             if let Some(d) = outdegree.get_mut(parent) {
                 *d -= 1;
@@ -309,20 +476,26 @@ fn lexicographic_topological_sort<K: Ord>(
     out
 }
 
-fn iterative_auth_checks(order: &[String], base: StateMap, store: &impl EventStore) -> StateMap {
-    let mut resolved = base;
+/// The iterative auth checks of `order` on top of `base`: the accepted events, by key, in
+/// `resolved` (a lookup sees them first, then `base`).
+fn iterative_auth_checks<'a>(
+    order: &[&'a str],
+    resolved: &mut BTreeMap<Key, &'a str>,
+    base: &impl Fn(&Key) -> Option<&'a str>,
+    store: &'a impl EventStore,
+) {
     for id in order {
         let Some(e) = store.event(id) else { continue };
         if store.is_rejected(id) {
             continue;
         }
         let Some(key) = e.state_pair() else { continue };
-        let auth = auth_for(e, &resolved, store);
+        let lookup = |k: &Key| resolved.get(k).copied().or_else(|| base(k));
+        let auth = auth_for(e, &lookup, store);
         if check_state_dependent(e, &auth).is_ok() {
-            resolved.insert(key, id.clone());
+            resolved.insert(key, id);
         }
     }
-    resolved
 }
 
 fn pl_in_auth_events<'a>(e: &Pdu, store: &'a impl EventStore) -> Option<&'a Pdu> {
@@ -332,31 +505,31 @@ fn pl_in_auth_events<'a>(e: &Pdu, store: &'a impl EventStore) -> Option<&'a Pdu>
         .find(|a| a.is("m.room.power_levels", ""))
 }
 
-fn mainline_sort(
-    events: Vec<String>,
-    resolved_pl: Option<&String>,
+fn mainline_sort<'a>(
+    events: Vec<&'a str>,
+    resolved_pl: Option<&str>,
     store: &impl EventStore,
-) -> Vec<String> {
-    let mut mainline: Vec<String> = Vec::new();
+) -> Vec<&'a str> {
+    let mut mainline: Vec<&str> = Vec::new();
     let mut pl = resolved_pl.and_then(|id| store.event(id));
     while let Some(p) = pl {
-        if mainline.contains(&p.event_id) {
+        if mainline.contains(&p.event_id.as_str()) {
             break; // a cycle in malformed data
         }
-        mainline.push(p.event_id.clone());
+        mainline.push(&p.event_id);
         pl = pl_in_auth_events(p, store);
     }
-    let position: BTreeMap<&String, usize> = mainline
+    let position: BTreeMap<&str, usize> = mainline
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, id)| (id, i + 1))
+        .map(|(i, id)| (*id, i + 1))
         .collect();
-    let depth = |id: &String| -> usize {
+    let depth = |id: &str| -> usize {
         let mut cur = store.event(id);
         let mut steps = 0;
         while let Some(e) = cur {
-            if let Some(d) = position.get(&e.event_id) {
+            if let Some(d) = position.get(e.event_id.as_str()) {
                 return *d;
             }
             steps += 1;
@@ -367,11 +540,11 @@ fn mainline_sort(
         }
         0
     };
-    let mut keyed: Vec<((usize, i64, String), String)> = events
+    let mut keyed: Vec<((usize, i64, &str), &str)> = events
         .into_iter()
         .map(|id| {
-            let ts = store.event(&id).map_or(0, Pdu::origin_server_ts);
-            ((depth(&id), ts, id.clone()), id)
+            let ts = store.event(id).map_or(0, Pdu::origin_server_ts);
+            ((depth(id), ts, id), id)
         })
         .collect();
     keyed.sort();
@@ -383,22 +556,27 @@ fn resolve_v2(
     state_sets: &[StateMap],
     store: &impl EventStore,
 ) -> StateMap {
-    let (unconflicted, conflicted) = separate_v2(state_sets);
-    if conflicted.is_empty() {
-        return unconflicted;
+    let sep = separate_v2(state_sets);
+    let unconflicted = || -> StateMap {
+        sep.unconflicted
+            .iter()
+            .map(|(k, id)| ((*k).clone(), (*id).clone()))
+            .collect()
+    };
+    if sep.conflicted.is_empty() {
+        return unconflicted();
     }
-    let conflicted_ids: BTreeSet<String> = conflicted.values().flatten().cloned().collect();
-    let mut full: BTreeSet<String> = conflicted_ids.clone();
-    full.extend(auth_difference(state_sets, store));
+    let mut full: BTreeSet<&str> = sep.conflicted.clone();
+    full.extend(auth_difference(&sep, store));
     if v.state_res == StateResVersion::V2_1 {
-        full.extend(conflicted_subgraph(&conflicted_ids, store));
+        full.extend(conflicted_subgraph(&sep.conflicted, store));
     }
     full.retain(|id| store.event(id).is_some());
 
-    let power: BTreeSet<String> = full
+    let power: BTreeSet<&str> = full
         .iter()
+        .copied()
         .filter(|id| store.event(id).is_some_and(is_power_event))
-        .cloned()
         .collect();
     let power_order = lexicographic_topological_sort(&power, &full, store, |id| {
         let e = store.event(id);
@@ -409,25 +587,33 @@ fn resolve_v2(
             id.to_owned(),
         )
     });
-    let base = if v.state_res == StateResVersion::V2_1 {
-        StateMap::new()
-    } else {
-        unconflicted.clone()
+    // v2.0 starts from the unconflicted state, v2.1 from nothing.
+    let from_unconflicted = v.state_res != StateResVersion::V2_1;
+    let base = |k: &Key| {
+        if from_unconflicted {
+            sep.unconflicted(k)
+        } else {
+            None
+        }
     };
-    let mut resolved = iterative_auth_checks(&power_order, base, store);
-    let done: BTreeSet<&String> = power_order.iter().collect();
-    let leftover: Vec<String> = full
+    let mut resolved: BTreeMap<Key, &str> = BTreeMap::new();
+    iterative_auth_checks(&power_order, &mut resolved, &base, store);
+    let done: BTreeSet<&str> = power_order.iter().copied().collect();
+    let leftover: Vec<&str> = full
         .iter()
+        .copied()
         .filter(|id| !done.contains(id))
-        .cloned()
         .collect();
-    let pl = resolved
-        .get(&("m.room.power_levels".to_owned(), String::new()))
-        .cloned();
-    let leftover = mainline_sort(leftover, pl.as_ref(), store);
-    resolved = iterative_auth_checks(&leftover, resolved, store);
-    resolved.extend(unconflicted);
-    resolved
+    let pl_key = ("m.room.power_levels".to_owned(), String::new());
+    let pl = resolved.get(&pl_key).copied().or_else(|| base(&pl_key));
+    let leftover = mainline_sort(leftover, pl, store);
+    iterative_auth_checks(&leftover, &mut resolved, &base, store);
+    // The unconflicted state wins over anything the checks put at its keys.
+    let mut out = unconflicted();
+    for (k, id) in resolved {
+        out.entry(k).or_insert_with(|| id.to_owned());
+    }
+    out
 }
 
 // ------------------------------------------------------------------------------------------ v1
