@@ -8,10 +8,13 @@
 # Env:
 #   SYNAPSE_PY         a Python with matrix-synapse (default: $MXFED_PYTHON, else .venv/bin/python)
 #   TXNS               transactions per ingest run (default 40, of 50 PDUs each)
-#   CONCURRENCY        space-separated transactions-in-flight settings (default "1 4")
+#   CONCURRENCY        space-separated transactions-in-flight settings (default 1: both servers
+#                      answer a second concurrent transaction of one origin with 429)
 #   ROUNDS             interleaved rounds, mxfed then Synapse each round (default 2)
 #   ROOM_VERSION       room version of both rooms (default 10)
 #   E2E_MESSAGES       messages in the end-to-end run (default 4000), E2E_SENDERS (default 8)
+#   E2E_BATCH          space-separated messages-per-admin-request settings (default "1 50": the
+#                      per-message /send and the /send_batch path)
 #   SKIP_SYNAPSE=1, SKIP_E2E=1, SKIP_INGEST=1
 #   KEEP=1             keep the scratch directory (server logs)
 # Every server is started by this script and stopped by its own pid at the end.
@@ -25,11 +28,12 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mxfed/target}"
 PY="${SYNAPSE_PY:-${MXFED_PYTHON:-$ROOT/.venv/bin/python}}"
 TXNS="${TXNS:-40}"
-CONCURRENCY="${CONCURRENCY:-1 4}"
+CONCURRENCY="${CONCURRENCY:-1}"
 ROUNDS="${ROUNDS:-2}"
 ROOM_VERSION="${ROOM_VERSION:-10}"
 E2E_MESSAGES="${E2E_MESSAGES:-4000}"
 E2E_SENDERS="${E2E_SENDERS:-8}"
+E2E_BATCH="${E2E_BATCH:-1 50}"
 
 echo "== build: cargo build --release -p mxfed-native -p mxfed-loadgen"
 cargo build --release -p mxfed-native -p mxfed-loadgen
@@ -37,9 +41,12 @@ MXFED="$CARGO_TARGET_DIR/release/mxfed"
 LOADGEN="$CARGO_TARGET_DIR/release/mxfed-loadgen"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/mxfed-bench-ingest.XXXXXX")"
-PIDS=()
+# Servers are started inside $(...) subshells, so their pids go to a file, not a variable.
+PIDFILE="$WORK/pids"
+: >"$PIDFILE"
 cleanup() {
-    local p
+    local p PIDS=()
+    mapfile -t PIDS <"$PIDFILE"
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do
         for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
@@ -66,7 +73,7 @@ start_mxfed() {
     "$MXFED" serve --dev --data-dir "$dir/data" --server-name "localhost:$port" \
         --listen "127.0.0.1:$port" >"$dir/stdout" 2>"$dir/stderr" &
     local pid=$!
-    PIDS+=("$pid")
+    echo "$pid" >>"$PIDFILE"
     for _ in $(seq 1 300); do
         grep -qx 'mxfed: ready' "$dir/stdout" 2>/dev/null && { echo "$pid"; return 0; }
         kill -0 "$pid" 2>/dev/null || { cat "$dir/stderr" >&2; return 1; }
@@ -159,7 +166,7 @@ EOF
         -u all_proxy -u ALL_PROXY no_proxy=localhost,127.0.0.1 \
         "$PY" -m synapse.app.homeserver -c "$d/homeserver.yaml" >"$d/log" 2>&1) &
     local pid=$!
-    PIDS+=("$pid")
+    echo "$pid" >>"$PIDFILE"
     for _ in $(seq 1 600); do
         curl -sk --max-time 2 "https://127.0.0.1:$port/health" 2>/dev/null | grep -q OK && { echo "$pid"; return 0; }
         kill -0 "$pid" 2>/dev/null || { tail -30 "$d/log" >&2; return 1; }
@@ -248,6 +255,9 @@ if [[ "${SKIP_E2E:-0}" != 1 ]]; then
     madmin a room wait "$ROOM" --joined "@watcher:localhost:$P_B" >/dev/null
     echo
     echo "== end to end: A localhost:$P_A (pid $A_PID), B localhost:$P_B (pid $B_PID), room $ROOM"
-    "$LOADGEN" e2e --a "$WORK/a/data" --b "$WORK/b/data" --room "$ROOM" \
-        --users "$(IFS=,; echo "${users[*]}")" --messages "$E2E_MESSAGES" | tee "$WORK/out"
+    for batch in $E2E_BATCH; do
+        echo
+        "$LOADGEN" e2e --a "$WORK/a/data" --b "$WORK/b/data" --room "$ROOM" \
+            --users "$(IFS=,; echo "${users[*]}")" --messages "$E2E_MESSAGES" --batch "$batch" | tee "$WORK/out"
+    done
 fi

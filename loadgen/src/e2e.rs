@@ -20,6 +20,8 @@ pub struct Args {
     pub users: Vec<String>,
     /// Messages in all (split evenly over the users).
     pub messages: usize,
+    /// Messages per admin request: 1 uses `/send`, more use `/send_batch`.
+    pub batch: usize,
 }
 
 struct Admin {
@@ -72,18 +74,35 @@ pub async fn run(a: Args) -> Result<(), String> {
     let mut tasks = Vec::new();
     for user in a.users.clone() {
         let (http, sa, room, run_id) = (http.clone(), sa.clone(), room.clone(), run_id.clone());
+        let batch = a.batch;
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per_user);
             let mut last = None;
-            for i in 0..per_user {
-                let text = format!(
-                    "{run_id} {user} #{i}: an ordinary chat line of an end-to-end federation test, \
-                     long enough to look like a real message with a bit of context in it."
-                );
-                let body = serde_json::json!({"as": user, "text": text});
+            let batch = batch.max(1);
+            let mut i = 0;
+            while i < per_user {
+                let n = batch.min(per_user - i);
+                let texts: Vec<String> = (i..i + n)
+                    .map(|k| {
+                        format!(
+                            "{run_id} {user} #{k}: an ordinary chat line of an end-to-end federation \
+                             test, long enough to look like a real message with a bit of context in it."
+                        )
+                    })
+                    .collect();
+                i += n;
+                let (path, body) = if batch == 1 {
+                    ("send", serde_json::json!({"as": user, "text": texts[0]}))
+                } else {
+                    let msgs: Vec<serde_json::Value> = texts
+                        .iter()
+                        .map(|t| serde_json::json!({"as": user, "text": t}))
+                        .collect();
+                    ("send_batch", serde_json::json!({ "messages": msgs }))
+                };
                 let t0 = Instant::now();
                 let r = http
-                    .post(format!("{}/admin/v1/rooms/{room}/send", sa.url))
+                    .post(format!("{}/admin/v1/rooms/{room}/{path}", sa.url))
                     .bearer_auth(&sa.token)
                     .header("content-type", "application/json")
                     .body(body.to_string())
@@ -100,6 +119,7 @@ pub async fn run(a: Args) -> Result<(), String> {
                 lat.push(t0.elapsed().as_secs_f64() * 1000.0);
                 last = j
                     .get("event_id")
+                    .or_else(|| j.get("event_ids").and_then(|a| a.as_array()?.last()))
                     .and_then(serde_json::Value::as_str)
                     .map(str::to_owned);
             }
@@ -155,11 +175,12 @@ pub async fn run(a: Args) -> Result<(), String> {
     let (cpu_a, cpu_b) = (cpu(&before.0, &after.0), cpu(&before.1, &after.1));
     let rate = total as f64 / seen_at;
     println!(
-        "== end to end: {} senders on A, {per_user} messages each, sequential per sender",
-        a.users.len()
+        "== end to end: {} senders on A, {per_user} messages each, sequential per sender, {} per admin request",
+        a.users.len(),
+        a.batch
     );
     println!(
-        "sent on A:     {total} in {sent_at:.2} s -> {:.0} PDUs/s (admin send p50 {:.1} ms, p99 {:.1} ms)",
+        "sent on A:     {total} in {sent_at:.2} s -> {:.0} PDUs/s (admin request p50 {:.1} ms, p99 {:.1} ms)",
         total as f64 / sent_at,
         stats::percentile(&lat, 50.0),
         stats::percentile(&lat, 99.0)
@@ -179,6 +200,7 @@ pub async fn run(a: Args) -> Result<(), String> {
     let result = serde_json::json!({
         "label": "e2e",
         "senders": a.users.len(),
+        "batch": a.batch,
         "messages": total,
         "sent_s": sent_at,
         "seen_s": seen_at,

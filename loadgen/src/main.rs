@@ -7,7 +7,9 @@
 //! transactions of `m.room.message` PDUs built with the core's event builder (prev events,
 //! auth events, depth, hashes, signature). The PDUs are built and signed before the clock
 //! starts. With `--concurrency K`, K chains of PDUs fork from our join and each chain's
-//! transactions go one after another, so K transactions are in flight. It reports accepted
+//! transactions go one after another, so K transactions are in flight; but a server processes
+//! one transaction per origin at a time (mxfed and Synapse answer a second one with 429), so
+//! the meaningful setting is 1 (sequential), the way a real sending server behaves. It reports accepted
 //! PDUs/s, transaction latency, the target's CPU time and peak RSS, and the same PDUs timed
 //! through the core's checks in process.
 //!
@@ -93,6 +95,9 @@ enum Cmd {
         /// Messages in all.
         #[arg(long, default_value_t = 4000)]
         messages: usize,
+        /// Messages per admin request: 1 uses `/send`, more use `/send_batch`.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
 }
 
@@ -143,6 +148,7 @@ fn main() -> std::process::ExitCode {
                 room,
                 users,
                 messages,
+                batch,
             } => {
                 e2e::run(e2e::Args {
                     a,
@@ -150,6 +156,7 @@ fn main() -> std::process::ExitCode {
                     room,
                     users,
                     messages,
+                    batch,
                 })
                 .await
             }
