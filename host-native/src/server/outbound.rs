@@ -155,6 +155,11 @@ fn config() -> OutboundConfig {
         // Loopback peers come back quickly; a real one backs off to the cap anyway.
         backoff_base: Millis(500),
         backoff_cap: Millis::from_secs(3600),
+        // A burst of more than the core's default 1,000 PDUs (a batch of admin sends) would drop
+        // the older ones for catch-up, and the destination, which catches up with at most
+        // `max_missing_events` and then `/state`, would never see them. They are in the
+        // `outbound` table anyway; 10,000 of ~1 KB is about 10 MB of memory per destination.
+        max_pending_pdus: 10_000,
         ..OutboundConfig::default()
     }
 }
