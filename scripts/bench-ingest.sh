@@ -40,7 +40,7 @@ cargo build --release -p mxfed-native -p mxfed-loadgen
 MXFED="$CARGO_TARGET_DIR/release/mxfed"
 LOADGEN="$CARGO_TARGET_DIR/release/mxfed-loadgen"
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/mxfed-bench-ingest.XXXXXX")"
+WORK="$(mktemp -d)"   # a fresh scratch directory under $TMPDIR (default /tmp)
 # Servers are started inside $(...) subshells, so their pids go to a file, not a variable.
 PIDFILE="$WORK/pids"
 : >"$PIDFILE"
