@@ -88,6 +88,41 @@ impl Outbound {
         }
     }
 
+    /// [`Outbound::queue_pdu`] for several PDUs of one room, persisted in one SQLite
+    /// transaction (one fsync).
+    pub fn queue_pdus(
+        &self,
+        state: &Arc<AppState>,
+        dest: &str,
+        room_id: &str,
+        pdus: &[(String, Object)],
+    ) {
+        let saved = state.db().in_transaction(|db| {
+            for (id, pdu) in pdus {
+                db.queue_outbound(
+                    dest,
+                    "pdu",
+                    Some(id),
+                    Some(room_id),
+                    &pdu.to_canonical_string(),
+                )?;
+            }
+            Ok(())
+        });
+        if let Err(e) = saved {
+            log(&format!("cannot persist outbound PDUs for {dest}: {e}"));
+        }
+        if let Some(tx) = self.sender(state, dest) {
+            for (id, pdu) in pdus {
+                let _ = tx.send(Cmd::Pdu {
+                    event_id: id.clone(),
+                    room_id: room_id.to_owned(),
+                    pdu: pdu.clone(),
+                });
+            }
+        }
+    }
+
     /// A valid request from `origin` arrived: if we have a queue for it, retry now.
     pub fn mark_reachable(&self, origin: &str) {
         if let Ok(tasks) = self.tasks.lock() {
@@ -131,6 +166,11 @@ fn config() -> OutboundConfig {
         // Loopback peers come back quickly; a real one backs off to the cap anyway.
         backoff_base: Millis(500),
         backoff_cap: Millis::from_secs(3600),
+        // A burst of more than the core's default 1,000 PDUs (a batch of admin sends) would drop
+        // the older ones for catch-up, and the destination, which catches up with at most
+        // `max_missing_events` and then `/state`, would never see them. They are in the
+        // `outbound` table anyway; 10,000 of ~1 KB is about 10 MB of memory per destination.
+        max_pending_pdus: 10_000,
         ..OutboundConfig::default()
     }
 }
@@ -170,9 +210,12 @@ fn handle_events(state: &AppState, q: &mut DestinationQueue) {
     while let Some(ev) = q.poll_event() {
         match ev {
             Event::Delivered { pdus, .. } => {
-                for p in pdus {
-                    let _ = state.db().outbound_done(&dest, &p.event_id);
-                }
+                let _ = state.db().in_transaction(|db| {
+                    for p in &pdus {
+                        db.outbound_done(&dest, &p.event_id)?;
+                    }
+                    Ok(())
+                });
             }
             Event::PduDropped { pdu, reason, .. } => {
                 log(&format!(
