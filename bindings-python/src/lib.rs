@@ -645,7 +645,8 @@ fn check_all(
 /// Checks PDUs (format, signatures of every required server, content hash) against `keys` (a
 /// `KeyRing` or key responses). One verdict dict per PDU, as `mxfed event check` prints: the
 /// core's batch check (`pdu::check_pdus`, batch signature verification with the verdicts of
-/// one-by-one checks). The GIL is released while checking, and batches of 512+ are spread over
+/// one-by-one checks, except for a key holder's own signatures whose `R` has a small-order
+/// component, which can pass a batch; see the core's docs). The GIL is released while checking, and batches of 512+ are spread over
 /// `threads` threads (default: one per CPU).
 #[pyfunction]
 #[pyo3(signature = (pdus, room_version, keys, *, threads=None))]
