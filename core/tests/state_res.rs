@@ -404,6 +404,59 @@ fn v12_additional_creator_sorts_first() {
 }
 
 /// The unconflicted part always survives, and resolving a state with itself changes nothing.
+/// The one place v2.0 and v2.1 (room version 12) part: where the iterative auth checks of the
+/// power events start. Bob (50) adds carol at 50 while, concurrently, alice bans bob; both
+/// input states already hold the ban (it is unconflicted) and differ only in the power levels.
+/// v2.0 checks bob's change against the unconflicted state, where bob is banned, and drops it;
+/// v2.1 starts from an empty map, so bob's membership comes from his change's own auth events
+/// (his join) and the change stands. The ban is in the result either way (step 5).
+#[test]
+fn v2_1_checks_power_events_from_an_empty_map() {
+    for v in RoomVersion::ALL.into_iter().filter(|v| v.id != "1") {
+        let mut t = T::new(v, "public");
+        t.join(B);
+        let u = t.users(&format!(r#""{B}":50"#));
+        t.ok(
+            A,
+            "m.room.power_levels",
+            Some(""),
+            &format!(r#"{{"users":{u}}}"#),
+        );
+        let pl0 = t.room.current_state()[&key("m.room.power_levels", "")].clone();
+        let fork = t.snapshot();
+        let u2 = t.users(&format!(r#""{B}":50,"{C}":50"#));
+        let (change, verdict) = t.send_at(
+            &fork,
+            B,
+            "m.room.power_levels",
+            Some(""),
+            &format!(r#"{{"users":{u2}}}"#),
+        );
+        assert_eq!(verdict, RoomVerdict::Accepted, "v{}", v.id);
+        let (ban, verdict) = t.send_at(
+            &fork,
+            A,
+            "m.room.member",
+            Some(B),
+            r#"{"membership":"ban"}"#,
+        );
+        assert_eq!(verdict, RoomVerdict::Accepted, "v{}", v.id);
+        let mut with_change = t.room.state_after(&change).unwrap().clone();
+        with_change.insert(key("m.room.member", B), ban.clone());
+        let with_ban = t.room.state_after(&ban).unwrap().clone();
+        assert_eq!(with_ban[&key("m.room.power_levels", "")], pl0);
+        for sets in [
+            [with_change.clone(), with_ban.clone()],
+            [with_ban.clone(), with_change.clone()],
+        ] {
+            let s = resolve(t.v, &sets, &t.room);
+            let want = if v.id == "12" { &change } else { &pl0 };
+            assert_eq!(&s[&key("m.room.power_levels", "")], want, "v{}", v.id);
+            assert_eq!(membership(&t, &s, B), "ban", "v{}", v.id);
+        }
+    }
+}
+
 #[test]
 fn trivial_resolutions() {
     for v in RoomVersion::ALL {
