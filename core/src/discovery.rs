@@ -78,20 +78,39 @@ pub enum Step {
         /// `https://<name>/.well-known/matrix/server`.
         url: String,
     },
+    /// The name cannot be connected to: its explicit port is not from 1 to 65535 (the
+    /// grammar allows any 1–5 digits). Synapse fails such a connection too.
+    Unusable {
+        /// Why, as a stable code: `port_out_of_range`.
+        reason: &'static str,
+    },
 }
 
-/// A server name's host and explicit port, if any (`None` for a malformed port).
+/// A server name's host and explicit port, if any (`Some(None)` for a port that is not a
+/// number from 1 to 65535).
 fn split(name: &str) -> (&str, Option<Option<u16>>) {
+    let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0);
     if let Some(rest) = name.strip_prefix('[') {
         return match rest.split_once(']') {
-            Some((h, p)) => (h, p.strip_prefix(':').map(|p| p.parse().ok())),
+            Some((h, p)) => (h, p.strip_prefix(':').map(port)),
             None => (name, None),
         };
     }
     match name.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h, Some(p.parse().ok())),
+        Some((h, p)) if !h.contains(':') => (h, Some(port(p))),
         _ => (name, None),
     }
+}
+
+/// [`Step::Unusable`]'s reason for a port outside 1–65535.
+pub const PORT_OUT_OF_RANGE: &str = "port_out_of_range";
+
+/// The well-known answer's `m.server`, when it is a valid server name with a usable port (an
+/// invalid answer counts as none: the spec's step 3 falls through to step 4).
+fn delegated_name(body: Option<&[u8]>) -> Option<String> {
+    body.and_then(|b| parse_object(b, &ParseOptions::LEGACY).ok())
+        .and_then(|o| o.get_str("m.server").map(str::to_owned))
+        .filter(|s| validate_server_name(s).is_ok() && split(s).1 != Some(None))
 }
 
 fn is_ip_literal(host: &str) -> bool {
@@ -102,7 +121,10 @@ fn is_ip_literal(host: &str) -> bool {
 pub fn resolve(server_name: &str) -> Step {
     let (host, port) = split(server_name);
     match port {
-        Some(p) => Step::Connect(Target::new(host, p.unwrap_or(DEFAULT_PORT))),
+        Some(Some(p)) => Step::Connect(Target::new(host, p)),
+        Some(None) => Step::Unusable {
+            reason: PORT_OUT_OF_RANGE,
+        },
         None if is_ip_literal(host) => Step::Connect(Target::new(host, DEFAULT_PORT)),
         None => Step::WellKnown {
             url: format!("https://{host}/.well-known/matrix/server"),
@@ -110,14 +132,11 @@ pub fn resolve(server_name: &str) -> Step {
     }
 }
 
-/// Where to connect after the well-known fetch: its `m.server` (a valid server name; port 8448
-/// when it names none), else the name itself on port 8448. `body` is `None` when the fetch
-/// failed or did not answer 200.
+/// Where to connect after the well-known fetch: its `m.server` (a valid server name with a
+/// usable port; port 8448 when it names none), else the name itself on port 8448. `body` is
+/// `None` when the fetch failed or did not answer 200.
 pub fn after_well_known(server_name: &str, body: Option<&[u8]>) -> Target {
-    let delegated = body
-        .and_then(|b| parse_object(b, &ParseOptions::LEGACY).ok())
-        .and_then(|o| o.get_str("m.server").map(str::to_owned))
-        .filter(|s| validate_server_name(s).is_ok());
+    let delegated = delegated_name(body);
     let name = delegated.as_deref().unwrap_or(server_name);
     let (host, port) = split(name);
     Target::new(host, port.flatten().unwrap_or(DEFAULT_PORT))
@@ -139,6 +158,11 @@ pub enum AfterWellKnown {
         /// `_matrix-fed._tcp.<host>`, then `_matrix._tcp.<host>` (deprecated).
         names: Vec<String>,
     },
+    /// Not delegated, and the server name's own port is not from 1 to 65535 ([`Step::Unusable`]).
+    Unusable {
+        /// Why, as a stable code: `port_out_of_range`.
+        reason: &'static str,
+    },
 }
 
 /// The SRV names to look up for a host name, in order (spec v1.8: `_matrix-fed._tcp` first,
@@ -155,14 +179,20 @@ pub fn srv_names(host: &str) -> Vec<String> {
 /// connected to; otherwise the delegated name (or, without delegation, the server name) has
 /// its SRV records looked up.
 pub fn plan_after_well_known(server_name: &str, body: Option<&[u8]>) -> AfterWellKnown {
-    let delegated = body
-        .and_then(|b| parse_object(b, &ParseOptions::LEGACY).ok())
-        .and_then(|o| o.get_str("m.server").map(str::to_owned))
-        .filter(|s| validate_server_name(s).is_ok());
+    // Steps 1 and 2 come first: an IP literal or an explicit port is never delegated.
+    match resolve(server_name) {
+        Step::Connect(t) => return AfterWellKnown::Connect(t),
+        Step::Unusable { reason } => return AfterWellKnown::Unusable { reason },
+        Step::WellKnown { .. } => {}
+    }
+    let delegated = delegated_name(body);
     let name = delegated.as_deref().unwrap_or(server_name);
     let (host, port) = split(name);
     match port {
-        Some(p) => AfterWellKnown::Connect(Target::new(host, p.unwrap_or(DEFAULT_PORT))),
+        Some(Some(p)) => AfterWellKnown::Connect(Target::new(host, p)),
+        Some(None) => AfterWellKnown::Unusable {
+            reason: PORT_OUT_OF_RANGE,
+        },
         None if is_ip_literal(host) => AfterWellKnown::Connect(Target::new(host, DEFAULT_PORT)),
         None => AfterWellKnown::Srv {
             host: host.to_owned(),
@@ -261,7 +291,8 @@ impl Target {
 }
 
 impl Step {
-    /// `{"action":"connect","host","port"}` or `{"action":"well_known","url"}`.
+    /// `{"action":"connect","host","port"}`, `{"action":"well_known","url"}` or
+    /// `{"action":"unusable","reason"}`.
     pub fn to_json(&self) -> Object {
         match self {
             Step::Connect(t) => connect_json(t),
@@ -271,12 +302,14 @@ impl Step {
                 o.insert("url", url.as_str());
                 o
             }
+            Step::Unusable { reason } => unusable_json(reason),
         }
     }
 }
 
 impl AfterWellKnown {
-    /// `{"action":"connect","host","port"}` or `{"action":"srv","host","srv_names":[…]}`.
+    /// `{"action":"connect","host","port"}`, `{"action":"srv","host","srv_names":[…]}` or
+    /// `{"action":"unusable","reason"}`.
     pub fn to_json(&self) -> Object {
         match self {
             AfterWellKnown::Connect(t) => connect_json(t),
@@ -288,8 +321,16 @@ impl AfterWellKnown {
                 o.insert("srv_names", names);
                 o
             }
+            AfterWellKnown::Unusable { reason } => unusable_json(reason),
         }
     }
+}
+
+fn unusable_json(reason: &str) -> Object {
+    let mut o = Object::new();
+    o.insert("action", "unusable");
+    o.insert("reason", reason);
+    o
 }
 
 fn connect_json(t: &Target) -> Object {
@@ -428,6 +469,45 @@ mod tests {
             srv_names("example.org"),
             ["_matrix-fed._tcp.example.org", "_matrix._tcp.example.org"]
         );
+    }
+
+    #[test]
+    fn ports_outside_1_to_65535_are_unusable() {
+        for name in [
+            "example.org:99999",
+            "example.org:0",
+            "[::1]:65536",
+            "1.2.3.4:00000",
+        ] {
+            assert!(
+                matches!(resolve(name), Step::Unusable { .. }),
+                "{name}: {:?}",
+                resolve(name)
+            );
+            assert!(matches!(
+                plan_after_well_known(name, None),
+                AfterWellKnown::Unusable { .. }
+            ));
+        }
+        assert_eq!(
+            resolve("example.org:65535"),
+            Step::Connect(Target::new("example.org", 65535))
+        );
+        // A delegation to an unusable port is an invalid answer: back to the name itself.
+        let body = br#"{"m.server":"m.example.org:99999"}"#;
+        assert_eq!(
+            plan_after_well_known("example.org", Some(body)),
+            AfterWellKnown::Srv {
+                host: "example.org".into(),
+                names: srv_names("example.org"),
+            }
+        );
+        assert_eq!(
+            after_well_known("example.org", Some(body)),
+            Target::new("example.org", 8448)
+        );
+        let j = plan_json("example.org:99999", None).unwrap();
+        assert_eq!(j.get_str("action"), Some("unusable"));
     }
 
     #[test]

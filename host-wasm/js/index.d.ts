@@ -132,7 +132,8 @@ export function decodeBase64(text: string): Uint8Array;
 export type DiscoveryPlan =
   | { action: 'connect'; host: string; port: number }
   | { action: 'well_known'; url: string }
-  | { action: 'srv'; host: string; srv_names: string[] };
+  | { action: 'srv'; host: string; srv_names: string[] }
+  | { action: 'unusable'; reason: 'port_out_of_range' };
 
 /** An SRV record as the resolver answered it. */
 export interface SrvRecord {

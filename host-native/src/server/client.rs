@@ -303,6 +303,11 @@ impl FedClient {
         let url = match discovery::resolve(server) {
             Step::Connect(t) => return Ok(Route::Direct(t.authority())),
             Step::WellKnown { url } => url,
+            Step::Unusable { reason } => {
+                return Err(FetchError::Network(format!(
+                    "cannot reach {server}: {reason}"
+                )))
+            }
             _ => return Err(FetchError::Network(format!("cannot resolve {server}"))),
         };
         let cached = self
@@ -333,6 +338,11 @@ impl FedClient {
                 }
                 None => Route::Direct(Target::new(&host, discovery::DEFAULT_PORT).authority()),
             },
+            AfterWellKnown::Unusable { reason } => {
+                return Err(FetchError::Network(format!(
+                    "cannot reach {server}: {reason}"
+                )))
+            }
             _ => return Err(FetchError::Network(format!("cannot resolve {server}"))),
         };
         if let Ok(mut m) = self.well_known.lock() {
