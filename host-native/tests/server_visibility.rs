@@ -5,58 +5,12 @@
 //! served whole. Restricted joins A cannot check get `M_UNABLE_TO_AUTHORISE_JOIN`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+mod common;
 
 use mxfed_core::canonical::{parse_object, ParseOptions, Value};
-use mxfed_core::event::EventTemplate;
-use mxfed_native::server::serve::{prepare, tls_config, ServeArgs};
-use mxfed_native::server::{app, rooms, run, AppState};
+use mxfed_native::server::rooms;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(dir: &std::path::Path) -> Arc<AppState> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let port = free_port();
-    let args = ServeArgs {
-        config: None,
-        data_dir: Some(dir.to_owned()),
-        server_name: Some(format!("localhost:{port}")),
-        listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
-        dev: true,
-    };
-    let state = prepare(&args).unwrap().state;
-    let l = state.config.listeners[0].clone();
-    let listener = std::net::TcpListener::bind(l.addr).unwrap();
-    let tls = tls_config(&state, &l).unwrap();
-    tokio::spawn(run(
-        listener,
-        app(state.clone()),
-        tls,
-        std::future::pending(),
-    ));
-    state
-}
-
-fn message(room: &str, sender: &str, body: &str) -> EventTemplate {
-    EventTemplate {
-        room_id: Some(room.to_owned()),
-        event_type: "m.room.message".into(),
-        sender: sender.to_owned(),
-        state_key: None,
-        content: parse_object(
-            format!(r#"{{"msgtype":"m.text","body":"{body}"}}"#).as_bytes(),
-            &ParseOptions::STRICT,
-        )
-        .unwrap(),
-        redacts: None,
-    }
-}
+use common::inproc::{message, start};
 
 fn enc(s: &str) -> String {
     mxfed_native::server::client::encode_segment(s)
