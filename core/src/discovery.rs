@@ -110,16 +110,21 @@ pub fn resolve(server_name: &str) -> Step {
     }
 }
 
+/// The name the well-known answer delegates to (its `m.server`, when that is a valid server
+/// name), else `server_name` itself. `body` is `None` when the fetch failed or did not answer 200.
+fn delegated_name(server_name: &str, body: Option<&[u8]>) -> String {
+    body.and_then(|b| parse_object(b, &ParseOptions::LEGACY).ok())
+        .and_then(|o| o.get_str("m.server").map(str::to_owned))
+        .filter(|s| validate_server_name(s).is_ok())
+        .unwrap_or_else(|| server_name.to_owned())
+}
+
 /// Where to connect after the well-known fetch: its `m.server` (a valid server name; port 8448
 /// when it names none), else the name itself on port 8448. `body` is `None` when the fetch
 /// failed or did not answer 200.
 pub fn after_well_known(server_name: &str, body: Option<&[u8]>) -> Target {
-    let delegated = body
-        .and_then(|b| parse_object(b, &ParseOptions::LEGACY).ok())
-        .and_then(|o| o.get_str("m.server").map(str::to_owned))
-        .filter(|s| validate_server_name(s).is_ok());
-    let name = delegated.as_deref().unwrap_or(server_name);
-    let (host, port) = split(name);
+    let name = delegated_name(server_name, body);
+    let (host, port) = split(&name);
     Target::new(host, port.flatten().unwrap_or(DEFAULT_PORT))
 }
 
@@ -155,12 +160,8 @@ pub fn srv_names(host: &str) -> Vec<String> {
 /// connected to; otherwise the delegated name (or, without delegation, the server name) has
 /// its SRV records looked up.
 pub fn plan_after_well_known(server_name: &str, body: Option<&[u8]>) -> AfterWellKnown {
-    let delegated = body
-        .and_then(|b| parse_object(b, &ParseOptions::LEGACY).ok())
-        .and_then(|o| o.get_str("m.server").map(str::to_owned))
-        .filter(|s| validate_server_name(s).is_ok());
-    let name = delegated.as_deref().unwrap_or(server_name);
-    let (host, port) = split(name);
+    let name = delegated_name(server_name, body);
+    let (host, port) = split(&name);
     match port {
         Some(p) => AfterWellKnown::Connect(Target::new(host, p.unwrap_or(DEFAULT_PORT))),
         None if is_ip_literal(host) => AfterWellKnown::Connect(Target::new(host, DEFAULT_PORT)),
