@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use mxfed_core::canonical::{Int, Object, Value};
 use mxfed_native::server::{rooms, AppState};
 
-use common::inproc::{message, same, start_with};
+use common::inproc::{invited_room, message, two_servers};
 
 /// Whether B refuses to help with gaps.
 static REFUSE: AtomicBool = AtomicBool::new(false);
@@ -62,18 +62,8 @@ async fn send_txn(b: &AppState, a: &AppState, txn: &str, pdus: Vec<Value>) -> Ob
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pdu_refused_for_a_gap_is_taken_in_later() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start_with(&dir.path().join("a"), same);
-    let b = start_with(&dir.path().join("b"), refusing);
-    let alice = format!("@alice:{}", a.server_name);
-    let bob = format!("@bob:{}", b.server_name);
-    a.db().create_user(&alice, None, false).unwrap();
-    b.db().create_user(&bob, None, false).unwrap();
-    let room = {
-        let _g = a.writer.lock().await;
-        let room = rooms::create_room(&a, &alice, "11").unwrap();
-        rooms::invite_remote(&a, &room, &alice, &bob).await.unwrap();
-        room
-    };
+    let (a, b, alice, bob) = two_servers(dir.path(), refusing, None);
+    let room = invited_room(&a, &alice, &bob, "11").await;
     rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
         .await
         .unwrap();

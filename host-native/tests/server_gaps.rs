@@ -11,7 +11,7 @@ use std::sync::Arc;
 use mxfed_core::canonical::{parse_object, ParseOptions};
 use mxfed_native::server::{rooms, AppState};
 
-use common::inproc::{message, start, until};
+use common::inproc::{invited_room, message, same, two_servers, until};
 
 /// B builds `n` messages it keeps to itself, then sends only the last: A must fill the gap.
 async fn gap(b: &Arc<AppState>, room: &str, bob: &str, n: usize) -> Vec<String> {
@@ -32,19 +32,9 @@ async fn gap(b: &Arc<AppState>, room: &str, bob: &str, n: usize) -> Vec<String> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gaps_are_filled_with_missing_events_then_state() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start(&dir.path().join("a"));
-    let b = start(&dir.path().join("b"));
-    let alice = format!("@alice:{}", a.server_name);
-    let bob = format!("@bob:{}", b.server_name);
-    a.db().create_user(&alice, None, false).unwrap();
-    b.db().create_user(&bob, Some("Bob"), false).unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), same, Some("Bob"));
 
-    let room = {
-        let _g = a.writer.lock().await;
-        let room = rooms::create_room(&a, &alice, "11").unwrap();
-        rooms::invite_remote(&a, &room, &alice, &bob).await.unwrap();
-        room
-    };
+    let room = invited_room(&a, &alice, &bob, "11").await;
     let invites = b.db().invites(&bob).unwrap();
     assert_eq!(invites.len(), 1, "the invite was stored for bob");
     rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")

@@ -9,7 +9,7 @@ mod common;
 
 use mxfed_native::server::rooms;
 
-use common::inproc::{same, start_with};
+use common::inproc::{invited_room, two_servers};
 
 async fn no_v2_invite(
     req: axum::extract::Request,
@@ -38,19 +38,9 @@ fn without_v2_invite(r: axum::Router) -> axum::Router {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invite_falls_back_to_v1_for_old_rooms() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start_with(&dir.path().join("a"), same);
-    let b = start_with(&dir.path().join("b"), without_v2_invite);
-    let alice = format!("@alice:{}", a.server_name);
-    let bob = format!("@bob:{}", b.server_name);
-    a.db().create_user(&alice, None, false).unwrap();
-    b.db().create_user(&bob, None, false).unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), without_v2_invite, None);
 
-    let old = {
-        let _g = a.writer.lock().await;
-        let room = rooms::create_room(&a, &alice, "2").unwrap();
-        rooms::invite_remote(&a, &room, &alice, &bob).await.unwrap();
-        room
-    };
+    let old = invited_room(&a, &alice, &bob, "2").await;
     let invites = b.db().invites(&bob).unwrap();
     assert_eq!(invites.len(), 1, "stored through /v1/invite");
     assert!(

@@ -10,7 +10,7 @@ mod common;
 use mxfed_core::canonical::{parse_object, ParseOptions, Value};
 use mxfed_native::server::rooms;
 
-use common::inproc::{message, start};
+use common::inproc::{message, same, two_servers};
 
 fn enc(s: &str) -> String {
     mxfed_native::server::client::encode_segment(s)
@@ -34,12 +34,7 @@ fn has_body(ev: &mxfed_core::canonical::Object) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrieval_follows_history_visibility() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start(&dir.path().join("a"));
-    let b = start(&dir.path().join("b"));
-    let alice = format!("@alice:{}", a.server_name);
-    let bob = format!("@bob:{}", b.server_name);
-    a.db().create_user(&alice, None, false).unwrap();
-    b.db().create_user(&bob, None, false).unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), same, None);
 
     let (room, secret) = {
         let _g = a.writer.lock().await;
@@ -174,12 +169,7 @@ async fn retrieval_follows_history_visibility() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restricted_join_the_resident_cannot_check() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start(&dir.path().join("a"));
-    let b = start(&dir.path().join("b"));
-    let alice = format!("@alice:{}", a.server_name);
-    let bob = format!("@bob:{}", b.server_name);
-    a.db().create_user(&alice, None, false).unwrap();
-    b.db().create_user(&bob, None, false).unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), same, None);
     let room = {
         let _g = a.writer.lock().await;
         let room = rooms::create_room(&a, &alice, "10").unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use mxfed_core::canonical::{parse_object, ParseOptions};
 use mxfed_core::event::EventTemplate;
 use mxfed_native::server::serve::{prepare, tls_config, ServeArgs};
-use mxfed_native::server::{app, run, AppState};
+use mxfed_native::server::{app, rooms, run, AppState};
 
 /// A `--dev` server (TLS, self-signed) on a free loopback port, kept bound from the start, whose router is passed through `wrap`.
 pub fn start_with(dir: &std::path::Path, wrap: fn(axum::Router) -> axum::Router) -> Arc<AppState> {
@@ -69,4 +69,29 @@ pub fn message(room: &str, sender: &str, body: &str) -> EventTemplate {
         .unwrap(),
         redacts: None,
     }
+}
+
+/// Two servers under `dir`, A (its router as it is) and B (its router passed through `wrap_b`),
+/// with `@alice` a user of A and `@bob` (display name `bob_name`) a user of B:
+/// `(a, b, alice, bob)`.
+pub fn two_servers(
+    dir: &std::path::Path,
+    wrap_b: fn(axum::Router) -> axum::Router,
+    bob_name: Option<&str>,
+) -> (Arc<AppState>, Arc<AppState>, String, String) {
+    let a = start_with(&dir.join("a"), same);
+    let b = start_with(&dir.join("b"), wrap_b);
+    let alice = format!("@alice:{}", a.server_name);
+    let bob = format!("@bob:{}", b.server_name);
+    a.db().create_user(&alice, None, false).unwrap();
+    b.db().create_user(&bob, bob_name, false).unwrap();
+    (a, b, alice, bob)
+}
+
+/// A room of room version `version` that `alice` creates on `a` and invites `bob` to.
+pub async fn invited_room(a: &Arc<AppState>, alice: &str, bob: &str, version: &str) -> String {
+    let _g = a.writer.lock().await;
+    let room = rooms::create_room(a, alice, version).unwrap();
+    rooms::invite_remote(a, &room, alice, bob).await.unwrap();
+    room
 }
