@@ -39,17 +39,7 @@ fn setup(dir: &tempfile::TempDir) -> Arc<AppState> {
     };
     let state = prepare(&args).unwrap().state;
     // The remote server's keys, as if fetched.
-    let resp = build_server_keys(
-        REMOTE,
-        &[remote_key()],
-        &[],
-        Int::new(mxfed_native::server::now().as_i64() + 86_400_000).unwrap(),
-    )
-    .unwrap();
-    state
-        .key_cache()
-        .insert(resp, Some(REMOTE), mxfed_native::server::now())
-        .unwrap();
+    add_server(&state, REMOTE, &remote_key());
     state
 }
 
@@ -628,7 +618,7 @@ async fn bad_input_gets_matrix_errors() {
     assert_eq!(code(&r).0, 400);
 }
 
-/// Puts a second remote server's keys in the cache, as if fetched.
+/// Puts a remote server's keys in the cache, as if fetched.
 fn add_server(state: &AppState, name: &str, key: &SigningKey) {
     let resp = build_server_keys(
         name,
