@@ -4,102 +4,14 @@
 //! `mxfed admin edus`, is checked); `mxfed admin query profile|directory` ask another server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    data: PathBuf,
-    port: u16,
-    /// The rest of stderr, drained in a thread so the server never blocks on it.
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
+use common::free_port;
+use common::process::Server;
 
 impl Server {
-    fn start(data: &Path, port: u16) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mxfed"))
-            .args(["serve", "--dev", "--data-dir"])
-            .arg(data)
-            .args(["--server-name", &format!("localhost:{port}")])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut seen = String::new();
-        loop {
-            let mut line = String::new();
-            if out.read_line(&mut line).unwrap() == 0 {
-                panic!(
-                    "server exited before ready: {seen}\n{}",
-                    log.lock().unwrap()
-                );
-            }
-            seen.push_str(&line);
-            if line.trim() == "mxfed: ready" {
-                break;
-            }
-        }
-        assert!(
-            seen.contains(&format!("server name localhost:{port}")),
-            "{seen}"
-        );
-        std::thread::spawn(move || for _ in out.lines() {});
-        Server {
-            child,
-            data: data.to_owned(),
-            port,
-            log,
-        }
-    }
-
-    fn name(&self) -> String {
-        format!("localhost:{}", self.port)
-    }
-
-    fn admin(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_mxfed"))
-            .arg("admin")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mxfed admin {args:?}: {}\nserver log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log.lock().unwrap()
-        );
-        String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
-    }
-
     fn admin_fails(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_mxfed"))
-            .arg("admin")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = self.admin_output(args);
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -132,13 +44,6 @@ impl Server {
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

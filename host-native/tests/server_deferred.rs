@@ -4,45 +4,14 @@
 //! Two in-process servers on loopback, B's router wrapped to refuse those endpoints at will.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mxfed_core::canonical::{parse_object, Int, Object, ParseOptions, Value};
-use mxfed_core::event::EventTemplate;
-use std::sync::Arc;
+use mxfed_core::canonical::{Int, Object, Value};
+use mxfed_native::server::{rooms, AppState};
 
-use mxfed_native::server::serve::{prepare, tls_config, ServeArgs};
-use mxfed_native::server::{app, rooms, run, AppState};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_with(dir: &std::path::Path, wrap: fn(axum::Router) -> axum::Router) -> Arc<AppState> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let port = free_port();
-    let args = ServeArgs {
-        config: None,
-        data_dir: Some(dir.to_owned()),
-        server_name: Some(format!("localhost:{port}")),
-        listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
-        dev: true,
-    };
-    let state = prepare(&args).unwrap().state;
-    let l = state.config.listeners[0].clone();
-    let listener = std::net::TcpListener::bind(l.addr).unwrap();
-    let tls = tls_config(&state, &l).unwrap();
-    tokio::spawn(run(
-        listener,
-        wrap(app(state.clone())),
-        tls,
-        std::future::pending(),
-    ));
-    state
-}
+use common::inproc::{invited_room, message, two_servers};
 
 /// Whether B refuses to help with gaps.
 static REFUSE: AtomicBool = AtomicBool::new(false);
@@ -67,27 +36,8 @@ async fn refuse_gap_help(
     next.run(req).await
 }
 
-fn same(r: axum::Router) -> axum::Router {
-    r
-}
-
 fn refusing(r: axum::Router) -> axum::Router {
     r.layer(axum::middleware::from_fn(refuse_gap_help))
-}
-
-fn message(room: &str, sender: &str, body: &str) -> EventTemplate {
-    EventTemplate {
-        room_id: Some(room.to_owned()),
-        event_type: "m.room.message".into(),
-        sender: sender.to_owned(),
-        state_key: None,
-        content: parse_object(
-            format!(r#"{{"msgtype":"m.text","body":"{body}"}}"#).as_bytes(),
-            &ParseOptions::STRICT,
-        )
-        .unwrap(),
-        redacts: None,
-    }
 }
 
 /// B sends A a transaction directly; returns A's answer for each PDU.
@@ -112,18 +62,8 @@ async fn send_txn(b: &AppState, a: &AppState, txn: &str, pdus: Vec<Value>) -> Ob
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pdu_refused_for_a_gap_is_taken_in_later() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start_with(&dir.path().join("a"), same);
-    let b = start_with(&dir.path().join("b"), refusing);
-    let alice = format!("@alice:{}", a.server_name);
-    let bob = format!("@bob:{}", b.server_name);
-    a.db().create_user(&alice, None, false).unwrap();
-    b.db().create_user(&bob, None, false).unwrap();
-    let room = {
-        let _g = a.writer.lock().await;
-        let room = rooms::create_room(&a, &alice, "11").unwrap();
-        rooms::invite_remote(&a, &room, &alice, &bob).await.unwrap();
-        room
-    };
+    let (a, b, alice, bob) = two_servers(dir.path(), refusing, None);
+    let room = invited_room(&a, &alice, &bob, "11").await;
     rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
         .await
         .unwrap();

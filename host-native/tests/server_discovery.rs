@@ -4,6 +4,8 @@
 //! `_matrix._tcp`, port 8448) and that the SRV target's port is the one connected to.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -13,8 +15,6 @@ use mxfed_core::discovery::SrvRecord;
 use mxfed_core::keys::SigningKey;
 use mxfed_native::server::client::{Dns, DnsFuture, FedClient, FetchError};
 use mxfed_native::server::config::{default_blocklist, IpPolicy};
-use mxfed_native::server::serve::{prepare, tls_config, ServeArgs};
-use mxfed_native::server::{app, run};
 
 /// Names and SRV records from maps; every lookup is recorded.
 #[derive(Default)]
@@ -44,25 +44,7 @@ impl Dns for MapDns {
 
 /// A server on a free loopback port (TLS, self-signed); returns its port.
 fn start(dir: &std::path::Path) -> u16 {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let args = ServeArgs {
-        config: None,
-        data_dir: Some(dir.to_owned()),
-        server_name: Some(format!("localhost:{port}")),
-        listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
-        dev: true,
-    };
-    let state = prepare(&args).unwrap().state;
-    let tls = tls_config(&state, &state.config.listeners[0]).unwrap();
-    tokio::spawn(run(
-        listener,
-        app(state.clone()),
-        tls,
-        std::future::pending(),
-    ));
-    port
+    common::inproc::start(dir).config.listeners[0].addr.port()
 }
 
 fn client(dns: Arc<MapDns>) -> FedClient {

@@ -39,17 +39,7 @@ fn setup(dir: &tempfile::TempDir) -> Arc<AppState> {
     };
     let state = prepare(&args).unwrap().state;
     // The remote server's keys, as if fetched.
-    let resp = build_server_keys(
-        REMOTE,
-        &[remote_key()],
-        &[],
-        Int::new(mxfed_native::server::now().as_i64() + 86_400_000).unwrap(),
-    )
-    .unwrap();
-    state
-        .key_cache()
-        .insert(resp, Some(REMOTE), mxfed_native::server::now())
-        .unwrap();
+    add_server(&state, REMOTE, &remote_key());
     state
 }
 
@@ -332,6 +322,31 @@ fn remote_pdu(
     (b.event_id, b.pdu)
 }
 
+/// `@eve:remote.test` joining the room, signed with the remote's key.
+fn eve_join(state: &AppState, room: &str) -> (String, Object) {
+    remote_pdu(
+        state,
+        room,
+        "m.room.member",
+        "@eve:remote.test",
+        Some("@eve:remote.test"),
+        r#"{"membership":"join"}"#,
+        &remote_key(),
+    )
+}
+
+/// An `m.text` message of a remote user, signed with `key`.
+fn remote_message(
+    state: &AppState,
+    room: &str,
+    sender: &str,
+    body: &str,
+    key: &SigningKey,
+) -> (String, Object) {
+    let content = format!(r#"{{"body":"{body}","msgtype":"m.text"}}"#);
+    remote_pdu(state, room, "m.room.message", sender, None, &content, key)
+}
+
 fn txn(pdus: Vec<Object>, edus: Vec<Object>) -> Object {
     let mut o = Object::new();
     o.insert("origin", REMOTE);
@@ -372,15 +387,7 @@ async fn send_gives_per_pdu_results_and_dedups() {
     let room = room_with_remote(&state).await;
 
     // A valid join by a remote user.
-    let (join_id, join) = remote_pdu(
-        &state,
-        &room,
-        "m.room.member",
-        "@eve:remote.test",
-        Some("@eve:remote.test"),
-        r#"{"membership":"join"}"#,
-        &remote_key(),
-    );
+    let (join_id, join) = eve_join(&state, &room);
     let r = send_txn(&state, "t1", &txn(vec![join], vec![])).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(result(&r, &join_id).is_empty(), "accepted: {}", r.body);
@@ -392,47 +399,16 @@ async fn send_gives_per_pdu_results_and_dedups() {
     );
 
     // Valid, tampered (a signed field changed) and forged (someone else's key) messages.
-    let (ok_id, ok) = remote_pdu(
-        &state,
-        &room,
-        "m.room.message",
-        "@eve:remote.test",
-        None,
-        r#"{"body":"hi","msgtype":"m.text"}"#,
-        &remote_key(),
-    );
-    let (_, mut tampered) = remote_pdu(
-        &state,
-        &room,
-        "m.room.message",
-        "@eve:remote.test",
-        None,
-        r#"{"body":"t","msgtype":"m.text"}"#,
-        &remote_key(),
-    );
+    let (ok_id, ok) = remote_message(&state, &room, "@eve:remote.test", "hi", &remote_key());
+    let (_, mut tampered) = remote_message(&state, &room, "@eve:remote.test", "t", &remote_key());
     tampered.insert("origin_server_ts", Int::new(5).unwrap());
     let tampered_id =
         mxfed_core::event::event_id(&tampered, mxfed_core::RoomVersion::get("10").unwrap())
             .unwrap();
-    let (forged_id, forged) = remote_pdu(
-        &state,
-        &room,
-        "m.room.message",
-        "@eve:remote.test",
-        None,
-        r#"{"body":"f","msgtype":"m.text"}"#,
-        &forger_key(),
-    );
+    let (forged_id, forged) = remote_message(&state, &room, "@eve:remote.test", "f", &forger_key());
     // Not allowed by the room's rules: a user who never joined.
-    let (nojoin_id, nojoin) = remote_pdu(
-        &state,
-        &room,
-        "m.room.message",
-        "@mallory:remote.test",
-        None,
-        r#"{"body":"m","msgtype":"m.text"}"#,
-        &remote_key(),
-    );
+    let (nojoin_id, nojoin) =
+        remote_message(&state, &room, "@mallory:remote.test", "m", &remote_key());
     let body = txn(vec![ok, tampered, forged, nojoin], vec![]);
     let r = send_txn(&state, "t2", &body).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -642,7 +618,7 @@ async fn bad_input_gets_matrix_errors() {
     assert_eq!(code(&r).0, 400);
 }
 
-/// Puts a second remote server's keys in the cache, as if fetched.
+/// Puts a remote server's keys in the cache, as if fetched.
 fn add_server(state: &AppState, name: &str, key: &SigningKey) {
     let resp = build_server_keys(
         name,
@@ -755,24 +731,8 @@ async fn server_acl_is_enforced_per_room() {
 
     // On /send the denied origin's PDUs for the room get an error and are not processed, and
     // its typing EDU for the room is dropped; the room without an ACL takes both.
-    let (denied_id, denied) = remote_pdu(
-        &state,
-        &room,
-        "m.room.member",
-        "@eve:remote.test",
-        Some("@eve:remote.test"),
-        r#"{"membership":"join"}"#,
-        &remote_key(),
-    );
-    let (open_id, open) = remote_pdu(
-        &state,
-        &open_room,
-        "m.room.member",
-        "@eve:remote.test",
-        Some("@eve:remote.test"),
-        r#"{"membership":"join"}"#,
-        &remote_key(),
-    );
+    let (denied_id, denied) = eve_join(&state, &room);
+    let (open_id, open) = eve_join(&state, &open_room);
     let typing = |room: &str| {
         obj(&format!(
             r#"{{"edu_type":"m.typing","content":{{"room_id":"{room}","user_id":"@eve:remote.test","typing":true}}}}"#
@@ -807,15 +767,7 @@ async fn server_acl_is_enforced_per_room() {
         )
         .unwrap();
     }
-    let (join_id, join) = remote_pdu(
-        &state,
-        &room,
-        "m.room.member",
-        "@eve:remote.test",
-        Some("@eve:remote.test"),
-        r#"{"membership":"join"}"#,
-        &remote_key(),
-    );
+    let (join_id, join) = eve_join(&state, &room);
     let r = send_txn(&state, "acl2", &txn(vec![join], vec![])).await;
     assert!(result(&r, &join_id).is_empty(), "{}", r.body);
     let uri = format!(
@@ -826,15 +778,17 @@ async fn server_acl_is_enforced_per_room() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
 
-async fn get_metrics(state: &Arc<AppState>) -> String {
-    let req = Request::builder()
-        .uri("/metrics")
-        .body(Body::empty())
-        .unwrap();
-    let resp = mxfed_native::server::metrics::admin_app(state.clone())
+/// A GET on the metrics listener's app (which also serves the admin API).
+async fn admin_get(state: &Arc<AppState>, uri: &str) -> axum::response::Response {
+    let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+    mxfed_native::server::metrics::admin_app(state.clone())
         .oneshot(req)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn get_metrics(state: &Arc<AppState>) -> String {
+    let resp = admin_get(state, "/metrics").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(resp.headers()["content-type"]
         .to_str()
@@ -866,24 +820,8 @@ async fn metrics_count_what_happens() {
         0.0
     );
 
-    let (join_id, join) = remote_pdu(
-        &state,
-        &room,
-        "m.room.member",
-        "@eve:remote.test",
-        Some("@eve:remote.test"),
-        r#"{"membership":"join"}"#,
-        &remote_key(),
-    );
-    let (_, nojoin) = remote_pdu(
-        &state,
-        &room,
-        "m.room.message",
-        "@mallory:remote.test",
-        None,
-        r#"{"body":"m","msgtype":"m.text"}"#,
-        &remote_key(),
-    );
+    let (join_id, join) = eve_join(&state, &room);
+    let (_, nojoin) = remote_message(&state, &room, "@mallory:remote.test", "m", &remote_key());
     let typing = obj(&format!(
         r#"{{"edu_type":"m.typing","content":{{"room_id":"{room}","user_id":"@eve:remote.test","typing":true}}}}"#
     ));
@@ -947,14 +885,7 @@ async fn metrics_count_what_happens() {
     );
 
     // The admin API beside it still wants its token.
-    let req = Request::builder()
-        .uri("/admin/v1/status")
-        .body(Body::empty())
-        .unwrap();
-    let resp = mxfed_native::server::metrics::admin_app(state.clone())
-        .oneshot(req)
-        .await
-        .unwrap();
+    let resp = admin_get(&state, "/admin/v1/status").await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
 

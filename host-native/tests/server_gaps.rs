@@ -4,73 +4,14 @@
 //! through the same functions the admin API uses.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use mxfed_core::canonical::{parse_object, ParseOptions};
-use mxfed_core::event::EventTemplate;
-use mxfed_native::server::serve::{prepare, tls_config, ServeArgs};
-use mxfed_native::server::{app, rooms, run, AppState};
+use mxfed_native::server::{rooms, AppState};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(dir: &std::path::Path) -> Arc<AppState> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let port = free_port();
-    let args = ServeArgs {
-        config: None,
-        data_dir: Some(dir.to_owned()),
-        server_name: Some(format!("localhost:{port}")),
-        listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
-        dev: true,
-    };
-    let state = prepare(&args).unwrap().state;
-    let l = state.config.listeners[0].clone();
-    let listener = std::net::TcpListener::bind(l.addr).unwrap();
-    let tls = tls_config(&state, &l).unwrap();
-    tokio::spawn(run(
-        listener,
-        app(state.clone()),
-        tls,
-        std::future::pending(),
-    ));
-    state
-}
-
-/// Waits until `pred` holds, woken by the server's change notifications.
-async fn until(state: &AppState, what: &str, pred: impl Fn(&AppState) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let notified = state.changed.notified();
-        if pred(state) {
-            return;
-        }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            panic!("timed out waiting for {what}");
-        }
-    }
-}
-
-fn message(room: &str, sender: &str, body: &str) -> EventTemplate {
-    EventTemplate {
-        room_id: Some(room.to_owned()),
-        event_type: "m.room.message".into(),
-        sender: sender.to_owned(),
-        state_key: None,
-        content: parse_object(
-            format!(r#"{{"msgtype":"m.text","body":"{body}"}}"#).as_bytes(),
-            &ParseOptions::STRICT,
-        )
-        .unwrap(),
-        redacts: None,
-    }
-}
+use common::inproc::{invited_room, message, same, two_servers, until};
 
 /// B builds `n` messages it keeps to itself, then sends only the last: A must fill the gap.
 async fn gap(b: &Arc<AppState>, room: &str, bob: &str, n: usize) -> Vec<String> {
@@ -91,19 +32,9 @@ async fn gap(b: &Arc<AppState>, room: &str, bob: &str, n: usize) -> Vec<String> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gaps_are_filled_with_missing_events_then_state() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start(&dir.path().join("a"));
-    let b = start(&dir.path().join("b"));
-    let alice = format!("@alice:{}", a.server_name);
-    let bob = format!("@bob:{}", b.server_name);
-    a.db().create_user(&alice, None, false).unwrap();
-    b.db().create_user(&bob, Some("Bob"), false).unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), same, Some("Bob"));
 
-    let room = {
-        let _g = a.writer.lock().await;
-        let room = rooms::create_room(&a, &alice, "11").unwrap();
-        rooms::invite_remote(&a, &room, &alice, &bob).await.unwrap();
-        room
-    };
+    let room = invited_room(&a, &alice, &bob, "11").await;
     let invites = b.db().invites(&bob).unwrap();
     assert_eq!(invites.len(), 1, "the invite was stored for bob");
     rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")

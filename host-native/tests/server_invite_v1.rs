@@ -5,45 +5,11 @@
 //! so that it does not know `/v2/invite`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+mod common;
 
-use mxfed_native::server::serve::{prepare, tls_config, ServeArgs};
-use mxfed_native::server::{app, rooms, run, AppState};
+use mxfed_native::server::rooms;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_with(dir: &std::path::Path, wrap: fn(axum::Router) -> axum::Router) -> Arc<AppState> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let port = free_port();
-    let args = ServeArgs {
-        config: None,
-        data_dir: Some(dir.to_owned()),
-        server_name: Some(format!("localhost:{port}")),
-        listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
-        dev: true,
-    };
-    let state = prepare(&args).unwrap().state;
-    let l = state.config.listeners[0].clone();
-    let listener = std::net::TcpListener::bind(l.addr).unwrap();
-    let tls = tls_config(&state, &l).unwrap();
-    tokio::spawn(run(
-        listener,
-        wrap(app(state.clone())),
-        tls,
-        std::future::pending(),
-    ));
-    state
-}
-
-fn same(r: axum::Router) -> axum::Router {
-    r
-}
+use common::inproc::{invited_room, two_servers};
 
 async fn no_v2_invite(
     req: axum::extract::Request,
@@ -72,19 +38,9 @@ fn without_v2_invite(r: axum::Router) -> axum::Router {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invite_falls_back_to_v1_for_old_rooms() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start_with(&dir.path().join("a"), same);
-    let b = start_with(&dir.path().join("b"), without_v2_invite);
-    let alice = format!("@alice:{}", a.server_name);
-    let bob = format!("@bob:{}", b.server_name);
-    a.db().create_user(&alice, None, false).unwrap();
-    b.db().create_user(&bob, None, false).unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), without_v2_invite, None);
 
-    let old = {
-        let _g = a.writer.lock().await;
-        let room = rooms::create_room(&a, &alice, "2").unwrap();
-        rooms::invite_remote(&a, &room, &alice, &bob).await.unwrap();
-        room
-    };
+    let old = invited_room(&a, &alice, &bob, "2").await;
     let invites = b.db().invites(&bob).unwrap();
     assert_eq!(invites.len(), 1, "stored through /v1/invite");
     assert!(

@@ -3,65 +3,14 @@
 //! user is refused before anything is sent. No sleeps: B is waited on with `room wait`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use std::io::{Read, Write};
 
-struct Server {
-    child: Child,
-    data: std::path::PathBuf,
-}
+use common::free_port;
+use common::process::Server;
 
 impl Server {
-    fn start(data: &Path, port: u16) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mxfed"))
-            .args(["serve", "--dev", "--data-dir"])
-            .arg(data)
-            .args(["--server-name", &format!("localhost:{port}")])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        loop {
-            let mut line = String::new();
-            assert!(out.read_line(&mut line).unwrap() > 0, "server exited");
-            if line.trim() == "mxfed: ready" {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in out.lines() {});
-        Server {
-            child,
-            data: data.to_owned(),
-        }
-    }
-
-    fn admin(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_mxfed"))
-            .arg("admin")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mxfed admin {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
-    }
-
     /// A raw HTTP/1.1 POST to the admin API: (status, body).
     fn post(&self, path: &str, body: &str) -> (u16, String) {
         let info: serde_json::Value =
@@ -93,14 +42,6 @@ impl Server {
             .collect()
     }
 }
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| {

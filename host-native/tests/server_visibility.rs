@@ -5,58 +5,12 @@
 //! served whole. Restricted joins A cannot check get `M_UNABLE_TO_AUTHORISE_JOIN`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+mod common;
 
 use mxfed_core::canonical::{parse_object, ParseOptions, Value};
-use mxfed_core::event::EventTemplate;
-use mxfed_native::server::serve::{prepare, tls_config, ServeArgs};
-use mxfed_native::server::{app, rooms, run, AppState};
+use mxfed_native::server::rooms;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(dir: &std::path::Path) -> Arc<AppState> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let port = free_port();
-    let args = ServeArgs {
-        config: None,
-        data_dir: Some(dir.to_owned()),
-        server_name: Some(format!("localhost:{port}")),
-        listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
-        dev: true,
-    };
-    let state = prepare(&args).unwrap().state;
-    let l = state.config.listeners[0].clone();
-    let listener = std::net::TcpListener::bind(l.addr).unwrap();
-    let tls = tls_config(&state, &l).unwrap();
-    tokio::spawn(run(
-        listener,
-        app(state.clone()),
-        tls,
-        std::future::pending(),
-    ));
-    state
-}
-
-fn message(room: &str, sender: &str, body: &str) -> EventTemplate {
-    EventTemplate {
-        room_id: Some(room.to_owned()),
-        event_type: "m.room.message".into(),
-        sender: sender.to_owned(),
-        state_key: None,
-        content: parse_object(
-            format!(r#"{{"msgtype":"m.text","body":"{body}"}}"#).as_bytes(),
-            &ParseOptions::STRICT,
-        )
-        .unwrap(),
-        redacts: None,
-    }
-}
+use common::inproc::{message, same, two_servers};
 
 fn enc(s: &str) -> String {
     mxfed_native::server::client::encode_segment(s)
@@ -80,12 +34,7 @@ fn has_body(ev: &mxfed_core::canonical::Object) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrieval_follows_history_visibility() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start(&dir.path().join("a"));
-    let b = start(&dir.path().join("b"));
-    let alice = format!("@alice:{}", a.server_name);
-    let bob = format!("@bob:{}", b.server_name);
-    a.db().create_user(&alice, None, false).unwrap();
-    b.db().create_user(&bob, None, false).unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), same, None);
 
     let (room, secret) = {
         let _g = a.writer.lock().await;
@@ -220,12 +169,7 @@ async fn retrieval_follows_history_visibility() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restricted_join_the_resident_cannot_check() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start(&dir.path().join("a"));
-    let b = start(&dir.path().join("b"));
-    let alice = format!("@alice:{}", a.server_name);
-    let bob = format!("@bob:{}", b.server_name);
-    a.db().create_user(&alice, None, false).unwrap();
-    b.db().create_user(&bob, None, false).unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), same, None);
     let room = {
         let _g = a.writer.lock().await;
         let room = rooms::create_room(&a, &alice, "10").unwrap();

@@ -9,18 +9,29 @@ use crate::fed::{encode_segment, now_ms};
 use crate::stats::{self, ProcSample};
 
 /// What to run.
+#[derive(clap::Args)]
 pub struct Args {
-    /// Server A's data directory (the senders' server).
+    /// Server A's data directory.
+    // The senders' server.
+    #[arg(long)]
     pub a: PathBuf,
-    /// Server B's data directory (where we wait).
+    /// Server B's data directory.
+    // Where we wait.
+    #[arg(long)]
     pub b: PathBuf,
-    /// The room, joined by the senders on A and by someone on B.
+    /// The room.
+    // Joined by the senders on A and by someone on B.
+    #[arg(long)]
     pub room: String,
-    /// Sender local parts on A.
+    /// Sender local parts on A, comma-separated.
+    #[arg(long, value_delimiter = ',')]
     pub users: Vec<String>,
-    /// Messages in all (split evenly over the users).
+    /// Messages in all.
+    // Split evenly over the users.
+    #[arg(long, default_value_t = 4000)]
     pub messages: usize,
     /// Messages per admin request: 1 uses `/send`, more use `/send_batch`.
+    #[arg(long, default_value_t = 1)]
     pub batch: usize,
 }
 

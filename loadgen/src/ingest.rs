@@ -18,26 +18,38 @@ use crate::fed::{self, encode_segment, now_ms, Fed, Prepared};
 use crate::stats::{self, ProcSample};
 
 /// What to run.
+#[derive(clap::Args)]
 pub struct Args {
-    /// The target server name (`localhost:8448`).
+    /// The target's server name, `host:port` (reached at https://host:port).
+    #[arg(long)]
     pub target: String,
-    /// The room to join (public join rules).
+    /// The room to join (its join rule must be public).
+    #[arg(long)]
     pub room: String,
     /// Our user's local part.
+    #[arg(long, default_value = "loadgen")]
     pub user: String,
-    /// Transactions to send in all.
+    /// Transactions to send.
+    #[arg(long, default_value_t = 100)]
     pub txns: usize,
-    /// PDUs per transaction.
+    /// PDUs per transaction (50 is the protocol's maximum).
+    #[arg(long, default_value_t = 50)]
     pub pdus_per_txn: usize,
-    /// Transactions in flight at once (each on its own chain of events).
+    /// Transactions in flight at once; 1 is sequential.
+    // Each on its own chain of events.
+    #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
-    /// The target's pid, for its CPU time and peak RSS.
+    /// The target's pid: its CPU time and peak RSS are read from /proc.
+    #[arg(long)]
     pub target_pid: Option<u32>,
     /// Where our key server listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
-    /// A label for the result line.
+    /// Label of the result line.
+    #[arg(long, default_value = "target")]
     pub label: String,
-    /// Rounds of the in-process validation timing.
+    /// Rounds of the in-process core timing.
+    #[arg(long, default_value_t = 3)]
     pub check_rounds: usize,
 }
 

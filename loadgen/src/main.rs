@@ -28,8 +28,6 @@ mod fed;
 mod ingest;
 mod stats;
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -46,59 +44,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Join a room on the target as a remote server and stream transactions of messages at it.
-    Ingest {
-        /// The target's server name, `host:port` (reached at https://host:port).
-        #[arg(long)]
-        target: String,
-        /// The room to join (its join rule must be public).
-        #[arg(long)]
-        room: String,
-        /// Our user's local part.
-        #[arg(long, default_value = "loadgen")]
-        user: String,
-        /// Transactions to send.
-        #[arg(long, default_value_t = 100)]
-        txns: usize,
-        /// PDUs per transaction (50 is the protocol's maximum).
-        #[arg(long, default_value_t = 50)]
-        pdus_per_txn: usize,
-        /// Transactions in flight at once; 1 is sequential.
-        #[arg(long, default_value_t = 1)]
-        concurrency: usize,
-        /// The target's pid: its CPU time and peak RSS are read from /proc.
-        #[arg(long)]
-        target_pid: Option<u32>,
-        /// Where our key server listens.
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: String,
-        /// Label of the result line.
-        #[arg(long, default_value = "target")]
-        label: String,
-        /// Rounds of the in-process core timing.
-        #[arg(long, default_value_t = 3)]
-        check_rounds: usize,
-    },
+    Ingest(ingest::Args),
     /// Users of server A send messages via A's admin API; time until all are on server B.
-    E2e {
-        /// Server A's data directory.
-        #[arg(long)]
-        a: PathBuf,
-        /// Server B's data directory.
-        #[arg(long)]
-        b: PathBuf,
-        /// The room.
-        #[arg(long)]
-        room: String,
-        /// Sender local parts on A, comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        users: Vec<String>,
-        /// Messages in all.
-        #[arg(long, default_value_t = 4000)]
-        messages: usize,
-        /// Messages per admin request: 1 uses `/send`, more use `/send_batch`.
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-    },
+    E2e(e2e::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -116,50 +64,8 @@ fn main() -> std::process::ExitCode {
     };
     let r = rt.block_on(async move {
         match cli.cmd {
-            Cmd::Ingest {
-                target,
-                room,
-                user,
-                txns,
-                pdus_per_txn,
-                concurrency,
-                target_pid,
-                listen,
-                label,
-                check_rounds,
-            } => {
-                ingest::run(ingest::Args {
-                    target,
-                    room,
-                    user,
-                    txns,
-                    pdus_per_txn,
-                    concurrency,
-                    target_pid,
-                    listen,
-                    label,
-                    check_rounds,
-                })
-                .await
-            }
-            Cmd::E2e {
-                a,
-                b,
-                room,
-                users,
-                messages,
-                batch,
-            } => {
-                e2e::run(e2e::Args {
-                    a,
-                    b,
-                    room,
-                    users,
-                    messages,
-                    batch,
-                })
-                .await
-            }
+            Cmd::Ingest(args) => ingest::run(args).await,
+            Cmd::E2e(args) => e2e::run(args).await,
         }
     });
     match r {

@@ -87,6 +87,11 @@ async fn body_json(
     serde_json::from_slice(&bytes).map_err(|e| ApiError::new(400, "M_NOT_JSON", e.to_string()))
 }
 
+/// The boolean `k` of `v`, if it is one.
+fn flag(v: &serde_json::Value, k: &str) -> Option<bool> {
+    v.get(k).and_then(serde_json::Value::as_bool)
+}
+
 fn field<'a>(v: &'a serde_json::Value, k: &str) -> Result<&'a str, ApiError> {
     v.get(k)
         .and_then(serde_json::Value::as_str)
@@ -147,10 +152,7 @@ async fn create_user(
         )));
     }
     let display = v.get("display_name").and_then(serde_json::Value::as_str);
-    let auto = v
-        .get("auto_accept")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
+    let auto = flag(&v, "auto_accept").unwrap_or(false);
     if !state.db().create_user(&user, display, auto)? {
         return Err(ApiError::new(
             400,
@@ -168,10 +170,7 @@ async fn set_auto_accept(
     body: Body,
 ) -> Result<Response, ApiError> {
     let v = body_json(&state, &headers, body).await?;
-    let on = v
-        .get("enabled")
-        .and_then(serde_json::Value::as_bool)
-        .ok_or_else(|| ApiError::missing("enabled"))?;
+    let on = flag(&v, "enabled").ok_or_else(|| ApiError::missing("enabled"))?;
     let user = state.user_id(&user);
     if !state.db().set_auto_accept(&user, on)? {
         return Err(ApiError::not_found(format!("no local user {user}")));
@@ -476,7 +475,7 @@ async fn send_batch(
             let mut all = state.rooms();
             let room = all
                 .get_mut(&room_id)
-                .ok_or_else(|| ApiError::not_found(format!("unknown room {room_id}")))?;
+                .ok_or_else(|| unknown_room(&room_id))?;
             mxfed_core::pdu::check_format(&b.pdu, room.version())?;
             room.receive(&rooms::checked(&b.event_id, b.pdu.clone(), false))
         };
@@ -571,11 +570,15 @@ async fn redact(
     Ok(event_id_answer(id))
 }
 
+fn unknown_room(room_id: &str) -> ApiError {
+    ApiError::not_found(format!("unknown room {room_id}"))
+}
+
 fn known_room(state: &AppState, room_id: &str) -> Result<(), ApiError> {
     if state.rooms().contains_key(room_id) {
         Ok(())
     } else {
-        Err(ApiError::not_found(format!("unknown room {room_id}")))
+        Err(unknown_room(room_id))
     }
 }
 
@@ -618,7 +621,7 @@ async fn room_state(State(state): St, MPath(room_id): MPath<String>) -> Result<R
         .rooms()
         .get(&room_id)
         .map(|r| state_to_json(&r.current_state()))
-        .ok_or_else(|| ApiError::not_found(format!("unknown room {room_id}")))?;
+        .ok_or_else(|| unknown_room(&room_id))?;
     Ok(json(&st))
 }
 
@@ -652,15 +655,11 @@ fn send_room_edu(
 ) -> Result<Vec<String>, ApiError> {
     let servers = {
         let rooms = state.rooms();
-        let room = rooms
-            .get(room_id)
-            .ok_or_else(|| ApiError::not_found(format!("unknown room {room_id}")))?;
+        let room = rooms.get(room_id).ok_or_else(|| unknown_room(room_id))?;
         if room.membership(user).as_deref() != Some("join") {
-            return Err(ApiError::new(
-                403,
-                "M_FORBIDDEN",
-                format!("{user} is not joined to {room_id}"),
-            ));
+            return Err(ApiError::forbidden(format!(
+                "{user} is not joined to {room_id}"
+            )));
         }
         room.joined_servers()
     };
@@ -690,10 +689,7 @@ async fn typing(
 ) -> Result<Response, ApiError> {
     let v = body_json(&state, &headers, body).await?;
     let user = acting_user(&state, &v)?;
-    let on = v
-        .get("typing")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(true);
+    let on = flag(&v, "typing").unwrap_or(true);
     let dests = send_room_edu(&state, &room_id, &user, &typing_edu(&room_id, &user, on)?)?;
     if let (true, Some(ms)) = (on, v.get("timeout_ms").and_then(serde_json::Value::as_u64)) {
         let stop = typing_edu(&room_id, &user, false)?;

@@ -629,6 +629,36 @@ fn objects(list: Option<&Value>) -> Vec<Object> {
         .collect()
 }
 
+/// Adds the events of `good` to the room with `add`, in causal order, passing over those
+/// `known` says the room has; returns them as entries to store (kept as outliers, from
+/// `origin`).
+fn add_in_causal_order(
+    room: &mut Room,
+    good: &[(PduCheck, Pdu)],
+    origin: &str,
+    known: impl Fn(&Room, &str) -> bool,
+    add: impl Fn(&mut Room, &PduCheck) -> RoomVerdict,
+) -> Vec<Entry> {
+    let pdus: Vec<Pdu> = good.iter().map(|(_, p)| p.clone()).collect();
+    let mut entries = Vec::new();
+    for i in mxfed_core::room::causal_order(&pdus) {
+        let (c, p) = &good[i];
+        if known(room, &p.event_id) {
+            continue;
+        }
+        let verdict = add(room, c);
+        entries.push(Entry {
+            event_id: p.event_id.clone(),
+            event: p.event.clone(),
+            verdict,
+            outlier: true,
+            state_before: None,
+            origin: origin.to_owned(),
+        });
+    }
+    entries
+}
+
 /// Adds events as outliers (auth chains and states), in causal order; returns the state map of
 /// `state_ids` among them that were accepted.
 fn add_outliers(
@@ -637,8 +667,7 @@ fn add_outliers(
     origin: &str,
     checks: Vec<PduCheck>,
 ) -> Result<(), ApiError> {
-    let mut entries = Vec::new();
-    {
+    let entries = {
         let mut rooms = state.rooms();
         let room = rooms
             .get_mut(room_id)
@@ -652,23 +681,14 @@ fn add_outliers(
                 }
             }
         }
-        let pdus: Vec<Pdu> = good.iter().map(|(_, p)| p.clone()).collect();
-        for i in mxfed_core::room::causal_order(&pdus) {
-            let (c, p) = &good[i];
-            if room.contains(&p.event_id) {
-                continue;
-            }
-            let verdict = room.add_outlier(c);
-            entries.push(Entry {
-                event_id: p.event_id.clone(),
-                event: p.event.clone(),
-                verdict,
-                outlier: true,
-                state_before: None,
-                origin: origin.to_owned(),
-            });
-        }
-    }
+        add_in_causal_order(
+            room,
+            &good,
+            origin,
+            |room, id| room.contains(id),
+            Room::add_outlier,
+        )
+    };
     commit(state, room_id, &entries)
 }
 
@@ -847,29 +867,19 @@ async fn backfill(
             )),
         }
     }
-    let mut entries = Vec::new();
-    {
+    let entries = {
         let mut rooms = state.rooms();
         let room = rooms
             .get_mut(room_id)
             .ok_or_else(|| ApiError::not_found("unknown room"))?;
-        let pdus: Vec<Pdu> = good.iter().map(|(_, p)| p.clone()).collect();
-        for i in mxfed_core::room::causal_order(&pdus) {
-            let (c, p) = &good[i];
-            if room.contains(&p.event_id) && !room.is_outlier(&p.event_id) {
-                continue;
-            }
-            let verdict = room.add_backfilled(c);
-            entries.push(Entry {
-                event_id: p.event_id.clone(),
-                event: p.event.clone(),
-                verdict,
-                outlier: true,
-                state_before: None,
-                origin: origin.to_owned(),
-            });
-        }
-    }
+        add_in_causal_order(
+            room,
+            &good,
+            origin,
+            |room, id| room.contains(id) && !room.is_outlier(id),
+            Room::add_backfilled,
+        )
+    };
     log(&format!(
         "backfilled {} events of {room_id} from {origin}",
         entries.len()

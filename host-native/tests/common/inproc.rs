@@ -1,0 +1,97 @@
+//! Servers run inside the test process: TLS on real loopback sockets, driven through the library.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mxfed_core::canonical::{parse_object, ParseOptions};
+use mxfed_core::event::EventTemplate;
+use mxfed_native::server::serve::{prepare, tls_config, ServeArgs};
+use mxfed_native::server::{app, rooms, run, AppState};
+
+/// A `--dev` server (TLS, self-signed) on a free loopback port, kept bound from the start, whose router is passed through `wrap`.
+pub fn start_with(dir: &std::path::Path, wrap: fn(axum::Router) -> axum::Router) -> Arc<AppState> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let args = ServeArgs {
+        config: None,
+        data_dir: Some(dir.to_owned()),
+        server_name: Some(format!("localhost:{port}")),
+        listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+        dev: true,
+    };
+    let state = prepare(&args).unwrap().state;
+    let tls = tls_config(&state, &state.config.listeners[0]).unwrap();
+    tokio::spawn(run(
+        listener,
+        wrap(app(state.clone())),
+        tls,
+        std::future::pending(),
+    ));
+    state
+}
+
+/// A `--dev` server on a free loopback port with the router as it is.
+pub fn start(dir: &std::path::Path) -> Arc<AppState> {
+    start_with(dir, same)
+}
+
+/// The router unchanged.
+pub fn same(r: axum::Router) -> axum::Router {
+    r
+}
+
+/// Waits until `pred` holds, woken by the server's change notifications.
+pub async fn until(state: &AppState, what: &str, pred: impl Fn(&AppState) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let notified = state.changed.notified();
+        if pred(state) {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            panic!("timed out waiting for {what}");
+        }
+    }
+}
+
+/// An `m.text` message template.
+pub fn message(room: &str, sender: &str, body: &str) -> EventTemplate {
+    EventTemplate {
+        room_id: Some(room.to_owned()),
+        event_type: "m.room.message".into(),
+        sender: sender.to_owned(),
+        state_key: None,
+        content: parse_object(
+            format!(r#"{{"msgtype":"m.text","body":"{body}"}}"#).as_bytes(),
+            &ParseOptions::STRICT,
+        )
+        .unwrap(),
+        redacts: None,
+    }
+}
+
+/// Two servers under `dir`, A (its router as it is) and B (its router passed through `wrap_b`),
+/// with `@alice` a user of A and `@bob` (display name `bob_name`) a user of B:
+/// `(a, b, alice, bob)`.
+pub fn two_servers(
+    dir: &std::path::Path,
+    wrap_b: fn(axum::Router) -> axum::Router,
+    bob_name: Option<&str>,
+) -> (Arc<AppState>, Arc<AppState>, String, String) {
+    let a = start_with(&dir.join("a"), same);
+    let b = start_with(&dir.join("b"), wrap_b);
+    let alice = format!("@alice:{}", a.server_name);
+    let bob = format!("@bob:{}", b.server_name);
+    a.db().create_user(&alice, None, false).unwrap();
+    b.db().create_user(&bob, bob_name, false).unwrap();
+    (a, b, alice, bob)
+}
+
+/// A room of room version `version` that `alice` creates on `a` and invites `bob` to.
+pub async fn invited_room(a: &Arc<AppState>, alice: &str, bob: &str, version: &str) -> String {
+    let _g = a.writer.lock().await;
+    let room = rooms::create_room(a, alice, version).unwrap();
+    rooms::invite_remote(a, &room, alice, bob).await.unwrap();
+    room
+}
