@@ -3,7 +3,7 @@
 //! What it does: exposes mxfed-core's operations with the names every host uses (canonical JSON,
 //! JSON signing and verification, content and reference hashes, event IDs, redaction, event
 //! hashing-and-signing, batch PDU checks, X-Matrix request signing and verification, server key
-//! responses, transactions, server ACLs, server discovery) and Synapse-compatible signing keys,
+//! responses, transactions, server ACLs, server discovery, history visibility) and Synapse-compatible signing keys,
 //! converting Python objects to and from the core's canonical values and core errors to
 //! `mxfed.MxfedError` subclasses.
 //!
@@ -39,7 +39,7 @@ use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
 use mxfed_core::server_keys::{build_server_keys, KeyRing, ServerKeys};
 use mxfed_core::{
-    base64, discovery, event, identifiers, pdu, signing, transaction, xmatrix, RoomVersion,
+    base64, discovery, event, identifiers, pdu, room, signing, transaction, xmatrix, RoomVersion,
     Timestamp,
 };
 
@@ -954,6 +954,32 @@ fn pick_srv<'py>(
     }
 }
 
+/// Whether a server may see an event, given the `history_visibility` value in force after it
+/// (`None`: the room has no `m.room.history_visibility` event; unknown values count as `shared`,
+/// as Synapse) and the memberships after it of that server's users (an iterable of str). Raises
+/// `TypeError` for memberships that are not an iterable of str.
+#[pyfunction]
+fn server_may_see(
+    history_visibility: Option<&str>,
+    memberships: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let not_strings = || PyTypeError::new_err("memberships: expected an iterable of str");
+    if memberships.is_instance_of::<PyString>() || as_bytes(memberships)?.is_some() {
+        return Err(not_strings());
+    }
+    let mut list = Vec::new();
+    for item in memberships.try_iter().map_err(|_| not_strings())? {
+        let item = item?;
+        let m = item.cast::<PyString>().map_err(|_| not_strings())?;
+        list.push(m.to_cow()?.into_owned());
+    }
+    let visibility = room::HistoryVisibility::parse(history_visibility);
+    Ok(room::server_may_see(
+        visibility,
+        list.iter().map(String::as_str),
+    ))
+}
+
 /// Compat fast path of `canonicaljson.encode_canonical_json`: the bytes, or None when Python's
 /// `json` must encode the value (floats, big integers, subclasses, unknown types).
 #[pyfunction]
@@ -1001,6 +1027,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(server_acl_allows, m)?)?;
     m.add_function(wrap_pyfunction!(discovery_plan, m)?)?;
     m.add_function(wrap_pyfunction!(pick_srv, m)?)?;
+    m.add_function(wrap_pyfunction!(server_may_see, m)?)?;
     let versions: Vec<&str> = RoomVersion::ALL.iter().map(|v| v.id).collect();
     m.add(
         "ROOM_VERSIONS",

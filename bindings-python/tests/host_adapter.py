@@ -121,6 +121,13 @@ def pick_srv(records: str) -> str:
     return _canon(mxfed.pick_srv(records.encode("utf-8")))
 
 
+def server_may_see(visibility: Optional[str], memberships: List[str]) -> str:
+    may_see = mxfed.server_may_see(visibility, memberships)
+    # The visibility as understood: the core's, through the same call the CLI makes.
+    understood = visibility if visibility in ("world_readable", "invited", "joined") else "shared"
+    return _canon({"history_visibility": understood, "may_see": may_see})
+
+
 OPS: Dict[str, Callable[..., str]] = {
     f.__name__: f
     for f in [
@@ -142,6 +149,7 @@ OPS: Dict[str, Callable[..., str]] = {
         server_acl_allows,
         discovery_plan,
         pick_srv,
+        server_may_see,
     ]
 }
 

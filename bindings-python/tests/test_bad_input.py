@@ -138,6 +138,14 @@ def test_table_size() -> None:
         lambda: mxfed.SigningKey.from_seed("1", 12),
         lambda: mxfed.server_acl_allows({"allow": ["*"]}, 1),
         lambda: mxfed.discovery_plan(None),
+        lambda: mxfed.server_may_see("joined", [1]),
+        lambda: mxfed.server_may_see("joined", ["join", None]),
+        lambda: mxfed.server_may_see("joined", [b"join"]),
+        lambda: mxfed.server_may_see("joined", "join"),
+        lambda: mxfed.server_may_see("joined", b"join"),
+        lambda: mxfed.server_may_see("joined", 5),
+        lambda: mxfed.server_may_see("joined", None),
+        lambda: mxfed.server_may_see(1, []),
     ],
 )
 def test_wrong_argument_types_are_type_errors(call: Callable[[], Any]) -> None:

@@ -23,7 +23,7 @@ mod history;
 mod invite;
 mod restricted;
 
-pub use history::{server_may_see, HistoryVisibility, ServerView};
+pub use history::{server_may_see, server_may_see_json, HistoryVisibility, ServerView};
 pub use invite::{invite_fallback, InviteFallback};
 pub use restricted::{RestrictedJoin, RestrictedJoinError};
 

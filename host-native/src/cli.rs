@@ -11,7 +11,7 @@ use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
 use mxfed_core::discovery;
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
 use mxfed_core::server_keys::{self, KeyRing, ServerKeys};
-use mxfed_core::{event, identifiers, pdu, signing, xmatrix, Millis, RoomVersion, Timestamp};
+use mxfed_core::{event, identifiers, pdu, room, signing, xmatrix, Millis, RoomVersion, Timestamp};
 
 use crate::error::{CliError, EXIT_FAILED};
 
@@ -69,6 +69,9 @@ enum Command {
     /// Server discovery: where to connect for a server name.
     #[command(subcommand)]
     Discover(DiscoverCommand),
+    /// History visibility: what another server may see of a room's past.
+    #[command(subcommand)]
+    History(HistoryCommand),
     /// Run the federation server (creates ./mxfed-data on first run).
     Serve(mxfed_native::server::serve::ServeArgs),
     /// Talk to the running server (users, rooms, invites, timelines).
@@ -99,6 +102,20 @@ enum AclCommand {
         /// Server names, with or without a port.
         #[arg(required = true)]
         server_names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HistoryCommand {
+    /// Whether a server may see an event: print {"history_visibility","may_see"}, the
+    /// visibility as understood (unknown or missing values are shared, as Synapse).
+    MaySee {
+        /// The `history_visibility` value in force after the event; leave it out when the room
+        /// has no m.room.history_visibility event.
+        #[arg(long, allow_hyphen_values = true)]
+        visibility: Option<String>,
+        /// The memberships after the event of the server's users (join, invite, leave, ...).
+        memberships: Vec<String>,
     },
 }
 
@@ -414,6 +431,14 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Keys(cmd) => return run_keys(cmd),
         Command::Acl(cmd) => return run_acl(cmd),
         Command::Discover(cmd) => run_discover(cmd)?,
+        Command::History(HistoryCommand::MaySee {
+            visibility,
+            memberships,
+        }) => {
+            let memberships: Vec<&str> = memberships.iter().map(String::as_str).collect();
+            let o = room::server_may_see_json(visibility.as_deref(), &memberships);
+            write_out(o.to_canonical_string().as_bytes())?;
+        }
         Command::Room(RoomCommand::Replay { event: args, keys }) => {
             let v = room_version(&args.room_version)?;
             let (keys, file) = split_keys_and_input(keys, args.file);

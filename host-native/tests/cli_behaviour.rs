@@ -364,3 +364,40 @@ fn discover_plan_takes_the_well_known_body_from_a_file_or_stdin() {
     let out = mxfed(&["discover", "pick-srv"], b"[]");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "null\n");
 }
+
+#[test]
+fn history_may_see_prints_the_understood_visibility() {
+    for (args, want) in [
+        (
+            &[
+                "history",
+                "may-see",
+                "--visibility",
+                "joined",
+                "leave",
+                "join",
+            ][..],
+            "{\"history_visibility\":\"joined\",\"may_see\":true}\n",
+        ),
+        (
+            &["history", "may-see", "--visibility", "invited", "ban"][..],
+            "{\"history_visibility\":\"invited\",\"may_see\":false}\n",
+        ),
+        (
+            &["history", "may-see", "--visibility", "foo"][..],
+            "{\"history_visibility\":\"shared\",\"may_see\":true}\n",
+        ),
+        (
+            &["history", "may-see", "--visibility", ""][..],
+            "{\"history_visibility\":\"shared\",\"may_see\":true}\n",
+        ),
+        (
+            &["history", "may-see"][..],
+            "{\"history_visibility\":\"shared\",\"may_see\":true}\n",
+        ),
+    ] {
+        let out = mxfed(args, b"");
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{args:?}");
+    }
+}

@@ -300,6 +300,16 @@ impl Host for CliHost {
         Some(mxfed(&["discover", "pick-srv", "-"], records))
     }
 
+    fn server_may_see(&self, visibility: Option<&str>, memberships: &[&str]) -> Option<Outcome> {
+        let flag = visibility.map(|v| format!("--visibility={v}"));
+        let mut args = vec!["history", "may-see"];
+        args.extend(flag.as_deref());
+        // `--` so that a membership starting with `-` stays a membership.
+        args.push("--");
+        args.extend(memberships);
+        Some(mxfed(&args, b""))
+    }
+
     fn check_pdus(&self, rv: &str, keys: &[Vec<u8>], pdus: &[u8]) -> Outcome {
         let paths = self.write_keys(keys);
         let mut args = vec!["event", "check", "--room-version", rv, "--keys"];

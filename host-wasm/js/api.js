@@ -233,3 +233,23 @@ export function discoveryPlan(serverName, wellKnown) {
 export function pickSrv(records) {
   return JSON.parse(raw.pickSrv(toBytes(records, 'records')));
 }
+
+/** Whether a server may see an event, given the `history_visibility` value in force after it
+ *  (`null` or `undefined`: the room has no `m.room.history_visibility` event; unknown values
+ *  count as `shared`, as Synapse) and the memberships after it of that server's users (an
+ *  iterable of strings). Throws `bad_argument` for anything else. */
+export function serverMaySee(historyVisibility, memberships) {
+  if (historyVisibility !== null && historyVisibility !== undefined && typeof historyVisibility !== 'string') {
+    throw mxfedError('bad_argument', 'historyVisibility: expected a string, null or undefined');
+  }
+  const notStrings = () => mxfedError('bad_argument', 'memberships: expected an iterable of strings');
+  if (memberships === null || memberships === undefined || typeof memberships === 'string' || typeof memberships[Symbol.iterator] !== 'function') {
+    throw notStrings();
+  }
+  const list = [];
+  for (const m of memberships) {
+    if (typeof m !== 'string') throw notStrings();
+    list.push(m);
+  }
+  return raw.serverMaySee(historyVisibility ?? undefined, list);
+}

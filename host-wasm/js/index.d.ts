@@ -146,3 +146,4 @@ export interface SrvRecord {
 export function serverAclAllows(content: JsonInput, serverName: string): boolean;
 export function discoveryPlan(serverName: string, wellKnown?: JsonInput | null): DiscoveryPlan;
 export function pickSrv(records: SrvRecord[] | JsonInput): { host: string; port: number } | null;
+export function serverMaySee(historyVisibility: string | null | undefined, memberships: Iterable<string>): boolean;

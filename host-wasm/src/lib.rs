@@ -4,7 +4,7 @@
 //! What it does: exports the core's operations through wasm-bindgen (`canonicalJson`,
 //! `signJson`, `verifyJson`, `contentHash`, `referenceHash`, `eventId`, `redact`,
 //! `hashAndSignEvent`, `checkPdus`, `signRequest`, `verifyRequest`, `serverKeys`,
-//! `parseTransaction`, `serverAclAllows`, `discoveryPlan`, `pickSrv`, the key classes), and the edge worker's request checks ([`edge`]).
+//! `parseTransaction`, `serverAclAllows`, `discoveryPlan`, `pickSrv`, `serverMaySee`, the key classes), and the edge worker's request checks ([`edge`]).
 //! The JavaScript package around it (`host-wasm/js/`, built into `host-wasm/pkg/` by
 //! `host-wasm/build.sh`) turns strings and objects into bytes and back.
 //!
@@ -413,6 +413,13 @@ pub fn discovery_plan(server_name: &str, well_known: Option<Vec<u8>>) -> JsResul
 #[wasm_bindgen(js_name = pickSrv)]
 pub fn pick_srv(records: &[u8]) -> JsResult<String> {
     ops::pick_srv(records).map_err(err)
+}
+
+/// Whether a server may see an event: the `history_visibility` value after it (`None`: no such
+/// event) and the memberships after it of the server's users.
+#[wasm_bindgen(js_name = serverMaySee)]
+pub fn server_may_see(history_visibility: Option<String>, memberships: Vec<String>) -> bool {
+    ops::server_may_see(history_visibility.as_deref(), &memberships)
 }
 
 /// The edge route of a request: `well_known`, `server_keys`, `open`, `federation`, `send` or

@@ -348,6 +348,16 @@ pub fn pick_srv(records: &[u8]) -> Result<String, HostError> {
     )))
 }
 
+/// Whether a server may see an event (`mxfed history may-see`): the `history_visibility` value
+/// in force after it (`None`: no such event; unknown values are `shared`) and the memberships
+/// after it of the server's users.
+pub fn server_may_see(history_visibility: Option<&str>, memberships: &[String]) -> bool {
+    mxfed_core::room::server_may_see(
+        mxfed_core::room::HistoryVisibility::parse(history_visibility),
+        memberships.iter().map(String::as_str),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -204,3 +204,20 @@ test('discovery: first step, after the well-known (null: failed fetch), SRV choi
   throwsCode(() => m.pickSrv({}), 'bad_srv_records');
   throwsCode(() => m.pickSrv([{ port: 1 }]), 'bad_srv_record');
 });
+
+test('history visibility: every vector row, iterables; non-strings are bad_argument', () => {
+  const { cases } = JSON.parse(readFileSync(new URL('../../tests/vectors/history_visibility.json', import.meta.url), 'utf8'));
+  assert.ok(cases.length >= 30);
+  for (const v of cases) {
+    assert.equal(m.serverMaySee(v.visibility, v.memberships), v.expected.may_see, v.name);
+    assert.equal(m.serverMaySee(v.visibility, new Set(v.memberships)), v.expected.may_see, v.name);
+  }
+  assert.equal(m.serverMaySee(undefined, []), true);
+  assert.equal(m.serverMaySee('joined', (function* () { yield 'leave'; yield 'join'; })()), true);
+  throwsCode(() => m.serverMaySee('joined', [1]), 'bad_argument');
+  throwsCode(() => m.serverMaySee('joined', ['join', null]), 'bad_argument');
+  throwsCode(() => m.serverMaySee('joined', 'join'), 'bad_argument');
+  throwsCode(() => m.serverMaySee('joined', null), 'bad_argument');
+  throwsCode(() => m.serverMaySee('joined', { 0: 'join', length: 1 }), 'bad_argument');
+  throwsCode(() => m.serverMaySee(5, []), 'bad_argument');
+});

@@ -46,6 +46,12 @@ const ops = {
   server_keys: (a) => m.serverKeys(a.server, key(a.seed, a.version), a.valid_until_ts),
   server_acl_allows: (a) => String(m.serverAclAllows(b(a.content), a.server_name)),
   discovery_plan: (a) => m.canonicalJson(m.discoveryPlan(a.server_name, a.well_known === null ? undefined : b(a.well_known))),
+  server_may_see: (a) => {
+    const maySee = m.serverMaySee(a.visibility, a.memberships);
+    // The visibility as understood, as the CLI prints it.
+    const understood = ['world_readable', 'invited', 'joined'].includes(a.visibility) ? a.visibility : 'shared';
+    return m.canonicalJson({ history_visibility: understood, may_see: maySee });
+  },
   pick_srv: (a) => {
     const t = m.pickSrv(b(a.records));
     return t === null ? 'null' : m.canonicalJson(t);

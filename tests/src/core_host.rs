@@ -4,7 +4,7 @@ use mxfed_core::acl::ServerAcl;
 use mxfed_core::canonical::{self, Int, Object, ParseOptions};
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
 use mxfed_core::server_keys::{self, KeyRing, ServerKeys};
-use mxfed_core::{base64, discovery, event, pdu, signing, xmatrix, RoomVersion, Timestamp};
+use mxfed_core::{base64, discovery, event, pdu, room, signing, xmatrix, RoomVersion, Timestamp};
 
 use crate::{CoreHost, Host, Outcome};
 
@@ -208,6 +208,12 @@ impl Host for CoreHost {
                 .map(|o| o.to_canonical_string().into_bytes())
                 .map_err(|e| e.code().to_owned()),
         )
+    }
+
+    fn server_may_see(&self, visibility: Option<&str>, memberships: &[&str]) -> Option<Outcome> {
+        Some(text(
+            room::server_may_see_json(visibility, memberships).to_canonical_string(),
+        ))
     }
 
     fn pick_srv(&self, records: &[u8]) -> Option<Outcome> {

@@ -101,10 +101,16 @@ pub trait Host {
     fn pick_srv(&self, _records: &[u8]) -> Option<Outcome> {
         None
     }
+    /// Whether a server may see an event, given the `history_visibility` value in force after
+    /// it (`None`: no such event) and the memberships of that server's users after it:
+    /// canonical JSON `{"history_visibility","may_see"}`. Required.
+    fn server_may_see(&self, _visibility: Option<&str>, _memberships: &[&str]) -> Option<Outcome> {
+        None
+    }
 }
 
 /// Vector kinds every host must run (optional [`Host`] methods that are not optional).
-pub const REQUIRED_KINDS: &[&str] = &["acl", "discovery_plan", "pick_srv"];
+pub const REQUIRED_KINDS: &[&str] = &["acl", "discovery_plan", "pick_srv", "history_visibility"];
 
 /// The vectors directory.
 pub fn vectors_dir() -> PathBuf {
@@ -221,6 +227,7 @@ pub fn run_all(host: &dyn Host) -> Report {
     run_request_samples(host, &mut r);
     run_acl(host, &mut r);
     run_discovery(host, &mut r);
+    run_history_visibility(host, &mut r);
     r
 }
 
@@ -281,6 +288,20 @@ fn run_discovery(host: &dyn Host, r: &mut Report) {
             "pick_srv",
             s(&v["name"]),
             host.pick_srv(&records),
+            &expected(v),
+        );
+    }
+}
+
+/// History visibility for servers (`history_visibility.json`): one check per row.
+fn run_history_visibility(host: &dyn Host, r: &mut Report) {
+    let h = load_json("history_visibility.json");
+    for v in h["cases"].as_array().unwrap() {
+        let memberships: Vec<&str> = v["memberships"].as_array().unwrap().iter().map(s).collect();
+        r.check_opt(
+            "history_visibility",
+            s(&v["name"]),
+            host.server_may_see(v["visibility"].as_str(), &memberships),
             &expected(v),
         );
     }

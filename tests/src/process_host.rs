@@ -209,4 +209,10 @@ impl Host for ProcessHost {
     fn pick_srv(&self, records: &[u8]) -> Option<Outcome> {
         self.call("pick_srv", json!({ "records": s(records) }))
     }
+    fn server_may_see(&self, visibility: Option<&str>, memberships: &[&str]) -> Option<Outcome> {
+        self.call(
+            "server_may_see",
+            json!({"visibility": visibility, "memberships": memberships}),
+        )
+    }
 }

@@ -193,6 +193,12 @@ impl<R: AbiCall> Host for AbiHost<R> {
     fn pick_srv(&self, records: &[u8]) -> Option<Outcome> {
         self.call("pick_srv", a().bytes(records))
     }
+    fn server_may_see(&self, visibility: Option<&str>, memberships: &[&str]) -> Option<Outcome> {
+        self.call(
+            "server_may_see",
+            a().opt(visibility.map(str::as_bytes)).list(memberships),
+        )
+    }
 }
 
 /// The module in wasmtime.

@@ -22,6 +22,7 @@
 //! ```
 
 use super::{Room, RoomVerdict};
+use crate::canonical::Object;
 use crate::pdu::PduCheck;
 use crate::state_res::StateMap;
 
@@ -75,6 +76,27 @@ pub fn server_may_see<'a>(
             .any(|m| m == "join" || m == "invite"),
         HistoryVisibility::Joined => memberships.into_iter().any(|m| m == "join"),
     }
+}
+
+/// [`server_may_see`] for the hosts (`mxfed history may-see`, `mxfed.server_may_see`,
+/// `serverMaySee`): `{"history_visibility": <the value as understood>, "may_see": bool}` for the
+/// event's `history_visibility` value (`None`: no such event) and the memberships of the
+/// server's users.
+///
+/// ```
+/// use mxfed_core::room::server_may_see_json;
+/// let o = server_may_see_json(Some("foo"), &[]);
+/// assert_eq!(o.to_canonical_string(), r#"{"history_visibility":"shared","may_see":true}"#);
+/// ```
+pub fn server_may_see_json(value: Option<&str>, memberships: &[&str]) -> Object {
+    let visibility = HistoryVisibility::parse(value);
+    let mut o = Object::new();
+    o.insert("history_visibility", visibility.as_str());
+    o.insert(
+        "may_see",
+        server_may_see(visibility, memberships.iter().copied()),
+    );
+    o
 }
 
 /// How an event is to be served to a given server.
