@@ -14,6 +14,7 @@ use crate::auth::{
     KnownEvent, Pdu,
 };
 use crate::canonical::{Object, Value};
+use crate::event::{EventRef, StateMap as BuildState};
 use crate::pdu::{PduCheck, Verdict};
 use crate::room_version::RoomVersion;
 use crate::state_res::{resolve, EventStore, StateMap};
@@ -209,6 +210,39 @@ impl Room {
     /// The forward extremities: accepted events no accepted event cites yet.
     pub fn forward_extremities(&self) -> &BTreeSet<String> {
         &self.extremities
+    }
+
+    /// A known event as [`build_event`](crate::event::build_event) cites it: its ID, depth and,
+    /// in room versions whose references carry hashes (1 and 2), its reference hash.
+    pub fn event_ref(&self, id: &str) -> Option<EventRef> {
+        let stored = self.events.get(id)?;
+        Some(EventRef {
+            event_id: id.to_owned(),
+            depth: stored.pdu.depth(),
+            sha256: self.version.event_refs_with_hashes.then(|| {
+                crate::base64::encode(crate::event::reference_hash(
+                    &stored.pdu.event,
+                    self.version,
+                ))
+            }),
+        })
+    }
+
+    /// What a new event built now sits on: the forward extremities as its `prev_events`, and
+    /// the current state to choose its auth events from (the arguments of
+    /// [`build_event`](crate::event::build_event)).
+    pub fn build_on(&self) -> (Vec<EventRef>, BuildState) {
+        let prev = self
+            .extremities
+            .iter()
+            .filter_map(|id| self.event_ref(id))
+            .collect();
+        let state = self
+            .current_state()
+            .into_iter()
+            .filter_map(|(k, id)| Some((k, self.event_ref(&id)?)))
+            .collect();
+        (prev, state)
     }
 
     fn state_before(&self, pdu: &Pdu) -> StateMap {

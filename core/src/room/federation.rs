@@ -336,7 +336,7 @@ impl Room {
 mod tests {
     use super::*;
     use crate::canonical::{parse_object, Object, ParseOptions};
-    use crate::event::{build_event, EventRef, EventTemplate, StateMap as BuildState};
+    use crate::event::{build_event, EventTemplate};
     use crate::keys::SigningKey;
     use crate::RoomVersion;
     use crate::Timestamp;
@@ -361,30 +361,7 @@ mod tests {
         let mut a = Room::new(v);
         let room_id = "!r:a";
         let send = |room: &mut Room, ty: &str, sender: &str, sk: Option<&str>, c: &str| {
-            let prev: Vec<EventRef> = room
-                .forward_extremities()
-                .iter()
-                .map(|id| EventRef {
-                    event_id: id.clone(),
-                    depth: room.event(id).unwrap().0.depth(),
-                    sha256: None,
-                })
-                .collect();
-            let state: BuildState = room
-                .current_state()
-                .into_iter()
-                .map(|(k, id)| {
-                    let depth = room.event(&id).unwrap().0.depth();
-                    (
-                        k,
-                        EventRef {
-                            event_id: id,
-                            depth,
-                            sha256: None,
-                        },
-                    )
-                })
-                .collect();
+            let (prev, state) = room.build_on();
             let t = EventTemplate {
                 room_id: Some(room_id.into()),
                 event_type: ty.into(),
@@ -486,28 +463,7 @@ mod tests {
                 content: Object::new(),
                 redacts: Some(msg.event_id.clone()),
             };
-            let prev: Vec<EventRef> = room
-                .forward_extremities()
-                .iter()
-                .map(|id| EventRef {
-                    event_id: id.clone(),
-                    depth: room.event(id).unwrap().0.depth(),
-                    sha256: None,
-                })
-                .collect();
-            let state: BuildState = room
-                .current_state()
-                .into_iter()
-                .map(|(k, id)| {
-                    let depth = room.event(&id).unwrap().0.depth();
-                    let r = EventRef {
-                        event_id: id,
-                        depth,
-                        sha256: None,
-                    };
-                    (k, r)
-                })
-                .collect();
+            let (prev, state) = room.build_on();
             let b = build_event(v, "a", &t, &prev, &state, Timestamp(2), &key, None).unwrap();
             assert_eq!(
                 room.receive(&check(b.pdu.clone(), &b.event_id)),

@@ -124,7 +124,7 @@ impl Room {
 mod tests {
     use super::*;
     use crate::canonical::{parse_object, ParseOptions};
-    use crate::event::{build_event, EventRef, EventTemplate, StateMap as BuildState};
+    use crate::event::{build_event, EventTemplate};
     use crate::keys::SigningKey;
     use crate::pdu::{PduCheck, Verdict};
     use crate::room::{RoomVerdict, ServerView};
@@ -136,21 +136,7 @@ mod tests {
         let v = room.version();
         let key = SigningKey::from_seed_base64("1", "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1")
             .unwrap();
-        let r = |room: &Room, id: &str| EventRef {
-            event_id: id.to_owned(),
-            depth: room.event(id).unwrap().0.depth(),
-            sha256: None,
-        };
-        let prev: Vec<EventRef> = room
-            .forward_extremities()
-            .iter()
-            .map(|id| r(room, id))
-            .collect();
-        let state: BuildState = room
-            .current_state()
-            .into_iter()
-            .map(|(k, id)| (k, r(room, &id)))
-            .collect();
+        let (prev, state) = room.build_on();
         let t = EventTemplate {
             room_id: Some("!r:a".into()),
             event_type: ty.into(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use mxfed_core::auth::Pdu;
 use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
-use mxfed_core::event::{self, BuiltEvent, EventRef, EventTemplate};
+use mxfed_core::event::{self, BuiltEvent, EventTemplate};
 use mxfed_core::pdu::{check_pdu_object, PduCheck, Verdict};
 use mxfed_core::room::{
     invite_fallback, InviteFallback, RestrictedJoin, RestrictedJoinError, Room, RoomVerdict,
@@ -343,18 +343,6 @@ pub fn countersign_restricted_join(
     Ok(ev)
 }
 
-fn event_ref(room: &Room, id: &str) -> Option<EventRef> {
-    let (pdu, _) = room.event(id)?;
-    let v = room.version();
-    Some(EventRef {
-        event_id: id.to_owned(),
-        depth: pdu.depth(),
-        sha256: v
-            .event_refs_with_hashes
-            .then(|| mxfed_core::base64::encode(event::reference_hash(&pdu.event, v))),
-    })
-}
-
 /// Builds, hashes and signs a new event of ours in a known room (not yet received).
 pub fn build_local(
     state: &AppState,
@@ -374,16 +362,7 @@ fn build_in(
     template: &EventTemplate,
 ) -> Result<BuiltEvent, ApiError> {
     let v = room.version();
-    let prev: Vec<EventRef> = room
-        .forward_extremities()
-        .iter()
-        .filter_map(|id| event_ref(room, id))
-        .collect();
-    let cur: event::StateMap = room
-        .current_state()
-        .into_iter()
-        .filter_map(|(k, id)| Some((k, event_ref(room, &id)?)))
-        .collect();
+    let (prev, cur) = room.build_on();
     let local = super::random_token(18)?;
     let key = state
         .keys
