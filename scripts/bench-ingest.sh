@@ -85,7 +85,8 @@ start_mxfed() {
 madmin() { local d=$1; shift; "$MXFED" admin --data-dir "$WORK/$d/data" "$@"; }
 
 # start_synapse PORT: a throwaway Synapse (SQLite, self-signed TLS, loopback only, no notary,
-# certificate checks off, generous rate limits), as in /work/shared/synapse-lab; prints its pid.
+# certificate checks off, generous rate limits; the same settings as
+# host-native/tests/interop/README.md explains); prints its pid.
 start_synapse() {
     local port=$1 d="$WORK/synapse"
     mkdir -p "$d"
