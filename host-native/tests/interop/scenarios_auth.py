@@ -49,12 +49,18 @@ def send_as_b(env, pdu):
     answers = {}
     for name, port, server in (("mxfed", env.mx.port, env.mx.server_name), ("synapse", env.A.port, env.A.server_name)):
         txn = secrets.token_hex(6)
-        try:
-            answers[name] = env.b_signer.request(port, server, "PUT", f"/_matrix/federation/v1/send/{txn}",
-                                                 {"origin": env.B.server_name, "origin_server_ts": int(time.time() * 1000),
-                                                  "pdus": [pdu]})
-        except HttpError as e:
-            answers[name] = f"HTTP {e.code}"
+        body = {"origin": env.B.server_name, "origin_server_ts": int(time.time() * 1000), "pdus": [pdu]}
+        # Synapse answers 429 while a transaction of the same origin is in flight (the second
+        # Synapse's own traffic): a sender retries the same transaction ID, as the spec says.
+        for attempt in range(10):
+            try:
+                answers[name] = env.b_signer.request(port, server, "PUT", f"/_matrix/federation/v1/send/{txn}", body)
+                break
+            except HttpError as e:
+                answers[name] = f"HTTP {e.code}"
+                if e.code != 429:
+                    break
+                time.sleep(0.2 * (attempt + 1))
     return answers
 
 
