@@ -366,6 +366,19 @@ pub struct PduCheck {
 }
 
 impl PduCheck {
+    /// Takes the kept event out as a [`Pdu`], with the ID this check computed rather than
+    /// hashed again. `None` (and nothing taken) when the check kept no event or found no ID.
+    /// Putting `pdu.event` back in `event` restores the check.
+    pub fn take_pdu(&mut self, v: &'static RoomVersion) -> Option<crate::auth::Pdu> {
+        let event_id = self.event_id.clone()?;
+        let event = self.event.take()?;
+        Some(crate::auth::Pdu {
+            event_id,
+            event,
+            room_version: v,
+        })
+    }
+
     fn rejected(event_id: Option<String>, e: PduError) -> PduCheck {
         PduCheck {
             event_id,

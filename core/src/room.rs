@@ -245,19 +245,35 @@ impl Room {
         (prev, state)
     }
 
-    fn state_before(&self, pdu: &Pdu) -> StateMap {
-        let sets: Vec<StateMap> = pdu
-            .prev_event_ids()
+    /// The resolution of the states after some events. One state is shared, not copied: a
+    /// chain of messages keeps one state map between them.
+    fn resolve_after<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Arc<StateMap> {
+        let mut after: Vec<&Arc<StateMap>> = ids
             .into_iter()
-            .filter_map(|p| self.events.get(p))
-            .map(|s| (*s.state_after).clone())
+            .filter_map(|id| self.events.get(id))
+            .map(|s| &s.state_after)
             .collect();
-        resolve(self.version, &sets, &Store(&self.events))
+        after.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        match after.as_slice() {
+            [] => Arc::new(StateMap::new()),
+            [one] => Arc::clone(one),
+            many => {
+                let sets: Vec<StateMap> = many.iter().map(|s| (***s).clone()).collect();
+                Arc::new(resolve(self.version, &sets, &Store(&self.events)))
+            }
+        }
     }
 
-    fn auth_view(&self, state: &StateMap) -> AuthEvents<'_> {
-        state
-            .values()
+    fn state_before(&self, pdu: &Pdu) -> Arc<StateMap> {
+        self.resolve_after(pdu.prev_event_ids())
+    }
+
+    /// The events of `state` that authorise `pdu` (its auth types, as Synapse selects them),
+    /// leaving out rejected ones. Only those few are looked up, whatever the size of the state.
+    fn auth_view(&self, state: &StateMap, pdu: &Pdu) -> AuthEvents<'_> {
+        auth_types_for_event(pdu)
+            .into_iter()
+            .filter_map(|key| state.get(&key))
             .filter_map(|id| self.events.get(id))
             .filter(|s| !s.rejected)
             .map(|s| &s.pdu)
@@ -266,13 +282,13 @@ impl Room {
 
     /// The current state: the resolution of the state after every forward extremity.
     pub fn current_state(&self) -> StateMap {
-        let sets: Vec<StateMap> = self
-            .extremities
-            .iter()
-            .filter_map(|id| self.events.get(id))
-            .map(|s| (*s.state_after).clone())
-            .collect();
-        resolve(self.version, &sets, &Store(&self.events))
+        (*self.current_state_shared()).clone()
+    }
+
+    /// [`Room::current_state`] without a copy when one state is current (one forward extremity,
+    /// or several sharing one state).
+    pub fn current_state_shared(&self) -> Arc<StateMap> {
+        self.resolve_after(self.extremities.iter().map(String::as_str))
     }
 
     fn create_event(&self, pdu: &Pdu) -> Option<KnownEvent<'_>> {
@@ -296,7 +312,11 @@ impl Room {
 
     /// [`Room::receive`], with the state before the event computed from its prev events or,
     /// when `given_before` is set, taken from the host (see `room/federation.rs`).
-    fn receive_inner(&mut self, check: &PduCheck, given_before: Option<StateMap>) -> RoomVerdict {
+    fn receive_inner(
+        &mut self,
+        check: &PduCheck,
+        given_before: Option<Arc<StateMap>>,
+    ) -> RoomVerdict {
         let Some(event) = check.event.clone() else {
             return match &check.verdict {
                 Verdict::Rejected { code, .. } => RoomVerdict::Rejected { code },
@@ -305,12 +325,36 @@ impl Room {
                 },
             };
         };
-        let pdu = match Pdu::new(event, self.version) {
-            Ok(p) => p,
-            Err(e) => return RoomVerdict::Rejected { code: e.code() },
+        // The check computed the ID already (the reference hash, from v3); only a check made
+        // without one (a hand-made PduCheck) hashes here.
+        let pdu = match &check.event_id {
+            Some(id) => Pdu {
+                event_id: id.clone(),
+                event,
+                room_version: self.version,
+            },
+            None => match Pdu::new(event, self.version) {
+                Ok(p) => p,
+                Err(e) => return RoomVerdict::Rejected { code: e.code() },
+            },
         };
+        self.receive_pdu(pdu, &check.verdict, given_before)
+    }
+
+    /// [`Room::receive`] for an event already taken apart: the PDU and the verdict of its
+    /// format, signature and hash checks. Hosts that hold the [`Pdu`] use this rather than a copy.
+    pub fn receive_checked(&mut self, pdu: Pdu, verdict: &Verdict) -> RoomVerdict {
+        self.receive_pdu(pdu, verdict, None)
+    }
+
+    fn receive_pdu(
+        &mut self,
+        pdu: Pdu,
+        verdict: &Verdict,
+        given_before: Option<Arc<StateMap>>,
+    ) -> RoomVerdict {
         if self.events.contains_key(&pdu.event_id) {
-            return match check.verdict {
+            return match verdict {
                 Verdict::Redacted => RoomVerdict::Redacted,
                 _ => RoomVerdict::Accepted,
             };
@@ -328,17 +372,15 @@ impl Room {
             Some(s) => s,
             None => self.state_before(&pdu),
         };
-        let before_view = self.auth_view(&before);
-        let prevs: BTreeSet<String> = pdu
-            .prev_event_ids()
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+        let before_view = self.auth_view(&before, &pdu);
+        let prevs: BTreeSet<&str> = pdu.prev_event_ids().into_iter().collect();
+        let extends_extremities = prevs.len() == self.extremities.len()
+            && self.extremities.iter().all(|e| prevs.contains(e.as_str()));
         // Soft-fail state, as Synapse computes it: nothing to check when the event extends the
         // current extremities exactly; the current state when every prev event is known; with
         // missing prev events (a gap), the resolution of the extremities' states and the state
         // given for the event, so a ban inside the gap still counts.
-        let current = if prevs == self.extremities || self.extremities.is_empty() {
+        let current = if extends_extremities || self.extremities.is_empty() {
             None
         } else {
             let mut sets: Vec<StateMap> = self
@@ -347,15 +389,15 @@ impl Room {
                 .filter_map(|id| self.events.get(id))
                 .map(|s| (*s.state_after).clone())
                 .collect();
-            if prevs.iter().any(|p| !self.events.contains_key(p)) {
-                sets.push(before.clone());
+            if prevs.iter().any(|p| !self.events.contains_key(*p)) {
+                sets.push((*before).clone());
             }
             Some(resolve(self.version, &sets, &Store(&self.events)))
         };
-        let current_view = current.as_ref().map(|c| self.auth_view(c));
+        let current_view = current.as_ref().map(|c| self.auth_view(c, &pdu));
         let verdict = check_received(
             &pdu,
-            &check.verdict,
+            verdict,
             &Context {
                 auth_events: &auth,
                 create: self.create_event(&pdu),
@@ -365,15 +407,17 @@ impl Room {
         );
         let rejected = matches!(verdict, RoomVerdict::Rejected { .. });
         let soft_failed = matches!(verdict, RoomVerdict::SoftFailed { .. });
-        let mut after = before;
-        if !rejected {
-            if let Some(key) = pdu.state_pair() {
+        let after = match pdu.state_pair() {
+            Some(key) if !rejected => {
+                let mut after = (*before).clone();
                 after.insert(key, pdu.event_id.clone());
+                Arc::new(after)
             }
-        }
+            _ => before,
+        };
         if !rejected && !soft_failed {
             for p in &prevs {
-                self.extremities.remove(p);
+                self.extremities.remove(*p);
             }
             self.extremities.insert(pdu.event_id.clone());
         }
@@ -383,7 +427,7 @@ impl Room {
                 pdu,
                 rejected,
                 soft_failed,
-                state_after: Arc::new(after),
+                state_after: after,
             },
         );
         verdict

@@ -140,3 +140,60 @@ fn batch_verification_matches_single_checks() {
         "{counts:?}"
     );
 }
+
+/// The host's path into a room (`PduCheck::take_pdu` + `Room::receive_checked`, which reuses the
+/// ID the check computed) gives `Room::receive`'s verdicts and state on every Synapse room, and
+/// an event that changes no state shares the state map of the event before it.
+#[test]
+fn receive_checked_matches_receive_and_shares_state() {
+    use mxfed_core::room::{causal_order, Room};
+    let text = std::fs::read_to_string(vectors().join("pdus.jsonl")).unwrap();
+    let ring = ring();
+    let mut rooms: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let j: serde_json::Value = serde_json::from_str(line).unwrap();
+        rooms
+            .entry((
+                j["meta"]["room_id"].as_str().unwrap().to_owned(),
+                j["room_version"].as_str().unwrap().to_owned(),
+            ))
+            .or_default()
+            .push(serde_json::to_string(&j["pdu"]).unwrap());
+    }
+    let mut shared = 0;
+    for ((room_id, rv), pdus) in rooms {
+        let v = RoomVersion::get(&rv).unwrap();
+        let checks: Vec<_> = pdus
+            .iter()
+            .map(|p| mxfed_core::pdu::check_pdu(p.as_bytes(), v, &ring))
+            .collect();
+        let events: Vec<_> = checks
+            .iter()
+            .map(|c| mxfed_core::auth::Pdu::new(c.event.clone().unwrap(), v).unwrap())
+            .collect();
+        let (mut by_receive, mut by_checked) = (Room::new(v), Room::new(v));
+        for i in causal_order(&events) {
+            let mut check = checks[i].clone();
+            let want = by_receive.receive(&check);
+            let pdu = check.take_pdu(v).unwrap();
+            assert_eq!(pdu.event_id, events[i].event_id, "v{rv} {room_id}");
+            assert_eq!(by_checked.receive_checked(pdu, &check.verdict), want);
+            let id = &events[i].event_id;
+            let prevs = events[i].prev_event_ids();
+            if let ([prev], None) = (prevs.as_slice(), events[i].state_key()) {
+                let (before, after) = (
+                    by_checked.state_after(prev).unwrap(),
+                    by_checked.state_after(id).unwrap(),
+                );
+                assert!(std::ptr::eq(before, after), "v{rv} {id}");
+                shared += 1;
+            }
+        }
+        assert_eq!(by_checked.current_state(), by_receive.current_state());
+        assert_eq!(
+            by_checked.forward_extremities(),
+            by_receive.forward_extremities()
+        );
+    }
+    assert!(shared > 10, "{shared} messages");
+}

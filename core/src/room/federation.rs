@@ -107,8 +107,8 @@ impl Room {
     pub fn receive_with_state(&mut self, check: &PduCheck, state_before: StateMap) -> RoomVerdict {
         let id = check.event_id.clone();
         let known = id.as_deref().is_some_and(|i| self.events.contains_key(i));
-        let given = Arc::new(state_before.clone());
-        let verdict = self.receive_inner(check, Some(state_before));
+        let given = Arc::new(state_before);
+        let verdict = self.receive_inner(check, Some(Arc::clone(&given)));
         if let (Some(id), false) = (id, known) {
             if self.events.contains_key(&id) {
                 self.given_state.insert(id, given);
@@ -142,7 +142,7 @@ impl Room {
             return Some((**s).clone());
         }
         let stored = self.events.get(id)?;
-        Some(self.state_before(&stored.pdu))
+        Some((*self.state_before(&stored.pdu)).clone())
     }
 
     /// The full auth chain of some events (not including them), sorted by depth then event ID.
