@@ -407,9 +407,13 @@ async fn key_query_get(
 async fn send(
     State(state): St,
     MPath(txn): MPath<String>,
-    s: Signed,
+    mut s: Signed,
 ) -> Result<Response, ApiError> {
-    let tx = transaction::parse_transaction(&s.body)?;
+    // The body was parsed once for the X-Matrix check; the transaction is read from that parse.
+    let tx = match s.content.take() {
+        Some(Value::Object(o)) => transaction::transaction_from_object(o)?,
+        _ => transaction::parse_transaction(&s.body)?,
+    };
     let versions: BTreeMap<String, &'static RoomVersion> = state
         .rooms()
         .iter()
@@ -444,7 +448,7 @@ async fn send(
     {
         let _guard = state.writer.lock().await;
         rooms::retry_deferred(&state, &s.origin).await;
-        for room in &plan.rooms {
+        for room in plan.rooms {
             if !super::acl::allows(&state, &room.room_id, &s.origin) {
                 for p in &room.pdus {
                     state.metrics.pdu(PduOutcome::Rejected);
@@ -452,11 +456,7 @@ async fn send(
                 }
                 continue;
             }
-            let pdus = room
-                .pdus
-                .iter()
-                .map(|p| (p.event_id.clone(), p.pdu.clone()))
-                .collect();
+            let pdus = room.pdus.into_iter().map(|p| (p.event_id, p.pdu)).collect();
             let results =
                 rooms::ingest(&state, &s.origin, &room.room_id, room.room_version, pdus).await;
             for (id, err) in results {
@@ -550,7 +550,7 @@ fn server_in_room(state: &AppState, room_id: &str, origin: &str) -> Result<(), A
     let room = rooms
         .get(room_id)
         .ok_or_else(|| ApiError::not_found("unknown room"))?;
-    let in_room = room.current_state().keys().any(|(t, k)| {
+    let in_room = room.current_state_shared().keys().any(|(t, k)| {
         t == "m.room.member"
             && mxfed_core::identifiers::user_server_name(k).is_ok_and(|s| s == origin)
     });

@@ -23,7 +23,7 @@ pub mod rooms;
 pub mod serve;
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -32,6 +32,7 @@ use mxfed_core::inbound::TxnDedup;
 use mxfed_core::keys::SigningKey;
 use mxfed_core::room::Room;
 use mxfed_core::server_keys::KeyCache;
+use mxfed_core::state_res::StateMap;
 use mxfed_core::Timestamp;
 
 pub use self::config::Config;
@@ -108,6 +109,9 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Per-origin token buckets on federation requests (`[limits]`).
     pub limiter: ratelimit::RateLimiter,
+    /// The current state last written to the database per room: a commit that leaves it as it
+    /// was (a run of messages) does not rewrite it.
+    pub written_state: Mutex<HashMap<String, Arc<StateMap>>>,
 }
 
 impl AppState {

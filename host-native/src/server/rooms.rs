@@ -146,7 +146,7 @@ pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), 
                 .iter()
                 .cloned()
                 .collect::<Vec<_>>(),
-            state_to_rows(&room.current_state()),
+            room.current_state_shared(),
             entries
                 .iter()
                 .map(|e| room.is_backfilled(&e.event_id))
@@ -179,9 +179,23 @@ pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), 
             origin: &e.origin,
         })
         .collect();
+    let state_changed = state
+        .written_state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(room_id)
+        .is_none_or(|w| !Arc::ptr_eq(w, &cur) && **w != *cur);
+    let state_rows = state_changed.then(|| state_to_rows(&cur));
     {
         let mut db = state.db();
-        db.store_events(room_id, &rows, &extremities, &cur)?;
+        db.store_events(room_id, &rows, &extremities, state_rows.as_deref())?;
+        if state_changed {
+            state
+                .written_state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(room_id.to_owned(), cur);
+        }
         for e in entries {
             if !matches!(e.verdict, RoomVerdict::Accepted | RoomVerdict::Redacted) || e.outlier {
                 continue;
@@ -945,20 +959,20 @@ pub async fn ingest(
             out.push((id, Some(format!("{code}: {message}"))));
             continue;
         }
-        match receive_without_gap(state, origin, room_id, v, &check) {
-            Ok(Some((verdict, entry))) => {
+        let check = match receive_without_gap(state, origin, room_id, v, check) {
+            Ok(Ok((verdict, entry))) => {
                 if let Some(e) = entry {
                     pending.push((out.len(), e));
                 }
                 out.push((id, verdict_error(&verdict)));
                 continue;
             }
-            Ok(None) => {}
+            Ok(Err(check)) => check,
             Err(e) => {
                 out.push((id, Some(e.error)));
                 continue;
             }
-        }
+        };
         flush_pending(state, room_id, &mut pending, &mut out);
         let event = check.event.clone();
         let r = match receive_remote(state, origin, room_id, v, check, true).await {
@@ -1065,39 +1079,41 @@ fn flush_pending(
 
 /// [`receive_remote`] for an event whose prev events are all known: nothing to fetch, so it
 /// goes into the room now and the entry to store is returned (`None` for an event already in
-/// the room). `Ok(None)` when there is a gap: the caller takes the fetching path.
+/// the room). `Ok(Err(check))` hands the check back when there is a gap: the caller takes the
+/// fetching path.
 #[allow(clippy::type_complexity)]
 fn receive_without_gap(
     state: &AppState,
     origin: &str,
     room_id: &str,
     v: &'static RoomVersion,
-    check: &PduCheck,
-) -> Result<Option<(RoomVerdict, Option<Entry>)>, ApiError> {
-    let Some(ev) = check.event.clone() else {
+    mut check: PduCheck,
+) -> Result<Result<(RoomVerdict, Option<Entry>), PduCheck>, ApiError> {
+    let Some(pdu) = check.take_pdu(v) else {
         return Err(ApiError::invalid("no event"));
     };
-    let pdu = Pdu::new(ev, v)?;
     let mut rooms = state.rooms();
     let room = rooms
         .get_mut(room_id)
         .ok_or_else(|| ApiError::not_found("unknown room"))?;
     if room.contains(&pdu.event_id) && !room.is_outlier(&pdu.event_id) {
-        return Ok(Some((RoomVerdict::Accepted, None)));
+        return Ok(Ok((RoomVerdict::Accepted, None)));
     }
     if !room.unknown_prev_events(&pdu).is_empty() {
-        return Ok(None);
+        check.event = Some(pdu.event);
+        return Ok(Err(check));
     }
-    let verdict = room.receive(check);
+    let (event_id, event) = (pdu.event_id.clone(), pdu.event.clone());
+    let verdict = room.receive_checked(pdu, &check.verdict);
     let entry = Entry {
-        event_id: pdu.event_id,
-        event: check.event.clone().unwrap_or_default(),
+        event_id,
+        event,
         verdict: verdict.clone(),
         outlier: false,
         state_before: None,
         origin: origin.to_owned(),
     };
-    Ok(Some((verdict, Some(entry))))
+    Ok(Ok((verdict, Some(entry))))
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -226,6 +226,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
         changed: tokio::sync::Notify::new(),
         metrics: Default::default(),
         limiter,
+        written_state: Mutex::default(),
     });
     keys::load(&state);
     rooms::load(&state)?;

@@ -305,8 +305,8 @@ impl Store {
         rows.collect()
     }
 
-    /// Stores events and the room's new extremities and current state, in one transaction (one
-    /// fsync). Events already stored are skipped.
+    /// Stores events and the room's new extremities and current state (`None`: unchanged, not
+    /// rewritten), in one transaction (one fsync). Events already stored are skipped.
     ///
     /// # Errors
     /// SQLite errors.
@@ -315,7 +315,7 @@ impl Store {
         room_id: &str,
         events: &[NewEvent<'_>],
         extremities: &[String],
-        state: &[(String, String, String)],
+        state: Option<&[(String, String, String)]>,
     ) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
@@ -358,15 +358,17 @@ impl Store {
             for id in extremities {
                 fe.execute(params![room_id, id])?;
             }
-            tx.execute(
-                "DELETE FROM current_state WHERE room_id = ?1",
-                params![room_id],
-            )?;
-            let mut cs = tx.prepare_cached(
-                "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for (t, k, id) in state {
-                cs.execute(params![room_id, t, k, id])?;
+            if let Some(state) = state {
+                tx.execute(
+                    "DELETE FROM current_state WHERE room_id = ?1",
+                    params![room_id],
+                )?;
+                let mut cs = tx.prepare_cached(
+                    "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for (t, k, id) in state {
+                    cs.execute(params![room_id, t, k, id])?;
+                }
             }
         }
         tx.commit()
@@ -653,20 +655,35 @@ impl Store {
 
     // -- transactions ----------------------------------------------------------------------------
 
-    /// Records the answer to a transaction, keeping the last [`TXNS_KEPT`].
+    /// Records the answer to a transaction, keeping at least the last [`TXNS_KEPT`].
     ///
     /// # Errors
     /// SQLite errors.
     pub fn put_txn(&self, origin: &str, txn_id: &str, response: &str) -> rusqlite::Result<()> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO txns (origin, txn_id, response, received_ts) VALUES (?1, ?2, ?3, ?4)",
-            params![origin, txn_id, response, now_ms()],
-        )?;
-        self.conn.execute(
-            "DELETE FROM txns WHERE rowid NOT IN (SELECT rowid FROM txns ORDER BY received_ts DESC, rowid DESC LIMIT ?1)",
-            params![TXNS_KEPT],
-        )?;
-        Ok(())
+        // Written without an fsync of its own: what the transaction accepted is durable already
+        // (its events' commit), and the next fsynced commit makes this row durable too (the WAL
+        // is appended in order). Lost on a power cut in between, the answer is recomputed when the
+        // sender retries: the room already has the events, so they are accepted again.
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let written = self
+            .conn
+            .execute(
+                "INSERT OR REPLACE INTO txns (origin, txn_id, response, received_ts) VALUES (?1, ?2, ?3, ?4)",
+                params![origin, txn_id, response, now_ms()],
+            )
+            .and_then(|_| {
+                // Pruned every 64 transactions, so the table holds between TXNS_KEPT and
+                // TXNS_KEPT + 63 rows.
+                if self.conn.last_insert_rowid() % 64 != 0 {
+                    return Ok(0);
+                }
+                self.conn.execute(
+                    "DELETE FROM txns WHERE rowid NOT IN (SELECT rowid FROM txns ORDER BY received_ts DESC, rowid DESC LIMIT ?1)",
+                    params![TXNS_KEPT],
+                )
+            });
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        written.map(|_| ())
     }
 
     /// The answered transactions kept, oldest first: (origin, txn ID, response JSON).
