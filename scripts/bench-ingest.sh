@@ -12,6 +12,8 @@
 #                      answer a second concurrent transaction of one origin with 429)
 #   ROUNDS             interleaved rounds, mxfed then Synapse each round (default 2)
 #   ROOM_VERSION       room version of both rooms (default 10)
+#   MEMBERS            users the loadgen joins to the room (untimed) before each stream
+#                      (default 0); each round's loadgen adds its own
 #   E2E_MESSAGES       messages in the end-to-end run (default 4000), E2E_SENDERS (default 8)
 #   E2E_BATCH          space-separated messages-per-admin-request settings (default "1 50": the
 #                      per-message /send and the /send_batch path)
@@ -31,6 +33,7 @@ TXNS="${TXNS:-40}"
 CONCURRENCY="${CONCURRENCY:-1}"
 ROUNDS="${ROUNDS:-2}"
 ROOM_VERSION="${ROOM_VERSION:-10}"
+MEMBERS="${MEMBERS:-0}"
 E2E_MESSAGES="${E2E_MESSAGES:-4000}"
 E2E_SENDERS="${E2E_SENDERS:-8}"
 E2E_BATCH="${E2E_BATCH:-1 50}"
@@ -217,13 +220,13 @@ if [[ "${SKIP_INGEST:-0}" != 1 ]]; then
             echo
             echo "== round $round, concurrency $k: mxfed"
             "$LOADGEN" ingest --target "localhost:$P_MX" --room "$MX_ROOM" --txns "$TXNS" \
-                --concurrency "$k" --target-pid "$MX_PID" --label mxfed | tee "$WORK/out"
+                --concurrency "$k" --members "$MEMBERS" --target-pid "$MX_PID" --label mxfed | tee "$WORK/out"
             grep '^RESULT ' "$WORK/out" | cut -c8- | jq -c ". + {round: $round}" >>"$RESULTS"
             if [[ -n "$SY_PID" ]]; then
                 echo
                 echo "== round $round, concurrency $k: synapse"
                 "$LOADGEN" ingest --target "localhost:$P_SY" --room "$SY_ROOM" --txns "$TXNS" \
-                    --concurrency "$k" --target-pid "$SY_PID" --label synapse | tee "$WORK/out"
+                    --concurrency "$k" --members "$MEMBERS" --target-pid "$SY_PID" --label synapse | tee "$WORK/out"
                 grep '^RESULT ' "$WORK/out" | cut -c8- | jq -c ". + {round: $round}" >>"$RESULTS"
             fi
         done

@@ -51,6 +51,10 @@ pub struct Args {
     /// Rounds of the in-process core timing.
     #[arg(long, default_value_t = 3)]
     pub check_rounds: usize,
+    /// Users of ours joined to the room before the timed stream (sent untimed, 50 joins per
+    /// transaction), so the stream runs in a room with that many more members in its state.
+    #[arg(long, default_value_t = 0)]
+    pub members: usize,
 }
 
 /// The room as we know it after our join: enough to build messages.
@@ -174,6 +178,78 @@ async fn join(fed: &Fed, room_id: &str, user_id: &str, ring: &KeyRing) -> Result
         state,
         room,
     })
+}
+
+/// Joins `n` more users of ours (`@member{i}:origin`), each on the previous event, sent in
+/// transactions of 50 before the clock starts; the joins go into the in-process room too and
+/// the stream is built on the last of them.
+async fn add_members(
+    fed: &Fed,
+    j: &mut Joined,
+    room_id: &str,
+    n: usize,
+    ring: &KeyRing,
+    served: &fed::Served,
+) -> Result<(), String> {
+    let run = now_ms();
+    let mut pdus: Vec<Object> = Vec::new();
+    for i in 0..n {
+        let user = format!("@member{i}:{}", fed.origin);
+        let mut content = Object::new();
+        content.insert("membership", "join");
+        let template = EventTemplate {
+            room_id: Some(room_id.to_owned()),
+            event_type: "m.room.member".to_owned(),
+            sender: user.clone(),
+            state_key: Some(user.clone()),
+            content,
+            redacts: None,
+        };
+        let local = format!("j{run}_{i}");
+        let built = build_event(
+            j.version,
+            &fed.origin,
+            &template,
+            std::slice::from_ref(&j.join),
+            &j.state,
+            Timestamp::from_i64(now_ms()),
+            &fed.key,
+            Some(&local),
+        )
+        .map_err(|e| format!("building a join: {e}"))?;
+        let r = event_ref(&built.pdu, j.version)?;
+        served.remember(&built.event_id, &built.pdu);
+        let verdict = j
+            .room
+            .receive(&check_pdu_object(built.pdu.clone(), j.version, ring));
+        if verdict != RoomVerdict::Accepted {
+            return Err(format!("join {i} fails the in-process room: {verdict:?}"));
+        }
+        j.state
+            .insert(("m.room.member".to_owned(), user), r.clone());
+        j.join = r;
+        pdus.push(built.pdu);
+    }
+    for (t, chunk) in pdus.chunks(50).enumerate() {
+        let txn = Transaction::new(
+            fed.origin.clone(),
+            Timestamp::from_i64(now_ms()),
+            chunk.to_vec(),
+            Vec::new(),
+        );
+        let path = send_path(&format!("lgm{run}-{t}"));
+        let (status, bytes) = fed
+            .send(&fed.prepare("PUT", &path, Some(&Value::Object(txn.to_object()))))
+            .await?;
+        let (_, errors, first) = count_answer(status, &bytes, chunk.len());
+        if errors > 0 {
+            return Err(format!(
+                "{errors} joins refused: {}",
+                first.unwrap_or_default()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// About 1 KB on the wire with the PDU's envelope: a plain and an HTML body with non-ASCII text.
@@ -324,11 +400,19 @@ pub async fn run(a: Args) -> Result<(), String> {
     .map_err(|e| format!("own keys: {e}"))?;
     ring.add(&ServerKeys::from_response(&own).map_err(|e| format!("own keys: {e}"))?);
 
-    let joined = join(&fed, &a.room, &user_id, &ring).await?;
+    let mut joined = join(&fed, &a.room, &user_id, &ring).await?;
     eprintln!(
         "mxfed-loadgen: joined as {user_id} (room version {}, join {})",
         joined.version.id, joined.join.event_id
     );
+    if a.members > 0 {
+        add_members(&fed, &mut joined, &a.room, a.members, &ring, &served).await?;
+        eprintln!(
+            "mxfed-loadgen: {} more members joined; the room's state has {} entries",
+            a.members,
+            joined.state.len()
+        );
+    }
 
     let t_build = Instant::now();
     let plan = build_plan(&fed, &joined, &a, &user_id, &served);
@@ -505,6 +589,7 @@ pub async fn run(a: Args) -> Result<(), String> {
         "txns": results.len(),
         "pdus": total_pdus,
         "avg_pdu_bytes": avg_bytes,
+        "members_added": a.members,
         "accepted": accepted,
         "errors": errors,
         "wall_s": wall,
