@@ -12,6 +12,7 @@ use mxfed_core::event::EventError as CoreEventError;
 use mxfed_core::identifiers::IdError;
 use mxfed_core::keys::KeyError;
 use mxfed_core::pdu::PduError as CorePduError;
+use mxfed_core::room::RestrictedJoinError as CoreRestrictedJoinError;
 use mxfed_core::room_version::UnknownRoomVersion;
 use mxfed_core::server_keys::ServerKeysError as CoreServerKeysError;
 use mxfed_core::signing::SignatureError as CoreSignatureError;
@@ -87,6 +88,12 @@ create_exception!(
 create_exception!(mxfed, EduError, MxfedError, "A malformed EDU.");
 create_exception!(
     mxfed,
+    RestrictedJoinError,
+    MxfedError,
+    "A join to a restricted room that this server cannot authorise."
+);
+create_exception!(
+    mxfed,
     DiscoveryError,
     MxfedError,
     "Malformed server discovery input (SRV records)."
@@ -129,6 +136,7 @@ family!(CoreServerKeysError => ServerKeysError);
 family!(UnknownRoomVersion => RoomVersionError);
 family!(IdError => IdentifierError);
 family!(CoreEduError => EduError);
+family!(CoreRestrictedJoinError => RestrictedJoinError);
 
 impl IntoPyErr for CoreEventError {
     fn into_py_err(self) -> PyErr {
@@ -196,5 +204,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("IdentifierError", py.get_type::<IdentifierError>())?;
     m.add("EduError", py.get_type::<EduError>())?;
     m.add("DiscoveryError", py.get_type::<DiscoveryError>())?;
+    m.add("RestrictedJoinError", py.get_type::<RestrictedJoinError>())?;
     Ok(())
 }

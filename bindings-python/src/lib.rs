@@ -3,7 +3,8 @@
 //! What it does: exposes mxfed-core's operations with the names every host uses (canonical JSON,
 //! JSON signing and verification, content and reference hashes, event IDs, redaction, event
 //! hashing-and-signing, batch PDU checks, X-Matrix request signing and verification, server key
-//! responses, transactions, server ACLs, server discovery, history visibility) and Synapse-compatible signing keys,
+//! responses, transactions, server ACLs, server discovery, history visibility, rooms: the receipt
+//! pipeline, replay and restricted joins) and Synapse-compatible signing keys,
 //! converting Python objects to and from the core's canonical values and core errors to
 //! `mxfed.MxfedError` subclasses.
 //!
@@ -38,6 +39,7 @@ use mxfed_core::acl::ServerAcl;
 use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
 use mxfed_core::server_keys::{build_server_keys, KeyRing, ServerKeys};
+use mxfed_core::state_res::StateMap;
 use mxfed_core::{
     base64, discovery, event, identifiers, pdu, room, signing, transaction, xmatrix, RoomVersion,
     Timestamp,
@@ -980,6 +982,244 @@ fn server_may_see(
     ))
 }
 
+// ------------------------------------------------------------------------------------ rooms
+
+/// PDUs as the core reads them: JSON text as is, dicts converted with the room version's number
+/// rules and encoded. A dict that cannot be converted is its error (made a rejected verdict).
+fn pdu_bytes(
+    pdus: &Bound<'_, PyAny>,
+    v: &RoomVersion,
+    what: &str,
+) -> PyResult<Vec<PyResult<Vec<u8>>>> {
+    if pdus.is_instance_of::<PyString>()
+        || pdus.is_instance_of::<PyDict>()
+        || as_bytes(pdus)?.is_some()
+    {
+        return Err(PyTypeError::new_err(format!(
+            "{what} takes a list of PDUs (dicts or JSON text)"
+        )));
+    }
+    let mut out = Vec::new();
+    for item in pdus.try_iter()? {
+        out.push(one_pdu(&item?, v));
+    }
+    Ok(out)
+}
+
+/// One PDU's bytes: JSON text as is, or a dict converted and encoded.
+fn one_pdu(item: &Bound<'_, PyAny>, v: &RoomVersion) -> PyResult<Vec<u8>> {
+    match as_text(item)? {
+        Some(b) => Ok(b),
+        None => to_object(item, numbers_for(v)).map(|o| {
+            let mut b = Vec::with_capacity(2048);
+            canonical::encode_object_into(&o, &mut b);
+            b
+        }),
+    }
+}
+
+/// Receives PDUs in causal order (the core's `Room::receive_pdus`), the GIL released; PDUs that
+/// could not be converted come first, as rejected verdicts.
+fn receive_into<'py>(
+    py: Python<'py>,
+    room: &mut room::Room,
+    pdus: Vec<PyResult<Vec<u8>>>,
+    keys: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    let mut good = Vec::with_capacity(pdus.len());
+    for p in pdus {
+        match p {
+            Ok(b) => good.push(b),
+            Err(e) => out.append(rejected_verdict(py, &e)?)?,
+        }
+    }
+    let verdicts = with_key_ring(keys, |ring| {
+        let lines: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
+        Ok(py.detach(|| room.receive_pdus(&lines, ring)))
+    })?;
+    for v in &verdicts {
+        out.append(object_to_py(py, v)?)?;
+    }
+    Ok(out)
+}
+
+/// A state map as a list of `{"event_id", "state_key", "type"}` dicts, sorted by type and
+/// state key.
+fn state_list<'py>(py: Python<'py>, state: &StateMap) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for row in room::state_rows(state) {
+        out.append(convert::to_py(py, &row)?)?;
+    }
+    Ok(out)
+}
+
+/// One room's events in memory with the state after each, its forward extremities and its
+/// current state: the core's receipt pipeline (spec checks 1–6: format, signatures, hashes,
+/// auth against the auth events, the state before the event, and soft failure against the
+/// current state), as `mxfed room replay` and the server run it.
+#[pyclass(module = "mxfed", name = "Room")]
+struct PyRoom {
+    room: room::Room,
+}
+
+#[pymethods]
+impl PyRoom {
+    /// An empty room of a version. Raises `RoomVersionError` for an unknown version.
+    #[new]
+    fn new(room_version: &str) -> PyResult<PyRoom> {
+        Ok(PyRoom {
+            room: room::Room::new(self::room_version(room_version)?),
+        })
+    }
+
+    /// The room version.
+    #[getter]
+    fn room_version(&self) -> &'static str {
+        self.room.version().id
+    }
+
+    /// Checks one PDU (a dict or JSON text) against `keys` (a `KeyRing` or key responses) and
+    /// runs it through the room pipeline against the state before it. Returns the verdict dict
+    /// (`check_pdus`'s, with `verdict` one of `accepted`, `redacted`, `rejected`, `soft_failed`
+    /// and a `reason` code when not accepted). A PDU that cannot be read is a rejected verdict,
+    /// not an exception. Its prev and auth events must have been received first (see
+    /// `receive_all` for a batch in any order).
+    fn receive<'py>(
+        &mut self,
+        py: Python<'py>,
+        pdu: &Bound<'py, PyAny>,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let bytes = match one_pdu(pdu, self.room.version()) {
+            Ok(b) => b,
+            Err(e) => return rejected_verdict(py, &e),
+        };
+        let room = &mut self.room;
+        let verdict = with_key_ring(keys, |ring| {
+            Ok(py.detach(|| {
+                let check = pdu::check_pdu(&bytes, room.version(), ring);
+                let verdict = room.receive(&check);
+                room::verdict_json(&check, &verdict)
+            }))
+        })?;
+        object_to_py(py, &verdict)
+    }
+
+    /// Checks a batch of PDUs (any order), orders them causally and receives each, as `replay`
+    /// does: one verdict dict per PDU, in processing order.
+    fn receive_all<'py>(
+        &mut self,
+        py: Python<'py>,
+        pdus: &Bound<'py, PyAny>,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let pdus = pdu_bytes(pdus, self.room.version(), "receive_all")?;
+        receive_into(py, &mut self.room, pdus, keys)
+    }
+
+    /// The current state (the resolution of the forward extremities' states): a list of
+    /// `{"event_id", "state_key", "type"}` dicts sorted by type and state key.
+    fn current_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        state_list(py, &self.room.current_state())
+    }
+
+    /// The forward extremities (accepted events no accepted event cites yet), sorted.
+    fn forward_extremities(&self) -> Vec<String> {
+        self.room.forward_extremities().iter().cloned().collect()
+    }
+
+    /// The state after a known event (before it, plus the event unless it was rejected), as
+    /// `current_state`; `None` for an event the room does not have.
+    fn state_after<'py>(
+        &self,
+        py: Python<'py>,
+        event_id: &str,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        self.room
+            .state_after(event_id)
+            .map(|s| state_list(py, s))
+            .transpose()
+    }
+
+    /// Whether the room has an event (accepted, soft-failed or rejected).
+    fn __contains__(&self, event_id: &str) -> bool {
+        self.room.contains(event_id)
+    }
+
+    /// The decision of `server_name`, resident in this room, on a `make_join` of `user_id` when
+    /// the join rule is `restricted` or `knock_restricted`: the local user to name in
+    /// `join_authorised_via_users_server` (the most powerful of our joined users who may
+    /// invite), or `None` when no authorisation is needed (another join rule, or the user is
+    /// already joined or invited). Our users are those whose ID ends in `:server_name`;
+    /// `joined_to` maps the allowed rooms we know to whether `user_id` is joined to each (rooms
+    /// not in it are unknown to us). Raises `RestrictedJoinError` (`.code`
+    /// `restricted_not_allowed`, `restricted_unable_to_authorise`,
+    /// `restricted_unable_to_grant`) when we cannot authorise the join, `IdentifierError` for a
+    /// malformed user ID or server name, `TypeError` when `joined_to` is not a mapping of str to
+    /// bool.
+    #[pyo3(signature = (user_id, server_name, joined_to=None))]
+    fn restricted_join(
+        &self,
+        user_id: &str,
+        server_name: &str,
+        joined_to: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<String>> {
+        identifiers::user_server_name(user_id).or_raise()?;
+        validate_server_name(server_name)?;
+        let mut known = BTreeMap::new();
+        if let Some(j) = joined_to.filter(|j| !j.is_none()) {
+            let not_mapping =
+                || PyTypeError::new_err("joined_to: expected a mapping of room ID (str) to bool");
+            let j = j
+                .cast::<pyo3::types::PyMapping>()
+                .map_err(|_| not_mapping())?;
+            for item in j.items()?.try_iter()? {
+                let (room, joined): (String, Bound<'_, PyAny>) = item?.extract()?;
+                let joined = joined
+                    .cast::<pyo3::types::PyBool>()
+                    .map_err(|_| not_mapping())?
+                    .is_true();
+                known.insert(room, joined);
+            }
+        }
+        match self
+            .room
+            .restricted_join_for(user_id, server_name, &known)
+            .or_raise()?
+        {
+            room::RestrictedJoin::Via(u) => Ok(Some(u)),
+            _ => Ok(None),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "mxfed.Room(room_version={:?}, forward_extremities={})",
+            self.room.version().id,
+            self.room.forward_extremities().len()
+        )
+    }
+}
+
+/// Replays a whole room, as `mxfed room replay`: checks every PDU (dicts or JSON text, any
+/// order) against `keys`, orders them causally and runs each through the room pipeline.
+/// Returns `(verdicts, state)`: one verdict dict per PDU in processing order, and the final
+/// current state as `Room.current_state` gives it. Raises `RoomVersionError`, or
+/// `ServerKeysError` for a key response that is malformed or not self-signed.
+#[pyfunction]
+fn replay<'py>(
+    py: Python<'py>,
+    pdus: &Bound<'py, PyAny>,
+    room_version: &str,
+    keys: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+    let mut room = room::Room::new(self::room_version(room_version)?);
+    let pdus = pdu_bytes(pdus, room.version(), "replay")?;
+    let verdicts = receive_into(py, &mut room, pdus, keys)?;
+    Ok((verdicts, state_list(py, &room.current_state())?))
+}
+
 /// Compat fast path of `canonicaljson.encode_canonical_json`: the bytes, or None when Python's
 /// `json` must encode the value (floats, big integers, subclasses, unknown types).
 #[pyfunction]
@@ -1007,6 +1247,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySigningKey>()?;
     m.add_class::<PyVerifyKey>()?;
     m.add_class::<PyKeyRing>()?;
+    m.add_class::<PyRoom>()?;
     m.add_function(wrap_pyfunction!(canonical_json, m)?)?;
     m.add_function(wrap_pyfunction!(sign_json, m)?)?;
     m.add_function(wrap_pyfunction!(verify_json, m)?)?;
@@ -1028,6 +1269,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(discovery_plan, m)?)?;
     m.add_function(wrap_pyfunction!(pick_srv, m)?)?;
     m.add_function(wrap_pyfunction!(server_may_see, m)?)?;
+    m.add_function(wrap_pyfunction!(replay, m)?)?;
     let versions: Vec<&str> = RoomVersion::ALL.iter().map(|v| v.id).collect();
     m.add(
         "ROOM_VERSIONS",

@@ -128,6 +128,28 @@ def server_may_see(visibility: Optional[str], memberships: List[str]) -> str:
     return _canon({"history_visibility": understood, "may_see": may_see})
 
 
+def _pdu_lines(pdus: str) -> List[bytes]:
+    return [line.encode("utf-8") for line in pdus.split("\n") if line]
+
+
+def room_replay(room_version: str, keys: List[str], pdus: str) -> str:
+    verdicts, state = mxfed.replay(_pdu_lines(pdus), room_version, [k.encode("utf-8") for k in keys])
+    return "\n".join([_canon(v) for v in verdicts] + [_canon({"state": state})])
+
+
+def restricted_join(
+    room_version: str,
+    keys: List[str],
+    pdus: str,
+    user_id: str,
+    server_name: str,
+    joined_to: Dict[str, bool],
+) -> str:
+    room = mxfed.Room(room_version)
+    room.receive_all(_pdu_lines(pdus), mxfed.KeyRing([k.encode("utf-8") for k in keys]))
+    return _canon({"via": room.restricted_join(user_id, server_name, joined_to)})
+
+
 OPS: Dict[str, Callable[..., str]] = {
     f.__name__: f
     for f in [
@@ -150,6 +172,8 @@ OPS: Dict[str, Callable[..., str]] = {
         discovery_plan,
         pick_srv,
         server_may_see,
+        room_replay,
+        restricted_join,
     ]
 }
 

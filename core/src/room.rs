@@ -19,11 +19,13 @@ use crate::pdu::{PduCheck, Verdict};
 use crate::room_version::RoomVersion;
 use crate::state_res::{resolve, EventStore, StateMap};
 
+mod batch;
 mod federation;
 mod history;
 mod invite;
 mod restricted;
 
+pub use batch::{restricted_join_json, state_rows};
 pub use history::{server_may_see, server_may_see_json, HistoryVisibility, ServerView};
 pub use invite::{invite_fallback, InviteFallback};
 pub use restricted::{RestrictedJoin, RestrictedJoinError};
@@ -540,32 +542,8 @@ pub fn replay(
     v: &'static RoomVersion,
     keys: &crate::server_keys::KeyRing,
 ) -> (Vec<Object>, StateMap) {
-    let mut out = Vec::with_capacity(pdus.len());
-    let mut checked: Vec<(PduCheck, Pdu)> = Vec::new();
-    for check in crate::pdu::check_pdus(pdus, v, keys) {
-        let pdu = check.event.clone().map(|e| Pdu::new(e, v));
-        match pdu {
-            Some(Ok(p)) => checked.push((check, p)),
-            _ => {
-                let verdict = match &check.verdict {
-                    Verdict::Rejected { code, .. } => RoomVerdict::Rejected { code },
-                    _ => RoomVerdict::Rejected {
-                        code: "pdu_missing",
-                    },
-                };
-                out.push(verdict_json(&check, &verdict));
-            }
-        }
-    }
-    // Intact copies first, so a redacted duplicate never displaces the original.
-    checked.sort_by_key(|(c, _)| c.verdict == Verdict::Redacted);
-    let pdus_only: Vec<Pdu> = checked.iter().map(|(_, p)| p.clone()).collect();
     let mut room = Room::new(v);
-    for i in causal_order(&pdus_only) {
-        let (check, _) = &checked[i];
-        let verdict = room.receive(check);
-        out.push(verdict_json(check, &verdict));
-    }
+    let out = room.receive_pdus(pdus, keys);
     let state = room.current_state();
     (out, state)
 }

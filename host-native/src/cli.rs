@@ -89,6 +89,28 @@ enum RoomCommand {
         #[arg(long, num_args = 1.., required = true)]
         keys: Vec<PathBuf>,
     },
+    /// The resident server's decision on a join to a restricted room (made of the PDUs, JSONL,
+    /// received as `room replay` does): print {"via": USER}, the local user to name in
+    /// join_authorised_via_users_server, or {"via": null} when no authorisation is needed. Exit 1
+    /// with the refusal's code (restricted_not_allowed, restricted_unable_to_authorise,
+    /// restricted_unable_to_grant).
+    RestrictedJoin {
+        #[command(flatten)]
+        event: EventArgs,
+        /// /_matrix/key/v2/server responses (one JSON object per file, or JSONL).
+        #[arg(long, num_args = 1.., required = true)]
+        keys: Vec<PathBuf>,
+        /// The resident server: its users are those whose ID ends in :SERVER_NAME.
+        #[arg(long)]
+        server_name: String,
+        /// The user asking to join.
+        #[arg(long)]
+        user: String,
+        /// An allowed room this server knows, and whether the user is joined to it:
+        /// ROOM_ID=true or ROOM_ID=false (repeat it; rooms not given are unknown).
+        #[arg(long = "joined-to")]
+        joined_to: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -460,6 +482,45 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 .write_all(&out)
                 .map_err(|e| CliError::bad_input("io", format!("writing stdout: {e}")))?;
             return Ok(if all_ok { 0 } else { EXIT_FAILED });
+        }
+        Command::Room(RoomCommand::RestrictedJoin {
+            event: args,
+            keys,
+            server_name,
+            user,
+            joined_to,
+        }) => {
+            let v = room_version(&args.room_version)?;
+            identifiers::validate_server_name(&server_name)?;
+            identifiers::user_server_name(&user)?;
+            let mut known = BTreeMap::new();
+            for arg in &joined_to {
+                let joined = match arg.rsplit_once('=') {
+                    Some((room, "true")) if !room.is_empty() => (room, true),
+                    Some((room, "false")) if !room.is_empty() => (room, false),
+                    _ => {
+                        return Err(CliError::bad_input(
+                            "bad_joined_to_arg",
+                            format!("--joined-to takes ROOM_ID=true or ROOM_ID=false, not {arg:?}"),
+                        ))
+                    }
+                };
+                known.insert(joined.0.to_owned(), joined.1);
+            }
+            let (keys, file) = split_keys_and_input(keys, args.file);
+            let ring = load_key_ring(&keys)?;
+            let input = read_input(file.as_deref())?;
+            let pdus: Vec<&[u8]> = lines(&input).collect();
+            let mut room = room::Room::new(v);
+            room.receive_pdus(&pdus, &ring);
+            match room.restricted_join_for(&user, &server_name, &known) {
+                Ok(d) => write_out(
+                    room::restricted_join_json(&d)
+                        .to_canonical_string()
+                        .as_bytes(),
+                )?,
+                Err(e) => return Err(CliError::failed(e.code(), e)),
+            }
         }
     }
     Ok(0)

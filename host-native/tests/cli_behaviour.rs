@@ -401,3 +401,79 @@ fn history_may_see_prints_the_understood_visibility() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{args:?}");
     }
 }
+
+#[test]
+fn room_restricted_join_prints_via_and_exits_1_on_refusal() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/synapse/tampered");
+    let tmp = tempfile::tempdir().unwrap();
+    // The v10 room, after the evil server made the join rule restricted (allow: the side room).
+    let mut pdus = Vec::new();
+    for line in std::fs::read_to_string(dir.join("v10.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let j: serde_json::Value = serde_json::from_str(line).unwrap();
+        pdus.extend(serde_json::to_vec(&j["pdu"]).unwrap());
+        pdus.push(b'\n');
+    }
+    let room = tmp.path().join("room.jsonl");
+    std::fs::write(&room, &pdus).unwrap();
+    let room = room.to_str().unwrap().to_owned();
+    let side = "!NIfvLNgUjLyFYpnxti:localhost:8448";
+    let keys: Vec<String> = ["8448", "8449", "8450"]
+        .iter()
+        .map(|p| {
+            let p = dir.join(format!("keys/localhost_{p}.json"));
+            p.to_str().unwrap().to_owned()
+        })
+        .collect();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["room", "restricted-join", "--room-version", "10"];
+        args.extend(extra);
+        args.push("--keys");
+        args.extend(keys.iter().map(String::as_str));
+        args.push(&room);
+        mxfed(&args, b"")
+    };
+    let joined = format!("--joined-to={side}=true");
+    let out = run(&["--server-name", "localhost:8448", "--user", "@z:b", &joined]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"via\":\"@alice:localhost:8448\"}\n"
+    );
+    let carol = [
+        "--server-name",
+        "localhost:8448",
+        "--user",
+        "@carol:localhost:8450",
+    ];
+    let out = run(&carol);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"via\":null}\n");
+    let not_joined = format!("--joined-to={side}=false");
+    let out = run(&[
+        "--server-name",
+        "localhost:8448",
+        "--user",
+        "@z:b",
+        &not_joined,
+    ]);
+    assert_error(&out, 1, "restricted_not_allowed");
+    let out = run(&["--server-name", "localhost:8448", "--user", "@z:b"]);
+    assert_error(&out, 1, "restricted_unable_to_authorise");
+    // Bad input: exit 2, one line.
+    let out = run(&["--server-name", "localhost:8448", "--user", "z", &joined]);
+    assert_error(&out, 2, "bad_user_id");
+    let out = run(&["--server-name", "bad name", "--user", "@z:b"]);
+    assert_error(&out, 2, "bad_server_name");
+    let out = run(&[
+        "--server-name",
+        "a",
+        "--user",
+        "@z:b",
+        "--joined-to",
+        "!r:a=yes",
+    ]);
+    assert_error(&out, 2, "bad_joined_to_arg");
+}

@@ -310,6 +310,48 @@ impl Host for CliHost {
         Some(mxfed(&args, b""))
     }
 
+    fn room_replay(&self, rv: &str, keys: &[Vec<u8>], pdus: &[u8]) -> Option<Outcome> {
+        let paths = self.write_keys(keys);
+        let mut args = vec!["room", "replay", "--room-version", rv, "--keys"];
+        args.extend(paths.iter().map(String::as_str));
+        // Exit 1 means "some PDU not accepted": the verdicts and the state are still the output.
+        let out = run(&args, pdus);
+        Some(match out.status.code() {
+            Some(0 | 1) => {
+                let mut b = out.stdout;
+                if b.last() == Some(&b'\n') {
+                    b.pop();
+                }
+                Ok(b)
+            }
+            _ => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+        })
+    }
+
+    fn restricted_join(
+        &self,
+        rv: &str,
+        keys: &[Vec<u8>],
+        pdus: &[u8],
+        user_id: &str,
+        server_name: &str,
+        joined_to: &[(&str, bool)],
+    ) -> Option<Outcome> {
+        let paths = self.write_keys(keys);
+        let joined: Vec<String> = joined_to
+            .iter()
+            .map(|(room, j)| format!("--joined-to={room}={j}"))
+            .collect();
+        let user = format!("--user={user_id}");
+        let server = format!("--server-name={server_name}");
+        let mut args = vec!["room", "restricted-join", "--room-version", rv];
+        args.extend([user.as_str(), server.as_str()]);
+        args.extend(joined.iter().map(String::as_str));
+        args.push("--keys");
+        args.extend(paths.iter().map(String::as_str));
+        Some(mxfed(&args, pdus))
+    }
+
     fn check_pdus(&self, rv: &str, keys: &[Vec<u8>], pdus: &[u8]) -> Outcome {
         let paths = self.write_keys(keys);
         let mut args = vec!["event", "check", "--room-version", rv, "--keys"];

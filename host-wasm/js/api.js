@@ -151,22 +151,9 @@ export function hashAndSignEvent(event, roomVersion, serverName, keys) {
 /** Checks PDUs (format, signatures, content hash) against `keys`. One verdict object per PDU,
  *  exactly `mxfed event check`'s: `{event_id, signatures, content_hash, verdict[, reason, error]}`. */
 export function checkPdus(pdus, roomVersion, keys) {
-  if (!Array.isArray(pdus)) throw mxfedError('bad_argument', 'pdus: expected a list');
-  const parts = pdus.map((p) => toBytes(p, 'pdu'));
-  const ends = new Uint32Array(parts.length);
-  let total = 0;
-  parts.forEach((p, i) => {
-    total += p.length;
-    ends[i] = total;
-  });
-  const data = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    data.set(p, at);
-    at += p.length;
-  }
+  const [data, ends] = pduBatch(pdus);
   const out = withKeyRing(keys, (ring) => raw.checkPdus(data, ends, String(roomVersion), ring));
-  return out.split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l));
+  return jsonLines(out);
 }
 
 /** The `Authorization` header values (one per key) for `{method, uri, origin, destination, content?}`. */
@@ -252,4 +239,127 @@ export function serverMaySee(historyVisibility, memberships) {
     list.push(m);
   }
   return raw.serverMaySee(historyVisibility ?? undefined, list);
+}
+
+// A batch of PDUs as the wasm side reads it: the bytes back to back, and each one's end offset.
+function pduBatch(pdus) {
+  if (!Array.isArray(pdus)) throw mxfedError('bad_argument', 'pdus: expected a list');
+  const parts = pdus.map((p) => toBytes(p, 'pdu'));
+  const ends = new Uint32Array(parts.length);
+  let total = 0;
+  parts.forEach((p, i) => {
+    total += p.length;
+    ends[i] = total;
+  });
+  const data = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    data.set(p, at);
+    at += p.length;
+  }
+  return [data, ends];
+}
+
+const jsonLines = (text) => text.split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l));
+
+function roomVersionArg(roomVersion) {
+  if (typeof roomVersion !== 'string' && typeof roomVersion !== 'number') {
+    throw mxfedError('bad_argument', 'roomVersion: expected a string or a number');
+  }
+  return String(roomVersion);
+}
+
+/** One room in memory, run through the core's receipt pipeline (format, signatures, content
+ *  hash, auth against the auth events, the state before the event, soft failure against the
+ *  current state): what `mxfed room replay` and `mxfed serve` run. Call `.free()` when done. */
+export class Room {
+  #room;
+
+  constructor(roomVersion) {
+    this.#room = new raw.Room(roomVersionArg(roomVersion));
+  }
+
+  /** The room version. */
+  get roomVersion() {
+    return this.#room.roomVersion;
+  }
+
+  /** Checks one PDU against `keys` and receives it (its prev and auth events received first):
+   *  the verdict object, `checkPdus`'s with `verdict` one of accepted, redacted, rejected,
+   *  soft_failed. A PDU that cannot be read is a rejected verdict. */
+  receive(pdu, keys) {
+    const bytes = toBytes(pdu, 'pdu');
+    return JSON.parse(withKeyRing(keys, (ring) => this.#room.receive(bytes, ring)));
+  }
+
+  /** Checks a batch (any order), orders it causally and receives each PDU: verdict objects in
+   *  processing order. */
+  receiveAll(pdus, keys) {
+    const [data, ends] = pduBatch(pdus);
+    return jsonLines(withKeyRing(keys, (ring) => this.#room.receiveAll(data, ends, ring)));
+  }
+
+  /** The current state: `[{event_id, state_key, type}]` sorted by type and state key. */
+  currentState() {
+    return JSON.parse(this.#room.currentState());
+  }
+
+  /** The forward extremities, sorted. */
+  forwardExtremities() {
+    return this.#room.forwardExtremities();
+  }
+
+  /** The state after a known event, as `currentState()`; `null` for an unknown event. */
+  stateAfter(eventId) {
+    if (typeof eventId !== 'string') throw mxfedError('bad_argument', 'eventId: expected a string');
+    const s = this.#room.stateAfter(eventId);
+    return s === undefined ? null : JSON.parse(s);
+  }
+
+  /** Whether the room has an event (accepted, soft-failed or rejected). */
+  has(eventId) {
+    if (typeof eventId !== 'string') throw mxfedError('bad_argument', 'eventId: expected a string');
+    return this.#room.has(eventId);
+  }
+
+  /** The decision of `serverName`, resident in this room, on a join of `userId` when the join
+   *  rule is restricted or knock_restricted: the local user to name in
+   *  `join_authorised_via_users_server`, or `null` when no authorisation is needed. Our users
+   *  are those whose ID ends in `:serverName`; `joinedTo` (a plain object or a Map) maps the
+   *  allowed rooms we know to whether `userId` is joined to each (other rooms are unknown).
+   *  Throws `restricted_not_allowed`, `restricted_unable_to_authorise` or
+   *  `restricted_unable_to_grant` when we cannot authorise the join. */
+  restrictedJoin(userId, serverName, joinedTo = {}) {
+    if (typeof userId !== 'string') throw mxfedError('bad_argument', 'userId: expected a string');
+    if (typeof serverName !== 'string') throw mxfedError('bad_argument', 'serverName: expected a string');
+    const notMap = () => mxfedError('bad_argument', 'joinedTo: expected an object or a Map of room ID to boolean');
+    let entries;
+    if (joinedTo instanceof Map) entries = [...joinedTo.entries()];
+    else if (joinedTo !== null && typeof joinedTo === 'object' && !Array.isArray(joinedTo)) entries = Object.entries(joinedTo);
+    else throw notMap();
+    const joined = [];
+    const notJoined = [];
+    for (const [room, isJoined] of entries) {
+      if (typeof room !== 'string' || typeof isJoined !== 'boolean') throw notMap();
+      (isJoined ? joined : notJoined).push(room);
+    }
+    return JSON.parse(this.#room.restrictedJoin(userId, serverName, joined, notJoined)).via;
+  }
+
+  /** Frees the wasm memory of the room. */
+  free() {
+    this.#room.free();
+  }
+}
+
+/** Replays a whole room, as `mxfed room replay`: checks every PDU (any order) against `keys`,
+ *  orders them causally and runs each through the room pipeline. Returns `{verdicts, state}`:
+ *  one verdict object per PDU in processing order, and the final current state as
+ *  `Room.currentState()` gives it. */
+export function replay(pdus, roomVersion, keys) {
+  const [data, ends] = pduBatch(pdus);
+  const rv = roomVersionArg(roomVersion);
+  const lines = jsonLines(withKeyRing(keys, (ring) => raw.replay(data, ends, rv, ring)));
+  const { state } = lines.pop();
+  return { verdicts: lines, state };
 }

@@ -147,3 +147,41 @@ export function serverAclAllows(content: JsonInput, serverName: string): boolean
 export function discoveryPlan(serverName: string, wellKnown?: JsonInput | null): DiscoveryPlan;
 export function pickSrv(records: SrvRecord[] | JsonInput): { host: string; port: number } | null;
 export function serverMaySee(historyVisibility: string | null | undefined, memberships: Iterable<string>): boolean;
+
+/** One PDU's verdict in a room: `PduVerdict` with the room pipeline's verdicts. */
+export interface RoomVerdict extends Omit<PduVerdict, 'verdict'> {
+  verdict: 'accepted' | 'redacted' | 'rejected' | 'soft_failed';
+}
+
+/** One state entry. */
+export interface StateEntry {
+  event_id: string;
+  state_key: string;
+  type: string;
+}
+
+/** One room in memory, run through the core's receipt pipeline. Call `free()` when done. */
+export class Room {
+  constructor(roomVersion: RoomVersionId);
+  readonly roomVersion: string;
+  receive(pdu: JsonInput, keys: KeysInput): RoomVerdict;
+  receiveAll(pdus: JsonInput[], keys: KeysInput): RoomVerdict[];
+  currentState(): StateEntry[];
+  forwardExtremities(): string[];
+  stateAfter(eventId: string): StateEntry[] | null;
+  has(eventId: string): boolean;
+  /** The local user to name in join_authorised_via_users_server, or null when no
+   *  authorisation is needed; throws `restricted_*` when we cannot authorise the join. */
+  restrictedJoin(
+    userId: string,
+    serverName: string,
+    joinedTo?: Record<string, boolean> | Map<string, boolean>,
+  ): string | null;
+  free(): void;
+}
+
+export function replay(
+  pdus: JsonInput[],
+  roomVersion: RoomVersionId,
+  keys: KeysInput,
+): { verdicts: RoomVerdict[]; state: StateEntry[] };

@@ -73,6 +73,7 @@ from_core!(
     mxfed_core::pdu::PduError,
     mxfed_core::base64::Base64Error,
     mxfed_core::discovery::DiscoveryError,
+    mxfed_core::room::RestrictedJoinError,
 );
 
 impl From<XMatrixError> for HostError {

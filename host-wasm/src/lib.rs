@@ -4,7 +4,8 @@
 //! What it does: exports the core's operations through wasm-bindgen (`canonicalJson`,
 //! `signJson`, `verifyJson`, `contentHash`, `referenceHash`, `eventId`, `redact`,
 //! `hashAndSignEvent`, `checkPdus`, `signRequest`, `verifyRequest`, `serverKeys`,
-//! `parseTransaction`, `serverAclAllows`, `discoveryPlan`, `pickSrv`, `serverMaySee`, the key classes), and the edge worker's request checks ([`edge`]).
+//! `parseTransaction`, `serverAclAllows`, `discoveryPlan`, `pickSrv`, `serverMaySee`, `replay`,
+//! the key classes and `Room`), and the edge worker's request checks ([`edge`]).
 //! The JavaScript package around it (`host-wasm/js/`, built into `host-wasm/pkg/` by
 //! `host-wasm/build.sh`) turns strings and objects into bytes and back.
 //!
@@ -420,6 +421,86 @@ pub fn pick_srv(records: &[u8]) -> JsResult<String> {
 #[wasm_bindgen(js_name = serverMaySee)]
 pub fn server_may_see(history_visibility: Option<String>, memberships: Vec<String>) -> bool {
     ops::server_may_see(history_visibility.as_deref(), &memberships)
+}
+
+/// One room in memory, run through the core's receipt pipeline (`mxfed_core::room::Room`).
+#[wasm_bindgen(js_name = Room)]
+pub struct JsRoom {
+    room: mxfed_core::room::Room,
+}
+
+#[wasm_bindgen(js_class = Room)]
+impl JsRoom {
+    /// An empty room of a version.
+    #[wasm_bindgen(constructor)]
+    pub fn new(room_version: &str) -> JsResult<JsRoom> {
+        let v = mxfed_core::RoomVersion::get(room_version).map_err(|e| err(e.into()))?;
+        Ok(JsRoom {
+            room: mxfed_core::room::Room::new(v),
+        })
+    }
+
+    /// The room version.
+    #[wasm_bindgen(getter, js_name = roomVersion)]
+    pub fn room_version(&self) -> String {
+        self.room.version().id.to_owned()
+    }
+
+    /// Checks one PDU and receives it: its verdict as canonical JSON.
+    pub fn receive(&mut self, pdu: &[u8], keys: &JsKeyRing) -> String {
+        ops::room_receive(&mut self.room, pdu, &keys.ring)
+    }
+
+    /// Checks a batch (`data` back to back, `ends` each one's end offset) and receives it in
+    /// causal order: verdict lines, in processing order.
+    #[wasm_bindgen(js_name = receiveAll)]
+    pub fn receive_all(&mut self, data: &[u8], ends: &[u32], keys: &JsKeyRing) -> JsResult<String> {
+        let pdus = ops::split_batch(data, ends).map_err(err)?;
+        Ok(ops::room_receive_pdus(&mut self.room, &pdus, &keys.ring))
+    }
+
+    /// The current state as a canonical JSON list of `{event_id, state_key, type}`.
+    #[wasm_bindgen(js_name = currentState)]
+    pub fn current_state(&self) -> String {
+        ops::state_json(&self.room.current_state())
+    }
+
+    /// The forward extremities, sorted.
+    #[wasm_bindgen(js_name = forwardExtremities)]
+    pub fn forward_extremities(&self) -> Vec<String> {
+        self.room.forward_extremities().iter().cloned().collect()
+    }
+
+    /// The state after a known event, as `currentState`; `undefined` for an unknown event.
+    #[wasm_bindgen(js_name = stateAfter)]
+    pub fn state_after(&self, event_id: &str) -> Option<String> {
+        self.room.state_after(event_id).map(ops::state_json)
+    }
+
+    /// Whether the room has an event (accepted, soft-failed or rejected).
+    pub fn has(&self, event_id: &str) -> bool {
+        self.room.contains(event_id)
+    }
+
+    /// The restricted-join decision of `server_name` as the resident server: canonical
+    /// `{"via": user or null}`; throws the refusal's code.
+    #[wasm_bindgen(js_name = restrictedJoin)]
+    pub fn restricted_join(
+        &self,
+        user_id: &str,
+        server_name: &str,
+        joined: Vec<String>,
+        not_joined: Vec<String>,
+    ) -> JsResult<String> {
+        ops::restricted_join(&self.room, user_id, server_name, &joined, &not_joined).map_err(err)
+    }
+}
+
+/// Replays a whole room (`mxfed room replay`): verdict lines, then `{"state":[…]}`.
+#[wasm_bindgen]
+pub fn replay(data: &[u8], ends: &[u32], room_version: &str, keys: &JsKeyRing) -> JsResult<String> {
+    let pdus = ops::split_batch(data, ends).map_err(err)?;
+    ops::replay(&pdus, room_version, &keys.ring).map_err(err)
 }
 
 /// The edge route of a request: `well_known`, `server_keys`, `open`, `federation`, `send` or

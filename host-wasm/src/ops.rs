@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
+use mxfed_core::room::{self, Room};
 use mxfed_core::server_keys::{self, KeyRing, ServerKeys};
+use mxfed_core::state_res::StateMap;
 use mxfed_core::{base64, event, pdu, signing, transaction, xmatrix, RoomVersion, Timestamp};
 
 use crate::error::HostError;
@@ -358,9 +360,89 @@ pub fn server_may_see(history_visibility: Option<&str>, memberships: &[String]) 
     )
 }
 
+/// Receives PDUs in causal order into a room (`Room::receive_pdus`): one canonical verdict
+/// object per PDU, in processing order, as JSON lines.
+pub fn room_receive_pdus(room: &mut Room, pdus: &[&[u8]], ring: &KeyRing) -> String {
+    let mut out = Vec::with_capacity(pdus.len() * 160);
+    for v in room.receive_pdus(pdus, ring) {
+        canonical::encode_object_into(&v, &mut out);
+        out.push(b'\n');
+    }
+    utf8(out)
+}
+
+/// Checks one PDU and receives it into a room: its canonical verdict object.
+pub fn room_receive(room: &mut Room, pdu_bytes: &[u8], ring: &KeyRing) -> String {
+    let check = pdu::check_pdu(pdu_bytes, room.version(), ring);
+    let verdict = room.receive(&check);
+    room::verdict_json(&check, &verdict).to_canonical_string()
+}
+
+/// A state map as the canonical JSON list of `{"event_id","state_key","type"}`.
+pub fn state_json(state: &StateMap) -> String {
+    Value::Array(room::state_rows(state)).to_canonical_string()
+}
+
+/// The restricted-join decision of `server_name`, resident in `room`, on a join of `user_id`
+/// (`Room::restricted_join_for`), given the allowed rooms it knows the user is joined to and
+/// those it knows the user is not: canonical `{"via": user or null}`.
+///
+/// # Errors
+/// A malformed user ID or server name, or the refusal (`restricted_*`).
+pub fn restricted_join(
+    room: &Room,
+    user_id: &str,
+    server_name: &str,
+    joined: &[String],
+    not_joined: &[String],
+) -> Result<String, HostError> {
+    mxfed_core::identifiers::user_server_name(user_id)?;
+    mxfed_core::identifiers::validate_server_name(server_name)?;
+    let known: BTreeMap<String, bool> = not_joined
+        .iter()
+        .map(|r| (r.clone(), false))
+        .chain(joined.iter().map(|r| (r.clone(), true)))
+        .collect();
+    let d = room.restricted_join_for(user_id, server_name, &known)?;
+    Ok(room::restricted_join_json(&d).to_canonical_string())
+}
+
+/// Replays a whole room (`mxfed room replay`): the verdict lines, then `{"state":[…]}`.
+///
+/// # Errors
+/// An unknown room version.
+pub fn replay(pdus: &[&[u8]], rv: &str, ring: &KeyRing) -> Result<String, HostError> {
+    let mut room = Room::new(RoomVersion::get(rv)?);
+    let mut out = room_receive_pdus(&mut room, pdus, ring);
+    out.push_str(&room::state_to_json(&room.current_state()).to_canonical_string());
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_ops_translate() {
+        let ring = KeyRing::new();
+        let mut room = Room::new(RoomVersion::get("10").unwrap());
+        let lines = room_receive_pdus(&mut room, &[b"{".as_slice()], &ring);
+        assert!(lines.contains(r#""reason":"json_syntax""#), "{lines}");
+        assert_eq!(state_json(&room.current_state()), "[]");
+        assert_eq!(
+            restricted_join(&room, "@u:b", "a", &[], &[]).unwrap(),
+            r#"{"via":null}"#
+        );
+        let e = restricted_join(&room, "u", "a", &[], &[]).unwrap_err();
+        assert_eq!(e.code, "bad_user_id");
+        let e = restricted_join(&room, "@u:b", "bad name", &[], &[]).unwrap_err();
+        assert_eq!(e.code, "bad_server_name");
+        assert_eq!(replay(&[], "10", &ring).unwrap(), r#"{"state":[]}"#);
+        assert_eq!(
+            replay(&[], "99", &ring).unwrap_err().code,
+            "unsupported_room_version"
+        );
+    }
 
     const KEY: &str = "ed25519 1 YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";
 

@@ -221,3 +221,86 @@ test('history visibility: every vector row, iterables; non-strings are bad_argum
   throwsCode(() => m.serverMaySee('joined', { 0: 'join', length: 1 }), 'bad_argument');
   throwsCode(() => m.serverMaySee(5, []), 'bad_argument');
 });
+
+test('replay and Room reach Synapse\'s verdicts, state and the restricted-join rows', () => {
+  const vectors = new URL('../../tests/vectors/', import.meta.url);
+  const room = JSON.parse(readFileSync(new URL('room.json', vectors), 'utf8'));
+  const dir = new URL(room.replay.dir + '/', vectors);
+  const keys = room.replay.keys.map((k) => readFileSync(new URL(k, dir)));
+  const states = JSON.parse(readFileSync(new URL('current_state.json', dir), 'utf8'));
+  const skip = new Set(room.replay.not_compared.cases.map((c) => c.case));
+  const skipState = (rv, row) => room.replay.not_compared.state.some(
+    (d) => d.type === row.type && d.state_key === row.state_key && d.room_versions.includes(rv));
+  const lines = (file) => readFileSync(new URL(file, dir), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l));
+  const ring = new m.KeyRing();
+  for (const k of keys) ring.add(k);
+  const built = new Map();
+  for (const r of room.replay.rooms.filter((r) => ['v10.jsonl', 'v12.jsonl', 'v8_side.jsonl'].includes(r.file))) {
+    const ls = lines(r.file);
+    // Objects, in reverse arrival order: the replay orders causally.
+    const { verdicts, state } = m.replay(ls.map((l) => l.pdu).reverse(), r.room_version, keys);
+    assert.equal(verdicts.length, ls.length);
+    const byId = new Map(verdicts.filter((v) => v.event_id !== null).map((v) => [v.event_id, v.verdict]));
+    const anonymous = verdicts.filter((v) => v.event_id === null).map((v) => v.verdict);
+    for (const l of ls) {
+      const got = byId.get(l.event_id) ?? anonymous.shift();
+      if (!skip.has(l.case)) assert.equal(got, room.replay.verdicts[l.synapse.verdict], `${r.file} ${l.case}`);
+    }
+    const want = states[r.room_id].filter((row) => !skipState(r.room_version, row))
+      .sort((a, b) => (a.type + '\0' + a.state_key < b.type + '\0' + b.state_key ? -1 : 1));
+    assert.deepEqual(state.filter((row) => !skipState(r.room_version, row)), want, r.file);
+    // The same through a Room, as JSON text.
+    const rm = new m.Room(r.room_version);
+    assert.equal(rm.roomVersion, r.room_version);
+    assert.equal(rm.receiveAll(ls.map((l) => JSON.stringify(l.pdu)), ring).length, ls.length);
+    assert.deepEqual(rm.currentState(), state);
+    assert.ok(rm.has(ls[0].event_id));
+    assert.equal(rm.has('$unknown'), false);
+    assert.equal(rm.stateAfter('$unknown'), null);
+    assert.ok(rm.forwardExtremities().length >= 1);
+    built.set(r.file, rm);
+  }
+  for (const v of room.restricted_join.filter((v) => built.has(v.room))) {
+    const rm = built.get(v.room);
+    if (v.error) {
+      throwsCode(() => rm.restrictedJoin(v.user_id, v.server_name, v.joined_to), v.error);
+    } else {
+      assert.equal(rm.restrictedJoin(v.user_id, v.server_name, v.joined_to), v.expected.via, v.name);
+      assert.equal(rm.restrictedJoin(v.user_id, v.server_name, new Map(Object.entries(v.joined_to))), v.expected.via, v.name);
+    }
+  }
+  const v10 = built.get('v10.jsonl');
+  throwsCode(() => v10.restrictedJoin('@zed:localhost:8449', 'localhost:8448'), 'restricted_unable_to_authorise');
+  throwsCode(() => v10.restrictedJoin('zed', 'localhost:8448', {}), 'bad_user_id');
+  throwsCode(() => v10.restrictedJoin('@zed:b', 'bad name', {}), 'bad_server_name');
+  throwsCode(() => v10.restrictedJoin('@zed:b', 'a', { '!r:a': 'yes' }), 'bad_argument');
+  throwsCode(() => v10.restrictedJoin('@zed:b', 'a', ['!r:a']), 'bad_argument');
+  throwsCode(() => v10.restrictedJoin('@zed:b', 'a', null), 'bad_argument');
+  throwsCode(() => v10.restrictedJoin(null, 'a', {}), 'bad_argument');
+  throwsCode(() => v10.stateAfter(5), 'bad_argument');
+  for (const rm of built.values()) rm.free();
+  ring.free();
+});
+
+test('Room and replay: bad input is an MxfedError or a rejected verdict', () => {
+  throwsCode(() => new m.Room('99'), 'unsupported_room_version');
+  throwsCode(() => new m.Room(null), 'bad_argument');
+  throwsCode(() => m.replay([], '99', []), 'unsupported_room_version');
+  throwsCode(() => m.replay('{}', '10', []), 'bad_argument');
+  throwsCode(() => m.replay([], '10', 'keys'), 'bad_argument');
+  throwsCode(() => m.replay([], '10', ['{']), 'json_syntax');
+  const rm = new m.Room(10);
+  for (const [pdu, reason] of [['{', 'json_syntax'], [new Uint8Array([0xff]), 'json_syntax'], [{}, 'pdu_missing_field']]) {
+    const v = rm.receive(pdu, []);
+    assert.equal(v.verdict, 'rejected');
+    assert.equal(v.reason, reason);
+    assert.deepEqual(v, m.checkPdus([pdu], '10', [])[0]);
+    assert.deepEqual(rm.receiveAll([pdu], []).map((x) => x.reason), [reason]);
+  }
+  throwsCode(() => rm.receive(5, []), 'bad_argument');
+  throwsCode(() => rm.receiveAll('{}', []), 'bad_argument');
+  assert.deepEqual(rm.currentState(), []);
+  assert.deepEqual(rm.forwardExtremities(), []);
+  assert.deepEqual(m.replay([], '10', []), { verdicts: [], state: [] });
+  rm.free();
+});

@@ -52,6 +52,19 @@ const ops = {
     const understood = ['world_readable', 'invited', 'joined'].includes(a.visibility) ? a.visibility : 'shared';
     return m.canonicalJson({ history_visibility: understood, may_see: maySee });
   },
+  room_replay: (a) => {
+    const { verdicts, state } = m.replay(a.pdus.split('\n').filter((l) => l.length > 0).map(b), a.room_version, a.keys.map(b));
+    return [...verdicts.map((v) => m.canonicalJson(v)), m.canonicalJson({ state })].join('\n');
+  },
+  restricted_join: (a) => {
+    const room = new m.Room(a.room_version);
+    try {
+      room.receiveAll(a.pdus.split('\n').filter((l) => l.length > 0).map(b), a.keys.map(b));
+      return m.canonicalJson({ via: room.restrictedJoin(a.user_id, a.server_name, a.joined_to) });
+    } finally {
+      room.free();
+    }
+  },
   pick_srv: (a) => {
     const t = m.pickSrv(b(a.records));
     return t === null ? 'null' : m.canonicalJson(t);

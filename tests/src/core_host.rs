@@ -223,4 +223,53 @@ impl Host for CoreHost {
                 .map_err(|e| e.code().to_owned()),
         )
     }
+
+    fn room_replay(&self, rv: &str, keys: &[Vec<u8>], pdus: &[u8]) -> Option<Outcome> {
+        Some(replayed(rv, keys, pdus).map(|(verdicts, room)| {
+            let mut out = Vec::new();
+            for v in &verdicts {
+                canonical::encode_object_into(v, &mut out);
+                out.push(b'\n');
+            }
+            canonical::encode_object_into(&room::state_to_json(&room.current_state()), &mut out);
+            out
+        }))
+    }
+
+    fn restricted_join(
+        &self,
+        rv: &str,
+        keys: &[Vec<u8>],
+        pdus: &[u8],
+        user_id: &str,
+        server_name: &str,
+        joined_to: &[(&str, bool)],
+    ) -> Option<Outcome> {
+        let joined_to: std::collections::BTreeMap<String, bool> = joined_to
+            .iter()
+            .map(|(r, j)| ((*r).to_owned(), *j))
+            .collect();
+        Some(replayed(rv, keys, pdus).and_then(|(_, room)| {
+            room.restricted_join_for(user_id, server_name, &joined_to)
+                .map(|d| {
+                    room::restricted_join_json(&d)
+                        .to_canonical_string()
+                        .into_bytes()
+                })
+                .map_err(|e| e.code().to_owned())
+        }))
+    }
+}
+
+/// A room made of PDUs (JSONL) received in causal order, with the verdicts.
+fn replayed(rv: &str, keys: &[Vec<u8>], pdus: &[u8]) -> Result<(Vec<Object>, room::Room), String> {
+    let v = RoomVersion::get(rv).map_err(|e| e.code().to_owned())?;
+    let ring = key_ring(keys)?;
+    let lines: Vec<&[u8]> = pdus
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut room = room::Room::new(v);
+    let verdicts = room.receive_pdus(&lines, &ring);
+    Ok((verdicts, room))
 }

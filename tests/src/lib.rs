@@ -107,10 +107,41 @@ pub trait Host {
     fn server_may_see(&self, _visibility: Option<&str>, _memberships: &[&str]) -> Option<Outcome> {
         None
     }
+    /// A whole room replayed (`mxfed room replay`): the PDUs (JSONL, any order) checked against
+    /// the key responses, ordered causally and run through the room pipeline. Output: one
+    /// canonical verdict object per PDU, in processing order, then `{"state":[…]}`, the final
+    /// current state, one per line. Required.
+    fn room_replay(&self, _room_version: &str, _keys: &[Vec<u8>], _pdus: &[u8]) -> Option<Outcome> {
+        None
+    }
+    /// The restricted-join decision of the resident server on the room the PDUs make (received
+    /// as [`Host::room_replay`] does): the resident's users are those of `server_name`, and
+    /// `joined_to` lists the allowed rooms it knows with whether `user_id` is joined to each.
+    /// Canonical JSON `{"via": user or null}`, or the refusal's code. Required.
+    #[allow(clippy::too_many_arguments)]
+    fn restricted_join(
+        &self,
+        _room_version: &str,
+        _keys: &[Vec<u8>],
+        _pdus: &[u8],
+        _user_id: &str,
+        _server_name: &str,
+        _joined_to: &[(&str, bool)],
+    ) -> Option<Outcome> {
+        None
+    }
 }
 
 /// Vector kinds every host must run (optional [`Host`] methods that are not optional).
-pub const REQUIRED_KINDS: &[&str] = &["acl", "discovery_plan", "pick_srv", "history_visibility"];
+pub const REQUIRED_KINDS: &[&str] = &[
+    "acl",
+    "discovery_plan",
+    "pick_srv",
+    "history_visibility",
+    "room_replay_verdicts",
+    "room_replay_state",
+    "restricted_join",
+];
 
 /// The vectors directory.
 pub fn vectors_dir() -> PathBuf {
@@ -228,6 +259,7 @@ pub fn run_all(host: &dyn Host) -> Report {
     run_acl(host, &mut r);
     run_discovery(host, &mut r);
     run_history_visibility(host, &mut r);
+    run_room(host, &mut r);
     r
 }
 
@@ -302,6 +334,176 @@ fn run_history_visibility(host: &dyn Host, r: &mut Report) {
             "history_visibility",
             s(&v["name"]),
             host.server_may_see(v["visibility"].as_str(), &memberships),
+            &expected(v),
+        );
+    }
+}
+
+/// A room file of the tampered corpus: the PDUs as JSONL, and each line's event ID, case and
+/// Synapse verdict.
+fn room_file(dir: &std::path::Path, file: &str) -> (Vec<u8>, Vec<(String, String, String)>) {
+    let text = std::fs::read_to_string(dir.join(file)).unwrap();
+    let mut jsonl = Vec::new();
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        let j: J = serde_json::from_str(line).unwrap();
+        jsonl.extend(serde_json::to_vec(&j["pdu"]).unwrap());
+        jsonl.push(b'\n');
+        lines.push((
+            s(&j["event_id"]).to_owned(),
+            s(&j["case"]).to_owned(),
+            s(&j["synapse"]["verdict"]).to_owned(),
+        ));
+    }
+    (jsonl, lines)
+}
+
+/// Whole rooms (`room.json`): the Synapse tampered rooms replayed (each PDU's verdict and the
+/// final state against Synapse's), and restricted-join decisions on them.
+fn run_room(host: &dyn Host, r: &mut Report) {
+    let room = load_json("room.json");
+    let rp = &room["replay"];
+    let dir = vectors_dir().join(s(&rp["dir"]));
+    let keys: Vec<Vec<u8>> = rp["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| std::fs::read(dir.join(s(k))).unwrap())
+        .collect();
+    let states: J =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("current_state.json")).unwrap())
+            .unwrap();
+    let skip_cases: Vec<&str> = rp["not_compared"]["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| s(&c["case"]))
+        .collect();
+    let skip_state = |rv: &str, t: &str, sk: &str| {
+        rp["not_compared"]["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| {
+                s(&d["type"]) == t
+                    && s(&d["state_key"]) == sk
+                    && d["room_versions"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|v| s(v) == rv)
+            })
+    };
+    let mut pdus_of = std::collections::BTreeMap::new();
+    for room_j in rp["rooms"].as_array().unwrap() {
+        let (file, rv) = (s(&room_j["file"]), s(&room_j["room_version"]));
+        let (jsonl, lines) = room_file(&dir, file);
+        let out = match host.room_replay(rv, &keys, &jsonl) {
+            None => {
+                *r.unsupported.entry("room_replay".into()).or_default() += 1;
+                continue;
+            }
+            Some(Err(c)) => {
+                r.check("room_replay_verdicts", file, &Err(c), &Ok(Vec::new()));
+                continue;
+            }
+            Some(Ok(b)) => b,
+        };
+        let mut got_lines: Vec<J> = out
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        let state_line = got_lines.pop().unwrap_or(J::Null);
+        // The host's verdict of each PDU of the file, found by event ID; PDUs the host could not
+        // give an event ID (rejected before one could be computed) come first, in input order.
+        let mut by_id = std::collections::BTreeMap::new();
+        let mut anonymous = Vec::new();
+        for v in &got_lines {
+            let verdict = v["verdict"].as_str().unwrap_or("?").to_owned();
+            match v["event_id"].as_str() {
+                Some(id) => {
+                    by_id.insert(id.to_owned(), verdict);
+                }
+                None => anonymous.push(verdict),
+            }
+        }
+        let mut anonymous = anonymous.into_iter();
+        let (mut got, mut want) = (String::new(), String::new());
+        let mut count = 0;
+        for (id, case, synapse) in &lines {
+            let verdict = by_id
+                .remove(id)
+                .or_else(|| anonymous.next())
+                .unwrap_or_else(|| "missing".into());
+            if skip_cases.contains(&case.as_str()) {
+                continue;
+            }
+            count += 1;
+            got.push_str(&format!("{id} {case} {verdict}\n"));
+            let mapped = rp["verdicts"][synapse.as_str()].as_str().unwrap();
+            want.push_str(&format!("{id} {case} {mapped}\n"));
+        }
+        if got_lines.len() != lines.len() {
+            got.push_str(&format!(
+                "{} verdicts for {} PDUs\n",
+                got_lines.len(),
+                lines.len()
+            ));
+        }
+        r.check(
+            "room_replay_verdicts",
+            &format!("{file} ({count} PDUs)"),
+            &Ok(got.into_bytes()),
+            &Ok(want.into_bytes()),
+        );
+        // The final state, byte for byte, without the entries not compared.
+        let keep = |row: &J| !skip_state(rv, s(&row["type"]), s(&row["state_key"]));
+        let got_state: Vec<J> = state_line["state"]
+            .as_array()
+            .map(|rows| rows.iter().filter(|row| keep(row)).cloned().collect())
+            .unwrap_or_default();
+        let mut want_state: Vec<J> = states[s(&room_j["room_id"])]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|row| keep(row))
+            .cloned()
+            .collect();
+        want_state.sort_by(|a, b| {
+            (s(&a["type"]), s(&a["state_key"])).cmp(&(s(&b["type"]), s(&b["state_key"])))
+        });
+        r.check(
+            "room_replay_state",
+            file,
+            &Ok(canon(&serde_json::json!({ "state": got_state }))),
+            &Ok(canon(&serde_json::json!({ "state": want_state }))),
+        );
+        pdus_of.insert(file.to_owned(), (rv.to_owned(), jsonl));
+    }
+    for v in room["restricted_join"].as_array().unwrap() {
+        let file = s(&v["room"]);
+        let (rv, jsonl) = match pdus_of.get(file) {
+            Some((rv, j)) => (rv.clone(), j.clone()),
+            None => (s(&v["room_version"]).to_owned(), room_file(&dir, file).0),
+        };
+        let joined_to: Vec<(&str, bool)> = v["joined_to"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(room, joined)| (room.as_str(), joined.as_bool().unwrap()))
+            .collect();
+        r.check_opt(
+            "restricted_join",
+            s(&v["name"]),
+            host.restricted_join(
+                &rv,
+                &keys,
+                &jsonl,
+                s(&v["user_id"]),
+                s(&v["server_name"]),
+                &joined_to,
+            ),
             &expected(v),
         );
     }

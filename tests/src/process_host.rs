@@ -215,4 +215,31 @@ impl Host for ProcessHost {
             json!({"visibility": visibility, "memberships": memberships}),
         )
     }
+    fn room_replay(&self, rv: &str, keys: &[Vec<u8>], pdus: &[u8]) -> Option<Outcome> {
+        let keys: Vec<String> = keys.iter().map(|k| s(k)).collect();
+        self.call(
+            "room_replay",
+            json!({"room_version": rv, "keys": keys, "pdus": s(pdus)}),
+        )
+    }
+    fn restricted_join(
+        &self,
+        rv: &str,
+        keys: &[Vec<u8>],
+        pdus: &[u8],
+        user_id: &str,
+        server_name: &str,
+        joined_to: &[(&str, bool)],
+    ) -> Option<Outcome> {
+        let keys: Vec<String> = keys.iter().map(|k| s(k)).collect();
+        let joined: serde_json::Map<String, J> = joined_to
+            .iter()
+            .map(|(r, j)| ((*r).to_owned(), J::Bool(*j)))
+            .collect();
+        self.call(
+            "restricted_join",
+            json!({"room_version": rv, "keys": keys, "pdus": s(pdus), "user_id": user_id,
+                   "server_name": server_name, "joined_to": joined}),
+        )
+    }
 }

@@ -199,6 +199,34 @@ impl<R: AbiCall> Host for AbiHost<R> {
             a().opt(visibility.map(str::as_bytes)).list(memberships),
         )
     }
+    fn room_replay(&self, rv: &str, keys: &[Vec<u8>], pdus: &[u8]) -> Option<Outcome> {
+        self.call("room_replay", a().s(rv).list(keys).bytes(pdus))
+    }
+    fn restricted_join(
+        &self,
+        rv: &str,
+        keys: &[Vec<u8>],
+        pdus: &[u8],
+        user_id: &str,
+        server_name: &str,
+        joined_to: &[(&str, bool)],
+    ) -> Option<Outcome> {
+        let rooms: Vec<&str> = joined_to.iter().map(|(r, _)| *r).collect();
+        let flags: Vec<&str> = joined_to
+            .iter()
+            .map(|(_, j)| if *j { "true" } else { "false" })
+            .collect();
+        self.call(
+            "restricted_join",
+            a().s(rv)
+                .list(keys)
+                .bytes(pdus)
+                .s(user_id)
+                .s(server_name)
+                .list(&rooms)
+                .list(&flags),
+        )
+    }
 }
 
 /// The module in wasmtime.

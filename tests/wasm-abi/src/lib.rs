@@ -160,6 +160,18 @@ ops! {
         let memberships: Vec<&str> = memberships.iter().map(String::as_str).collect();
         CoreHost.server_may_see(visibility, &memberships)
     };
+    mxfed_room_replay => |a| CoreHost.room_replay(a.str(), &a.list(), a.bytes());
+    mxfed_restricted_join => |a| {
+        let (rv, keys, pdus, user, server) = (a.str(), a.list(), a.bytes(), a.str(), a.str());
+        // joined_to: the rooms, then "true"/"false" for each.
+        let (rooms, flags) = (a.strings(), a.strings());
+        let joined_to: Vec<(&str, bool)> = rooms
+            .iter()
+            .zip(&flags)
+            .map(|(r, f)| (r.as_str(), f == "true"))
+            .collect();
+        CoreHost.restricted_join(rv, &keys, pdus, user, server, &joined_to)
+    };
 }
 
 #[cfg(test)]
