@@ -78,7 +78,7 @@ impl ServerAcl {
 
     /// The ACL in force in `room`'s current state, if it has one.
     pub fn for_room(room: &Room) -> Option<ServerAcl> {
-        let state = room.current_state();
+        let state = room.current_state_shared();
         let id = state.get(&(EVENT_TYPE.to_owned(), String::new()))?;
         let (pdu, rejected) = room.event(id)?;
         (!rejected).then(|| ServerAcl::from_content(pdu.content()))

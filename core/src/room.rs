@@ -14,7 +14,7 @@ use crate::auth::{
     KnownEvent, Pdu,
 };
 use crate::canonical::{Object, Value};
-use crate::event::{EventRef, StateMap as BuildState};
+use crate::event::{EventRef, EventTemplate, StateMap as BuildState};
 use crate::pdu::{PduCheck, Verdict};
 use crate::room_version::RoomVersion;
 use crate::state_res::{resolve, EventStore, StateMap};
@@ -234,17 +234,35 @@ impl Room {
     /// the current state to choose its auth events from (the arguments of
     /// [`build_event`](crate::event::build_event)).
     pub fn build_on(&self) -> (Vec<EventRef>, BuildState) {
-        let prev = self
-            .extremities
+        let state = self
+            .current_state_shared()
+            .iter()
+            .filter_map(|(k, id)| Some((k.clone(), self.event_ref(id)?)))
+            .collect();
+        (self.prev_refs(), state)
+    }
+
+    /// [`Room::build_on`] for one event: only the current state entries `template` may cite
+    /// (its [`auth_types`](crate::event::auth_types)), so building an event costs the same in a
+    /// room of any size. [`build_event`](crate::event::build_event) picks the same auth events
+    /// from either.
+    pub fn build_on_for(&self, template: &EventTemplate) -> (Vec<EventRef>, BuildState) {
+        let current = self.current_state_shared();
+        let state = crate::event::auth_types(template, self.version)
+            .into_iter()
+            .filter_map(|k| {
+                let r = self.event_ref(current.get(&k)?)?;
+                Some((k, r))
+            })
+            .collect();
+        (self.prev_refs(), state)
+    }
+
+    fn prev_refs(&self) -> Vec<EventRef> {
+        self.extremities
             .iter()
             .filter_map(|id| self.event_ref(id))
-            .collect();
-        let state = self
-            .current_state()
-            .into_iter()
-            .filter_map(|(k, id)| Some((k, self.event_ref(&id)?)))
-            .collect();
-        (prev, state)
+            .collect()
     }
 
     /// The resolution of the states after some events. One state is shared, not copied: a

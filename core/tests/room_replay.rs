@@ -190,6 +190,61 @@ fn receive_checked_matches_receive_and_shares_state() {
             }
         }
         assert_eq!(by_checked.current_state(), by_receive.current_state());
+        // Building on the auth-type entries only picks the same auth events as on the whole
+        // state: a message, a join and a kick.
+        let sender = events[0].sender().to_owned();
+        let key = mxfed_core::keys::SigningKey::from_seed_base64(
+            "1",
+            "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1",
+        )
+        .unwrap();
+        for (ty, sk, content) in [
+            (
+                "m.room.message",
+                None,
+                r#"{"body":"hi","msgtype":"m.text"}"#,
+            ),
+            ("m.room.member", Some("@new:x"), r#"{"membership":"join"}"#),
+            (
+                "m.room.member",
+                Some(sender.as_str()),
+                r#"{"membership":"leave"}"#,
+            ),
+        ] {
+            let t = mxfed_core::event::EventTemplate {
+                room_id: events[0]
+                    .room_id()
+                    .map(str::to_owned)
+                    .or(Some(room_id.clone())),
+                event_type: ty.into(),
+                sender: sk
+                    .filter(|s| s.starts_with("@new"))
+                    .unwrap_or(&sender)
+                    .into(),
+                state_key: sk.map(str::to_owned),
+                content: parse_object(content.as_bytes(), &ParseOptions::STRICT).unwrap(),
+                redacts: None,
+            };
+            let build = |(prev, state): (Vec<_>, _)| {
+                mxfed_core::event::build_event(
+                    v,
+                    "x",
+                    &t,
+                    &prev,
+                    &state,
+                    mxfed_core::Timestamp::from_i64(1),
+                    &key,
+                    Some("l"),
+                )
+                .unwrap()
+                .pdu
+            };
+            assert_eq!(
+                build(by_checked.build_on_for(&t)),
+                build(by_checked.build_on()),
+                "v{rv} {room_id} {ty}"
+            );
+        }
         assert_eq!(
             by_checked.forward_extremities(),
             by_receive.forward_extremities()

@@ -283,7 +283,7 @@ impl Room {
 
     /// The membership of a user in the current state (`join`, `invite`, `leave`, …).
     pub fn membership(&self, user_id: &str) -> Option<String> {
-        let state = self.current_state();
+        let state = self.current_state_shared();
         let id = state.get(&("m.room.member".to_owned(), user_id.to_owned()))?;
         let s = self.events.get(id)?;
         s.pdu.membership().map(str::to_owned)
@@ -304,7 +304,7 @@ impl Room {
 
     /// The users whose current membership passes `want`.
     pub fn members_by(&self, want: impl Fn(&str) -> bool) -> Vec<String> {
-        let state = self.current_state();
+        let state = self.current_state_shared();
         state
             .iter()
             .filter(|((t, _), _)| t == "m.room.member")
@@ -318,7 +318,7 @@ impl Room {
     /// The state given to an invitee or knocker (`invite_room_state`, `knock_room_state`): the
     /// [`PREJOIN_STATE_TYPES`] events of the current state and the membership of `sender`.
     pub fn prejoin_state(&self, sender: &str) -> Vec<&Pdu> {
-        let state = self.current_state();
+        let state = self.current_state_shared();
         let mut keys: BTreeMap<(String, String), ()> = PREJOIN_STATE_TYPES
             .iter()
             .map(|t| (((*t).to_owned(), String::new()), ()))

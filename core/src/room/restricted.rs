@@ -70,7 +70,7 @@ impl Room {
         joined_to: impl Fn(&str) -> Option<bool>,
     ) -> Result<RestrictedJoin, RestrictedJoinError> {
         let v = self.version;
-        let state = self.current_state();
+        let state = self.current_state_shared();
         let get = |t: &str| {
             state
                 .get(&(t.to_owned(), String::new()))

@@ -376,7 +376,7 @@ fn build_in(
     template: &EventTemplate,
 ) -> Result<BuiltEvent, ApiError> {
     let v = room.version();
-    let (prev, cur) = room.build_on();
+    let (prev, cur) = room.build_on_for(template);
     let local = super::random_token(18)?;
     let key = state
         .keys
