@@ -17,6 +17,7 @@
 #   E2E_MESSAGES       messages in the end-to-end run (default 4000), E2E_SENDERS (default 8)
 #   E2E_BATCH          space-separated messages-per-admin-request settings (default "1 50": the
 #                      per-message /send and the /send_batch path)
+#   MXFED_BIN          the mxfed binary to measure (default: this checkout's release build)
 #   SKIP_SYNAPSE=1, SKIP_E2E=1, SKIP_INGEST=1
 #   KEEP=1             keep the scratch directory (server logs)
 # Every server is started by this script and stopped by its own pid at the end.
@@ -40,7 +41,9 @@ E2E_BATCH="${E2E_BATCH:-1 50}"
 
 echo "== build: cargo build --release -p mxfed-native -p mxfed-loadgen"
 cargo build --release -p mxfed-native -p mxfed-loadgen
-MXFED="$CARGO_TARGET_DIR/release/mxfed"
+# MXFED_BIN: the mxfed binary under test (default: the one just built), e.g. an older build for
+# a before/after comparison; the loadgen is always this checkout's.
+MXFED="${MXFED_BIN:-$CARGO_TARGET_DIR/release/mxfed}"
 LOADGEN="$CARGO_TARGET_DIR/release/mxfed-loadgen"
 
 WORK="$(mktemp -d)"   # a fresh scratch directory under $TMPDIR (default /tmp)
