@@ -205,24 +205,27 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: &[u8]) -> Outc
     }
 }
 
+/// Acts on the queue's events. The rows of delivered and dropped PDUs are deleted in one SQLite
+/// transaction that does not wait for fsync ([`super::store::Store::in_unsynced_transaction`]):
+/// this runs while the next transaction is on its way, and a deletion lost to a power failure
+/// only means that after the restart those PDUs are sent again, which the destination answers
+/// without storing anything twice (it de-duplicates by event ID, as every server must, since a
+/// sender retries a transaction whose answer it did not get). Nothing can be lost this way: the
+/// rows only go away, never appear.
 fn handle_events(state: &AppState, q: &mut DestinationQueue) {
     let dest = q.destination().to_owned();
+    let mut done: Vec<String> = Vec::new();
     while let Some(ev) = q.poll_event() {
         match ev {
             Event::Delivered { pdus, .. } => {
-                let _ = state.db().in_transaction(|db| {
-                    for p in &pdus {
-                        db.outbound_done(&dest, &p.event_id)?;
-                    }
-                    Ok(())
-                });
+                done.extend(pdus.into_iter().map(|p| p.event_id));
             }
             Event::PduDropped { pdu, reason, .. } => {
                 log(&format!(
                     "PDU {} for {dest} dropped: {reason:?}",
                     pdu.event_id
                 ));
-                let _ = state.db().outbound_done(&dest, &pdu.event_id);
+                done.push(pdu.event_id);
             }
             Event::RemotePduError { event_id, error } => {
                 log(&format!("{dest} refused {event_id}: {error}"));
@@ -241,6 +244,21 @@ fn handle_events(state: &AppState, q: &mut DestinationQueue) {
             Event::DestinationUp => log(&format!("{dest} is reachable again")),
             _ => {}
         }
+    }
+    if done.is_empty() {
+        return;
+    }
+    let deleted = state.db().in_unsynced_transaction(|db| {
+        for id in &done {
+            db.outbound_done(&dest, id)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = deleted {
+        log(&format!(
+            "cannot forget {} delivered PDU(s) for {dest}: {e}",
+            done.len()
+        ));
     }
 }
 
@@ -273,14 +291,22 @@ async fn run_destination(state: Arc<AppState>, dest: String, mut rx: mpsc::Unbou
         while let Ok(cmd) = rx.try_recv() {
             apply(&mut q, cmd);
         }
-        handle_events(&state, &mut q);
         if let Some(t) = q.poll_transmit(now()) {
-            let outcome = transmit(&state, &dest, &t.path, &t.body).await;
+            // The next transaction leaves as soon as the previous one is answered; the
+            // bookkeeping of that one (deleting its delivered rows) happens while this one is
+            // on its way, off the round trip.
+            let sending = {
+                let (state, dest) = (state.clone(), dest.clone());
+                tokio::spawn(async move { transmit(&state, &dest, &t.path, &t.body).await })
+            };
+            handle_events(&state, &mut q);
+            let outcome = sending.await.unwrap_or(Outcome::Failure(Failure::Network));
             if let Err(e) = q.handle_response(now(), outcome) {
                 log(&format!("outbound queue for {dest}: {e}"));
             }
             continue;
         }
+        handle_events(&state, &mut q);
         let wait = sleep_until(q.poll_timeout());
         tokio::select! {
             cmd = rx.recv() => match cmd {

@@ -593,6 +593,31 @@ impl Store {
         }
     }
 
+    /// [`Store::in_transaction`] without waiting for the disk: the commit goes into the WAL but is
+    /// not fsynced (`synchronous = NORMAL` for this one transaction). It becomes durable with the
+    /// next fsynced commit of this connection (the WAL is one append-only file: syncing it syncs
+    /// every frame written before) or the next checkpoint. Other connections see it at once.
+    ///
+    /// Only for writes whose loss on a power failure is harmless or covered: the deletion of
+    /// delivered outbound rows (lost, it re-sends PDUs the destination already has and drops by
+    /// event ID) and outbound rows written just before the fsynced commit of their events.
+    ///
+    /// # Errors
+    /// SQLite errors (the transaction is rolled back).
+    pub fn in_unsynced_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&Store) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let result = self.in_transaction(f);
+        // Back to FULL before anything else commits on this connection; if that failed, every
+        // later commit would silently stop waiting for the disk, so it is an error too.
+        let restored = self.conn.pragma_update(None, "synchronous", "FULL");
+        let value = result?;
+        restored?;
+        Ok(value)
+    }
+
     /// Forgets a delivered (or dropped) PDU for a destination.
     ///
     /// # Errors
