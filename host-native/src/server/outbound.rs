@@ -88,30 +88,60 @@ impl Outbound {
         }
     }
 
-    /// [`Outbound::queue_pdu`] for several PDUs of one room, persisted in one SQLite
-    /// transaction (one fsync).
-    pub fn queue_pdus(
+    /// Persists PDUs of one room for several destinations in one SQLite transaction that does
+    /// not wait for fsync; returns the row IDs. For [`super::local`], which makes them durable
+    /// with the fsynced commit of their events right after, and only then hands them over
+    /// ([`Outbound::hand_over`]), or takes them back ([`Outbound::forget_rows`]).
+    ///
+    /// # Errors
+    /// SQLite errors (nothing is written).
+    pub fn persist_unsynced(
+        &self,
+        state: &AppState,
+        dests: &[String],
+        room_id: &str,
+        pdus: &[(String, Object)],
+    ) -> rusqlite::Result<Vec<i64>> {
+        if dests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let texts: Vec<String> = pdus.iter().map(|(_, p)| p.to_canonical_string()).collect();
+        state.db().in_unsynced_transaction(|db| {
+            let mut rows = Vec::with_capacity(dests.len() * pdus.len());
+            for dest in dests {
+                for ((id, _), text) in pdus.iter().zip(&texts) {
+                    rows.push(db.queue_outbound(dest, "pdu", Some(id), Some(room_id), text)?);
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    /// Deletes rows written by [`Outbound::persist_unsynced`] whose events could not be stored.
+    pub fn forget_rows(&self, state: &AppState, rows: &[i64]) {
+        let forgotten = state.db().in_unsynced_transaction(|db| {
+            for id in rows {
+                db.outbound_delete(*id)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = forgotten {
+            // Left over, they are dropped at the next start (their events are not stored).
+            log(&format!(
+                "cannot forget {} outbound row(s): {e}",
+                rows.len()
+            ));
+        }
+    }
+
+    /// Hands PDUs already persisted for `dest` to its task.
+    pub fn hand_over(
         &self,
         state: &Arc<AppState>,
         dest: &str,
         room_id: &str,
         pdus: &[(String, Object)],
     ) {
-        let saved = state.db().in_transaction(|db| {
-            for (id, pdu) in pdus {
-                db.queue_outbound(
-                    dest,
-                    "pdu",
-                    Some(id),
-                    Some(room_id),
-                    &pdu.to_canonical_string(),
-                )?;
-            }
-            Ok(())
-        });
-        if let Err(e) = saved {
-            log(&format!("cannot persist outbound PDUs for {dest}: {e}"));
-        }
         if let Some(tx) = self.sender(state, dest) {
             for (id, pdu) in pdus {
                 let _ = tx.send(Cmd::Pdu {
@@ -132,17 +162,27 @@ impl Outbound {
         }
     }
 
-    /// Starts a task for every destination with PDUs left in the table (at start-up).
+    /// Starts a task for every destination with PDUs left in the table (at start-up). A row
+    /// whose event is not stored is deleted instead: the process died between writing it and
+    /// storing its event ([`super::local`] writes them in that order), so the event was never
+    /// answered for and must not go out.
     pub fn restore(&self, state: &Arc<AppState>) {
         let rows = state.db().outbound().unwrap_or_default();
         let mut count = 0usize;
-        for (_, dest, kind, event_id, room_id, json) in rows {
+        for (row, dest, kind, event_id, room_id, json) in rows {
             if kind != "pdu" {
                 continue;
             }
             let (Some(event_id), Some(room_id)) = (event_id, room_id) else {
                 continue;
             };
+            if !state.db().has_event(&event_id).unwrap_or(true) {
+                log(&format!(
+                    "queued PDU {event_id} for {dest} was never stored; dropped"
+                ));
+                let _ = state.db().outbound_delete(row);
+                continue;
+            }
             let Ok(pdu) = canonical::parse_object(json.as_bytes(), &ParseOptions::LEGACY) else {
                 continue;
             };

@@ -430,6 +430,21 @@ impl Store {
             .optional()
     }
 
+    /// Whether an event is stored (in any form).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn has_event(&self, event_id: &str) -> rusqlite::Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM events WHERE event_id = ?1",
+                params![event_id],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+    }
+
     // -- invites ---------------------------------------------------------------------------------
 
     /// Records (or replaces) an invite.
@@ -630,7 +645,7 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets a delivered EDU row.
+    /// Forgets one row by its ID.
     ///
     /// # Errors
     /// SQLite errors.
