@@ -82,6 +82,9 @@ CREATE TABLE IF NOT EXISTS outbound (
     json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbound_by_dest ON outbound(destination, id);
+-- Delivered PDUs are deleted by (destination, event ID): without this, each delete scanned every
+-- row queued for the destination (thousands of ~1 KB rows in a burst, per PDU).
+CREATE INDEX IF NOT EXISTS outbound_by_event ON outbound(destination, event_id);
 CREATE TABLE IF NOT EXISTS txns (
     origin TEXT NOT NULL,
     txn_id TEXT NOT NULL,
