@@ -237,6 +237,7 @@ fn store_and_queue(
         state.outbound.forget_rows(state, &rows);
         return Err(e);
     }
+    state.metrics.local_commit(entries.len());
     for dest in &servers {
         state.outbound.hand_over(state, dest, room_id, &pdus);
     }

@@ -219,10 +219,12 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: &[u8]) -> Outc
     let Ok(obj) = canonical::parse_object(body, &ParseOptions::LEGACY) else {
         return Outcome::Failure(Failure::ClientError { status: 400 });
     };
+    let started = std::time::Instant::now();
     let result = state
         .client
         .request(dest, "PUT", path, Some(&obj), true)
         .await;
+    state.metrics.txn_send.observe(started.elapsed());
     state.metrics.txn_sent(matches!(result, Ok((200, _))));
     match result {
         Ok((200, bytes)) => {
