@@ -181,6 +181,9 @@ pub async fn run(a: Args) -> Result<(), String> {
     let b_txns = b_delta("mxfed_federation_transaction_processing_seconds_count");
     let b_processing_ms =
         b_delta("mxfed_federation_transaction_processing_seconds_sum") * 1000.0 / b_txns.max(1.0);
+    // Every signed request B got in the run, nearly all of them A's transactions.
+    let b_verify_ms = b_delta("mxfed_federation_request_verify_seconds_sum") * 1000.0
+        / b_delta("mxfed_federation_request_verify_seconds_count").max(1.0);
     // Every message must be on B, not only the last of each sender.
     let timeline = http
         .get(format!("{}/admin/v1/rooms/{room}/timeline", sb.url))
@@ -226,7 +229,10 @@ pub async fn run(a: Args) -> Result<(), String> {
         "A:             {commits:.0} commits of {per_commit:.1} messages on average; \
          {txns:.0} transactions to B, round trip {round_trip_ms:.1} ms on average"
     );
-    println!("B:             /send processing {b_processing_ms:.1} ms on average ({b_txns:.0} transactions)");
+    println!(
+        "B:             /send processing {b_processing_ms:.1} ms on average ({b_txns:.0} transactions), \
+         X-Matrix verification {b_verify_ms:.1} ms"
+    );
     println!("load average:  {load_before} before, {load_after} after");
     let result = serde_json::json!({
         "label": "e2e",
@@ -248,6 +254,7 @@ pub async fn run(a: Args) -> Result<(), String> {
         "a_txns": txns,
         "a_txn_round_trip_ms": round_trip_ms,
         "b_txn_processing_ms": b_processing_ms,
+        "b_verify_ms": b_verify_ms,
         "load_before": load_before,
         "load_after": load_after,
     });
