@@ -248,13 +248,15 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: &[u8]) -> Outc
 }
 
 /// Acts on the queue's events. The rows of delivered and dropped PDUs are deleted in one SQLite
-/// transaction that does not wait for fsync ([`super::store::Store::in_unsynced_transaction`]):
-/// this runs while the next transaction is on its way, and a deletion lost to a power failure
+/// transaction that does not wait for fsync ([`super::store::Store::in_unsynced_transaction`]),
+/// on a blocking thread: the destination's task never waits for the database (a group commit
+/// of ours may hold it for a while), so it takes the next answer as soon as it comes. A
+/// deletion lost to a power failure
 /// only means that after the restart those PDUs are sent again, which the destination answers
 /// without storing anything twice (it de-duplicates by event ID, as every server must, since a
 /// sender retries a transaction whose answer it did not get). Nothing can be lost this way: the
 /// rows only go away, never appear.
-fn handle_events(state: &AppState, q: &mut DestinationQueue) {
+fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) {
     let dest = q.destination().to_owned();
     let mut done: Vec<String> = Vec::new();
     while let Some(ev) = q.poll_event() {
@@ -290,18 +292,21 @@ fn handle_events(state: &AppState, q: &mut DestinationQueue) {
     if done.is_empty() {
         return;
     }
-    let deleted = state.db().in_unsynced_transaction(|db| {
-        for id in &done {
-            db.outbound_done(&dest, id)?;
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let deleted = state.db().in_unsynced_transaction(|db| {
+            for id in &done {
+                db.outbound_done(&dest, id)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = deleted {
+            log(&format!(
+                "cannot forget {} delivered PDU(s) for {dest}: {e}",
+                done.len()
+            ));
         }
-        Ok(())
     });
-    if let Err(e) = deleted {
-        log(&format!(
-            "cannot forget {} delivered PDU(s) for {dest}: {e}",
-            done.len()
-        ));
-    }
 }
 
 fn sleep_until(t: Option<Timestamp>) -> std::time::Duration {
