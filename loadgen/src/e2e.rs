@@ -80,6 +80,7 @@ pub async fn run(a: Args) -> Result<(), String> {
         sa.pid.and_then(ProcSample::of),
         sb.pid.and_then(ProcSample::of),
     );
+    let metrics_before = (metrics(&http, &sa.url).await, metrics(&http, &sb.url).await);
     let load_before = stats::loadavg();
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -166,6 +167,23 @@ pub async fn run(a: Args) -> Result<(), String> {
         sb.pid.and_then(ProcSample::of),
     );
     let load_after = stats::loadavg();
+    let metrics_after = (metrics(&http, &sa.url).await, metrics(&http, &sb.url).await);
+    let delta = |after: &Metrics, before: &Metrics, k: &str| {
+        after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0)
+    };
+    let a_delta = |k: &str| delta(&metrics_after.0, &metrics_before.0, k);
+    let b_delta = |k: &str| delta(&metrics_after.1, &metrics_before.1, k);
+    let commits = a_delta("mxfed_local_message_commits_total");
+    let per_commit = a_delta("mxfed_local_messages_total") / commits.max(1.0);
+    let txns = a_delta("mxfed_federation_transaction_send_seconds_count");
+    let round_trip_ms =
+        a_delta("mxfed_federation_transaction_send_seconds_sum") * 1000.0 / txns.max(1.0);
+    let b_txns = b_delta("mxfed_federation_transaction_processing_seconds_count");
+    let b_processing_ms =
+        b_delta("mxfed_federation_transaction_processing_seconds_sum") * 1000.0 / b_txns.max(1.0);
+    // Every signed request B got in the run, nearly all of them A's transactions.
+    let b_verify_ms = b_delta("mxfed_federation_request_verify_seconds_sum") * 1000.0
+        / b_delta("mxfed_federation_request_verify_seconds_count").max(1.0);
     // Every message must be on B, not only the last of each sender.
     let timeline = http
         .get(format!("{}/admin/v1/rooms/{room}/timeline", sb.url))
@@ -207,6 +225,14 @@ pub async fn run(a: Args) -> Result<(), String> {
             y.hwm_kb as f64 / 1024.0
         );
     }
+    println!(
+        "A:             {commits:.0} commits of {per_commit:.1} messages on average; \
+         {txns:.0} transactions to B, round trip {round_trip_ms:.1} ms on average"
+    );
+    println!(
+        "B:             /send processing {b_processing_ms:.1} ms on average ({b_txns:.0} transactions), \
+         X-Matrix verification {b_verify_ms:.1} ms"
+    );
     println!("load average:  {load_before} before, {load_after} after");
     let result = serde_json::json!({
         "label": "e2e",
@@ -223,6 +249,12 @@ pub async fn run(a: Args) -> Result<(), String> {
         "cpu_b_s": cpu_b,
         "hwm_a_kb": after.0.as_ref().map(|s| s.hwm_kb),
         "hwm_b_kb": after.1.as_ref().map(|s| s.hwm_kb),
+        "a_commits": commits,
+        "a_messages_per_commit": per_commit,
+        "a_txns": txns,
+        "a_txn_round_trip_ms": round_trip_ms,
+        "b_txn_processing_ms": b_processing_ms,
+        "b_verify_ms": b_verify_ms,
         "load_before": load_before,
         "load_after": load_after,
     });
@@ -231,4 +263,22 @@ pub async fn run(a: Args) -> Result<(), String> {
         return Err(format!("only {on_b} of {total} messages reached B"));
     }
     Ok(())
+}
+
+/// A server's `/metrics` (on its admin listener): sample name (with labels) → value. Empty when
+/// it cannot be read: the summary then shows zeros, the run itself is not affected.
+type Metrics = std::collections::BTreeMap<String, f64>;
+
+async fn metrics(http: &reqwest::Client, admin_url: &str) -> Metrics {
+    let Ok(r) = http.get(format!("{admin_url}/metrics")).send().await else {
+        return Metrics::new();
+    };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
 }

@@ -424,23 +424,29 @@ async fn send(
     let mut content = Object::new();
     content.insert("msgtype", "m.text");
     content.insert("body", field(&v, "text")?);
-    let _guard = state.writer.lock().await;
-    let id = rooms::send_event(
-        &state,
-        &room_id,
-        &user,
-        "m.room.message",
-        None,
-        content,
-        None,
-    )?;
+    let t = message(&room_id, user, content);
+    let id = super::local::send(&state, &room_id, vec![t])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::internal("no event"))?;
     Ok(event_id_answer(id))
 }
 
+fn message(room_id: &str, sender: String, content: Object) -> mxfed_core::event::EventTemplate {
+    mxfed_core::event::EventTemplate {
+        room_id: Some(room_id.to_owned()),
+        event_type: "m.room.message".to_owned(),
+        sender,
+        state_key: None,
+        content,
+        redacts: None,
+    }
+}
+
 /// `{"messages":[{"as","text"},…]}`: several `m.room.message` events (each on the previous
-/// one), stored in one commit and queued for each server in one write: two fsyncs for the
-/// batch instead of two per message. The events go straight into the room, as in `send`; if
-/// the room's rules refuse one, the ones before it are kept and sent and the answer is 403.
+/// one), stored and queued with one fsync together with the other sends waiting at the same
+/// time (`local`). If the room's rules refuse one, the ones before it are kept and sent and the
+/// answer is 403.
 async fn send_batch(
     State(state): St,
     MPath(room_id): MPath<String>,
@@ -457,69 +463,9 @@ async fn send_batch(
         let mut content = Object::new();
         content.insert("msgtype", "m.text");
         content.insert("body", field(m, "text")?);
-        templates.push(mxfed_core::event::EventTemplate {
-            room_id: Some(room_id.clone()),
-            event_type: "m.room.message".to_owned(),
-            sender: acting_user(&state, m)?,
-            state_key: None,
-            content,
-            redacts: None,
-        });
+        templates.push(message(&room_id, acting_user(&state, m)?, content));
     }
-    let _guard = state.writer.lock().await;
-    let mut built = Vec::with_capacity(templates.len());
-    let mut refused = None;
-    for t in &templates {
-        let b = rooms::build_local(&state, &room_id, t)?;
-        let verdict = {
-            let mut all = state.rooms();
-            let room = all
-                .get_mut(&room_id)
-                .ok_or_else(|| unknown_room(&room_id))?;
-            mxfed_core::pdu::check_format(&b.pdu, room.version())?;
-            room.receive(&rooms::checked(&b.event_id, b.pdu.clone(), false))
-        };
-        if verdict != mxfed_core::room::RoomVerdict::Accepted {
-            refused = Some(verdict);
-            break;
-        }
-        built.push(b);
-    }
-    let entries: Vec<rooms::Entry> = built
-        .iter()
-        .map(|b| rooms::Entry {
-            event_id: b.event_id.clone(),
-            event: b.pdu.clone(),
-            verdict: mxfed_core::room::RoomVerdict::Accepted,
-            outlier: false,
-            state_before: None,
-            origin: state.server_name.clone(),
-        })
-        .collect();
-    if !entries.is_empty() {
-        rooms::commit(&state, &room_id, &entries)?;
-        let pdus: Vec<(String, Object)> = built
-            .iter()
-            .map(|b| (b.event_id.clone(), b.pdu.clone()))
-            .collect();
-        let servers = state
-            .rooms()
-            .get(&room_id)
-            .map(mxfed_core::room::Room::joined_servers)
-            .unwrap_or_default();
-        for dest in servers.iter().filter(|d| **d != state.server_name) {
-            state.outbound.queue_pdus(&state, dest, &room_id, &pdus);
-        }
-    }
-    if let Some(verdict) = refused {
-        return Err(ApiError::forbidden(format!(
-            "the room's rules refuse message {} of the batch ({}); the {} before it were sent",
-            built.len(),
-            verdict.code().unwrap_or("not accepted"),
-            built.len()
-        )));
-    }
-    let ids: Vec<&str> = built.iter().map(|b| b.event_id.as_str()).collect();
+    let ids = super::local::send(&state, &room_id, templates).await?;
     Ok(ok_json(serde_json::json!({ "event_ids": ids })))
 }
 

@@ -87,6 +87,12 @@ pub struct Metrics {
     pub request_verify: Histogram,
     /// Processing of one inbound `/send` (checks, missing events, room pipeline, storage).
     pub txn_processing: Histogram,
+    /// One outbound `/send`, from signing the request to reading the answer.
+    pub txn_send: Histogram,
+    /// Our users' messages stored through the group commit (`local`).
+    local_messages: AtomicU64,
+    /// The commits that stored them: messages per commit is the group size.
+    local_commits: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -140,6 +146,14 @@ impl Metrics {
     /// A request refused by a room's server ACL.
     pub fn acl_denied(&self) {
         bump(&self.acl_denied);
+    }
+    /// A group commit of `messages` of our users' messages.
+    pub fn local_commit(&self, messages: usize) {
+        bump(&self.local_commits);
+        self.local_messages.fetch_add(
+            u64::try_from(messages).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// The exposition text; `queues` are the PDUs waiting per destination.
@@ -206,6 +220,23 @@ impl Metrics {
             &mut o,
             "mxfed_federation_transaction_processing_seconds",
             "Processing of inbound /send transactions.",
+        );
+        self.txn_send.write(
+            &mut o,
+            "mxfed_federation_transaction_send_seconds",
+            "Outbound /send round trips, from signing to the answer.",
+        );
+        counter(
+            &mut o,
+            "mxfed_local_messages_total",
+            "Our users' messages stored by the group commit of admin sends.",
+            &[("", get(&self.local_messages))],
+        );
+        counter(
+            &mut o,
+            "mxfed_local_message_commits_total",
+            "Group commits of our users' messages (one fsync each).",
+            &[("", get(&self.local_commits))],
         );
         let _ = writeln!(
             o,

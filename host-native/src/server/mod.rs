@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod fed;
 pub mod keys;
+pub mod local;
 pub mod metrics;
 pub mod outbound;
 pub mod ratelimit;
@@ -101,6 +102,8 @@ pub struct AppState {
     pub client: client::FedClient,
     /// One sending queue per destination.
     pub outbound: outbound::Outbound,
+    /// Our users' messages waiting for the writer, to be stored together (group commit).
+    pub sends: local::Sends,
     /// Bearer token of the admin API.
     pub admin_token: String,
     /// Woken whenever events are stored, for the admin API's waits.

@@ -88,30 +88,60 @@ impl Outbound {
         }
     }
 
-    /// [`Outbound::queue_pdu`] for several PDUs of one room, persisted in one SQLite
-    /// transaction (one fsync).
-    pub fn queue_pdus(
+    /// Persists PDUs of one room for several destinations in one SQLite transaction that does
+    /// not wait for fsync; returns the row IDs. For [`super::local`], which makes them durable
+    /// with the fsynced commit of their events right after, and only then hands them over
+    /// ([`Outbound::hand_over`]), or takes them back ([`Outbound::forget_rows`]).
+    ///
+    /// # Errors
+    /// SQLite errors (nothing is written).
+    pub fn persist_unsynced(
+        &self,
+        state: &AppState,
+        dests: &[String],
+        room_id: &str,
+        pdus: &[(String, Object)],
+    ) -> rusqlite::Result<Vec<i64>> {
+        if dests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let texts: Vec<String> = pdus.iter().map(|(_, p)| p.to_canonical_string()).collect();
+        state.db().in_unsynced_transaction(|db| {
+            let mut rows = Vec::with_capacity(dests.len() * pdus.len());
+            for dest in dests {
+                for ((id, _), text) in pdus.iter().zip(&texts) {
+                    rows.push(db.queue_outbound(dest, "pdu", Some(id), Some(room_id), text)?);
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    /// Deletes rows written by [`Outbound::persist_unsynced`] whose events could not be stored.
+    pub fn forget_rows(&self, state: &AppState, rows: &[i64]) {
+        let forgotten = state.db().in_unsynced_transaction(|db| {
+            for id in rows {
+                db.outbound_delete(*id)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = forgotten {
+            // Left over, they are dropped at the next start (their events are not stored).
+            log(&format!(
+                "cannot forget {} outbound row(s): {e}",
+                rows.len()
+            ));
+        }
+    }
+
+    /// Hands PDUs already persisted for `dest` to its task.
+    pub fn hand_over(
         &self,
         state: &Arc<AppState>,
         dest: &str,
         room_id: &str,
         pdus: &[(String, Object)],
     ) {
-        let saved = state.db().in_transaction(|db| {
-            for (id, pdu) in pdus {
-                db.queue_outbound(
-                    dest,
-                    "pdu",
-                    Some(id),
-                    Some(room_id),
-                    &pdu.to_canonical_string(),
-                )?;
-            }
-            Ok(())
-        });
-        if let Err(e) = saved {
-            log(&format!("cannot persist outbound PDUs for {dest}: {e}"));
-        }
         if let Some(tx) = self.sender(state, dest) {
             for (id, pdu) in pdus {
                 let _ = tx.send(Cmd::Pdu {
@@ -132,17 +162,27 @@ impl Outbound {
         }
     }
 
-    /// Starts a task for every destination with PDUs left in the table (at start-up).
+    /// Starts a task for every destination with PDUs left in the table (at start-up). A row
+    /// whose event is not stored is deleted instead: the process died between writing it and
+    /// storing its event ([`super::local`] writes them in that order), so the event was never
+    /// answered for and must not go out.
     pub fn restore(&self, state: &Arc<AppState>) {
         let rows = state.db().outbound().unwrap_or_default();
         let mut count = 0usize;
-        for (_, dest, kind, event_id, room_id, json) in rows {
+        for (row, dest, kind, event_id, room_id, json) in rows {
             if kind != "pdu" {
                 continue;
             }
             let (Some(event_id), Some(room_id)) = (event_id, room_id) else {
                 continue;
             };
+            if !state.db().has_event(&event_id).unwrap_or(true) {
+                log(&format!(
+                    "queued PDU {event_id} for {dest} was never stored; dropped"
+                ));
+                let _ = state.db().outbound_delete(row);
+                continue;
+            }
             let Ok(pdu) = canonical::parse_object(json.as_bytes(), &ParseOptions::LEGACY) else {
                 continue;
             };
@@ -179,10 +219,12 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: &[u8]) -> Outc
     let Ok(obj) = canonical::parse_object(body, &ParseOptions::LEGACY) else {
         return Outcome::Failure(Failure::ClientError { status: 400 });
     };
+    let started = std::time::Instant::now();
     let result = state
         .client
         .request(dest, "PUT", path, Some(&obj), true)
         .await;
+    state.metrics.txn_send.observe(started.elapsed());
     state.metrics.txn_sent(matches!(result, Ok((200, _))));
     match result {
         Ok((200, bytes)) => {
@@ -205,24 +247,29 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: &[u8]) -> Outc
     }
 }
 
-fn handle_events(state: &AppState, q: &mut DestinationQueue) {
+/// Acts on the queue's events. The rows of delivered and dropped PDUs are deleted in one SQLite
+/// transaction that does not wait for fsync ([`super::store::Store::in_unsynced_transaction`]),
+/// on a blocking thread: the destination's task never waits for the database (a group commit
+/// of ours may hold it for a while), so it takes the next answer as soon as it comes. A
+/// deletion lost to a power failure
+/// only means that after the restart those PDUs are sent again, which the destination answers
+/// without storing anything twice (it de-duplicates by event ID, as every server must, since a
+/// sender retries a transaction whose answer it did not get). Nothing can be lost this way: the
+/// rows only go away, never appear.
+fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) {
     let dest = q.destination().to_owned();
+    let mut done: Vec<String> = Vec::new();
     while let Some(ev) = q.poll_event() {
         match ev {
             Event::Delivered { pdus, .. } => {
-                let _ = state.db().in_transaction(|db| {
-                    for p in &pdus {
-                        db.outbound_done(&dest, &p.event_id)?;
-                    }
-                    Ok(())
-                });
+                done.extend(pdus.into_iter().map(|p| p.event_id));
             }
             Event::PduDropped { pdu, reason, .. } => {
                 log(&format!(
                     "PDU {} for {dest} dropped: {reason:?}",
                     pdu.event_id
                 ));
-                let _ = state.db().outbound_done(&dest, &pdu.event_id);
+                done.push(pdu.event_id);
             }
             Event::RemotePduError { event_id, error } => {
                 log(&format!("{dest} refused {event_id}: {error}"));
@@ -242,6 +289,24 @@ fn handle_events(state: &AppState, q: &mut DestinationQueue) {
             _ => {}
         }
     }
+    if done.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let deleted = state.db().in_unsynced_transaction(|db| {
+            for id in &done {
+                db.outbound_done(&dest, id)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = deleted {
+            log(&format!(
+                "cannot forget {} delivered PDU(s) for {dest}: {e}",
+                done.len()
+            ));
+        }
+    });
 }
 
 fn sleep_until(t: Option<Timestamp>) -> std::time::Duration {
@@ -273,14 +338,22 @@ async fn run_destination(state: Arc<AppState>, dest: String, mut rx: mpsc::Unbou
         while let Ok(cmd) = rx.try_recv() {
             apply(&mut q, cmd);
         }
-        handle_events(&state, &mut q);
         if let Some(t) = q.poll_transmit(now()) {
-            let outcome = transmit(&state, &dest, &t.path, &t.body).await;
+            // The next transaction leaves as soon as the previous one is answered; the
+            // bookkeeping of that one (deleting its delivered rows) happens while this one is
+            // on its way, off the round trip.
+            let sending = {
+                let (state, dest) = (state.clone(), dest.clone());
+                tokio::spawn(async move { transmit(&state, &dest, &t.path, &t.body).await })
+            };
+            handle_events(&state, &mut q);
+            let outcome = sending.await.unwrap_or(Outcome::Failure(Failure::Network));
             if let Err(e) = q.handle_response(now(), outcome) {
                 log(&format!("outbound queue for {dest}: {e}"));
             }
             continue;
         }
+        handle_events(&state, &mut q);
         let wait = sleep_until(q.poll_timeout());
         tokio::select! {
             cmd = rx.recv() => match cmd {

@@ -222,6 +222,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
         dedup: Mutex::new(dedup),
         client,
         outbound: outbound::Outbound::default(),
+        sends: Default::default(),
         admin_token: token,
         changed: tokio::sync::Notify::new(),
         metrics: Default::default(),

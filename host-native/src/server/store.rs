@@ -82,6 +82,9 @@ CREATE TABLE IF NOT EXISTS outbound (
     json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbound_by_dest ON outbound(destination, id);
+-- Delivered PDUs are deleted by (destination, event ID): without this, each delete scanned every
+-- row queued for the destination (thousands of ~1 KB rows in a burst, per PDU).
+CREATE INDEX IF NOT EXISTS outbound_by_event ON outbound(destination, event_id);
 CREATE TABLE IF NOT EXISTS txns (
     origin TEXT NOT NULL,
     txn_id TEXT NOT NULL,
@@ -432,6 +435,21 @@ impl Store {
             .optional()
     }
 
+    /// Whether an event is stored (in any form).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn has_event(&self, event_id: &str) -> rusqlite::Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM events WHERE event_id = ?1",
+                params![event_id],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+    }
+
     // -- invites ---------------------------------------------------------------------------------
 
     /// Records (or replaces) an invite.
@@ -595,6 +613,31 @@ impl Store {
         }
     }
 
+    /// [`Store::in_transaction`] without waiting for the disk: the commit goes into the WAL but is
+    /// not fsynced (`synchronous = NORMAL` for this one transaction). It becomes durable with the
+    /// next fsynced commit of this connection (the WAL is one append-only file: syncing it syncs
+    /// every frame written before) or the next checkpoint. Other connections see it at once.
+    ///
+    /// Only for writes whose loss on a power failure is harmless or covered: the deletion of
+    /// delivered outbound rows (lost, it re-sends PDUs the destination already has and drops by
+    /// event ID) and outbound rows written just before the fsynced commit of their events.
+    ///
+    /// # Errors
+    /// SQLite errors (the transaction is rolled back).
+    pub fn in_unsynced_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&Store) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let result = self.in_transaction(f);
+        // Back to FULL before anything else commits on this connection; if that failed, every
+        // later commit would silently stop waiting for the disk, so it is an error too.
+        let restored = self.conn.pragma_update(None, "synchronous", "FULL");
+        let value = result?;
+        restored?;
+        Ok(value)
+    }
+
     /// Forgets a delivered (or dropped) PDU for a destination.
     ///
     /// # Errors
@@ -607,7 +650,7 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets a delivered EDU row.
+    /// Forgets one row by its ID.
     ///
     /// # Errors
     /// SQLite errors.
