@@ -375,7 +375,8 @@ max_body_bytes = {max_body}
 # Events fetched with /get_missing_events to fill a gap before asking for the state instead.
 max_missing_events = 50
 # Per origin server: federation requests per second on average (0 turns the limit off), and the
-# burst allowed at once. Over it: 429 M_LIMIT_EXCEEDED with retry_after_ms.
+# burst allowed at once. Over it: 429 M_LIMIT_EXCEEDED with retry_after_ms. Transactions
+# (PUT /send) are not counted: one in flight per origin paces them.
 federation_per_second = 50
 federation_burst = 200
 

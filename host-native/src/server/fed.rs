@@ -238,7 +238,15 @@ impl FromRequest<Arc<AppState>> for Signed {
             authenticate(state, parts.method.as_str(), pq, &parts.headers, &bytes).await?;
         state.metrics.request_verify.observe(started.elapsed());
         // Limits count only authenticated origins, so nobody can spend another server's budget.
-        if let Err(ms) = state.limiter.check(&origin, std::time::Instant::now()) {
+        // Transactions are not counted: an origin has one in flight at a time (a second gets
+        // 429 from the dedup), so a busy peer's stream is paced by our answers, and refusing it
+        // would only stall the room (its sender backs off, as Synapse's would).
+        let is_txn = parts.method == axum::http::Method::PUT
+            && uri.path().starts_with("/_matrix/federation/v1/send/");
+        if let Err(ms) = (!is_txn)
+            .then(|| state.limiter.check(&origin, std::time::Instant::now()))
+            .unwrap_or(Ok(()))
+        {
             state.metrics.rate_limited();
             return Err(ApiError::limit_exceeded(ms));
         }
