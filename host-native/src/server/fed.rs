@@ -243,10 +243,12 @@ impl FromRequest<Arc<AppState>> for Signed {
         // would only stall the room (its sender backs off, as Synapse's would).
         let is_txn = parts.method == axum::http::Method::PUT
             && uri.path().starts_with("/_matrix/federation/v1/send/");
-        if let Err(ms) = (!is_txn)
-            .then(|| state.limiter.check(&origin, std::time::Instant::now()))
-            .unwrap_or(Ok(()))
-        {
+        let limited = if is_txn {
+            Ok(())
+        } else {
+            state.limiter.check(&origin, std::time::Instant::now())
+        };
+        if let Err(ms) = limited {
             state.metrics.rate_limited();
             return Err(ApiError::limit_exceeded(ms));
         }
