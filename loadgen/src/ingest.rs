@@ -525,6 +525,8 @@ pub async fn run(a: Args) -> Result<(), String> {
     let cores_used = target_cpu.map(|c| c / wall);
     let per_core = cores_used.map(|c| pdus_per_s / c.max(1e-9));
     let ratio = per_core.map(|p| p / core_batch);
+    // The check the server runs: one PDU at a time (its verdicts are libsodium's).
+    let ratio_single = per_core.map(|p| p / rate(&single));
 
     let mode = if a.concurrency <= 1 {
         "sequential (1 transaction in flight)".to_owned()
@@ -574,9 +576,10 @@ pub async fn run(a: Args) -> Result<(), String> {
         best(&full),
         batch.len()
     );
-    if let Some(r) = ratio {
+    if let (Some(r), Some(s)) = (ratio, ratio_single) {
         println!(
-            "target per core / core check_pdus: {:.0}% (issue 5 goal: >= 70%)",
+            "target per core / core check_pdu: {:.0}%, / check_pdus: {:.0}% (issue 5 goal: >= 70%)",
+            s * 100.0,
             r * 100.0
         );
     }
@@ -606,6 +609,7 @@ pub async fn run(a: Args) -> Result<(), String> {
         "core_check_pdu_per_s": rate(&single),
         "core_full_per_s": rate(&full),
         "ratio_to_core": ratio,
+        "ratio_to_check_pdu": ratio_single,
         "load_before": load_before,
         "load_after": load_after,
     });
