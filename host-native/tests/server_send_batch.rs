@@ -62,17 +62,7 @@ fn a_batch_is_stored_in_order_and_reaches_the_other_server() {
     let b = Server::start(&dir.path().join("b"), pb);
     a.admin(&["user", "create", "u0"]);
     a.admin(&["user", "create", "u1"]);
-    let room = a.admin(&["room", "create", "--as", "u0"]);
-    a.admin(&[
-        "room",
-        "state-set",
-        &room,
-        "m.room.join_rules",
-        "",
-        r#"{"join_rule":"public"}"#,
-        "--as",
-        "u0",
-    ]);
+    let room = a.public_room("u0");
     a.admin(&[
         "room",
         "join",
@@ -160,17 +150,7 @@ fn concurrent_sends_are_each_stored_answered_and_delivered_once() {
     for i in 0..senders {
         a.admin(&["user", "create", &format!("u{i}")]);
     }
-    let room = a.admin(&["room", "create", "--as", "u0"]);
-    a.admin(&[
-        "room",
-        "state-set",
-        &room,
-        "m.room.join_rules",
-        "",
-        r#"{"join_rule":"public"}"#,
-        "--as",
-        "u0",
-    ]);
+    let room = a.public_room("u0");
     let via = format!("localhost:{pa}");
     for i in 1..senders {
         a.admin(&[

@@ -86,6 +86,22 @@ impl Server {
         String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
     }
 
+    /// Creates a room as `creator` and makes its join rule public; returns the room ID.
+    pub fn public_room(&self, creator: &str) -> String {
+        let room = self.admin(&["room", "create", "--as", creator]);
+        self.admin(&[
+            "room",
+            "state-set",
+            &room,
+            "m.room.join_rules",
+            "",
+            r#"{"join_rule":"public"}"#,
+            "--as",
+            creator,
+        ]);
+        room
+    }
+
     pub fn wait_event(&self, room: &str, event: &str) {
         self.admin(&["room", "wait", room, "--event", event, "--timeout", "60"]);
     }
