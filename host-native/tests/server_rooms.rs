@@ -54,7 +54,8 @@ fn body(v: &serde_json::Value) -> &str {
 
 /// B's user joins A's room after messages were sent: B backfills them, so both timelines hold
 /// the same events in the same order, and B's current state is A's. Under `joined` history
-/// visibility the messages before the join reach B redacted. Both survive a restart of B.
+/// visibility the messages before the join reach B redacted. A redaction made while B's user
+/// was away reaches B in the backfilled gap and applies. Both survive a restart of B.
 #[test]
 fn backfill_after_join_respects_history_visibility() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,8 +101,11 @@ fn backfill_after_join_respects_history_visibility() {
 
     // Bob leaves, A's room goes on without B, bob is invited back: the events of the gap are
     // backfilled at the new join and sit between the leave and the new join.
+    // While bob is away alice also redacts "before one", which B holds: the redaction reaches
+    // B in the backfilled gap and applies there too.
     let leave = b.admin(&["room", "leave", &shared, "--as", "bob"]);
     a.wait_event(&shared, &leave);
+    a.admin(&["room", "redact", &shared, &m1, "--as", "alice"]);
     let away = a.admin(&[
         "room",
         "send",
@@ -114,6 +118,9 @@ fn backfill_after_join_respects_history_visibility() {
     b.joined(&shared, &bob);
     assert_eq!(b.timeline_event_ids(&shared), a.timeline_event_ids(&shared));
     assert!(b.timeline_event_ids(&shared).contains(&away));
+    let seen = b.admin(&["room", "timeline", &shared]);
+    assert!(!seen.contains("before one"), "redacted in the gap: {seen}");
+    assert!(seen.contains("before two"), "{seen}");
 
     // Joined: what was said before B's user joined reaches B redacted.
     let joined = a.admin(&["room", "create", "--as", "alice"]);

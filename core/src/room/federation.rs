@@ -250,9 +250,16 @@ impl Room {
     /// and in the same room, and the redaction's sender has the `redact` level in the state
     /// before the redaction, or is on the same server as the redacted event's sender (spec
     /// § Redactions: from room version 3 this check is the receiver's, at display time).
+    ///
+    /// A backfilled redaction (history from before we joined: no state is known before it) is
+    /// judged on the power levels among its auth events, the state it was authorised against.
+    /// Other outliers never take effect.
     pub fn redaction_target(&self, redaction_id: &str) -> Option<&str> {
         let r = self.events.get(redaction_id)?;
-        if r.rejected || r.pdu.kind() != "m.room.redaction" || self.outliers.contains(redaction_id)
+        let backfilled = self.backfilled.contains(redaction_id);
+        if r.rejected
+            || r.pdu.kind() != "m.room.redaction"
+            || (self.outliers.contains(redaction_id) && !backfilled)
         {
             return None;
         }
@@ -264,7 +271,17 @@ impl Room {
         if target.pdu.sender_server() == r.pdu.sender_server() {
             return Some(key.as_str());
         }
-        let before = self.state_before_event(redaction_id)?;
+        let before = match self.state_before_event(redaction_id) {
+            Some(state) => state,
+            None if backfilled => r
+                .pdu
+                .auth_event_ids()
+                .into_iter()
+                .filter_map(|id| self.events.get_key_value(id))
+                .filter_map(|(id, s)| Some((s.pdu.state_pair()?, id.clone())))
+                .collect(),
+            None => return None,
+        };
         let get = |t: &str| {
             before
                 .get(&(t.to_owned(), String::new()))
@@ -487,5 +504,24 @@ mod tests {
             "no level, other server"
         );
         assert_eq!(a.redaction_target(&msg.event_id), None, "not a redaction");
+
+        // The same history backfilled by a server that joined later: the redactions take
+        // effect there too, judged on the power levels among the redaction's auth events (no
+        // state is known before a backfilled event); a plain outlier's never does.
+        let all: Vec<Pdu> = a.events.values().map(|s| s.pdu.clone()).collect();
+        let mut h = Room::new(v);
+        let mut o = Room::new(v);
+        for i in crate::room::causal_order(&all) {
+            let c = check(all[i].event.clone(), &all[i].event_id);
+            assert_eq!(h.add_backfilled(&c), RoomVerdict::Accepted);
+            assert_eq!(o.add_outlier(&c), RoomVerdict::Accepted);
+        }
+        assert_eq!(h.redaction_target(&by_admin), Some(msg.event_id.as_str()));
+        assert_eq!(
+            h.redaction_target(&by_other),
+            None,
+            "no level, other server"
+        );
+        assert_eq!(o.redaction_target(&by_admin), None, "outlier");
     }
 }

@@ -198,8 +198,10 @@ pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), 
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(room_id.to_owned(), cur);
         }
+        // The core decides whether a redaction applies (an outlier's does only when it was
+        // backfilled: history from before we joined).
         for e in entries {
-            if !matches!(e.verdict, RoomVerdict::Accepted | RoomVerdict::Redacted) || e.outlier {
+            if !matches!(e.verdict, RoomVerdict::Accepted | RoomVerdict::Redacted) {
                 continue;
             }
             if e.event.get_str("type") == Some("m.room.redaction") {
