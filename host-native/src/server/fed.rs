@@ -240,7 +240,8 @@ impl FromRequest<Arc<AppState>> for Signed {
         // Limits count only authenticated origins, so nobody can spend another server's budget.
         // Transactions are not counted: an origin has one in flight at a time (a second gets
         // 429 from the dedup), so a busy peer's stream is paced by our answers, and refusing it
-        // would only stall the room (its sender backs off, as Synapse's would).
+        // would only stall the room (its sender backs off). Synapse does not rate-limit its
+        // /send servlet either (`RATELIMIT = False`; transactions queue per origin instead).
         let is_txn = parts.method == axum::http::Method::PUT
             && uri.path().starts_with("/_matrix/federation/v1/send/");
         let limited = if is_txn {
