@@ -85,6 +85,41 @@ pub struct Admin {
     pub addr: SocketAddr,
 }
 
+/// How `mxfed serve` logs (to stderr).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// `text` (one line per event, fields as `key=value`) or `json` (one JSON object per line,
+    /// fields under `fields`).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// What to log: a level (`info`) or per-target directives (`warn,mxfed_native=debug`).
+    /// The `MXFED_LOG` environment variable, when set, takes its place.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+fn default_log() -> Log {
+    Log {
+        format: LogFormat::Text,
+        level: default_log_level(),
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -112,6 +147,9 @@ pub struct Config {
     /// Local testing mode (loopback federation, no certificate checks); also `--dev`.
     #[serde(default)]
     pub dev: bool,
+    /// Logging.
+    #[serde(default = "default_log")]
+    pub log: Log,
 }
 
 fn yes() -> bool {
@@ -385,6 +423,13 @@ federation_burst = 200
 # and Prometheus metrics at /metrics (no token). Port 0 picks a free port; the URL is written
 # to admin.json in the data directory. Give a fixed port to scrape the metrics.
 addr = "127.0.0.1:0"
+
+[log]
+# "text" (human-readable lines) or "json" (one JSON object per line, for log collectors).
+format = "text"
+# A level (error, warn, info, debug, trace) or per-target directives such as
+# "warn,mxfed_native=debug". The MXFED_LOG environment variable overrides it.
+level = "info"
 "#,
         max_body = default_max_body(),
     )

@@ -456,6 +456,7 @@ async fn send(
     }
     let started = std::time::Instant::now();
     let mut response = TransactionResponse::new();
+    let (mut pdus_total, mut refused) = (0usize, 0usize);
     {
         let _guard = state.writer.lock().await;
         rooms::retry_deferred(&state, &s.origin).await;
@@ -474,9 +475,13 @@ async fn send(
                 state
                     .metrics
                     .pdu(pdu_outcome(&state, &room.room_id, &id, err.is_none()));
+                pdus_total += 1;
                 match err {
                     None => response.set_ok(id),
-                    Some(e) => response.set_error(id, e),
+                    Some(e) => {
+                        refused += 1;
+                        response.set_error(id, e);
+                    }
                 }
             }
         }
@@ -485,7 +490,17 @@ async fn send(
         state.metrics.edu(edu.edu_type());
         store_edu(&state, &s.origin, edu);
     }
-    state.metrics.txn_processing.observe(started.elapsed());
+    let took = started.elapsed();
+    state.metrics.txn_processing.observe(took);
+    tracing::info!(
+        origin = %s.origin,
+        txn = %txn,
+        pdus = pdus_total,
+        refused,
+        edus = plan.edus.len(),
+        ms = took.as_secs_f64() * 1000.0,
+        "transaction received"
+    );
     state.dedup().complete(&s.origin, &txn, response.clone());
     let bytes = response.to_bytes();
     let _ = state

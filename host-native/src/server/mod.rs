@@ -50,7 +50,38 @@ pub fn now() -> Timestamp {
 
 /// One log line on stderr.
 pub fn log(msg: &str) {
-    eprintln!("mxfed: {msg}");
+    tracing::info!("{msg}");
+}
+
+/// Installs the log subscriber of `mxfed serve`: `[log]` format and level, `MXFED_LOG` in place
+/// of the level when set. Once per process: a second server in the same process (tests) keeps
+/// the first one's.
+///
+/// # Errors
+/// A level that is not a valid filter.
+pub fn init_logging(cfg: &config::Log) -> Result<(), String> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let level = std::env::var("MXFED_LOG").unwrap_or_else(|_| cfg.level.clone());
+    let filter: tracing_subscriber::filter::Targets = level
+        .parse()
+        .map_err(|e| format!("log level {level:?}: {e}"))?;
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match cfg.format {
+        config::LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        config::LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    // Already installed in this process: the first server's stays.
+    drop(installed);
+    Ok(())
 }
 
 /// Random bytes from the OS.

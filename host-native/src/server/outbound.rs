@@ -224,8 +224,16 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: &[u8]) -> Outc
         .client
         .request(dest, "PUT", path, Some(&obj), true)
         .await;
-    state.metrics.txn_send.observe(started.elapsed());
+    let took = started.elapsed();
+    state.metrics.txn_send.observe(took);
     state.metrics.txn_sent(matches!(result, Ok((200, _))));
+    tracing::debug!(
+        destination = dest,
+        path,
+        status = result.as_ref().map_or(0, |(s, _)| *s),
+        ms = took.as_secs_f64() * 1000.0,
+        "transaction sent"
+    );
     match result {
         Ok((200, bytes)) => {
             Outcome::Success(TransactionResponse::parse(&bytes).unwrap_or_default())

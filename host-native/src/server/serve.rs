@@ -313,6 +313,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("tokio: {e}"))?;
     rt.block_on(async {
         let Prepared { state, created } = prepare(args)?;
+        super::init_logging(&state.config.log)?;
         for line in &created {
             println!("mxfed: {line}");
         }
