@@ -23,7 +23,7 @@ use mxfed_core::xmatrix::Request;
 
 use super::config::IpPolicy;
 use super::error::ApiError;
-use super::log;
+use super::warn;
 
 /// How long a well-known answer (or its absence) is trusted.
 const WELL_KNOWN_TTL: Duration = Duration::from_secs(3600);
@@ -361,7 +361,7 @@ impl FedClient {
                         return Some(t);
                     }
                 }
-                Err(e) => log(&format!("SRV lookup: {e}")),
+                Err(e) => warn(&format!("SRV lookup: {e}")),
             }
         }
         None

@@ -63,7 +63,7 @@ impl ApiError {
     }
     /// 500 `M_UNKNOWN`: the details are logged here and not sent.
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
-        crate::server::log(&format!("internal error: {e}"));
+        tracing::error!("internal error: {e}");
         ApiError::new(500, "M_UNKNOWN", "Internal server error")
     }
     /// 502-ish failure talking to another server (`M_UNKNOWN`, status 502).

@@ -9,7 +9,7 @@ use mxfed_core::pdu::required_signers;
 use mxfed_core::server_keys::{build_server_keys, verify_notary_response, KeyFetch, KeyRing};
 use mxfed_core::{Millis, RoomVersion, Timestamp};
 
-use super::{log, now, AppState};
+use super::{now, warn, AppState};
 
 /// How long our key answer says it is valid (Synapse's default refresh interval).
 pub const OWN_KEYS_VALIDITY: Millis = Millis::from_secs(24 * 3600);
@@ -74,9 +74,9 @@ pub async fn fetch(state: &AppState, f: &KeyFetch) -> bool {
             if remember(state, &f.server, o) {
                 return true;
             }
-            log(&format!("keys of {}: answer did not verify", f.server));
+            warn(&format!("keys of {}: answer did not verify", f.server));
         }
-        Err(e) => log(&format!("keys of {}: {e}", f.server)),
+        Err(e) => warn(&format!("keys of {}: {e}", f.server)),
     }
     for notary in &state.config.federation.trusted_notaries {
         let keys: BTreeMap<KeyId, VerifyKey> = notary

@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 
 use super::error::ApiError;
 use super::rooms::{self, Entry};
-use super::{log, AppState};
+use super::{warn, AppState};
 
 /// What a request gets: the IDs of its events, or why it stopped (events before a refused one
 /// are kept and sent all the same, as their IDs are not in the error answer).
@@ -93,7 +93,7 @@ pub async fn send(state: &Arc<AppState>, room_id: &str, templates: Vec<EventTemp
         // meanwhile take in the next requests.
         let st = state.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || commit_group(&st, group)).await {
-            log(&format!("group commit of our messages failed: {e}"));
+            warn(&format!("group commit of our messages failed: {e}"));
         }
     });
     answered

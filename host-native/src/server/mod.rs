@@ -53,6 +53,12 @@ pub fn log(msg: &str) {
     tracing::info!("{msg}");
 }
 
+/// A log line about something that went wrong but was handled (a peer's failure, a refused
+/// event, a failed write that is retried).
+pub fn warn(msg: &str) {
+    tracing::warn!("{msg}");
+}
+
 /// Installs the log subscriber of `mxfed serve`: `[log]` format and level, `MXFED_LOG` in place
 /// of the level when set. Once per process: a second server in the same process (tests) keeps
 /// the first one's.

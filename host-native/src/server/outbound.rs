@@ -14,7 +14,7 @@ use mxfed_core::{Millis, Timestamp};
 use tokio::sync::mpsc;
 
 use super::client::FetchError;
-use super::{log, now, AppState};
+use super::{log, now, warn, AppState};
 
 /// What the host tells a destination's task.
 #[derive(Debug)]
@@ -70,7 +70,7 @@ impl Outbound {
             .db()
             .queue_outbound(dest, "pdu", Some(event_id), Some(room_id), &text)
         {
-            log(&format!("cannot persist outbound PDU for {dest}: {e}"));
+            warn(&format!("cannot persist outbound PDU for {dest}: {e}"));
         }
         if let Some(tx) = self.sender(state, dest) {
             let _ = tx.send(Cmd::Pdu {
@@ -127,7 +127,7 @@ impl Outbound {
         });
         if let Err(e) = forgotten {
             // Left over, they are dropped at the next start (their events are not stored).
-            log(&format!(
+            warn(&format!(
                 "cannot forget {} outbound row(s): {e}",
                 rows.len()
             ));
@@ -244,12 +244,12 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: &[u8]) -> Outc
                 .and_then(|o| o.get("retry_after_ms").and_then(|v| v.as_int()))
                 .and_then(|ms| u64::try_from(ms).ok())
                 .map(Millis);
-            log(&format!("send to {dest}: HTTP {status}"));
+            warn(&format!("send to {dest}: HTTP {status}"));
             Outcome::Failure(Failure::from_status(status, retry))
         }
         Err(FetchError::Timeout) => Outcome::Failure(Failure::Timeout),
         Err(e) => {
-            log(&format!("send to {dest}: {e}"));
+            warn(&format!("send to {dest}: {e}"));
             Outcome::Failure(Failure::Network)
         }
     }
@@ -283,12 +283,12 @@ fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) {
                 log(&format!("{dest} refused {event_id}: {error}"));
             }
             Event::TransactionRejected { txn_id, status } => {
-                log(&format!(
+                warn(&format!(
                     "{dest} refused transaction {txn_id} with HTTP {status}"
                 ));
             }
             Event::DestinationDown { retry_at } => {
-                log(&format!(
+                warn(&format!(
                     "{dest} is unreachable; retrying at {}",
                     retry_at.as_millis()
                 ));
@@ -309,7 +309,7 @@ fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) {
             Ok(())
         });
         if let Err(e) = deleted {
-            log(&format!(
+            warn(&format!(
                 "cannot forget {} delivered PDU(s) for {dest}: {e}",
                 done.len()
             ));
@@ -357,7 +357,7 @@ async fn run_destination(state: Arc<AppState>, dest: String, mut rx: mpsc::Unbou
             handle_events(&state, &mut q);
             let outcome = sending.await.unwrap_or(Outcome::Failure(Failure::Network));
             if let Err(e) = q.handle_response(now(), outcome) {
-                log(&format!("outbound queue for {dest}: {e}"));
+                warn(&format!("outbound queue for {dest}: {e}"));
             }
             continue;
         }

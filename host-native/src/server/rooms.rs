@@ -22,7 +22,7 @@ use mxfed_core::server_keys::KeyRing;
 use super::client::{encode_segment, FetchError};
 use super::error::ApiError;
 use super::store::NewEvent;
-use super::{keys, log, now, AppState};
+use super::{keys, log, now, warn, AppState};
 
 /// A `PduCheck` for an event already checked (ours, or one read back from storage).
 pub fn checked(event_id: &str, ev: Object, redacted: bool) -> PduCheck {
@@ -78,7 +78,7 @@ pub fn load(state: &AppState) -> Result<usize, String> {
             .map_err(|e| e.to_string())?;
         for e in events {
             let Some(obj) = parse_stored(&e.json) else {
-                log(&format!(
+                warn(&format!(
                     "stored event {} does not parse; skipped",
                     e.event_id
                 ));
@@ -864,7 +864,7 @@ async fn backfill(
     let mut good: Vec<(PduCheck, Pdu)> = Vec::new();
     for c in checks {
         if let Verdict::Rejected { code, message } = &c.verdict {
-            log(&format!(
+            warn(&format!(
                 "backfilled event from {origin} refused: {code}: {message}"
             ));
             continue;
@@ -907,7 +907,7 @@ async fn backfill(
                 let chain = check_events(state, v, objects(a.get("auth_chain"))).await;
                 add_outliers(state, room_id, origin, chain)?;
             }
-            Err(e) => log(&format!(
+            Err(e) => warn(&format!(
                 "event_auth for backfilled {id} from {origin}: {e}"
             )),
         }
@@ -967,7 +967,7 @@ async fn fetch_missing(
     let answer = match state.client.json(origin, "POST", &path, Some(&body)).await {
         Ok(a) => a,
         Err(e) => {
-            log(&format!("get_missing_events from {origin}: {e}"));
+            warn(&format!("get_missing_events from {origin}: {e}"));
             return;
         }
     };
@@ -984,7 +984,7 @@ async fn fetch_missing(
             continue;
         }
         if let Err(e) = Box::pin(receive_remote(state, origin, room_id, v, c, false)).await {
-            log(&format!("missing event from {origin}: {e}"));
+            warn(&format!("missing event from {origin}: {e}"));
         }
     }
 }
@@ -1277,7 +1277,7 @@ pub async fn remote_membership(
     if let Ok(p) = Pdu::new(join.clone(), v) {
         let prevs = p.prev_event_ids();
         if let Err(e) = backfill(state, via, room_id, v, &prevs).await {
-            log(&format!("backfill of {room_id} from {via}: {e}"));
+            warn(&format!("backfill of {room_id} from {via}: {e}"));
         }
     }
     let verdict = {
