@@ -379,6 +379,16 @@ impl PduCheck {
         })
     }
 
+    /// A copy of the kept event as a [`Pdu`], with the ID this check computed (not hashed
+    /// again); `None` when the check kept no event or found no ID.
+    pub fn pdu(&self, v: &'static RoomVersion) -> Option<crate::auth::Pdu> {
+        Some(crate::auth::Pdu {
+            event_id: self.event_id.clone()?,
+            event: self.event.clone()?,
+            room_version: v,
+        })
+    }
+
     fn rejected(event_id: Option<String>, e: PduError) -> PduCheck {
         PduCheck {
             event_id,

@@ -337,7 +337,7 @@ impl Room {
         check: &PduCheck,
         given_before: Option<Arc<StateMap>>,
     ) -> RoomVerdict {
-        let Some(event) = check.event.clone() else {
+        let Some(event) = &check.event else {
             return match &check.verdict {
                 Verdict::Rejected { code, .. } => RoomVerdict::Rejected { code },
                 _ => RoomVerdict::Rejected {
@@ -347,13 +347,9 @@ impl Room {
         };
         // The check computed the ID already (the reference hash, from v3); only a check made
         // without one (a hand-made PduCheck) hashes here.
-        let pdu = match &check.event_id {
-            Some(id) => Pdu {
-                event_id: id.clone(),
-                event,
-                room_version: self.version,
-            },
-            None => match Pdu::new(event, self.version) {
+        let pdu = match check.pdu(self.version) {
+            Some(p) => p,
+            None => match Pdu::new(event.clone(), self.version) {
                 Ok(p) => p,
                 Err(e) => return RoomVerdict::Rejected { code: e.code() },
             },

@@ -156,7 +156,7 @@ async fn join(fed: &Fed, room_id: &str, user_id: &str, ring: &KeyRing) -> Result
     let mut seen = std::collections::BTreeSet::new();
     for e in chain.into_iter().chain(state_events) {
         let c = check_pdu_object(e, v, ring);
-        if let Some(p) = c.event.clone().and_then(|e| Pdu::new(e, v).ok()) {
+        if let Some(p) = c.pdu(v) {
             if seen.insert(p.event_id.clone()) {
                 good.push((c, p));
             }

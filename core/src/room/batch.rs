@@ -39,8 +39,8 @@ impl Room {
         let mut out = Vec::with_capacity(pdus.len());
         let mut checked: Vec<(PduCheck, Pdu)> = Vec::new();
         for check in crate::pdu::check_pdus(pdus, v, keys) {
-            match check.event.clone().map(|e| Pdu::new(e, v)) {
-                Some(Ok(p)) => checked.push((check, p)),
+            match check.pdu(v) {
+                Some(p) => checked.push((check, p)),
                 _ => {
                     let verdict = match &check.verdict {
                         Verdict::Rejected { code, .. } => RoomVerdict::Rejected { code },

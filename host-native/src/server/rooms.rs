@@ -720,7 +720,7 @@ fn add_outliers(
         let v = room.version();
         let mut good: Vec<(PduCheck, Pdu)> = Vec::new();
         for c in checks {
-            if let Some(p) = c.event.clone().and_then(|e| Pdu::new(e, v).ok()) {
+            if let Some(p) = c.pdu(v) {
                 if !room.contains(&p.event_id) {
                     good.push((c, p));
                 }
@@ -741,7 +741,7 @@ fn state_map_of(events: &[PduCheck], v: &'static RoomVersion) -> StateMap {
     events
         .iter()
         .filter(|c| !matches!(c.verdict, Verdict::Rejected { .. }))
-        .filter_map(|c| c.event.clone().and_then(|e| Pdu::new(e, v).ok()))
+        .filter_map(|c| c.pdu(v))
         .filter_map(|p| Some((p.state_pair()?, p.event_id)))
         .collect()
 }
@@ -869,7 +869,7 @@ async fn backfill(
             ));
             continue;
         }
-        if let Some(p) = c.event.clone().and_then(|e| Pdu::new(e, v).ok()) {
+        if let Some(p) = c.pdu(v) {
             // v12 create events carry no room ID: theirs is the hash of the event.
             let room = match p.room_id() {
                 Some(r) => Some(r.to_owned()),
