@@ -702,31 +702,26 @@ impl Store {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn put_txn(&self, origin: &str, txn_id: &str, response: &str) -> rusqlite::Result<()> {
-        // Written without an fsync of its own: what the transaction accepted is durable already
-        // (its events' commit), and the next fsynced commit makes this row durable too (the WAL
-        // is appended in order). Lost on a power cut in between, the answer is recomputed when the
-        // sender retries: the room already has the events, so they are accepted again.
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let written = self
-            .conn
-            .execute(
+    pub fn put_txn(&mut self, origin: &str, txn_id: &str, response: &str) -> rusqlite::Result<()> {
+        // Without an fsync of its own (`in_unsynced_transaction`): what the transaction accepted
+        // is durable already (its events' commit). Lost on a power cut before the next fsynced
+        // commit, the answer is recomputed when the sender retries: the room already has the
+        // events, so they are accepted again.
+        self.in_unsynced_transaction(|db| {
+            db.conn.execute(
                 "INSERT OR REPLACE INTO txns (origin, txn_id, response, received_ts) VALUES (?1, ?2, ?3, ?4)",
                 params![origin, txn_id, response, now_ms()],
-            )
-            .and_then(|_| {
-                // Pruned every 64 transactions, so the table holds between TXNS_KEPT and
-                // TXNS_KEPT + 63 rows.
-                if self.conn.last_insert_rowid() % 64 != 0 {
-                    return Ok(0);
-                }
-                self.conn.execute(
+            )?;
+            // Pruned every 64 transactions, so the table holds between TXNS_KEPT and
+            // TXNS_KEPT + 63 rows.
+            if db.conn.last_insert_rowid() % 64 == 0 {
+                db.conn.execute(
                     "DELETE FROM txns WHERE rowid NOT IN (SELECT rowid FROM txns ORDER BY received_ts DESC, rowid DESC LIMIT ?1)",
                     params![TXNS_KEPT],
-                )
-            });
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
-        written.map(|_| ())
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// The answered transactions kept, oldest first: (origin, txn ID, response JSON).
