@@ -100,7 +100,7 @@ fn typing_and_receipts_reach_the_other_server() {
 
     // The other way, and a receipt for a message.
     let m = a.admin(&["room", "send", &room, "read me", "--as", "alice"]);
-    b.admin(&["room", "wait", &room, "--event", &m, "--timeout", "60"]);
+    b.wait_event(&room, &m);
     b.admin(&["room", "typing", &room, "--as", "bob"]);
     let dests = b.admin(&["room", "receipt", &room, &m, "--as", "bob"]);
     assert_eq!(dests, format!(r#"{{"destinations":["{}"]}}"#, a.name()));

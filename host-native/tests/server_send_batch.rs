@@ -108,15 +108,7 @@ fn a_batch_is_stored_in_order_and_reaches_the_other_server() {
         .filter(|t| t.starts_with("batch"))
         .collect();
     assert_eq!(on_a, texts);
-    b.admin(&[
-        "room",
-        "wait",
-        &room,
-        "--event",
-        ids.last().unwrap(),
-        "--timeout",
-        "60",
-    ]);
+    b.wait_event(&room, ids.last().unwrap());
     let on_b: Vec<String> = b
         .bodies(&room)
         .into_iter()
@@ -219,15 +211,7 @@ fn concurrent_sends_are_each_stored_answered_and_delivered_once() {
     assert_eq!(all_ids.len(), total, "every message has its own event ID");
 
     for (_, ids) in &per_sender {
-        b.admin(&[
-            "room",
-            "wait",
-            &room,
-            "--event",
-            ids.last().unwrap(),
-            "--timeout",
-            "60",
-        ]);
+        b.wait_event(&room, ids.last().unwrap());
     }
     for server in [&*a, &b] {
         let bodies: Vec<String> = server
