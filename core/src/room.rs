@@ -24,6 +24,8 @@ mod federation;
 mod history;
 mod invite;
 mod restricted;
+#[cfg(test)]
+mod testing;
 
 pub use batch::{restricted_join_json, state_rows};
 pub use history::{server_may_see, server_may_see_json, HistoryVisibility, ServerView};

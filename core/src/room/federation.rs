@@ -352,43 +352,17 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::canonical::{parse_object, Object, ParseOptions};
-    use crate::event::{build_event, EventTemplate};
-    use crate::keys::SigningKey;
+    use crate::room::testing::{accepted as check, build};
     use crate::RoomVersion;
-    use crate::Timestamp;
-
-    fn check(ev: Object, id: &str) -> PduCheck {
-        PduCheck {
-            event_id: Some(id.to_owned()),
-            signatures: Vec::new(),
-            content_hash_ok: Some(true),
-            verdict: Verdict::Accepted,
-            event: Some(ev),
-        }
-    }
 
     /// Builds a room on "a" with create, join, power levels and public join rules, then a
     /// second copy of it that only knows the state as outliers and receives a join with state.
     #[test]
     fn seeded_room_accepts_join_and_follows_on() {
         let v = RoomVersion::get("10").unwrap();
-        let key = SigningKey::from_seed_base64("1", "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1")
-            .unwrap();
         let mut a = Room::new(v);
-        let room_id = "!r:a";
         let send = |room: &mut Room, ty: &str, sender: &str, sk: Option<&str>, c: &str| {
-            let (prev, state) = room.build_on();
-            let t = EventTemplate {
-                room_id: Some(room_id.into()),
-                event_type: ty.into(),
-                sender: sender.into(),
-                state_key: sk.map(str::to_owned),
-                content: parse_object(c.as_bytes(), &ParseOptions::STRICT).unwrap(),
-                redacts: None,
-            };
-            let b = build_event(v, "a", &t, &prev, &state, Timestamp(1), &key, None).unwrap();
-            let c = check(b.pdu.clone(), &b.event_id);
+            let (b, c) = build(room, ty, sender, sk, c, None, 1);
             let verdict = room.receive(&c);
             (b, c, verdict)
         };
@@ -472,20 +446,16 @@ mod tests {
         // Redactions: the sender's own server may redact; another server needs the level.
         let (msg, _, _) = send(&mut a, "m.room.message", "@bob:b", None, r#"{"body":"x"}"#);
         let redact_as = |room: &mut Room, sender: &str| {
-            let t = EventTemplate {
-                room_id: Some(room_id.into()),
-                event_type: "m.room.redaction".into(),
-                sender: sender.into(),
-                state_key: None,
-                content: Object::new(),
-                redacts: Some(msg.event_id.clone()),
-            };
-            let (prev, state) = room.build_on();
-            let b = build_event(v, "a", &t, &prev, &state, Timestamp(2), &key, None).unwrap();
-            assert_eq!(
-                room.receive(&check(b.pdu.clone(), &b.event_id)),
-                RoomVerdict::Accepted
+            let (b, c) = build(
+                room,
+                "m.room.redaction",
+                sender,
+                None,
+                "{}",
+                Some(&msg.event_id),
+                2,
             );
+            assert_eq!(room.receive(&c), RoomVerdict::Accepted);
             b.event_id
         };
         let by_admin = redact_as(&mut a, "@u:a");

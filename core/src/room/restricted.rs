@@ -123,36 +123,14 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::canonical::{parse_object, ParseOptions};
-    use crate::event::{build_event, EventTemplate};
-    use crate::keys::SigningKey;
-    use crate::pdu::{PduCheck, Verdict};
+    use crate::room::testing::build;
     use crate::room::{RoomVerdict, ServerView};
-    use crate::{RoomVersion, Timestamp};
+    use crate::RoomVersion;
 
     /// Builds and receives an event of server "a" (any sender: the room does not check
     /// signatures) on top of the room's extremities and current state.
     fn send(room: &mut Room, ty: &str, sender: &str, sk: Option<&str>, c: &str) -> String {
-        let v = room.version();
-        let key = SigningKey::from_seed_base64("1", "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1")
-            .unwrap();
-        let (prev, state) = room.build_on();
-        let t = EventTemplate {
-            room_id: Some("!r:a".into()),
-            event_type: ty.into(),
-            sender: sender.into(),
-            state_key: sk.map(str::to_owned),
-            content: parse_object(c.as_bytes(), &ParseOptions::STRICT).unwrap(),
-            redacts: None,
-        };
-        let b = build_event(v, "a", &t, &prev, &state, Timestamp(1), &key, None).unwrap();
-        let check = PduCheck {
-            event_id: Some(b.event_id.clone()),
-            signatures: Vec::new(),
-            content_hash_ok: Some(true),
-            verdict: Verdict::Accepted,
-            event: Some(b.pdu),
-        };
+        let (b, check) = build(room, ty, sender, sk, c, None, 1);
         assert_eq!(room.receive(&check), RoomVerdict::Accepted, "{ty} {c}");
         b.event_id
     }
