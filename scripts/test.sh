@@ -13,6 +13,9 @@
 #   CARGO_TARGET_DIR  cargo target dir (default: ~/.cache/mxfed/target)
 #   MXFED_PYTHON      Python for differential tests (default: .venv/bin/python)
 #   MXFED_FAIL_FAST=1 stop at the first failing stage (default: run them all)
+#   CARGO_INCREMENTAL incremental compilation (default: 0; its caches doubled the target dir)
+#   MXFED_MIN_FREE_GB free disk wanted before building (default: 12); below it the target
+#                     dir's stale parts are removed, then the whole target dir (it is a cache)
 # A failing setup-deps always stops the run. Exits non-zero if any stage failed.
 set -euo pipefail
 
@@ -29,6 +32,41 @@ export MXFED_ROOT="$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mxfed/target}"
 export MXFED_PYTHON="${MXFED_PYTHON:-${MXFED_VENV:-$ROOT/.venv}/bin/python}"
 FAIL_FAST="${MXFED_FAIL_FAST:-0}"
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+MIN_FREE_GB="${MXFED_MIN_FREE_GB:-12}"
+
+# free_gb DIR: free space, in whole GiB, on the file system holding DIR (or its parent).
+free_gb() {
+    local d="$1"
+    while [[ ! -e "$d" ]]; do d="$(dirname "$d")"; done
+    df -Pk "$d" | awk 'NR == 2 { print int($4 / 1048576) }'
+}
+
+# A warm target dir keeps every build it ever made; a run that starts short of disk clears
+# the parts a fresh build recreates (incremental caches, then everything) instead of failing
+# mid-build with "No space left on device".
+ensure_disk() {
+    local free
+    free="$(free_gb "$CARGO_TARGET_DIR")"
+    printf 'test.sh: %s GiB free for %s (want %s)\n' "$free" "$CARGO_TARGET_DIR" "$MIN_FREE_GB"
+    ((free >= MIN_FREE_GB)) && return 0
+    local p
+    for p in debug/incremental release/incremental; do
+        [[ -d "$CARGO_TARGET_DIR/$p" ]] || continue
+        printf 'test.sh: low on disk: removing %s/%s\n' "$CARGO_TARGET_DIR" "$p"
+        rm -rf "${CARGO_TARGET_DIR:?}/$p"
+    done
+    free="$(free_gb "$CARGO_TARGET_DIR")"
+    ((free >= MIN_FREE_GB)) && return 0
+    if [[ -d "$CARGO_TARGET_DIR" ]]; then
+        printf 'test.sh: low on disk (%s GiB): removing the target dir %s\n' "$free" "$CARGO_TARGET_DIR"
+        rm -rf "${CARGO_TARGET_DIR:?}"
+        free="$(free_gb "$CARGO_TARGET_DIR")"
+    fi
+    if ((free < MIN_FREE_GB)); then
+        printf 'test.sh: WARNING: only %s GiB free; a cold build needs about %s\n' "$free" "$MIN_FREE_GB" >&2
+    fi
+}
 
 # Extra stages, sorted bytewise.
 extra=()
@@ -95,6 +133,7 @@ run() {
 printf 'test.sh: repo %s\n' "$ROOT"
 printf 'test.sh: CARGO_TARGET_DIR=%s\n' "$CARGO_TARGET_DIR"
 printf 'test.sh: MXFED_PYTHON=%s\n' "$MXFED_PYTHON"
+ensure_disk
 
 if ! stage setup-deps ./scripts/setup-deps.sh; then
     summary
