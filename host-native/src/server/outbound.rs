@@ -176,7 +176,7 @@ impl Outbound {
             let (Some(event_id), Some(room_id)) = (event_id, room_id) else {
                 continue;
             };
-            if !state.db().has_event(&event_id).unwrap_or(true) {
+            if !state.db().has_event(&event_id) {
                 log(&format!(
                     "queued PDU {event_id} for {dest} was never stored; dropped"
                 ));
