@@ -503,9 +503,20 @@ async fn send(
     );
     state.dedup().complete(&s.origin, &txn, response.clone());
     let bytes = response.to_bytes();
-    let _ = state
-        .db()
-        .put_txn(&s.origin, &txn, &String::from_utf8_lossy(&bytes));
+    let answer = String::from_utf8_lossy(&bytes);
+    let mut db = state.db();
+    if plan.edus.is_empty() {
+        // Everything it did is in the rooms' committed events: the answer rides on the next
+        // commit (a lost answer only makes a retry be processed again, with the same result).
+        db.put_txn_later(&s.origin, &txn, &answer);
+        if db.pending_txn_count() >= 64 {
+            let _ = db.flush_txns();
+        }
+    } else {
+        // Its EDUs are stored already: a retry processed again would store them twice.
+        let _ = db.put_txn(&s.origin, &txn, &answer);
+    }
+    drop(db);
     Ok(json_bytes(bytes))
 }
 
@@ -1092,7 +1103,7 @@ async fn send_membership(
         room_id,
         &[Entry {
             event_id: event_id.to_owned(),
-            event: ev.clone(),
+            event: rooms::Kept::of(&ev),
             verdict,
             outlier: false,
             state_before: None,

@@ -225,7 +225,7 @@ fn store_and_queue(
         .iter()
         .map(|b| Entry {
             event_id: b.event_id.clone(),
-            event: b.pdu.clone(),
+            event: rooms::Kept::of(&b.pdu),
             verdict: RoomVerdict::Accepted,
             outlier: false,
             state_before: None,

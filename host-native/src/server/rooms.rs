@@ -119,12 +119,32 @@ fn is_own_join(state: &AppState, ev: &Object) -> bool {
         && state.is_local_user(sender)
 }
 
+/// An event as the commit stores it: its canonical JSON and the fields the commit reads, taken
+/// from a borrowed event (the room takes the event itself; copying it for the commit cost an
+/// allocation per JSON value).
+pub struct Kept {
+    json: String,
+    depth: i64,
+    redaction: bool,
+}
+
+impl Kept {
+    /// The parts of `ev` the commit needs.
+    pub fn of(ev: &Object) -> Kept {
+        Kept {
+            json: ev.to_canonical_string(),
+            depth: ev.get("depth").and_then(Value::as_int).unwrap_or(0),
+            redaction: ev.get_str("type") == Some("m.room.redaction"),
+        }
+    }
+}
+
 /// One event to store.
 pub struct Entry {
     /// The event ID.
     pub event_id: String,
     /// The PDU as kept.
-    pub event: Object,
+    pub event: Kept,
     /// The room's verdict.
     pub verdict: RoomVerdict,
     /// Known only through an auth chain or state answer.
@@ -155,24 +175,19 @@ pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), 
                 .collect::<Vec<_>>(),
         )
     };
-    let texts: Vec<(String, Option<String>)> = entries
+    let given: Vec<Option<String>> = entries
         .iter()
-        .map(|e| {
-            (
-                e.event.to_canonical_string(),
-                e.state_before.as_ref().map(state_to_text),
-            )
-        })
+        .map(|e| e.state_before.as_ref().map(state_to_text))
         .collect();
     let rows: Vec<NewEvent<'_>> = entries
         .iter()
-        .zip(&texts)
+        .zip(&given)
         .zip(history)
-        .map(|((e, (json, sb)), backfilled)| NewEvent {
+        .map(|((e, sb), backfilled)| NewEvent {
             event_id: &e.event_id,
             room_id,
-            depth: e.event.get("depth").and_then(Value::as_int).unwrap_or(0),
-            json,
+            depth: e.event.depth,
+            json: &e.event.json,
             verdict: e.verdict.as_str(),
             reason: e.verdict.code(),
             outlier: e.outlier,
@@ -204,7 +219,7 @@ pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), 
             if !matches!(e.verdict, RoomVerdict::Accepted | RoomVerdict::Redacted) {
                 continue;
             }
-            if e.event.get_str("type") == Some("m.room.redaction") {
+            if e.event.redaction {
                 apply_redaction(state, &mut db, room_id, e);
             }
         }
@@ -426,7 +441,7 @@ pub fn accept_local(state: &AppState, built: &BuiltEvent) -> Result<(), ApiError
         &built.room_id,
         &[Entry {
             event_id: built.event_id.clone(),
-            event: built.pdu.clone(),
+            event: Kept::of(&built.pdu),
             verdict,
             outlier: false,
             state_before: None,
@@ -694,7 +709,7 @@ fn add_in_causal_order(
         let verdict = add(room, c);
         entries.push(Entry {
             event_id: p.event_id.clone(),
-            event: p.event.clone(),
+            event: Kept::of(&p.event),
             verdict,
             outlier: true,
             state_before: None,
@@ -819,7 +834,7 @@ async fn receive_remote(
         room_id,
         &[Entry {
             event_id: pdu.event_id.clone(),
-            event: check.event.clone().unwrap_or_default(),
+            event: Kept::of(check.event.as_ref().unwrap_or(&Object::new())),
             verdict: verdict.clone(),
             outlier: false,
             state_before: given,
@@ -1155,7 +1170,7 @@ fn receive_without_gap(
         check.event = Some(pdu.event);
         return Ok(Err(check));
     }
-    let (event_id, event) = (pdu.event_id.clone(), pdu.event.clone());
+    let (event_id, event) = (pdu.event_id.clone(), Kept::of(&pdu.event));
     let verdict = room.receive_checked(pdu, &check.verdict);
     let entry = Entry {
         event_id,
@@ -1296,7 +1311,7 @@ pub async fn remote_membership(
         room_id,
         &[Entry {
             event_id: event_id.clone(),
-            event: join,
+            event: Kept::of(&join),
             verdict: verdict.clone(),
             outlier: false,
             state_before: Some(map),

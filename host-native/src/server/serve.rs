@@ -373,6 +373,9 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
         for t in tasks {
             let _ = t.await;
         }
+        if let Err(e) = state.db().flush_txns() {
+            super::warn(&format!("transaction answers not written at shutdown: {e}"));
+        }
         let _ = std::fs::remove_file(&admin_path);
         Ok(())
     })
