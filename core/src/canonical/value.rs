@@ -234,6 +234,17 @@ pub struct Object {
     entries: Vec<(String, Value)>,
 }
 
+/// Byte order of two keys (the order `str::cmp` gives), deciding on the first byte inline: keys
+/// are short and mostly differ there, and `str::cmp` calls `memcmp` for every comparison (in a
+/// server's profile, lookups in events spent more time in `memcmp` calls than in the search).
+#[inline]
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
 impl Object {
     /// An empty object.
     pub const fn new() -> Object {
@@ -255,7 +266,7 @@ impl Object {
     }
 
     fn position(&self, key: &str) -> Result<usize, usize> {
-        self.entries.binary_search_by(|(k, _)| k.as_str().cmp(key))
+        self.entries.binary_search_by(|(k, _)| key_order(k, key))
     }
 
     /// The value under `key`.
@@ -383,5 +394,38 @@ impl<'a> IntoIterator for &'a Object {
 impl fmt::Display for Object {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_canonical_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_order;
+
+    #[test]
+    fn key_order_is_str_order() {
+        let keys = [
+            "",
+            "a",
+            "b",
+            "ab",
+            "aa",
+            "origin",
+            "origin_server_ts",
+            "sender",
+            "signatures",
+            "state_key",
+            "é",
+            "e\u{301}",
+            "\u{10000}",
+            "\u{ffff}",
+            "Z",
+            "_",
+            "0",
+        ];
+        for a in keys {
+            for b in keys {
+                assert_eq!(key_order(a, b), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
     }
 }
