@@ -19,7 +19,10 @@ use crate::pdu::{PduCheck, Verdict};
 use crate::room_version::RoomVersion;
 use crate::state_res::{resolve, EventStore, StateMap};
 
+use compact::{Body, Interner};
+
 mod batch;
+mod compact;
 mod federation;
 mod history;
 mod invite;
@@ -140,7 +143,8 @@ pub fn check_received<'a>(
 
 #[derive(Debug, Clone)]
 struct Stored {
-    pdu: Pdu,
+    /// The event, or what is left of it once its body was dropped (see `room/compact.rs`).
+    body: Body,
     rejected: bool,
     soft_failed: bool,
     /// State after the event (the state before it, plus the event if it is accepted state).
@@ -148,7 +152,8 @@ struct Stored {
 }
 
 /// One room's events in memory, with the state after each, its forward extremities, and its
-/// current state.
+/// current state. A long-lived host may keep only the place in the DAG of messages that are
+/// history, their bodies in its storage ([`Room::set_compact_history`]).
 #[derive(Debug, Clone)]
 pub struct Room {
     version: &'static RoomVersion,
@@ -161,13 +166,20 @@ pub struct Room {
     /// Outliers fetched with `/backfill`: the room's history before we joined (see
     /// `room/history.rs`).
     backfilled: BTreeSet<String>,
+    /// Whether message bodies are dropped once they are history (see `room/compact.rs`).
+    compact_history: bool,
+    /// Non-state events named in a state given by the host: never compacted, state resolution
+    /// may look at them.
+    pinned: BTreeSet<String>,
+    /// The strings and auth event lists compacted events share.
+    interned: Interner,
 }
 
 struct Store<'a>(&'a BTreeMap<String, Stored>);
 
 impl EventStore for Store<'_> {
     fn event(&self, id: &str) -> Option<&Pdu> {
-        self.0.get(id).map(|s| &s.pdu)
+        self.0.get(id).and_then(Stored::pdu)
     }
     fn is_rejected(&self, id: &str) -> bool {
         self.0.get(id).is_some_and(|s| s.rejected)
@@ -176,7 +188,7 @@ impl EventStore for Store<'_> {
 
 impl EventStore for Room {
     fn event(&self, id: &str) -> Option<&Pdu> {
-        self.events.get(id).map(|s| &s.pdu)
+        self.events.get(id).and_then(Stored::pdu)
     }
     fn is_rejected(&self, id: &str) -> bool {
         self.events.get(id).is_some_and(|s| s.rejected)
@@ -193,6 +205,9 @@ impl Room {
             outliers: BTreeSet::new(),
             given_state: BTreeMap::new(),
             backfilled: BTreeSet::new(),
+            compact_history: false,
+            pinned: BTreeSet::new(),
+            interned: Interner::default(),
         }
     }
 
@@ -206,9 +221,11 @@ impl Room {
         self.events.contains_key(id)
     }
 
-    /// A known event and whether it was rejected.
+    /// A known event and whether it was rejected; `None` also for an event whose body was
+    /// dropped ([`Room::set_compact_history`]; [`Room::contains`] still knows it).
     pub fn event(&self, id: &str) -> Option<(&Pdu, bool)> {
-        self.events.get(id).map(|s| (&s.pdu, s.rejected))
+        let s = self.events.get(id)?;
+        Some((s.pdu()?, s.rejected))
     }
 
     /// The forward extremities: accepted events no accepted event cites yet.
@@ -217,18 +234,23 @@ impl Room {
     }
 
     /// A known event as [`build_event`](crate::event::build_event) cites it: its ID, depth and,
-    /// in room versions whose references carry hashes (1 and 2), its reference hash.
+    /// in room versions whose references carry hashes (1 and 2), its reference hash (`None` in
+    /// those versions for an event whose body was dropped; forward extremities keep theirs).
     pub fn event_ref(&self, id: &str) -> Option<EventRef> {
         let stored = self.events.get(id)?;
+        let sha256 = if self.version.event_refs_with_hashes {
+            let pdu = stored.pdu()?;
+            Some(crate::base64::encode(crate::event::reference_hash(
+                &pdu.event,
+                self.version,
+            )))
+        } else {
+            None
+        };
         Some(EventRef {
             event_id: id.to_owned(),
-            depth: stored.pdu.depth(),
-            sha256: self.version.event_refs_with_hashes.then(|| {
-                crate::base64::encode(crate::event::reference_hash(
-                    &stored.pdu.event,
-                    self.version,
-                ))
-            }),
+            depth: stored.depth(),
+            sha256,
         })
     }
 
@@ -286,8 +308,8 @@ impl Room {
         }
     }
 
-    fn state_before(&self, pdu: &Pdu) -> Arc<StateMap> {
-        self.resolve_after(pdu.prev_event_ids())
+    fn state_before(&self, stored: &Stored) -> Arc<StateMap> {
+        self.resolve_after(stored.prev_event_ids())
     }
 
     /// The events of `state` that authorise `pdu` (its auth types, as Synapse selects them),
@@ -298,7 +320,7 @@ impl Room {
             .filter_map(|key| state.get(&key))
             .filter_map(|id| self.events.get(id))
             .filter(|s| !s.rejected)
-            .map(|s| &s.pdu)
+            .filter_map(Stored::pdu)
             .collect()
     }
 
@@ -320,8 +342,9 @@ impl Room {
         } else {
             None
         }?;
-        self.events.get(&id).map(|s| KnownEvent {
-            pdu: &s.pdu,
+        let s = self.events.get(&id)?;
+        Some(KnownEvent {
+            pdu: s.pdu()?,
             rejected: s.rejected,
         })
     }
@@ -377,18 +400,11 @@ impl Room {
                 _ => RoomVerdict::Accepted,
             };
         }
-        let auth: Vec<KnownEvent<'_>> = pdu
-            .auth_event_ids()
-            .into_iter()
-            .filter_map(|id| self.events.get(id))
-            .map(|s| KnownEvent {
-                pdu: &s.pdu,
-                rejected: s.rejected,
-            })
-            .collect();
+        let stand_ins = self.stand_ins(&pdu);
+        let auth = self.known_auth(&pdu, &stand_ins);
         let before = match given_before {
             Some(s) => s,
-            None => self.state_before(&pdu),
+            None => self.resolve_after(pdu.prev_event_ids()),
         };
         let before_view = self.auth_view(&before, &pdu);
         let prevs: BTreeSet<&str> = pdu.prev_event_ids().into_iter().collect();
@@ -433,21 +449,33 @@ impl Room {
             }
             _ => before,
         };
+        let id = pdu.event_id.clone();
+        let mut no_longer_extremities = Vec::new();
         if !rejected && !soft_failed {
             for p in &prevs {
-                self.extremities.remove(*p);
+                if self.extremities.remove(*p) {
+                    no_longer_extremities.push((*p).to_owned());
+                }
             }
-            self.extremities.insert(pdu.event_id.clone());
+            self.extremities.insert(id.clone());
         }
         self.events.insert(
-            pdu.event_id.clone(),
+            id.clone(),
             Stored {
-                pdu,
+                body: Body::Full(Box::new(pdu)),
                 rejected,
                 soft_failed,
                 state_after: after,
             },
         );
+        // History now: an event compacts when it stops being a forward extremity, or at once
+        // when it never becomes one.
+        for p in no_longer_extremities {
+            self.compact(&p);
+        }
+        if rejected || soft_failed {
+            self.compact(&id);
+        }
         verdict
     }
 

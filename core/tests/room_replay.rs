@@ -252,3 +252,109 @@ fn receive_checked_matches_receive_and_shares_state() {
     }
     assert!(shared > 10, "{shared} messages");
 }
+
+/// A room with compact history ([`Room::set_compact_history`]) answers every Synapse room as a
+/// room that keeps every body: verdicts, current state, forward extremities, the state before
+/// and after each event, soft-failures, redaction targets, history visibility, and the walks
+/// (`/backfill`, `/get_missing_events`, `/event_auth`) as event IDs; and it did drop bodies.
+#[test]
+fn compact_history_answers_as_the_full_room() {
+    use mxfed_core::room::Room;
+    let text = std::fs::read_to_string(vectors().join("pdus.jsonl")).unwrap();
+    let ring = ring();
+    let mut rooms: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let j: serde_json::Value = serde_json::from_str(line).unwrap();
+        rooms
+            .entry((
+                j["meta"]["room_id"].as_str().unwrap().to_owned(),
+                j["room_version"].as_str().unwrap().to_owned(),
+            ))
+            .or_default()
+            .push(serde_json::to_string(&j["pdu"]).unwrap());
+    }
+    let servers = [
+        "localhost:8448",
+        "localhost:8449",
+        "localhost:8450",
+        "other",
+    ];
+    let (mut dropped, mut redactions) = (0, 0);
+    for ((room_id, rv), mut pdus) in rooms {
+        pdus.reverse();
+        let v = RoomVersion::get(&rv).unwrap();
+        let bytes: Vec<&[u8]> = pdus.iter().map(|p| p.as_bytes()).collect();
+        let (mut full, mut compact) = (Room::new(v), Room::new(v));
+        compact.set_compact_history(true);
+        let want = full.receive_pdus(&bytes, &ring);
+        assert_eq!(compact.receive_pdus(&bytes, &ring), want, "v{rv} {room_id}");
+        assert_eq!(compact.current_state(), full.current_state());
+        assert_eq!(compact.forward_extremities(), full.forward_extremities());
+        let ids: Vec<&str> = want.iter().filter_map(|o| o.get_str("event_id")).collect();
+        let ctx = |id: &str| format!("v{rv} {room_id} {id}");
+        for id in &ids {
+            let id = *id;
+            assert_eq!(compact.contains(id), full.contains(id), "{}", ctx(id));
+            if !full.contains(id) {
+                continue;
+            }
+            if !compact.has_body(id) {
+                dropped += 1;
+                assert!(compact.event(id).is_none());
+                let (pdu, _) = full.event(id).unwrap();
+                assert!(pdu.state_key().is_none() && pdu.kind() != "m.room.redaction");
+                assert!(!full.forward_extremities().contains(id), "{}", ctx(id));
+            } else {
+                assert_eq!(compact.event(id), full.event(id), "{}", ctx(id));
+                assert_eq!(compact.event_ref(id), full.event_ref(id), "{}", ctx(id));
+            }
+            // Without a body there is no reference hash to cite (room versions 1 and 2).
+            if !v.event_refs_with_hashes {
+                assert_eq!(compact.event_ref(id), full.event_ref(id), "{}", ctx(id));
+            }
+            assert_eq!(compact.state_after(id), full.state_after(id), "{}", ctx(id));
+            assert_eq!(
+                compact.state_before_event(id),
+                full.state_before_event(id),
+                "{}",
+                ctx(id)
+            );
+            assert_eq!(compact.is_soft_failed(id), full.is_soft_failed(id));
+            let target = full.redaction_target(id);
+            redactions += usize::from(target.is_some_and(|t| !compact.has_body(t)));
+            assert_eq!(compact.redaction_target(id), target, "{}", ctx(id));
+            for s in servers {
+                assert_eq!(compact.server_view(id, s), full.server_view(id, s));
+            }
+            let ids_of = |pdus: Vec<&mxfed_core::auth::Pdu>| -> Vec<String> {
+                pdus.into_iter().map(|p| p.event_id.clone()).collect()
+            };
+            let owned =
+                |ids: Vec<&str>| -> Vec<String> { ids.into_iter().map(str::to_owned).collect() };
+            assert_eq!(
+                owned(compact.backfill_ids(&[id], 20)),
+                ids_of(full.backfill(&[id], 20)),
+                "{}",
+                ctx(id)
+            );
+            assert_eq!(
+                full.backfill_ids(&[id], 20),
+                compact.backfill_ids(&[id], 20)
+            );
+            assert_eq!(
+                owned(compact.missing_event_ids(&[], &[id], 20, 0)),
+                ids_of(full.missing_events(&[], &[id], 20, 0)),
+                "{}",
+                ctx(id)
+            );
+            assert_eq!(
+                owned(compact.auth_chain_ids([id])),
+                ids_of(full.auth_chain([id])),
+                "{}",
+                ctx(id)
+            );
+        }
+    }
+    // The corpus has messages deep in history, and redactions of some of them.
+    assert!(dropped > 100 && redactions > 0, "{dropped} {redactions}");
+}

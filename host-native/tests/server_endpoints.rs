@@ -286,6 +286,21 @@ fn remote_pdu(
     content: &str,
     key: &SigningKey,
 ) -> (String, Object) {
+    remote_pdu_redacting(state, room, kind, sender, sk, content, key, None)
+}
+
+/// [`remote_pdu`] with `redacts`.
+#[allow(clippy::too_many_arguments)]
+fn remote_pdu_redacting(
+    state: &AppState,
+    room: &str,
+    kind: &str,
+    sender: &str,
+    sk: Option<&str>,
+    content: &str,
+    key: &SigningKey,
+    redacts: Option<&str>,
+) -> (String, Object) {
     let rooms = state.rooms();
     let r = rooms.get(room).unwrap();
     let v = r.version();
@@ -306,7 +321,7 @@ fn remote_pdu(
         sender: sender.into(),
         state_key: sk.map(str::to_owned),
         content: obj(content),
-        redacts: None,
+        redacts: redacts.map(str::to_owned),
     };
     let b = build_event(
         v,
@@ -511,6 +526,156 @@ async fn send_gives_per_pdu_results_and_dedups() {
         4,
         "dedup survives a restart"
     );
+}
+
+/// The server's rooms keep only the place in the DAG of messages deep in history (compact
+/// history); every answer about them still comes whole from the database: `/event`,
+/// `/backfill`, `/get_missing_events`, `/event_auth`, and redactions of them, by the sender's
+/// server and by a local moderator, before and after a restart.
+#[tokio::test]
+async fn old_messages_are_served_and_redacted_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let room = room_with_remote(&state).await;
+    let (join_id, join) = eve_join(&state, &room);
+    let r = send_txn(&state, "j", &txn(vec![join], vec![])).await;
+    assert!(result(&r, &join_id).is_empty(), "{}", r.body);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let (id, pdu) = remote_message(
+            &state,
+            &room,
+            "@eve:remote.test",
+            &format!("m{i}"),
+            &remote_key(),
+        );
+        let r = send_txn(&state, &format!("m{i}"), &txn(vec![pdu], vec![])).await;
+        assert!(result(&r, &id).is_empty(), "{}", r.body);
+        ids.push(id);
+    }
+    {
+        let rooms = state.rooms();
+        let r = &rooms[&room];
+        assert!(ids[..5].iter().all(|id| r.contains(id) && !r.has_body(id)));
+        assert!(r.has_body(&ids[5]), "the forward extremity keeps its body");
+    }
+    let get = |uri: String| {
+        let state = state.clone();
+        async move {
+            let r = call(&state, signed("GET", &uri, None, REMOTE, ME, &remote_key())).await;
+            assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.body);
+            r.body
+        }
+    };
+    let bodies = |list: Option<&Value>| -> Vec<String> {
+        list.and_then(Value::as_array)
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.as_object()?.get_object("content")?.get_str("body"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let event = |id: &str| format!("/_matrix/federation/v1/event/{}", urlenc(id));
+    assert_eq!(bodies(get(event(&ids[0])).await.get("pdus")), ["m0"]);
+    let backfill = get(format!(
+        "/_matrix/federation/v1/backfill/{}?v={}&limit=4",
+        urlenc(&room),
+        urlenc(&ids[4])
+    ))
+    .await;
+    assert_eq!(bodies(backfill.get("pdus")), ["m4", "m3", "m2", "m1"]);
+    let gme = obj(&format!(
+        r#"{{"earliest_events":["{join_id}"],"latest_events":["{}"],"limit":10}}"#,
+        ids[5]
+    ));
+    let uri = format!(
+        "/_matrix/federation/v1/get_missing_events/{}",
+        urlenc(&room)
+    );
+    let r = call(
+        &state,
+        signed("POST", &uri, Some(&gme), REMOTE, ME, &remote_key()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(bodies(r.body.get("events")), ["m0", "m1", "m2", "m3", "m4"]);
+    let auth = get(format!(
+        "/_matrix/federation/v1/event_auth/{}/{}",
+        urlenc(&room),
+        urlenc(&ids[1])
+    ))
+    .await;
+    assert!(
+        auth.get("auth_chain")
+            .and_then(Value::as_array)
+            .unwrap()
+            .len()
+            >= 3
+    );
+
+    // Eve redacts her old m0 (same server: applies); Alice (power 100) redacts m1.
+    let (red_id, red) = remote_pdu_redacting(
+        &state,
+        &room,
+        "m.room.redaction",
+        "@eve:remote.test",
+        None,
+        "{}",
+        &remote_key(),
+        Some(&ids[0]),
+    );
+    let r = send_txn(&state, "r", &txn(vec![red], vec![])).await;
+    assert!(result(&r, &red_id).is_empty(), "{}", r.body);
+    {
+        let _g = state.writer.lock().await;
+        rooms::send_event(
+            &state,
+            &room,
+            "@alice:localhost:18999",
+            "m.room.redaction",
+            None,
+            obj("{}"),
+            Some(&ids[1]),
+        )
+        .unwrap();
+    }
+    let content = |body: Object| -> Object {
+        body.get("pdus").and_then(Value::as_array).unwrap()[0]
+            .as_object()
+            .unwrap()
+            .get_object("content")
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        content(get(event(&ids[0])).await).is_empty(),
+        "m0 is redacted"
+    );
+    assert!(
+        content(get(event(&ids[1])).await).is_empty(),
+        "m1 is redacted"
+    );
+    assert_eq!(
+        content(get(event(&ids[2])).await).get_str("body"),
+        Some("m2")
+    );
+
+    // Restart: rebuilt from storage, compact again, the same answers.
+    drop(state);
+    let state = setup(&dir);
+    assert!(!state.rooms()[&room].has_body(&ids[2]));
+    let r = call(
+        &state,
+        signed("GET", &event(&ids[2]), None, REMOTE, ME, &remote_key()),
+    )
+    .await;
+    assert_eq!(content(r.body).get_str("body"), Some("m2"));
+    let r = call(
+        &state,
+        signed("GET", &event(&ids[0]), None, REMOTE, ME, &remote_key()),
+    )
+    .await;
+    assert!(content(r.body).is_empty());
 }
 
 fn urlenc(s: &str) -> String {

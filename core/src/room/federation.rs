@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use super::{Room, RoomVerdict, Stored};
+use super::{Body, Room, RoomVerdict, Stored};
 use crate::auth::{
     check_state_dependent, check_state_independent, AuthEvents, KnownEvent, Levels, Pdu,
 };
@@ -60,15 +60,8 @@ impl Room {
         if self.events.contains_key(&pdu.event_id) {
             return RoomVerdict::Accepted;
         }
-        let auth: Vec<KnownEvent<'_>> = pdu
-            .auth_event_ids()
-            .into_iter()
-            .filter_map(|id| self.events.get(id))
-            .map(|s| KnownEvent {
-                pdu: &s.pdu,
-                rejected: s.rejected,
-            })
-            .collect();
+        let stand_ins = self.stand_ins(&pdu);
+        let auth: Vec<KnownEvent<'_>> = self.known_auth(&pdu, &stand_ins);
         let create = self.create_event(&pdu);
         let verdict = match check_state_independent(&pdu, &auth, create) {
             Err(e) => RoomVerdict::Rejected { code: e.code() },
@@ -90,7 +83,7 @@ impl Room {
         self.events.insert(
             id.clone(),
             Stored {
-                pdu,
+                body: Body::Full(Box::new(pdu)),
                 rejected: matches!(verdict, RoomVerdict::Rejected { .. }),
                 soft_failed: false,
                 state_after: Arc::new(StateMap::new()),
@@ -107,6 +100,7 @@ impl Room {
     pub fn receive_with_state(&mut self, check: &PduCheck, state_before: StateMap) -> RoomVerdict {
         let id = check.event_id.clone();
         let known = id.as_deref().is_some_and(|i| self.events.contains_key(i));
+        self.pin_named(&state_before);
         let given = Arc::new(state_before);
         let verdict = self.receive_inner(check, Some(Arc::clone(&given)));
         if let (Some(id), false) = (id, known) {
@@ -142,16 +136,23 @@ impl Room {
             return Some((**s).clone());
         }
         let stored = self.events.get(id)?;
-        Some((*self.state_before(&stored.pdu)).clone())
+        Some((*self.state_before(stored)).clone())
     }
 
     /// The full auth chain of some events (not including them), sorted by depth then event ID.
+    /// Events whose body was dropped are left out (see [`Room::auth_chain_ids`]).
     pub fn auth_chain<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<&Pdu> {
+        self.bodies(self.auth_chain_ids(ids))
+    }
+
+    /// [`Room::auth_chain`] as event IDs, compacted events included: what a host that keeps
+    /// bodies in its storage serves.
+    pub fn auth_chain_ids<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<&str> {
         let mut seen: BTreeSet<&str> = BTreeSet::new();
         let mut queue: VecDeque<&str> = VecDeque::new();
         for id in ids {
             if let Some(s) = self.events.get(id) {
-                queue.extend(s.pdu.auth_event_ids());
+                queue.extend(s.auth_event_ids());
             }
         }
         let mut out = Vec::new();
@@ -162,26 +163,38 @@ impl Room {
             if !seen.insert(key.as_str()) {
                 continue;
             }
-            queue.extend(s.pdu.auth_event_ids());
-            out.push(&s.pdu);
+            queue.extend(s.auth_event_ids());
+            out.push((s.depth(), key.as_str()));
         }
-        out.sort_by(|a, b| (a.depth(), &a.event_id).cmp(&(b.depth(), &b.event_id)));
-        out
+        out.sort();
+        out.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The known events of `ids` that have bodies, in order.
+    fn bodies<'a>(&'a self, ids: Vec<&str>) -> Vec<&'a Pdu> {
+        ids.into_iter()
+            .filter_map(|id| self.events.get(id)?.pdu())
+            .collect()
     }
 
     /// The events of a state map that the room knows, sorted by type and state key.
     pub fn state_events(&self, state: &StateMap) -> Vec<&Pdu> {
         state
             .values()
-            .filter_map(|id| self.events.get(id))
-            .map(|s| &s.pdu)
+            .filter_map(|id| self.events.get(id)?.pdu())
             .collect()
     }
 
     /// `/backfill`: the events `from` and their predecessors (breadth-first over
     /// `prev_events`), at most `limit`, rejected and outlier events left out (backfilled
-    /// history is served on).
+    /// history is served on). Events whose body was dropped are left out (see
+    /// [`Room::backfill_ids`]).
     pub fn backfill(&self, from: &[&str], limit: usize) -> Vec<&Pdu> {
+        self.bodies(self.backfill_ids(from, limit))
+    }
+
+    /// [`Room::backfill`] as event IDs, compacted events included.
+    pub fn backfill_ids(&self, from: &[&str], limit: usize) -> Vec<&str> {
         self.walk_prev(
             from.iter().copied(),
             &BTreeSet::new(),
@@ -189,11 +202,15 @@ impl Room {
             i64::MIN,
             true,
         )
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect()
     }
 
     /// `/get_missing_events`: breadth-first over the `prev_events` of `latest` (not including
     /// them), skipping `earliest` and anything before it, at most `limit` events of depth at
-    /// least `min_depth`; sorted by depth so the receiver can apply them in order.
+    /// least `min_depth`; sorted by depth so the receiver can apply them in order. Events whose
+    /// body was dropped are left out (see [`Room::missing_event_ids`]).
     pub fn missing_events(
         &self,
         earliest: &[&str],
@@ -201,10 +218,21 @@ impl Room {
         limit: usize,
         min_depth: i64,
     ) -> Vec<&Pdu> {
+        self.bodies(self.missing_event_ids(earliest, latest, limit, min_depth))
+    }
+
+    /// [`Room::missing_events`] as event IDs, compacted events included.
+    pub fn missing_event_ids(
+        &self,
+        earliest: &[&str],
+        latest: &[&str],
+        limit: usize,
+        min_depth: i64,
+    ) -> Vec<&str> {
         let stop: BTreeSet<&str> = earliest.iter().copied().collect();
         let mut out = self.walk_prev(latest.iter().copied(), &stop, limit, min_depth, false);
-        out.sort_by(|a, b| (a.depth(), &a.event_id).cmp(&(b.depth(), &b.event_id)));
-        out
+        out.sort();
+        out.into_iter().map(|(_, id)| id).collect()
     }
 
     fn walk_prev<'a>(
@@ -214,7 +242,7 @@ impl Room {
         limit: usize,
         min_depth: i64,
         include_start: bool,
-    ) -> Vec<&Pdu> {
+    ) -> Vec<(i64, &str)> {
         let mut seen: BTreeSet<String> = BTreeSet::new();
         let mut queue: VecDeque<String> = VecDeque::new();
         for id in from {
@@ -222,7 +250,7 @@ impl Room {
                 queue.push_back(id.to_owned());
             } else if let Some(s) = self.events.get(id) {
                 seen.insert(id.to_owned());
-                queue.extend(s.pdu.prev_event_ids().into_iter().map(str::to_owned));
+                queue.extend(s.prev_event_ids().into_iter().map(str::to_owned));
             }
         }
         let mut out = Vec::new();
@@ -233,15 +261,15 @@ impl Room {
             if stop.contains(id.as_str()) || !seen.insert(id.clone()) {
                 continue;
             }
-            let Some(s) = self.events.get(&id) else {
+            let Some((key, s)) = self.events.get_key_value(&id) else {
                 continue;
             };
             let outlier = self.outliers.contains(&id) && !self.backfilled.contains(&id);
-            if s.rejected || outlier || s.pdu.depth() < min_depth {
+            if s.rejected || outlier || s.depth() < min_depth {
                 continue;
             }
-            queue.extend(s.pdu.prev_event_ids().into_iter().map(str::to_owned));
-            out.push(&s.pdu);
+            queue.extend(s.prev_event_ids().into_iter().map(str::to_owned));
+            out.push((s.depth(), key.as_str()));
         }
         out
     }
@@ -255,45 +283,45 @@ impl Room {
     /// judged on the power levels among its auth events, the state it was authorised against.
     /// Other outliers never take effect.
     pub fn redaction_target(&self, redaction_id: &str) -> Option<&str> {
-        let r = self.events.get(redaction_id)?;
+        let stored = self.events.get(redaction_id)?;
+        // Redactions are never compacted: no body, not a redaction.
+        let r = stored.pdu()?;
         let backfilled = self.backfilled.contains(redaction_id);
-        if r.rejected
-            || r.pdu.kind() != "m.room.redaction"
+        if stored.rejected
+            || r.kind() != "m.room.redaction"
             || (self.outliers.contains(redaction_id) && !backfilled)
         {
             return None;
         }
-        let target_id = r.pdu.redacts()?;
+        let target_id = r.redacts()?;
         let (key, target) = self.events.get_key_value(target_id)?;
-        if target.pdu.room_id() != r.pdu.room_id() {
+        if target.room_id() != r.room_id() {
             return None;
         }
-        if target.pdu.sender_server() == r.pdu.sender_server() {
+        if target.sender_server() == r.sender_server() {
             return Some(key.as_str());
         }
         let before = match self.state_before_event(redaction_id) {
             Some(state) => state,
             None if backfilled => r
-                .pdu
                 .auth_event_ids()
                 .into_iter()
                 .filter_map(|id| self.events.get_key_value(id))
-                .filter_map(|(id, s)| Some((s.pdu.state_pair()?, id.clone())))
+                .filter_map(|(id, s)| Some((s.pdu()?.state_pair()?, id.clone())))
                 .collect(),
             None => return None,
         };
         let get = |t: &str| {
             before
                 .get(&(t.to_owned(), String::new()))
-                .and_then(|id| self.events.get(id))
-                .map(|s| &s.pdu)
+                .and_then(|id| self.events.get(id)?.pdu())
         };
         let levels = Levels::new(
             self.version,
             get("m.room.power_levels"),
             get("m.room.create"),
         );
-        let sender = levels.user(r.pdu.sender()).ok()?;
+        let sender = levels.user(r.sender()).ok()?;
         let needed = levels.named("redact", 50).ok()?;
         (sender >= needed).then_some(key.as_str())
     }
@@ -303,7 +331,7 @@ impl Room {
         let state = self.current_state_shared();
         let id = state.get(&("m.room.member".to_owned(), user_id.to_owned()))?;
         let s = self.events.get(id)?;
-        s.pdu.membership().map(str::to_owned)
+        s.pdu()?.membership().map(str::to_owned)
     }
 
     /// The servers with at least one joined member in the current state: where new events of
@@ -326,7 +354,7 @@ impl Room {
             .iter()
             .filter(|((t, _), _)| t == "m.room.member")
             .filter_map(|((_, user), id)| {
-                let m = self.events.get(id)?.pdu.membership()?;
+                let m = self.events.get(id)?.pdu()?.membership()?;
                 want(m).then(|| user.clone())
             })
             .collect()
@@ -343,8 +371,7 @@ impl Room {
         keys.insert(("m.room.member".to_owned(), sender.to_owned()), ());
         keys.keys()
             .filter_map(|k| state.get(k))
-            .filter_map(|id| self.events.get(id))
-            .map(|s| &s.pdu)
+            .filter_map(|id| self.events.get(id)?.pdu())
             .collect()
     }
 }
@@ -478,7 +505,7 @@ mod tests {
         // The same history backfilled by a server that joined later: the redactions take
         // effect there too, judged on the power levels among the redaction's auth events (no
         // state is known before a backfilled event); a plain outlier's never does.
-        let all: Vec<Pdu> = a.events.values().map(|s| s.pdu.clone()).collect();
+        let all: Vec<Pdu> = a.events.values().filter_map(|s| s.pdu().cloned()).collect();
         let mut h = Room::new(v);
         let mut o = Room::new(v);
         for i in crate::room::causal_order(&all) {

@@ -122,8 +122,8 @@ impl Room {
         let visibility = HistoryVisibility::parse(
             state
                 .get(&("m.room.history_visibility".to_owned(), String::new()))
-                .and_then(|id| self.events.get(id))
-                .and_then(|s| s.pdu.content().get_str("history_visibility")),
+                .and_then(|id| self.events.get(id)?.pdu())
+                .and_then(|p| p.content().get_str("history_visibility")),
         );
         let memberships = state
             .iter()
@@ -131,7 +131,7 @@ impl Room {
                 t == "m.room.member"
                     && crate::identifiers::user_server_name(k).is_ok_and(|s| s == server)
             })
-            .filter_map(|(_, id)| self.events.get(id)?.pdu.membership());
+            .filter_map(|(_, id)| self.events.get(id)?.pdu()?.membership());
         Some(if server_may_see(visibility, memberships) {
             ServerView::Full
         } else {
@@ -177,6 +177,10 @@ impl Room {
         let verdict = self.receive_with_state(check, state_before);
         if matches!(verdict, RoomVerdict::Rejected { .. }) {
             self.extremities = earlier;
+        } else {
+            for id in earlier {
+                self.compact(&id);
+            }
         }
         verdict
     }

@@ -74,8 +74,7 @@ impl Room {
         let get = |t: &str| {
             state
                 .get(&(t.to_owned(), String::new()))
-                .and_then(|id| self.events.get(id))
-                .map(|s| &s.pdu)
+                .and_then(|id| self.events.get(id)?.pdu())
         };
         let Some(rules) = get("m.room.join_rules") else {
             return Ok(RestrictedJoin::NotNeeded);

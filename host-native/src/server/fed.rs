@@ -637,9 +637,9 @@ fn state_and_chain(
         .ok_or_else(|| ApiError::not_found("unknown event or its state"))?;
     let ids: Vec<String> = st.values().cloned().collect();
     let chain = room
-        .auth_chain(ids.iter().map(String::as_str))
+        .auth_chain_ids(ids.iter().map(String::as_str))
         .into_iter()
-        .map(|p| p.event_id.clone())
+        .map(str::to_owned)
         .collect();
     Ok((ids, chain))
 }
@@ -708,9 +708,9 @@ async fn backfill(
         let room = rooms
             .get(&room_id)
             .ok_or_else(|| ApiError::not_found("unknown room"))?;
-        room.backfill(&from, limit.min(100))
+        room.backfill_ids(&from, limit.min(100))
             .into_iter()
-            .map(|p| p.event_id.clone())
+            .map(str::to_owned)
             .collect()
     };
     let pdus = rooms::served_to(&state, &s.origin, ids.iter().map(String::as_str));
@@ -749,9 +749,9 @@ async fn missing_events(
             .ok_or_else(|| ApiError::not_found("unknown room"))?;
         let e: Vec<&str> = earliest.iter().map(String::as_str).collect();
         let l: Vec<&str> = latest.iter().map(String::as_str).collect();
-        room.missing_events(&e, &l, limit, min_depth)
+        room.missing_event_ids(&e, &l, limit, min_depth)
             .into_iter()
-            .map(|p| p.event_id.clone())
+            .map(str::to_owned)
             .collect()
     };
     let mut o = Object::new();
@@ -780,9 +780,9 @@ async fn event_auth(
         if !room.contains(&event_id) {
             return Err(ApiError::not_found("unknown event"));
         }
-        room.auth_chain([event_id.as_str()])
+        room.auth_chain_ids([event_id.as_str()])
             .into_iter()
-            .map(|p| p.event_id.clone())
+            .map(str::to_owned)
             .collect()
     };
     let mut o = Object::new();
@@ -1127,9 +1127,9 @@ async fn send_join_answer(
         .rooms()
         .get(room_id)
         .map(|r| {
-            r.auth_chain([event_id])
+            r.auth_chain_ids([event_id])
                 .into_iter()
-                .map(|p| p.event_id.clone())
+                .map(str::to_owned)
                 .collect()
         })
         .unwrap_or_default();

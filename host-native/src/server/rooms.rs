@@ -61,6 +61,15 @@ fn state_from_text(t: &str) -> StateMap {
         .collect()
 }
 
+/// A new, empty core room as the server keeps it: with compact history (the core drops the
+/// bodies of messages once they are history; the database holds them, and every event the
+/// server serves is read from it).
+pub fn new_room(v: &'static RoomVersion) -> Room {
+    let mut room = Room::new(v);
+    room.set_compact_history(true);
+    room
+}
+
 /// Rebuilds every room from the database: its events replayed in stored order through the same
 /// core calls that first took them in.
 ///
@@ -71,7 +80,7 @@ pub fn load(state: &AppState) -> Result<usize, String> {
     let mut count = 0;
     for (room_id, version) in rooms {
         let v = RoomVersion::get(&version).map_err(|e| e.to_string())?;
-        let mut room = Room::new(v);
+        let mut room = new_room(v);
         let events = state
             .db()
             .room_events(&room_id)
@@ -536,7 +545,7 @@ pub fn create_room(
         Some(""),
         content,
     );
-    let scratch = Room::new(v);
+    let scratch = new_room(v);
     let built = build_in(state, &scratch, &t)?;
     let room_id = built.room_id.clone();
     state.db().add_room(&room_id, version)?;
@@ -1270,7 +1279,7 @@ pub async fn remote_membership(
     let known = state.rooms().contains_key(room_id);
     if !known {
         state.db().add_room(room_id, version)?;
-        state.rooms().insert(room_id.to_owned(), Room::new(v));
+        state.rooms().insert(room_id.to_owned(), new_room(v));
     }
     let state_events = check_events(state, v, objects(answer.get("state"))).await;
     let chain = answer
