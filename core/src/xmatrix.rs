@@ -9,6 +9,8 @@
 //!
 //! [spec § Request Authentication]: https://spec.matrix.org/latest/server-server-api/#request-authentication
 
+use std::borrow::Cow;
+
 use crate::base64;
 use crate::canonical::{
     is_canonical, parse, write_str, CanonicalJsonError, NumberMode, Object, ParseOptions, Value,
@@ -374,8 +376,8 @@ pub fn parse_body(body: &[u8]) -> Result<Value, XMatrixError> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct RequestBody<'a> {
-    /// The bytes as received.
-    raw: &'a [u8],
+    /// The bytes as received (owned by hosts that keep the body past the call that read it).
+    raw: Cow<'a, [u8]>,
     /// What they parse to ([`parse_body`]).
     value: Value,
     /// Whether `raw` is exactly the canonical JSON of `value`.
@@ -389,11 +391,24 @@ impl<'a> RequestBody<'a> {
     /// # Errors
     /// [`XMatrixError::Body`].
     pub fn parse(raw: &'a [u8]) -> Result<RequestBody<'a>, XMatrixError> {
-        let value = parse_body(raw)?;
+        RequestBody::from_cow(Cow::Borrowed(raw))
+    }
+
+    /// [`RequestBody::parse`] keeping its own copy of the bytes.
+    ///
+    /// # Errors
+    /// [`XMatrixError::Body`].
+    pub fn parse_owned(raw: Vec<u8>) -> Result<RequestBody<'static>, XMatrixError> {
+        RequestBody::from_cow(Cow::Owned(raw))
+    }
+
+    fn from_cow(raw: Cow<'a, [u8]>) -> Result<RequestBody<'a>, XMatrixError> {
+        let value = parse_body(&raw)?;
+        let canonical = is_canonical(&raw);
         Ok(RequestBody {
             raw,
             value,
-            canonical: is_canonical(raw),
+            canonical,
         })
     }
 
@@ -408,8 +423,8 @@ impl<'a> RequestBody<'a> {
     }
 
     /// The bytes as received.
-    pub fn raw(&self) -> &'a [u8] {
-        self.raw
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
     }
 
     /// Whether the bytes are canonical, so the signature is checked over them as received.
@@ -419,7 +434,7 @@ impl<'a> RequestBody<'a> {
 
     fn content(&self) -> Content<'_> {
         if self.canonical {
-            Content::Canonical(self.raw)
+            Content::Canonical(&self.raw)
         } else {
             Content::Value(&self.value)
         }
