@@ -13,7 +13,8 @@ use std::borrow::Cow;
 
 use crate::base64;
 use crate::canonical::{
-    is_canonical, parse, write_str, CanonicalJsonError, NumberMode, Object, ParseOptions, Value,
+    is_canonical_parsed, parse, write_str, CanonicalJsonError, NumberMode, Object, ParseOptions,
+    Value,
 };
 use crate::identifiers::validate_server_name;
 use crate::keys::{KeyId, SigningKey};
@@ -386,7 +387,7 @@ pub struct RequestBody<'a> {
 
 impl<'a> RequestBody<'a> {
     /// Parses `raw` as [`parse_body`] does, and checks whether it is canonical already
-    /// ([`is_canonical`]).
+    /// ([`is_canonical`](crate::canonical::is_canonical)).
     ///
     /// # Errors
     /// [`XMatrixError::Body`].
@@ -404,7 +405,8 @@ impl<'a> RequestBody<'a> {
 
     fn from_cow(raw: Cow<'a, [u8]>) -> Result<RequestBody<'a>, XMatrixError> {
         let value = parse_body(&raw)?;
-        let canonical = is_canonical(&raw);
+        // The parse has validated the UTF-8 already.
+        let canonical = is_canonical_parsed(&raw);
         Ok(RequestBody {
             raw,
             value,

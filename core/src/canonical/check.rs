@@ -29,10 +29,21 @@ use super::value::MAX_SAFE_INT;
 /// assert!(!is_canonical(br#"{"a":1.5}"#)); // not an integer
 /// ```
 pub fn is_canonical(bytes: &[u8]) -> bool {
+    check::<true>(bytes)
+}
+
+/// [`is_canonical`] for bytes that [`parse`](super::parse) has accepted already, so they are known
+/// to be valid UTF-8 and their strings are not validated again (a third of the work on bodies
+/// with non-ASCII text). On bytes that do not parse its answer means nothing.
+pub(crate) fn is_canonical_parsed(bytes: &[u8]) -> bool {
+    check::<false>(bytes)
+}
+
+fn check<const VALIDATE_UTF8: bool>(bytes: &[u8]) -> bool {
     if bytes.len() > DEFAULT_MAX_BYTES {
         return false;
     }
-    let mut c = Checker { b: bytes, pos: 0 };
+    let mut c = Checker::<VALIDATE_UTF8> { b: bytes, pos: 0 };
     c.value(0) && c.pos == bytes.len()
 }
 
@@ -45,12 +56,13 @@ struct Str {
     escaped: bool,
 }
 
-struct Checker<'a> {
+/// The checker; `VALIDATE_UTF8` is false when the input is known to be valid UTF-8.
+struct Checker<'a, const VALIDATE_UTF8: bool> {
     b: &'a [u8],
     pos: usize,
 }
 
-impl Checker<'_> {
+impl<const VALIDATE_UTF8: bool> Checker<'_, VALIDATE_UTF8> {
     fn peek(&self) -> Option<u8> {
         self.b.get(self.pos).copied()
     }
@@ -183,7 +195,10 @@ impl Checker<'_> {
                 _ => return None,
             }
         }
-        if high & 0x8080_8080_8080_8080 != 0 && std::str::from_utf8(&b[start..i]).is_err() {
+        if VALIDATE_UTF8
+            && high & 0x8080_8080_8080_8080 != 0
+            && std::str::from_utf8(&b[start..i]).is_err()
+        {
             return None;
         }
         self.pos = i + 1;

@@ -14,6 +14,7 @@ mod parse;
 mod value;
 
 pub use check::is_canonical;
+pub(crate) use check::is_canonical_parsed;
 pub(crate) use encode::write_str;
 pub use encode::{encode_into, encode_object_filtered, encode_object_into, to_vec};
 pub use error::{CanonicalJsonError, CanonicalJsonErrorKind, JsonPath, PathSegment};
