@@ -1,19 +1,25 @@
-//! Protocol-core benchmarks: X-Matrix sign and verify for a 10 KB body, transaction parsing for
-//! 50 PDUs + 100 EDUs, and the outbound queue's throughput on a simulated clock.
+//! Protocol-core benchmarks: X-Matrix sign and verify for a 10 KB body, X-Matrix verification of
+//! a 50-PDU transaction as the server does it (canonical body checked as received, or encoded
+//! again), transaction parsing for 50 PDUs + 100 EDUs, and the outbound queue's throughput on a
+//! simulated clock.
 //!
 //! `cargo bench -p mxfed-bench --bench protocol -- --measurement-time 3 --warm-up-time 1`
+//! (`-- xmatrix_50_pdus` for one group)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput};
+use mxfed_core::canonical;
 use mxfed_core::canonical::{parse_object, Int, Object, ParseOptions, Value};
 use mxfed_core::edu::Edu;
 use mxfed_core::keys::SigningKey;
 use mxfed_core::outbound::{DestinationQueue, OutboundConfig, Outcome};
 use mxfed_core::server_keys::{build_server_keys, KeyRing, ServerKeys};
 use mxfed_core::transaction::{parse_transaction, TransactionResponse};
-use mxfed_core::xmatrix::{parse_authorization, verify_request, Request};
+use mxfed_core::xmatrix::{
+    parse_authorization, parse_body, verify_request, verify_request_body, Request, RequestBody,
+};
 use mxfed_core::Timestamp;
 
 const EVENT: &str = include_str!("../data/event_1k.json");
@@ -92,6 +98,92 @@ fn xmatrix(c: &mut Criterion) {
     g.finish();
 }
 
+/// A `PUT /send` of 50 1 KB PDUs (~60 KB), the loadgen's and Synapse's transaction size: the
+/// server parses the body and verifies X-Matrix over it. `reencode` is the path before
+/// `is_canonical` (parse, encode the value again, verify); `as_received` the path now (parse,
+/// check the bytes are canonical, verify over them); `not_canonical` the same body with
+/// whitespace, which still takes the encoding path.
+fn xmatrix_50_pdus(c: &mut Criterion) {
+    let k = key();
+    let raw = transaction_bytes_50();
+    let value = parse_body(&raw).unwrap();
+    assert!(canonical::is_canonical(&raw));
+    let j: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    let pretty = serde_json::to_vec_pretty(&j).unwrap();
+    let req = Request {
+        method: "PUT",
+        uri: "/_matrix/federation/v1/send/1",
+        origin: "domain",
+        destination: "remote.example",
+        content: Some(&value),
+    };
+    let resp = build_server_keys(
+        "domain",
+        std::slice::from_ref(&k),
+        &[],
+        Int::new(1 << 50).unwrap(),
+    )
+    .unwrap();
+    let mut ring = KeyRing::new();
+    ring.add(&ServerKeys::from_response(&resp).unwrap());
+    let header = req.sign(std::slice::from_ref(&k))[0].to_header_value();
+    let headers = parse_authorization(&[header.as_str()]).unwrap();
+    let verify_body = |bytes: &[u8]| {
+        let body = RequestBody::parse(bytes).unwrap();
+        verify_request_body(
+            &headers,
+            "remote.example",
+            "PUT",
+            req.uri,
+            Some(&body),
+            &ring,
+            Timestamp(1),
+        )
+        .unwrap()
+    };
+    let mut g = c.benchmark_group("xmatrix_50_pdus");
+    g.throughput(Throughput::Bytes(raw.len() as u64));
+    g.bench_function("parse_verify_reencode", |b| {
+        b.iter(|| {
+            let v = parse_body(black_box(&raw)).unwrap();
+            verify_request(
+                &headers,
+                "remote.example",
+                "PUT",
+                req.uri,
+                Some(&v),
+                &ring,
+                Timestamp(1),
+            )
+            .unwrap()
+        })
+    });
+    g.bench_function("parse_verify_as_received", |b| {
+        b.iter(|| verify_body(black_box(&raw)))
+    });
+    g.bench_function("parse_verify_not_canonical", |b| {
+        b.iter(|| verify_body(black_box(&pretty)))
+    });
+    g.bench_function("encode", |b| {
+        b.iter(|| black_box(canonical::to_vec(black_box(&value))))
+    });
+    g.bench_function("is_canonical", |b| {
+        b.iter(|| canonical::is_canonical(black_box(&raw)))
+    });
+    g.finish();
+}
+
+/// The canonical bytes of a transaction of 50 PDUs and no EDUs.
+fn transaction_bytes_50() -> Vec<u8> {
+    let ev = parse_object(EVENT.as_bytes(), &ParseOptions::LEGACY).unwrap();
+    let mut txn = Object::new();
+    txn.insert("origin", "domain");
+    txn.insert("origin_server_ts", Int::new(1_000_000).unwrap());
+    txn.insert("pdus", Value::Array(vec![Value::Object(ev); 50]));
+    txn.insert("edus", Value::Array(Vec::new()));
+    canonical::to_vec(&Value::Object(txn))
+}
+
 fn transactions(c: &mut Criterion) {
     let bytes = transaction_bytes();
     let mut g = c.benchmark_group("transaction");
@@ -149,6 +241,7 @@ fn queue(c: &mut Criterion) {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     xmatrix(&mut c);
+    xmatrix_50_pdus(&mut c);
     transactions(&mut c);
     queue(&mut c);
     c.final_summary();

@@ -458,6 +458,22 @@ fn canonical_json<'py>(
     Ok(PyBytes::new(py, &out))
 }
 
+/// Whether `data` (bytes-like) is canonical JSON already: exactly the bytes `canonical_json`
+/// writes for the value it parses to. Floats and integers outside ±(2^53 − 1) never are; bytes
+/// that are not JSON are not either (no exception).
+#[pyfunction]
+fn is_canonical_json(data: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(canonical::is_canonical(b.as_bytes()));
+    }
+    match as_bytes(data)? {
+        Some(b) => Ok(canonical::is_canonical(&b)),
+        None => Err(PyTypeError::new_err(
+            "expected bytes, bytearray or memoryview",
+        )),
+    }
+}
+
 /// A signed copy of `obj` (the input is not changed): signed as `server_name` by every key.
 #[pyfunction]
 fn sign_json<'py>(
@@ -790,18 +806,42 @@ fn verify_request<'py>(
         .map(|h| xmatrix::XMatrix::parse(h))
         .collect::<Result<Vec<_>, _>>()
         .or_raise()?;
-    let content = content_arg(content)?;
+    // JSON text is kept with its bytes, so a canonical body is verified as received.
+    let text = match content {
+        Some(c) if !c.is_none() => as_text(c)?,
+        _ => None,
+    };
+    let body = text
+        .as_deref()
+        .map(xmatrix::RequestBody::parse)
+        .transpose()
+        .or_raise()?;
+    let value = match text {
+        Some(_) => None,
+        None => content_arg(content)?,
+    };
     let now = self::now_ms(py, now_ms)?;
     let auth = with_key_ring(keys, |ring| {
-        xmatrix::verify_request(
-            &parsed,
-            destination,
-            method,
-            uri,
-            content.as_ref(),
-            ring,
-            now,
-        )
+        match &body {
+            Some(body) => xmatrix::verify_request_body(
+                &parsed,
+                destination,
+                method,
+                uri,
+                Some(body),
+                ring,
+                now,
+            ),
+            None => xmatrix::verify_request(
+                &parsed,
+                destination,
+                method,
+                uri,
+                value.as_ref(),
+                ring,
+                now,
+            ),
+        }
         .or_raise()
     })?;
     let d = PyDict::new(py);
@@ -1260,6 +1300,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_pdus, m)?)?;
     m.add_function(wrap_pyfunction!(sign_request, m)?)?;
     m.add_function(wrap_pyfunction!(verify_request, m)?)?;
+    m.add_function(wrap_pyfunction!(is_canonical_json, m)?)?;
     m.add_function(wrap_pyfunction!(server_keys, m)?)?;
     m.add_function(wrap_pyfunction!(parse_transaction, m)?)?;
     m.add_function(wrap_pyfunction!(_compat_encode, m)?)?;

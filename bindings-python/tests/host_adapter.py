@@ -117,6 +117,10 @@ def discovery_plan(server_name: str, well_known: Optional[str]) -> str:
     return _canon(mxfed.discovery_plan(server_name, _b(well_known)))
 
 
+def is_canonical_json(input_hex: str) -> str:
+    return "true" if mxfed.is_canonical_json(bytes.fromhex(input_hex)) else "false"
+
+
 def pick_srv(records: str) -> str:
     return _canon(mxfed.pick_srv(records.encode("utf-8")))
 
@@ -171,6 +175,7 @@ OPS: Dict[str, Callable[..., str]] = {
         server_acl_allows,
         discovery_plan,
         pick_srv,
+        is_canonical_json,
         server_may_see,
         room_replay,
         restricted_join,

@@ -65,6 +65,28 @@ def test_canonical_json_forms() -> None:
     assert mxfed.canonical_json({"a": 1.0, "b": 10**20}, room_version="5") == b'{"a":1.0,"b":100000000000000000000}'
 
 
+def test_is_canonical_json() -> None:
+    assert mxfed.is_canonical_json(b'{"a":[true,null,"\xc3\xa9"],"b":1}')
+    assert mxfed.is_canonical_json(bytearray(b"[1,2]"))
+    assert mxfed.is_canonical_json(memoryview(b'"x\\n"'))
+    assert mxfed.is_canonical_json(mxfed.canonical_json({"b": 1, "a": "\u2028\x01"}))
+    # Whitespace, key order, needless escapes, floats and bad JSON: all simply False.
+    for data in [b'{"a": 1}', b'{"b":1,"a":2}', b'["\\u00e9"]', b'["\\/"]', b"-0", b"1.0", b"{", b'["\xff"]']:
+        assert not mxfed.is_canonical_json(data), data
+    with pytest.raises(TypeError):
+        mxfed.is_canonical_json("{}")  # type: ignore[arg-type]
+
+
+def test_verify_request_canonical_or_not() -> None:
+    # Signed over the canonical form: verifies whether the body arrives canonical or not.
+    value = {"pdus": [], "origin": "origin.example"}
+    headers = mxfed.sign_request(KEY, "origin.example", "dest.example", "PUT", "/_matrix/federation/v1/send/1", value)
+    keys = [mxfed.server_keys("origin.example", KEY, valid_until_ts=10**12)]
+    for body in [mxfed.canonical_json(value), json.dumps(value).encode(), json.dumps(value), value]:
+        ok = mxfed.verify_request("dest.example", keys, "PUT", "/_matrix/federation/v1/send/1", headers, body, now_ms=1000)
+        assert ok["origin"] == "origin.example"
+
+
 def test_sign_json_does_not_mutate_and_verifies() -> None:
     obj = {"one": 1, "unsigned": {"age": 5}, "signatures": {"other": {"ed25519:x": "abc"}}}
     before = copy.deepcopy(obj)

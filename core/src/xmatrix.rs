@@ -9,9 +9,12 @@
 //!
 //! [spec § Request Authentication]: https://spec.matrix.org/latest/server-server-api/#request-authentication
 
+use std::borrow::Cow;
+
 use crate::base64;
 use crate::canonical::{
-    encode_object_filtered, parse, CanonicalJsonError, NumberMode, Object, ParseOptions, Value,
+    is_canonical_parsed, parse, write_str, CanonicalJsonError, NumberMode, Object, ParseOptions,
+    Value,
 };
 use crate::identifiers::validate_server_name;
 use crate::keys::{KeyId, SigningKey};
@@ -281,23 +284,52 @@ pub struct Request<'a> {
 impl Request<'_> {
     /// The canonical bytes that are signed.
     pub fn signing_bytes(&self) -> Vec<u8> {
-        let mut o = Object::new();
-        o.insert("method", self.method);
-        o.insert("uri", self.uri);
-        o.insert("origin", self.origin);
-        o.insert("destination", self.destination);
-        let mut out = Vec::with_capacity(256);
-        // Insert the body by reference: large transaction bodies are not copied.
-        encode_object_filtered(&o, |_| true, &mut out);
-        if let Some(c) = self.content {
-            // `content` sorts first among the five keys, so it goes right after the brace.
-            let mut with = Vec::with_capacity(out.len() + 1024);
-            with.extend_from_slice(b"{\"content\":");
-            crate::canonical::encode_into(c, &mut with);
-            with.push(b',');
-            with.extend_from_slice(&out[1..]);
-            return with;
+        self.signing_bytes_with(self.content.map(Content::Value))
+    }
+
+    /// The signed bytes with `content` given either as a value to encode or as bytes already
+    /// canonical. `{"content","destination","method","origin","uri"}` is the five keys' sorted
+    /// order, so the object is written straight out.
+    fn signing_bytes_with(&self, content: Option<Content<'_>>) -> Vec<u8> {
+        let fixed = self.method.len() + self.uri.len() + self.origin.len() + self.destination.len();
+        let body = content.map_or(0, |c| match c {
+            Content::Canonical(raw) => raw.len(),
+            Content::Value(_) => 1024,
+        });
+        let mut out = Vec::with_capacity(64 + fixed + body);
+        out.push(b'{');
+        match content {
+            Some(Content::Canonical(raw)) => {
+                out.extend_from_slice(b"\"content\":");
+                out.extend_from_slice(raw);
+                out.push(b',');
+            }
+            Some(Content::Value(v)) => {
+                // Encoded by reference: large transaction bodies are not copied first.
+                out.extend_from_slice(b"\"content\":");
+                crate::canonical::encode_into(v, &mut out);
+                out.push(b',');
+            }
+            None => {}
         }
+        for (i, (key, value)) in [
+            ("destination", self.destination),
+            ("method", self.method),
+            ("origin", self.origin),
+            ("uri", self.uri),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            write_str(value, &mut out);
+        }
+        out.push(b'}');
         out
     }
 
@@ -327,6 +359,97 @@ pub fn parse_body(body: &[u8]) -> Result<Value, XMatrixError> {
         ..ParseOptions::STRICT
     };
     parse(body, &opts).map_err(XMatrixError::Body)
+}
+
+/// A request body parsed for verification, kept together with the bytes it was parsed from.
+///
+/// When those bytes are already canonical (as Synapse, mxfed and most senders send them), the
+/// signature is checked over them as received; otherwise over the parsed value encoded again.
+/// The bytes signed are the same either way, so is the verdict: only the work differs (encoding
+/// a 50-PDU transaction costs more than checking it).
+///
+/// ```
+/// use mxfed_core::xmatrix::RequestBody;
+/// let body = RequestBody::parse(br#"{"pdus":[],"origin":"a.example"}"#).unwrap();
+/// assert!(!body.is_canonical()); // keys out of order: verified over the re-encoded value
+/// assert_eq!(body.value().as_object().unwrap().get_str("origin"), Some("a.example"));
+/// assert!(RequestBody::parse(br#"{"origin":"a.example","pdus":[]}"#).unwrap().is_canonical());
+/// ```
+#[derive(Debug, Clone)]
+pub struct RequestBody<'a> {
+    /// The bytes as received (owned by hosts that keep the body past the call that read it).
+    raw: Cow<'a, [u8]>,
+    /// What they parse to ([`parse_body`]).
+    value: Value,
+    /// Whether `raw` is exactly the canonical JSON of `value`.
+    canonical: bool,
+}
+
+impl<'a> RequestBody<'a> {
+    /// Parses `raw` as [`parse_body`] does, and checks whether it is canonical already
+    /// ([`is_canonical`](crate::canonical::is_canonical)).
+    ///
+    /// # Errors
+    /// [`XMatrixError::Body`].
+    pub fn parse(raw: &'a [u8]) -> Result<RequestBody<'a>, XMatrixError> {
+        RequestBody::from_cow(Cow::Borrowed(raw))
+    }
+
+    /// [`RequestBody::parse`] keeping its own copy of the bytes.
+    ///
+    /// # Errors
+    /// [`XMatrixError::Body`].
+    pub fn parse_owned(raw: Vec<u8>) -> Result<RequestBody<'static>, XMatrixError> {
+        RequestBody::from_cow(Cow::Owned(raw))
+    }
+
+    fn from_cow(raw: Cow<'a, [u8]>) -> Result<RequestBody<'a>, XMatrixError> {
+        let value = parse_body(&raw)?;
+        // The parse has validated the UTF-8 already.
+        let canonical = is_canonical_parsed(&raw);
+        Ok(RequestBody {
+            raw,
+            value,
+            canonical,
+        })
+    }
+
+    /// The parsed body.
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The parsed body, for the handler to keep.
+    pub fn into_value(self) -> Value {
+        self.value
+    }
+
+    /// The bytes as received.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// Whether the bytes are canonical, so the signature is checked over them as received.
+    pub fn is_canonical(&self) -> bool {
+        self.canonical
+    }
+
+    fn content(&self) -> Content<'_> {
+        if self.canonical {
+            Content::Canonical(&self.raw)
+        } else {
+            Content::Value(&self.value)
+        }
+    }
+}
+
+/// How a body enters the signed bytes.
+#[derive(Clone, Copy)]
+enum Content<'a> {
+    /// Encoded from the value.
+    Value(&'a Value),
+    /// Copied: these bytes are the value's canonical JSON.
+    Canonical(&'a [u8]),
 }
 
 /// A request whose X-Matrix authentication verified.
@@ -375,6 +498,56 @@ pub fn verify_request(
     keys: &KeyRing,
     now: Timestamp,
 ) -> Result<Authenticated, XMatrixError> {
+    let content = content.map(Content::Value);
+    verify(headers, our_server_name, method, uri, content, keys, now)
+}
+
+/// [`verify_request`] with the body as received ([`RequestBody::parse`]): a canonical body is
+/// checked as it came, without encoding it again. The verdict is the same as
+/// `verify_request(…, Some(body.value()), …)`.
+///
+/// # Errors
+/// As [`verify_request`].
+///
+/// ```
+/// use mxfed_core::keys::SigningKey;
+/// use mxfed_core::server_keys::{KeyEntry, KeyRing};
+/// use mxfed_core::xmatrix::{verify_request_body, Request, RequestBody};
+/// use mxfed_core::Timestamp;
+/// let key = SigningKey::from_seed("1", &[7; 32]).unwrap();
+/// let raw = br#"{"edus":[],"origin":"a.example","pdus":[]}"#;
+/// let body = RequestBody::parse(raw).unwrap();
+/// let req = Request { method: "PUT", uri: "/_matrix/federation/v1/send/1", origin: "a.example",
+///                     destination: "b.example", content: Some(body.value()) };
+/// let headers = req.sign(std::slice::from_ref(&key));
+/// let mut ring = KeyRing::new();
+/// ring.insert("a.example", key.key_id().clone(),
+///             KeyEntry { key: key.verify_key(), valid_until_ts: None, expired_ts: None });
+/// let ok = verify_request_body(&headers, "b.example", req.method, req.uri, Some(&body), &ring, Timestamp(0));
+/// assert_eq!(ok.unwrap().origin, "a.example");
+/// ```
+pub fn verify_request_body(
+    headers: &[XMatrix],
+    our_server_name: &str,
+    method: &str,
+    uri: &str,
+    body: Option<&RequestBody<'_>>,
+    keys: &KeyRing,
+    now: Timestamp,
+) -> Result<Authenticated, XMatrixError> {
+    let content = body.map(RequestBody::content);
+    verify(headers, our_server_name, method, uri, content, keys, now)
+}
+
+fn verify(
+    headers: &[XMatrix],
+    our_server_name: &str,
+    method: &str,
+    uri: &str,
+    content: Option<Content<'_>>,
+    keys: &KeyRing,
+    now: Timestamp,
+) -> Result<Authenticated, XMatrixError> {
     let first = headers.first().ok_or(XMatrixError::Missing)?;
     let origin = first.origin.clone();
     let mut sigs = Object::new();
@@ -397,9 +570,9 @@ pub fn verify_request(
         uri,
         origin: &origin,
         destination: our_server_name,
-        content,
+        content: None,
     };
-    let signed = request.signing_bytes();
+    let signed = request.signing_bytes_with(content);
     let mut per_server = Object::new();
     per_server.insert(origin.as_str(), sigs);
     let mut holder = Object::new();

@@ -4,14 +4,16 @@
 
 use std::collections::BTreeMap;
 
-use mxfed_core::canonical::{parse_object, Int, Object, ParseOptions, Value};
+use mxfed_core::canonical::{self, parse_object, Int, Object, ParseOptions, Value};
 use mxfed_core::event::{auth_types, build_event, EventRef, EventTemplate, StateMap};
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
 use mxfed_core::pdu::{check_pdu_object, Verdict};
 use mxfed_core::server_keys::{
     build_server_keys, verify_notary_response, KeyCache, KeyQuery, KeyRing, ServerKeys,
 };
-use mxfed_core::xmatrix::{parse_authorization, verify_request, Request, XMatrix};
+use mxfed_core::xmatrix::{
+    parse_authorization, verify_request, verify_request_body, Request, RequestBody, XMatrix,
+};
 use mxfed_core::{RoomVersion, Timestamp};
 use proptest::prelude::*;
 
@@ -315,6 +317,116 @@ proptest! {
         };
         prop_assert_eq!(result.unwrap_err().code(), "xmatrix_bad_signature");
     }
+}
+
+/// Headers signing `raw` itself as the request's content, canonical or not (what a sender that
+/// signs its own text rather than the canonical form would send).
+fn sign_raw_content(req: &Request, raw: &[u8], key: &SigningKey) -> Vec<XMatrix> {
+    let mut signed = b"{\"content\":".to_vec();
+    signed.extend_from_slice(raw);
+    let rest = Request {
+        content: None,
+        ..*req
+    }
+    .signing_bytes();
+    signed.push(b',');
+    signed.extend_from_slice(&rest[1..]);
+    vec![XMatrix {
+        origin: req.origin.to_owned(),
+        destination: Some(req.destination.to_owned()),
+        key: key.key_id().as_str().to_owned(),
+        sig: mxfed_core::base64::encode(key.sign(&signed)),
+    }]
+}
+
+/// A body verified as received (`verify_request_body`) gets the verdict of the parsed value
+/// (`verify_request`), canonical or not: signed over the canonical form it verifies whatever
+/// the bytes look like; signed over non-canonical bytes it never does.
+#[test]
+fn raw_body_verdicts_equal_value_verdicts() {
+    let k = key("1");
+    let ring = ring_for("a.example", &[k.clone()], 10_000);
+    let now = Timestamp(5_000);
+    let bodies: &[(&str, bool)] = &[
+        (
+            r#"{"edus":[],"origin":"a.example","pdus":[{"a":1,"b":"\n"}]}"#,
+            true,
+        ),
+        ("\"just a string\"", true),
+        (r#"{"pdus": [], "edus": []}"#, false),
+        (r#"{"pdus":[],"edus":[]}"#, false),
+        (r#"{"a":"\u00e9"}"#, false),
+        (r#"{"a":"\/"}"#, false),
+        (r#"{"a":-0}"#, false),
+        // A legacy float: Python's repr writes it back the same, but the check leaves floats
+        // to the encoder.
+        (r#"{"a":1.5}"#, false),
+        (r#"{"a":1.50}"#, false),
+        (r#"{"a":9007199254740993}"#, false),
+    ];
+    for &(raw, canonical_already) in bodies {
+        let body = RequestBody::parse(raw.as_bytes()).unwrap();
+        assert_eq!(body.is_canonical(), canonical_already, "{raw}");
+        assert_eq!(
+            canonical::is_canonical(raw.as_bytes()),
+            canonical_already,
+            "{raw}"
+        );
+        let req = Request {
+            method: "PUT",
+            uri: "/_matrix/federation/v1/send/1",
+            origin: "a.example",
+            destination: "b.example",
+            content: Some(body.value()),
+        };
+        let reencodes = canonical::to_vec(body.value()) == raw.as_bytes();
+        for (headers, should_verify) in [
+            (req.sign(&[k.clone()]), true),
+            (sign_raw_content(&req, raw.as_bytes(), &k), reencodes),
+        ] {
+            let by_value = verify_request(
+                &headers,
+                "b.example",
+                req.method,
+                req.uri,
+                req.content,
+                &ring,
+                now,
+            );
+            let by_raw = verify_request_body(
+                &headers,
+                "b.example",
+                req.method,
+                req.uri,
+                Some(&body),
+                &ring,
+                now,
+            );
+            assert_eq!(by_value, by_raw, "{raw}");
+            assert_eq!(by_raw.is_ok(), should_verify, "{raw}: {by_raw:?}");
+        }
+    }
+    // No body, and the wrong body.
+    let get = Request {
+        method: "GET",
+        uri: "/_matrix/federation/v1/version",
+        origin: "a.example",
+        destination: "b.example",
+        content: None,
+    };
+    let headers = get.sign(&[k.clone()]);
+    assert!(verify_request_body(&headers, "b.example", "GET", get.uri, None, &ring, now).is_ok());
+    let body = RequestBody::parse(b"{}").unwrap();
+    let e = verify_request_body(
+        &headers,
+        "b.example",
+        "GET",
+        get.uri,
+        Some(&body),
+        &ring,
+        now,
+    );
+    assert_eq!(e.unwrap_err().code(), "xmatrix_bad_signature");
 }
 
 // ---------------------------------------------------------------- server keys and the cache

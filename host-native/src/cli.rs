@@ -27,6 +27,11 @@ pub struct Cli {
 enum Command {
     /// Print the canonical JSON of the input (numbers like 1e10 become integers when exact).
     Canonical {
+        /// Print nothing; exit 0 if the input is canonical JSON already, 1 if not (JSON that
+        /// does not parse is bad input, exit 2). Floats and integers outside ±(2^53 − 1) are
+        /// never canonical.
+        #[arg(long)]
+        check: bool,
         /// Input file, or - for stdin.
         file: Option<PathBuf>,
     },
@@ -374,9 +379,10 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 println!("{out}");
             }
         }
-        Command::Canonical { file } => {
+        Command::Canonical { check: false, file } => {
             write_out(&canonical::canonicalize(&read_input(file.as_deref())?)?)?;
         }
+        Command::Canonical { check: true, file } => check_canonical(&read_input(file.as_deref())?)?,
         Command::Key(KeyCommand::Generate { server_name, out }) => {
             identifiers::validate_server_name(&server_name)?;
             let mut entropy = [0u8; 36];
@@ -679,6 +685,27 @@ fn parse_duration(s: &str) -> Result<Millis, CliError> {
     n.checked_mul(factor).map(Millis).ok_or_else(bad)
 }
 
+/// `canonical --check`: nothing when `input` is canonical JSON, else a failure saying where it
+/// first differs from its canonical form.
+fn check_canonical(input: &[u8]) -> Result<(), CliError> {
+    if canonical::is_canonical(input) {
+        return Ok(());
+    }
+    // The rules the check uses (those of request bodies), so only JSON that does not parse at
+    // all is bad input.
+    let value = canonical::parse(input, &ParseOptions::LEGACY)?;
+    let encoded = canonical::to_vec(&value);
+    let why = match input.iter().zip(&encoded).position(|(a, b)| a != b) {
+        Some(at) => format!("not canonical JSON: differs from its canonical form at byte {at}"),
+        None if input.len() != encoded.len() => format!(
+            "not canonical JSON: differs from its canonical form at byte {}",
+            input.len().min(encoded.len())
+        ),
+        None => "not canonical JSON: holds a float or an integer outside ±(2^53 − 1)".to_owned(),
+    };
+    Err(CliError::failed("json_not_canonical", why))
+}
+
 fn request_content(args: &RequestArgs) -> Result<Option<Value>, CliError> {
     match &args.content {
         None => Ok(None),
@@ -720,12 +747,19 @@ fn run_request(cmd: RequestCommand) -> Result<u8, CliError> {
             now,
         } => {
             let ring = load_key_ring(&keys)?;
-            let content = request_content(&request)?;
+            let raw = match &request.content {
+                Some(p) => Some(read_input(Some(p))?),
+                None => None,
+            };
+            let content = raw
+                .as_deref()
+                .map(xmatrix::RequestBody::parse)
+                .transpose()?;
             let parsed = headers
                 .iter()
                 .map(|h| xmatrix::XMatrix::parse(h))
                 .collect::<Result<Vec<_>, _>>()?;
-            match xmatrix::verify_request(
+            match xmatrix::verify_request_body(
                 &parsed,
                 &destination,
                 &request.method,

@@ -296,6 +296,20 @@ impl Host for CliHost {
         Some(mxfed(&args, b""))
     }
 
+    fn is_canonical_json(&self, input: &[u8]) -> Option<Outcome> {
+        let out = run(&["canonical", "--check", "-"], input);
+        // Exit 1: not canonical; exit 2: not JSON at all, so not canonical either (the exact
+        // statuses and codes are checked by `canonical_check_exit_statuses`).
+        Some(match out.status.code() {
+            Some(0) => {
+                assert!(out.stdout.is_empty(), "--check prints nothing");
+                Ok(b"true".to_vec())
+            }
+            Some(1 | 2) => outcome(&["canonical", "--check"], out).or(Ok(b"false".to_vec())),
+            _ => outcome(&["canonical", "--check"], out),
+        })
+    }
+
     fn pick_srv(&self, records: &[u8]) -> Option<Outcome> {
         Some(mxfed(&["discover", "pick-srv", "-"], records))
     }
@@ -387,6 +401,32 @@ fn host() -> CliHost {
 #[test]
 fn cli_reproduces_every_vector() {
     mxfed_conformance::run_all(&host()).assert_ok("cli", 1000);
+}
+
+/// `mxfed canonical --check` on every `canonical_check.json` row: exit 0 and no output when
+/// canonical; exit 1 with `json_not_canonical` when the input parses but is not canonical; exit
+/// 2 with the row's parse error code when it does not parse.
+#[test]
+fn canonical_check_exit_statuses() {
+    for v in mxfed_conformance::canonical_check_rows() {
+        let name = v["name"].as_str().unwrap();
+        let out = run(
+            &["canonical", "--check", "-"],
+            &mxfed_conformance::canonical_check_input(&v),
+        );
+        let (status, code) = match (v["canonical"].as_bool().unwrap(), v["error"].as_str()) {
+            (true, _) => (0, None),
+            (false, None) => (1, Some("json_not_canonical")),
+            (false, Some(code)) => (2, Some(code)),
+        };
+        assert_eq!(out.status.code(), Some(status), "{name}");
+        assert!(
+            out.stdout.is_empty(),
+            "{name}: --check prints nothing on stdout"
+        );
+        let got = outcome(&["canonical", "--check"], out).err();
+        assert_eq!(got.as_deref(), code, "{name}");
+    }
 }
 
 #[test]

@@ -682,6 +682,60 @@ fn urlenc(s: &str) -> String {
     mxfed_native::server::client::encode_segment(s)
 }
 
+/// A body that is valid JSON but not canonical (whitespace, keys out of order) is verified over
+/// its canonical form, as the spec says and Synapse does; a signature over the bytes as sent is
+/// refused. (Canonical bodies, the common case, are checked as received.)
+#[tokio::test]
+async fn non_canonical_body_is_verified_over_its_canonical_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let room = room_with_remote(&state).await;
+    let (join_id, join) = eve_join(&state, &room);
+    let raw = format!(
+        "{{ \"pdus\": [{}],\n  \"origin\": \"{REMOTE}\", \"origin_server_ts\": 1 }}",
+        join.to_canonical_string()
+    );
+    let parsed = parse_object(raw.as_bytes(), &ParseOptions::LEGACY).unwrap();
+    assert_ne!(parsed.to_canonical_string(), raw);
+
+    let uri = "/_matrix/federation/v1/send/nc1";
+    let mut req = signed("PUT", uri, Some(&parsed), REMOTE, ME, &remote_key());
+    *req.body_mut() = Body::from(raw.clone());
+    let r = call(&state, req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(result(&r, &join_id).is_empty(), "accepted: {}", r.body);
+
+    // The same bytes signed as they are, not in canonical form.
+    let uri = "/_matrix/federation/v1/send/nc2";
+    let rest = xmatrix::Request {
+        method: "PUT",
+        uri,
+        origin: REMOTE,
+        destination: ME,
+        content: None,
+    }
+    .signing_bytes();
+    let mut over_raw = format!("{{\"content\":{raw},").into_bytes();
+    over_raw.extend_from_slice(&rest[1..]);
+    let header = xmatrix::XMatrix {
+        origin: REMOTE.into(),
+        destination: Some(ME.into()),
+        key: remote_key().key_id().as_str().to_owned(),
+        sig: mxfed_core::base64::encode(remote_key().sign(&over_raw)),
+    };
+    let req = Request::put(uri)
+        .header("authorization", header.to_header_value())
+        .body(Body::from(raw))
+        .unwrap();
+    let r = call(&state, req).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.get_str("errcode")),
+        (401, Some("M_UNAUTHORIZED")),
+        "{}",
+        r.body
+    );
+}
+
 #[tokio::test]
 async fn bad_input_gets_matrix_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -105,6 +105,16 @@ export function canonicalJson(input) {
   return raw.canonicalJson(toBytes(input, 'input'));
 }
 
+/** Whether `bytes` are canonical JSON already: exactly what `canonicalJson` writes for the value
+ *  they parse to. Floats, integers beyond +/-(2^53-1) and bytes that are not JSON are not. Bytes
+ *  only (a string or object would have to be encoded first, which answers another question). */
+export function isCanonicalJson(bytes) {
+  if (!(bytes instanceof ArrayBuffer || ArrayBuffer.isView(bytes))) {
+    throw mxfedError('bad_argument', 'bytes: expected a Uint8Array');
+  }
+  return raw.isCanonicalJson(toBytes(bytes, 'bytes'));
+}
+
 /** `object` signed by `serverName` with every key; canonical JSON string. */
 export function signJson(object, serverName, keys) {
   const bytes = toBytes(object, 'object');

@@ -95,6 +95,8 @@ export function generateSigningKey(): string;
 export function publicKeys(keys: SigningKeyInput): Record<string, string>;
 
 export function canonicalJson(input: JsonInput): string;
+/** Whether the bytes are canonical JSON already (what `canonicalJson` writes for their value). */
+export function isCanonicalJson(bytes: Uint8Array): boolean;
 export function signJson(object: JsonInput, serverName: string, keys: SigningKeyInput): string;
 export function verifyJson(object: JsonInput, serverName: string, verifyKeys: JsonInput): string[];
 export function contentHash(event: JsonInput, roomVersion: RoomVersionId): string;

@@ -161,7 +161,8 @@ pub struct EdgeRequest {
     destination: String,
     /// The X-Matrix headers, or why they could not be parsed (answered at authentication).
     headers: Result<Vec<xmatrix::XMatrix>, xmatrix::XMatrixError>,
-    content: Option<Value>,
+    /// The body with its bytes: a canonical one is verified as received, not encoded again.
+    content: Option<xmatrix::RequestBody<'static>>,
     tx: Option<Transaction>,
     filtered: Option<Filtered>,
 }
@@ -180,7 +181,7 @@ impl EdgeRequest {
     ) -> Result<EdgeRequest, HostError> {
         let values = authorization.map(split_authorization).unwrap_or_default();
         let content = match body {
-            Some(b) if !b.is_empty() => Some(xmatrix::parse_body(b)?),
+            Some(b) if !b.is_empty() => Some(xmatrix::RequestBody::parse_owned(b.to_vec())?),
             _ => None,
         };
         Ok(EdgeRequest {
@@ -216,7 +217,7 @@ impl EdgeRequest {
             .headers
             .as_ref()
             .map_err(|e| HostError::from(e.clone()))?;
-        let auth = xmatrix::verify_request(
+        let auth = xmatrix::verify_request_body(
             headers,
             &self.destination,
             &self.method,
@@ -234,7 +235,7 @@ impl EdgeRequest {
     /// # Errors
     /// The [`transaction::TransactionError`] (400) when the whole body must be refused.
     pub fn begin_transaction(&mut self) -> Result<Vec<String>, HostError> {
-        let body = match &self.content {
+        let body = match self.content.as_ref().map(xmatrix::RequestBody::value) {
             Some(Value::Object(o)) => o.clone(),
             Some(other) => {
                 return Err(transaction::TransactionError::NotObject {
@@ -391,9 +392,11 @@ impl EdgeRequest {
     /// What to forward: `Forward::Original` (the received bytes), `Forward::Rewritten` (the
     /// body with only the kept PDUs), or `Forward::Nothing` (no PDU kept and no EDU).
     pub fn forward(&self) -> Forward {
-        let (Some(f), Some(tx), Some(Value::Object(body))) =
-            (&self.filtered, &self.tx, &self.content)
-        else {
+        let (Some(f), Some(tx), Some(Value::Object(body))) = (
+            &self.filtered,
+            &self.tx,
+            self.content.as_ref().map(xmatrix::RequestBody::value),
+        ) else {
             return Forward::Original;
         };
         if !f.changed() {

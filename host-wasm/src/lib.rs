@@ -2,7 +2,7 @@
 //! byte for byte the same as the native build.
 //!
 //! What it does: exports the core's operations through wasm-bindgen (`canonicalJson`,
-//! `signJson`, `verifyJson`, `contentHash`, `referenceHash`, `eventId`, `redact`,
+//! `isCanonicalJson`, `signJson`, `verifyJson`, `contentHash`, `referenceHash`, `eventId`, `redact`,
 //! `hashAndSignEvent`, `checkPdus`, `signRequest`, `verifyRequest`, `serverKeys`,
 //! `parseTransaction`, `serverAclAllows`, `discoveryPlan`, `pickSrv`, `serverMaySee`, `replay`,
 //! the key classes and `Room`), and the edge worker's request checks ([`edge`]).
@@ -408,6 +408,14 @@ pub fn server_acl_allows(content: &[u8], server_name: &str) -> JsResult<bool> {
 #[wasm_bindgen(js_name = discoveryPlan)]
 pub fn discovery_plan(server_name: &str, well_known: Option<Vec<u8>>) -> JsResult<String> {
     ops::discovery_plan(server_name, well_known.as_deref()).map_err(err)
+}
+
+/// Whether the bytes are canonical JSON already: exactly what `canonicalJson` writes for the
+/// value they parse to (`mxfed canonical --check`). Floats, integers outside ±(2^53 − 1) and bytes
+/// that are not JSON are not.
+#[wasm_bindgen(js_name = isCanonicalJson)]
+pub fn is_canonical_json(bytes: &[u8]) -> bool {
+    canonical::is_canonical(bytes)
 }
 
 /// The SRV record to connect to (`{"host","port"}` JSON, or `null`) from a JSON list of records.

@@ -252,7 +252,7 @@ pub fn verify_request(
     ring: &KeyRing,
     now: Timestamp,
 ) -> Result<String, HostError> {
-    let content = content.map(xmatrix::parse_body).transpose()?;
+    let content = content.map(xmatrix::RequestBody::parse).transpose()?;
     let parsed = headers
         .iter()
         .map(|h| xmatrix::XMatrix::parse(h))
@@ -260,7 +260,7 @@ pub fn verify_request(
     if parsed.is_empty() {
         return Err(xmatrix::XMatrixError::Missing.into());
     }
-    let auth = xmatrix::verify_request(
+    let auth = xmatrix::verify_request_body(
         &parsed,
         destination,
         method,

@@ -144,6 +144,22 @@ test('request signing and verification', () => {
   throwsCode(() => m.verifyRequest({ ...req, destination: 'other.example', authorization: headers }, keys, 1000), 'xmatrix_wrong_destination');
   throwsCode(() => m.verifyRequest({ ...req, authorization: headers }, keys, 2 ** 43), 'xmatrix_key_expired');
   throwsCode(() => m.verifyRequest({ ...req, authorization: 'X-Matrix origin="unterminated' }, keys, 1000), 'xmatrix_malformed', { status: 400 });
+  // The body as bytes, canonical (checked as received) or not (encoded again): both verify.
+  const enc = new TextEncoder();
+  for (const content of [enc.encode('{"n":1,"pdus":[]}'), enc.encode('{ "pdus": [], "n": 1 }')]) {
+    assert.deepEqual(m.verifyRequest({ ...req, content, authorization: headers }, keys, 1000).origin, 'origin.example');
+  }
+});
+
+test('isCanonicalJson: bytes only, false for anything the encoder would write differently', () => {
+  const enc = new TextEncoder();
+  assert.equal(m.isCanonicalJson(enc.encode(m.canonicalJson({ b: 1, a: ['\u{1F600}', '\n'] }))), true);
+  for (const text of ['{"a": 1}', '{"b":1,"a":2}', '["\\u00e9"]', '-0', '1.0', '{']) {
+    assert.equal(m.isCanonicalJson(enc.encode(text)), false, text);
+  }
+  assert.equal(m.isCanonicalJson(new Uint8Array([0x5b, 0x22, 0xff, 0x22, 0x5d])), false);
+  assert.equal(m.isCanonicalJson(enc.encode('[1]').buffer), true);
+  throwsCode(() => m.isCanonicalJson('{}'), 'bad_argument');
 });
 
 test('transactions parse through the core', () => {

@@ -65,6 +65,7 @@ const ops = {
       room.free();
     }
   },
+  is_canonical_json: (a) => String(m.isCanonicalJson(Uint8Array.from(Buffer.from(a.input_hex, 'hex')))),
   pick_srv: (a) => {
     const t = m.pickSrv(b(a.records));
     return t === null ? 'null' : m.canonicalJson(t);

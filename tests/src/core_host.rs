@@ -158,7 +158,7 @@ impl Host for CoreHost {
     ) -> Outcome {
         let ring = key_ring(keys)?;
         let content = content
-            .map(xmatrix::parse_body)
+            .map(xmatrix::RequestBody::parse)
             .transpose()
             .map_err(|e| e.code().to_owned())?;
         let parsed = headers
@@ -166,7 +166,7 @@ impl Host for CoreHost {
             .map(|h| xmatrix::XMatrix::parse(h))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.code().to_owned())?;
-        xmatrix::verify_request(
+        xmatrix::verify_request_body(
             &parsed,
             destination,
             method,
@@ -189,6 +189,10 @@ impl Host for CoreHost {
 
     fn base64_encode(&self, bytes: &[u8]) -> Option<Outcome> {
         Some(text(base64::encode(bytes)))
+    }
+
+    fn is_canonical_json(&self, input: &[u8]) -> Option<Outcome> {
+        Some(text(canonical::is_canonical(input).to_string()))
     }
 
     fn server_acl_allows(&self, content: &[u8], server_name: &str) -> Option<Outcome> {

@@ -81,6 +81,11 @@ pub trait Host {
         server: &str,
         valid_until_ts: u64,
     ) -> Outcome;
+    /// Whether the input is canonical JSON already (`is_canonical`): `true` or `false`, never
+    /// an error (input that does not parse is not canonical). Required.
+    fn is_canonical_json(&self, _input: &[u8]) -> Option<Outcome> {
+        None
+    }
     /// Unpadded base64 of bytes, for hosts that expose it.
     fn base64_encode(&self, _bytes: &[u8]) -> Option<Outcome> {
         None
@@ -135,6 +140,7 @@ pub trait Host {
 /// Vector kinds every host must run (optional [`Host`] methods that are not optional).
 pub const REQUIRED_KINDS: &[&str] = &[
     "acl",
+    "canonical_check",
     "discovery_plan",
     "pick_srv",
     "history_visibility",
@@ -257,6 +263,7 @@ pub fn run_all(host: &dyn Host) -> Report {
     run_legacy_numbers(host, &mut r, &spec);
     run_request_samples(host, &mut r);
     run_acl(host, &mut r);
+    run_canonical_check(host, &mut r);
     run_discovery(host, &mut r);
     run_history_visibility(host, &mut r);
     run_room(host, &mut r);
@@ -276,6 +283,45 @@ fn input_bytes(v: &J, key: &str) -> Option<Vec<u8>> {
     match v.get(format!("{key}_text")) {
         Some(t) => Some(s(t).as_bytes().to_vec()),
         None => v.get(key).map(|j| serde_json::to_vec(j).unwrap()),
+    }
+}
+
+/// A `canonical_check.json` row's input bytes: `input`, or `input_hex` for bytes that are not
+/// UTF-8.
+pub fn canonical_check_input(v: &J) -> Vec<u8> {
+    match v.get("input_hex") {
+        Some(h) => {
+            let h = s(h).as_bytes();
+            h.chunks(2)
+                .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+                .collect()
+        }
+        None => s(&v["input"]).as_bytes().to_vec(),
+    }
+}
+
+/// The rows of `canonical_check.json`.
+pub fn canonical_check_rows() -> Vec<J> {
+    load_json("canonical_check.json")["cases"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Is the input canonical JSON already (`canonical_check.json`): one check per row.
+fn run_canonical_check(host: &dyn Host, r: &mut Report) {
+    for v in canonical_check_rows() {
+        let want = ok_text(if v["canonical"].as_bool().unwrap() {
+            "true"
+        } else {
+            "false"
+        });
+        r.check_opt(
+            "canonical_check",
+            s(&v["name"]),
+            host.is_canonical_json(&canonical_check_input(&v)),
+            &want,
+        );
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Protocol: the runner writes one request per line, `{"op": NAME, "args": {...}}`, and reads one
 //! response per line: `{"ok": STRING}`, `{"err": CODE}`, or `{"unsupported": true}` for an
-//! optional operation the host does not expose. Every byte argument and result is a UTF-8 string.
+//! optional operation the host does not expose. Every byte argument and result is a UTF-8 string,
+//! except `is_canonical_json`'s `input_hex` (its inputs include bytes that are not UTF-8).
 //! Operation names and argument names are the `Host` method and parameter names.
 
 use std::io::{BufRead, BufReader, Write};
@@ -205,6 +206,11 @@ impl Host for ProcessHost {
             "discovery_plan",
             json!({"server_name": server_name, "well_known": well_known.map(s)}),
         )
+    }
+    fn is_canonical_json(&self, input: &[u8]) -> Option<Outcome> {
+        // Hex: some rows are not UTF-8, and the protocol's strings are.
+        let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
+        self.call("is_canonical_json", json!({ "input_hex": hex }))
     }
     fn pick_srv(&self, records: &[u8]) -> Option<Outcome> {
         self.call("pick_srv", json!({ "records": s(records) }))

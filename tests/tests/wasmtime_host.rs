@@ -193,6 +193,9 @@ impl<R: AbiCall> Host for AbiHost<R> {
     fn pick_srv(&self, records: &[u8]) -> Option<Outcome> {
         self.call("pick_srv", a().bytes(records))
     }
+    fn is_canonical_json(&self, input: &[u8]) -> Option<Outcome> {
+        self.call("is_canonical_json", a().bytes(input))
+    }
     fn server_may_see(&self, visibility: Option<&str>, memberships: &[&str]) -> Option<Outcome> {
         self.call(
             "server_may_see",

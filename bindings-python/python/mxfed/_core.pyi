@@ -41,6 +41,7 @@ __all__ = [
     "encode_base64",
     "event_id",
     "hash_and_sign_event",
+    "is_canonical_json",
     "parse_transaction",
     "pick_srv",
     "redact",
@@ -111,6 +112,7 @@ class KeyRing:
     def keys(self, server_name: str) -> Dict[str, str]: ...
 
 def canonical_json(value: _JsonValue, *, room_version: Optional[str] = None) -> bytes: ...
+def is_canonical_json(data: Union[bytes, bytearray, memoryview]) -> bool: ...
 def sign_json(obj: _ObjectInput, server_name: str, key: _Keys) -> _JsonObject: ...
 def verify_json(
     obj: _ObjectInput, server_name: str, keys: Mapping[str, Union[str, bytes]]

@@ -86,11 +86,12 @@ fn write_int(mut n: i64, out: &mut Vec<u8>) {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Whether any byte of `w` (eight bytes, little-endian) is `"`, `\` or a C0 control: the
-/// bytes canonical JSON escapes. Checks eight bytes per step (SWAR) so clean runs are copied
-/// in one go.
+/// One high bit per byte of `w` (eight bytes, little-endian) that is `"`, `\` or a C0 control:
+/// the bytes canonical JSON escapes. Checks eight bytes per step (SWAR) so clean runs are
+/// copied in one go. The lowest set bit marks the first such byte exactly; bits above it may be
+/// spurious (a borrow carries upwards).
 #[inline]
-pub(crate) fn needs_escape(w: u64) -> bool {
+pub(crate) fn special_mask(w: u64) -> u64 {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
@@ -98,7 +99,13 @@ pub(crate) fn needs_escape(w: u64) -> bool {
     let control = w.wrapping_sub(LO * 0x20) & !w & HI;
     let quote = has_zero(w ^ (LO * u64::from(b'"')));
     let backslash = has_zero(w ^ (LO * u64::from(b'\\')));
-    (control | quote | backslash) != 0
+    control | quote | backslash
+}
+
+/// Whether any byte of `w` is one canonical JSON escapes (see [`special_mask`]).
+#[inline]
+pub(crate) fn needs_escape(w: u64) -> bool {
+    special_mask(w) != 0
 }
 
 /// Offset of the first byte at or after `from` that canonical JSON escapes, or `bytes.len()`.

@@ -7,11 +7,14 @@
 //!
 //! [spec appendix § Canonical JSON]: https://spec.matrix.org/latest/appendices/#canonical-json
 
+mod check;
 mod encode;
 mod error;
 mod parse;
 mod value;
 
+pub use check::is_canonical;
+pub(crate) use check::is_canonical_parsed;
 pub(crate) use encode::write_str;
 pub use encode::{encode_into, encode_object_filtered, encode_object_into, to_vec};
 pub use error::{CanonicalJsonError, CanonicalJsonErrorKind, JsonPath, PathSegment};

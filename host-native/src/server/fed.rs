@@ -180,14 +180,16 @@ pub async fn authenticate(
         .filter_map(|v| v.to_str().ok())
         .collect();
     let parsed = xmatrix::parse_authorization(&values)?;
+    // Kept with its bytes: a canonical body (what Synapse and mxfed send) is checked as
+    // received, not encoded again.
     let content = if body.is_empty() {
         None
     } else {
-        Some(xmatrix::parse_body(body)?)
+        Some(xmatrix::RequestBody::parse(body)?)
     };
     for attempt in 0..2 {
         let ring = keys::key_ring(state);
-        match xmatrix::verify_request(
+        match xmatrix::verify_request_body(
             &parsed,
             &state.server_name,
             method,
@@ -198,7 +200,7 @@ pub async fn authenticate(
         ) {
             Ok(a) => {
                 state.outbound.mark_reachable(&a.origin);
-                return Ok((a.origin, content));
+                return Ok((a.origin, content.map(xmatrix::RequestBody::into_value)));
             }
             Err(e) if e.needs_keys() && attempt == 0 => {
                 let server = parsed.first().map(|h| h.origin.clone()).unwrap_or_default();

@@ -154,6 +154,7 @@ ops! {
     mxfed_server_acl_allows => |a| CoreHost.server_acl_allows(a.bytes(), a.str());
     mxfed_discovery_plan => |a| CoreHost.discovery_plan(a.str(), a.opt());
     mxfed_pick_srv => |a| CoreHost.pick_srv(a.bytes());
+    mxfed_is_canonical_json => |a| CoreHost.is_canonical_json(a.bytes());
     mxfed_server_may_see => |a| {
         let visibility = a.opt().map(|v| std::str::from_utf8(v).unwrap_or_default());
         let memberships = a.strings();
