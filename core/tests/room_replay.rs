@@ -26,20 +26,11 @@ fn ring() -> KeyRing {
 
 #[test]
 fn every_synapse_room_replays_to_synapse_state() {
-    let text = std::fs::read_to_string(vectors().join("pdus.jsonl")).unwrap();
     let states: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(vectors().join("current_state.json")).unwrap(),
     )
     .unwrap();
-    let mut rooms: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for line in text.lines() {
-        let j: serde_json::Value = serde_json::from_str(line).unwrap();
-        let room = j["meta"]["room_id"].as_str().unwrap().to_owned();
-        rooms
-            .entry((room, j["room_version"].as_str().unwrap().to_owned()))
-            .or_default()
-            .push(serde_json::to_string(&j["pdu"]).unwrap());
-    }
+    let rooms = synapse_rooms();
     assert_eq!(rooms.len(), 17);
     let ring = ring();
     for ((room, rv), mut pdus) in rooms {
@@ -141,14 +132,10 @@ fn batch_verification_matches_single_checks() {
     );
 }
 
-/// The host's path into a room (`PduCheck::take_pdu` + `Room::receive_checked`, which reuses the
-/// ID the check computed) gives `Room::receive`'s verdicts and state on every Synapse room, and
-/// an event that changes no state shares the state map of the event before it.
-#[test]
-fn receive_checked_matches_receive_and_shares_state() {
-    use mxfed_core::room::{causal_order, Room};
+/// The Synapse corpus's PDUs (`pdus.jsonl`) as JSON text, by (room ID, room version), in file
+/// order.
+fn synapse_rooms() -> BTreeMap<(String, String), Vec<String>> {
     let text = std::fs::read_to_string(vectors().join("pdus.jsonl")).unwrap();
-    let ring = ring();
     let mut rooms: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for line in text.lines() {
         let j: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -160,6 +147,17 @@ fn receive_checked_matches_receive_and_shares_state() {
             .or_default()
             .push(serde_json::to_string(&j["pdu"]).unwrap());
     }
+    rooms
+}
+
+/// The host's path into a room (`PduCheck::take_pdu` + `Room::receive_checked`, which reuses the
+/// ID the check computed) gives `Room::receive`'s verdicts and state on every Synapse room, and
+/// an event that changes no state shares the state map of the event before it.
+#[test]
+fn receive_checked_matches_receive_and_shares_state() {
+    use mxfed_core::room::{causal_order, Room};
+    let ring = ring();
+    let rooms = synapse_rooms();
     let mut shared = 0;
     for ((room_id, rv), pdus) in rooms {
         let v = RoomVersion::get(&rv).unwrap();
@@ -260,19 +258,8 @@ fn receive_checked_matches_receive_and_shares_state() {
 #[test]
 fn compact_history_answers_as_the_full_room() {
     use mxfed_core::room::Room;
-    let text = std::fs::read_to_string(vectors().join("pdus.jsonl")).unwrap();
     let ring = ring();
-    let mut rooms: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for line in text.lines() {
-        let j: serde_json::Value = serde_json::from_str(line).unwrap();
-        rooms
-            .entry((
-                j["meta"]["room_id"].as_str().unwrap().to_owned(),
-                j["room_version"].as_str().unwrap().to_owned(),
-            ))
-            .or_default()
-            .push(serde_json::to_string(&j["pdu"]).unwrap());
-    }
+    let rooms = synapse_rooms();
     let servers = [
         "localhost:8448",
         "localhost:8449",
