@@ -29,6 +29,20 @@ fn key() -> SigningKey {
 }
 
 /// A ~10 KB request body: a transaction with ten 1 KB PDUs.
+/// A key ring holding `k` as the current key of `domain`.
+fn ring_of(k: &SigningKey) -> KeyRing {
+    let resp = build_server_keys(
+        "domain",
+        std::slice::from_ref(k),
+        &[],
+        Int::new(1 << 50).unwrap(),
+    )
+    .unwrap();
+    let mut ring = KeyRing::new();
+    ring.add(&ServerKeys::from_response(&resp).unwrap());
+    ring
+}
+
 fn body_10k() -> Value {
     let ev = parse_object(EVENT.as_bytes(), &ParseOptions::LEGACY).unwrap();
     let mut txn = Object::new();
@@ -65,15 +79,7 @@ fn xmatrix(c: &mut Criterion) {
         destination: "remote.example",
         content: Some(&body),
     };
-    let resp = build_server_keys(
-        "domain",
-        std::slice::from_ref(&k),
-        &[],
-        Int::new(1 << 50).unwrap(),
-    )
-    .unwrap();
-    let mut ring = KeyRing::new();
-    ring.add(&ServerKeys::from_response(&resp).unwrap());
+    let ring = ring_of(&k);
     let header = req.sign(std::slice::from_ref(&k))[0].to_header_value();
     let mut g = c.benchmark_group("xmatrix_10k");
     g.throughput(Throughput::Bytes(size as u64));
@@ -117,15 +123,7 @@ fn xmatrix_50_pdus(c: &mut Criterion) {
         destination: "remote.example",
         content: Some(&value),
     };
-    let resp = build_server_keys(
-        "domain",
-        std::slice::from_ref(&k),
-        &[],
-        Int::new(1 << 50).unwrap(),
-    )
-    .unwrap();
-    let mut ring = KeyRing::new();
-    ring.add(&ServerKeys::from_response(&resp).unwrap());
+    let ring = ring_of(&k);
     let header = req.sign(std::slice::from_ref(&k))[0].to_header_value();
     let headers = parse_authorization(&[header.as_str()]).unwrap();
     let verify_body = |bytes: &[u8]| {
