@@ -510,10 +510,7 @@ async fn send(
     if plan.edus.is_empty() {
         // Everything it did is in the rooms' committed events: the answer rides on the next
         // commit (a lost answer only makes a retry be processed again, with the same result).
-        db.put_txn_later(&s.origin, &txn, &answer);
-        if db.pending_txn_count() >= 64 {
-            let _ = db.flush_txns();
-        }
+        let _ = db.put_txn_later(&s.origin, &txn, &answer);
     } else {
         // Its EDUs are stored already: a retry processed again would store them twice.
         let _ = db.put_txn(&s.origin, &txn, &answer);

@@ -131,6 +131,9 @@ fn migrate_event_id_index(conn: &Connection) -> rusqlite::Result<()> {
     })
 }
 
+/// How many transaction answers may wait for the next commit ([`Store::put_txn_later`]).
+pub const PENDING_TXNS_MAX: usize = 64;
+
 /// How many answered transactions are kept for de-duplication across restarts.
 pub const TXNS_KEPT: i64 = 1024;
 
@@ -789,18 +792,32 @@ impl Store {
         // is durable already (its events' commit). Lost on a power cut before the next fsynced
         // commit, the answer is recomputed when the sender retries: the room already has the
         // events, so they are accepted again.
-        self.put_txn_later(origin, txn_id, response);
-        self.in_unsynced_transaction(|_| Ok(()))
+        self.pending_txns
+            .push((origin.to_owned(), txn_id.to_owned(), response.to_owned()));
+        self.flush_txns()
     }
 
     /// Records the answer to a transaction with the next commit of this connection, whichever
-    /// it is (at the latest [`Store::flush_txns`], at shutdown), rather than in a commit of its
-    /// own: for a transaction whose every effect is in the room's events, which are committed
-    /// already. Until then the in-memory de-duplication answers retries; if the process dies
-    /// first, a retry is processed again and answered the same (its PDUs are in the room).
-    pub fn put_txn_later(&mut self, origin: &str, txn_id: &str, response: &str) {
+    /// it is, rather than in a commit of its own (written at once when [`PENDING_TXNS_MAX`]
+    /// wait, at the latest by [`Store::flush_txns`] at shutdown): for a transaction whose every
+    /// effect is in the room's events, which are committed already. Until then the in-memory
+    /// de-duplication answers retries; if the process dies first, a retry is processed again and
+    /// answered the same (its PDUs are in the room).
+    ///
+    /// # Errors
+    /// SQLite errors of the write when it is due.
+    pub fn put_txn_later(
+        &mut self,
+        origin: &str,
+        txn_id: &str,
+        response: &str,
+    ) -> rusqlite::Result<()> {
         self.pending_txns
             .push((origin.to_owned(), txn_id.to_owned(), response.to_owned()));
+        if self.pending_txns.len() >= PENDING_TXNS_MAX {
+            return self.flush_txns();
+        }
+        Ok(())
     }
 
     /// How many transaction answers wait for the next commit.
@@ -989,7 +1006,7 @@ mod tests {
         let path = dir.path().join("db.sqlite");
         let mut db = Store::open(&path).unwrap();
         db.put_txn("a.test", "t1", "{}").unwrap();
-        db.put_txn_later("a.test", "t2", "{\"pdus\":{}}");
+        db.put_txn_later("a.test", "t2", "{\"pdus\":{}}").unwrap();
         let answered = |db: &Store| {
             db.txns()
                 .unwrap()
@@ -1003,11 +1020,19 @@ mod tests {
             .unwrap();
         assert_eq!(answered(&db), ["t1", "t2"]);
         assert_eq!(db.pending_txn_count(), 0);
-        db.put_txn_later("a.test", "t3", "{}");
+        db.put_txn_later("a.test", "t3", "{}").unwrap();
         db.flush_txns().unwrap();
         drop(db);
-        let db = Store::open(&path).unwrap();
+        let mut db = Store::open(&path).unwrap();
         assert_eq!(answered(&db), ["t1", "t2", "t3"]);
+        // With no other commit, the answers are written once PENDING_TXNS_MAX wait.
+        for i in 1..super::PENDING_TXNS_MAX {
+            db.put_txn_later("b.test", &format!("u{i}"), "{}").unwrap();
+        }
+        assert_eq!(answered(&db).len(), 3);
+        db.put_txn_later("b.test", "last", "{}").unwrap();
+        assert_eq!(answered(&db).len(), 3 + super::PENDING_TXNS_MAX);
+        assert_eq!(db.pending_txn_count(), 0);
     }
 
     /// A database made with the first schema (`event_id TEXT NOT NULL UNIQUE`, no `backfilled`
