@@ -473,14 +473,19 @@ async fn send(
             let pdus = room.pdus.into_iter().map(|p| (p.event_id, p.pdu)).collect();
             let results =
                 rooms::ingest(&state, &s.origin, &room.room_id, room.room_version, pdus).await;
-            for (id, err) in results {
-                state
-                    .metrics
-                    .pdu(pdu_outcome(&state, &room.room_id, &id, err.is_none()));
+            for (id, taken) in results {
                 pdus_total += 1;
-                match err {
-                    None => response.set_ok(id),
-                    Some(e) => {
+                match taken {
+                    rooms::Taken::Accepted => {
+                        state.metrics.pdu(PduOutcome::Accepted);
+                        response.set_ok(id);
+                    }
+                    rooms::Taken::SoftFailed => {
+                        state.metrics.pdu(PduOutcome::SoftFailed);
+                        response.set_ok(id);
+                    }
+                    rooms::Taken::Refused(e) => {
+                        state.metrics.pdu(PduOutcome::Rejected);
                         refused += 1;
                         response.set_error(id, e);
                     }
@@ -517,21 +522,6 @@ async fn send(
     }
     drop(db);
     Ok(json_bytes(bytes))
-}
-
-/// How a PDU the room pipeline took (`ok`) or refused counts in the metrics.
-fn pdu_outcome(state: &AppState, room_id: &str, event_id: &str, ok: bool) -> PduOutcome {
-    let soft = || {
-        state
-            .rooms()
-            .get(room_id)
-            .is_some_and(|r| r.is_soft_failed(event_id))
-    };
-    match (ok, ok && soft()) {
-        (false, _) => PduOutcome::Rejected,
-        (true, true) => PduOutcome::SoftFailed,
-        (true, false) => PduOutcome::Accepted,
-    }
 }
 
 /// Stores a typing or receipt EDU for each room it concerns that we know and whose server ACL

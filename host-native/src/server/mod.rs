@@ -11,6 +11,7 @@
 pub mod acl;
 pub mod admin;
 pub mod admin_cli;
+pub mod checks;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -9,15 +9,13 @@ use std::sync::Arc;
 use mxfed_core::auth::Pdu;
 use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
 use mxfed_core::event::{self, BuiltEvent, EventTemplate};
-use mxfed_core::pdu::{check_pdu_object, PduCheck, Verdict};
+use mxfed_core::pdu::{PduCheck, Verdict};
 use mxfed_core::room::{
     invite_fallback, InviteFallback, RestrictedJoin, RestrictedJoinError, Room, RoomVerdict,
     ServerView,
 };
 use mxfed_core::state_res::StateMap;
 use mxfed_core::RoomVersion;
-
-use mxfed_core::server_keys::KeyRing;
 
 use super::client::{encode_segment, FetchError};
 use super::error::ApiError;
@@ -634,59 +632,7 @@ pub async fn check_events(
 ) -> Vec<PduCheck> {
     let refs: Vec<&Object> = events.iter().collect();
     keys::ensure_for_events(state, &refs, v).await;
-    let ring = keys::key_ring(state);
-    check_on_all_cores(events, v, &ring)
-}
-
-/// PDUs per thread below which one thread checks them all (a thread costs tens of µs, a PDU's
-/// signature check about 50).
-const PDUS_PER_THREAD: usize = 8;
-
-/// `check_pdu_object` on each event, the events split across the machine's cores: a
-/// transaction's 50 signature checks take a fraction of the time on one core, which is most of
-/// the time a `/send` is answered in. Results are in the events' order.
-fn check_on_all_cores(
-    events: Vec<Object>,
-    v: &'static RoomVersion,
-    ring: &KeyRing,
-) -> Vec<PduCheck> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .min(events.len() / PDUS_PER_THREAD)
-        .max(1);
-    if threads == 1 {
-        return events
-            .into_iter()
-            .map(|e| check_pdu_object(e, v, ring))
-            .collect();
-    }
-    let per = events.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<Object>> = Vec::with_capacity(threads);
-    let mut rest = events.into_iter();
-    loop {
-        let chunk: Vec<Object> = rest.by_ref().take(per).collect();
-        if chunk.is_empty() {
-            break;
-        }
-        chunks.push(chunk);
-    }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                s.spawn(move || {
-                    chunk
-                        .into_iter()
-                        .map(|e| check_pdu_object(e, v, ring))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
+    super::checks::check_all(events, v, keys::key_ring(state)).await
 }
 
 fn objects(list: Option<&Value>) -> Vec<Object> {
@@ -1021,10 +967,10 @@ pub async fn ingest(
     room_id: &str,
     v: &'static RoomVersion,
     pdus: Vec<(String, Object)>,
-) -> Vec<(String, Option<String>)> {
+) -> Vec<(String, Taken)> {
     let (ids, objs): (Vec<String>, Vec<Object>) = pdus.into_iter().unzip();
     let checks = check_events(state, v, objs).await;
-    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    let mut out: Vec<(String, Taken)> = Vec::new();
     // Events whose prev events are all known go into the room at once and are stored together
     // (one commit, one fsync, per run of them) rather than one commit each; `pending` holds
     // them with their index in `out`. A gap flushes them first, so storage order stays the
@@ -1032,7 +978,7 @@ pub async fn ingest(
     let mut pending: Vec<(usize, Entry)> = Vec::new();
     for (id, check) in ids.into_iter().zip(checks) {
         if let Verdict::Rejected { code, message } = &check.verdict {
-            out.push((id, Some(format!("{code}: {message}"))));
+            out.push((id, Taken::Refused(format!("{code}: {message}"))));
             continue;
         }
         let check = match receive_without_gap(state, origin, room_id, v, check) {
@@ -1040,27 +986,27 @@ pub async fn ingest(
                 if let Some(e) = entry {
                     pending.push((out.len(), e));
                 }
-                out.push((id, verdict_error(&verdict)));
+                out.push((id, Taken::of(&verdict)));
                 continue;
             }
             Ok(Err(check)) => check,
             Err(e) => {
-                out.push((id, Some(e.error)));
+                out.push((id, Taken::Refused(e.error)));
                 continue;
             }
         };
         flush_pending(state, room_id, &mut pending, &mut out);
         let event = check.event.clone();
         let r = match receive_remote(state, origin, room_id, v, check, true).await {
-            Ok(verdict) => verdict_error(&verdict),
+            Ok(verdict) => Taken::of(&verdict),
             Err(e)
                 if event
                     .as_ref()
                     .is_some_and(|ev| defer_if_gap(state, origin, room_id, v, &id, ev)) =>
             {
-                Some(format!("{}; kept to try again", e.error))
+                Taken::Refused(format!("{}; kept to try again", e.error))
             }
-            Err(e) => Some(e.error),
+            Err(e) => Taken::Refused(e.error),
         };
         out.push((id, r));
     }
@@ -1108,7 +1054,7 @@ pub async fn retry_deferred(state: &Arc<AppState>, origin: &str) {
         let done = ingest(state, origin, &room_id, v, vec![(event_id.clone(), obj)]).await;
         let kept = done
             .first()
-            .and_then(|(_, e)| e.as_deref())
+            .and_then(|(_, t)| t.error())
             .is_some_and(|e| e.ends_with("kept to try again"));
         if kept {
             log(&format!(
@@ -1117,18 +1063,40 @@ pub async fn retry_deferred(state: &Arc<AppState>, origin: &str) {
         } else {
             let what = done
                 .first()
-                .and_then(|(_, e)| e.clone())
-                .unwrap_or_else(|| "taken in".into());
+                .and_then(|(_, t)| t.error())
+                .unwrap_or("taken in");
             log(&format!("deferred {event_id} from {origin}: {what}"));
             let _ = state.db().undefer_pdu(&event_id);
         }
     }
 }
 
-fn verdict_error(verdict: &RoomVerdict) -> Option<String> {
-    match verdict {
-        RoomVerdict::Rejected { code } => Some(format!("rejected: {code}")),
-        _ => None,
+/// What became of one PDU of a transaction ([`ingest`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// In the room (also: already there, or kept as our redacted copy).
+    Accepted,
+    /// In the room's DAG, not in its current state.
+    SoftFailed,
+    /// Refused (or not stored): the error the transaction's answer gives for it.
+    Refused(String),
+}
+
+impl Taken {
+    fn of(verdict: &RoomVerdict) -> Taken {
+        match verdict {
+            RoomVerdict::Rejected { code } => Taken::Refused(format!("rejected: {code}")),
+            RoomVerdict::SoftFailed { .. } => Taken::SoftFailed,
+            _ => Taken::Accepted,
+        }
+    }
+
+    /// The error for the transaction's answer, if it was refused.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Taken::Refused(e) => Some(e),
+            Taken::Accepted | Taken::SoftFailed => None,
+        }
     }
 }
 
@@ -1138,7 +1106,7 @@ fn flush_pending(
     state: &AppState,
     room_id: &str,
     pending: &mut Vec<(usize, Entry)>,
-    out: &mut [(String, Option<String>)],
+    out: &mut [(String, Taken)],
 ) {
     if pending.is_empty() {
         return;
@@ -1147,7 +1115,7 @@ fn flush_pending(
     if let Err(e) = commit(state, room_id, &entries) {
         for i in slots {
             if let Some(slot) = out.get_mut(i) {
-                slot.1 = Some(e.error.clone());
+                slot.1 = Taken::Refused(e.error.clone());
             }
         }
     }

@@ -897,7 +897,8 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn deferred_pdus(&self, origin: &str) -> rusqlite::Result<Vec<(String, String, String)>> {
-        let mut st = self.conn.prepare(
+        // Asked before every transaction is taken in: a cached statement.
+        let mut st = self.conn.prepare_cached(
             "SELECT room_id, event_id, json FROM deferred_pdus WHERE origin = ?1 ORDER BY received_ts, event_id",
         )?;
         let rows = st.query_map(params![origin], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
