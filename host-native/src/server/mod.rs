@@ -225,13 +225,21 @@ pub async fn run(
                 shutdown.await;
                 h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
             });
-            axum_server::from_tcp_rustls(listener, tls)
+            // TCP_NODELAY: an answer written in pieces (HTTP/2 frames, TLS records) must not
+            // wait for the peer's delayed ACK (40 ms stalls under load otherwise).
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+                .acceptor(axum_server::accept::NoDelayAcceptor::new());
+            axum_server::from_tcp(listener)
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(router.into_make_service())
                 .await
         }
         None => {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
+            use axum::serve::ListenerExt;
+            let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown)
                 .await
