@@ -244,6 +244,13 @@ pub struct Store {
     by_id: HashMap<Box<str>, i64>,
     /// Transaction answers waiting for the next commit (see [`Store::put_txn_later`]).
     pending_txns: Vec<(String, String, String)>,
+    /// Rows in `deferred_pdus` (recounted whenever they change, which is rare): the table is
+    /// asked about before every transaction is taken in, and is almost always empty.
+    deferred: i64,
+}
+
+fn count_deferred(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COUNT(*) FROM deferred_pdus", [], |r| r.get(0))
 }
 
 fn now_ms() -> i64 {
@@ -296,10 +303,12 @@ impl Store {
                 by_id.entry(id.into_boxed_str()).or_insert(r.get(1)?);
             }
         }
+        let deferred = count_deferred(&conn)?;
         Ok(Store {
             conn,
             by_id,
             pending_txns: Vec::new(),
+            deferred,
         })
     }
 
@@ -874,7 +883,7 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn defer_pdu(
-        &self,
+        &mut self,
         origin: &str,
         room_id: &str,
         event_id: &str,
@@ -889,6 +898,7 @@ impl Store {
             "DELETE FROM deferred_pdus WHERE tries >= ?1",
             params![DEFERRED_TRIES],
         )?;
+        self.deferred = count_deferred(&self.conn)?;
         Ok(())
     }
 
@@ -897,7 +907,9 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn deferred_pdus(&self, origin: &str) -> rusqlite::Result<Vec<(String, String, String)>> {
-        // Asked before every transaction is taken in: a cached statement.
+        if self.deferred == 0 {
+            return Ok(Vec::new());
+        }
         let mut st = self.conn.prepare_cached(
             "SELECT room_id, event_id, json FROM deferred_pdus WHERE origin = ?1 ORDER BY received_ts, event_id",
         )?;
@@ -909,11 +921,12 @@ impl Store {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn undefer_pdu(&self, event_id: &str) -> rusqlite::Result<()> {
+    pub fn undefer_pdu(&mut self, event_id: &str) -> rusqlite::Result<()> {
         self.exec(
             "DELETE FROM deferred_pdus WHERE event_id = ?1",
             params![event_id],
         )?;
+        self.deferred = count_deferred(&self.conn)?;
         Ok(())
     }
 }
@@ -1106,5 +1119,40 @@ mod tests {
             )
             .unwrap();
         assert_eq!((unique, by_room), (0, 1));
+    }
+
+    fn ids(db: &Store, origin: &str) -> Vec<String> {
+        db.deferred_pdus(origin)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.1)
+            .collect()
+    }
+
+    /// Deferred PDUs are found by origin, also after reopening (the in-memory count is loaded
+    /// at open), forgotten when undeferred, and given up after `DEFERRED_TRIES` tries.
+    #[test]
+    fn deferred_pdus_counted_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let mut db = Store::open(&path).unwrap();
+            assert!(db.deferred_pdus("a.test").unwrap().is_empty());
+            db.defer_pdu("a.test", "!r:a.test", "$1", "{}").unwrap();
+            db.defer_pdu("a.test", "!r:a.test", "$2", "{}").unwrap();
+            db.defer_pdu("b.test", "!r:a.test", "$3", "{}").unwrap();
+            assert_eq!(ids(&db, "a.test"), ["$1", "$2"]);
+            db.undefer_pdu("$1").unwrap();
+            assert_eq!(ids(&db, "a.test"), ["$2"]);
+        }
+        let mut db = Store::open(&path).unwrap();
+        assert_eq!(ids(&db, "a.test"), ["$2"]);
+        assert_eq!(ids(&db, "b.test"), ["$3"]);
+        db.undefer_pdu("$2").unwrap();
+        assert!(ids(&db, "a.test").is_empty());
+        for _ in 0..super::DEFERRED_TRIES {
+            db.defer_pdu("b.test", "!r:a.test", "$3", "{}").unwrap();
+        }
+        assert!(ids(&db, "b.test").is_empty());
     }
 }
