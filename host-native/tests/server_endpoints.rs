@@ -1103,6 +1103,38 @@ async fn metrics_count_what_happens() {
         1.0
     );
 
+    // Eve's message built on her join, arriving after a ban of her that it does not cite:
+    // allowed by the state before it, not by the current state: soft-failed (answered
+    // without an error, counted as such).
+    let (late_id, late) = remote_message(&state, &room, "@eve:remote.test", "late", &remote_key());
+    {
+        let _g = state.writer.lock().await;
+        rooms::send_event(
+            &state,
+            &room,
+            "@alice:localhost:18999",
+            "m.room.member",
+            Some("@eve:remote.test"),
+            obj(r#"{"membership":"ban"}"#),
+            None,
+        )
+        .unwrap();
+    }
+    let r = send_txn(&state, "m2", &txn(vec![late], vec![])).await;
+    assert!(result(&r, &late_id).is_empty(), "{}", r.body);
+    assert!(state.rooms()[&room].is_soft_failed(&late_id));
+    let m = get_metrics(&state).await;
+    let pdus = |o: &str| {
+        sample(
+            &m,
+            &format!("mxfed_federation_pdus_received_total{{outcome=\"{o}\"}}"),
+        )
+    };
+    assert_eq!(
+        (pdus("accepted"), pdus("rejected"), pdus("soft_failed")),
+        (1.0, 1.0, 1.0)
+    );
+
     // The admin API beside it still wants its token.
     let resp = admin_get(&state, "/admin/v1/status").await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
