@@ -79,17 +79,16 @@ pub fn load(state: &AppState) -> Result<usize, String> {
     for (room_id, version) in rooms {
         let v = RoomVersion::get(&version).map_err(|e| e.to_string())?;
         let mut room = new_room(v);
-        let events = state
-            .db()
-            .room_events(&room_id)
-            .map_err(|e| e.to_string())?;
-        for e in events {
+        // One row at a time: the room keeps what it needs of each (compact history), so
+        // holding every row first would double the memory a start-up needs.
+        let db = state.db();
+        db.each_room_event(&room_id, |e| {
             let Some(obj) = parse_stored(&e.json) else {
                 warn(&format!(
                     "stored event {} does not parse; skipped",
                     e.event_id
                 ));
-                continue;
+                return;
             };
             let own_join = is_own_join(state, &obj);
             let check = checked(&e.event_id, obj, e.verdict == "redacted");
@@ -107,7 +106,9 @@ pub fn load(state: &AppState) -> Result<usize, String> {
                 room.receive(&check);
             }
             count += 1;
-        }
+        })
+        .map_err(|e| e.to_string())?;
+        drop(db);
         state.rooms().insert(room_id, room);
     }
     Ok(count)

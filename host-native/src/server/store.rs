@@ -515,12 +515,63 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn room_events(&self, room_id: &str) -> rusqlite::Result<Vec<StoredEvent>> {
+        let mut out = Vec::new();
+        self.each_room_event(room_id, |e| out.push(e))?;
+        Ok(out)
+    }
+
+    /// [`Store::room_events`] one at a time, without holding them all (rebuilding a room at
+    /// start-up needs each event once).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn each_room_event(
+        &self,
+        room_id: &str,
+        mut f: impl FnMut(StoredEvent),
+    ) -> rusqlite::Result<()> {
         let mut st = self.conn.prepare(&format!(
             "SELECT {} FROM events WHERE room_id = ?1 ORDER BY stream",
             Self::COLS
         ))?;
-        let rows = st.query_map(params![room_id], Self::row)?;
-        rows.collect()
+        let mut rows = st.query(params![room_id])?;
+        while let Some(r) = rows.next()? {
+            f(Self::row(r)?);
+        }
+        Ok(())
+    }
+
+    /// The room's event (not an outlier, not rejected) closest to `ts` in `origin_server_ts`:
+    /// the first at or after it (`forward`), else the last at or before it; the earliest stored
+    /// among equals. SQLite reads the timestamp out of each row's JSON itself, so the room's
+    /// events are neither copied out nor held.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn event_near_ts(
+        &self,
+        room_id: &str,
+        ts: i64,
+        forward: bool,
+    ) -> rusqlite::Result<Option<(String, i64)>> {
+        let (cmp, order) = if forward {
+            (">=", "ASC")
+        } else {
+            ("<=", "DESC")
+        };
+        let sql = format!(
+            "SELECT event_id, ts FROM (
+                 SELECT event_id, stream,
+                        CASE WHEN json_valid(json)
+                             THEN COALESCE(json_extract(json, '$.origin_server_ts'), 0) END AS ts
+                 FROM events WHERE room_id = ?1 AND outlier = 0 AND rejected = 0)
+             WHERE typeof(ts) = 'integer' AND ts {cmp} ?2
+             ORDER BY ts {order}, stream ASC LIMIT 1"
+        );
+        self.conn
+            .prepare_cached(&sql)?
+            .query_row(params![room_id, ts], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
     }
 
     /// One event.
