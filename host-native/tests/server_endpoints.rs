@@ -1209,3 +1209,99 @@ async fn federation_requests_are_rate_limited_per_origin() {
         1.0
     );
 }
+
+/// `/timestamp_to_event`: the first event at or after `ts` (`dir=f`), the last at or before it
+/// (`dir=b`); rejected events never count; nothing there is 404 `M_NOT_FOUND`, no `ts` is 400.
+#[tokio::test]
+async fn timestamp_to_event_finds_the_nearest_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let room = room_with_remote(&state).await;
+    let (join_id, join) = eve_join(&state, &room);
+    let r = send_txn(&state, "t1", &txn(vec![join], vec![])).await;
+    assert!(result(&r, &join_id).is_empty(), "{}", r.body);
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        // Distinct milliseconds for each message.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        let _g = state.writer.lock().await;
+        let id = rooms::send_event(
+            &state,
+            &room,
+            "@alice:localhost:18999",
+            "m.room.message",
+            None,
+            obj(&format!(r#"{{"body":"{i}","msgtype":"m.text"}}"#)),
+            None,
+        )
+        .unwrap();
+        sent.push(id);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    // Mallory never joined: rejected, and later than every message.
+    let (bad_id, bad) = remote_message(&state, &room, "@mallory:remote.test", "x", &remote_key());
+    let r = send_txn(&state, "t2", &txn(vec![bad], vec![])).await;
+    assert!(result(&r, &bad_id).get_str("error").is_some(), "{}", r.body);
+
+    let ts_of = |id: &str| -> i64 {
+        let e = state
+            .db()
+            .room_events(&room)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.event_id == id)
+            .unwrap();
+        obj(&e.json)
+            .get("origin_server_ts")
+            .and_then(Value::as_int)
+            .unwrap()
+    };
+    let ts: Vec<i64> = sent.iter().map(|id| ts_of(id)).collect();
+    let bad_ts = ts_of(&bad_id);
+    assert!(
+        ts[0] < ts[1] && ts[1] < ts[2] && ts[2] < bad_ts,
+        "{ts:?} {bad_ts}"
+    );
+
+    let r_enc = urlenc(&room);
+    let ask = |query: String| {
+        let uri = format!("/_matrix/federation/v1/timestamp_to_event/{r_enc}?{query}");
+        let state = state.clone();
+        async move { call(&state, signed("GET", &uri, None, REMOTE, ME, &remote_key())).await }
+    };
+    let found = |r: &Resp| -> (Option<String>, Option<i64>) {
+        (
+            r.body.get_str("event_id").map(str::to_owned),
+            r.body.get("origin_server_ts").and_then(Value::as_int),
+        )
+    };
+    for (ts, dir, want) in [
+        (ts[1], "f", 1),
+        (ts[1], "b", 1),
+        (ts[1] + 1, "f", 2),
+        (ts[1] + 1, "b", 1),
+        (ts[0] - 1, "f", 0),
+        (bad_ts, "b", 2),
+    ] {
+        let r = ask(format!("ts={ts}&dir={dir}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{ts} {dir}: {}", r.body);
+        assert_eq!(
+            found(&r),
+            (Some(sent[want].clone()), Some(ts_of(&sent[want]))),
+            "ts {ts} dir {dir}"
+        );
+    }
+    // Only the rejected event is that late; nothing is before the room existed.
+    for query in [format!("ts={bad_ts}&dir=f"), "ts=0&dir=b".to_owned()] {
+        let r = ask(query.clone()).await;
+        assert_eq!(
+            (r.status, r.body.get_str("errcode")),
+            (StatusCode::NOT_FOUND, Some("M_NOT_FOUND")),
+            "{query}: {}",
+            r.body
+        );
+    }
+    let r = ask("dir=f".to_owned()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.body.get_str("errcode"), Some("M_MISSING_PARAM"));
+}

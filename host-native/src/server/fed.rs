@@ -832,26 +832,8 @@ async fn timestamp_to_event(
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| ApiError::missing("ts"))?;
     let forward = s.param("dir") != Some("b");
-    let events = state.db().room_events(&room_id)?;
-    let mut best: Option<(i64, String)> = None;
-    for e in events.iter().filter(|e| !e.outlier && !e.rejected) {
-        let Ok(o) = mxfed_core::canonical::parse_object(
-            e.json.as_bytes(),
-            &mxfed_core::canonical::ParseOptions::LEGACY,
-        ) else {
-            continue;
-        };
-        let t = o
-            .get("origin_server_ts")
-            .and_then(Value::as_int)
-            .unwrap_or(0);
-        let better = |b: i64| if forward { t < b } else { t > b };
-        let ok = if forward { t >= ts } else { t <= ts };
-        if ok && best.as_ref().is_none_or(|(b, _)| better(*b)) {
-            best = Some((t, e.event_id.clone()));
-        }
-    }
-    let (t, id) = best.ok_or_else(|| ApiError::not_found("no event found"))?;
+    let best = state.db().event_near_ts(&room_id, ts, forward)?;
+    let (id, t) = best.ok_or_else(|| ApiError::not_found("no event found"))?;
     let mut o = Object::new();
     o.insert("event_id", id);
     o.insert("origin_server_ts", Int::saturating(t));
