@@ -1305,3 +1305,46 @@ async fn timestamp_to_event_finds_the_nearest_event() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
     assert_eq!(r.body.get_str("errcode"), Some("M_MISSING_PARAM"));
 }
+
+/// `/send` checks PDUs before it waits for the writer, skipping rooms whose ACL denies the
+/// origin; the ACL is asked again once the writer is free. A PDU that arrives while the ACL
+/// denies its origin, and finds it lifted by then, is checked and taken in (either way the
+/// race goes, the answer is the same: the ACL in force when the room takes it decides).
+#[tokio::test]
+async fn acl_lifted_while_a_transaction_waits_for_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let room = room_with_remote(&state).await;
+    let acl = |content: &str| {
+        rooms::send_event(
+            &state,
+            &room,
+            "@alice:localhost:18999",
+            "m.room.server_acl",
+            Some(""),
+            obj(content),
+            None,
+        )
+        .unwrap()
+    };
+    {
+        let _g = state.writer.lock().await;
+        acl(r#"{"allow":["*"],"deny":["remote.*"]}"#);
+    }
+    let (join_id, join) = eve_join(&state, &room);
+    let writer = state.writer.lock().await;
+    let task = {
+        let state = state.clone();
+        tokio::spawn(async move { send_txn(&state, "w1", &txn(vec![join], vec![])).await })
+    };
+    // Let the transaction reach the writer (it cannot pass it), then lift the ACL.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    acl(r#"{"allow":["*"]}"#);
+    drop(writer);
+    let r = task.await.unwrap();
+    assert!(result(&r, &join_id).is_empty(), "{}", r.body);
+    assert_eq!(
+        state.rooms()[&room].membership("@eve:remote.test"),
+        Some("join".into())
+    );
+}

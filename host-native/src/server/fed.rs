@@ -17,7 +17,7 @@ use mxfed_core::edu::Edu;
 use mxfed_core::event::{self, EventTemplate};
 use mxfed_core::inbound::{plan_inbound, Admission};
 use mxfed_core::keys::KeyId;
-use mxfed_core::pdu::{self, Verdict};
+use mxfed_core::pdu::{self, PduCheck, Verdict};
 use mxfed_core::room::RoomVerdict;
 use mxfed_core::server_keys::KeyQuery;
 use mxfed_core::transaction::{self, TransactionResponse};
@@ -459,20 +459,38 @@ async fn send(
     let started = std::time::Instant::now();
     let mut response = TransactionResponse::new();
     let (mut pdus_total, mut refused) = (0usize, 0usize);
+    // The signature and hash checks (and the key fetches they need) take no lock: they run
+    // before this transaction waits for the writer, so another origin's transaction can be
+    // taken in and fsynced meanwhile. A room whose ACL denies the origin is not checked.
+    let mut rooms_in = Vec::with_capacity(plan.rooms.len());
+    for room in plan.rooms {
+        let pdus: Vec<(String, Object)> =
+            room.pdus.into_iter().map(|p| (p.event_id, p.pdu)).collect();
+        let pdus = if super::acl::allows(&state, &room.room_id, &s.origin) {
+            Pdus::Checked(rooms::check_pdus(&state, room.room_version, pdus).await)
+        } else {
+            Pdus::Unchecked(pdus)
+        };
+        rooms_in.push((room.room_id, room.room_version, pdus));
+    }
     {
         let _guard = state.writer.lock().await;
         rooms::retry_deferred(&state, &s.origin).await;
-        for room in plan.rooms {
-            if !super::acl::allows(&state, &room.room_id, &s.origin) {
-                for p in &room.pdus {
+        for (room_id, version, pdus) in rooms_in {
+            // Asked again under the writer: an ACL event may have been taken in meanwhile.
+            if !super::acl::allows(&state, &room_id, &s.origin) {
+                for id in pdus.ids() {
                     state.metrics.pdu(PduOutcome::Rejected);
-                    response.set_error(p.event_id.clone(), super::acl::DENIED);
+                    response.set_error(id.to_owned(), super::acl::DENIED);
                 }
                 continue;
             }
-            let pdus = room.pdus.into_iter().map(|p| (p.event_id, p.pdu)).collect();
+            let checked = match pdus {
+                Pdus::Checked(c) => c,
+                Pdus::Unchecked(p) => rooms::check_pdus(&state, version, p).await,
+            };
             let results =
-                rooms::ingest(&state, &s.origin, &room.room_id, room.room_version, pdus).await;
+                rooms::ingest_checked(&state, &s.origin, &room_id, version, checked).await;
             for (id, taken) in results {
                 pdus_total += 1;
                 match taken {
@@ -522,6 +540,22 @@ async fn send(
     }
     drop(db);
     Ok(json_bytes(bytes))
+}
+
+/// A room's PDUs of a transaction before the writer is taken: checked, or not (the room's ACL
+/// denied the origin when they arrived).
+enum Pdus {
+    Checked(Vec<(String, PduCheck)>),
+    Unchecked(Vec<(String, Object)>),
+}
+
+impl Pdus {
+    fn ids(&self) -> Vec<&str> {
+        match self {
+            Pdus::Checked(c) => c.iter().map(|(id, _)| id.as_str()).collect(),
+            Pdus::Unchecked(p) => p.iter().map(|(id, _)| id.as_str()).collect(),
+        }
+    }
 }
 
 /// Stores a typing or receipt EDU for each room it concerns that we know and whose server ACL

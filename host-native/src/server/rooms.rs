@@ -969,15 +969,38 @@ pub async fn ingest(
     v: &'static RoomVersion,
     pdus: Vec<(String, Object)>,
 ) -> Vec<(String, Taken)> {
+    let checked = check_pdus(state, v, pdus).await;
+    ingest_checked(state, origin, room_id, v, checked).await
+}
+
+/// The format, signature and hash checks of PDUs (keys fetched first), each with its ID. Pure
+/// but for the key fetches: `/send` runs them before it waits for `state.writer`, so they
+/// overlap another transaction's commit.
+pub async fn check_pdus(
+    state: &AppState,
+    v: &'static RoomVersion,
+    pdus: Vec<(String, Object)>,
+) -> Vec<(String, PduCheck)> {
     let (ids, objs): (Vec<String>, Vec<Object>) = pdus.into_iter().unzip();
     let checks = check_events(state, v, objs).await;
+    ids.into_iter().zip(checks).collect()
+}
+
+/// [`ingest`] for PDUs checked already ([`check_pdus`]). The caller holds `state.writer`.
+pub async fn ingest_checked(
+    state: &Arc<AppState>,
+    origin: &str,
+    room_id: &str,
+    v: &'static RoomVersion,
+    checked: Vec<(String, PduCheck)>,
+) -> Vec<(String, Taken)> {
     let mut out: Vec<(String, Taken)> = Vec::new();
     // Events whose prev events are all known go into the room at once and are stored together
     // (one commit, one fsync, per run of them) rather than one commit each; `pending` holds
     // them with their index in `out`. A gap flushes them first, so storage order stays the
     // order the room took them in.
     let mut pending: Vec<(usize, Entry)> = Vec::new();
-    for (id, check) in ids.into_iter().zip(checks) {
+    for (id, check) in checked {
         if let Verdict::Rejected { code, message } = &check.verdict {
             out.push((id, Taken::Refused(format!("{code}: {message}"))));
             continue;
