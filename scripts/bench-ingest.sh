@@ -17,6 +17,8 @@
 #   E2E_MESSAGES       messages in the end-to-end run (default 4000), E2E_SENDERS (default 8)
 #   E2E_BATCH          space-separated messages-per-admin-request settings (default "1 50": the
 #                      per-message /send and the /send_batch path)
+#   ORIGINS            also run this many loadgens (origins) at once against mxfed, each into a
+#                      room of its own (default 1: no such run)
 #   MXFED_BIN          the mxfed binary to measure (default: this checkout's release build)
 #   SKIP_SYNAPSE=1, SKIP_E2E=1, SKIP_INGEST=1
 #   KEEP=1             keep the scratch directory (server logs)
@@ -38,6 +40,7 @@ MEMBERS="${MEMBERS:-0}"
 E2E_MESSAGES="${E2E_MESSAGES:-4000}"
 E2E_SENDERS="${E2E_SENDERS:-8}"
 E2E_BATCH="${E2E_BATCH:-1 50}"
+ORIGINS="${ORIGINS:-1}"
 
 echo "== build: cargo build --release -p mxfed-native -p mxfed-loadgen"
 cargo build --release -p mxfed-native -p mxfed-loadgen
@@ -234,6 +237,36 @@ if [[ "${SKIP_INGEST:-0}" != 1 ]]; then
             fi
         done
     done
+
+    # Several origins at once (ORIGINS > 1), each a loadgen of its own into a room of its own
+    # on mxfed: what one origin's sequential transactions cannot show (checks of one overlapping
+    # another's commit). Their PDUs/s add up; the target-CPU columns of their rows count the
+    # work of every origin.
+    if (( ORIGINS > 1 )); then
+        for round in $(seq 1 "$ROUNDS"); do
+            echo
+            echo "== round $round: $ORIGINS origins at once, a room each: mxfed"
+            rooms=()
+            for o in $(seq 1 "$ORIGINS"); do
+                r=$(madmin mx room create --as alice --version "$ROOM_VERSION")
+                madmin mx room state-set "$r" m.room.join_rules "" '{"join_rule":"public"}' --as alice >/dev/null
+                rooms+=("$r")
+            done
+            pids=()
+            for o in $(seq 1 "$ORIGINS"); do
+                "$LOADGEN" ingest --target "localhost:$P_MX" --room "${rooms[$((o - 1))]}" --txns "$TXNS" \
+                    --target-pid "$MX_PID" --label "mxfed-origin$o" >"$WORK/out$o" 2>&1 &
+                pids+=($!)
+            done
+            wait "${pids[@]}"
+            for o in $(seq 1 "$ORIGINS"); do
+                grep -E '^(wall|txn latency):' "$WORK/out$o" | sed "s/^/origin $o: /"
+                grep '^RESULT ' "$WORK/out$o" | cut -c8- | jq -c ". + {round: $round}" >>"$RESULTS"
+            done
+            jq -rs --argjson r "$round" 'map(select(.round == $r and (.label | startswith("mxfed-origin"))))
+                | "together: \(map(.pdus_per_s) | add | floor) PDUs/s"' "$RESULTS"
+        done
+    fi
 
     echo
     echo "== ingest: $TXNS transactions of 50 PDUs per run, room version $ROOM_VERSION"
