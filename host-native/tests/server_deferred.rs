@@ -71,7 +71,7 @@ async fn pdu_refused_for_a_gap_is_taken_in_later() {
     // Three messages B keeps to itself; A only gets the last, and B will not help.
     let mut built = Vec::new();
     {
-        let _g = b.writer.lock().await;
+        let _g = b.lock_room(&room).await;
         for i in 0..3 {
             let e = rooms::build_local(&b, &room, &message(&room, &bob, &format!("m{i}"))).unwrap();
             rooms::accept_local(&b, &e).unwrap();

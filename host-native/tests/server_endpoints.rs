@@ -262,8 +262,8 @@ async fn room_with_remote(state: &Arc<AppState>) -> String {
         .db()
         .create_user("@alice:localhost:18999", Some("Alice"), false)
         .unwrap();
-    let _g = state.writer.lock().await;
     let room = rooms::create_room(state, "@alice:localhost:18999", "10").unwrap();
+    let _g = state.lock_room(&room).await;
     rooms::send_event(
         state,
         &room,
@@ -301,20 +301,6 @@ fn remote_pdu_redacting(
     key: &SigningKey,
     redacts: Option<&str>,
 ) -> (String, Object) {
-    let rooms = state.rooms();
-    let r = rooms.get(room).unwrap();
-    let v = r.version();
-    let eref = |id: &str| EventRef {
-        event_id: id.to_owned(),
-        depth: r.event(id).unwrap().0.depth(),
-        sha256: None,
-    };
-    let prev: Vec<EventRef> = r.forward_extremities().iter().map(|id| eref(id)).collect();
-    let cur: StateMap = r
-        .current_state()
-        .into_iter()
-        .map(|(k, id)| (k, eref(&id)))
-        .collect();
     let t = EventTemplate {
         room_id: Some(room.to_owned()),
         event_type: kind.into(),
@@ -323,10 +309,38 @@ fn remote_pdu_redacting(
         content: obj(content),
         redacts: redacts.map(str::to_owned),
     };
+    pdu_of(state, room, REMOTE, key, &t, None)
+}
+
+/// An event of `origin` built on the room's current state, on its forward extremities or on
+/// `prev` when given.
+fn pdu_of(
+    state: &AppState,
+    room: &str,
+    origin: &str,
+    key: &SigningKey,
+    t: &EventTemplate,
+    prev: Option<Vec<EventRef>>,
+) -> (String, Object) {
+    let rooms = state.rooms();
+    let r = rooms.get(room).unwrap();
+    let v = r.version();
+    let eref = |id: &str| EventRef {
+        event_id: id.to_owned(),
+        depth: r.event(id).unwrap().0.depth(),
+        sha256: None,
+    };
+    let prev: Vec<EventRef> =
+        prev.unwrap_or_else(|| r.forward_extremities().iter().map(|id| eref(id)).collect());
+    let cur: StateMap = r
+        .current_state()
+        .into_iter()
+        .map(|(k, id)| (k, eref(&id)))
+        .collect();
     let b = build_event(
         v,
-        REMOTE,
-        &t,
+        origin,
+        t,
         &prev,
         &cur,
         mxfed_native::server::now(),
@@ -627,7 +641,7 @@ async fn old_messages_are_served_and_redacted_after_compaction() {
     let r = send_txn(&state, "r", &txn(vec![red], vec![])).await;
     assert!(result(&r, &red_id).is_empty(), "{}", r.body);
     {
-        let _g = state.writer.lock().await;
+        let _g = state.lock_room(&room).await;
         rooms::send_event(
             &state,
             &room,
@@ -865,7 +879,7 @@ async fn server_acl_is_enforced_per_room() {
     // A second room without an ACL: the denial is per room.
     let open_room = room_with_remote(&state).await;
     {
-        let _g = state.writer.lock().await;
+        let _g = state.lock_room(&room).await;
         rooms::send_event(
             &state,
             &room,
@@ -974,7 +988,7 @@ async fn server_acl_is_enforced_per_room() {
 
     // Lifting the ACL (allow the remote by name, without its port) lets it in again.
     {
-        let _g = state.writer.lock().await;
+        let _g = state.lock_room(&room).await;
         rooms::send_event(
             &state,
             &room,
@@ -1108,7 +1122,7 @@ async fn metrics_count_what_happens() {
     // without an error, counted as such).
     let (late_id, late) = remote_message(&state, &room, "@eve:remote.test", "late", &remote_key());
     {
-        let _g = state.writer.lock().await;
+        let _g = state.lock_room(&room).await;
         rooms::send_event(
             &state,
             &room,
@@ -1224,7 +1238,7 @@ async fn timestamp_to_event_finds_the_nearest_event() {
     for i in 0..3 {
         // Distinct milliseconds for each message.
         tokio::time::sleep(std::time::Duration::from_millis(3)).await;
-        let _g = state.writer.lock().await;
+        let _g = state.lock_room(&room).await;
         let id = rooms::send_event(
             &state,
             &room,
@@ -1306,12 +1320,12 @@ async fn timestamp_to_event_finds_the_nearest_event() {
     assert_eq!(r.body.get_str("errcode"), Some("M_MISSING_PARAM"));
 }
 
-/// `/send` checks PDUs before it waits for the writer, skipping rooms whose ACL denies the
-/// origin; the ACL is asked again once the writer is free. A PDU that arrives while the ACL
+/// `/send` checks PDUs before it waits for the room's lock, skipping rooms whose ACL denies
+/// the origin; the ACL is asked again once it holds the lock. A PDU that arrives while the ACL
 /// denies its origin, and finds it lifted by then, is checked and taken in (either way the
 /// race goes, the answer is the same: the ACL in force when the room takes it decides).
 #[tokio::test]
-async fn acl_lifted_while_a_transaction_waits_for_the_writer() {
+async fn acl_lifted_while_a_transaction_waits_for_the_room() {
     let dir = tempfile::tempdir().unwrap();
     let state = setup(&dir);
     let room = room_with_remote(&state).await;
@@ -1328,23 +1342,118 @@ async fn acl_lifted_while_a_transaction_waits_for_the_writer() {
         .unwrap()
     };
     {
-        let _g = state.writer.lock().await;
+        let _g = state.lock_room(&room).await;
         acl(r#"{"allow":["*"],"deny":["remote.*"]}"#);
     }
     let (join_id, join) = eve_join(&state, &room);
-    let writer = state.writer.lock().await;
+    let lock = state.lock_room(&room).await;
     let task = {
         let state = state.clone();
         tokio::spawn(async move { send_txn(&state, "w1", &txn(vec![join], vec![])).await })
     };
-    // Let the transaction reach the writer (it cannot pass it), then lift the ACL.
+    // Let the transaction reach the room's lock (it cannot pass it), then lift the ACL.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     acl(r#"{"allow":["*"]}"#);
-    drop(writer);
+    drop(lock);
     let r = task.await.unwrap();
     assert!(result(&r, &join_id).is_empty(), "{}", r.body);
     assert_eq!(
         state.rooms()[&room].membership("@eve:remote.test"),
         Some("join".into())
     );
+}
+
+/// A peer that never answers while the server fills a gap in its room holds up only that room:
+/// another origin's transaction for another room is taken in meanwhile (the rooms' locks are
+/// separate; one server-wide lock held every origin up for the fetch's whole timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_slow_to_fill_a_gap_holds_up_only_its_room() {
+    // A server that accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let slow = format!("127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let (connected, fetching) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+            let _ = connected.send(());
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let slow_key = SigningKey::from_seed("s1", &[9u8; 32]).unwrap();
+    add_server(&state, &slow, &slow_key);
+    let quiet_room = room_with_remote(&state).await;
+    let slow_room = room_with_remote(&state).await;
+
+    // The slow server's user joins its room (nothing to fetch: taken in at once).
+    let user = format!("@s:{slow}");
+    let template = |kind: &str, sk: Option<&str>, content: &str| EventTemplate {
+        room_id: Some(slow_room.clone()),
+        event_type: kind.into(),
+        sender: user.clone(),
+        state_key: sk.map(str::to_owned),
+        content: obj(content),
+        redacts: None,
+    };
+    let send_from_slow = |txn_id: &str, pdu: Object| {
+        let mut body = Object::new();
+        body.insert("origin", slow.as_str());
+        body.insert("origin_server_ts", Int::new(1).unwrap());
+        body.insert("pdus", Value::Array(vec![Value::Object(pdu)]));
+        let uri = format!("/_matrix/federation/v1/send/{txn_id}");
+        signed("PUT", &uri, Some(&body), &slow, ME, &slow_key)
+    };
+    let (join_id, join) = pdu_of(
+        &state,
+        &slow_room,
+        &slow,
+        &slow_key,
+        &template("m.room.member", Some(&user), r#"{"membership":"join"}"#),
+        None,
+    );
+    let r = call(&state, send_from_slow("s1", join)).await;
+    assert!(result(&r, &join_id).is_empty(), "{}", r.body);
+
+    // Then a message after an event the server lacks: it asks the slow server for it.
+    let missing = EventRef {
+        event_id: "$never-seen".into(),
+        depth: 20,
+        sha256: None,
+    };
+    let (_, gap) = pdu_of(
+        &state,
+        &slow_room,
+        &slow,
+        &slow_key,
+        &template(
+            "m.room.message",
+            None,
+            r#"{"body":"after a gap","msgtype":"m.text"}"#,
+        ),
+        Some(vec![missing]),
+    );
+    let stuck = {
+        let state = state.clone();
+        let req = send_from_slow("s2", gap);
+        tokio::spawn(async move { call(&state, req).await })
+    };
+    // The fetch has connected (and will wait for its timeout).
+    tokio::task::spawn_blocking(move || fetching.recv().unwrap())
+        .await
+        .unwrap();
+
+    // Meanwhile another origin's join to another room goes through.
+    let (eve_id, eve) = eve_join(&state, &quiet_room);
+    let r = send_txn(&state, "q1", &txn(vec![eve], vec![])).await;
+    assert!(result(&r, &eve_id).is_empty(), "{}", r.body);
+    assert_eq!(
+        state.rooms()[&quiet_room].membership("@eve:remote.test"),
+        Some("join".into())
+    );
+    assert!(
+        !stuck.is_finished(),
+        "the slow peer's transaction was not held up"
+    );
+    stuck.abort();
 }

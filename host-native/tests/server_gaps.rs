@@ -15,7 +15,7 @@ use common::inproc::{invited_room, message, same, two_servers, until};
 
 /// B builds `n` messages it keeps to itself, then sends only the last: A must fill the gap.
 async fn gap(b: &Arc<AppState>, room: &str, bob: &str, n: usize) -> Vec<String> {
-    let _g = b.writer.lock().await;
+    let _g = b.lock_room(room).await;
     let mut ids = Vec::new();
     let mut last = None;
     for i in 0..n {
@@ -76,7 +76,7 @@ async fn gaps_are_filled_with_missing_events_then_state() {
 
     // A message from A after the gap reaches B (A's extremity is B's last event).
     let m = {
-        let _g = a.writer.lock().await;
+        let _g = a.lock_room(&room).await;
         rooms::send_local(&a, &room, message(&room, &alice, "after")).unwrap()
     };
     until(&b, "A's message", |s| s.rooms()[&room].contains(&m)).await;
@@ -90,7 +90,7 @@ async fn gaps_are_filled_with_missing_events_then_state() {
 
     // Bob leaves (a local leave sent to the room); A sees it.
     let leave = {
-        let _g = b.writer.lock().await;
+        let _g = b.lock_room(&room).await;
         let content = parse_object(br#"{"membership":"leave"}"#, &ParseOptions::STRICT).unwrap();
         rooms::send_event(&b, &room, &bob, "m.room.member", Some(&bob), content, None).unwrap()
     };
@@ -102,7 +102,7 @@ async fn gaps_are_filled_with_missing_events_then_state() {
     let carol = format!("@carol:{}", b.server_name);
     b.db().create_user(&carol, None, false).unwrap();
     {
-        let _g = a.writer.lock().await;
+        let _g = a.lock_room(&room).await;
         rooms::invite_remote(&a, &room, &alice, &carol)
             .await
             .unwrap();
@@ -121,7 +121,7 @@ async fn gaps_are_filled_with_missing_events_then_state() {
 
     // Bob knocks on a room with knock join rules: make_knock/send_knock.
     {
-        let _g = a.writer.lock().await;
+        let _g = a.lock_room(&room).await;
         let content = parse_object(br#"{"join_rule":"knock"}"#, &ParseOptions::STRICT).unwrap();
         rooms::send_event(
             &a,

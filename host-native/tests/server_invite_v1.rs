@@ -54,12 +54,9 @@ async fn invite_falls_back_to_v1_for_old_rooms() {
     assert_eq!(a.rooms()[&old].membership(&bob).as_deref(), Some("join"));
 
     // A version the v1 endpoint cannot carry: refused, and the room is unchanged.
-    let new = {
-        let _g = a.writer.lock().await;
-        rooms::create_room(&a, &alice, "10").unwrap()
-    };
+    let new = rooms::create_room(&a, &alice, "10").unwrap();
     let err = {
-        let _g = a.writer.lock().await;
+        let _g = a.lock_room(&new).await;
         rooms::invite_remote(&a, &new, &alice, &bob)
             .await
             .unwrap_err()

@@ -124,7 +124,7 @@ fn a_batch_is_stored_in_order_and_reaches_the_other_server() {
 }
 
 /// Many admin sends at once, one message per request and batches mixed: the requests that wait
-/// for the writer together are stored in one commit (`local`). Every request is answered with
+/// for a commit together are stored in one commit (`local`). Every request is answered with
 /// its own event IDs, every message is in A's timeline exactly once and in each sender's order,
 /// and reaches B exactly once.
 #[test]

@@ -37,8 +37,8 @@ async fn retrieval_follows_history_visibility() {
     let (a, b, alice, bob) = two_servers(dir.path(), same, None);
 
     let (room, secret) = {
-        let _g = a.writer.lock().await;
         let room = rooms::create_room(&a, &alice, "11").unwrap();
+        let _g = a.lock_room(&room).await;
         let joined =
             parse_object(br#"{"history_visibility":"joined"}"#, &ParseOptions::STRICT).unwrap();
         rooms::send_event(
@@ -59,7 +59,7 @@ async fn retrieval_follows_history_visibility() {
         .await
         .unwrap();
     let after = {
-        let _g = a.writer.lock().await;
+        let _g = a.lock_room(&room).await;
         rooms::send_local(&a, &room, message(&room, &alice, "after")).unwrap()
     };
     let get = |path: String| {
@@ -171,8 +171,8 @@ async fn restricted_join_the_resident_cannot_check() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, alice, bob) = two_servers(dir.path(), same, None);
     let room = {
-        let _g = a.writer.lock().await;
         let room = rooms::create_room(&a, &alice, "10").unwrap();
+        let _g = a.lock_room(&room).await;
         let rules = parse_object(
             br#"{"join_rule":"restricted","allow":[{"type":"m.room_membership","room_id":"!elsewhere:example.org"}]}"#,
             &ParseOptions::STRICT,

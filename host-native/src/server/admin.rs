@@ -192,7 +192,6 @@ async fn create_room(
         .and_then(serde_json::Value::as_str)
         .unwrap_or("12")
         .to_owned();
-    let _guard = state.writer.lock().await;
     let room_id = rooms::create_room(&state, &user, &version)?;
     Ok(ok_json(serde_json::json!({ "room_id": room_id })))
 }
@@ -239,7 +238,7 @@ async fn invite(
     let user = acting_user(&state, &v)?;
     let target = field(&v, "user_id")?.to_owned();
     mxfed_core::identifiers::user_server_name(&target)?;
-    let _guard = state.writer.lock().await;
+    let _guard = state.lock_room(&room_id).await;
     if !state.is_local_user(&target) {
         let id = rooms::invite_remote(&state, &room_id, &user, &target).await?;
         return Ok(event_id_answer(id));
@@ -300,7 +299,7 @@ async fn do_join(
 ) -> Result<String, ApiError> {
     if we_are_in(state, room_id) {
         let content = membership_content(state, user, "join")?;
-        let _guard = state.writer.lock().await;
+        let _guard = state.lock_room(room_id).await;
         let id = rooms::send_event(
             state,
             room_id,
@@ -386,7 +385,7 @@ async fn leave(
     let user = acting_user(&state, &v)?;
     if we_are_in(&state, &room_id) {
         let content = membership_content(&state, &user, "leave")?;
-        let _guard = state.writer.lock().await;
+        let _guard = state.lock_room(&room_id).await;
         let id = rooms::send_event(
             &state,
             &room_id,
@@ -485,7 +484,7 @@ async fn state_set(
         .to_string();
     let content = canonical::parse_object(raw.as_bytes(), &ParseOptions::STRICT)
         .map_err(|e| ApiError::bad_json(format!("content: {e}")))?;
-    let _guard = state.writer.lock().await;
+    let _guard = state.lock_room(&room_id).await;
     let id = rooms::send_event(&state, &room_id, &user, &kind, Some(&key), content, None)?;
     Ok(event_id_answer(id))
 }
@@ -503,7 +502,7 @@ async fn redact(
     if let Some(r) = v.get("reason").and_then(serde_json::Value::as_str) {
         content.insert("reason", r);
     }
-    let _guard = state.writer.lock().await;
+    let _guard = state.lock_room(&room_id).await;
     let id = rooms::send_event(
         &state,
         &room_id,

@@ -460,8 +460,8 @@ async fn send(
     let mut response = TransactionResponse::new();
     let (mut pdus_total, mut refused) = (0usize, 0usize);
     // The signature and hash checks (and the key fetches they need) take no lock: they run
-    // before this transaction waits for the writer, so another origin's transaction can be
-    // taken in and fsynced meanwhile. A room whose ACL denies the origin is not checked.
+    // before this transaction waits for its rooms' locks, so other transactions for those rooms
+    // are taken in and fsynced meanwhile. A room whose ACL denies the origin is not checked.
     let mut rooms_in = Vec::with_capacity(plan.rooms.len());
     for room in plan.rooms {
         let pdus: Vec<(String, Object)> =
@@ -474,10 +474,10 @@ async fn send(
         rooms_in.push((room.room_id, room.room_version, pdus));
     }
     {
-        let _guard = state.writer.lock().await;
         rooms::retry_deferred(&state, &s.origin).await;
         for (room_id, version, pdus) in rooms_in {
-            // Asked again under the writer: an ACL event may have been taken in meanwhile.
+            let _guard = state.lock_room(&room_id).await;
+            // Asked again under the room's lock: an ACL event may have been taken in meanwhile.
             if !super::acl::allows(&state, &room_id, &s.origin) {
                 for id in pdus.ids() {
                     state.metrics.pdu(PduOutcome::Rejected);
@@ -542,7 +542,7 @@ async fn send(
     Ok(json_bytes(bytes))
 }
 
-/// A room's PDUs of a transaction before the writer is taken: checked, or not (the room's ACL
+/// A room's PDUs of a transaction before the room's lock is taken: checked, or not (the room's ACL
 /// denied the origin when they arrived).
 enum Pdus {
     Checked(Vec<(String, PduCheck)>),
@@ -946,7 +946,7 @@ async fn make_membership(
     check_user_origin(user, &s.origin)?;
     // Wait for changes in progress (an invite being countersigned, say): the joining server may
     // have been told of the invite before we stored it.
-    let _guard = state.writer.lock().await;
+    let _guard = state.lock_room(room_id).await;
     let mut content = Object::new();
     content.insert("membership", membership);
     let mut t = EventTemplate {
@@ -1079,7 +1079,7 @@ async fn send_membership(
         };
         return Err(ApiError::invalid(why));
     }
-    let _guard = state.writer.lock().await;
+    let _guard = state.lock_room(room_id).await;
     let ev = check.event.clone().unwrap_or_default();
     let verdict = {
         let mut rooms = state.rooms();

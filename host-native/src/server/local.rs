@@ -1,9 +1,9 @@
 //! Our users' messages, group-committed: the admin API's `send` and `send_batch` requests that
-//! wait for the writer at the same time are built, stored and queued together, so that one
+//! wait for a commit at the same time are built, stored and queued together, so that one
 //! fsync covers all of them instead of two per request.
 //!
 //! Each request puts its messages in [`Sends`] and starts a committer task. The committer that
-//! gets `state.writer` takes every request waiting by then (its own, unless an earlier
+//! gets `state.local_commit` takes every request waiting by then (its own, unless an earlier
 //! committer took it already) and, per room, in arrival order:
 //! 1. builds each message on the previous one and takes it into the room (the core's rules
 //!    decide; a refused message stops its request, the ones before it are kept, as a
@@ -45,7 +45,7 @@ struct Request {
     answer: oneshot::Sender<Answer>,
 }
 
-/// The requests waiting for the writer.
+/// The requests waiting for a commit.
 #[derive(Default)]
 pub struct Sends {
     waiting: Mutex<Vec<Request>>,
@@ -84,10 +84,17 @@ pub async fn send(state: &Arc<AppState>, room_id: &str, templates: Vec<EventTemp
     // with no committer to come.
     let state = state.clone();
     tokio::spawn(async move {
-        let _guard = state.writer.lock().await;
+        let _commit = state.local_commit.lock().await;
         let group = state.sends.take();
         if group.is_empty() {
             return;
+        }
+        // The group's rooms, each locked, in sorted order (the one place that holds several).
+        let rooms: std::collections::BTreeSet<String> =
+            group.iter().map(|r| r.room_id.clone()).collect();
+        let mut guards = Vec::with_capacity(rooms.len());
+        for room_id in &rooms {
+            guards.push(state.lock_room(room_id).await);
         }
         // Building is CPU and the commit waits for the disk: off the runtime's threads, which
         // meanwhile take in the next requests.

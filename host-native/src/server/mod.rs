@@ -129,9 +129,14 @@ pub struct AppState {
     pub store: Mutex<store::Store>,
     /// Every room we know, rebuilt from the database at start. Held briefly, never across I/O.
     pub rooms: Mutex<BTreeMap<String, Room>>,
-    /// Serialises changes to rooms (receiving, creating events), which may wait on other
-    /// servers; reads never take it, so two servers fetching from each other cannot deadlock.
-    pub writer: tokio::sync::Mutex<()>,
+    /// One lock per room ([`AppState::lock_room`]) serialising changes to it (receiving,
+    /// creating events), which may wait on other servers; reads never take them, so two
+    /// servers fetching from each other cannot deadlock, and a peer slow to fill a gap in one
+    /// room holds up no other room.
+    pub writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serialises the group commits of our users' messages (`local`), so that messages waiting
+    /// meanwhile go together into the next one.
+    pub local_commit: tokio::sync::Mutex<()>,
     /// Other servers' keys and the policy of when to refetch them.
     pub key_cache: Mutex<KeyCache>,
     /// Transactions already answered, per origin.
@@ -140,7 +145,7 @@ pub struct AppState {
     pub client: client::FedClient,
     /// One sending queue per destination.
     pub outbound: outbound::Outbound,
-    /// Our users' messages waiting for the writer, to be stored together (group commit).
+    /// Our users' messages waiting for a commit, to be stored together (group commit).
     pub sends: local::Sends,
     /// Bearer token of the admin API.
     pub admin_token: String,
@@ -161,6 +166,20 @@ impl AppState {
         self.store
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for, and holds, the right to change `room_id` (see [`AppState::writers`]). Never
+    /// taken while another room's is held, except by the local group commit, which takes its
+    /// rooms' in sorted order.
+    pub async fn lock_room(&self, room_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut w = self
+                .writers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(w.entry(room_id.to_owned()).or_default())
+        };
+        lock.lock_owned().await
     }
 
     /// Locks the rooms.

@@ -481,7 +481,8 @@ pub fn distribute(
     }
 }
 
-/// Builds, accepts, stores and sends one of our events. The caller holds `state.writer`.
+/// Builds, accepts, stores and sends one of our events. The caller holds the room's lock
+/// ([`AppState::lock_room`]).
 pub fn send_local(
     state: &Arc<AppState>,
     room_id: &str,
@@ -515,7 +516,8 @@ fn obj(json: &str) -> Object {
 }
 
 /// Creates a room: create, the creator's join, power levels, join rules (invite) and history
-/// visibility (shared). Returns the room ID. The caller holds `state.writer`.
+/// visibility (shared). Returns the room ID. Takes no room lock: no one else knows the new
+/// room yet.
 pub fn create_room(
     state: &Arc<AppState>,
     creator: &str,
@@ -606,7 +608,8 @@ pub fn create_room(
     Ok(room_id)
 }
 
-/// A state event or message of ours. The caller holds `state.writer`.
+/// A state event or message of ours. The caller holds the room's lock
+/// ([`AppState::lock_room`]).
 pub fn send_event(
     state: &Arc<AppState>,
     room_id: &str,
@@ -974,7 +977,7 @@ pub async fn ingest(
 }
 
 /// The format, signature and hash checks of PDUs (keys fetched first), each with its ID. Pure
-/// but for the key fetches: `/send` runs them before it waits for `state.writer`, so they
+/// but for the key fetches: `/send` runs them before it waits for the room's lock, so they
 /// overlap another transaction's commit.
 pub async fn check_pdus(
     state: &AppState,
@@ -986,7 +989,8 @@ pub async fn check_pdus(
     ids.into_iter().zip(checks).collect()
 }
 
-/// [`ingest`] for PDUs checked already ([`check_pdus`]). The caller holds `state.writer`.
+/// [`ingest`] for PDUs checked already ([`check_pdus`]). The caller holds the room's lock
+/// ([`AppState::lock_room`]).
 pub async fn ingest_checked(
     state: &Arc<AppState>,
     origin: &str,
@@ -1066,7 +1070,8 @@ fn defer_if_gap(
 /// Tries again the PDUs of `origin` refused for a gap ([`defer_if_gap`]), oldest first, before
 /// a new transaction of `origin` is taken in: the gap may be fillable now. A PDU taken in (or
 /// no longer behind a gap) is forgotten; one still behind a gap counts a try and is given up
-/// after [`super::store::DEFERRED_TRIES`]. The caller holds `state.writer`.
+/// after [`super::store::DEFERRED_TRIES`]. Takes each PDU's room's lock in turn (the caller
+/// holds none).
 pub async fn retry_deferred(state: &Arc<AppState>, origin: &str) {
     let list = state.db().deferred_pdus(origin).unwrap_or_default();
     for (room_id, event_id, json) in list {
@@ -1075,6 +1080,7 @@ pub async fn retry_deferred(state: &Arc<AppState>, origin: &str) {
             let _ = state.db().undefer_pdu(&event_id);
             continue;
         };
+        let _guard = state.lock_room(&room_id).await;
         let done = ingest(state, origin, &room_id, v, vec![(event_id.clone(), obj)]).await;
         let kept = done
             .first()
@@ -1267,7 +1273,7 @@ pub async fn remote_membership(
         // Leaves and knocks reach our copy of the room (if any) through the resident's /send.
         return Ok(event_id);
     }
-    let _guard = state.writer.lock().await;
+    let _guard = state.lock_room(room_id).await;
     let known = state.rooms().contains_key(room_id);
     if !known {
         state.db().add_room(room_id, version)?;
@@ -1329,7 +1335,7 @@ pub async fn remote_membership(
 
 /// Invites a user of another server: builds the invite, checks the room's rules allow it, has
 /// the invitee's server countersign it (`/v2/invite`), then takes it in and sends it to the
-/// room. The caller holds `state.writer`.
+/// room. The caller holds the room's lock ([`AppState::lock_room`]).
 pub async fn invite_remote(
     state: &Arc<AppState>,
     room_id: &str,

@@ -90,8 +90,8 @@ pub fn two_servers(
 
 /// A room of room version `version` that `alice` creates on `a` and invites `bob` to.
 pub async fn invited_room(a: &Arc<AppState>, alice: &str, bob: &str, version: &str) -> String {
-    let _g = a.writer.lock().await;
     let room = rooms::create_room(a, alice, version).unwrap();
+    let _g = a.lock_room(&room).await;
     rooms::invite_remote(a, &room, alice, bob).await.unwrap();
     room
 }
