@@ -351,6 +351,16 @@ fn pdu_of(
     (b.event_id, b.pdu)
 }
 
+/// [`room_with_remote`] with `@eve:remote.test` joined (through `/send`): the room and her
+/// join's ID.
+async fn room_with_eve(state: &Arc<AppState>) -> (String, String) {
+    let room = room_with_remote(state).await;
+    let (join_id, join) = eve_join(state, &room);
+    let r = send_txn(state, "eve-joins", &txn(vec![join], vec![])).await;
+    assert!(result(&r, &join_id).is_empty(), "{}", r.body);
+    (room, join_id)
+}
+
 /// `@eve:remote.test` joining the room, signed with the remote's key.
 fn eve_join(state: &AppState, room: &str) -> (String, Object) {
     remote_pdu(
@@ -550,10 +560,7 @@ async fn send_gives_per_pdu_results_and_dedups() {
 async fn old_messages_are_served_and_redacted_after_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let state = setup(&dir);
-    let room = room_with_remote(&state).await;
-    let (join_id, join) = eve_join(&state, &room);
-    let r = send_txn(&state, "j", &txn(vec![join], vec![])).await;
-    assert!(result(&r, &join_id).is_empty(), "{}", r.body);
+    let (room, join_id) = room_with_eve(&state).await;
     let mut ids = Vec::new();
     for i in 0..6 {
         let (id, pdu) = remote_message(
@@ -1230,10 +1237,7 @@ async fn federation_requests_are_rate_limited_per_origin() {
 async fn timestamp_to_event_finds_the_nearest_event() {
     let dir = tempfile::tempdir().unwrap();
     let state = setup(&dir);
-    let room = room_with_remote(&state).await;
-    let (join_id, join) = eve_join(&state, &room);
-    let r = send_txn(&state, "t1", &txn(vec![join], vec![])).await;
-    assert!(result(&r, &join_id).is_empty(), "{}", r.body);
+    let (room, _) = room_with_eve(&state).await;
     let mut sent = Vec::new();
     for i in 0..3 {
         // Distinct milliseconds for each message.
