@@ -1023,7 +1023,7 @@ pub async fn ingest_checked(
                 continue;
             }
         };
-        flush_pending(state, room_id, &mut pending, &mut out);
+        flush_pending(state, room_id, &mut pending, &mut out).await;
         let event = check.event.clone();
         let r = match receive_remote(state, origin, room_id, v, check, true).await {
             Ok(verdict) => Taken::of(&verdict),
@@ -1038,7 +1038,7 @@ pub async fn ingest_checked(
         };
         out.push((id, r));
     }
-    flush_pending(state, room_id, &mut pending, &mut out);
+    flush_pending(state, room_id, &mut pending, &mut out).await;
     out
 }
 
@@ -1131,9 +1131,11 @@ impl Taken {
 }
 
 /// Stores the events taken in since the last flush in one commit; if that fails, each of them
-/// gets the error in the answer (the sender retries the transaction).
-fn flush_pending(
-    state: &AppState,
+/// gets the error in the answer (the sender retries the transaction). The commit waits for its
+/// fsync (and for the database, which another room's commit may hold) off the runtime's
+/// threads, which meanwhile serve other requests.
+async fn flush_pending(
+    state: &Arc<AppState>,
     room_id: &str,
     pending: &mut Vec<(usize, Entry)>,
     out: &mut [(String, Taken)],
@@ -1142,7 +1144,11 @@ fn flush_pending(
         return;
     }
     let (slots, entries): (Vec<usize>, Vec<Entry>) = pending.drain(..).unzip();
-    if let Err(e) = commit(state, room_id, &entries) {
+    let (st, room) = (Arc::clone(state), room_id.to_owned());
+    let result = tokio::task::spawn_blocking(move || commit(&st, &room, &entries))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("commit: {e}"))));
+    if let Err(e) = result {
         for i in slots {
             if let Some(slot) = out.get_mut(i) {
                 slot.1 = Taken::Refused(e.error.clone());
