@@ -1040,6 +1040,17 @@ async fn get_metrics(state: &Arc<AppState>) -> String {
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
+/// The received-PDU counters (accepted, rejected, soft-failed) in an exposition text.
+fn pdu_outcomes(text: &str) -> (f64, f64, f64) {
+    let pdus = |o: &str| {
+        sample(
+            text,
+            &format!("mxfed_federation_pdus_received_total{{outcome=\"{o}\"}}"),
+        )
+    };
+    (pdus("accepted"), pdus("rejected"), pdus("soft_failed"))
+}
+
 /// The value of one sample (`name{labels}`) in an exposition text.
 fn sample(text: &str, series: &str) -> f64 {
     text.lines()
@@ -1083,16 +1094,7 @@ async fn metrics_count_what_happens() {
         sample(&m, "mxfed_federation_transactions_received_total"),
         1.0
     );
-    let pdus = |o: &str| {
-        sample(
-            &m,
-            &format!("mxfed_federation_pdus_received_total{{outcome=\"{o}\"}}"),
-        )
-    };
-    assert_eq!(
-        (pdus("accepted"), pdus("rejected"), pdus("soft_failed")),
-        (1.0, 1.0, 0.0)
-    );
+    assert_eq!(pdu_outcomes(&m), (1.0, 1.0, 0.0));
     let edus = |t: &str| {
         sample(
             &m,
@@ -1145,16 +1147,7 @@ async fn metrics_count_what_happens() {
     assert!(result(&r, &late_id).is_empty(), "{}", r.body);
     assert!(state.rooms()[&room].is_soft_failed(&late_id));
     let m = get_metrics(&state).await;
-    let pdus = |o: &str| {
-        sample(
-            &m,
-            &format!("mxfed_federation_pdus_received_total{{outcome=\"{o}\"}}"),
-        )
-    };
-    assert_eq!(
-        (pdus("accepted"), pdus("rejected"), pdus("soft_failed")),
-        (1.0, 1.0, 1.0)
-    );
+    assert_eq!(pdu_outcomes(&m), (1.0, 1.0, 1.0));
 
     // The admin API beside it still wants its token.
     let resp = admin_get(&state, "/admin/v1/status").await;
@@ -1460,4 +1453,55 @@ async fn a_peer_slow_to_fill_a_gap_holds_up_only_its_room() {
         "the slow peer's transaction was not held up"
     );
     stuck.abort();
+}
+
+/// `room wait --event` answers once the event is stored, not merely in the room: a room takes
+/// events in before the commit that makes them durable, and a script may kill the server as soon
+/// as its wait returns.
+#[tokio::test]
+async fn room_wait_answers_once_the_event_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let (room, _) = room_with_eve(&state).await;
+    let wait = |id: String, ms: u64| {
+        let state = state.clone();
+        let uri = format!(
+            "/admin/v1/rooms/{}/wait?event_id={}&timeout_ms={ms}",
+            urlenc(&room),
+            urlenc(&id)
+        );
+        async move {
+            let req = Request::builder()
+                .uri(uri)
+                .header("authorization", format!("Bearer {}", state.admin_token))
+                .body(Body::empty())
+                .unwrap();
+            mxfed_native::server::metrics::admin_app(state.clone())
+                .oneshot(req)
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Eve's message in the room, not yet committed.
+    let (id, pdu) = remote_message(&state, &room, "@eve:remote.test", "hi", &remote_key());
+    let _g = state.lock_room(&room).await;
+    let entry = rooms::Entry {
+        event_id: id.clone(),
+        event: rooms::Kept::of(&pdu),
+        verdict: {
+            let mut rooms = state.rooms();
+            rooms
+                .get_mut(&room)
+                .unwrap()
+                .receive(&rooms::checked(&id, pdu, false))
+        },
+        outlier: false,
+        state_before: None,
+        origin: REMOTE.into(),
+    };
+    assert!(state.rooms()[&room].contains(&id));
+    assert_eq!(wait(id.clone(), 200).await, StatusCode::REQUEST_TIMEOUT);
+    rooms::commit(&state, &room, &[entry]).unwrap();
+    assert_eq!(wait(id, 5_000).await, StatusCode::OK);
 }

@@ -765,7 +765,7 @@ struct WaitQuery {
 }
 
 /// Waits (up to `timeout_ms`, default 30 s) until an event is in the room's timeline or a user
-/// is joined: tests and scripts use it instead of sleeping.
+/// is joined, and stored: tests and scripts use it instead of sleeping.
 async fn wait(
     State(state): St,
     MPath(room_id): MPath<String>,
@@ -775,22 +775,33 @@ async fn wait(
         tokio::time::Instant::now() + Duration::from_millis(q.timeout_ms.unwrap_or(30_000));
     loop {
         let notified = state.changed.notified();
-        let done = {
+        // What the room says, then whether the events it rests on are stored: a room takes an
+        // event in before the commit that makes it durable, and whoever waits (then perhaps
+        // kills the server) must find it after a restart too.
+        let durable: Option<Vec<String>> = {
             let rooms = state.rooms();
-            match rooms.get(&room_id) {
-                None => false,
-                Some(room) => {
-                    let ev_ok = q.event_id.as_ref().is_none_or(|id| {
-                        room.contains(id) && (!room.is_outlier(id) || room.is_backfilled(id))
-                    });
-                    let join_ok = q
-                        .joined
-                        .as_ref()
-                        .is_none_or(|u| room.membership(u).as_deref() == Some("join"));
-                    ev_ok && join_ok
+            rooms.get(&room_id).and_then(|room| {
+                let mut ids = Vec::new();
+                if let Some(id) = &q.event_id {
+                    if !(room.contains(id) && (!room.is_outlier(id) || room.is_backfilled(id))) {
+                        return None;
+                    }
+                    ids.push(id.clone());
                 }
-            }
+                if let Some(u) = &q.joined {
+                    if room.membership(u).as_deref() != Some("join") {
+                        return None;
+                    }
+                    let key = ("m.room.member".to_owned(), u.clone());
+                    ids.extend(room.current_state_shared().get(&key).cloned());
+                }
+                Some(ids)
+            })
         };
+        let done = durable.is_some_and(|ids| {
+            let db = state.db();
+            ids.iter().all(|id| db.has_event(id))
+        });
         if done {
             return Ok(ok_json(serde_json::json!({ "ok": true })));
         }
