@@ -1505,3 +1505,40 @@ async fn room_wait_answers_once_the_event_is_stored() {
     rooms::commit(&state, &room, &[entry]).unwrap();
     assert_eq!(wait(id, 5_000).await, StatusCode::OK);
 }
+
+/// A room's lock is forgotten once no one holds or waits for it, also for rooms we do not know
+/// (another server's `make_join` names any room ID); while someone waits, it stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_locks_are_forgotten_when_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let uri = format!(
+        "/_matrix/federation/v1/make_join/{}/{}?ver=10",
+        urlenc("!nowhere:remote.test"),
+        urlenc("@eve:remote.test")
+    );
+    let r = call(&state, signed("GET", &uri, None, REMOTE, ME, &remote_key())).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert!(state.locked_rooms().is_empty());
+
+    let first = state.lock_room("!r:a.test").await;
+    assert_eq!(state.locked_rooms(), ["!r:a.test"]);
+    let (took, taken) = tokio::sync::oneshot::channel();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let waiter = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _g = state.lock_room("!r:a.test").await;
+            took.send(()).unwrap();
+            released.await.unwrap();
+        })
+    };
+    // Released while the other waits: its lock is kept, and the other gets it.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(first);
+    taken.await.unwrap();
+    assert_eq!(state.locked_rooms(), ["!r:a.test"]);
+    release.send(()).unwrap();
+    waiter.await.unwrap();
+    assert!(state.locked_rooms().is_empty());
+}

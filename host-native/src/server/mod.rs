@@ -160,6 +160,30 @@ pub struct AppState {
     pub written_state: Mutex<HashMap<String, Arc<StateMap>>>,
 }
 
+/// The right to change one room ([`AppState::lock_room`]). Dropping it releases the room and,
+/// when no one else holds or waits for its lock, forgets the lock: room IDs come from other
+/// servers' requests too (a `make_join` for a room we do not know), and must not pile up.
+pub struct RoomGuard<'a> {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    room_id: String,
+    writers: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Drop for RoomGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut w = self
+            .writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The map's and ours: anyone else waiting cloned it under this same mutex.
+        if Arc::strong_count(&self.lock) == 2 {
+            w.remove(&self.room_id);
+        }
+    }
+}
+
 impl AppState {
     /// Locks the database (a poisoned lock is recovered: the connection is still valid).
     pub fn db(&self) -> MutexGuard<'_, store::Store> {
@@ -171,15 +195,28 @@ impl AppState {
     /// Waits for, and holds, the right to change `room_id` (see [`AppState::writers`]). Never
     /// taken while another room's is held, except by the local group commit, which takes its
     /// rooms' in sorted order.
-    pub async fn lock_room(&self, room_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    pub async fn lock_room(&self, room_id: &str) -> RoomGuard<'_> {
         let lock = {
-            let mut w = self
-                .writers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut w = self.writers_map();
             Arc::clone(w.entry(room_id.to_owned()).or_default())
         };
-        lock.lock_owned().await
+        RoomGuard {
+            guard: Some(Arc::clone(&lock).lock_owned().await),
+            lock,
+            room_id: room_id.to_owned(),
+            writers: &self.writers,
+        }
+    }
+
+    fn writers_map(&self) -> MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Rooms whose lock is held or waited for (the others are forgotten).
+    pub fn locked_rooms(&self) -> Vec<String> {
+        self.writers_map().keys().cloned().collect()
     }
 
     /// Locks the rooms.
