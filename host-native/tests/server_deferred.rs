@@ -92,6 +92,11 @@ async fn pdu_refused_for_a_gap_is_taken_in_later() {
     assert!(!a.rooms()[&room].contains(&last.event_id));
     assert_eq!(a.db().deferred_pdus(&b.server_name).unwrap().len(), 1);
 
+    // B's next transaction while it still refuses: A tries the kept PDU again and keeps it.
+    send_txn(&b, &a, "t1b", Vec::new()).await;
+    assert!(!a.rooms()[&room].contains(&last.event_id));
+    assert_eq!(a.db().deferred_pdus(&b.server_name).unwrap().len(), 1);
+
     // B helps again; its next transaction (nothing in it) has A try the kept PDU first.
     REFUSE.store(false, Ordering::SeqCst);
     send_txn(&b, &a, "t2", Vec::new()).await;

@@ -502,7 +502,7 @@ async fn send(
                         state.metrics.pdu(PduOutcome::SoftFailed);
                         response.set_ok(id);
                     }
-                    rooms::Taken::Refused(e) => {
+                    rooms::Taken::Refused(e) | rooms::Taken::Kept(e) => {
                         state.metrics.pdu(PduOutcome::Rejected);
                         refused += 1;
                         response.set_error(id, e);

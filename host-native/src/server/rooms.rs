@@ -1032,7 +1032,7 @@ pub async fn ingest_checked(
                     .as_ref()
                     .is_some_and(|ev| defer_if_gap(state, origin, room_id, v, &id, ev)) =>
             {
-                Taken::Refused(format!("{}; kept to try again", e.error))
+                Taken::Kept(format!("{}; kept to try again", e.error))
             }
             Err(e) => Taken::Refused(e.error),
         };
@@ -1082,11 +1082,7 @@ pub async fn retry_deferred(state: &Arc<AppState>, origin: &str) {
         };
         let _guard = state.lock_room(&room_id).await;
         let done = ingest(state, origin, &room_id, v, vec![(event_id.clone(), obj)]).await;
-        let kept = done
-            .first()
-            .and_then(|(_, t)| t.error())
-            .is_some_and(|e| e.ends_with("kept to try again"));
-        if kept {
+        if let Some((_, Taken::Kept(_))) = done.first() {
             log(&format!(
                 "deferred {event_id} from {origin}: gap still open"
             ));
@@ -1110,6 +1106,9 @@ pub enum Taken {
     SoftFailed,
     /// Refused (or not stored): the error the transaction's answer gives for it.
     Refused(String),
+    /// Refused for now: the gap before it could not be filled; kept to try again
+    /// ([`retry_deferred`]). The error for the answer.
+    Kept(String),
 }
 
 impl Taken {
@@ -1124,7 +1123,7 @@ impl Taken {
     /// The error for the transaction's answer, if it was refused.
     pub fn error(&self) -> Option<&str> {
         match self {
-            Taken::Refused(e) => Some(e),
+            Taken::Refused(e) | Taken::Kept(e) => Some(e),
             Taken::Accepted | Taken::SoftFailed => None,
         }
     }
