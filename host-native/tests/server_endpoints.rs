@@ -301,14 +301,8 @@ fn remote_pdu_redacting(
     key: &SigningKey,
     redacts: Option<&str>,
 ) -> (String, Object) {
-    let t = EventTemplate {
-        room_id: Some(room.to_owned()),
-        event_type: kind.into(),
-        sender: sender.into(),
-        state_key: sk.map(str::to_owned),
-        content: obj(content),
-        redacts: redacts.map(str::to_owned),
-    };
+    let mut t = rooms::template(Some(room), kind, sender, sk, obj(content));
+    t.redacts = redacts.map(str::to_owned);
     pdu_of(state, room, REMOTE, key, &t, None)
 }
 
@@ -387,8 +381,13 @@ fn remote_message(
 }
 
 fn txn(pdus: Vec<Object>, edus: Vec<Object>) -> Object {
+    txn_from(REMOTE, pdus, edus)
+}
+
+/// A transaction body from `origin`.
+fn txn_from(origin: &str, pdus: Vec<Object>, edus: Vec<Object>) -> Object {
     let mut o = Object::new();
-    o.insert("origin", REMOTE);
+    o.insert("origin", origin);
     o.insert("origin_server_ts", Int::new(1).unwrap());
     o.insert(
         "pdus",
@@ -1385,19 +1384,11 @@ async fn a_peer_slow_to_fill_a_gap_holds_up_only_its_room() {
 
     // The slow server's user joins its room (nothing to fetch: taken in at once).
     let user = format!("@s:{slow}");
-    let template = |kind: &str, sk: Option<&str>, content: &str| EventTemplate {
-        room_id: Some(slow_room.clone()),
-        event_type: kind.into(),
-        sender: user.clone(),
-        state_key: sk.map(str::to_owned),
-        content: obj(content),
-        redacts: None,
+    let template = |kind: &str, sk: Option<&str>, content: &str| {
+        rooms::template(Some(&slow_room), kind, &user, sk, obj(content))
     };
     let send_from_slow = |txn_id: &str, pdu: Object| {
-        let mut body = Object::new();
-        body.insert("origin", slow.as_str());
-        body.insert("origin_server_ts", Int::new(1).unwrap());
-        body.insert("pdus", Value::Array(vec![Value::Object(pdu)]));
+        let body = txn_from(&slow, vec![pdu], vec![]);
         let uri = format!("/_matrix/federation/v1/send/{txn_id}");
         signed("PUT", &uri, Some(&body), &slow, ME, &slow_key)
     };

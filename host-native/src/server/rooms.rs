@@ -494,7 +494,8 @@ pub fn send_local(
     Ok(built.event_id)
 }
 
-fn template(
+/// An event template without `redacts`.
+pub fn template(
     room_id: Option<&str>,
     kind: &str,
     sender: &str,
