@@ -286,23 +286,7 @@ fn remote_pdu(
     content: &str,
     key: &SigningKey,
 ) -> (String, Object) {
-    remote_pdu_redacting(state, room, kind, sender, sk, content, key, None)
-}
-
-/// [`remote_pdu`] with `redacts`.
-#[allow(clippy::too_many_arguments)]
-fn remote_pdu_redacting(
-    state: &AppState,
-    room: &str,
-    kind: &str,
-    sender: &str,
-    sk: Option<&str>,
-    content: &str,
-    key: &SigningKey,
-    redacts: Option<&str>,
-) -> (String, Object) {
-    let mut t = rooms::template(Some(room), kind, sender, sk, obj(content));
-    t.redacts = redacts.map(str::to_owned);
+    let t = rooms::template(Some(room), kind, sender, sk, obj(content));
     pdu_of(state, room, REMOTE, key, &t, None)
 }
 
@@ -634,16 +618,15 @@ async fn old_messages_are_served_and_redacted_after_compaction() {
     );
 
     // Eve redacts her old m0 (same server: applies); Alice (power 100) redacts m1.
-    let (red_id, red) = remote_pdu_redacting(
-        &state,
-        &room,
+    let mut t = rooms::template(
+        Some(&room),
         "m.room.redaction",
         "@eve:remote.test",
         None,
-        "{}",
-        &remote_key(),
-        Some(&ids[0]),
+        obj("{}"),
     );
+    t.redacts = Some(ids[0].clone());
+    let (red_id, red) = pdu_of(&state, &room, REMOTE, &remote_key(), &t, None);
     let r = send_txn(&state, "r", &txn(vec![red], vec![])).await;
     assert!(result(&r, &red_id).is_empty(), "{}", r.body);
     {
