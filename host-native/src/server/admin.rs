@@ -536,7 +536,8 @@ fn timeline_lines(state: &AppState, room_id: &str) -> Result<Vec<String>, ApiErr
         .iter()
         .filter(|e| !e.rejected && (e.backfilled || (!e.outlier && !e.soft_failed)))
         .filter_map(|e| {
-            let (ev, _) = rooms::served(state, &e.event_id)?;
+            // The row has the JSON: no second read by ID.
+            let ev = rooms::served_row(state, e)?;
             let depth = ev.get("depth").and_then(Value::as_int).unwrap_or(0);
             Some((ev, depth, e.backfilled))
         })

@@ -250,12 +250,17 @@ fn apply_redaction(state: &AppState, db: &mut super::store::Store, room_id: &str
 /// A stored event as served: redacted if a redaction applies to it.
 pub fn served(state: &AppState, event_id: &str) -> Option<(Object, super::store::StoredEvent)> {
     let stored = state.db().event(event_id).ok()??;
-    let mut ev = parse_stored(&stored.json)?;
-    if stored.redacted_by.is_some() {
-        let v = state.rooms().get(&stored.room_id).map(Room::version)?;
-        ev = event::redact(&ev, v);
+    Some((served_row(state, &stored)?, stored))
+}
+
+/// [`served`] for a row read already.
+pub fn served_row(state: &AppState, stored: &super::store::StoredEvent) -> Option<Object> {
+    let ev = parse_stored(&stored.json)?;
+    if stored.redacted_by.is_none() {
+        return Some(ev);
     }
-    Some((ev, stored))
+    let v = state.rooms().get(&stored.room_id).map(Room::version)?;
+    Some(event::redact(&ev, v))
 }
 
 /// Serves a list of known events (redacted where needed), in the given order.

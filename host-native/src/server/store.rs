@@ -881,7 +881,8 @@ impl Store {
     }
 
     /// How many transaction answers wait for the next commit.
-    pub fn pending_txn_count(&self) -> usize {
+    #[cfg(test)]
+    fn pending_txn_count(&self) -> usize {
         self.pending_txns.len()
     }
 
