@@ -30,7 +30,7 @@ struct Job {
 
 /// Persistent checking threads (one fewer than the cores: the caller checks a share too).
 struct Pool {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
     threads: usize,
 }
 
@@ -50,10 +50,7 @@ fn pool() -> &'static Pool {
                 threads += 1;
             }
         }
-        Pool {
-            jobs: Mutex::new(tx),
-            threads,
-        }
+        Pool { jobs: tx, threads }
     })
 }
 
@@ -118,11 +115,7 @@ pub async fn check_all(
             ring: Arc::clone(&ring),
             done,
         };
-        let sent = match pool.jobs.lock() {
-            Ok(tx) => tx.send(job).map_err(|e| e.0),
-            Err(_) => Err(job),
-        };
-        match sent {
+        match pool.jobs.send(job).map_err(|e| e.0) {
             Ok(()) => waiting.push(Share::Pool(answer)),
             // No pool thread to take it: checked here.
             Err(job) => waiting.push(Share::Here(run(job.events, v, &ring))),
