@@ -427,11 +427,16 @@ async fn send(
         Some(Value::Object(o)) => transaction::transaction_from_object(o)?,
         _ => transaction::parse_transaction(&s.body)?,
     };
-    let versions: BTreeMap<String, &'static RoomVersion> = state
-        .rooms()
-        .iter()
-        .map(|(k, r)| (k.clone(), r.version()))
-        .collect();
+    // The versions of this transaction's rooms only (at most 50 lookups, whatever the number of
+    // rooms the server is in).
+    let versions: BTreeMap<String, &'static RoomVersion> = {
+        let rooms = state.rooms();
+        tx.pdus()
+            .iter()
+            .filter_map(|p| p.get_str("room_id"))
+            .filter_map(|r| rooms.get(r).map(|room| (r.to_owned(), room.version())))
+            .collect()
+    };
     let plan = {
         let mut d = state.dedup();
         plan_inbound(&s.origin, &txn, tx, &mut d, |r| versions.get(r).copied())
