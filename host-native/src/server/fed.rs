@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::metrics::PduOutcome;
 use super::rooms::{self, checked, served_list, Entry};
+use super::store::NewEdu;
 use super::{keys, log, now, AppState};
 
 type St = State<Arc<AppState>>;
@@ -516,9 +517,10 @@ async fn send(
             }
         }
     }
+    let mut edus = Vec::new();
     for edu in &plan.edus {
         state.metrics.edu(edu.edu_type());
-        store_edu(&state, &s.origin, edu);
+        edu_rows(&state, &s.origin, edu, &mut edus);
     }
     let took = started.elapsed();
     state.metrics.txn_processing.observe(took);
@@ -533,17 +535,23 @@ async fn send(
     );
     state.dedup().complete(&s.origin, &txn, response.clone());
     let bytes = response.to_bytes();
-    let answer = String::from_utf8_lossy(&bytes);
-    let mut db = state.db();
-    if plan.edus.is_empty() {
+    let answer = String::from_utf8_lossy(&bytes).into_owned();
+    if edus.is_empty() {
         // Everything it did is in the rooms' committed events: the answer rides on the next
         // commit (a lost answer only makes a retry be processed again, with the same result).
-        let _ = db.put_txn_later(&s.origin, &txn, &answer);
+        let _ = state.db().put_txn_later(&s.origin, &txn, &answer);
     } else {
-        // Its EDUs are stored already: a retry processed again would store them twice.
-        let _ = db.put_txn(&s.origin, &txn, &answer);
+        // Its EDUs and its answer in one commit (one fsync, on a blocking thread): a retry
+        // finds both, or neither and stores the EDUs once.
+        let (st, origin) = (Arc::clone(&state), s.origin.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            st.db().put_txn_with_edus(&origin, &txn, &answer, &edus)
+        })
+        .await;
+        if let Ok(Err(e)) = stored {
+            tracing::warn!(origin = %s.origin, "storing a transaction's EDUs: {e}");
+        }
     }
-    drop(db);
     Ok(json_bytes(bytes))
 }
 
@@ -563,9 +571,10 @@ impl Pdus {
     }
 }
 
-/// Stores a typing or receipt EDU for each room it concerns that we know and whose server ACL
-/// lets the origin in (others are dropped).
-fn store_edu(state: &AppState, origin: &str, edu: &Edu) {
+/// The rows to store for an EDU: a typing or receipt EDU gives one for each room it concerns
+/// that we know and whose server ACL lets the origin in (others are dropped); any other EDU one
+/// row without a room.
+fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
     let known = |r: &str| {
         state
             .rooms()
@@ -574,15 +583,15 @@ fn store_edu(state: &AppState, origin: &str, edu: &Edu) {
     };
     let kind = edu.edu_type();
     let content = edu.content();
+    let row = |room: Option<&str>, content: String| NewEdu {
+        edu_type: kind.to_owned(),
+        room_id: room.map(str::to_owned),
+        content,
+    };
     match edu {
         Edu::Typing(t) => {
             if known(t.room_id()) {
-                let _ = state.db().add_edu(
-                    origin,
-                    kind,
-                    Some(t.room_id()),
-                    &content.to_canonical_string(),
-                );
+                out.push(row(Some(t.room_id()), content.to_canonical_string()));
             }
         }
         Edu::Receipt(_) => {
@@ -590,18 +599,11 @@ fn store_edu(state: &AppState, origin: &str, edu: &Edu) {
                 if known(room) {
                     let mut one = Object::new();
                     one.insert(room, per_room.clone());
-                    let _ =
-                        state
-                            .db()
-                            .add_edu(origin, kind, Some(room), &one.to_canonical_string());
+                    out.push(row(Some(room), one.to_canonical_string()));
                 }
             }
         }
-        _ => {
-            let _ = state
-                .db()
-                .add_edu(origin, kind, None, &content.to_canonical_string());
-        }
+        _ => out.push(row(None, content.to_canonical_string())),
     }
 }
 

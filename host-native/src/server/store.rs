@@ -184,6 +184,17 @@ pub struct StoredEvent {
     pub redacted_by: Option<String>,
 }
 
+/// A received EDU to store ([`Store::put_txn_with_edus`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEdu {
+    /// `edu_type`.
+    pub edu_type: String,
+    /// The room it concerns (typing, receipts), if any.
+    pub room_id: Option<String>,
+    /// Its content as canonical JSON.
+    pub content: String,
+}
+
 /// A new event row.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
@@ -669,6 +680,35 @@ impl Store {
         Ok(())
     }
 
+    /// Stores the EDUs of a transaction from `origin` and the transaction's answer in one
+    /// fsynced commit, so that a retry of the transaction finds both (and gets the answer) or
+    /// neither (and its EDUs are stored once).
+    ///
+    /// # Errors
+    /// SQLite errors (nothing is stored then).
+    pub fn put_txn_with_edus(
+        &mut self,
+        origin: &str,
+        txn_id: &str,
+        response: &str,
+        edus: &[NewEdu],
+    ) -> rusqlite::Result<()> {
+        self.pending_txns
+            .push((origin.to_owned(), txn_id.to_owned(), response.to_owned()));
+        let stored = self.in_transaction(|db| {
+            for e in edus {
+                db.add_edu(origin, &e.edu_type, e.room_id.as_deref(), &e.content)?;
+            }
+            Ok(())
+        });
+        if stored.is_err() {
+            // Not written: a retry is processed again.
+            self.pending_txns
+                .retain(|(o, t, _)| !(o == origin && t == txn_id));
+        }
+        stored
+    }
+
     /// EDUs received for a room: (origin, type, content JSON, received ms).
     ///
     /// # Errors
@@ -986,7 +1026,7 @@ impl Store {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{NewEvent, Store};
+    use super::{NewEdu, NewEvent, Store};
     use rusqlite::{params, Connection};
 
     fn event<'a>(id: &'a str, json: &'a str) -> NewEvent<'a> {
@@ -1099,6 +1139,72 @@ mod tests {
         db.put_txn_later("b.test", "last", "{}").unwrap();
         assert_eq!(answered(&db).len(), 3 + super::PENDING_TXNS_MAX);
         assert_eq!(db.pending_txn_count(), 0);
+    }
+
+    /// A transaction's EDUs and its answer are written together: both survive a reopen, and when
+    /// the write fails neither is stored (a retry then stores the EDUs once).
+    #[test]
+    fn edus_and_their_transaction_answer_are_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut db = Store::open(&path).unwrap();
+        let edu = |room: &str, content: &str| NewEdu {
+            edu_type: "m.typing".into(),
+            room_id: Some(room.into()),
+            content: content.into(),
+        };
+        // An answer waiting for the next commit goes out with this one.
+        db.put_txn_later("a.test", "t0", "{}").unwrap();
+        db.put_txn_with_edus(
+            "a.test",
+            "t1",
+            "{\"pdus\":{}}",
+            &[edu("!r:a.test", "{\"n\":1}"), edu("!s:a.test", "{\"n\":2}")],
+        )
+        .unwrap();
+        drop(db);
+        let mut db = Store::open(&path).unwrap();
+        let answered = |db: &Store| {
+            db.txns()
+                .unwrap()
+                .into_iter()
+                .map(|(_, t, _)| t)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(answered(&db), ["t0", "t1"]);
+        let contents = |db: &Store, room: &str| {
+            db.edus(room)
+                .unwrap()
+                .into_iter()
+                .map(|(o, k, c, _)| (o, k, c))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            contents(&db, "!r:a.test"),
+            [("a.test".into(), "m.typing".into(), "{\"n\":1}".into())]
+        );
+        assert_eq!(contents(&db, "!s:a.test").len(), 1);
+        // The second EDU cannot be written (a trigger refuses it): the first is rolled back and
+        // the answer is not kept for a later commit either.
+        db.conn
+            .execute_batch(
+                "CREATE TRIGGER no_n3 BEFORE INSERT ON edus WHEN NEW.content = '{\"n\":3}'
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        assert!(db
+            .put_txn_with_edus(
+                "a.test",
+                "t2",
+                "{}",
+                &[edu("!r:a.test", "{\"n\":4}"), edu("!r:a.test", "{\"n\":3}")],
+            )
+            .is_err());
+        assert_eq!(db.pending_txn_count(), 0);
+        db.store_events("!r:a.test", &[event("$a", "{}")], &[], None)
+            .unwrap();
+        assert_eq!(answered(&db), ["t0", "t1"]);
+        assert_eq!(contents(&db, "!r:a.test").len(), 1);
     }
 
     /// A database made with the first schema (`event_id TEXT NOT NULL UNIQUE`, no `backfilled`
