@@ -192,7 +192,8 @@ async fn create_room(
         .and_then(serde_json::Value::as_str)
         .unwrap_or("12")
         .to_owned();
-    let room_id = rooms::create_room(&state, &user, &version)?;
+    let st = Arc::clone(&state);
+    let room_id = rooms::blocking(move || rooms::create_room(&st, &user, &version)).await?;
     Ok(ok_json(serde_json::json!({ "room_id": room_id })))
 }
 
@@ -248,7 +249,7 @@ async fn invite(
         .user(&target)?
         .ok_or_else(|| ApiError::not_found(format!("no local user {target}")))?;
     let content = membership_content(&state, &target, "invite")?;
-    let id = rooms::send_event(
+    let id = rooms::send_event_blocking(
         &state,
         &room_id,
         &user,
@@ -256,7 +257,8 @@ async fn invite(
         Some(&target),
         content,
         None,
-    )?;
+    )
+    .await?;
     let version = state
         .rooms()
         .get(&room_id)
@@ -275,7 +277,7 @@ async fn invite(
     })?;
     if auto {
         let content = membership_content(&state, &target, "join")?;
-        rooms::send_event(
+        rooms::send_event_blocking(
             &state,
             &room_id,
             &target,
@@ -283,7 +285,8 @@ async fn invite(
             Some(&target),
             content,
             None,
-        )?;
+        )
+        .await?;
         state
             .db()
             .set_invite_status(&room_id, &target, "accepted")?;
@@ -300,7 +303,7 @@ async fn do_join(
     if we_are_in(state, room_id) {
         let content = membership_content(state, user, "join")?;
         let _guard = state.lock_room(room_id).await;
-        let id = rooms::send_event(
+        let id = rooms::send_event_blocking(
             state,
             room_id,
             user,
@@ -308,7 +311,8 @@ async fn do_join(
             Some(user),
             content,
             None,
-        )?;
+        )
+        .await?;
         state.db().set_invite_status(room_id, user, "accepted")?;
         return Ok(id);
     }
@@ -386,7 +390,7 @@ async fn leave(
     if we_are_in(&state, &room_id) {
         let content = membership_content(&state, &user, "leave")?;
         let _guard = state.lock_room(&room_id).await;
-        let id = rooms::send_event(
+        let id = rooms::send_event_blocking(
             &state,
             &room_id,
             &user,
@@ -394,7 +398,8 @@ async fn leave(
             Some(&user),
             content,
             None,
-        )?;
+        )
+        .await?;
         state.db().set_invite_status(&room_id, &user, "rejected")?;
         return Ok(event_id_answer(id));
     }
@@ -485,7 +490,8 @@ async fn state_set(
     let content = canonical::parse_object(raw.as_bytes(), &ParseOptions::STRICT)
         .map_err(|e| ApiError::bad_json(format!("content: {e}")))?;
     let _guard = state.lock_room(&room_id).await;
-    let id = rooms::send_event(&state, &room_id, &user, &kind, Some(&key), content, None)?;
+    let id = rooms::send_event_blocking(&state, &room_id, &user, &kind, Some(&key), content, None)
+        .await?;
     Ok(event_id_answer(id))
 }
 
@@ -503,7 +509,7 @@ async fn redact(
         content.insert("reason", r);
     }
     let _guard = state.lock_room(&room_id).await;
-    let id = rooms::send_event(
+    let id = rooms::send_event_blocking(
         &state,
         &room_id,
         &user,
@@ -511,7 +517,8 @@ async fn redact(
         None,
         content,
         Some(&target),
-    )?;
+    )
+    .await?;
     Ok(event_id_answer(id))
 }
 

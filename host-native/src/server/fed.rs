@@ -1110,10 +1110,10 @@ async fn send_membership(
             verdict.code().unwrap_or("")
         )));
     }
-    rooms::commit(
+    rooms::commit_blocking(
         state,
         room_id,
-        &[Entry {
+        vec![Entry {
             event_id: event_id.to_owned(),
             event: rooms::Kept::of(&ev),
             verdict,
@@ -1121,7 +1121,8 @@ async fn send_membership(
             state_before: None,
             origin: s.origin.clone(),
         }],
-    )?;
+    )
+    .await?;
     rooms::distribute(state, room_id, event_id, &ev, &[&s.origin]);
     Ok(ev)
 }

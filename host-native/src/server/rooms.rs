@@ -236,6 +236,17 @@ pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), 
     Ok(())
 }
 
+/// [`commit`] on a blocking thread, for async paths: the commit waits for its fsync (and for
+/// the database, which another room's commit may hold) without stalling a runtime thread.
+pub async fn commit_blocking(
+    state: &Arc<AppState>,
+    room_id: &str,
+    entries: Vec<Entry>,
+) -> Result<(), ApiError> {
+    let (st, room) = (Arc::clone(state), room_id.to_owned());
+    blocking(move || commit(&st, &room, &entries)).await
+}
+
 /// Marks the target of an accepted redaction as redacted when the core says it applies.
 fn apply_redaction(state: &AppState, db: &mut super::store::Store, room_id: &str, e: &Entry) {
     let rooms = state.rooms();
@@ -630,6 +641,48 @@ pub fn send_event(
     send_local(state, room_id, t)
 }
 
+/// [`send_event`] on a blocking thread, for the admin API: its commit waits for the fsync (and
+/// for the database, which another room's commit may hold), which must not stall a runtime
+/// thread serving federation meanwhile. The caller holds the room's lock.
+pub async fn send_event_blocking(
+    state: &Arc<AppState>,
+    room_id: &str,
+    sender: &str,
+    kind: &str,
+    state_key: Option<&str>,
+    content: Object,
+    redacts: Option<&str>,
+) -> Result<String, ApiError> {
+    let (st, room, sender, kind) = (
+        Arc::clone(state),
+        room_id.to_owned(),
+        sender.to_owned(),
+        kind.to_owned(),
+    );
+    let (key, redacts) = (state_key.map(str::to_owned), redacts.map(str::to_owned));
+    blocking(move || {
+        send_event(
+            &st,
+            &room,
+            &sender,
+            &kind,
+            key.as_deref(),
+            content,
+            redacts.as_deref(),
+        )
+    })
+    .await
+}
+
+/// Runs `f` (which stores, so waits for fsyncs) on a blocking thread.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("blocking task: {e}"))))
+}
+
 // ------------------------------------------------------------------------------------------------
 // Taking in other servers' events
 // ------------------------------------------------------------------------------------------------
@@ -686,8 +739,8 @@ fn add_in_causal_order(
 
 /// Adds events as outliers (auth chains and states), in causal order; returns the state map of
 /// `state_ids` among them that were accepted.
-fn add_outliers(
-    state: &AppState,
+async fn add_outliers(
+    state: &Arc<AppState>,
     room_id: &str,
     origin: &str,
     checks: Vec<PduCheck>,
@@ -714,7 +767,7 @@ fn add_outliers(
             Room::add_outlier,
         )
     };
-    commit(state, room_id, &entries)
+    commit_blocking(state, room_id, entries).await
 }
 
 fn state_map_of(events: &[PduCheck], v: &'static RoomVersion) -> StateMap {
@@ -746,7 +799,7 @@ async fn state_at(
     let map = state_map_of(&pdus, v);
     let mut all = auth;
     all.extend(pdus);
-    add_outliers(state, room_id, origin, all)?;
+    add_outliers(state, room_id, origin, all).await?;
     Ok(map)
 }
 
@@ -794,10 +847,10 @@ async fn receive_remote(
             None => room.receive(&check),
         }
     };
-    commit(
+    commit_blocking(
         state,
         room_id,
-        &[Entry {
+        vec![Entry {
             event_id: pdu.event_id.clone(),
             event: Kept::of(check.event.as_ref().unwrap_or(&Object::new())),
             verdict: verdict.clone(),
@@ -805,7 +858,8 @@ async fn receive_remote(
             state_before: given,
             origin: origin.to_owned(),
         }],
-    )?;
+    )
+    .await?;
     Ok(verdict)
 }
 
@@ -885,7 +939,7 @@ async fn backfill(
         match state.client.json(origin, "GET", &path, None).await {
             Ok(a) => {
                 let chain = check_events(state, v, objects(a.get("auth_chain"))).await;
-                add_outliers(state, room_id, origin, chain)?;
+                add_outliers(state, room_id, origin, chain).await?;
             }
             Err(e) => warn(&format!(
                 "event_auth for backfilled {id} from {origin}: {e}"
@@ -909,7 +963,7 @@ async fn backfill(
         "backfilled {} events of {room_id} from {origin}",
         entries.len()
     ));
-    commit(state, room_id, &entries)
+    commit_blocking(state, room_id, entries).await
 }
 
 /// `/get_missing_events` for the events between our forward extremities and `pdu`; each one
@@ -1149,11 +1203,7 @@ async fn flush_pending(
         return;
     }
     let (slots, entries): (Vec<usize>, Vec<Entry>) = pending.drain(..).unzip();
-    let (st, room) = (Arc::clone(state), room_id.to_owned());
-    let result = tokio::task::spawn_blocking(move || commit(&st, &room, &entries))
-        .await
-        .unwrap_or_else(|e| Err(ApiError::internal(format!("commit: {e}"))));
-    if let Err(e) = result {
+    if let Err(e) = commit_blocking(state, room_id, entries).await {
         for i in slots {
             if let Some(slot) = out.get_mut(i) {
                 slot.1 = Taken::Refused(e.error.clone());
@@ -1298,7 +1348,7 @@ pub async fn remote_membership(
     let map = state_map_of(&state_events, v);
     let mut all = auth;
     all.extend(state_events);
-    add_outliers(state, room_id, via, all)?;
+    add_outliers(state, room_id, via, all).await?;
     // The resident may have added its signature (restricted joins): keep its copy.
     let join = answer
         .get_object("event")
@@ -1324,10 +1374,10 @@ pub async fn remote_membership(
         // Before the commit wakes waiters, so they see the invite accepted with the join.
         let _ = state.db().set_invite_status(room_id, user_id, "accepted");
     }
-    commit(
+    commit_blocking(
         state,
         room_id,
-        &[Entry {
+        vec![Entry {
             event_id: event_id.clone(),
             event: Kept::of(&join),
             verdict: verdict.clone(),
@@ -1335,7 +1385,8 @@ pub async fn remote_membership(
             state_before: Some(map),
             origin: state.server_name.clone(),
         }],
-    )?;
+    )
+    .await?;
     if let RoomVerdict::Rejected { code } = verdict {
         return Err(ApiError::forbidden(format!(
             "our join was rejected: {code}"
@@ -1406,7 +1457,8 @@ pub async fn invite_remote(
         room_id: built.room_id.clone(),
         pdu: signed,
     };
-    accept_local(state, &with_sigs)?;
+    let st = Arc::clone(state);
+    let with_sigs = blocking(move || accept_local(&st, &with_sigs).map(|()| with_sigs)).await?;
     distribute(state, room_id, &with_sigs.event_id, &with_sigs.pdu, &[]);
     Ok(built.event_id)
 }
