@@ -8,16 +8,14 @@
 //! 1. builds each message on the previous one and takes it into the room (the core's rules
 //!    decide; a refused message stops its request, the ones before it are kept, as a
 //!    `send_batch` always did);
-//! 2. writes the outbound rows of all of them for every other server in the room, in a commit
-//!    that does not wait for fsync, then stores the events with the room's extremities and
-//!    state in the usual fsynced commit ([`rooms::commit`]). The WAL is one append-only file,
-//!    so that fsync makes the outbound rows durable too: one fsync for the group;
+//! 2. stores the events with the room's extremities and state and, in the same fsynced commit,
+//!    an outbound row naming each of them for every other server in the room
+//!    ([`rooms::commit_and_queue`]; the row holds no copy of the event's JSON): one fsync for
+//!    the group;
 //! 3. hands the PDUs to the destinations' queues and answers every request.
 //!
 //! So a request is answered only once its events and their outbound rows are durable, and a
-//! PDU is sent only once its event is. If the process dies between the two commits of step 2,
-//! outbound rows without their events may survive; [`super::outbound::Outbound::restore`]
-//! drops those.
+//! PDU is sent only once its event is.
 //!
 //! Only messages come this way: they change no membership, so the servers to send to are the
 //! same for the whole group. Membership and other state events keep the one-by-one path.
@@ -207,7 +205,7 @@ fn build_and_take(
     Ok(b)
 }
 
-/// Step 2 and 3: outbound rows (unsynced), the events (fsynced), then the queues.
+/// Step 2 and 3: the events and their outbound rows (one fsynced commit), then the queues.
 fn store_and_queue(
     state: &Arc<AppState>,
     room_id: &str,
@@ -225,9 +223,6 @@ fn store_and_queue(
         .iter()
         .map(|b| (b.event_id.clone(), b.pdu.clone()))
         .collect();
-    let rows = state
-        .outbound
-        .persist_unsynced(state, &servers, room_id, &pdus)?;
     let entries: Vec<Entry> = built
         .iter()
         .map(|b| Entry {
@@ -239,11 +234,8 @@ fn store_and_queue(
             origin: state.server_name.clone(),
         })
         .collect();
-    if let Err(e) = rooms::commit(state, room_id, &entries) {
-        // Not stored: not sent either.
-        state.outbound.forget_rows(state, &rows);
-        return Err(e);
-    }
+    // Not stored: not sent either (the outbound rows are in the same commit).
+    rooms::commit_and_queue(state, room_id, &entries, &servers)?;
     state.metrics.local_commit(entries.len());
     for dest in &servers {
         state.outbound.hand_over(state, dest, room_id, &pdus);

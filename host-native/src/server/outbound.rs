@@ -56,28 +56,36 @@ impl Outbound {
         Some(tx)
     }
 
-    /// Persists a PDU for a destination and hands it to its task.
-    pub fn queue_pdu(
+    /// Queues a stored event for destinations: their outbound rows (naming the event, whose
+    /// JSON is in `events` already) in one fsynced commit, then the PDU handed to each one's task.
+    pub fn queue_stored_pdu(
         &self,
         state: &Arc<AppState>,
-        dest: &str,
+        dests: &[String],
         event_id: &str,
         room_id: &str,
-        pdu: Object,
+        pdu: &Object,
     ) {
-        let text = pdu.to_canonical_string();
-        if let Err(e) = state
-            .db()
-            .queue_outbound(dest, "pdu", Some(event_id), Some(room_id), &text)
-        {
-            warn(&format!("cannot persist outbound PDU for {dest}: {e}"));
+        if dests.is_empty() {
+            return;
         }
-        if let Some(tx) = self.sender(state, dest) {
-            let _ = tx.send(Cmd::Pdu {
-                event_id: event_id.to_owned(),
-                room_id: room_id.to_owned(),
-                pdu,
-            });
+        let persisted = state.db().in_transaction(|db| {
+            for dest in dests {
+                db.queue_outbound_ref(dest, event_id, room_id)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = persisted {
+            warn(&format!("cannot persist outbound PDU {event_id}: {e}"));
+        }
+        for dest in dests {
+            if let Some(tx) = self.sender(state, dest) {
+                let _ = tx.send(Cmd::Pdu {
+                    event_id: event_id.to_owned(),
+                    room_id: room_id.to_owned(),
+                    pdu: pdu.clone(),
+                });
+            }
         }
     }
 
@@ -85,52 +93,6 @@ impl Outbound {
     pub fn queue_edu(&self, state: &Arc<AppState>, dest: &str, edu: Edu) {
         if let Some(tx) = self.sender(state, dest) {
             let _ = tx.send(Cmd::Edu(edu));
-        }
-    }
-
-    /// Persists PDUs of one room for several destinations in one SQLite transaction that does
-    /// not wait for fsync; returns the row IDs. For [`super::local`], which makes them durable
-    /// with the fsynced commit of their events right after, and only then hands them over
-    /// ([`Outbound::hand_over`]), or takes them back ([`Outbound::forget_rows`]).
-    ///
-    /// # Errors
-    /// SQLite errors (nothing is written).
-    pub fn persist_unsynced(
-        &self,
-        state: &AppState,
-        dests: &[String],
-        room_id: &str,
-        pdus: &[(String, Object)],
-    ) -> rusqlite::Result<Vec<i64>> {
-        if dests.is_empty() {
-            return Ok(Vec::new());
-        }
-        let texts: Vec<String> = pdus.iter().map(|(_, p)| p.to_canonical_string()).collect();
-        state.db().in_unsynced_transaction(|db| {
-            let mut rows = Vec::with_capacity(dests.len() * pdus.len());
-            for dest in dests {
-                for ((id, _), text) in pdus.iter().zip(&texts) {
-                    rows.push(db.queue_outbound(dest, "pdu", Some(id), Some(room_id), text)?);
-                }
-            }
-            Ok(rows)
-        })
-    }
-
-    /// Deletes rows written by [`Outbound::persist_unsynced`] whose events could not be stored.
-    pub fn forget_rows(&self, state: &AppState, rows: &[i64]) {
-        let forgotten = state.db().in_unsynced_transaction(|db| {
-            for id in rows {
-                db.outbound_delete(*id)?;
-            }
-            Ok(())
-        });
-        if let Err(e) = forgotten {
-            // Left over, they are dropped at the next start (their events are not stored).
-            warn(&format!(
-                "cannot forget {} outbound row(s): {e}",
-                rows.len()
-            ));
         }
     }
 
@@ -162,10 +124,11 @@ impl Outbound {
         }
     }
 
-    /// Starts a task for every destination with PDUs left in the table (at start-up). A row
-    /// whose event is not stored is deleted instead: the process died between writing it and
-    /// storing its event ([`super::local`] writes them in that order), so the event was never
-    /// answered for and must not go out.
+    /// Starts a task for every destination with PDUs left in the table (at start-up). Rows are
+    /// written with their event or after it, so each names a stored event; a row whose event is
+    /// not stored is deleted instead: earlier versions wrote a group's rows in a commit before
+    /// their events', and a process that died between the two left rows for events never
+    /// answered for, which must not go out.
     pub fn restore(&self, state: &Arc<AppState>) {
         let rows = state.db().outbound().unwrap_or_default();
         let mut count = 0usize;
@@ -176,13 +139,15 @@ impl Outbound {
             let (Some(event_id), Some(room_id)) = (event_id, room_id) else {
                 continue;
             };
-            if !state.db().has_event(&event_id) {
+            let Some(stored) = state.db().event(&event_id).ok().flatten() else {
                 log(&format!(
                     "queued PDU {event_id} for {dest} was never stored; dropped"
                 ));
                 let _ = state.db().outbound_delete(row);
                 continue;
-            }
+            };
+            // A row naming the event has no JSON of its own; older rows carry a copy.
+            let json = if json.is_empty() { stored.json } else { json };
             let Ok(pdu) = canonical::parse_object(json.as_bytes(), &ParseOptions::LEGACY) else {
                 continue;
             };

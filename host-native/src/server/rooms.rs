@@ -166,6 +166,17 @@ pub struct Entry {
 /// Stores events with the room's new extremities and current state (one fsync), applies
 /// redactions, and wakes the admin API's waits.
 pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), ApiError> {
+    commit_and_queue(state, room_id, entries, &[])
+}
+
+/// [`commit`], with the outbound rows of every event stored for each of `destinations` in the
+/// same commit (the caller hands the PDUs to the destinations' tasks once it returns).
+pub fn commit_and_queue(
+    state: &AppState,
+    room_id: &str,
+    entries: &[Entry],
+    destinations: &[String],
+) -> Result<(), ApiError> {
     let (extremities, cur, history) = {
         let rooms = state.rooms();
         let room = rooms
@@ -213,7 +224,13 @@ pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), 
     let state_rows = state_changed.then(|| state_to_rows(&cur));
     {
         let mut db = state.db();
-        db.store_events(room_id, &rows, &extremities, state_rows.as_deref())?;
+        db.store_events_queued(
+            room_id,
+            &rows,
+            &extremities,
+            state_rows.as_deref(),
+            destinations,
+        )?;
         if state_changed {
             state
                 .written_state
@@ -482,19 +499,17 @@ pub fn distribute(
     pdu: &Object,
     exclude: &[&str],
 ) {
-    let servers = state
+    let servers: Vec<String> = state
         .rooms()
         .get(room_id)
         .map(Room::joined_servers)
-        .unwrap_or_default();
-    for dest in servers {
-        if dest == state.server_name || exclude.contains(&dest.as_str()) {
-            continue;
-        }
-        state
-            .outbound
-            .queue_pdu(state, &dest, event_id, room_id, pdu.clone());
-    }
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| *s != state.server_name && !exclude.contains(&s.as_str()))
+        .collect();
+    state
+        .outbound
+        .queue_stored_pdu(state, &servers, event_id, room_id, pdu);
 }
 
 /// Builds, accepts, stores and sends one of our events. The caller holds the room's lock

@@ -418,6 +418,23 @@ impl Store {
         extremities: &[String],
         state: Option<&[(String, String, String)]>,
     ) -> rusqlite::Result<()> {
+        self.store_events_queued(room_id, events, extremities, state, &[])
+    }
+
+    /// [`Store::store_events`], queuing every event it adds for each of `destinations` in the
+    /// same transaction: an outbound row that names the event ([`Store::queue_outbound_ref`]),
+    /// so the event and its rows are durable together and its JSON is stored once.
+    ///
+    /// # Errors
+    /// SQLite errors (nothing is written).
+    pub fn store_events_queued(
+        &mut self,
+        room_id: &str,
+        events: &[NewEvent<'_>],
+        extremities: &[String],
+        state: Option<&[(String, String, String)]>,
+        destinations: &[String],
+    ) -> rusqlite::Result<()> {
         let added = self.in_transaction(|db| {
             let mut added: Vec<(&str, i64)> = Vec::with_capacity(events.len());
             let mut ins = db.conn.prepare_cached(
@@ -465,6 +482,11 @@ impl Store {
                     "INSERT INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
                     params![room_id, id],
                 )?;
+            }
+            for dest in destinations {
+                for (event_id, _) in &added {
+                    db.queue_outbound_ref(dest, event_id, room_id)?;
+                }
             }
             if let Some(state) = state {
                 db.exec(
@@ -756,6 +778,21 @@ impl Store {
 
     // -- outbound queue --------------------------------------------------------------------------
 
+    /// Persists a stored event queued for a destination, naming it only: its JSON is read from
+    /// `events` when the queue is restored ([`Store::outbound`] gives an empty JSON for such a
+    /// row). Returns the row ID.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn queue_outbound_ref(
+        &self,
+        destination: &str,
+        event_id: &str,
+        room_id: &str,
+    ) -> rusqlite::Result<i64> {
+        self.queue_outbound(destination, "pdu", Some(event_id), Some(room_id), "")
+    }
+
     /// Persists a PDU queued for a destination; returns its row ID.
     ///
     /// # Errors
@@ -845,7 +882,8 @@ impl Store {
         Ok(())
     }
 
-    /// Everything still queued: (id, destination, kind, event_id, room_id, json), in order.
+    /// Everything still queued: (id, destination, kind, event_id, room_id, json), in order. The
+    /// JSON is empty for a row that names a stored event ([`Store::queue_outbound_ref`]).
     ///
     /// # Errors
     /// SQLite errors.
@@ -1139,6 +1177,44 @@ mod tests {
         db.put_txn_later("b.test", "last", "{}").unwrap();
         assert_eq!(answered(&db).len(), 3 + super::PENDING_TXNS_MAX);
         assert_eq!(db.pending_txn_count(), 0);
+    }
+
+    /// Events stored with destinations get an outbound row each per destination in the same
+    /// commit, naming the event without a copy of its JSON; an event stored already gets none.
+    #[test]
+    fn events_are_queued_in_their_own_commit_by_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut db = Store::open(&path).unwrap();
+        db.store_events("!r:a.test", &[event("$old", "{}")], &[], None)
+            .unwrap();
+        let dests = ["b.test".to_owned(), "c.test".to_owned()];
+        db.store_events_queued(
+            "!r:a.test",
+            &[event("$old", "{}"), event("$new", "{\"n\":1}")],
+            &[],
+            None,
+            &dests,
+        )
+        .unwrap();
+        drop(db);
+        let db = Store::open(&path).unwrap();
+        let rows: Vec<_> = db
+            .outbound()
+            .unwrap()
+            .into_iter()
+            .map(|(_, dest, kind, id, room, json)| (dest, kind, id, room, json))
+            .collect();
+        let row = |dest: &str| {
+            (
+                dest.to_owned(),
+                "pdu".to_owned(),
+                Some("$new".to_owned()),
+                Some("!r:a.test".to_owned()),
+                String::new(),
+            )
+        };
+        assert_eq!(rows, [row("b.test"), row("c.test")]);
     }
 
     /// A transaction's EDUs and its answer are written together: both survive a reopen, and when
