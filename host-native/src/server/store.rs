@@ -921,10 +921,13 @@ impl Store {
 
     // -- transactions ----------------------------------------------------------------------------
 
-    /// Records the answer to a transaction, keeping at least the last [`TXNS_KEPT`].
+    /// Records the answer to a transaction, keeping at least the last [`TXNS_KEPT`], in a commit
+    /// of its own. The server writes answers with [`Store::put_txn_later`] or
+    /// [`Store::put_txn_with_edus`]; this is for tests.
     ///
     /// # Errors
     /// SQLite errors.
+    #[cfg(test)]
     pub fn put_txn(&mut self, origin: &str, txn_id: &str, response: &str) -> rusqlite::Result<()> {
         // Without an fsync of its own (`in_unsynced_transaction`): what the transaction accepted
         // is durable already (its events' commit). Lost on a power cut before the next fsynced
