@@ -967,7 +967,7 @@ impl Store {
         self.pending_txns.len()
     }
 
-    /// Writes the transaction answers still waiting (unsynced, see [`Store::put_txn`]).
+    /// Writes the transaction answers still waiting (unsynced, see [`Store::put_txn_later`]).
     ///
     /// # Errors
     /// SQLite errors.
