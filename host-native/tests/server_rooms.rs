@@ -8,7 +8,7 @@
 mod common;
 
 use common::free_port;
-use common::process::Server;
+use common::process::{alice_and_bob, Server};
 use std::process::Command;
 
 impl Server {
@@ -59,11 +59,8 @@ fn body(v: &serde_json::Value) -> &str {
 #[test]
 fn backfill_after_join_respects_history_visibility() {
     let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (free_port(), free_port());
-    let a = Server::start(&dir.path().join("a"), pa);
-    let b = Server::start(&dir.path().join("b"), pb);
-    a.admin(&["user", "create", "alice"]);
-    let bob = b.admin(&["user", "create", "bob", "--auto-accept"]);
+    let (a, b, bob) = alice_and_bob(dir.path());
+    let pb = b.port;
 
     // Shared (the default of `room create`): B sees everything said before its join.
     let shared = a.admin(&["room", "create", "--as", "alice"]);

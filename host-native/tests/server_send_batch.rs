@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 
 use common::free_port;
-use common::process::Server;
+use common::process::{alice_and_bob, Server};
 
 impl Server {
     /// A raw HTTP/1.1 POST to the admin API: (status, body).
@@ -282,11 +282,8 @@ fn restart_drops_queued_pdus_whose_event_was_never_stored() {
 #[test]
 fn queued_events_survive_the_senders_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (free_port(), free_port());
-    let a = Server::start(&dir.path().join("a"), pa);
-    let b = Server::start(&dir.path().join("b"), pb);
-    a.admin(&["user", "create", "alice"]);
-    let bob = b.admin(&["user", "create", "bob", "--auto-accept"]);
+    let (a, b, bob) = alice_and_bob(dir.path());
+    let (pa, pb) = (a.port, b.port);
     let room = a.admin(&["room", "create", "--as", "alice"]);
     a.admin(&["room", "invite", &room, &bob, "--as", "alice"]);
     b.admin(&["room", "wait", &room, "--joined", &bob, "--timeout", "60"]);

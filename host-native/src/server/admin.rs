@@ -249,14 +249,16 @@ async fn invite(
         .user(&target)?
         .ok_or_else(|| ApiError::not_found(format!("no local user {target}")))?;
     let content = membership_content(&state, &target, "invite")?;
-    let id = rooms::send_event_blocking(
+    let id = rooms::send_local_blocking(
         &state,
         &room_id,
-        &user,
-        "m.room.member",
-        Some(&target),
-        content,
-        None,
+        rooms::template(
+            Some(&room_id),
+            "m.room.member",
+            &user,
+            Some(&target),
+            content,
+        ),
     )
     .await?;
     let version = state
@@ -277,14 +279,16 @@ async fn invite(
     })?;
     if auto {
         let content = membership_content(&state, &target, "join")?;
-        rooms::send_event_blocking(
+        rooms::send_local_blocking(
             &state,
             &room_id,
-            &target,
-            "m.room.member",
-            Some(&target),
-            content,
-            None,
+            rooms::template(
+                Some(&room_id),
+                "m.room.member",
+                &target,
+                Some(&target),
+                content,
+            ),
         )
         .await?;
         state
@@ -303,14 +307,10 @@ async fn do_join(
     if we_are_in(state, room_id) {
         let content = membership_content(state, user, "join")?;
         let _guard = state.lock_room(room_id).await;
-        let id = rooms::send_event_blocking(
+        let id = rooms::send_local_blocking(
             state,
             room_id,
-            user,
-            "m.room.member",
-            Some(user),
-            content,
-            None,
+            rooms::template(Some(room_id), "m.room.member", user, Some(user), content),
         )
         .await?;
         state.db().set_invite_status(room_id, user, "accepted")?;
@@ -390,14 +390,10 @@ async fn leave(
     if we_are_in(&state, &room_id) {
         let content = membership_content(&state, &user, "leave")?;
         let _guard = state.lock_room(&room_id).await;
-        let id = rooms::send_event_blocking(
+        let id = rooms::send_local_blocking(
             &state,
             &room_id,
-            &user,
-            "m.room.member",
-            Some(&user),
-            content,
-            None,
+            rooms::template(Some(&room_id), "m.room.member", &user, Some(&user), content),
         )
         .await?;
         state.db().set_invite_status(&room_id, &user, "rejected")?;
@@ -490,8 +486,12 @@ async fn state_set(
     let content = canonical::parse_object(raw.as_bytes(), &ParseOptions::STRICT)
         .map_err(|e| ApiError::bad_json(format!("content: {e}")))?;
     let _guard = state.lock_room(&room_id).await;
-    let id = rooms::send_event_blocking(&state, &room_id, &user, &kind, Some(&key), content, None)
-        .await?;
+    let id = rooms::send_local_blocking(
+        &state,
+        &room_id,
+        rooms::template(Some(&room_id), &kind, &user, Some(&key), content),
+    )
+    .await?;
     Ok(event_id_answer(id))
 }
 
@@ -509,15 +509,11 @@ async fn redact(
         content.insert("reason", r);
     }
     let _guard = state.lock_room(&room_id).await;
-    let id = rooms::send_event_blocking(
-        &state,
-        &room_id,
-        &user,
-        "m.room.redaction",
-        None,
-        content,
-        Some(&target),
-    )
+    let id = rooms::send_local_blocking(&state, &room_id, {
+        let mut t = rooms::template(Some(&room_id), "m.room.redaction", &user, None, content);
+        t.redacts = Some(target.clone());
+        t
+    })
     .await?;
     Ok(event_id_answer(id))
 }

@@ -224,7 +224,7 @@ pub fn commit_and_queue(
     let state_rows = state_changed.then(|| state_to_rows(&cur));
     {
         let mut db = state.db();
-        db.store_events_queued(
+        db.store_events(
             room_id,
             &rows,
             &extremities,
@@ -656,37 +656,16 @@ pub fn send_event(
     send_local(state, room_id, t)
 }
 
-/// [`send_event`] on a blocking thread, for the admin API: its commit waits for the fsync (and
+/// [`send_local`] on a blocking thread, for the admin API: its commit waits for the fsync (and
 /// for the database, which another room's commit may hold), which must not stall a runtime
 /// thread serving federation meanwhile. The caller holds the room's lock.
-pub async fn send_event_blocking(
+pub async fn send_local_blocking(
     state: &Arc<AppState>,
     room_id: &str,
-    sender: &str,
-    kind: &str,
-    state_key: Option<&str>,
-    content: Object,
-    redacts: Option<&str>,
+    t: EventTemplate,
 ) -> Result<String, ApiError> {
-    let (st, room, sender, kind) = (
-        Arc::clone(state),
-        room_id.to_owned(),
-        sender.to_owned(),
-        kind.to_owned(),
-    );
-    let (key, redacts) = (state_key.map(str::to_owned), redacts.map(str::to_owned));
-    blocking(move || {
-        send_event(
-            &st,
-            &room,
-            &sender,
-            &kind,
-            key.as_deref(),
-            content,
-            redacts.as_deref(),
-        )
-    })
-    .await
+    let (st, room) = (Arc::clone(state), room_id.to_owned());
+    blocking(move || send_local(&st, &room, t)).await
 }
 
 /// Runs `f` (which stores, so waits for fsyncs) on a blocking thread.

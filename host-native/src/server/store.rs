@@ -407,27 +407,14 @@ impl Store {
     }
 
     /// Stores events and the room's new extremities and current state (`None`: unchanged, not
-    /// rewritten), in one transaction (one fsync). Events already stored are skipped.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn store_events(
-        &mut self,
-        room_id: &str,
-        events: &[NewEvent<'_>],
-        extremities: &[String],
-        state: Option<&[(String, String, String)]>,
-    ) -> rusqlite::Result<()> {
-        self.store_events_queued(room_id, events, extremities, state, &[])
-    }
-
-    /// [`Store::store_events`], queuing every event it adds for each of `destinations` in the
-    /// same transaction: an outbound row that names the event ([`Store::queue_outbound_ref`]),
-    /// so the event and its rows are durable together and its JSON is stored once.
+    /// rewritten), in one transaction (one fsync). Events already stored are skipped. Every event
+    /// it adds is queued for each of `destinations` in the same transaction: an outbound row that
+    /// names the event ([`Store::queue_outbound_ref`]), so the event and its rows are durable
+    /// together and its JSON is stored once.
     ///
     /// # Errors
     /// SQLite errors (nothing is written).
-    pub fn store_events_queued(
+    pub fn store_events(
         &mut self,
         room_id: &str,
         events: &[NewEvent<'_>],
@@ -1070,6 +1057,11 @@ mod tests {
     use super::{NewEdu, NewEvent, Store};
     use rusqlite::{params, Connection};
 
+    /// The IDs of the transactions whose answers are stored.
+    fn answered(db: &Store) -> Vec<String> {
+        db.txns().unwrap().into_iter().map(|(_, t, _)| t).collect()
+    }
+
     fn event<'a>(id: &'a str, json: &'a str) -> NewEvent<'a> {
         NewEvent {
             event_id: id,
@@ -1108,6 +1100,7 @@ mod tests {
             &[event("$a", "{}"), event("$b", "{}"), event("$a", "{}")],
             &[],
             None,
+            &[],
         )
         .unwrap();
         db.store_events(
@@ -1115,6 +1108,7 @@ mod tests {
             &[event("$b", "{}"), event("$c", "{}")],
             &[],
             None,
+            &[],
         )
         .unwrap();
         assert_eq!(
@@ -1137,11 +1131,12 @@ mod tests {
         let mut db = Store::open(&path).unwrap();
         let mut outlier = event("$o", "{}");
         outlier.outlier = true;
-        db.store_events("!r:a.test", &[outlier, event("$x", "{}")], &[], None)
+        db.store_events("!r:a.test", &[outlier, event("$x", "{}")], &[], None, &[])
             .unwrap();
         let mut history = event("$o", "{}");
         history.backfilled = true;
-        db.store_events("!r:a.test", &[history], &[], None).unwrap();
+        db.store_events("!r:a.test", &[history], &[], None, &[])
+            .unwrap();
         let o = db.event("$o").unwrap().unwrap();
         assert_eq!((o.stream, o.outlier, o.backfilled), (1, false, true));
         assert_eq!(rows(&path).len(), 2);
@@ -1154,16 +1149,9 @@ mod tests {
         let mut db = Store::open(&path).unwrap();
         db.put_txn("a.test", "t1", "{}").unwrap();
         db.put_txn_later("a.test", "t2", "{\"pdus\":{}}").unwrap();
-        let answered = |db: &Store| {
-            db.txns()
-                .unwrap()
-                .into_iter()
-                .map(|(_, t, _)| t)
-                .collect::<Vec<_>>()
-        };
         assert_eq!(answered(&db), ["t1"]);
         assert_eq!(db.pending_txn_count(), 1);
-        db.store_events("!r:a.test", &[event("$a", "{}")], &[], None)
+        db.store_events("!r:a.test", &[event("$a", "{}")], &[], None, &[])
             .unwrap();
         assert_eq!(answered(&db), ["t1", "t2"]);
         assert_eq!(db.pending_txn_count(), 0);
@@ -1189,10 +1177,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let mut db = Store::open(&path).unwrap();
-        db.store_events("!r:a.test", &[event("$old", "{}")], &[], None)
+        db.store_events("!r:a.test", &[event("$old", "{}")], &[], None, &[])
             .unwrap();
         let dests = ["b.test".to_owned(), "c.test".to_owned()];
-        db.store_events_queued(
+        db.store_events(
             "!r:a.test",
             &[event("$old", "{}"), event("$new", "{\"n\":1}")],
             &[],
@@ -1243,13 +1231,6 @@ mod tests {
         .unwrap();
         drop(db);
         let mut db = Store::open(&path).unwrap();
-        let answered = |db: &Store| {
-            db.txns()
-                .unwrap()
-                .into_iter()
-                .map(|(_, t, _)| t)
-                .collect::<Vec<_>>()
-        };
         assert_eq!(answered(&db), ["t0", "t1"]);
         let contents = |db: &Store, room: &str| {
             db.edus(room)
@@ -1280,7 +1261,7 @@ mod tests {
             )
             .is_err());
         assert_eq!(db.pending_txn_count(), 0);
-        db.store_events("!r:a.test", &[event("$a", "{}")], &[], None)
+        db.store_events("!r:a.test", &[event("$a", "{}")], &[], None, &[])
             .unwrap();
         assert_eq!(answered(&db), ["t0", "t1"]);
         assert_eq!(contents(&db, "!r:a.test").len(), 1);
@@ -1334,6 +1315,7 @@ mod tests {
             &[event("$x", "{}"), event("$z", "{}")],
             &[],
             None,
+            &[],
         )
         .unwrap();
         assert_eq!(

@@ -112,6 +112,16 @@ impl Server {
     }
 }
 
+/// Two servers under `dir` (`a` and `b`, each on a free port): `alice` created on A, and on B
+/// `bob`, who accepts invites by himself. Returns them and Bob's user ID.
+pub fn alice_and_bob(dir: &Path) -> (Server, Server, String) {
+    let a = Server::start(&dir.join("a"), super::free_port());
+    let b = Server::start(&dir.join("b"), super::free_port());
+    a.admin(&["user", "create", "alice"]);
+    let bob = b.admin(&["user", "create", "bob", "--auto-accept"]);
+    (a, b, bob)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
