@@ -1103,6 +1103,16 @@ async fn metrics_count_what_happens() {
         sample(&m, "mxfed_federation_transaction_processing_seconds_count"),
         1.0
     );
+    // Its two PDUs were checked together; the accepted join was stored in one commit.
+    assert_eq!(sample(&m, "mxfed_federation_pdu_checks_seconds_count"), 1.0);
+    assert_eq!(sample(&m, "mxfed_federation_pdu_commit_seconds_count"), 1.0);
+    assert_eq!(
+        sample(
+            &m,
+            "mxfed_federation_pdu_commit_seconds_bucket{le=\"+Inf\"}"
+        ),
+        1.0
+    );
     assert_eq!(
         sample(&m, "mxfed_outbound_queue_pdus{destination=\"dest.test\"}"),
         1.0

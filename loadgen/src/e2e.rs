@@ -181,6 +181,11 @@ pub async fn run(a: Args) -> Result<(), String> {
     let b_txns = b_delta("mxfed_federation_transaction_processing_seconds_count");
     let b_processing_ms =
         b_delta("mxfed_federation_transaction_processing_seconds_sum") * 1000.0 / b_txns.max(1.0);
+    // Of that processing, the PDU checks (per transaction) and the commits (each with its fsync).
+    let b_checks_ms = b_delta("mxfed_federation_pdu_checks_seconds_sum") * 1000.0
+        / b_delta("mxfed_federation_pdu_checks_seconds_count").max(1.0);
+    let b_commit_ms = b_delta("mxfed_federation_pdu_commit_seconds_sum") * 1000.0
+        / b_delta("mxfed_federation_pdu_commit_seconds_count").max(1.0);
     // Every signed request B got in the run, nearly all of them A's transactions.
     let b_verify_ms = b_delta("mxfed_federation_request_verify_seconds_sum") * 1000.0
         / b_delta("mxfed_federation_request_verify_seconds_count").max(1.0);
@@ -230,8 +235,8 @@ pub async fn run(a: Args) -> Result<(), String> {
          {txns:.0} transactions to B, round trip {round_trip_ms:.1} ms on average"
     );
     println!(
-        "B:             /send processing {b_processing_ms:.1} ms on average ({b_txns:.0} transactions), \
-         X-Matrix verification {b_verify_ms:.1} ms"
+        "B:             /send processing {b_processing_ms:.1} ms on average ({b_txns:.0} transactions; \
+         PDU checks {b_checks_ms:.1} ms, commit {b_commit_ms:.1} ms), X-Matrix verification {b_verify_ms:.1} ms"
     );
     println!("load average:  {load_before} before, {load_after} after");
     let result = serde_json::json!({
@@ -255,6 +260,8 @@ pub async fn run(a: Args) -> Result<(), String> {
         "a_txn_round_trip_ms": round_trip_ms,
         "b_txn_processing_ms": b_processing_ms,
         "b_verify_ms": b_verify_ms,
+        "b_checks_ms": b_checks_ms,
+        "b_commit_ms": b_commit_ms,
         "load_before": load_before,
         "load_after": load_after,
     });

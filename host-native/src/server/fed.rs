@@ -469,6 +469,7 @@ async fn send(
     // before this transaction waits for its rooms' locks, so other transactions for those rooms
     // are taken in and fsynced meanwhile. A room whose ACL denies the origin is not checked.
     let mut rooms_in = Vec::with_capacity(plan.rooms.len());
+    let checking = std::time::Instant::now();
     for room in plan.rooms {
         let pdus: Vec<(String, Object)> =
             room.pdus.into_iter().map(|p| (p.event_id, p.pdu)).collect();
@@ -478,6 +479,9 @@ async fn send(
             Pdus::Unchecked(pdus)
         };
         rooms_in.push((room.room_id, room.room_version, pdus));
+    }
+    if !rooms_in.is_empty() {
+        state.metrics.pdu_checks.observe(checking.elapsed());
     }
     {
         rooms::retry_deferred(&state, &s.origin).await;

@@ -89,6 +89,11 @@ pub struct Metrics {
     pub txn_processing: Histogram,
     /// One outbound `/send`, from signing the request to reading the answer.
     pub txn_send: Histogram,
+    /// The signature and hash checks of one inbound `/send`'s PDUs (with their key fetches).
+    pub pdu_checks: Histogram,
+    /// One commit of received PDUs (a `/send`'s PDUs whose prev events are known, stored
+    /// together), with its fsync.
+    pub pdu_commit: Histogram,
     /// Our users' messages stored through the group commit (`local`).
     local_messages: AtomicU64,
     /// The commits that stored them: messages per commit is the group size.
@@ -225,6 +230,16 @@ impl Metrics {
             &mut o,
             "mxfed_federation_transaction_send_seconds",
             "Outbound /send round trips, from signing to the answer.",
+        );
+        self.pdu_checks.write(
+            &mut o,
+            "mxfed_federation_pdu_checks_seconds",
+            "Signature and hash checks of an inbound /send's PDUs, including key fetches.",
+        );
+        self.pdu_commit.write(
+            &mut o,
+            "mxfed_federation_pdu_commit_seconds",
+            "Commits of received PDUs to storage, each with its fsync.",
         );
         counter(
             &mut o,

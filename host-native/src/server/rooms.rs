@@ -1197,7 +1197,10 @@ async fn flush_pending(
         return;
     }
     let (slots, entries): (Vec<usize>, Vec<Entry>) = pending.drain(..).unzip();
-    if let Err(e) = commit_blocking(state, room_id, entries).await {
+    let started = std::time::Instant::now();
+    let committed = commit_blocking(state, room_id, entries).await;
+    state.metrics.pdu_commit.observe(started.elapsed());
+    if let Err(e) = committed {
         for i in slots {
             if let Some(slot) = out.get_mut(i) {
                 slot.1 = Taken::Refused(e.error.clone());
