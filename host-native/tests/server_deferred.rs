@@ -74,7 +74,7 @@ async fn pdu_refused_for_a_gap_is_taken_in_later() {
         let _g = b.lock_room(&room).await;
         for i in 0..3 {
             let e = rooms::build_local(&b, &room, &message(&room, &bob, &format!("m{i}"))).unwrap();
-            rooms::accept_local(&b, &e).unwrap();
+            rooms::accept_local_unsent(&b, &e).unwrap();
             built.push(e);
         }
     }

@@ -548,12 +548,12 @@ async fn send(
         // Its EDUs and its answer in one commit (one fsync, on a blocking thread): a retry
         // finds both, or neither and stores the EDUs once.
         let (st, origin) = (Arc::clone(&state), s.origin.clone());
-        let stored = tokio::task::spawn_blocking(move || {
-            st.db().put_txn_with_edus(&origin, &txn, &answer, &edus)
+        let stored = rooms::blocking(move || {
+            Ok(st.db().put_txn_with_edus(&origin, &txn, &answer, &edus)?)
         })
         .await;
-        if let Ok(Err(e)) = stored {
-            tracing::warn!(origin = %s.origin, "storing a transaction's EDUs: {e}");
+        if let Err(e) = stored {
+            tracing::warn!(origin = %s.origin, "storing a transaction's EDUs: {}", e.error);
         }
     }
     Ok(json_bytes(bytes))
@@ -1114,20 +1114,19 @@ async fn send_membership(
             verdict.code().unwrap_or("")
         )));
     }
-    rooms::commit_blocking(
-        state,
-        room_id,
-        vec![Entry {
-            event_id: event_id.to_owned(),
-            event: rooms::Kept::of(&ev),
-            verdict,
-            outlier: false,
-            state_before: None,
-            origin: s.origin.clone(),
-        }],
-    )
-    .await?;
-    rooms::distribute(state, room_id, event_id, &ev, &[&s.origin]);
+    let entry = Entry {
+        event_id: event_id.to_owned(),
+        event: rooms::Kept::of(&ev),
+        verdict,
+        outlier: false,
+        state_before: None,
+        origin: s.origin.clone(),
+    };
+    // To the other servers in the room; the sender has it.
+    let dests = rooms::destinations(state, room_id, &[&s.origin]);
+    let pdus = [(event_id.to_owned(), ev.clone())];
+    let (st, room) = (Arc::clone(state), room_id.to_owned());
+    rooms::blocking(move || rooms::send_stored(&st, &room, &[entry], &pdus, &dests)).await?;
     Ok(ev)
 }
 

@@ -10,7 +10,7 @@
 //!    `send_batch` always did);
 //! 2. stores the events with the room's extremities and state and, in the same fsynced commit,
 //!    an outbound row naming each of them for every other server in the room
-//!    ([`rooms::commit_and_queue`]; the row holds no copy of the event's JSON): one fsync for
+//!    ([`rooms::send_stored`]; the row holds no copy of the event's JSON): one fsync for
 //!    the group;
 //! 3. hands the PDUs to the destinations' queues and answers every request.
 //!
@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use mxfed_core::canonical::Object;
 use mxfed_core::event::{BuiltEvent, EventTemplate};
-use mxfed_core::room::{Room, RoomVerdict};
+use mxfed_core::room::RoomVerdict;
 use tokio::sync::oneshot;
 
 use super::error::ApiError;
@@ -211,14 +211,7 @@ fn store_and_queue(
     room_id: &str,
     built: &[BuiltEvent],
 ) -> Result<(), ApiError> {
-    let servers: Vec<String> = state
-        .rooms()
-        .get(room_id)
-        .map(Room::joined_servers)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| *s != state.server_name)
-        .collect();
+    let servers = rooms::destinations(state, room_id, &[]);
     let pdus: Vec<(String, Object)> = built
         .iter()
         .map(|b| (b.event_id.clone(), b.pdu.clone()))
@@ -234,11 +227,7 @@ fn store_and_queue(
             origin: state.server_name.clone(),
         })
         .collect();
-    // Not stored: not sent either (the outbound rows are in the same commit).
-    rooms::commit_and_queue(state, room_id, &entries, &servers)?;
+    rooms::send_stored(state, room_id, &entries, &pdus, &servers)?;
     state.metrics.local_commit(entries.len());
-    for dest in &servers {
-        state.outbound.hand_over(state, dest, room_id, &pdus);
-    }
     Ok(())
 }

@@ -56,39 +56,6 @@ impl Outbound {
         Some(tx)
     }
 
-    /// Queues a stored event for destinations: their outbound rows (naming the event, whose
-    /// JSON is in `events` already) in one fsynced commit, then the PDU handed to each one's task.
-    pub fn queue_stored_pdu(
-        &self,
-        state: &Arc<AppState>,
-        dests: &[String],
-        event_id: &str,
-        room_id: &str,
-        pdu: &Object,
-    ) {
-        if dests.is_empty() {
-            return;
-        }
-        let persisted = state.db().in_transaction(|db| {
-            for dest in dests {
-                db.queue_outbound_ref(dest, event_id, room_id)?;
-            }
-            Ok(())
-        });
-        if let Err(e) = persisted {
-            warn(&format!("cannot persist outbound PDU {event_id}: {e}"));
-        }
-        for dest in dests {
-            if let Some(tx) = self.sender(state, dest) {
-                let _ = tx.send(Cmd::Pdu {
-                    event_id: event_id.to_owned(),
-                    room_id: room_id.to_owned(),
-                    pdu: pdu.clone(),
-                });
-            }
-        }
-    }
-
     /// Hands an EDU to a destination's task (the core queue coalesces typing and receipts).
     pub fn queue_edu(&self, state: &Arc<AppState>, dest: &str, edu: Edu) {
         if let Some(tx) = self.sender(state, dest) {
@@ -96,7 +63,8 @@ impl Outbound {
         }
     }
 
-    /// Hands PDUs already persisted for `dest` to its task.
+    /// Hands PDUs already persisted for `dest` (with their events, [`super::rooms::send_stored`])
+    /// to its task.
     pub fn hand_over(
         &self,
         state: &Arc<AppState>,
@@ -125,10 +93,10 @@ impl Outbound {
     }
 
     /// Starts a task for every destination with PDUs left in the table (at start-up). Rows are
-    /// written with their event or after it, so each names a stored event; a row whose event is
-    /// not stored is deleted instead: earlier versions wrote a group's rows in a commit before
-    /// their events', and a process that died between the two left rows for events never
-    /// answered for, which must not go out.
+    /// written in their event's commit, so each names a stored event; a row whose event is not
+    /// stored is deleted instead: earlier versions wrote a group's rows in a commit before their
+    /// events', and a process that died between the two left rows for events never answered
+    /// for, which must not go out.
     pub fn restore(&self, state: &Arc<AppState>) {
         let rows = state.db().outbound().unwrap_or_default();
         let mut count = 0usize;

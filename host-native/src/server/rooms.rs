@@ -170,8 +170,8 @@ pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), 
 }
 
 /// [`commit`], with the outbound rows of every event stored for each of `destinations` in the
-/// same commit (the caller hands the PDUs to the destinations' tasks once it returns).
-pub fn commit_and_queue(
+/// same commit ([`send_stored`] then hands the PDUs to the destinations' tasks).
+fn commit_and_queue(
     state: &AppState,
     room_id: &str,
     entries: &[Entry],
@@ -454,9 +454,24 @@ fn build_in(
     )?)
 }
 
-/// Receives one of our own events into its room and stores it. The room's rules decide: an
-/// event they reject or soft-fail is neither stored nor sent (403).
-pub fn accept_local(state: &AppState, built: &BuiltEvent) -> Result<(), ApiError> {
+/// Receives one of our own events into its room, stores it and sends it to every other server
+/// in the room. The room's rules decide: an event they reject or soft-fail is neither stored nor
+/// sent (403).
+pub fn accept_local(state: &Arc<AppState>, built: &BuiltEvent) -> Result<(), ApiError> {
+    take_and_store_local(state, built, true)
+}
+
+/// [`accept_local`] without sending the event to anyone: for tests that make a server keep
+/// events to itself (a gap for the others to fill).
+pub fn accept_local_unsent(state: &Arc<AppState>, built: &BuiltEvent) -> Result<(), ApiError> {
+    take_and_store_local(state, built, false)
+}
+
+fn take_and_store_local(
+    state: &Arc<AppState>,
+    built: &BuiltEvent,
+    send: bool,
+) -> Result<(), ApiError> {
     let verdict = {
         let mut rooms = state.rooms();
         let room = rooms
@@ -477,39 +492,51 @@ pub fn accept_local(state: &AppState, built: &BuiltEvent) -> Result<(), ApiError
             verdict.code().unwrap_or("not accepted")
         )));
     }
-    commit(
-        state,
-        &built.room_id,
-        &[Entry {
-            event_id: built.event_id.clone(),
-            event: Kept::of(&built.pdu),
-            verdict,
-            outlier: false,
-            state_before: None,
-            origin: state.server_name.clone(),
-        }],
-    )
+    let entry = Entry {
+        event_id: built.event_id.clone(),
+        event: Kept::of(&built.pdu),
+        verdict,
+        outlier: false,
+        state_before: None,
+        origin: state.server_name.clone(),
+    };
+    let pdus = [(built.event_id.clone(), built.pdu.clone())];
+    let dests = if send {
+        destinations(state, &built.room_id, &[])
+    } else {
+        Vec::new()
+    };
+    send_stored(state, &built.room_id, &[entry], &pdus, &dests)
 }
 
-/// Queues an event for every server in the room but us and `exclude`.
-pub fn distribute(
-    state: &Arc<AppState>,
-    room_id: &str,
-    event_id: &str,
-    pdu: &Object,
-    exclude: &[&str],
-) {
-    let servers: Vec<String> = state
+/// The servers an event of `room_id` goes to: every server with a member joined (after the
+/// room took the event), but us and `exclude`.
+pub fn destinations(state: &AppState, room_id: &str, exclude: &[&str]) -> Vec<String> {
+    state
         .rooms()
         .get(room_id)
         .map(Room::joined_servers)
         .unwrap_or_default()
         .into_iter()
         .filter(|s| *s != state.server_name && !exclude.contains(&s.as_str()))
-        .collect();
-    state
-        .outbound
-        .queue_stored_pdu(state, &servers, event_id, room_id, pdu);
+        .collect()
+}
+
+/// Stores events the room has taken in together with their outbound rows for `dests`, in one
+/// commit (one fsync: an event is queued exactly when it is stored), then hands the PDUs to
+/// the destinations' queues. Nothing is sent if the commit fails.
+pub fn send_stored(
+    state: &Arc<AppState>,
+    room_id: &str,
+    entries: &[Entry],
+    pdus: &[(String, Object)],
+    dests: &[String],
+) -> Result<(), ApiError> {
+    commit_and_queue(state, room_id, entries, dests)?;
+    for dest in dests {
+        state.outbound.hand_over(state, dest, room_id, pdus);
+    }
+    Ok(())
 }
 
 /// Builds, accepts, stores and sends one of our events. The caller holds the room's lock
@@ -521,7 +548,6 @@ pub fn send_local(
 ) -> Result<String, ApiError> {
     let built = build_local(state, room_id, &template)?;
     accept_local(state, &built)?;
-    distribute(state, room_id, &built.event_id, &built.pdu, &[]);
     Ok(built.event_id)
 }
 
@@ -1455,8 +1481,7 @@ pub async fn invite_remote(
         pdu: signed,
     };
     let st = Arc::clone(state);
-    let with_sigs = blocking(move || accept_local(&st, &with_sigs).map(|()| with_sigs)).await?;
-    distribute(state, room_id, &with_sigs.event_id, &with_sigs.pdu, &[]);
+    blocking(move || accept_local(&st, &with_sigs)).await?;
     Ok(built.event_id)
 }
 
