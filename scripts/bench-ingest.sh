@@ -17,6 +17,10 @@
 #   E2E_MESSAGES       messages in the end-to-end run (default 4000), E2E_SENDERS (default 8)
 #   E2E_BATCH          space-separated messages-per-admin-request settings (default "1 50": the
 #                      per-message /send and the /send_batch path)
+#   READ_PROBE_MS      when set, the mxfed and Synapse streams also read an event from the target
+#                      meanwhile (mxfed-loadgen ingest --read-probe-ms), one GET every this
+#                      many ms (20 or more: mxfed allows an origin 50 requests/s besides its
+#                      transactions), and report the reads' latency
 #   ORIGINS            also run this many loadgens (origins) at once against mxfed, each into a
 #                      room of its own (default 1: no such run)
 #   MXFED_BIN          the mxfed binary to measure (default: this checkout's release build)
@@ -41,6 +45,8 @@ E2E_MESSAGES="${E2E_MESSAGES:-4000}"
 E2E_SENDERS="${E2E_SENDERS:-8}"
 E2E_BATCH="${E2E_BATCH:-1 50}"
 ORIGINS="${ORIGINS:-1}"
+PROBE=()
+if [[ -n "${READ_PROBE_MS:-}" ]]; then PROBE=(--read-probe-ms "$READ_PROBE_MS"); fi
 
 echo "== build: cargo build --release -p mxfed-native -p mxfed-loadgen"
 cargo build --release -p mxfed-native -p mxfed-loadgen
@@ -226,13 +232,13 @@ if [[ "${SKIP_INGEST:-0}" != 1 ]]; then
             echo
             echo "== round $round, concurrency $k: mxfed"
             "$LOADGEN" ingest --target "localhost:$P_MX" --room "$MX_ROOM" --txns "$TXNS" \
-                --concurrency "$k" --members "$MEMBERS" --target-pid "$MX_PID" --label mxfed | tee "$WORK/out"
+                --concurrency "$k" --members "$MEMBERS" --target-pid "$MX_PID" --label mxfed "${PROBE[@]}" | tee "$WORK/out"
             grep '^RESULT ' "$WORK/out" | cut -c8- | jq -c ". + {round: $round}" >>"$RESULTS"
             if [[ -n "$SY_PID" ]]; then
                 echo
                 echo "== round $round, concurrency $k: synapse"
                 "$LOADGEN" ingest --target "localhost:$P_SY" --room "$SY_ROOM" --txns "$TXNS" \
-                    --concurrency "$k" --members "$MEMBERS" --target-pid "$SY_PID" --label synapse | tee "$WORK/out"
+                    --concurrency "$k" --members "$MEMBERS" --target-pid "$SY_PID" --label synapse "${PROBE[@]}" | tee "$WORK/out"
                 grep '^RESULT ' "$WORK/out" | cut -c8- | jq -c ". + {round: $round}" >>"$RESULTS"
             fi
         done

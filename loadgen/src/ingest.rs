@@ -55,6 +55,14 @@ pub struct Args {
     /// transaction), so the stream runs in a room with that many more members in its state.
     #[arg(long, default_value_t = 0)]
     pub members: usize,
+    /// While the stream runs, also fetch our join event from the target (`GET
+    /// /_matrix/federation/v1/event/{id}`), one request at a time with this many milliseconds
+    /// between them, and report the reads' latency: how long a peer's read waits behind the
+    /// target's ingest. Off (0) by default: the reads cost the target CPU. Keep it at 20 or more
+    /// against a default `mxfed serve`, which allows an origin 50 requests per second besides
+    /// its transactions.
+    #[arg(long, default_value_t = 0)]
+    pub read_probe_ms: u64,
 }
 
 /// The room as we know it after our join: enough to build messages.
@@ -376,6 +384,33 @@ fn count_answer(status: u16, bytes: &[u8], sent: usize) -> (usize, usize, Option
 ///
 /// # Errors
 /// Setup failures (keys, join); transaction failures are counted, not fatal.
+/// Reads one event from the target until `stop`, one request at a time, `pause` apart; the
+/// latencies in milliseconds, sorted. Any answer but 200 is an error.
+async fn read_probe(
+    fed: Arc<Fed>,
+    event_id: String,
+    pause: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Vec<f64>, String> {
+    let path = format!("/_matrix/federation/v1/event/{}", encode_segment(&event_id));
+    let mut out = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let p = fed.prepare("GET", &path, None);
+        let t0 = Instant::now();
+        let (status, body) = fed.send(&p).await?;
+        out.push(t0.elapsed().as_secs_f64() * 1000.0);
+        if status != 200 {
+            return Err(format!(
+                "GET {path}: {status} {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        tokio::time::sleep(pause).await;
+    }
+    out.sort_by(f64::total_cmp);
+    Ok(out)
+}
+
 pub async fn run(a: Args) -> Result<(), String> {
     let key =
         SigningKey::from_seed("lg", &random_seed()?).map_err(|e| format!("signing key: {e}"))?;
@@ -431,6 +466,15 @@ pub async fn run(a: Args) -> Result<(), String> {
     let before_self = ProcSample::of(std::process::id());
     let load_before = stats::loadavg();
     let start = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = (a.read_probe_ms > 0).then(|| {
+        tokio::spawn(read_probe(
+            fed.clone(),
+            joined.join.event_id.clone(),
+            Duration::from_millis(a.read_probe_ms),
+            stop.clone(),
+        ))
+    });
     let mut tasks = Vec::new();
     for chain in plan.chains {
         let fed = fed.clone();
@@ -462,6 +506,11 @@ pub async fn run(a: Args) -> Result<(), String> {
         results.extend(t.await.map_err(|e| format!("sender task: {e}"))?);
     }
     let wall = start.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = match probe {
+        Some(p) => Some(p.await.map_err(|e| format!("read probe: {e}"))??),
+        None => None,
+    };
     let after_target = a.target_pid.and_then(ProcSample::of);
     let after_self = ProcSample::of(std::process::id());
     let load_after = stats::loadavg();
@@ -583,6 +632,15 @@ pub async fn run(a: Args) -> Result<(), String> {
             r * 100.0
         );
     }
+    if let Some(r) = &reads {
+        println!(
+            "reads meanwhile:   {} GET /event, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            r.len(),
+            stats::percentile(r, 50.0),
+            stats::percentile(r, 99.0),
+            r.last().copied().unwrap_or(0.0)
+        );
+    }
     println!("load average:      {load_before} before, {load_after} after");
     let result = serde_json::json!({
         "label": a.label,
@@ -610,6 +668,9 @@ pub async fn run(a: Args) -> Result<(), String> {
         "core_full_per_s": rate(&full),
         "ratio_to_core": ratio,
         "ratio_to_check_pdu": ratio_single,
+        "reads": reads.as_ref().map(Vec::len),
+        "read_p50_ms": reads.as_ref().map(|r| stats::percentile(r, 50.0)),
+        "read_p99_ms": reads.as_ref().map(|r| stats::percentile(r, 99.0)),
         "load_before": load_before,
         "load_after": load_after,
     });
