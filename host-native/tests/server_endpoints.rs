@@ -14,6 +14,7 @@ use mxfed_core::keys::SigningKey;
 use mxfed_core::server_keys::build_server_keys;
 use mxfed_core::xmatrix;
 use mxfed_native::server::serve::{prepare, ServeArgs};
+use mxfed_native::server::store::Reads as _;
 use mxfed_native::server::{app, rooms, AppState};
 use tower::ServiceExt as _;
 
@@ -461,13 +462,16 @@ async fn send_gives_per_pdu_results_and_dedups() {
     );
 
     // The same transaction again: the same answer, nothing processed twice.
-    let events_before = state.db().room_events(&room).unwrap().len();
+    let events_before = state.reads().room_events(&room).unwrap().len();
     let again = send_txn(&state, "t2", &body).await;
     assert_eq!(again.body, r.body);
     // Even with another body: the transaction ID decides.
     let other = send_txn(&state, "t2", &txn(vec![], vec![])).await;
     assert_eq!(other.body, r.body);
-    assert_eq!(state.db().room_events(&room).unwrap().len(), events_before);
+    assert_eq!(
+        state.reads().room_events(&room).unwrap().len(),
+        events_before
+    );
 
     // EDUs are stored for the admin API.
     let typing = obj(&format!(
@@ -478,7 +482,7 @@ async fn send_gives_per_pdu_results_and_dedups() {
     ));
     let r = send_txn(&state, "t3", &txn(vec![], vec![typing, receipt])).await;
     assert_eq!(r.status, StatusCode::OK);
-    let edus = state.db().edus(&room).unwrap();
+    let edus = state.reads().edus(&room).unwrap();
     let kinds: Vec<&str> = edus.iter().map(|e| e.1.as_str()).collect();
     assert_eq!(kinds, ["m.typing", "m.receipt"]);
 
@@ -880,7 +884,7 @@ async fn server_acl_is_enforced_per_room() {
         )
         .unwrap();
     }
-    let events_before = state.db().room_events(&room).unwrap().len();
+    let events_before = state.reads().room_events(&room).unwrap().len();
 
     // Every room-scoped endpoint answers 403 M_FORBIDDEN to the denied origin.
     let r_enc = urlenc(&room);
@@ -970,10 +974,13 @@ async fn server_acl_is_enforced_per_room() {
         r.body
     );
     assert!(result(&r, &open_id).is_empty(), "{}", r.body);
-    assert_eq!(state.db().room_events(&room).unwrap().len(), events_before);
+    assert_eq!(
+        state.reads().room_events(&room).unwrap().len(),
+        events_before
+    );
     assert_eq!(state.rooms()[&room].membership("@eve:remote.test"), None);
-    assert!(state.db().edus(&room).unwrap().is_empty());
-    assert_eq!(state.db().edus(&open_room).unwrap().len(), 1);
+    assert!(state.reads().edus(&room).unwrap().is_empty());
+    assert_eq!(state.reads().edus(&open_room).unwrap().len(), 1);
 
     // Lifting the ACL (allow the remote by name, without its port) lets it in again.
     {
@@ -998,6 +1005,64 @@ async fn server_acl_is_enforced_per_room() {
     );
     let r = call(&state, signed("GET", &uri, None, REMOTE, ME, &remote_key())).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// Reads use read-only connections beside the writer's: a peer's `/event` is answered while the
+/// writer holds the database in the middle of a write transaction (as it does through each
+/// commit's fsync), and reads see the last commit, not the write in progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_do_not_wait_for_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let (room, join_id) = room_with_eve(&state).await;
+
+    // A thread takes the writer and writes an EDU row in a transaction it keeps open until told.
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let st = state.clone();
+    let writer_room = room.clone();
+    let writer = std::thread::spawn(move || {
+        st.db()
+            .in_transaction(|db| {
+                db.add_edu(REMOTE, "m.typing", Some(&writer_room), "{}")?;
+                held_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok(())
+            })
+            .unwrap();
+    });
+    held_rx.recv().unwrap();
+
+    // On a task of its own: were it to wait for the writer, it would block a runtime thread,
+    // and the timeout here would still fire.
+    let uri = format!("/_matrix/federation/v1/event/{}", urlenc(&join_id));
+    let req = signed("GET", &uri, None, REMOTE, ME, &remote_key());
+    let task_state = state.clone();
+    let read = tokio::spawn(async move { call(&task_state, req).await });
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("the read waited for the writer")
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let pdu = r.body.get("pdus").and_then(Value::as_array).unwrap();
+    assert_eq!(pdu.len(), 1);
+    assert_eq!(
+        pdu[0].as_object().unwrap().get_str("type"),
+        Some("m.room.member")
+    );
+    assert!(
+        state.reads().edus(&room).unwrap().is_empty(),
+        "a reader saw an uncommitted write"
+    );
+
+    release_tx.send(()).unwrap();
+    writer.join().unwrap();
+    let edus = state.reads().edus(&room).unwrap();
+    assert_eq!(
+        edus.len(),
+        1,
+        "the commit is visible to the readers at once"
+    );
 }
 
 /// A GET on the metrics listener's app (which also serves the admin API).
@@ -1248,7 +1313,7 @@ async fn timestamp_to_event_finds_the_nearest_event() {
 
     let ts_of = |id: &str| -> i64 {
         let e = state
-            .db()
+            .reads()
             .room_events(&room)
             .unwrap()
             .into_iter()
@@ -1439,6 +1504,61 @@ async fn a_peer_slow_to_fill_a_gap_holds_up_only_its_room() {
     stuck.abort();
 }
 
+/// A GET on the admin API with its token: the status and the body.
+async fn admin_get_authed(state: &Arc<AppState>, uri: &str) -> (StatusCode, String) {
+    let req = Request::builder()
+        .uri(uri)
+        .header("authorization", format!("Bearer {}", state.admin_token))
+        .body(Body::empty())
+        .unwrap();
+    let resp = mxfed_native::server::metrics::admin_app(state.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// `room timeline --limit N` (`?limit=N`): the last N lines of the whole timeline; a limit that
+/// is not a number is a Matrix error.
+#[tokio::test]
+async fn admin_timeline_limit_serves_the_last_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let (room, _) = room_with_eve(&state).await;
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        let (id, pdu) = remote_message(
+            &state,
+            &room,
+            "@eve:remote.test",
+            &format!("m{i}"),
+            &remote_key(),
+        );
+        let r = send_txn(&state, &format!("m{i}"), &txn(vec![pdu], vec![])).await;
+        assert!(result(&r, &id).is_empty(), "{}", r.body);
+        sent.push(id);
+    }
+    let uri = format!("/admin/v1/rooms/{}/timeline", urlenc(&room));
+    let (status, all) = admin_get_authed(&state, &uri).await;
+    assert_eq!(status, StatusCode::OK);
+    let all: Vec<&str> = all.lines().collect();
+    assert!(all.len() > 4, "{all:?}");
+    assert!(all[all.len() - 1].contains("\"body\":\"m3\""), "{all:?}");
+    for n in [0, 1, 3, all.len(), all.len() + 5] {
+        let (status, some) = admin_get_authed(&state, &format!("{uri}?limit={n}")).await;
+        assert_eq!(status, StatusCode::OK);
+        let some: Vec<&str> = some.lines().collect();
+        assert_eq!(some, all[all.len().saturating_sub(n)..], "limit {n}");
+    }
+    let (status, body) = admin_get_authed(&state, &format!("{uri}?limit=many")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("\"errcode\":\"M_INVALID_PARAM\""), "{body}");
+}
+
 /// `room wait --event` answers once the event is stored, not merely in the room: a room takes
 /// events in before the commit that makes them durable, and a script may kill the server as soon
 /// as its wait returns.
@@ -1454,18 +1574,7 @@ async fn room_wait_answers_once_the_event_is_stored() {
             urlenc(&room),
             urlenc(&id)
         );
-        async move {
-            let req = Request::builder()
-                .uri(uri)
-                .header("authorization", format!("Bearer {}", state.admin_token))
-                .body(Body::empty())
-                .unwrap();
-            mxfed_native::server::metrics::admin_app(state.clone())
-                .oneshot(req)
-                .await
-                .unwrap()
-                .status()
-        }
+        async move { admin_get_authed(&state, &uri).await.0 }
     };
     // Eve's message in the room, not yet committed.
     let (id, pdu) = remote_message(&state, &room, "@eve:remote.test", "hi", &remote_key());

@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use mxfed_core::canonical::{parse_object, ParseOptions};
+use mxfed_native::server::store::Reads as _;
 use mxfed_native::server::{rooms, AppState};
 
 use common::inproc::{invited_room, message, same, two_servers, until};
@@ -36,7 +37,7 @@ async fn gaps_are_filled_with_missing_events_then_state() {
     let (a, b, alice, bob) = two_servers(dir.path(), same, Some("Bob"));
 
     let room = invited_room(&a, &alice, &bob, "11").await;
-    let invites = b.db().invites(&bob).unwrap();
+    let invites = b.reads().invites(&bob).unwrap();
     assert_eq!(invites.len(), 1, "the invite was stored for bob");
     rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
         .await

@@ -8,6 +8,7 @@
 mod common;
 
 use mxfed_native::server::rooms;
+use mxfed_native::server::store::Reads as _;
 
 use common::inproc::{invited_room, two_servers};
 
@@ -41,7 +42,7 @@ async fn invite_falls_back_to_v1_for_old_rooms() {
     let (a, b, alice, bob) = two_servers(dir.path(), without_v2_invite, None);
 
     let old = invited_room(&a, &alice, &bob, "2").await;
-    let invites = b.db().invites(&bob).unwrap();
+    let invites = b.reads().invites(&bob).unwrap();
     assert_eq!(invites.len(), 1, "stored through /v1/invite");
     assert!(
         invites[0].event.contains(&format!("\"{}\"", b.server_name)),

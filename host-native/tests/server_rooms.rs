@@ -118,6 +118,17 @@ fn backfill_after_join_respects_history_visibility() {
     let seen = b.admin(&["room", "timeline", &shared]);
     assert!(!seen.contains("before one"), "redacted in the gap: {seen}");
     assert!(seen.contains("before two"), "{seen}");
+    // `--limit N`: the last N lines of that merged timeline (the gap's history sits in the
+    // middle of B's rows, stored after the events that follow it).
+    let lines: Vec<&str> = seen.lines().collect();
+    for n in [1, 4, lines.len(), lines.len() + 3] {
+        let last = b.admin(&["room", "timeline", &shared, "--limit", &n.to_string()]);
+        assert_eq!(
+            last.lines().collect::<Vec<_>>(),
+            lines[lines.len().saturating_sub(n)..],
+            "--limit {n}"
+        );
+    }
 
     // Joined: what was said before B's user joined reaches B redacted.
     let joined = a.admin(&["room", "create", "--as", "alice"]);

@@ -9,6 +9,7 @@ mod common;
 
 use mxfed_core::canonical::{parse_object, ParseOptions, Value};
 use mxfed_native::server::rooms;
+use mxfed_native::server::store::Reads as _;
 
 use common::inproc::{message, same, two_servers};
 
@@ -161,7 +162,7 @@ async fn retrieval_follows_history_visibility() {
     assert!(!has_body(secret_copy));
 
     // B's own copy of the room (backfilled at the join) holds the secret redacted.
-    let stored = b.db().event(&secret).unwrap().unwrap();
+    let stored = b.reads().event(&secret).unwrap().unwrap();
     assert!(!stored.json.contains("secret"), "{}", stored.json);
     assert!(stored.backfilled);
 }

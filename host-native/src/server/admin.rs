@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,8 +16,9 @@ use mxfed_core::room::state_to_json;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::fed::{json, read_body, MPath};
+use super::fed::{json, read_body, MPath, MQuery};
 use super::rooms;
+use super::store::Reads as _;
 use super::AppState;
 
 type St = State<Arc<AppState>>;
@@ -101,7 +102,7 @@ fn field<'a>(v: &'a serde_json::Value, k: &str) -> Result<&'a str, ApiError> {
 /// The local user named by `as` (a local part or a full ID), which must exist.
 fn acting_user(state: &AppState, v: &serde_json::Value) -> Result<String, ApiError> {
     let user = state.user_id(field(v, "as")?);
-    if !state.is_local_user(&user) || state.db().user(&user)?.is_none() {
+    if !state.is_local_user(&user) || state.reads().user(&user)?.is_none() {
         return Err(ApiError::not_found(format!("no local user {user}")));
     }
     Ok(user)
@@ -214,7 +215,7 @@ fn membership_content(state: &AppState, user: &str, membership: &str) -> Result<
     let mut c = Object::new();
     c.insert("membership", membership);
     if membership == "join" {
-        if let Some((Some(d), _)) = state.db().user(user)? {
+        if let Some((Some(d), _)) = state.reads().user(user)? {
             c.insert("displayname", d);
         }
     }
@@ -245,7 +246,7 @@ async fn invite(
         return Ok(event_id_answer(id));
     }
     let (_, auto) = state
-        .db()
+        .reads()
         .user(&target)?
         .ok_or_else(|| ApiError::not_found(format!("no local user {target}")))?;
     let content = membership_content(&state, &target, "invite")?;
@@ -317,7 +318,7 @@ async fn do_join(
         return Ok(id);
     }
     let inviter = state
-        .db()
+        .reads()
         .invites(user)?
         .into_iter()
         .find(|i| i.room_id == room_id)
@@ -365,7 +366,7 @@ async fn accept_invite(
     let v = body_json(&state, &headers, body).await?;
     let user = acting_user(&state, &v)?;
     let has = state
-        .db()
+        .reads()
         .invites(&user)?
         .iter()
         .any(|i| i.room_id == room_id);
@@ -401,7 +402,7 @@ async fn leave(
     }
     // Not in the room: reject the invite through the inviting server.
     let invite = state
-        .db()
+        .reads()
         .invites(&user)?
         .into_iter()
         .find(|i| i.room_id == room_id)
@@ -530,39 +531,37 @@ fn known_room(state: &AppState, room_id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The room's timeline: the accepted events (not outliers, rejected or soft-failed) in the order
-/// they were stored, with the history fetched with `/backfill` when we joined merged in by depth
-/// (before the first live event deeper than it), redacted where a redaction applies.
-fn timeline_lines(state: &AppState, room_id: &str) -> Result<Vec<String>, ApiError> {
-    let events = state.db().room_events(room_id)?;
-    let served: Vec<(Object, i64, bool)> = events
+/// The room's timeline ([`Reads::timeline`](super::store::Reads::timeline)) as canonical JSON
+/// lines, redacted where a redaction applies; the last `limit` events when given.
+fn timeline_lines(
+    state: &AppState,
+    room_id: &str,
+    limit: Option<usize>,
+) -> Result<Vec<String>, ApiError> {
+    let rows = state.reads().timeline(room_id, limit)?;
+    Ok(rows
         .iter()
-        .filter(|e| !e.rejected && (e.backfilled || (!e.outlier && !e.soft_failed)))
-        .filter_map(|e| {
-            // The row has the JSON: no second read by ID.
-            let ev = rooms::served_row(state, e)?;
-            let depth = ev.get("depth").and_then(Value::as_int).unwrap_or(0);
-            Some((ev, depth, e.backfilled))
-        })
-        .collect();
-    let (mut history, live): (Vec<_>, Vec<_>) = served.into_iter().partition(|(_, _, b)| *b);
-    // Depth orders what was said before we joined; storage order (stable sort) breaks ties.
-    history.sort_by_key(|(_, d, _)| *d);
-    let mut history = history.into_iter().peekable();
-    let mut out = Vec::new();
-    for (ev, depth, _) in live {
-        while let Some((h, _, _)) = history.next_if(|(_, d, _)| *d < depth) {
-            out.push(h.to_canonical_string());
-        }
-        out.push(ev.to_canonical_string());
-    }
-    out.extend(history.map(|(h, _, _)| h.to_canonical_string()));
-    Ok(out)
+        // The row has the JSON: no second read by ID.
+        .filter_map(|e| rooms::served_row(state, e))
+        .map(|ev| ev.to_canonical_string())
+        .collect())
 }
 
-async fn timeline(State(state): St, MPath(room_id): MPath<String>) -> Result<Response, ApiError> {
+/// `?limit=N`: only the last N events of the timeline.
+#[derive(Deserialize)]
+struct TimelineQuery {
+    limit: Option<usize>,
+}
+
+async fn timeline(
+    State(state): St,
+    MPath(room_id): MPath<String>,
+    MQuery(q): MQuery<TimelineQuery>,
+) -> Result<Response, ApiError> {
     known_room(&state, &room_id)?;
-    Ok(jsonl(timeline_lines(&state, &room_id)?))
+    // A whole timeline can be long to read: not on the runtime's threads.
+    let lines = rooms::blocking(move || timeline_lines(&state, &room_id, q.limit)).await?;
+    Ok(jsonl(lines))
 }
 
 async fn room_state(State(state): St, MPath(room_id): MPath<String>) -> Result<Response, ApiError> {
@@ -576,7 +575,7 @@ async fn room_state(State(state): St, MPath(room_id): MPath<String>) -> Result<R
 
 async fn edus(State(state): St, MPath(room_id): MPath<String>) -> Result<Response, ApiError> {
     known_room(&state, &room_id)?;
-    let rows = state.db().edus(&room_id)?;
+    let rows = state.reads().edus(&room_id)?;
     let lines = rows
         .into_iter()
         .map(|(origin, kind, content, ts)| {
@@ -694,7 +693,7 @@ struct ProfileQuery {
 /// `GET /_matrix/federation/v1/query/profile` at the user's server; the answer as received.
 async fn query_profile(
     State(state): St,
-    Query(q): Query<ProfileQuery>,
+    MQuery(q): MQuery<ProfileQuery>,
 ) -> Result<Response, ApiError> {
     let server = mxfed_core::identifiers::user_server_name(&q.user_id)?;
     let mut path = format!(
@@ -717,7 +716,7 @@ struct DirectoryQuery {
 /// answer as received.
 async fn query_directory(
     State(state): St,
-    Query(q): Query<DirectoryQuery>,
+    MQuery(q): MQuery<DirectoryQuery>,
 ) -> Result<Response, ApiError> {
     let server = q
         .room_alias
@@ -740,9 +739,9 @@ struct AsQuery {
     user: String,
 }
 
-async fn invites(State(state): St, Query(q): Query<AsQuery>) -> Result<Response, ApiError> {
+async fn invites(State(state): St, MQuery(q): MQuery<AsQuery>) -> Result<Response, ApiError> {
     let user = state.user_id(&q.user);
-    let list = state.db().invites(&user)?;
+    let list = state.reads().invites(&user)?;
     let lines = list
         .into_iter()
         .map(|i| {
@@ -773,7 +772,7 @@ struct WaitQuery {
 async fn wait(
     State(state): St,
     MPath(room_id): MPath<String>,
-    Query(q): Query<WaitQuery>,
+    MQuery(q): MQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(q.timeout_ms.unwrap_or(30_000));
@@ -803,7 +802,7 @@ async fn wait(
             })
         };
         let done = durable.is_some_and(|ids| {
-            let db = state.db();
+            let db = state.reads();
             ids.iter().all(|id| db.has_event(id))
         });
         if done {

@@ -180,6 +180,9 @@ enum RoomCommand {
     Timeline {
         /// The room ID.
         room: String,
+        /// Only the last N events.
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// The room's current state (JSON).
     State {
@@ -460,8 +463,9 @@ async fn dispatch(url: &str, token: &str, cmd: AdminCommand) -> Result<String, A
             .await?;
             field(&t, "event_id")
         }
-        AdminCommand::Room(RoomCommand::Timeline { room }) => {
-            get(format!("/admin/v1/rooms/{}/timeline", enc(&room)))
+        AdminCommand::Room(RoomCommand::Timeline { room, limit }) => {
+            let query = limit.map_or_else(String::new, |n| format!("?limit={n}"));
+            get(format!("/admin/v1/rooms/{}/timeline{query}", enc(&room)))
                 .await
                 .map(trim_nl)
         }

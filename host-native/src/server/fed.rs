@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::metrics::PduOutcome;
 use super::rooms::{self, checked, served_list, Entry};
-use super::store::NewEdu;
+use super::store::{NewEdu, Reads as _};
 use super::{keys, log, now, AppState};
 
 type St = State<Arc<AppState>>;
@@ -59,6 +59,24 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(t)) => Ok(MPath(t)),
+            Err(e) => Err(ApiError::invalid(e.body_text())),
+        }
+    }
+}
+
+/// A query string, with a Matrix error (`M_INVALID_PARAM`) when it does not decode.
+pub struct MQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for MQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(t)) => Ok(MQuery(t)),
             Err(e) => Err(ApiError::invalid(e.body_text())),
         }
     }
@@ -839,7 +857,7 @@ async fn query_profile(State(state): St, s: Signed) -> Result<Response, ApiError
         return Err(ApiError::invalid("user is not hosted on this server"));
     }
     let (display, _) = state
-        .db()
+        .reads()
         .user(user)?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
     let mut o = Object::new();
@@ -877,7 +895,7 @@ async fn timestamp_to_event(
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| ApiError::missing("ts"))?;
     let forward = s.param("dir") != Some("b");
-    let best = state.db().event_near_ts(&room_id, ts, forward)?;
+    let best = state.reads().event_near_ts(&room_id, ts, forward)?;
     let (id, t) = best.ok_or_else(|| ApiError::not_found("no event found"))?;
     let mut o = Object::new();
     o.insert("event_id", id);
@@ -897,7 +915,7 @@ async fn user_devices(
     MPath(user): MPath<String>,
     _s: Signed,
 ) -> Result<Response, ApiError> {
-    if !state.is_local_user(&user) || state.db().user(&user)?.is_none() {
+    if !state.is_local_user(&user) || state.reads().user(&user)?.is_none() {
         return Err(ApiError::not_found("no such user"));
     }
     let mut o = Object::new();
@@ -1317,7 +1335,7 @@ async fn invite_answer(
         return Err(ApiError::invalid("the invited user is not on this server"));
     }
     let (_, auto_accept) = state
-        .db()
+        .reads()
         .user(&target)?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
     if event::event_id(&ev, v)? != event_id {

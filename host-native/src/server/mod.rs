@@ -127,6 +127,8 @@ pub struct AppState {
     pub data_dir: PathBuf,
     /// The database. Held only for short, synchronous sections (never across an await).
     pub store: Mutex<store::Store>,
+    /// Read-only connections beside `store`'s: reads never wait for a commit's fsync.
+    pub readers: store::Readers,
     /// Every room we know, rebuilt from the database at start. Held briefly, never across I/O.
     pub rooms: Mutex<BTreeMap<String, Room>>,
     /// One lock per room ([`AppState::lock_room`]) serialising changes to it (receiving,
@@ -190,6 +192,12 @@ impl AppState {
         self.store
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A read-only connection ([`store::Reader`]): for reads that need not see an uncommitted
+    /// write of their own caller (none can: every write is committed before it returns).
+    pub fn reads(&self) -> MutexGuard<'_, store::Reader> {
+        self.readers.get()
     }
 
     /// Waits for, and holds, the right to change `room_id` (see [`AppState::writers`]). Never

@@ -14,6 +14,7 @@ use mxfed_core::{Millis, Timestamp};
 use tokio::sync::mpsc;
 
 use super::client::FetchError;
+use super::store::Reads as _;
 use super::{log, now, warn, AppState};
 
 /// What the host tells a destination's task.
@@ -107,7 +108,7 @@ impl Outbound {
             let (Some(event_id), Some(room_id)) = (event_id, room_id) else {
                 continue;
             };
-            let Some(stored) = state.db().event(&event_id).ok().flatten() else {
+            let Some(stored) = state.reads().event(&event_id).ok().flatten() else {
                 log(&format!(
                     "queued PDU {event_id} for {dest} was never stored; dropped"
                 ));

@@ -19,7 +19,7 @@ use mxfed_core::RoomVersion;
 
 use super::client::{encode_segment, FetchError};
 use super::error::ApiError;
-use super::store::NewEvent;
+use super::store::{NewEvent, Reads as _};
 use super::{keys, log, now, warn, AppState};
 
 /// A `PduCheck` for an event already checked (ours, or one read back from storage).
@@ -277,7 +277,7 @@ fn apply_redaction(state: &AppState, db: &mut super::store::Store, room_id: &str
 
 /// A stored event as served: redacted if a redaction applies to it.
 pub fn served(state: &AppState, event_id: &str) -> Option<(Object, super::store::StoredEvent)> {
-    let stored = state.db().event(event_id).ok()??;
+    let stored = state.reads().event(event_id).ok()??;
     Some((served_row(state, &stored)?, stored))
 }
 
@@ -611,7 +611,7 @@ pub fn create_room(
     state.rooms().insert(room_id.clone(), scratch);
     accept_local(state, &built)?;
 
-    let display = state.db().user(creator)?.and_then(|(d, _)| d);
+    let display = state.reads().user(creator)?.and_then(|(d, _)| d);
     let mut join = obj(r#"{"membership":"join"}"#);
     if let Some(d) = display {
         join.insert("displayname", d);
@@ -1328,7 +1328,7 @@ pub async fn remote_membership(
     ev.insert("origin_server_ts", Int::saturating(now().as_i64()));
     ev.insert("origin", state.server_name.as_str());
     if membership == "join" {
-        if let Some(Some(d)) = state.db().user(user_id)?.map(|(d, _)| d) {
+        if let Some(Some(d)) = state.reads().user(user_id)?.map(|(d, _)| d) {
             if let Some(Value::Object(c)) = ev.get_mut("content") {
                 c.insert("displayname", d);
             }

@@ -193,6 +193,8 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
         .to_owned();
     let db = store::Store::open(&Config::resolve(&data_dir, &cfg.database))
         .map_err(|e| format!("database: {e}"))?;
+    // Two: a long admin read (a whole timeline) leaves one for the federation's reads.
+    let readers = db.readers(2).map_err(|e| format!("database: {e}"))?;
     let client = client::FedClient::new(
         &cfg.server_name,
         keys.clone(),
@@ -216,6 +218,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
         config: cfg,
         data_dir,
         store: Mutex::new(db),
+        readers,
         rooms: Mutex::new(Default::default()),
         writers: Mutex::default(),
         local_commit: tokio::sync::Mutex::new(()),

@@ -2,13 +2,19 @@
 //! What is stored and when is documented in docs/server.md.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+/// Every stored event's `stream` by event ID, shared by the writer (which adds to it after each
+/// commit) and the readers.
+type Ids = Arc<RwLock<HashMap<Box<str>, i64>>>;
 
 /// The events table, created on first open (before [`SCHEMA`], whose index is on it). `stream`
 /// orders events as they were stored: replaying a room in that order rebuilds its in-memory
-/// state exactly. No index on `event_id`: see [`Store`]'s `by_id`.
+/// state exactly. No index on `event_id`: see [`Store`]'s `ids`.
 const EVENTS_TABLE: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
     stream INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -101,7 +107,7 @@ CREATE TABLE IF NOT EXISTS txns (
 );
 "#;
 
-/// Databases created before the event-ID index was dropped (see [`Store`]'s `by_id`) have
+/// Databases created before the event-ID index was dropped (see [`Store`]'s `ids`) have
 /// `event_id TEXT NOT NULL UNIQUE`, whose index SQLite cannot drop: the table is copied into one
 /// without it, in one transaction (all or nothing), keeping every row and its `stream`.
 fn migrate_event_id_index(conn: &Connection) -> rusqlite::Result<()> {
@@ -242,22 +248,311 @@ pub struct Invite {
 /// Columns of `events`, in the schema's order (the migration copies them).
 const EVENT_COLUMNS: &str = "stream, event_id, room_id, depth, json, verdict, reason, rejected, soft_failed, outlier, state_before, redacted_by, origin, received_ts, backfilled";
 
+/// Columns of an event as read ([`row`]).
+const EVENT_COLS: &str = "stream, event_id, room_id, json, verdict, reason, rejected, soft_failed, outlier, state_before, redacted_by, backfilled";
+
+/// One event row as read with [`EVENT_COLS`].
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        stream: r.get(0)?,
+        event_id: r.get(1)?,
+        room_id: r.get(2)?,
+        json: r.get(3)?,
+        verdict: r.get(4)?,
+        reason: r.get(5)?,
+        rejected: r.get(6)?,
+        soft_failed: r.get(7)?,
+        outlier: r.get(8)?,
+        state_before: r.get(9)?,
+        redacted_by: r.get(10)?,
+        backfilled: r.get(11)?,
+    })
+}
+
+/// What is read from the database, on the writer's connection ([`Store`]) or on a read-only one
+/// beside it ([`Reader`]).
+pub trait Reads {
+    /// The connection read from.
+    fn conn(&self) -> &Connection;
+
+    /// A stored event's row number, from the map shared by the writer and the readers.
+    fn stream_of(&self, event_id: &str) -> Option<i64>;
+
+    /// A user's display name and auto-accept setting, if the user exists.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn user(&self, user_id: &str) -> rusqlite::Result<Option<(Option<String>, bool)>> {
+        self.conn()
+            .query_row(
+                "SELECT display_name, auto_accept FROM users WHERE user_id = ?1",
+                params![user_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+    }
+
+    /// Every user ID.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn users(&self) -> rusqlite::Result<Vec<String>> {
+        let mut st = self
+            .conn()
+            .prepare("SELECT user_id FROM users ORDER BY user_id")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        rows.collect()
+    }
+
+    /// A room's events in stored order.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn room_events(&self, room_id: &str) -> rusqlite::Result<Vec<StoredEvent>> {
+        let mut out = Vec::new();
+        self.each_room_event(room_id, |e| out.push(e))?;
+        Ok(out)
+    }
+
+    /// The room's timeline, as the admin API serves it: the accepted events (not outliers,
+    /// rejected or soft-failed) in the order they were stored, with the history fetched with
+    /// `/backfill` merged in by depth (before the first live event deeper than it; storage order
+    /// among equal depths). Only the last `limit` when given: the order is worked out from three
+    /// integer columns, and only the rows served are read whole.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn timeline(&self, room_id: &str, limit: Option<usize>) -> rusqlite::Result<Vec<StoredEvent>> {
+        let mut st = self.conn().prepare_cached(
+            "SELECT stream, depth, backfilled FROM events
+             WHERE room_id = ?1 AND rejected = 0 AND (backfilled = 1 OR (outlier = 0 AND soft_failed = 0))
+             ORDER BY stream",
+        )?;
+        let rows = st.query_map(params![room_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
+        })?;
+        let mut history = Vec::new();
+        let mut live = Vec::new();
+        for row in rows {
+            let (stream, depth, backfilled) = row?;
+            if backfilled {
+                history.push((depth, stream));
+            } else {
+                live.push((depth, stream));
+            }
+        }
+        history.sort_by_key(|&(depth, _)| depth);
+        let mut history = history.into_iter().peekable();
+        let mut order = Vec::with_capacity(live.len() + history.len());
+        for (depth, stream) in live {
+            while let Some((_, h)) = history.next_if(|&(d, _)| d < depth) {
+                order.push(h);
+            }
+            order.push(stream);
+        }
+        order.extend(history.map(|(_, h)| h));
+        let skip = limit.map_or(0, |n| order.len().saturating_sub(n));
+        let mut one = self.conn().prepare_cached(&format!(
+            "SELECT {EVENT_COLS} FROM events WHERE stream = ?1"
+        ))?;
+        order[skip..]
+            .iter()
+            .map(|s| one.query_row(params![s], row))
+            .collect()
+    }
+
+    /// [`Reads::room_events`] one at a time, without holding them all (rebuilding a room at
+    /// start-up needs each event once).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn each_room_event(
+        &self,
+        room_id: &str,
+        mut f: impl FnMut(StoredEvent),
+    ) -> rusqlite::Result<()> {
+        let mut st = self.conn().prepare(&format!(
+            "SELECT {} FROM events WHERE room_id = ?1 ORDER BY stream",
+            EVENT_COLS
+        ))?;
+        let mut rows = st.query(params![room_id])?;
+        while let Some(r) = rows.next()? {
+            f(row(r)?);
+        }
+        Ok(())
+    }
+
+    /// The room's event (not an outlier, not rejected) closest to `ts` in `origin_server_ts`:
+    /// the first at or after it (`forward`), else the last at or before it; the earliest stored
+    /// among equals. SQLite reads the timestamp out of each row's JSON itself, so the room's
+    /// events are neither copied out nor held.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn event_near_ts(
+        &self,
+        room_id: &str,
+        ts: i64,
+        forward: bool,
+    ) -> rusqlite::Result<Option<(String, i64)>> {
+        let (cmp, order) = if forward {
+            (">=", "ASC")
+        } else {
+            ("<=", "DESC")
+        };
+        let sql = format!(
+            "SELECT event_id, ts FROM (
+                 SELECT event_id, stream,
+                        CASE WHEN json_valid(json)
+                             THEN COALESCE(json_extract(json, '$.origin_server_ts'), 0) END AS ts
+                 FROM events WHERE room_id = ?1 AND outlier = 0 AND rejected = 0)
+             WHERE typeof(ts) = 'integer' AND ts {cmp} ?2
+             ORDER BY ts {order}, stream ASC LIMIT 1"
+        );
+        self.conn()
+            .prepare_cached(&sql)?
+            .query_row(params![room_id, ts], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+    }
+
+    /// One event.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn event(&self, event_id: &str) -> rusqlite::Result<Option<StoredEvent>> {
+        let Some(stream) = self.stream_of(event_id) else {
+            return Ok(None);
+        };
+        let mut st = self.conn().prepare_cached(&format!(
+            "SELECT {} FROM events WHERE stream = ?1",
+            EVENT_COLS
+        ))?;
+        st.query_row(params![stream], row).optional()
+    }
+
+    /// Whether an event is stored (in any form).
+    fn has_event(&self, event_id: &str) -> bool {
+        self.stream_of(event_id).is_some()
+    }
+
+    /// A user's invites (all statuses), oldest first.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn invites(&self, user_id: &str) -> rusqlite::Result<Vec<Invite>> {
+        let mut st = self.conn().prepare(
+            "SELECT room_id, user_id, room_version, origin, event, invite_room_state, status FROM invites
+             WHERE user_id = ?1 ORDER BY received_ts, room_id",
+        )?;
+        let rows = st.query_map(params![user_id], |r| {
+            Ok(Invite {
+                room_id: r.get(0)?,
+                user_id: r.get(1)?,
+                room_version: r.get(2)?,
+                origin: r.get(3)?,
+                event: r.get(4)?,
+                invite_room_state: r.get(5)?,
+                status: r.get(6)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// EDUs received for a room: (origin, type, content JSON, received ms).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn edus(&self, room_id: &str) -> rusqlite::Result<Vec<(String, String, String, i64)>> {
+        let mut st = self.conn().prepare(
+            "SELECT origin, edu_type, content, received_ts FROM edus WHERE room_id = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map(params![room_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        rows.collect()
+    }
+}
+
 /// The database.
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
+    /// The database file (the readers open it too).
+    path: PathBuf,
     /// Every stored event's `stream` by event ID. SQLite keeps no index on event IDs: they are
     /// random, so each event inserted into such an index dirtied a different B-tree page, and
     /// once the index outgrew the page cache, read it back first. With 100,000 events stored that
     /// index was most of the WAL written per transaction and a third of the server's CPU in the
     /// ingest benchmark. Loaded at open (the rooms are rebuilt from every event anyway), updated
     /// only after a commit succeeds.
-    by_id: HashMap<Box<str>, i64>,
+    ids: Ids,
     /// Transaction answers waiting for the next commit (see [`Store::put_txn_later`]).
     pending_txns: Vec<(String, String, String)>,
     /// Rows in `deferred_pdus` (recounted whenever they change, which is rare): the table is
     /// asked about before every transaction is taken in, and is almost always empty.
     deferred: i64,
+}
+
+impl Reads for Store {
+    fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn stream_of(&self, event_id: &str) -> Option<i64> {
+        stream_in(&self.ids, event_id)
+    }
+}
+
+fn stream_in(ids: &Ids, event_id: &str) -> Option<i64> {
+    ids.read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(event_id)
+        .copied()
+}
+
+/// A read-only connection to the database beside the writer's ([`Store::readers`]). In WAL mode
+/// it reads the last commit while the writer writes and fsyncs the next one, so reads (a peer's
+/// `/event`, the admin API) never wait for a commit, and a long read holds no writer up.
+#[derive(Debug)]
+pub struct Reader {
+    conn: Connection,
+    ids: Ids,
+}
+
+impl Reads for Reader {
+    fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn stream_of(&self, event_id: &str) -> Option<i64> {
+        stream_in(&self.ids, event_id)
+    }
+}
+
+/// A few [`Reader`]s: [`Readers::get`] hands out a free one.
+#[derive(Debug)]
+pub struct Readers {
+    pool: Vec<Mutex<Reader>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    /// A reader: the first free one, else the next in turn (waiting for it).
+    pub fn get(&self) -> MutexGuard<'_, Reader> {
+        for m in &self.pool {
+            match m.try_lock() {
+                Ok(g) => return g,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        self.pool[i].lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 fn count_deferred(conn: &Connection) -> rusqlite::Result<i64> {
@@ -317,9 +612,37 @@ impl Store {
         let deferred = count_deferred(&conn)?;
         Ok(Store {
             conn,
-            by_id,
+            path: path.to_owned(),
+            ids: Arc::new(RwLock::new(by_id)),
             pending_txns: Vec::new(),
             deferred,
+        })
+    }
+
+    /// `n` (at least one) read-only connections to the same database, sharing the map of event
+    /// IDs ([`Reader`]).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn readers(&self, n: usize) -> rusqlite::Result<Readers> {
+        let mut pool = Vec::new();
+        for _ in 0..n.max(1) {
+            let conn = Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+            )?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.set_prepared_statement_cache_capacity(32);
+            pool.push(Mutex::new(Reader {
+                conn,
+                ids: self.ids.clone(),
+            }));
+        }
+        Ok(Readers {
+            pool,
+            next: AtomicUsize::new(0),
         })
     }
 
@@ -342,20 +665,6 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// A user's display name and auto-accept setting, if the user exists.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn user(&self, user_id: &str) -> rusqlite::Result<Option<(Option<String>, bool)>> {
-        self.conn
-            .query_row(
-                "SELECT display_name, auto_accept FROM users WHERE user_id = ?1",
-                params![user_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-    }
-
     /// Sets a user's auto-accept; `false` if there is no such user.
     ///
     /// # Errors
@@ -366,18 +675,6 @@ impl Store {
             params![user_id, on],
         )?;
         Ok(n == 1)
-    }
-
-    /// Every user ID.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn users(&self) -> rusqlite::Result<Vec<String>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT user_id FROM users ORDER BY user_id")?;
-        let rows = st.query_map([], |r| r.get(0))?;
-        rows.collect()
     }
 
     // -- rooms and events ------------------------------------------------------------------------
@@ -429,7 +726,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             for e in events {
-                if let Some(&stream) = db.by_id.get(e.event_id) {
+                if let Some(stream) = db.stream_of(e.event_id) {
                     if e.backfilled {
                         // An outlier stored before (from a state answer) keeps its place in the
                         // stream: its auth events come before it there.
@@ -489,9 +786,11 @@ impl Store {
             }
             Ok(added)
         })?;
-        // Only what is committed goes into the map.
+        // Only what is committed goes into the map: a reader that finds an ID there finds its
+        // row.
+        let mut ids = self.ids.write().unwrap_or_else(PoisonError::into_inner);
         for (id, stream) in added {
-            self.by_id.insert(id.into(), stream);
+            ids.insert(id.into(), stream);
         }
         Ok(())
     }
@@ -501,7 +800,7 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn set_redacted(&self, event_id: &str, by: &str) -> rusqlite::Result<()> {
-        let Some(&stream) = self.by_id.get(event_id) else {
+        let Some(stream) = self.stream_of(event_id) else {
             return Ok(());
         };
         self.exec(
@@ -509,109 +808,6 @@ impl Store {
             params![stream, by],
         )?;
         Ok(())
-    }
-
-    fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
-        Ok(StoredEvent {
-            stream: r.get(0)?,
-            event_id: r.get(1)?,
-            room_id: r.get(2)?,
-            json: r.get(3)?,
-            verdict: r.get(4)?,
-            reason: r.get(5)?,
-            rejected: r.get(6)?,
-            soft_failed: r.get(7)?,
-            outlier: r.get(8)?,
-            state_before: r.get(9)?,
-            redacted_by: r.get(10)?,
-            backfilled: r.get(11)?,
-        })
-    }
-
-    const COLS: &'static str = "stream, event_id, room_id, json, verdict, reason, rejected, soft_failed, outlier, state_before, redacted_by, backfilled";
-
-    /// A room's events in stored order.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn room_events(&self, room_id: &str) -> rusqlite::Result<Vec<StoredEvent>> {
-        let mut out = Vec::new();
-        self.each_room_event(room_id, |e| out.push(e))?;
-        Ok(out)
-    }
-
-    /// [`Store::room_events`] one at a time, without holding them all (rebuilding a room at
-    /// start-up needs each event once).
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn each_room_event(
-        &self,
-        room_id: &str,
-        mut f: impl FnMut(StoredEvent),
-    ) -> rusqlite::Result<()> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {} FROM events WHERE room_id = ?1 ORDER BY stream",
-            Self::COLS
-        ))?;
-        let mut rows = st.query(params![room_id])?;
-        while let Some(r) = rows.next()? {
-            f(Self::row(r)?);
-        }
-        Ok(())
-    }
-
-    /// The room's event (not an outlier, not rejected) closest to `ts` in `origin_server_ts`:
-    /// the first at or after it (`forward`), else the last at or before it; the earliest stored
-    /// among equals. SQLite reads the timestamp out of each row's JSON itself, so the room's
-    /// events are neither copied out nor held.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn event_near_ts(
-        &self,
-        room_id: &str,
-        ts: i64,
-        forward: bool,
-    ) -> rusqlite::Result<Option<(String, i64)>> {
-        let (cmp, order) = if forward {
-            (">=", "ASC")
-        } else {
-            ("<=", "DESC")
-        };
-        let sql = format!(
-            "SELECT event_id, ts FROM (
-                 SELECT event_id, stream,
-                        CASE WHEN json_valid(json)
-                             THEN COALESCE(json_extract(json, '$.origin_server_ts'), 0) END AS ts
-                 FROM events WHERE room_id = ?1 AND outlier = 0 AND rejected = 0)
-             WHERE typeof(ts) = 'integer' AND ts {cmp} ?2
-             ORDER BY ts {order}, stream ASC LIMIT 1"
-        );
-        self.conn
-            .prepare_cached(&sql)?
-            .query_row(params![room_id, ts], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-    }
-
-    /// One event.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn event(&self, event_id: &str) -> rusqlite::Result<Option<StoredEvent>> {
-        let Some(&stream) = self.by_id.get(event_id) else {
-            return Ok(None);
-        };
-        let mut st = self.conn.prepare_cached(&format!(
-            "SELECT {} FROM events WHERE stream = ?1",
-            Self::COLS
-        ))?;
-        st.query_row(params![stream], Self::row).optional()
-    }
-
-    /// Whether an event is stored (in any form).
-    pub fn has_event(&self, event_id: &str) -> bool {
-        self.by_id.contains_key(event_id)
     }
 
     // -- invites ---------------------------------------------------------------------------------
@@ -644,29 +840,6 @@ impl Store {
             params![room_id, user_id, status],
         )?;
         Ok(())
-    }
-
-    /// A user's invites (all statuses), oldest first.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn invites(&self, user_id: &str) -> rusqlite::Result<Vec<Invite>> {
-        let mut st = self.conn.prepare(
-            "SELECT room_id, user_id, room_version, origin, event, invite_room_state, status FROM invites
-             WHERE user_id = ?1 ORDER BY received_ts, room_id",
-        )?;
-        let rows = st.query_map(params![user_id], |r| {
-            Ok(Invite {
-                room_id: r.get(0)?,
-                user_id: r.get(1)?,
-                room_version: r.get(2)?,
-                origin: r.get(3)?,
-                event: r.get(4)?,
-                invite_room_state: r.get(5)?,
-                status: r.get(6)?,
-            })
-        })?;
-        rows.collect()
     }
 
     // -- EDUs ------------------------------------------------------------------------------------
@@ -716,20 +889,6 @@ impl Store {
                 .retain(|(o, t, _)| !(o == origin && t == txn_id));
         }
         stored
-    }
-
-    /// EDUs received for a room: (origin, type, content JSON, received ms).
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn edus(&self, room_id: &str) -> rusqlite::Result<Vec<(String, String, String, i64)>> {
-        let mut st = self.conn.prepare(
-            "SELECT origin, edu_type, content, received_ts FROM edus WHERE room_id = ?1 ORDER BY id",
-        )?;
-        let rows = st.query_map(params![room_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
-        rows.collect()
     }
 
     // -- server keys -----------------------------------------------------------------------------
@@ -1054,7 +1213,7 @@ impl Store {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{NewEdu, NewEvent, Store};
+    use super::{NewEdu, NewEvent, Reads as _, Store};
     use rusqlite::{params, Connection};
 
     /// The IDs of the transactions whose answers are stored.
