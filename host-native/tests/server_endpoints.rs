@@ -4,6 +4,8 @@
 //! a key the test puts in the server's key cache, so nothing touches the network.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -17,6 +19,8 @@ use mxfed_native::server::serve::{prepare, ServeArgs};
 use mxfed_native::server::store::Reads as _;
 use mxfed_native::server::{app, rooms, AppState};
 use tower::ServiceExt as _;
+
+use common::inproc::signed;
 
 const ME: &str = "localhost:18999";
 const REMOTE: &str = "remote.test";
@@ -69,35 +73,6 @@ async fn call(state: &Arc<AppState>, req: Request<Body>) -> Resp {
         )
     });
     Resp { status, body }
-}
-
-/// A request signed by `origin` with `key` for `destination`.
-fn signed(
-    method: &str,
-    uri: &str,
-    body: Option<&Object>,
-    origin: &str,
-    destination: &str,
-    key: &SigningKey,
-) -> Request<Body> {
-    let content = body.map(|b| Value::Object(b.clone()));
-    let headers = xmatrix::Request {
-        method,
-        uri,
-        origin,
-        destination,
-        content: content.as_ref(),
-    }
-    .sign(std::slice::from_ref(key));
-    let mut r = Request::builder().method(method).uri(uri);
-    for h in headers {
-        r = r.header("authorization", h.to_header_value());
-    }
-    r.body(match body {
-        Some(b) => Body::from(b.to_canonical_string()),
-        None => Body::empty(),
-    })
-    .unwrap()
 }
 
 fn obj(s: &str) -> Object {

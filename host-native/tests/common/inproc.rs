@@ -3,8 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mxfed_core::canonical::{parse_object, ParseOptions};
+use axum::body::Body;
+use axum::http::Request;
+use mxfed_core::canonical::{parse_object, Object, ParseOptions, Value};
 use mxfed_core::event::EventTemplate;
+use mxfed_core::keys::SigningKey;
+use mxfed_core::xmatrix;
 use mxfed_native::server::serve::{prepare, tls_config, ServeArgs};
 use mxfed_native::server::{app, rooms, run, AppState};
 
@@ -94,4 +98,33 @@ pub async fn invited_room(a: &Arc<AppState>, alice: &str, bob: &str, version: &s
     let _g = a.lock_room(&room).await;
     rooms::invite_remote(a, &room, alice, bob).await.unwrap();
     room
+}
+
+/// A request signed by `origin` with `key` for `destination`.
+pub fn signed(
+    method: &str,
+    uri: &str,
+    body: Option<&Object>,
+    origin: &str,
+    destination: &str,
+    key: &SigningKey,
+) -> Request<Body> {
+    let content = body.map(|b| Value::Object(b.clone()));
+    let headers = xmatrix::Request {
+        method,
+        uri,
+        origin,
+        destination,
+        content: content.as_ref(),
+    }
+    .sign(std::slice::from_ref(key));
+    let mut r = Request::builder().method(method).uri(uri);
+    for h in headers {
+        r = r.header("authorization", h.to_header_value());
+    }
+    r.body(match body {
+        Some(b) => Body::from(b.to_canonical_string()),
+        None => Body::empty(),
+    })
+    .unwrap()
 }
