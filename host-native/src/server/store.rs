@@ -283,12 +283,11 @@ pub trait Reads {
     /// # Errors
     /// SQLite errors.
     fn user(&self, user_id: &str) -> rusqlite::Result<Option<(Option<String>, bool)>> {
+        // Cached: every admin request that acts as a user asks, and preparing the statement
+        // anew was 4.4% of the CPU of a server taking its users' messages one per request.
         self.conn()
-            .query_row(
-                "SELECT display_name, auto_accept FROM users WHERE user_id = ?1",
-                params![user_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT display_name, auto_accept FROM users WHERE user_id = ?1")?
+            .query_row(params![user_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
     }
 
