@@ -596,7 +596,10 @@ pub async fn run(a: Args) -> Result<(), String> {
     );
     println!("accepted:          {accepted} ({errors} with an error)");
     println!("wall:              {wall:.2} s -> {pdus_per_s:.0} PDUs/s");
-    println!("txn latency:       p50 {p50:.1} ms, p99 {p99:.1} ms");
+    println!(
+        "txn latency:       p50 {p50:.1} ms, p99 {p99:.1} ms, max {:.1} ms",
+        lat.last().copied().unwrap_or(0.0)
+    );
     if let (Some(c), Some(u)) = (target_cpu, cores_used) {
         println!(
             "target CPU:        {c:.2} s ({u:.2} cores) -> {:.0} PDUs/s per core used",
@@ -657,6 +660,7 @@ pub async fn run(a: Args) -> Result<(), String> {
         "pdus_per_s": pdus_per_s,
         "p50_ms": p50,
         "p99_ms": p99,
+        "max_ms": lat.last().copied(),
         "target_cpu_s": target_cpu,
         "target_cores_used": cores_used,
         "target_pdus_per_s_per_core": per_core,
