@@ -514,6 +514,24 @@ async fn send_gives_per_pdu_results_and_dedups() {
     );
 }
 
+/// Eve sends `n` messages (`m0`, `m1`, …), one transaction each, all accepted; their IDs.
+async fn eve_says(state: &Arc<AppState>, room: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (id, pdu) = remote_message(
+            state,
+            room,
+            "@eve:remote.test",
+            &format!("m{i}"),
+            &remote_key(),
+        );
+        let r = send_txn(state, &format!("m{i}"), &txn(vec![pdu], vec![])).await;
+        assert!(result(&r, &id).is_empty(), "{}", r.body);
+        ids.push(id);
+    }
+    ids
+}
+
 /// The server's rooms keep only the place in the DAG of messages deep in history (compact
 /// history); every answer about them still comes whole from the database: `/event`,
 /// `/backfill`, `/get_missing_events`, `/event_auth`, and redactions of them, by the sender's
@@ -523,19 +541,7 @@ async fn old_messages_are_served_and_redacted_after_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let state = setup(&dir);
     let (room, join_id) = room_with_eve(&state).await;
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        let (id, pdu) = remote_message(
-            &state,
-            &room,
-            "@eve:remote.test",
-            &format!("m{i}"),
-            &remote_key(),
-        );
-        let r = send_txn(&state, &format!("m{i}"), &txn(vec![pdu], vec![])).await;
-        assert!(result(&r, &id).is_empty(), "{}", r.body);
-        ids.push(id);
-    }
+    let ids = eve_says(&state, &room, 6).await;
     {
         let rooms = state.rooms();
         let r = &rooms[&room];
@@ -1504,19 +1510,7 @@ async fn admin_timeline_limit_serves_the_last_events() {
     let dir = tempfile::tempdir().unwrap();
     let state = setup(&dir);
     let (room, _) = room_with_eve(&state).await;
-    let mut sent = Vec::new();
-    for i in 0..4 {
-        let (id, pdu) = remote_message(
-            &state,
-            &room,
-            "@eve:remote.test",
-            &format!("m{i}"),
-            &remote_key(),
-        );
-        let r = send_txn(&state, &format!("m{i}"), &txn(vec![pdu], vec![])).await;
-        assert!(result(&r, &id).is_empty(), "{}", r.body);
-        sent.push(id);
-    }
+    eve_says(&state, &room, 4).await;
     let uri = format!("/admin/v1/rooms/{}/timeline", urlenc(&room));
     let (status, all) = admin_get_authed(&state, &uri).await;
     assert_eq!(status, StatusCode::OK);
