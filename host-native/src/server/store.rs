@@ -1,16 +1,28 @@
 //! SQLite storage (WAL, `synchronous = FULL`: every committed write is fsynced before we answer).
 //! What is stored and when is documented in docs/server.md.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-/// Every stored event's `stream` by event ID, shared by the writer (which adds to it after each
-/// commit) and the readers.
-type Ids = Arc<RwLock<HashMap<Box<str>, i64>>>;
+/// What the writer and the readers share in memory. The writer changes it only after the
+/// statement or commit that it mirrors succeeded, so whatever a reader finds here is in the
+/// database.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Every stored event's `stream` by event ID (see [`Store`]).
+    ids: RwLock<HashMap<Box<str>, i64>>,
+    /// Our users: display name and auto-accept, by user ID. Every admin request acting as a
+    /// user asks; reading the table each time was 8% of the CPU of a server taking its users'
+    /// messages one per request.
+    users: RwLock<BTreeMap<String, (Option<String>, bool)>>,
+}
+
+/// A user's display name and auto-accept setting.
+pub type UserRow = (Option<String>, bool);
 
 /// The events table, created on first open (before [`SCHEMA`], whose index is on it). `stream`
 /// orders events as they were stored: replaying a room in that order rebuilds its in-memory
@@ -275,32 +287,46 @@ pub trait Reads {
     /// The connection read from.
     fn conn(&self) -> &Connection;
 
-    /// A stored event's row number, from the map shared by the writer and the readers.
-    fn stream_of(&self, event_id: &str) -> Option<i64>;
+    /// What the writer and the readers share in memory.
+    fn shared(&self) -> &Shared;
 
-    /// A user's display name and auto-accept setting, if the user exists.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    fn user(&self, user_id: &str) -> rusqlite::Result<Option<(Option<String>, bool)>> {
-        // Cached: every admin request that acts as a user asks, and preparing the statement
-        // anew was 4.4% of the CPU of a server taking its users' messages one per request.
-        self.conn()
-            .prepare_cached("SELECT display_name, auto_accept FROM users WHERE user_id = ?1")?
-            .query_row(params![user_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
+    /// A stored event's row number, from the map shared by the writer and the readers.
+    fn stream_of(&self, event_id: &str) -> Option<i64> {
+        self.shared()
+            .ids
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(event_id)
+            .copied()
     }
 
-    /// Every user ID.
+    /// A user's display name and auto-accept setting, if the user exists (from memory).
     ///
     /// # Errors
-    /// SQLite errors.
+    /// None (the signature is a read's).
+    fn user(&self, user_id: &str) -> rusqlite::Result<Option<UserRow>> {
+        Ok(self
+            .shared()
+            .users
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(user_id)
+            .cloned())
+    }
+
+    /// Every user ID, sorted (from memory).
+    ///
+    /// # Errors
+    /// None (the signature is a read's).
     fn users(&self) -> rusqlite::Result<Vec<String>> {
-        let mut st = self
-            .conn()
-            .prepare("SELECT user_id FROM users ORDER BY user_id")?;
-        let rows = st.query_map([], |r| r.get(0))?;
-        rows.collect()
+        Ok(self
+            .shared()
+            .users
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect())
     }
 
     /// A room's events in stored order.
@@ -488,7 +514,7 @@ pub struct Store {
     /// index was most of the WAL written per transaction and a third of the server's CPU in the
     /// ingest benchmark. Loaded at open (the rooms are rebuilt from every event anyway), updated
     /// only after a commit succeeds.
-    ids: Ids,
+    shared: Arc<Shared>,
     /// Transaction answers waiting for the next commit (see [`Store::put_txn_later`]).
     pending_txns: Vec<(String, String, String)>,
     /// Rows in `deferred_pdus` (recounted whenever they change, which is rare): the table is
@@ -501,16 +527,9 @@ impl Reads for Store {
         &self.conn
     }
 
-    fn stream_of(&self, event_id: &str) -> Option<i64> {
-        stream_in(&self.ids, event_id)
+    fn shared(&self) -> &Shared {
+        &self.shared
     }
-}
-
-fn stream_in(ids: &Ids, event_id: &str) -> Option<i64> {
-    ids.read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(event_id)
-        .copied()
 }
 
 /// A read-only connection to the database beside the writer's ([`Store::readers`]). In WAL mode
@@ -519,7 +538,7 @@ fn stream_in(ids: &Ids, event_id: &str) -> Option<i64> {
 #[derive(Debug)]
 pub struct Reader {
     conn: Connection,
-    ids: Ids,
+    shared: Arc<Shared>,
 }
 
 impl Reads for Reader {
@@ -527,8 +546,8 @@ impl Reads for Reader {
         &self.conn
     }
 
-    fn stream_of(&self, event_id: &str) -> Option<i64> {
-        stream_in(&self.ids, event_id)
+    fn shared(&self) -> &Shared {
+        &self.shared
     }
 }
 
@@ -608,11 +627,19 @@ impl Store {
                 by_id.entry(id.into_boxed_str()).or_insert(r.get(1)?);
             }
         }
+        let users = {
+            let mut st = conn.prepare("SELECT user_id, display_name, auto_accept FROM users")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+            rows.collect::<rusqlite::Result<BTreeMap<String, UserRow>>>()?
+        };
         let deferred = count_deferred(&conn)?;
         Ok(Store {
             conn,
             path: path.to_owned(),
-            ids: Arc::new(RwLock::new(by_id)),
+            shared: Arc::new(Shared {
+                ids: RwLock::new(by_id),
+                users: RwLock::new(users),
+            }),
             pending_txns: Vec::new(),
             deferred,
         })
@@ -636,7 +663,7 @@ impl Store {
             conn.set_prepared_statement_cache_capacity(32);
             pool.push(Mutex::new(Reader {
                 conn,
-                ids: self.ids.clone(),
+                shared: self.shared.clone(),
             }));
         }
         Ok(Readers {
@@ -652,7 +679,7 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn create_user(
-        &self,
+        &mut self,
         user_id: &str,
         display_name: Option<&str>,
         auto_accept: bool,
@@ -661,18 +688,36 @@ impl Store {
             "INSERT OR IGNORE INTO users (user_id, display_name, auto_accept, created_ts) VALUES (?1, ?2, ?3, ?4)",
             params![user_id, display_name, auto_accept, now_ms()],
         )?;
+        if n == 1 {
+            self.users_mut().insert(
+                user_id.to_owned(),
+                (display_name.map(str::to_owned), auto_accept),
+            );
+        }
         Ok(n == 1)
+    }
+
+    /// The shared map of users, to change after the statement that it mirrors succeeded (`&mut
+    /// self`: not from inside [`Store::in_transaction`], whose writes may still roll back).
+    fn users_mut(&mut self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, UserRow>> {
+        self.shared
+            .users
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets a user's auto-accept; `false` if there is no such user.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn set_auto_accept(&self, user_id: &str, on: bool) -> rusqlite::Result<bool> {
+    pub fn set_auto_accept(&mut self, user_id: &str, on: bool) -> rusqlite::Result<bool> {
         let n = self.exec(
             "UPDATE users SET auto_accept = ?2 WHERE user_id = ?1",
             params![user_id, on],
         )?;
+        if let Some(u) = self.users_mut().get_mut(user_id) {
+            u.1 = on;
+        }
         Ok(n == 1)
     }
 
@@ -787,7 +832,11 @@ impl Store {
         })?;
         // Only what is committed goes into the map: a reader that finds an ID there finds its
         // row.
-        let mut ids = self.ids.write().unwrap_or_else(PoisonError::into_inner);
+        let mut ids = self
+            .shared
+            .ids
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         for (id, stream) in added {
             ids.insert(id.into(), stream);
         }
@@ -1280,6 +1329,37 @@ mod tests {
         let b = db.event("$b").unwrap().unwrap();
         assert_eq!((b.stream, b.redacted_by.as_deref()), (2, Some("$red")));
         assert!(db.event("$d").unwrap().is_none());
+    }
+
+    /// Users are kept in memory, shared with the readers: a reader sees a user as soon as it is
+    /// created and an auto-accept change as soon as it is written; a second creation changes
+    /// nothing; reopening reads them back from the table.
+    #[test]
+    fn users_are_seen_by_the_readers_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut db = Store::open(&path).unwrap();
+        let readers = db.readers(1).unwrap();
+        assert!(db.create_user("@b:a.test", None, false).unwrap());
+        assert!(db.create_user("@a:a.test", Some("Alice"), true).unwrap());
+        assert!(!db.create_user("@a:a.test", Some("Other"), false).unwrap());
+        assert_eq!(
+            readers.get().user("@a:a.test").unwrap(),
+            Some((Some("Alice".into()), true))
+        );
+        assert!(db.set_auto_accept("@b:a.test", true).unwrap());
+        assert!(!db.set_auto_accept("@nobody:a.test", true).unwrap());
+        assert_eq!(readers.get().user("@b:a.test").unwrap(), Some((None, true)));
+        assert_eq!(readers.get().user("@nobody:a.test").unwrap(), None);
+        assert_eq!(readers.get().users().unwrap(), ["@a:a.test", "@b:a.test"]);
+        drop((readers, db));
+        let db = Store::open(&path).unwrap();
+        assert_eq!(
+            db.user("@a:a.test").unwrap(),
+            Some((Some("Alice".into()), true))
+        );
+        assert_eq!(db.user("@b:a.test").unwrap(), Some((None, true)));
+        assert_eq!(db.users().unwrap(), ["@a:a.test", "@b:a.test"]);
     }
 
     #[test]
