@@ -1114,7 +1114,7 @@ async fn metrics_count_what_happens() {
     send_txn(&state, "m1", &body).await;
     state
         .db()
-        .queue_outbound("dest.test", "pdu", Some("$q"), Some(&room), "{}")
+        .queue_outbound_ref("dest.test", "$q", &room)
         .unwrap();
 
     let m = get_metrics(&state).await;

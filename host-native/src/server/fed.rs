@@ -1142,9 +1142,14 @@ async fn send_membership(
     };
     // To the other servers in the room; the sender has it.
     let dests = rooms::destinations(state, room_id, &[&s.origin]);
-    let pdus = [(event_id.to_owned(), ev.clone())];
-    let (st, room) = (Arc::clone(state), room_id.to_owned());
-    rooms::blocking(move || rooms::send_stored(&st, &room, &[entry], &pdus, &dests)).await?;
+    let (st, room, id, pdu) = (
+        Arc::clone(state),
+        room_id.to_owned(),
+        event_id.to_owned(),
+        ev.clone(),
+    );
+    rooms::blocking(move || rooms::send_stored(&st, &room, &[entry], &[(&id, &pdu)], &dests))
+        .await?;
     Ok(ev)
 }
 

@@ -212,9 +212,9 @@ fn store_and_queue(
     built: &[BuiltEvent],
 ) -> Result<(), ApiError> {
     let servers = rooms::destinations(state, room_id, &[]);
-    let pdus: Vec<(String, Object)> = built
+    let pdus: Vec<(&str, &Object)> = built
         .iter()
-        .map(|b| (b.event_id.clone(), b.pdu.clone()))
+        .map(|b| (b.event_id.as_str(), &b.pdu))
         .collect();
     let entries: Vec<Entry> = built
         .iter()

@@ -71,12 +71,12 @@ impl Outbound {
         state: &Arc<AppState>,
         dest: &str,
         room_id: &str,
-        pdus: &[(String, Object)],
+        pdus: &[(&str, &Object)],
     ) {
         if let Some(tx) = self.sender(state, dest) {
-            for (id, pdu) in pdus {
+            for &(id, pdu) in pdus {
                 let _ = tx.send(Cmd::Pdu {
-                    event_id: id.clone(),
+                    event_id: id.to_owned(),
                     room_id: room_id.to_owned(),
                     pdu: pdu.clone(),
                 });

@@ -500,7 +500,7 @@ fn take_and_store_local(
         state_before: None,
         origin: state.server_name.clone(),
     };
-    let pdus = [(built.event_id.clone(), built.pdu.clone())];
+    let pdus = [(built.event_id.as_str(), &built.pdu)];
     let dests = if send {
         destinations(state, &built.room_id, &[])
     } else {
@@ -524,12 +524,13 @@ pub fn destinations(state: &AppState, room_id: &str, exclude: &[&str]) -> Vec<St
 
 /// Stores events the room has taken in together with their outbound rows for `dests`, in one
 /// commit (one fsync: an event is queued exactly when it is stored), then hands the PDUs to
-/// the destinations' queues. Nothing is sent if the commit fails.
+/// the destinations' queues (each gets its own copy; none is made without destinations).
+/// Nothing is sent if the commit fails.
 pub fn send_stored(
     state: &Arc<AppState>,
     room_id: &str,
     entries: &[Entry],
-    pdus: &[(String, Object)],
+    pdus: &[(&str, &Object)],
     dests: &[String],
 ) -> Result<(), ApiError> {
     commit_and_queue(state, room_id, entries, dests)?;

@@ -18,7 +18,7 @@ pub struct Shared {
     /// Our users: display name and auto-accept, by user ID. Every admin request acting as a
     /// user asks; reading the table each time was 8% of the CPU of a server taking its users'
     /// messages one per request.
-    users: RwLock<BTreeMap<String, (Option<String>, bool)>>,
+    users: RwLock<BTreeMap<String, UserRow>>,
 }
 
 /// A user's display name and auto-accept setting.
@@ -984,24 +984,9 @@ impl Store {
         event_id: &str,
         room_id: &str,
     ) -> rusqlite::Result<i64> {
-        self.queue_outbound(destination, "pdu", Some(event_id), Some(room_id), "")
-    }
-
-    /// Persists a PDU queued for a destination; returns its row ID.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn queue_outbound(
-        &self,
-        destination: &str,
-        kind: &str,
-        event_id: Option<&str>,
-        room_id: Option<&str>,
-        json: &str,
-    ) -> rusqlite::Result<i64> {
         self.exec(
-            "INSERT INTO outbound (destination, kind, event_id, room_id, json) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![destination, kind, event_id, room_id, json],
+            "INSERT INTO outbound (destination, kind, event_id, room_id, json) VALUES (?1, 'pdu', ?2, ?3, '')",
+            params![destination, event_id, room_id],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
