@@ -301,11 +301,7 @@ fn three_servers_and_one_catches_up() {
 
 /// What B's outbound queue still holds for `dest`: the PDUs `dest` never acknowledged.
 fn pending_for(b: &Server, dest: &str) -> std::collections::BTreeSet<String> {
-    let db = rusqlite::Connection::open_with_flags(
-        b.data.join("mxfed.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let db = b.db();
     let mut st = db
         .prepare("SELECT event_id FROM outbound WHERE destination = ?1 AND event_id IS NOT NULL")
         .unwrap();

@@ -313,11 +313,7 @@ fn queued_events_survive_the_senders_restart() {
         "alice",
     ]));
     let rows: Vec<(String, String)> = {
-        let db = rusqlite::Connection::open_with_flags(
-            a.data.join("mxfed.sqlite"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
+        let db = a.db();
         let mut st = db
             .prepare("SELECT event_id, json FROM outbound WHERE destination = ?1 ORDER BY id")
             .unwrap();

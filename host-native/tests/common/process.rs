@@ -106,6 +106,15 @@ impl Server {
         self.admin(&["room", "wait", room, "--event", event, "--timeout", "60"]);
     }
 
+    /// A read-only connection to the server's database (it may be running: WAL lets both in).
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.data.join("mxfed.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap()
+    }
+
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
