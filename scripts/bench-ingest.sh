@@ -24,6 +24,9 @@
 #   ORIGINS            also run this many loadgens (origins) at once against mxfed, each into a
 #                      room of its own (default 1: no such run)
 #   MXFED_BIN          the mxfed binary to measure (default: this checkout's release build)
+#   SLOW_FSYNC_US      when set, every mxfed server sleeps this many µs before each fsync and
+#                      fdatasync (scripts/slow-fsync.c, built with cc and preloaded): a disk
+#                      whose flush is slower than this machine's
 #   SKIP_SYNAPSE=1, SKIP_E2E=1, SKIP_INGEST=1
 #   KEEP=1             keep the scratch directory (server logs)
 # Every server is started by this script and stopped by its own pid at the end.
@@ -81,11 +84,18 @@ echo "load:   $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
 echo "synapse: $("$PY" -c 'import synapse; print(synapse.__version__)' 2>/dev/null || echo none)"
 
+PRELOAD=()
+if [[ -n "${SLOW_FSYNC_US:-}" ]]; then
+    cc -shared -fPIC -O2 -o "$WORK/slow-fsync.so" scripts/slow-fsync.c -ldl
+    PRELOAD=(env LD_PRELOAD="$WORK/slow-fsync.so" SLOW_FSYNC_US="$SLOW_FSYNC_US")
+    echo "fsync:  mxfed servers sleep ${SLOW_FSYNC_US} µs before each fsync (SLOW_FSYNC_US)"
+fi
+
 # start_mxfed NAME PORT: starts `mxfed serve --dev`, waits for "mxfed: ready", prints its pid.
 start_mxfed() {
     local name=$1 port=$2 dir="$WORK/$1"
     mkdir -p "$dir"
-    "$MXFED" serve --dev --data-dir "$dir/data" --server-name "localhost:$port" \
+    "${PRELOAD[@]}" "$MXFED" serve --dev --data-dir "$dir/data" --server-name "localhost:$port" \
         --listen "127.0.0.1:$port" >"$dir/stdout" 2>"$dir/stderr" &
     local pid=$!
     echo "$pid" >>"$PIDFILE"

@@ -520,6 +520,8 @@ pub struct Store {
     /// Rows in `deferred_pdus` (recounted whenever they change, which is rare): the table is
     /// asked about before every transaction is taken in, and is almost always empty.
     deferred: i64,
+    /// How long the last fsynced `COMMIT` took (its WAL write and fsync).
+    last_sync: std::time::Duration,
 }
 
 impl Reads for Store {
@@ -642,6 +644,7 @@ impl Store {
             }),
             pending_txns: Vec::new(),
             deferred,
+            last_sync: std::time::Duration::ZERO,
         })
     }
 
@@ -1003,7 +1006,9 @@ impl Store {
         self.exec("BEGIN IMMEDIATE", [])?;
         match f(self).and_then(|v| self.write_txns().map(|()| v)) {
             Ok(v) => {
+                let syncing = std::time::Instant::now();
                 self.exec("COMMIT", [])?;
+                self.last_sync = syncing.elapsed();
                 self.pending_txns.clear();
                 Ok(v)
             }
@@ -1012,6 +1017,12 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// How long the last fsynced commit ([`Store::in_transaction`]) took to write and sync.
+    #[must_use]
+    pub fn last_sync(&self) -> std::time::Duration {
+        self.last_sync
     }
 
     /// [`Store::in_transaction`] without waiting for the disk: the commit goes into the WAL but is
