@@ -8,6 +8,7 @@
 # Env:
 #   SYNAPSE_PY         a Python with matrix-synapse (default: $MXFED_PYTHON, else .venv/bin/python)
 #   TXNS               transactions per ingest run (default 40, of 50 PDUs each)
+#   PDUS_PER_TXN       PDUs per transaction of the ingest runs (default 50, the protocol's most)
 #   CONCURRENCY        space-separated transactions-in-flight settings (default 1: both servers
 #                      answer a second concurrent transaction of one origin with 429)
 #   ROUNDS             interleaved rounds, mxfed then Synapse each round (default 2)
@@ -48,6 +49,7 @@ E2E_MESSAGES="${E2E_MESSAGES:-4000}"
 E2E_SENDERS="${E2E_SENDERS:-8}"
 E2E_BATCH="${E2E_BATCH:-1 50}"
 ORIGINS="${ORIGINS:-1}"
+PDUS_PER_TXN="${PDUS_PER_TXN:-50}"
 PROBE=()
 if [[ -n "${READ_PROBE_MS:-}" ]]; then PROBE=(--read-probe-ms "$READ_PROBE_MS"); fi
 
@@ -242,13 +244,13 @@ if [[ "${SKIP_INGEST:-0}" != 1 ]]; then
             echo
             echo "== round $round, concurrency $k: mxfed"
             "$LOADGEN" ingest --target "localhost:$P_MX" --room "$MX_ROOM" --txns "$TXNS" \
-                --concurrency "$k" --members "$MEMBERS" --target-pid "$MX_PID" --label mxfed "${PROBE[@]}" | tee "$WORK/out"
+                --pdus-per-txn "$PDUS_PER_TXN" --concurrency "$k" --members "$MEMBERS" --target-pid "$MX_PID" --label mxfed "${PROBE[@]}" | tee "$WORK/out"
             grep '^RESULT ' "$WORK/out" | cut -c8- | jq -c ". + {round: $round}" >>"$RESULTS"
             if [[ -n "$SY_PID" ]]; then
                 echo
                 echo "== round $round, concurrency $k: synapse"
                 "$LOADGEN" ingest --target "localhost:$P_SY" --room "$SY_ROOM" --txns "$TXNS" \
-                    --concurrency "$k" --members "$MEMBERS" --target-pid "$SY_PID" --label synapse "${PROBE[@]}" | tee "$WORK/out"
+                    --pdus-per-txn "$PDUS_PER_TXN" --concurrency "$k" --members "$MEMBERS" --target-pid "$SY_PID" --label synapse "${PROBE[@]}" | tee "$WORK/out"
                 grep '^RESULT ' "$WORK/out" | cut -c8- | jq -c ". + {round: $round}" >>"$RESULTS"
             fi
         done
@@ -271,7 +273,7 @@ if [[ "${SKIP_INGEST:-0}" != 1 ]]; then
             pids=()
             for o in $(seq 1 "$ORIGINS"); do
                 "$LOADGEN" ingest --target "localhost:$P_MX" --room "${rooms[$((o - 1))]}" --txns "$TXNS" \
-                    --target-pid "$MX_PID" --label "mxfed-origin$o" >"$WORK/out$o" 2>&1 &
+                    --pdus-per-txn "$PDUS_PER_TXN" --target-pid "$MX_PID" --label "mxfed-origin$o" >"$WORK/out$o" 2>&1 &
                 pids+=($!)
             done
             wait "${pids[@]}"
@@ -285,7 +287,7 @@ if [[ "${SKIP_INGEST:-0}" != 1 ]]; then
     fi
 
     echo
-    echo "== ingest: $TXNS transactions of 50 PDUs per run, room version $ROOM_VERSION"
+    echo "== ingest: $TXNS transactions of $PDUS_PER_TXN PDUs per run, room version $ROOM_VERSION"
     echo "| target | round | in flight | PDUs/s | p50 ms | p99 ms | target cores used | PDUs/s per core | % of core check_pdu | % of core check_pdus | peak RSS MiB | load before/after |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     jq -r '"| \(.label) | \(.round) | \(.concurrency) | \(.pdus_per_s|floor) | \(.p50_ms*10|floor/10) | \(.p99_ms*10|floor/10) | \((.target_cores_used//0)*100|floor/100) | \((.target_pdus_per_s_per_core//0)|floor) | \(((.ratio_to_check_pdu//0)*100)|floor)% | \(((.ratio_to_core//0)*100)|floor)% | \((.target_vm_hwm_kb//0)/1024|floor) | \(.load_before)/\(.load_after) |"' "$RESULTS"

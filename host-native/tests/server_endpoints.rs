@@ -1046,6 +1046,159 @@ async fn reads_do_not_wait_for_the_writer() {
     );
 }
 
+/// A transaction that needs no commit (no PDUs, no EDUs) is answered while a commit holds the
+/// writer: neither the check for deferred PDUs before it nor putting its answer for the next
+/// commit waits for the writer (each blocked a runtime thread through the commit's fsync); the
+/// answer is written by the next commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_needing_no_commit_does_not_wait_for_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let st = state.clone();
+    let writer = std::thread::spawn(move || {
+        st.db()
+            .in_transaction(|_| {
+                held_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok(())
+            })
+            .unwrap();
+    });
+    held_rx.recv().unwrap();
+
+    let task_state = state.clone();
+    let send =
+        tokio::spawn(
+            async move { send_txn(&task_state, "empty1", &txn(Vec::new(), Vec::new())).await },
+        );
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), send)
+        .await
+        .expect("the transaction waited for the writer")
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    release_tx.send(()).unwrap();
+    writer.join().unwrap();
+    assert_eq!(state.txn_answers.len(), 1, "the answer is not waiting");
+    state.db().in_transaction(|_| Ok(())).unwrap();
+    assert!(state.txn_answers.is_empty());
+    let stored = state.db().txns().unwrap();
+    assert!(
+        stored.iter().any(|(o, t, _)| o == REMOTE && t == "empty1"),
+        "{stored:?}"
+    );
+}
+
+/// A counter's value in `/metrics`.
+async fn counter(state: &Arc<AppState>, name: &str) -> u64 {
+    let text = get_metrics(state).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// Transactions of three servers into three rooms that wait for the writer at the same time are
+/// stored by fewer commits than writes (one fsync for those that waited together), and each is
+/// answered as accepted once stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_waiting_for_the_writer_are_committed_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let (eve_room, _) = room_with_eve(&state).await;
+    // Two more servers, each with a user joined to a room of its own.
+    let mut senders = vec![(
+        REMOTE.to_owned(),
+        remote_key(),
+        eve_room,
+        "@eve:remote.test".to_owned(),
+    )];
+    for (i, name) in ["o1.test", "o2.test"].into_iter().enumerate() {
+        let key = SigningKey::from_seed("k1", &[20 + i as u8; 32]).unwrap();
+        add_server(&state, name, &key);
+        let room = room_with_remote(&state).await;
+        let user = format!("@u:{name}");
+        let t = rooms::template(
+            Some(&room),
+            "m.room.member",
+            &user,
+            Some(&user),
+            obj(r#"{"membership":"join"}"#),
+        );
+        let (join_id, join) = pdu_of(&state, &room, name, &key, &t, None);
+        let uri = "/_matrix/federation/v1/send/join";
+        let r = call(
+            &state,
+            signed(
+                "PUT",
+                uri,
+                Some(&txn_from(name, vec![join], vec![])),
+                name,
+                ME,
+                &key,
+            ),
+        )
+        .await;
+        assert!(result(&r, &join_id).is_empty(), "{}", r.body);
+        senders.push((name.to_owned(), key, room, user));
+    }
+    let (writes, commits) = (
+        counter(&state, "mxfed_room_writes_total").await,
+        counter(&state, "mxfed_room_commits_total").await,
+    );
+
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let st = state.clone();
+    let writer = std::thread::spawn(move || {
+        st.db()
+            .in_transaction(|_| {
+                held_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok(())
+            })
+            .unwrap();
+    });
+    held_rx.recv().unwrap();
+    let mut sends = Vec::new();
+    for (origin, key, room, user) in &senders {
+        let t = rooms::template(
+            Some(room),
+            "m.room.message",
+            user,
+            None,
+            obj(r#"{"msgtype":"m.text","body":"hi"}"#),
+        );
+        let (id, pdu) = pdu_of(&state, room, origin, key, &t, None);
+        let req = signed(
+            "PUT",
+            "/_matrix/federation/v1/send/m1",
+            Some(&txn_from(origin, vec![pdu], vec![])),
+            origin,
+            ME,
+            key,
+        );
+        let st = state.clone();
+        sends.push((id, tokio::spawn(async move { call(&st, req).await })));
+    }
+    // All three wait for the writer before it is released.
+    while state.commits.pending() < senders.len() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    release_tx.send(()).unwrap();
+    writer.join().unwrap();
+    for (id, send) in sends {
+        let r = send.await.unwrap();
+        assert!(result(&r, &id).is_empty(), "{}", r.body);
+        assert!(state.reads().has_event(&id), "{id} not stored");
+    }
+    let writes = counter(&state, "mxfed_room_writes_total").await - writes;
+    let commits = counter(&state, "mxfed_room_commits_total").await - commits;
+    assert_eq!(writes, 3);
+    assert!(commits < 3, "{commits} commits for 3 writes");
+}
+
 /// A GET on the metrics listener's app (which also serves the admin API).
 async fn admin_get(state: &Arc<AppState>, uri: &str) -> axum::response::Response {
     let req = Request::builder().uri(uri).body(Body::empty()).unwrap();

@@ -561,7 +561,15 @@ async fn send(
     if edus.is_empty() {
         // Everything it did is in the rooms' committed events: the answer rides on the next
         // commit (a lost answer only makes a retry be processed again, with the same result).
-        let _ = state.db().put_txn_later(&s.origin, &txn, &answer);
+        // Put without the writer, which a commit may hold through its fsync; written at once,
+        // off the runtime's threads, when too many wait.
+        if state.txn_answers.put(&s.origin, &txn, &answer) >= super::store::PENDING_TXNS_MAX {
+            let st = Arc::clone(&state);
+            let flushed = rooms::blocking(move || Ok(st.db().flush_txns()?)).await;
+            if let Err(e) = flushed {
+                tracing::warn!("storing transactions' answers: {}", e.error);
+            }
+        }
     } else {
         // Its EDUs and its answer in one commit (one fsync, on a blocking thread): a retry
         // finds both, or neither and stores the EDUs once.

@@ -98,6 +98,10 @@ pub struct Metrics {
     local_messages: AtomicU64,
     /// The commits that stored them: messages per commit is the group size.
     local_commits: AtomicU64,
+    /// Rooms' writes of events (`rooms::commit_blocking`: received PDUs, fetched events) ...
+    room_writes: AtomicU64,
+    /// ... and the commits that made them: writes per commit is the group size.
+    room_commits: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -151,6 +155,12 @@ impl Metrics {
     /// A request refused by a room's server ACL.
     pub fn acl_denied(&self) {
         bump(&self.acl_denied);
+    }
+    /// A commit of `writes` rooms' writes (`rooms::commit_blocking`).
+    pub fn room_commit(&self, writes: usize) {
+        bump(&self.room_commits);
+        self.room_writes
+            .fetch_add(u64::try_from(writes).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
     /// A group commit of `messages` of our users' messages.
     pub fn local_commit(&self, messages: usize) {
@@ -252,6 +262,18 @@ impl Metrics {
             "mxfed_local_message_commits_total",
             "Group commits of our users' messages (one fsync each).",
             &[("", get(&self.local_commits))],
+        );
+        counter(
+            &mut o,
+            "mxfed_room_writes_total",
+            "Rooms' writes of received and fetched events, made together when they wait for the writer at the same time.",
+            &[("", get(&self.room_writes))],
+        );
+        counter(
+            &mut o,
+            "mxfed_room_commits_total",
+            "Commits (one fsync each) of those writes.",
+            &[("", get(&self.room_commits))],
         );
         let _ = writeln!(
             o,

@@ -127,6 +127,9 @@ pub struct AppState {
     pub data_dir: PathBuf,
     /// The database. Held only for short, synchronous sections (never across an await).
     pub store: Mutex<store::Store>,
+    /// Answers to transactions waiting for the writer's next commit (`Store::put_txn_later`),
+    /// put without the writer.
+    pub txn_answers: store::PendingTxns,
     /// Read-only connections beside `store`'s: reads never wait for a commit's fsync.
     pub readers: store::Readers,
     /// Every room we know, rebuilt from the database at start. Held briefly, never across I/O.
@@ -149,6 +152,8 @@ pub struct AppState {
     pub outbound: outbound::Outbound,
     /// Our users' messages waiting for a commit, to be stored together (group commit).
     pub sends: local::Sends,
+    /// Other commits waiting for the writer, to be made together (`rooms::commit_blocking`).
+    pub commits: rooms::Commits,
     /// Bearer token of the admin API.
     pub admin_token: String,
     /// Woken whenever events are stored, for the admin API's waits.

@@ -19,7 +19,7 @@ use mxfed_core::RoomVersion;
 
 use super::client::{encode_segment, FetchError};
 use super::error::ApiError;
-use super::store::{NewEvent, Reads as _};
+use super::store::{NewEvent, Reads as _, RoomWrite};
 use super::{keys, log, now, warn, AppState};
 
 /// A `PduCheck` for an event already checked (ours, or one read back from storage).
@@ -177,66 +177,107 @@ fn commit_and_queue(
     entries: &[Entry],
     destinations: &[String],
 ) -> Result<(), ApiError> {
-    let (extremities, cur, history) = {
-        let rooms = state.rooms();
-        let room = rooms
-            .get(room_id)
-            .ok_or_else(|| ApiError::not_found("unknown room"))?;
-        (
-            room.forward_extremities()
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>(),
-            room.current_state_shared(),
-            entries
-                .iter()
-                .map(|e| room.is_backfilled(&e.event_id))
-                .collect::<Vec<_>>(),
-        )
-    };
-    let given: Vec<Option<String>> = entries
-        .iter()
-        .map(|e| e.state_before.as_ref().map(state_to_text))
-        .collect();
-    let rows: Vec<NewEvent<'_>> = entries
-        .iter()
-        .zip(&given)
-        .zip(history)
-        .map(|((e, sb), backfilled)| NewEvent {
-            event_id: &e.event_id,
-            room_id,
-            depth: e.event.depth,
-            json: &e.event.json,
-            verdict: e.verdict.as_str(),
-            reason: e.verdict.code(),
-            outlier: e.outlier,
-            backfilled,
-            state_before: sb.as_deref(),
-            origin: &e.origin,
-        })
-        .collect();
-    let state_changed = state
-        .written_state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(room_id)
-        .is_none_or(|w| !Arc::ptr_eq(w, &cur) && **w != *cur);
-    let state_rows = state_changed.then(|| state_to_rows(&cur));
+    let prepared = Prepared::of(state, room_id, entries)?;
+    let rows = prepared.rows(room_id, entries);
     {
         let mut db = state.db();
         db.store_events(
             room_id,
             &rows,
-            &extremities,
-            state_rows.as_deref(),
+            &prepared.extremities,
+            prepared.state_rows.as_deref(),
             destinations,
         )?;
-        if state_changed {
+        prepared.committed(state, &mut db, room_id, entries);
+    }
+    state.changed.notify_waiters();
+    Ok(())
+}
+
+/// What a room's commit writes besides its events, read from the room as it is now.
+struct Prepared {
+    extremities: Vec<String>,
+    /// The current state, and its rows when it differs from the state last written.
+    cur: Arc<StateMap>,
+    state_rows: Option<Vec<(String, String, String)>>,
+    /// Per entry: the state given with it, as text; whether it is backfilled history.
+    given: Vec<Option<String>>,
+    history: Vec<bool>,
+}
+
+impl Prepared {
+    fn of(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<Prepared, ApiError> {
+        let (extremities, cur, history) = {
+            let rooms = state.rooms();
+            let room = rooms
+                .get(room_id)
+                .ok_or_else(|| ApiError::not_found("unknown room"))?;
+            (
+                room.forward_extremities()
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                room.current_state_shared(),
+                entries
+                    .iter()
+                    .map(|e| room.is_backfilled(&e.event_id))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let given = entries
+            .iter()
+            .map(|e| e.state_before.as_ref().map(state_to_text))
+            .collect();
+        let state_changed = state
+            .written_state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(room_id)
+            .is_none_or(|w| !Arc::ptr_eq(w, &cur) && **w != *cur);
+        let state_rows = state_changed.then(|| state_to_rows(&cur));
+        Ok(Prepared {
+            extremities,
+            cur,
+            state_rows,
+            given,
+            history,
+        })
+    }
+
+    fn rows<'a>(&'a self, room_id: &'a str, entries: &'a [Entry]) -> Vec<NewEvent<'a>> {
+        entries
+            .iter()
+            .zip(&self.given)
+            .zip(&self.history)
+            .map(|((e, sb), backfilled)| NewEvent {
+                event_id: &e.event_id,
+                room_id,
+                depth: e.event.depth,
+                json: &e.event.json,
+                verdict: e.verdict.as_str(),
+                reason: e.verdict.code(),
+                outlier: e.outlier,
+                backfilled: *backfilled,
+                state_before: sb.as_deref(),
+                origin: &e.origin,
+            })
+            .collect()
+    }
+
+    /// After the commit: the state now written, and the redactions among the entries applied.
+    fn committed(
+        self,
+        state: &AppState,
+        db: &mut super::store::Store,
+        room_id: &str,
+        entries: &[Entry],
+    ) {
+        if self.state_rows.is_some() {
             state
                 .written_state
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(room_id.to_owned(), cur);
+                .insert(room_id.to_owned(), self.cur);
         }
         // The core decides whether a redaction applies (an outlier's does only when it was
         // backfilled: history from before we joined).
@@ -245,23 +286,153 @@ fn commit_and_queue(
                 continue;
             }
             if e.event.redaction {
-                apply_redaction(state, &mut db, room_id, e);
+                apply_redaction(state, db, room_id, e);
             }
         }
     }
+}
+
+/// [`commit`] for several rooms at once (one fsync): one result per `(room, entries)`, in order.
+/// A room whose write fails gets its error; the others are stored.
+fn commit_many(state: &AppState, jobs: &[(String, Vec<Entry>)]) -> Vec<Result<(), ApiError>> {
+    let prepared: Vec<Result<Prepared, ApiError>> = jobs
+        .iter()
+        .map(|(room_id, entries)| Prepared::of(state, room_id, entries))
+        .collect();
+    let rows: Vec<Vec<NewEvent<'_>>> = jobs
+        .iter()
+        .zip(&prepared)
+        .map(|((room_id, entries), p)| match p {
+            Ok(p) => p.rows(room_id, entries),
+            Err(_) => Vec::new(),
+        })
+        .collect();
+    let writes: Vec<RoomWrite<'_>> = jobs
+        .iter()
+        .zip(&prepared)
+        .zip(&rows)
+        .filter_map(|(((room_id, _), p), rows)| {
+            let p = p.as_ref().ok()?;
+            Some(RoomWrite {
+                room_id,
+                events: rows,
+                extremities: &p.extremities,
+                state: p.state_rows.as_deref(),
+                destinations: &[],
+            })
+        })
+        .collect();
+    let mut db = state.db();
+    let stored = db.store_many(&writes);
+    let mut outcomes = match stored {
+        Ok(o) => o.into_iter().map(|r| r.map_err(ApiError::from)).collect(),
+        Err(e) => {
+            let e = ApiError::from(e);
+            vec![Err(e); writes.len()]
+        }
+    }
+    .into_iter();
+    drop(rows);
+    let mut results = Vec::with_capacity(jobs.len());
+    for ((room_id, entries), p) in jobs.iter().zip(prepared) {
+        let result = match p {
+            Err(e) => Err(e),
+            Ok(p) => {
+                let r = outcomes
+                    .next()
+                    .unwrap_or_else(|| Err(ApiError::internal("a write went missing")));
+                if r.is_ok() {
+                    p.committed(state, &mut db, room_id, entries);
+                }
+                r
+            }
+        };
+        results.push(result);
+    }
+    drop(db);
     state.changed.notify_waiters();
-    Ok(())
+    results
+}
+
+/// Commits that wait for the writer, to be made together ([`commit_blocking`]).
+#[derive(Default)]
+pub struct Commits {
+    waiting: std::sync::Mutex<Vec<CommitJob>>,
+    /// Writes asked for and not yet answered (waiting, or in the commit under way).
+    pending: std::sync::atomic::AtomicUsize,
+    /// Held by the task making a group's commit: those that come meanwhile form the next group.
+    leader: tokio::sync::Mutex<()>,
+}
+
+struct CommitJob {
+    room_id: String,
+    entries: Vec<Entry>,
+    done: tokio::sync::oneshot::Sender<Result<(), ApiError>>,
+}
+
+impl Commits {
+    /// Writes asked for and not yet answered.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.pending.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<CommitJob>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// [`commit`] on a blocking thread, for async paths: the commit waits for its fsync (and for
-/// the database, which another room's commit may hold) without stalling a runtime thread.
+/// the database) without stalling a runtime thread. Commits asked for while another one runs
+/// (other rooms' transactions, from other servers) are made together in the next one: one
+/// fsync for all of them ([`commit_many`]), each room in a savepoint of its own. A caller
+/// is answered once its room's events are durable.
 pub async fn commit_blocking(
     state: &Arc<AppState>,
     room_id: &str,
     entries: Vec<Entry>,
 ) -> Result<(), ApiError> {
-    let (st, room) = (Arc::clone(state), room_id.to_owned());
-    blocking(move || commit(&st, &room, &entries)).await
+    let (done, answer) = tokio::sync::oneshot::channel();
+    state
+        .commits
+        .pending
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state.commits.lock().push(CommitJob {
+        room_id: room_id.to_owned(),
+        entries,
+        done,
+    });
+    // In a task of its own, so that a caller that goes away (a client hanging up) cannot leave
+    // its events in the list with no commit to come.
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let _leader = state.commits.leader.lock().await;
+        let jobs = std::mem::take(&mut *state.commits.lock());
+        if jobs.is_empty() {
+            return;
+        }
+        let st = Arc::clone(&state);
+        let _ = tokio::task::spawn_blocking(move || {
+            let (work, done): (Vec<(String, Vec<Entry>)>, Vec<_>) = jobs
+                .into_iter()
+                .map(|j| ((j.room_id, j.entries), j.done))
+                .unzip();
+            let results = commit_many(&st, &work);
+            st.metrics.room_commit(work.len());
+            st.commits
+                .pending
+                .fetch_sub(work.len(), std::sync::atomic::Ordering::Relaxed);
+            for (to, r) in done.into_iter().zip(results) {
+                let _ = to.send(r);
+            }
+        })
+        .await;
+    });
+    answer
+        .await
+        .unwrap_or_else(|_| Err(ApiError::internal("the commit was dropped")))
 }
 
 /// Marks the target of an accepted redaction as redacted when the core says it applies.
@@ -1154,6 +1325,11 @@ fn defer_if_gap(
 /// after [`super::store::DEFERRED_TRIES`]. Takes each PDU's room's lock in turn (the caller
 /// holds none).
 pub async fn retry_deferred(state: &Arc<AppState>, origin: &str) {
+    // Asked before every transaction: the answer, almost always none, without the writer
+    // (which a commit holds through its fsync; waiting for it here blocked a runtime thread).
+    if !state.readers.any_deferred() {
+        return;
+    }
     let list = state.db().deferred_pdus(origin).unwrap_or_default();
     for (room_id, event_id, json) in list {
         let v = state.rooms().get(&room_id).map(Room::version);

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -19,6 +19,57 @@ pub struct Shared {
     /// user asks; reading the table each time was 8% of the CPU of a server taking its users'
     /// messages one per request.
     users: RwLock<BTreeMap<String, UserRow>>,
+    /// Rows in `deferred_pdus` (recounted by the writer whenever they change, which is rare):
+    /// every transaction asks whether its origin has any, and the answer is almost always no,
+    /// which must not wait for the writer.
+    deferred: AtomicI64,
+}
+
+/// Transaction answers waiting for the next commit ([`Store::put_txn_later`]), shared by the
+/// writer and the server's `/send` handlers: putting one must not wait for the writer, which a
+/// commit holds through its fsync (a runtime thread blocked there stalls every other request).
+#[derive(Clone, Debug, Default)]
+pub struct PendingTxns(Arc<Mutex<Vec<(String, String, String)>>>);
+
+impl PendingTxns {
+    /// Adds an answer; returns how many wait.
+    pub fn put(&self, origin: &str, txn_id: &str, response: &str) -> usize {
+        let mut l = self.lock();
+        l.push((origin.to_owned(), txn_id.to_owned(), response.to_owned()));
+        l.len()
+    }
+
+    /// How many wait.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none wait.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn take(&self) -> Vec<(String, String, String)> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Puts back answers taken for a commit that failed, before those put since.
+    fn put_back(&self, mut txns: Vec<(String, String, String)>) {
+        let mut l = self.lock();
+        txns.append(&mut l);
+        *l = txns;
+    }
+
+    fn forget(&self, origin: &str, txn_id: &str) {
+        self.lock()
+            .retain(|(o, t, _)| !(o == origin && t == txn_id));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, String, String)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A user's display name and auto-accept setting.
@@ -236,6 +287,21 @@ pub struct NewEvent<'a> {
     pub state_before: Option<&'a str>,
     /// The server it came from (ourselves for local events).
     pub origin: &'a str,
+}
+
+/// One room's share of a commit ([`Store::store_events`], [`Store::store_many`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RoomWrite<'a> {
+    /// The room.
+    pub room_id: &'a str,
+    /// Its new events (those stored already are skipped).
+    pub events: &'a [NewEvent<'a>],
+    /// Its forward extremities after them.
+    pub extremities: &'a [String],
+    /// Its current state after them, `(type, state_key, event_id)`; `None`: unchanged.
+    pub state: Option<&'a [(String, String, String)]>,
+    /// Servers each new event is queued for.
+    pub destinations: &'a [String],
 }
 
 /// A pending invite for one of our users.
@@ -516,10 +582,7 @@ pub struct Store {
     /// only after a commit succeeds.
     shared: Arc<Shared>,
     /// Transaction answers waiting for the next commit (see [`Store::put_txn_later`]).
-    pending_txns: Vec<(String, String, String)>,
-    /// Rows in `deferred_pdus` (recounted whenever they change, which is rare): the table is
-    /// asked about before every transaction is taken in, and is almost always empty.
-    deferred: i64,
+    pending_txns: PendingTxns,
     /// How long the last fsynced `COMMIT` took (its WAL write and fsync).
     last_sync: std::time::Duration,
 }
@@ -558,6 +621,7 @@ impl Reads for Reader {
 pub struct Readers {
     pool: Vec<Mutex<Reader>>,
     next: AtomicUsize,
+    shared: Arc<Shared>,
 }
 
 impl Readers {
@@ -572,6 +636,12 @@ impl Readers {
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
         self.pool[i].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether any PDU is deferred ([`Store::defer_pdu`]), from memory: no connection needed.
+    #[must_use]
+    pub fn any_deferred(&self) -> bool {
+        self.shared.deferred.load(Ordering::Relaxed) > 0
     }
 }
 
@@ -641,9 +711,9 @@ impl Store {
             shared: Arc::new(Shared {
                 ids: RwLock::new(by_id),
                 users: RwLock::new(users),
+                deferred: AtomicI64::new(deferred),
             }),
-            pending_txns: Vec::new(),
-            deferred,
+            pending_txns: PendingTxns::default(),
             last_sync: std::time::Duration::ZERO,
         })
     }
@@ -672,6 +742,7 @@ impl Store {
         Ok(Readers {
             pool,
             next: AtomicUsize::new(0),
+            shared: self.shared.clone(),
         })
     }
 
@@ -766,75 +837,130 @@ impl Store {
         state: Option<&[(String, String, String)]>,
         destinations: &[String],
     ) -> rusqlite::Result<()> {
-        let added = self.in_transaction(|db| {
-            let mut added: Vec<(&str, i64)> = Vec::with_capacity(events.len());
-            let mut ins = db.conn.prepare_cached(
-                "INSERT INTO events (event_id, room_id, depth, json, verdict, reason, rejected, soft_failed, outlier, state_before, origin, received_ts, backfilled)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )?;
-            for e in events {
-                if let Some(stream) = db.stream_of(e.event_id) {
-                    if e.backfilled {
-                        // An outlier stored before (from a state answer) keeps its place in the
-                        // stream: its auth events come before it there.
-                        db.exec(
-                            "UPDATE events SET backfilled = 1, outlier = 0 WHERE stream = ?1 AND outlier = 1",
-                            params![stream],
-                        )?;
+        let write = RoomWrite {
+            room_id,
+            events,
+            extremities,
+            state,
+            destinations,
+        };
+        let added = self.in_transaction(|db| db.write_room(&write, &[]))?;
+        self.remember(added);
+        Ok(())
+    }
+
+    /// [`Store::store_events`] for several rooms' writes in one transaction (one fsync), each in
+    /// a savepoint of its own: a write that fails is rolled back alone and gets its error, the
+    /// others are committed. One result per write, in order.
+    ///
+    /// # Errors
+    /// The transaction failing as a whole (its commit or a savepoint): nothing is written.
+    pub fn store_many(
+        &mut self,
+        writes: &[RoomWrite<'_>],
+    ) -> rusqlite::Result<Vec<rusqlite::Result<()>>> {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut added: Vec<(&str, i64)> = Vec::new();
+        self.in_transaction(|db| {
+            for w in writes {
+                db.exec("SAVEPOINT room_write", [])?;
+                match db.write_room(w, &added) {
+                    Ok(more) => {
+                        db.exec("RELEASE room_write", [])?;
+                        added.extend(more);
+                        outcomes.push(Ok(()));
                     }
-                    continue;
-                }
-                if added.iter().any(|(id, _)| *id == e.event_id) {
-                    continue;
-                }
-                ins.execute(params![
-                    e.event_id,
-                    e.room_id,
-                    e.depth,
-                    e.json,
-                    e.verdict,
-                    e.reason,
-                    e.verdict == "rejected",
-                    e.verdict == "soft_failed",
-                    e.outlier && !e.backfilled,
-                    e.state_before,
-                    e.origin,
-                    now_ms(),
-                    e.backfilled
-                ])?;
-                added.push((e.event_id, db.conn.last_insert_rowid()));
-            }
-            db.exec(
-                "DELETE FROM forward_extremities WHERE room_id = ?1",
-                params![room_id],
-            )?;
-            for id in extremities {
-                db.exec(
-                    "INSERT INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
-                    params![room_id, id],
-                )?;
-            }
-            for dest in destinations {
-                for (event_id, _) in &added {
-                    db.queue_outbound_ref(dest, event_id, room_id)?;
+                    Err(e) => {
+                        db.exec("ROLLBACK TO room_write", [])?;
+                        db.exec("RELEASE room_write", [])?;
+                        outcomes.push(Err(e));
+                    }
                 }
             }
-            if let Some(state) = state {
-                db.exec(
-                    "DELETE FROM current_state WHERE room_id = ?1",
-                    params![room_id],
-                )?;
-                for (t, k, id) in state {
-                    db.exec(
-                        "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)",
-                        params![room_id, t, k, id],
+            Ok(())
+        })?;
+        self.remember(added);
+        Ok(outcomes)
+    }
+
+    /// One room's rows ([`Store::store_events`]) inside a transaction; returns the events it
+    /// added with their `stream`. `earlier`: events added by the same transaction before.
+    fn write_room<'a>(
+        &self,
+        w: &RoomWrite<'a>,
+        earlier: &[(&str, i64)],
+    ) -> rusqlite::Result<Vec<(&'a str, i64)>> {
+        let mut added: Vec<(&'a str, i64)> = Vec::with_capacity(w.events.len());
+        let mut ins = self.conn.prepare_cached(
+            "INSERT INTO events (event_id, room_id, depth, json, verdict, reason, rejected, soft_failed, outlier, state_before, origin, received_ts, backfilled)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        for e in w.events {
+            if let Some(stream) = self.stream_of(e.event_id) {
+                if e.backfilled {
+                    // An outlier stored before (from a state answer) keeps its place in the
+                    // stream: its auth events come before it there.
+                    self.exec(
+                        "UPDATE events SET backfilled = 1, outlier = 0 WHERE stream = ?1 AND outlier = 1",
+                        params![stream],
                     )?;
                 }
+                continue;
             }
-            Ok(added)
-        })?;
-        // Only what is committed goes into the map: a reader that finds an ID there finds its
-        // row.
+            let seen = |(id, _): &(&str, i64)| *id == e.event_id;
+            if added.iter().any(seen) || earlier.iter().any(seen) {
+                continue;
+            }
+            ins.execute(params![
+                e.event_id,
+                e.room_id,
+                e.depth,
+                e.json,
+                e.verdict,
+                e.reason,
+                e.verdict == "rejected",
+                e.verdict == "soft_failed",
+                e.outlier && !e.backfilled,
+                e.state_before,
+                e.origin,
+                now_ms(),
+                e.backfilled
+            ])?;
+            added.push((e.event_id, self.conn.last_insert_rowid()));
+        }
+        self.exec(
+            "DELETE FROM forward_extremities WHERE room_id = ?1",
+            params![w.room_id],
+        )?;
+        for id in w.extremities {
+            self.exec(
+                "INSERT INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
+                params![w.room_id, id],
+            )?;
+        }
+        for dest in w.destinations {
+            for (event_id, _) in &added {
+                self.queue_outbound_ref(dest, event_id, w.room_id)?;
+            }
+        }
+        if let Some(state) = w.state {
+            self.exec(
+                "DELETE FROM current_state WHERE room_id = ?1",
+                params![w.room_id],
+            )?;
+            for (t, k, id) in state {
+                self.exec(
+                    "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)",
+                    params![w.room_id, t, k, id],
+                )?;
+            }
+        }
+        Ok(added)
+    }
+
+    /// Puts committed events in the map of IDs. Only what is committed goes there: a reader
+    /// that finds an ID there finds its row.
+    fn remember(&self, added: Vec<(&str, i64)>) {
         let mut ids = self
             .shared
             .ids
@@ -843,7 +969,6 @@ impl Store {
         for (id, stream) in added {
             ids.insert(id.into(), stream);
         }
-        Ok(())
     }
 
     /// Marks an event as redacted by another.
@@ -926,8 +1051,7 @@ impl Store {
         response: &str,
         edus: &[NewEdu],
     ) -> rusqlite::Result<()> {
-        self.pending_txns
-            .push((origin.to_owned(), txn_id.to_owned(), response.to_owned()));
+        self.pending_txns.put(origin, txn_id, response);
         let stored = self.in_transaction(|db| {
             for e in edus {
                 db.add_edu(origin, &e.edu_type, e.room_id.as_deref(), &e.content)?;
@@ -936,8 +1060,7 @@ impl Store {
         });
         if stored.is_err() {
             // Not written: a retry is processed again.
-            self.pending_txns
-                .retain(|(o, t, _)| !(o == origin && t == txn_id));
+            self.pending_txns.forget(origin, txn_id);
         }
         stored
     }
@@ -1004,19 +1127,20 @@ impl Store {
         f: impl FnOnce(&Store) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
         self.exec("BEGIN IMMEDIATE", [])?;
-        match f(self).and_then(|v| self.write_txns().map(|()| v)) {
-            Ok(v) => {
-                let syncing = std::time::Instant::now();
-                self.exec("COMMIT", [])?;
-                self.last_sync = syncing.elapsed();
-                self.pending_txns.clear();
-                Ok(v)
-            }
-            Err(e) => {
-                let _ = self.exec("ROLLBACK", []);
-                Err(e)
-            }
+        // Taken now: answers put meanwhile wait for the next commit.
+        let txns = self.pending_txns.take();
+        let result = f(self).and_then(|v| self.write_txns(&txns).map(|()| v));
+        let committed = result.and_then(|v| {
+            let syncing = std::time::Instant::now();
+            self.exec("COMMIT", [])?;
+            self.last_sync = syncing.elapsed();
+            Ok(v)
+        });
+        if committed.is_err() {
+            let _ = self.exec("ROLLBACK", []);
+            self.pending_txns.put_back(txns);
         }
+        committed
     }
 
     /// How long the last fsynced commit ([`Store::in_transaction`]) took to write and sync.
@@ -1123,8 +1247,7 @@ impl Store {
         // is durable already (its events' commit). Lost on a power cut before the next fsynced
         // commit, the answer is recomputed when the sender retries: the room already has the
         // events, so they are accepted again.
-        self.pending_txns
-            .push((origin.to_owned(), txn_id.to_owned(), response.to_owned()));
+        self.pending_txns.put(origin, txn_id, response);
         self.flush_txns()
     }
 
@@ -1135,6 +1258,9 @@ impl Store {
     /// de-duplication answers retries; if the process dies first, a retry is processed again and
     /// answered the same (its PDUs are in the room).
     ///
+    /// The server puts answers through [`Store::pending_txns`]'s handle instead, which needs
+    /// no access to the writer (taken by a commit through its fsync).
+    ///
     /// # Errors
     /// SQLite errors of the write when it is due.
     pub fn put_txn_later(
@@ -1143,12 +1269,17 @@ impl Store {
         txn_id: &str,
         response: &str,
     ) -> rusqlite::Result<()> {
-        self.pending_txns
-            .push((origin.to_owned(), txn_id.to_owned(), response.to_owned()));
-        if self.pending_txns.len() >= PENDING_TXNS_MAX {
+        if self.pending_txns.put(origin, txn_id, response) >= PENDING_TXNS_MAX {
             return self.flush_txns();
         }
         Ok(())
+    }
+
+    /// The answers waiting for the next commit ([`Store::put_txn_later`]), to put answers without
+    /// the writer.
+    #[must_use]
+    pub fn pending_txns(&self) -> PendingTxns {
+        self.pending_txns.clone()
     }
 
     /// How many transaction answers wait for the next commit.
@@ -1168,9 +1299,9 @@ impl Store {
         self.in_unsynced_transaction(|_| Ok(()))
     }
 
-    /// Inserts the waiting answers, inside the caller's transaction.
-    fn write_txns(&self) -> rusqlite::Result<()> {
-        for (origin, txn_id, response) in &self.pending_txns {
+    /// Inserts answers, inside the caller's transaction.
+    fn write_txns(&self, txns: &[(String, String, String)]) -> rusqlite::Result<()> {
+        for (origin, txn_id, response) in txns {
             self.exec(
                 "INSERT OR REPLACE INTO txns (origin, txn_id, response, received_ts) VALUES (?1, ?2, ?3, ?4)",
                 params![origin, txn_id, response, now_ms()],
@@ -1221,7 +1352,8 @@ impl Store {
             "DELETE FROM deferred_pdus WHERE tries >= ?1",
             params![DEFERRED_TRIES],
         )?;
-        self.deferred = count_deferred(&self.conn)?;
+        let n = count_deferred(&self.conn)?;
+        self.shared.deferred.store(n, Ordering::Relaxed);
         Ok(())
     }
 
@@ -1230,7 +1362,7 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn deferred_pdus(&self, origin: &str) -> rusqlite::Result<Vec<(String, String, String)>> {
-        if self.deferred == 0 {
+        if self.shared.deferred.load(Ordering::Relaxed) == 0 {
             return Ok(Vec::new());
         }
         let mut st = self.conn.prepare_cached(
@@ -1249,7 +1381,8 @@ impl Store {
             "DELETE FROM deferred_pdus WHERE event_id = ?1",
             params![event_id],
         )?;
-        self.deferred = count_deferred(&self.conn)?;
+        let n = count_deferred(&self.conn)?;
+        self.shared.deferred.store(n, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -1291,6 +1424,112 @@ mod tests {
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
         r
+    }
+
+    fn in_room<'a>(room_id: &'a str, id: &'a str) -> NewEvent<'a> {
+        NewEvent {
+            room_id,
+            ..event(id, "{}")
+        }
+    }
+
+    fn extremities(path: &std::path::Path, room_id: &str) -> Vec<String> {
+        let c = Connection::open(path).unwrap();
+        let mut st = c
+            .prepare(
+                "SELECT event_id FROM forward_extremities WHERE room_id = ?1 ORDER BY event_id",
+            )
+            .unwrap();
+        let r = st
+            .query_map([room_id], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<Vec<String>, _>>()
+            .unwrap();
+        r
+    }
+
+    /// Several rooms' writes in one commit: a write that fails is rolled back alone (its events
+    /// and its extremities' rewrite), the others are stored and found by ID; an event in two
+    /// writes is stored once.
+    #[test]
+    fn store_many_rolls_back_a_failing_write_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut db = Store::open(&path).unwrap();
+        let before = ["$bad0".to_owned()];
+        db.store_events(
+            "!bad:a.test",
+            &[in_room("!bad:a.test", "$bad0")],
+            &before,
+            None,
+            &[],
+        )
+        .unwrap();
+        db.conn
+            .execute_batch(
+                "CREATE TRIGGER no_bad BEFORE INSERT ON events WHEN NEW.event_id = '$bad1'
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        let one = [in_room("!one:a.test", "$1a"), in_room("!one:a.test", "$1b")];
+        let bad = [
+            in_room("!bad:a.test", "$bad9"),
+            in_room("!bad:a.test", "$bad1"),
+        ];
+        let two = [in_room("!two:a.test", "$2a"), in_room("!one:a.test", "$1b")];
+        let (x1, xb, x2) = (["$1b".to_owned()], ["$bad1".to_owned()], ["$2a".to_owned()]);
+        let w = |room_id, events, extremities| super::RoomWrite {
+            room_id,
+            events,
+            extremities,
+            state: None,
+            destinations: &[],
+        };
+        let out = db
+            .store_many(&[
+                w("!one:a.test", &one, &x1),
+                w("!bad:a.test", &bad, &xb),
+                w("!two:a.test", &two, &x2),
+            ])
+            .unwrap();
+        let oks: Vec<bool> = out.iter().map(Result::is_ok).collect();
+        assert_eq!(oks, [true, false, true]);
+        let ids: Vec<String> = rows(&path).into_iter().map(|(_, id)| id).collect();
+        assert_eq!(ids, ["$bad0", "$1a", "$1b", "$2a"]);
+        for id in ["$1a", "$1b", "$2a"] {
+            assert!(db.has_event(id), "{id}");
+        }
+        assert!(!db.has_event("$bad9") && !db.has_event("$bad1"));
+        assert_eq!(extremities(&path, "!bad:a.test"), ["$bad0"]);
+        assert_eq!(extremities(&path, "!one:a.test"), ["$1b"]);
+        assert_eq!(extremities(&path, "!two:a.test"), ["$2a"]);
+    }
+
+    /// An answer put while a commit runs is left for the next one, not dropped with the
+    /// answers that commit wrote; a commit that fails puts its answers back, first.
+    #[test]
+    fn transaction_answers_put_during_a_commit_wait_for_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut db = Store::open(&path).unwrap();
+        let pending = db.pending_txns();
+        pending.put("a.test", "t1", "{}");
+        db.in_transaction(|_| {
+            pending.put("a.test", "t2", "{}");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(answered(&db), ["t1"]);
+        assert_eq!(pending.len(), 1);
+        let failed: rusqlite::Result<()> = db.in_transaction(|_| {
+            pending.put("a.test", "t3", "{}");
+            Err(rusqlite::Error::InvalidQuery)
+        });
+        assert!(failed.is_err());
+        assert_eq!(answered(&db), ["t1"]);
+        db.flush_txns().unwrap();
+        assert!(pending.is_empty());
+        assert_eq!(answered(&db), ["t1", "t2", "t3"]);
     }
 
     #[test]
@@ -1599,13 +1838,20 @@ mod tests {
             assert_eq!(ids(&db, "a.test"), ["$2"]);
         }
         let mut db = Store::open(&path).unwrap();
+        // Whether any is deferred is known without a connection, and follows the writer.
+        let readers = db.readers(1).unwrap();
+        assert!(readers.any_deferred());
         assert_eq!(ids(&db, "a.test"), ["$2"]);
         assert_eq!(ids(&db, "b.test"), ["$3"]);
         db.undefer_pdu("$2").unwrap();
         assert!(ids(&db, "a.test").is_empty());
+        assert!(readers.any_deferred());
         for _ in 0..super::DEFERRED_TRIES {
             db.defer_pdu("b.test", "!r:a.test", "$3", "{}").unwrap();
         }
         assert!(ids(&db, "b.test").is_empty());
+        assert!(!readers.any_deferred());
+        db.defer_pdu("c.test", "!r:a.test", "$4", "{}").unwrap();
+        assert!(readers.any_deferred());
     }
 }
