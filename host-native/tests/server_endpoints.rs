@@ -988,6 +988,32 @@ async fn server_acl_is_enforced_per_room() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
 
+/// Takes the writer on a thread of its own, inside a transaction that runs `write` and stays
+/// open until the returned function is called (which then waits for the commit).
+fn hold_writer(
+    state: &Arc<AppState>,
+    write: impl FnOnce(&mxfed_native::server::store::Store) -> rusqlite::Result<()> + Send + 'static,
+) -> impl FnOnce() {
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let st = state.clone();
+    let writer = std::thread::spawn(move || {
+        st.db()
+            .in_transaction(|db| {
+                write(db)?;
+                held_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok(())
+            })
+            .unwrap();
+    });
+    held_rx.recv().unwrap();
+    move || {
+        release_tx.send(()).unwrap();
+        writer.join().unwrap();
+    }
+}
+
 /// Reads use read-only connections beside the writer's: a peer's `/event` is answered while the
 /// writer holds the database in the middle of a write transaction (as it does through each
 /// commit's fsync), and reads see the last commit, not the write in progress.
@@ -998,21 +1024,10 @@ async fn reads_do_not_wait_for_the_writer() {
     let (room, join_id) = room_with_eve(&state).await;
 
     // A thread takes the writer and writes an EDU row in a transaction it keeps open until told.
-    let (held_tx, held_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let st = state.clone();
     let writer_room = room.clone();
-    let writer = std::thread::spawn(move || {
-        st.db()
-            .in_transaction(|db| {
-                db.add_edu(REMOTE, "m.typing", Some(&writer_room), "{}")?;
-                held_tx.send(()).unwrap();
-                release_rx.recv().unwrap();
-                Ok(())
-            })
-            .unwrap();
+    let release = hold_writer(&state, move |db| {
+        db.add_edu(REMOTE, "m.typing", Some(&writer_room), "{}")
     });
-    held_rx.recv().unwrap();
 
     // On a task of its own: were it to wait for the writer, it would block a runtime thread,
     // and the timeout here would still fire.
@@ -1036,8 +1051,7 @@ async fn reads_do_not_wait_for_the_writer() {
         "a reader saw an uncommitted write"
     );
 
-    release_tx.send(()).unwrap();
-    writer.join().unwrap();
+    release();
     let edus = state.reads().edus(&room).unwrap();
     assert_eq!(
         edus.len(),
@@ -1054,19 +1068,7 @@ async fn reads_do_not_wait_for_the_writer() {
 async fn a_transaction_needing_no_commit_does_not_wait_for_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let state = setup(&dir);
-    let (held_tx, held_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let st = state.clone();
-    let writer = std::thread::spawn(move || {
-        st.db()
-            .in_transaction(|_| {
-                held_tx.send(()).unwrap();
-                release_rx.recv().unwrap();
-                Ok(())
-            })
-            .unwrap();
-    });
-    held_rx.recv().unwrap();
+    let release = hold_writer(&state, |_| Ok(()));
 
     let task_state = state.clone();
     let send =
@@ -1079,8 +1081,7 @@ async fn a_transaction_needing_no_commit_does_not_wait_for_the_writer() {
         .unwrap();
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 
-    release_tx.send(()).unwrap();
-    writer.join().unwrap();
+    release();
     assert_eq!(state.txn_answers.len(), 1, "the answer is not waiting");
     state.db().in_transaction(|_| Ok(())).unwrap();
     assert!(state.txn_answers.is_empty());
@@ -1148,19 +1149,7 @@ async fn transactions_waiting_for_the_writer_are_committed_together() {
         counter(&state, "mxfed_room_commits_total").await,
     );
 
-    let (held_tx, held_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let st = state.clone();
-    let writer = std::thread::spawn(move || {
-        st.db()
-            .in_transaction(|_| {
-                held_tx.send(()).unwrap();
-                release_rx.recv().unwrap();
-                Ok(())
-            })
-            .unwrap();
-    });
-    held_rx.recv().unwrap();
+    let release = hold_writer(&state, |_| Ok(()));
     let mut sends = Vec::new();
     for (origin, key, room, user) in &senders {
         let t = rooms::template(
@@ -1186,8 +1175,7 @@ async fn transactions_waiting_for_the_writer_are_committed_together() {
     while state.commits.pending() < senders.len() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    release_tx.send(()).unwrap();
-    writer.join().unwrap();
+    release();
     for (id, send) in sends {
         let r = send.await.unwrap();
         assert!(result(&r, &id).is_empty(), "{}", r.body);
