@@ -1143,7 +1143,8 @@ impl Store {
         committed
     }
 
-    /// How long the last fsynced commit ([`Store::in_transaction`]) took to write and sync.
+    /// How long the last fsynced commit ([`Store::in_transaction`]) took to write and sync
+    /// (unsynced ones, [`Store::in_unsynced_transaction`], are left out).
     #[must_use]
     pub fn last_sync(&self) -> std::time::Duration {
         self.last_sync
@@ -1165,7 +1166,10 @@ impl Store {
         f: impl FnOnce(&Store) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
         self.exec("PRAGMA synchronous = NORMAL", [])?;
+        // `last_sync` is about fsynced commits: this one does not count.
+        let last_sync = self.last_sync;
         let result = self.in_transaction(f);
+        self.last_sync = last_sync;
         // Back to FULL before anything else commits on this connection; if that failed, every
         // later commit would silently stop waiting for the disk, so it is an error too.
         let restored = self.exec("PRAGMA synchronous = FULL", []);
@@ -1503,6 +1507,21 @@ mod tests {
         assert_eq!(extremities(&path, "!bad:a.test"), ["$bad0"]);
         assert_eq!(extremities(&path, "!one:a.test"), ["$1b"]);
         assert_eq!(extremities(&path, "!two:a.test"), ["$2a"]);
+    }
+
+    /// The last fsynced commit's duration (the local group commit's longest wait) is not
+    /// replaced by an unsynced commit's.
+    #[test]
+    fn last_sync_counts_fsynced_commits_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        db.in_transaction(|_| Ok(())).unwrap();
+        let synced = db.last_sync();
+        assert!(synced > std::time::Duration::ZERO);
+        db.in_unsynced_transaction(|_| Ok(())).unwrap();
+        assert_eq!(db.last_sync(), synced);
+        db.in_transaction(|_| Ok(())).unwrap();
+        assert_ne!(db.last_sync(), synced);
     }
 
     /// An answer put while a commit runs is left for the next one, not dropped with the
