@@ -154,7 +154,7 @@ async fn create_user(
     }
     let display = v.get("display_name").and_then(serde_json::Value::as_str);
     let auto = flag(&v, "auto_accept").unwrap_or(false);
-    if !state.db().create_user(&user, display, auto)? {
+    if !state.write(|db| db.create_user(&user, display, auto))? {
         return Err(ApiError::new(
             400,
             "M_USER_IN_USE",
@@ -173,7 +173,7 @@ async fn set_auto_accept(
     let v = body_json(&state, &headers, body).await?;
     let on = flag(&v, "enabled").ok_or_else(|| ApiError::missing("enabled"))?;
     let user = state.user_id(&user);
-    if !state.db().set_auto_accept(&user, on)? {
+    if !state.write(|db| db.set_auto_accept(&user, on))? {
         return Err(ApiError::not_found(format!("no local user {user}")));
     }
     Ok(ok_json(
@@ -267,7 +267,7 @@ async fn invite(
         .get(&room_id)
         .map(|r| r.version().id.to_owned())
         .unwrap_or_default();
-    state.db().put_invite(&super::store::Invite {
+    let invite = super::store::Invite {
         room_id: room_id.clone(),
         user_id: target.clone(),
         room_version: version,
@@ -277,7 +277,8 @@ async fn invite(
             .unwrap_or_default(),
         invite_room_state: "[]".into(),
         status: "pending".into(),
-    })?;
+    };
+    state.write(|db| db.put_invite(&invite))?;
     if auto {
         let content = membership_content(&state, &target, "join")?;
         rooms::send_local_blocking(
@@ -292,9 +293,7 @@ async fn invite(
             ),
         )
         .await?;
-        state
-            .db()
-            .set_invite_status(&room_id, &target, "accepted")?;
+        state.write(|db| db.set_invite_status(&room_id, &target, "accepted"))?;
     }
     Ok(event_id_answer(id))
 }
@@ -314,7 +313,7 @@ async fn do_join(
             rooms::template(Some(room_id), "m.room.member", user, Some(user), content),
         )
         .await?;
-        state.db().set_invite_status(room_id, user, "accepted")?;
+        state.write(|db| db.set_invite_status(room_id, user, "accepted"))?;
         return Ok(id);
     }
     let inviter = state
@@ -397,7 +396,7 @@ async fn leave(
             rooms::template(Some(&room_id), "m.room.member", &user, Some(&user), content),
         )
         .await?;
-        state.db().set_invite_status(&room_id, &user, "rejected")?;
+        state.write(|db| db.set_invite_status(&room_id, &user, "rejected"))?;
         return Ok(event_id_answer(id));
     }
     // Not in the room: reject the invite through the inviting server.
@@ -410,7 +409,7 @@ async fn leave(
             ApiError::not_found(format!("{user} is not in {room_id} and has no invite"))
         })?;
     let id = rooms::remote_membership(&state, &room_id, &user, &invite.origin, "leave").await?;
-    state.db().set_invite_status(&room_id, &user, "rejected")?;
+    state.write(|db| db.set_invite_status(&room_id, &user, "rejected"))?;
     Ok(event_id_answer(id))
 }
 

@@ -1374,7 +1374,7 @@ async fn invite_answer(
         .get("invite_room_state")
         .cloned()
         .unwrap_or(Value::Array(Vec::new()));
-    state.db().put_invite(&super::store::Invite {
+    let invite = super::store::Invite {
         room_id: room_id.clone(),
         user_id: target.clone(),
         room_version: v.id.to_owned(),
@@ -1382,7 +1382,8 @@ async fn invite_answer(
         event: ev.to_canonical_string(),
         invite_room_state: room_state.to_canonical_string(),
         status: "pending".into(),
-    })?;
+    };
+    state.write(|db| db.put_invite(&invite))?;
     state.changed.notify_waiters();
     log(&format!("{target} invited to {room_id} by {sender}"));
     if auto_accept {

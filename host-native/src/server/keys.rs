@@ -53,7 +53,7 @@ fn remember(state: &AppState, server: &str, response: Object) -> bool {
     let text = response.to_canonical_string();
     let ok = state.key_cache().insert(response, Some(server), t).is_ok();
     if ok {
-        let _ = state.db().put_server_keys(server, &text, t.as_i64());
+        let _ = state.write(|db| db.put_server_keys(server, &text, t.as_i64()));
     }
     ok
 }

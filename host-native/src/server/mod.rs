@@ -41,6 +41,18 @@ pub use self::config::Config;
 use self::error::ApiError;
 
 /// The wall clock, in milliseconds since the epoch (the host's job: the core takes time as data).
+/// Runs `f`, which may block (on a lock, the disk), from async code: on a multi-threaded tokio
+/// runtime through `block_in_place`, so the worker's other tasks move to another thread
+/// meanwhile instead of waiting; elsewhere (no runtime, a current-thread one) it just runs.
+pub fn may_block<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 pub fn now() -> Timestamp {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -199,6 +211,15 @@ impl AppState {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Runs `f` on the database from async code without stalling the runtime: the writer may
+    /// be held by a commit through its fsync, so on the (multi-threaded) runtime the worker
+    /// hands its other tasks to another thread while `f` waits and runs ([`may_block`]). For
+    /// rare writes made in a request (an invite, a user, fetched keys); the frequent ones run on
+    /// blocking threads.
+    pub fn write<T>(&self, f: impl FnOnce(&mut store::Store) -> T) -> T {
+        may_block(|| f(&mut self.db()))
+    }
+
     /// A read-only connection ([`store::Reader`]): for reads that need not see an uncommitted
     /// write of their own caller (none can: every write is committed before it returns).
     pub fn reads(&self) -> MutexGuard<'_, store::Reader> {
@@ -313,5 +334,39 @@ pub async fn run(
                 .with_graceful_shutdown(shutdown)
                 .await
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::may_block;
+    use std::time::Duration;
+
+    /// On a runtime with one worker, a task that waits inside `may_block` for another task does
+    /// not keep that task from running (blocking the worker plainly would wait forever).
+    #[test]
+    fn may_block_leaves_the_worker_to_other_tasks() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<u32>();
+        rt.spawn(async move {
+            let got = may_block(|| rx.recv_timeout(Duration::from_secs(60)));
+            let _ = done_tx.send(got.unwrap_or(0));
+        });
+        rt.spawn(async move {
+            // Spawned after the waiter: it runs only if the waiter gave the worker up.
+            tokio::task::yield_now().await;
+            let _ = tx.send(7);
+        });
+        assert_eq!(done_rx.recv_timeout(Duration::from_secs(120)), Ok(7));
+        // From a blocking thread, and with no runtime at all, it just runs.
+        let on_blocking = rt.block_on(rt.spawn_blocking(|| may_block(|| 3)));
+        assert!(matches!(on_blocking, Ok(3)));
+        assert_eq!(may_block(|| 5), 5);
     }
 }

@@ -779,7 +779,7 @@ pub fn create_room(
     let scratch = new_room(v);
     let built = build_in(state, &scratch, &t)?;
     let room_id = built.room_id.clone();
-    state.db().add_room(&room_id, version)?;
+    state.write(|db| db.add_room(&room_id, version))?;
     state.rooms().insert(room_id.clone(), scratch);
     accept_local(state, &built)?;
 
@@ -1314,8 +1314,7 @@ fn defer_if_gap(
         .get(room_id)
         .is_some_and(|r| !r.contains(event_id) && !r.unknown_prev_events(&pdu).is_empty());
     gap && state
-        .db()
-        .defer_pdu(origin, room_id, event_id, &ev.to_canonical_string())
+        .write(|db| db.defer_pdu(origin, room_id, event_id, &ev.to_canonical_string()))
         .is_ok()
 }
 
@@ -1330,11 +1329,13 @@ pub async fn retry_deferred(state: &Arc<AppState>, origin: &str) {
     if !state.readers.any_deferred() {
         return;
     }
-    let list = state.db().deferred_pdus(origin).unwrap_or_default();
+    let list = state
+        .write(|db| db.deferred_pdus(origin))
+        .unwrap_or_default();
     for (room_id, event_id, json) in list {
         let v = state.rooms().get(&room_id).map(Room::version);
         let (Some(v), Some(obj)) = (v, parse_stored(&json)) else {
-            let _ = state.db().undefer_pdu(&event_id);
+            let _ = state.write(|db| db.undefer_pdu(&event_id));
             continue;
         };
         let _guard = state.lock_room(&room_id).await;
@@ -1349,7 +1350,7 @@ pub async fn retry_deferred(state: &Arc<AppState>, origin: &str) {
                 .and_then(|(_, t)| t.error())
                 .unwrap_or("taken in");
             log(&format!("deferred {event_id} from {origin}: {what}"));
-            let _ = state.db().undefer_pdu(&event_id);
+            let _ = state.write(|db| db.undefer_pdu(&event_id));
         }
     }
 }
@@ -1537,7 +1538,7 @@ pub async fn remote_membership(
     let _guard = state.lock_room(room_id).await;
     let known = state.rooms().contains_key(room_id);
     if !known {
-        state.db().add_room(room_id, version)?;
+        state.write(|db| db.add_room(room_id, version))?;
         state.rooms().insert(room_id.to_owned(), new_room(v));
     }
     let state_events = check_events(state, v, objects(answer.get("state"))).await;
@@ -1572,7 +1573,7 @@ pub async fn remote_membership(
     };
     if !matches!(verdict, RoomVerdict::Rejected { .. }) {
         // Before the commit wakes waiters, so they see the invite accepted with the join.
-        let _ = state.db().set_invite_status(room_id, user_id, "accepted");
+        let _ = state.write(|db| db.set_invite_status(room_id, user_id, "accepted"));
     }
     commit_blocking(
         state,
