@@ -1060,6 +1060,26 @@ async fn reads_do_not_wait_for_the_writer() {
     );
 }
 
+/// The admin API's long reads have connections of their own: with both taken (as by two whole
+/// timelines being read), a peer's read is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_reads_leave_the_federation_readers_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let (_room, join_id) = room_with_eve(&state).await;
+    let held = (state.admin_reads(), state.admin_reads());
+    let uri = format!("/_matrix/federation/v1/event/{}", urlenc(&join_id));
+    let req = signed("GET", &uri, None, REMOTE, ME, &remote_key());
+    let task_state = state.clone();
+    let read = tokio::spawn(async move { call(&task_state, req).await });
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("the peer's read waited for the admin API's readers")
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    drop(held);
+}
+
 /// A transaction that needs no commit (no PDUs, no EDUs) is answered while a commit holds the
 /// writer: neither the check for deferred PDUs before it nor putting its answer for the next
 /// commit waits for the writer (each blocked a runtime thread through the commit's fsync); the

@@ -144,6 +144,9 @@ pub struct AppState {
     pub txn_answers: store::PendingTxns,
     /// Read-only connections beside `store`'s: reads never wait for a commit's fsync.
     pub readers: store::Readers,
+    /// Read-only connections for the admin API's long reads (whole timelines, EDUs, invites),
+    /// so that two of them at once never leave a peer's `/event` or `/backfill` waiting.
+    pub admin_readers: store::Readers,
     /// Every room we know, rebuilt from the database at start. Held briefly, never across I/O.
     pub rooms: Mutex<BTreeMap<String, Room>>,
     /// One lock per room ([`AppState::lock_room`]) serialising changes to it (receiving,
@@ -224,6 +227,11 @@ impl AppState {
     /// write of their own caller (none can: every write is committed before it returns).
     pub fn reads(&self) -> MutexGuard<'_, store::Reader> {
         self.readers.get()
+    }
+
+    /// A read-only connection of the admin API's own ([`AppState::admin_readers`]).
+    pub fn admin_reads(&self) -> MutexGuard<'_, store::Reader> {
+        self.admin_readers.get()
     }
 
     /// Waits for, and holds, the right to change `room_id` (see [`AppState::writers`]). Never

@@ -193,8 +193,10 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
         .to_owned();
     let db = store::Store::open(&Config::resolve(&data_dir, &cfg.database))
         .map_err(|e| format!("database: {e}"))?;
-    // Two: a long admin read (a whole timeline) leaves one for the federation's reads.
+    // Two for the federation's reads and two for the admin API's, whose reads can be long
+    // (a whole timeline): one of those never keeps a peer's read waiting.
     let readers = db.readers(2).map_err(|e| format!("database: {e}"))?;
+    let admin_readers = db.readers(2).map_err(|e| format!("database: {e}"))?;
     let client = client::FedClient::new(
         &cfg.server_name,
         keys.clone(),
@@ -220,6 +222,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
         txn_answers: db.pending_txns(),
         store: Mutex::new(db),
         readers,
+        admin_readers,
         rooms: Mutex::new(Default::default()),
         writers: Mutex::default(),
         local_commit: tokio::sync::Mutex::new(()),
