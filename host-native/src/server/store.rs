@@ -535,7 +535,7 @@ pub trait Reads {
     /// # Errors
     /// SQLite errors.
     fn invites(&self, user_id: &str) -> rusqlite::Result<Vec<Invite>> {
-        let mut st = self.conn().prepare(
+        let mut st = self.conn().prepare_cached(
             "SELECT room_id, user_id, room_version, origin, event, invite_room_state, status FROM invites
              WHERE user_id = ?1 ORDER BY received_ts, room_id",
         )?;
@@ -558,7 +558,7 @@ pub trait Reads {
     /// # Errors
     /// SQLite errors.
     fn edus(&self, room_id: &str) -> rusqlite::Result<Vec<(String, String, String, i64)>> {
-        let mut st = self.conn().prepare(
+        let mut st = self.conn().prepare_cached(
             "SELECT origin, edu_type, content, received_ts FROM edus WHERE room_id = ?1 ORDER BY id",
         )?;
         let rows = st.query_map(params![room_id], |r| {
