@@ -988,6 +988,22 @@ async fn server_acl_is_enforced_per_room() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
 
+/// The remote's signed `GET /event/{id}`, answered 200 within a minute (else `waited` is the
+/// failure). On a task of its own: were the read to block its runtime thread, the timeout here
+/// would still fire.
+async fn peer_reads_event(state: &Arc<AppState>, event_id: &str, waited: &str) -> Resp {
+    let uri = format!("/_matrix/federation/v1/event/{}", urlenc(event_id));
+    let req = signed("GET", &uri, None, REMOTE, ME, &remote_key());
+    let task_state = state.clone();
+    let read = tokio::spawn(async move { call(&task_state, req).await });
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect(waited)
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r
+}
+
 /// Takes the writer on a thread of its own, inside a transaction that runs `write` and stays
 /// open until the returned function is called (which then waits for the commit).
 fn hold_writer(
@@ -1029,17 +1045,7 @@ async fn reads_do_not_wait_for_the_writer() {
         db.add_edu(REMOTE, "m.typing", Some(&writer_room), "{}")
     });
 
-    // On a task of its own: were it to wait for the writer, it would block a runtime thread,
-    // and the timeout here would still fire.
-    let uri = format!("/_matrix/federation/v1/event/{}", urlenc(&join_id));
-    let req = signed("GET", &uri, None, REMOTE, ME, &remote_key());
-    let task_state = state.clone();
-    let read = tokio::spawn(async move { call(&task_state, req).await });
-    let r = tokio::time::timeout(std::time::Duration::from_secs(60), read)
-        .await
-        .expect("the read waited for the writer")
-        .unwrap();
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = peer_reads_event(&state, &join_id, "the read waited for the writer").await;
     let pdu = r.body.get("pdus").and_then(Value::as_array).unwrap();
     assert_eq!(pdu.len(), 1);
     assert_eq!(
@@ -1068,15 +1074,12 @@ async fn admin_reads_leave_the_federation_readers_free() {
     let state = setup(&dir);
     let (_room, join_id) = room_with_eve(&state).await;
     let held = (state.admin_reads(), state.admin_reads());
-    let uri = format!("/_matrix/federation/v1/event/{}", urlenc(&join_id));
-    let req = signed("GET", &uri, None, REMOTE, ME, &remote_key());
-    let task_state = state.clone();
-    let read = tokio::spawn(async move { call(&task_state, req).await });
-    let r = tokio::time::timeout(std::time::Duration::from_secs(60), read)
-        .await
-        .expect("the peer's read waited for the admin API's readers")
-        .unwrap();
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    peer_reads_event(
+        &state,
+        &join_id,
+        "the peer's read waited for the admin API's readers",
+    )
+    .await;
     drop(held);
 }
 
