@@ -177,21 +177,21 @@ fn commit_and_queue(
     entries: &[Entry],
     destinations: &[String],
 ) -> Result<(), ApiError> {
-    let prepared = Prepared::of(state, room_id, entries)?;
-    let rows = prepared.rows(room_id, entries);
-    {
-        let mut db = state.db();
-        db.store_events(
-            room_id,
-            &rows,
-            &prepared.extremities,
-            prepared.state_rows.as_deref(),
-            destinations,
-        )?;
-        prepared.committed(state, &mut db, room_id, entries);
-    }
-    state.changed.notify_waiters();
-    Ok(())
+    let job = RoomCommit {
+        room_id,
+        entries,
+        destinations,
+    };
+    commit_many(state, &[job])
+        .pop()
+        .unwrap_or_else(|| Err(ApiError::internal("a write went missing")))
+}
+
+/// One room's events to store ([`commit_many`]), with the servers each is queued for.
+struct RoomCommit<'a> {
+    room_id: &'a str,
+    entries: &'a [Entry],
+    destinations: &'a [String],
 }
 
 /// What a room's commit writes besides its events, read from the room as it is now.
@@ -292,18 +292,19 @@ impl Prepared {
     }
 }
 
-/// [`commit`] for several rooms at once (one fsync): one result per `(room, entries)`, in order.
-/// A room whose write fails gets its error; the others are stored.
-fn commit_many(state: &AppState, jobs: &[(String, Vec<Entry>)]) -> Vec<Result<(), ApiError>> {
+/// Stores rooms' events, each with the room's extremities and current state and its outbound
+/// rows, in one commit (one fsync); applies redactions and wakes the admin API's waits. One
+/// result per job, in order: a room whose write fails gets its error, the others are stored.
+fn commit_many(state: &AppState, jobs: &[RoomCommit<'_>]) -> Vec<Result<(), ApiError>> {
     let prepared: Vec<Result<Prepared, ApiError>> = jobs
         .iter()
-        .map(|(room_id, entries)| Prepared::of(state, room_id, entries))
+        .map(|j| Prepared::of(state, j.room_id, j.entries))
         .collect();
     let rows: Vec<Vec<NewEvent<'_>>> = jobs
         .iter()
         .zip(&prepared)
-        .map(|((room_id, entries), p)| match p {
-            Ok(p) => p.rows(room_id, entries),
+        .map(|(j, p)| match p {
+            Ok(p) => p.rows(j.room_id, j.entries),
             Err(_) => Vec::new(),
         })
         .collect();
@@ -311,14 +312,14 @@ fn commit_many(state: &AppState, jobs: &[(String, Vec<Entry>)]) -> Vec<Result<()
         .iter()
         .zip(&prepared)
         .zip(&rows)
-        .filter_map(|(((room_id, _), p), rows)| {
+        .filter_map(|((j, p), rows)| {
             let p = p.as_ref().ok()?;
             Some(RoomWrite {
-                room_id,
+                room_id: j.room_id,
                 events: rows,
                 extremities: &p.extremities,
                 state: p.state_rows.as_deref(),
-                destinations: &[],
+                destinations: j.destinations,
             })
         })
         .collect();
@@ -334,7 +335,7 @@ fn commit_many(state: &AppState, jobs: &[(String, Vec<Entry>)]) -> Vec<Result<()
     .into_iter();
     drop(rows);
     let mut results = Vec::with_capacity(jobs.len());
-    for ((room_id, entries), p) in jobs.iter().zip(prepared) {
+    for (j, p) in jobs.iter().zip(prepared) {
         let result = match p {
             Err(e) => Err(e),
             Ok(p) => {
@@ -342,7 +343,7 @@ fn commit_many(state: &AppState, jobs: &[(String, Vec<Entry>)]) -> Vec<Result<()
                     .next()
                     .unwrap_or_else(|| Err(ApiError::internal("a write went missing")));
                 if r.is_ok() {
-                    p.committed(state, &mut db, room_id, entries);
+                    p.committed(state, &mut db, j.room_id, j.entries);
                 }
                 r
             }
@@ -419,7 +420,15 @@ pub async fn commit_blocking(
                 .into_iter()
                 .map(|j| ((j.room_id, j.entries), j.done))
                 .unzip();
-            let results = commit_many(&st, &work);
+            let views: Vec<RoomCommit<'_>> = work
+                .iter()
+                .map(|(room_id, entries)| RoomCommit {
+                    room_id,
+                    entries,
+                    destinations: &[],
+                })
+                .collect();
+            let results = commit_many(&st, &views);
             st.metrics.room_commit(work.len());
             st.commits
                 .pending

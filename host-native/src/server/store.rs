@@ -289,7 +289,7 @@ pub struct NewEvent<'a> {
     pub origin: &'a str,
 }
 
-/// One room's share of a commit ([`Store::store_events`], [`Store::store_many`]).
+/// One room's share of a commit ([`Store::store_many`]).
 #[derive(Debug, Clone, Copy)]
 pub struct RoomWrite<'a> {
     /// The room.
@@ -821,14 +821,12 @@ impl Store {
         rows.collect()
     }
 
-    /// Stores events and the room's new extremities and current state (`None`: unchanged, not
-    /// rewritten), in one transaction (one fsync). Events already stored are skipped. Every event
-    /// it adds is queued for each of `destinations` in the same transaction: an outbound row that
-    /// names the event ([`Store::queue_outbound_ref`]), so the event and its rows are durable
-    /// together and its JSON is stored once.
+    /// One room's [`Store::store_many`]; the server stores through that (`rooms::commit_many`),
+    /// the store's tests through this.
     ///
     /// # Errors
-    /// SQLite errors (nothing is written).
+    /// SQLite errors (none of the events is written).
+    #[cfg(test)]
     pub fn store_events(
         &mut self,
         room_id: &str,
@@ -844,14 +842,18 @@ impl Store {
             state,
             destinations,
         };
-        let added = self.in_transaction(|db| db.write_room(&write, &[]))?;
-        self.remember(added);
-        Ok(())
+        self.store_many(&[write])?.pop().unwrap_or(Ok(()))
     }
 
-    /// [`Store::store_events`] for several rooms' writes in one transaction (one fsync), each in
-    /// a savepoint of its own: a write that fails is rolled back alone and gets its error, the
-    /// others are committed. One result per write, in order.
+    /// Stores rooms' writes in one transaction (one fsync), each in a savepoint of its own: a
+    /// write that fails is rolled back alone and gets its error, the others are committed. One
+    /// result per write, in order.
+    ///
+    /// A write is a room's new events (those stored already are skipped) with its extremities
+    /// and current state (`None`: unchanged, not rewritten). Every event it adds is queued for
+    /// each of its `destinations` in the same transaction: an outbound row that names the event
+    /// ([`Store::queue_outbound_ref`]), so the event and its rows are durable together and its
+    /// JSON is stored once.
     ///
     /// # Errors
     /// The transaction failing as a whole (its commit or a savepoint): nothing is written.
@@ -883,7 +885,7 @@ impl Store {
         Ok(outcomes)
     }
 
-    /// One room's rows ([`Store::store_events`]) inside a transaction; returns the events it
+    /// One room's rows ([`Store::store_many`]) inside a transaction; returns the events it
     /// added with their `stream`. `earlier`: events added by the same transaction before.
     fn write_room<'a>(
         &self,
