@@ -825,6 +825,247 @@ async fn bad_input_gets_matrix_errors() {
     assert_eq!(code(&r).0, 400);
 }
 
+/// A deterministic generator (xorshift) for the mutation test: the same requests every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+}
+
+/// A value a peer could put anywhere: each type, edges of the integer range, IDs, a long
+/// string, deep nesting.
+fn odd_value(rng: &mut Rng) -> Value {
+    match rng.below(12) {
+        0 => Value::Null,
+        1 => Value::Bool(true),
+        2 => Value::Int(Int::new(0).unwrap()),
+        3 => Value::Int(Int::new(-1).unwrap()),
+        4 => Value::Int(Int::new(mxfed_core::canonical::MAX_SAFE_INT).unwrap()),
+        5 => Value::from(""),
+        6 => Value::from("@eve:remote.test"),
+        7 => Value::from("$nope"),
+        8 => Value::Array(Vec::new()),
+        9 => Value::Object(Object::new()),
+        10 => Value::from("a".repeat(5000)),
+        _ => (0..40).fold(Value::Null, |v, _| Value::Array(vec![v])),
+    }
+}
+
+fn nodes(v: &Value) -> usize {
+    1 + match v {
+        Value::Object(o) => o.values().map(nodes).sum(),
+        Value::Array(a) => a.iter().map(nodes).sum(),
+        _ => 0,
+    }
+}
+
+/// Changes node `target` (in pre-order) of `v`: another value, a key removed, an array entry
+/// repeated or wrapped in an array. Returns whether `target` was in `v`.
+fn mutate_at(v: &mut Value, target: usize, seen: &mut usize, rng: &mut Rng) -> bool {
+    if *seen == target {
+        match (rng.below(4), &mut *v) {
+            (2, Value::Object(o)) if !o.is_empty() => {
+                let key = o.keys().nth(rng.below(o.len())).unwrap().to_owned();
+                o.remove(&key);
+            }
+            (3, Value::Array(a)) if !a.is_empty() => a.push(a[0].clone()),
+            (3, _) => *v = Value::Array(vec![v.clone()]),
+            _ => *v = odd_value(rng),
+        }
+        return true;
+    }
+    *seen += 1;
+    match v {
+        Value::Object(o) => {
+            let keys: Vec<String> = o.keys().map(str::to_owned).collect();
+            keys.iter()
+                .any(|k| mutate_at(o.get_mut(k).unwrap(), target, seen, rng))
+        }
+        Value::Array(a) => a.iter_mut().any(|x| mutate_at(x, target, seen, rng)),
+        _ => false,
+    }
+}
+
+/// `body` with one to three mutations.
+fn mutated(body: &Object, rng: &mut Rng) -> Object {
+    let mut v = Value::Object(body.clone());
+    for _ in 0..=rng.below(3) {
+        let target = rng.below(nodes(&v));
+        mutate_at(&mut v, target, &mut 0, rng);
+    }
+    match v {
+        Value::Object(o) => o,
+        other => {
+            let mut o = Object::new();
+            o.insert("x", other);
+            o
+        }
+    }
+}
+
+/// Requests with mutated bodies, each correctly signed (so they get past X-Matrix to the
+/// handlers): transactions whose PDU is re-hashed and re-signed after the change (so it reaches
+/// the room's checks), EDUs, `send_join`/`send_leave`/`send_knock`, invites,
+/// `get_missing_events`, key and device queries. None gets a server error, every refusal is a
+/// Matrix error (`call` checks the JSON), and the server still takes a message afterwards.
+#[tokio::test]
+async fn mutated_requests_get_answers_not_server_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(setup(&dir));
+    let cfg = dir.path().join("data/mxfed.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("federation_per_second = 50", "federation_per_second = 0");
+    std::fs::write(&cfg, text).unwrap();
+    let state = setup(&dir);
+    state
+        .db()
+        .create_user("@bob:localhost:18999", None, false)
+        .unwrap();
+    let (room, join_id) = room_with_eve(&state).await;
+    let r = urlenc(&room);
+    let key = remote_key();
+    let v = mxfed_core::RoomVersion::get("10").unwrap();
+
+    let (_, message) = remote_message(&state, &room, "@eve:remote.test", "hi", &key);
+    let edu = |t: &str, content: &str| {
+        let mut e = Object::new();
+        e.insert("edu_type", t);
+        e.insert("content", obj(content));
+        e
+    };
+    let edus = vec![
+        edu(
+            "m.typing",
+            &format!(r#"{{"room_id":"{room}","user_id":"@eve:remote.test","typing":true}}"#),
+        ),
+        edu(
+            "m.receipt",
+            &format!(
+                r#"{{"{room}":{{"m.read":{{"@eve:remote.test":{{"data":{{"ts":1}},"event_ids":["{join_id}"]}}}}}}}}"#
+            ),
+        ),
+        edu(
+            "m.presence",
+            r#"{"push":[{"user_id":"@eve:remote.test","presence":"online","last_active_ago":1}]}"#,
+        ),
+        edu(
+            "m.direct_to_device",
+            r#"{"sender":"@eve:remote.test","type":"m.x","message_id":"1","messages":{"@bob:localhost:18999":{"*":{"a":1}}}}"#,
+        ),
+    ];
+    let member = |user: &str, membership: &str| {
+        remote_pdu(
+            &state,
+            &room,
+            "m.room.member",
+            user,
+            Some(user),
+            &format!(r#"{{"membership":"{membership}"}}"#),
+            &key,
+        )
+    };
+    let (frank_id, frank_join) = member("@frank:remote.test", "join");
+    let (_, eve_leave) = member("@eve:remote.test", "leave");
+    let (knock_id, knock) = member("@gina:remote.test", "knock");
+    let (invite_id, invite) = remote_pdu(
+        &state,
+        &room,
+        "m.room.member",
+        "@eve:remote.test",
+        Some("@bob:localhost:18999"),
+        r#"{"membership":"invite"}"#,
+        &key,
+    );
+    let mut invite_body = Object::new();
+    invite_body.insert("event", invite);
+    invite_body.insert("room_version", "10");
+    invite_body.insert("invite_room_state", Value::Array(Vec::new()));
+    let missing = obj(&format!(
+        r#"{{"earliest_events":[],"latest_events":["{join_id}"],"limit":10,"min_depth":0}}"#
+    ));
+    let f = "/_matrix/federation";
+    let requests: Vec<(&str, String, Object)> = vec![
+        ("PUT", format!("{f}/v1/send/"), txn(vec![message], edus)),
+        (
+            "PUT",
+            format!("{f}/v2/send_join/{r}/{}", urlenc(&frank_id)),
+            frank_join,
+        ),
+        ("PUT", format!("{f}/v2/send_leave/{r}/x"), eve_leave),
+        (
+            "PUT",
+            format!("{f}/v1/send_knock/{r}/{}", urlenc(&knock_id)),
+            knock,
+        ),
+        (
+            "PUT",
+            format!("{f}/v2/invite/{r}/{}", urlenc(&invite_id)),
+            invite_body,
+        ),
+        ("POST", format!("{f}/v1/get_missing_events/{r}"), missing),
+        (
+            "POST",
+            format!("{f}/v1/user/keys/query"),
+            obj(r#"{"device_keys":{"@bob:localhost:18999":[]}}"#),
+        ),
+        (
+            "POST",
+            format!("{f}/v1/user/keys/claim"),
+            obj(r#"{"one_time_keys":{"@bob:localhost:18999":{"D":"signed_curve25519"}}}"#),
+        ),
+        (
+            "POST",
+            "/_matrix/key/v2/query".to_owned(),
+            obj(r#"{"server_keys":{"remote.test":{}}}"#),
+        ),
+    ];
+    let mut rng = Rng(0x005e_ed0f_5e4d);
+    let mut statuses = std::collections::BTreeMap::new();
+    for round in 0..60 {
+        for (method, uri, body) in &requests {
+            let mut body = mutated(body, &mut rng);
+            let mut uri = uri.clone();
+            if uri.ends_with("/send/") {
+                uri.push_str(&format!("m{round}"));
+                // The PDU, when still an object, re-hashed and re-signed after the change.
+                if let Some(Value::Array(pdus)) = body.get_mut("pdus") {
+                    if let Some(Value::Object(pdu)) = pdus.first_mut() {
+                        let _ = mxfed_core::event::hash_and_sign_event(pdu, v, REMOTE, &key);
+                    }
+                }
+            }
+            let resp = call(&state, signed(method, &uri, Some(&body), REMOTE, ME, &key)).await;
+            assert!(
+                !resp.status.is_server_error(),
+                "{method} {uri} {}: {}\nbody: {}",
+                resp.status,
+                resp.body,
+                body.to_canonical_string()
+            );
+            if resp.status.is_client_error() {
+                assert!(resp.body.get_str("errcode").is_some(), "{}", resp.body);
+            }
+            *statuses.entry(resp.status.as_u16()).or_insert(0) += 1;
+        }
+    }
+    eprintln!("answers by status: {statuses:?}");
+    // Both kinds of answer were reached: accepted and refused.
+    assert!(
+        statuses.contains_key(&200) && statuses.keys().any(|s| *s >= 400),
+        "{statuses:?}"
+    );
+    // The server still works: a message from eve is taken in.
+    let (id, pdu) = remote_message(&state, &room, "@eve:remote.test", "still here", &key);
+    let r = send_txn(&state, "after", &txn(vec![pdu], vec![])).await;
+    assert!(result(&r, &id).is_empty(), "{}", r.body);
+}
+
 /// Puts a remote server's keys in the cache, as if fetched.
 fn add_server(state: &AppState, name: &str, key: &SigningKey) {
     let resp = build_server_keys(
