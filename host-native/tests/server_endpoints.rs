@@ -1066,6 +1066,111 @@ async fn mutated_requests_get_answers_not_server_errors() {
     assert!(result(&r, &id).is_empty(), "{}", r.body);
 }
 
+/// Signed GET requests to every federation endpoint that takes path parameters or a query,
+/// with one parameter swapped for something odd (empty, bad percent-encoding, a NUL, a long
+/// string, an ID of the wrong kind, numbers out of range): none gets a server error, and every
+/// refusal is a Matrix error.
+#[tokio::test]
+async fn mutated_paths_get_answers_not_server_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(setup(&dir));
+    let cfg = dir.path().join("data/mxfed.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("federation_per_second = 50", "federation_per_second = 0");
+    std::fs::write(&cfg, text).unwrap();
+    let state = setup(&dir);
+    let (room, join_id) = room_with_eve(&state).await;
+    let (r, e) = (urlenc(&room), urlenc(&join_id));
+    let u = urlenc("@eve:remote.test");
+    let f = "/_matrix/federation";
+    let templates = [
+        format!("{f}/v1/event/{e}"),
+        format!("{f}/v1/state/{r}?event_id={e}"),
+        format!("{f}/v1/state_ids/{r}?event_id={e}"),
+        format!("{f}/v1/backfill/{r}?v={e}&limit=10"),
+        format!("{f}/v1/event_auth/{r}/{e}"),
+        format!(
+            "{f}/v1/query/profile?user_id={}&field=displayname",
+            urlenc("@alice:localhost:18999")
+        ),
+        format!(
+            "{f}/v1/query/directory?room_alias={}",
+            urlenc("#a:localhost:18999")
+        ),
+        format!("{f}/v1/query/x?a=b"),
+        format!("{f}/v1/make_join/{r}/{u}?ver=10&ver=11"),
+        format!("{f}/v1/make_leave/{r}/{u}"),
+        format!("{f}/v1/make_knock/{r}/{u}?ver=10"),
+        format!("{f}/v1/publicRooms?limit=5&since=x"),
+        format!("{f}/v1/user/devices/{}", urlenc("@alice:localhost:18999")),
+        format!("{f}/v1/openid/userinfo?access_token=abc"),
+        format!("{f}/v1/hierarchy/{r}?suggested_only=true"),
+        format!("{f}/v1/timestamp_to_event/{r}?ts=1&dir=f"),
+        "/_matrix/key/v2/query/remote.test".to_owned(),
+        "/_matrix/key/v2/server/ed25519:x".to_owned(),
+    ];
+    let long = "a".repeat(3000);
+    let odd: [&str; 16] = [
+        "",
+        "%00",
+        "%ZZ",
+        "%",
+        "%2E%2E",
+        &long,
+        "%F0%9F%92%A9",
+        "%C3%28",
+        "%21nope%3Ax",
+        "%24nope",
+        "%40x",
+        "%2F",
+        "-1",
+        "99999999999999999999999",
+        "1e3",
+        "%20",
+    ];
+    let mut rng = Rng(0x00c0_ffee_1234);
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..20 {
+        for t in &templates {
+            // The pieces between separators; one of the parameters is replaced.
+            let pieces: Vec<&str> = t.split_inclusive(['/', '?', '&', '=']).collect();
+            let fixed = f.matches('/').count() + 2;
+            let at = fixed + rng.below(pieces.len().saturating_sub(fixed));
+            let mut uri = String::new();
+            for (i, p) in pieces.iter().enumerate() {
+                if i == at {
+                    let sep = p.chars().last().filter(|c| "/?&=".contains(*c));
+                    uri.push_str(odd[rng.below(odd.len())]);
+                    uri.extend(sep);
+                } else {
+                    uri.push_str(p);
+                }
+            }
+            let resp = call(&state, signed("GET", &uri, None, REMOTE, ME, &remote_key())).await;
+            assert!(
+                !resp.status.is_server_error(),
+                "GET {uri}: {} {}",
+                resp.status,
+                resp.body
+            );
+            if resp.status.is_client_error() {
+                assert!(
+                    resp.body.get_str("errcode").is_some(),
+                    "{uri}: {}",
+                    resp.body
+                );
+            }
+            *statuses.entry(resp.status.as_u16()).or_insert(0) += 1;
+        }
+    }
+    eprintln!("answers by status: {statuses:?}");
+    assert!(
+        statuses.contains_key(&200) && statuses.keys().any(|s| *s >= 400),
+        "{statuses:?}"
+    );
+}
+
 /// Puts a remote server's keys in the cache, as if fetched.
 fn add_server(state: &AppState, name: &str, key: &SigningKey) {
     let resp = build_server_keys(
