@@ -28,6 +28,10 @@
 #   SLOW_FSYNC_US      when set, every mxfed server sleeps this many µs before each fsync and
 #                      fdatasync (scripts/slow-fsync.c, built with cc and preloaded): a disk
 #                      whose flush is slower than this machine's
+#   E2E_INBOUND        during each end-to-end run, this many other servers (mxfed-loadgen ingest)
+#                      each stream E2E_INBOUND_TXNS one-PDU transactions (default 1000) into a
+#                      room of its own on A, so that A commits received events and its users'
+#                      messages at the same time (default 0: none)
 #   SKIP_SYNAPSE=1, SKIP_E2E=1, SKIP_INGEST=1
 #   KEEP=1             keep the scratch directory (server logs)
 # Every server is started by this script and stopped by its own pid at the end.
@@ -313,9 +317,29 @@ if [[ "${SKIP_E2E:-0}" != 1 ]]; then
     madmin a room wait "$ROOM" --joined "@watcher:localhost:$P_B" >/dev/null
     echo
     echo "== end to end: A localhost:$P_A (pid $A_PID), B localhost:$P_B (pid $B_PID), room $ROOM"
+    inbound_rooms=()
+    for o in $(seq 1 "${E2E_INBOUND:-0}"); do
+        r=$(madmin a room create --as u0)
+        madmin a room state-set "$r" m.room.join_rules "" '{"join_rule":"public"}' --as u0 >/dev/null
+        inbound_rooms+=("$r")
+    done
     for batch in $E2E_BATCH; do
         echo
+        pids=()
+        for o in "${!inbound_rooms[@]}"; do
+            "$LOADGEN" ingest --target "localhost:$P_A" --room "${inbound_rooms[$o]}" \
+                --txns "${E2E_INBOUND_TXNS:-1000}" --pdus-per-txn 1 --label "inbound$o" >"$WORK/in$o" 2>&1 &
+            pids+=($!)
+        done
+        # The origins join and sign their stream first; the end-to-end run starts when they send.
+        (( ${#pids[@]} > 0 )) && sleep 2
         "$LOADGEN" e2e --a "$WORK/a/data" --b "$WORK/b/data" --room "$ROOM" \
             --users "$(IFS=,; echo "${users[*]}")" --messages "$E2E_MESSAGES" --batch "$batch" | tee "$WORK/out"
+        if (( ${#pids[@]} > 0 )); then
+            wait "${pids[@]}"
+            for o in "${!inbound_rooms[@]}"; do
+                grep -E '^(wall|txn latency):' "$WORK/in$o" | sed "s/^/inbound origin $o into A: /"
+            done
+        fi
     done
 fi

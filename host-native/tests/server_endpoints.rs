@@ -1557,6 +1557,110 @@ async fn transactions_waiting_for_the_writer_are_committed_together() {
 }
 
 /// A GET on the metrics listener's app (which also serves the admin API).
+/// Waits (20 s at most) until `what` holds of the commit queue.
+async fn until_commits(state: &AppState, what: &str, pred: impl Fn(&AppState) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !pred(state) {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Our users' messages join the queue of received events' commits: a message sent while a
+/// received transaction waits for the next commit is made durable by the same commit (one fsync
+/// for both), whichever of the two leads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_messages_are_committed_with_received_events_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let (eve_room, _) = room_with_eve(&state).await;
+    let key = SigningKey::from_seed("k1", &[31; 32]).unwrap();
+    add_server(&state, "o1.test", &key);
+    let o1_room = room_with_remote(&state).await;
+    let t = rooms::template(
+        Some(&o1_room),
+        "m.room.member",
+        "@u:o1.test",
+        Some("@u:o1.test"),
+        obj(r#"{"membership":"join"}"#),
+    );
+    let (join_id, join) = pdu_of(&state, &o1_room, "o1.test", &key, &t, None);
+    let body = txn_from("o1.test", vec![join], vec![]);
+    let uri = "/_matrix/federation/v1/send/join";
+    let r = call(&state, signed("PUT", uri, Some(&body), "o1.test", ME, &key)).await;
+    assert!(result(&r, &join_id).is_empty(), "{}", r.body);
+    // A room of our own with nobody else in it.
+    let alice = "@alice:localhost:18999";
+    let own_room = rooms::create_room(&state, alice, "10").unwrap();
+    let (writes, commits) = (
+        counter(&state, "mxfed_room_writes_total").await,
+        counter(&state, "mxfed_room_commits_total").await,
+    );
+
+    let release = hold_writer(&state, |_| Ok(()));
+    let message = |origin: &str, key: &SigningKey, room: &str, user: &str| {
+        let t = rooms::template(
+            Some(room),
+            "m.room.message",
+            user,
+            None,
+            obj(r#"{"msgtype":"m.text","body":"hi"}"#),
+        );
+        let (id, pdu) = pdu_of(&state, room, origin, key, &t, None);
+        let req = signed(
+            "PUT",
+            "/_matrix/federation/v1/send/m1",
+            Some(&txn_from(origin, vec![pdu], vec![])),
+            origin,
+            ME,
+            key,
+        );
+        let st = state.clone();
+        (id, tokio::spawn(async move { call(&st, req).await }))
+    };
+    // The first transaction's commit has begun and waits for the writer...
+    let first = message(REMOTE, &remote_key(), &eve_room, "@eve:remote.test");
+    until_commits(&state, "the first commit waits", |s| {
+        s.commits.pending() == 1 && s.commits.queued() == 0
+    })
+    .await;
+    // ...so the second transaction waits for the next commit, and so does our message.
+    let second = message("o1.test", &key, &o1_room, "@u:o1.test");
+    until_commits(&state, "the second write queued", |s| {
+        s.commits.queued() == 1
+    })
+    .await;
+    let st = state.clone();
+    let room = own_room.clone();
+    let ours = tokio::spawn(async move {
+        let t = rooms::template(
+            Some(&room),
+            "m.room.message",
+            alice,
+            None,
+            obj(r#"{"msgtype":"m.text","body":"ours"}"#),
+        );
+        mxfed_native::server::local::send(&st, &room, vec![t]).await
+    });
+    until_commits(&state, "our message queued", |s| s.commits.queued() == 2).await;
+    release();
+
+    for (id, send) in [first, second] {
+        let r = send.await.unwrap();
+        assert!(result(&r, &id).is_empty(), "{}", r.body);
+        assert!(state.reads().has_event(&id), "{id} not stored");
+    }
+    let ours = ours.await.unwrap().unwrap();
+    assert!(state.reads().has_event(&ours[0]), "our message not stored");
+    let writes = counter(&state, "mxfed_room_writes_total").await - writes;
+    let commits = counter(&state, "mxfed_room_commits_total").await - commits;
+    assert_eq!(
+        (writes, commits),
+        (3, 2),
+        "three writes, the last two in one commit"
+    );
+}
+
 async fn admin_get(state: &Arc<AppState>, uri: &str) -> axum::response::Response {
     let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
     mxfed_native::server::metrics::admin_app(state.clone())

@@ -12,8 +12,9 @@
 //!    `send_batch` always did);
 //! 2. stores the events with the room's extremities and state and, in the same fsynced commit,
 //!    an outbound row naming each of them for every other server in the room
-//!    ([`rooms::send_stored`]; the row holds no copy of the event's JSON): one fsync for
-//!    the group;
+//!    ([`rooms::send_stored_together`]; the row holds no copy of the event's JSON): one
+//!    fsync for the group, shared with the received events waiting for a commit at the same
+//!    time;
 //! 3. hands the PDUs to the destinations' queues and answers every request.
 //!
 //! So a request is answered only once its events and their outbound rows are durable, and a
@@ -298,8 +299,9 @@ fn store_and_queue(
             origin: state.server_name.clone(),
         })
         .collect();
-    rooms::send_stored(state, room_id, &entries, &pdus, &servers)?;
-    state.metrics.local_commit(entries.len());
+    let count = entries.len();
+    rooms::send_stored_together(state, room_id, entries, &pdus, &servers)?;
+    state.metrics.local_commit(count);
     Ok(())
 }
 

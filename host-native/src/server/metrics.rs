@@ -98,7 +98,8 @@ pub struct Metrics {
     local_messages: AtomicU64,
     /// The commits that stored them: messages per commit is the group size.
     local_commits: AtomicU64,
-    /// Rooms' writes of events (`rooms::commit_blocking`: received PDUs, fetched events) ...
+    /// Rooms' writes of events through the commit queue (`rooms::commit_blocking`: received
+    /// PDUs, fetched events; `rooms::send_stored_together`: our users' messages) ...
     room_writes: AtomicU64,
     /// ... and the commits that made them: writes per commit is the group size.
     room_commits: AtomicU64,
@@ -156,7 +157,7 @@ impl Metrics {
     pub fn acl_denied(&self) {
         bump(&self.acl_denied);
     }
-    /// A commit of `writes` rooms' writes (`rooms::commit_blocking`).
+    /// A commit of `writes` rooms' writes from the commit queue.
     pub fn room_commit(&self, writes: usize) {
         bump(&self.room_commits);
         self.room_writes
@@ -266,7 +267,7 @@ impl Metrics {
         counter(
             &mut o,
             "mxfed_room_writes_total",
-            "Rooms' writes of received and fetched events, made together when they wait for the writer at the same time.",
+            "Rooms' writes of received and fetched events and of our users' messages, made together when they wait for the writer at the same time.",
             &[("", get(&self.room_writes))],
         );
         counter(

@@ -355,19 +355,22 @@ fn commit_many(state: &AppState, jobs: &[RoomCommit<'_>]) -> Vec<Result<(), ApiE
     results
 }
 
-/// Commits that wait for the writer, to be made together ([`commit_blocking`]).
+/// Commits that wait for the writer, to be made together: received events
+/// ([`commit_blocking`]) and our users' messages ([`send_stored_together`]).
 #[derive(Default)]
 pub struct Commits {
     waiting: std::sync::Mutex<Vec<CommitJob>>,
     /// Writes asked for and not yet answered (waiting, or in the commit under way).
     pending: std::sync::atomic::AtomicUsize,
-    /// Held by the task making a group's commit: those that come meanwhile form the next group.
+    /// Held by whoever makes a group's commit: those that come meanwhile form the next group.
     leader: tokio::sync::Mutex<()>,
 }
 
 struct CommitJob {
     room_id: String,
     entries: Vec<Entry>,
+    /// The servers its events are queued for, in the same commit (our own events).
+    destinations: Vec<String>,
     done: tokio::sync::oneshot::Sender<Result<(), ApiError>>,
 }
 
@@ -378,70 +381,131 @@ impl Commits {
         self.pending.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Writes waiting for the next commit (not yet taken by one).
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.lock().len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<CommitJob>> {
         self.waiting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Queues a write; the answer comes once a commit has made it durable (or failed).
+    fn queue(
+        &self,
+        room_id: &str,
+        entries: Vec<Entry>,
+        destinations: Vec<String>,
+    ) -> tokio::sync::oneshot::Receiver<Result<(), ApiError>> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().push(CommitJob {
+            room_id: room_id.to_owned(),
+            entries,
+            destinations,
+            done,
+        });
+        answer
+    }
+}
+
+/// Commits every queued write in one commit (the caller leads: it holds `Commits::leader`)
+/// and answers each. On a blocking thread.
+fn commit_queued(state: &AppState) {
+    let jobs = std::mem::take(&mut *state.commits.lock());
+    if jobs.is_empty() {
+        return;
+    }
+    let mut work = Vec::with_capacity(jobs.len());
+    let mut done = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        work.push((j.room_id, j.entries, j.destinations));
+        done.push(j.done);
+    }
+    let views: Vec<RoomCommit<'_>> = work
+        .iter()
+        .map(|(room_id, entries, destinations)| RoomCommit {
+            room_id,
+            entries,
+            destinations,
+        })
+        .collect();
+    let results = commit_many(state, &views);
+    state.metrics.room_commit(work.len());
+    state
+        .commits
+        .pending
+        .fetch_sub(work.len(), std::sync::atomic::Ordering::Relaxed);
+    for (to, r) in done.into_iter().zip(results) {
+        let _ = to.send(r);
+    }
 }
 
 /// [`commit`] on a blocking thread, for async paths: the commit waits for its fsync (and for
-/// the database) without stalling a runtime thread. Commits asked for while another one runs
-/// (other rooms' transactions, from other servers) are made together in the next one: one
-/// fsync for all of them ([`commit_many`]), each room in a savepoint of its own. A caller
-/// is answered once its room's events are durable.
+/// the database) without stalling a runtime thread. Writes asked for while another commit runs
+/// (other rooms' transactions, from other servers, and our users' messages) are made together
+/// in the next one: one fsync for all of them ([`commit_many`]), each room in a savepoint of its
+/// own. A caller is answered once its room's events are durable.
 pub async fn commit_blocking(
     state: &Arc<AppState>,
     room_id: &str,
     entries: Vec<Entry>,
 ) -> Result<(), ApiError> {
-    let (done, answer) = tokio::sync::oneshot::channel();
-    state
-        .commits
-        .pending
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    state.commits.lock().push(CommitJob {
-        room_id: room_id.to_owned(),
-        entries,
-        done,
-    });
+    let answer = state.commits.queue(room_id, entries, Vec::new());
     // In a task of its own, so that a caller that goes away (a client hanging up) cannot leave
     // its events in the list with no commit to come.
     let state = Arc::clone(state);
     tokio::spawn(async move {
         let _leader = state.commits.leader.lock().await;
-        let jobs = std::mem::take(&mut *state.commits.lock());
-        if jobs.is_empty() {
+        if state.commits.queued() == 0 {
             return;
         }
         let st = Arc::clone(&state);
-        let _ = tokio::task::spawn_blocking(move || {
-            let (work, done): (Vec<(String, Vec<Entry>)>, Vec<_>) = jobs
-                .into_iter()
-                .map(|j| ((j.room_id, j.entries), j.done))
-                .unzip();
-            let views: Vec<RoomCommit<'_>> = work
-                .iter()
-                .map(|(room_id, entries)| RoomCommit {
-                    room_id,
-                    entries,
-                    destinations: &[],
-                })
-                .collect();
-            let results = commit_many(&st, &views);
-            st.metrics.room_commit(work.len());
-            st.commits
-                .pending
-                .fetch_sub(work.len(), std::sync::atomic::Ordering::Relaxed);
-            for (to, r) in done.into_iter().zip(results) {
-                let _ = to.send(r);
-            }
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || commit_queued(&st)).await;
     });
     answer
         .await
         .unwrap_or_else(|_| Err(ApiError::internal("the commit was dropped")))
+}
+
+/// [`send_stored`] through the same queue as [`commit_blocking`], for a blocking thread: our
+/// events and their outbound rows are committed together with the received events waiting at
+/// the same time (one fsync), then handed to the destinations' queues.
+pub fn send_stored_together(
+    state: &Arc<AppState>,
+    room_id: &str,
+    entries: Vec<Entry>,
+    pdus: &[(&str, &Object)],
+    dests: &[String],
+) -> Result<(), ApiError> {
+    let mut answer = state.commits.queue(room_id, entries, dests.to_vec());
+    // Whichever comes first: our answer (another leader's commit took our write), or the lead
+    // (then we commit what is queued, our write among it, unless the commit whose end we
+    // waited for took it). A waiter's turn to lead can come long after its write is durable.
+    let result = tokio::runtime::Handle::current().block_on(async {
+        tokio::select! {
+            biased;
+            r = &mut answer => r.unwrap_or_else(|_| Err(ApiError::internal("the commit was dropped"))),
+            _leader = state.commits.leader.lock() => {
+                if let Ok(r) = answer.try_recv() {
+                    return r;
+                }
+                commit_queued(state);
+                answer
+                    .await
+                    .unwrap_or_else(|_| Err(ApiError::internal("the commit was dropped")))
+            }
+        }
+    });
+    result?;
+    for dest in dests {
+        state.outbound.hand_over(state, dest, room_id, pdus);
+    }
+    Ok(())
 }
 
 /// Marks the target of an accepted redaction as redacted when the core says it applies.
