@@ -1472,6 +1472,61 @@ async fn counter(state: &Arc<AppState>, name: &str) -> u64 {
 /// Transactions of three servers into three rooms that wait for the writer at the same time are
 /// stored by fewer commits than writes (one fsync for those that waited together), and each is
 /// answered as accepted once stored.
+/// Another server (key from `seed`) whose user `@u:<name>` joins a room of its own on our
+/// server: its key, the room, the user.
+async fn server_in_own_room(
+    state: &Arc<AppState>,
+    name: &str,
+    seed: u8,
+) -> (SigningKey, String, String) {
+    let key = SigningKey::from_seed("k1", &[seed; 32]).unwrap();
+    add_server(state, name, &key);
+    let room = room_with_remote(state).await;
+    let user = format!("@u:{name}");
+    let t = rooms::template(
+        Some(&room),
+        "m.room.member",
+        &user,
+        Some(&user),
+        obj(r#"{"membership":"join"}"#),
+    );
+    let (join_id, join) = pdu_of(state, &room, name, &key, &t, None);
+    let body = txn_from(name, vec![join], vec![]);
+    let uri = "/_matrix/federation/v1/send/join";
+    let r = call(state, signed("PUT", uri, Some(&body), name, ME, &key)).await;
+    assert!(result(&r, &join_id).is_empty(), "{}", r.body);
+    (key, room, user)
+}
+
+/// A transaction of one message of `user` (of `origin`), sent in a task: its event ID and the
+/// task answering the response.
+fn spawn_message(
+    state: &Arc<AppState>,
+    origin: &str,
+    key: &SigningKey,
+    room: &str,
+    user: &str,
+) -> (String, tokio::task::JoinHandle<Resp>) {
+    let t = rooms::template(
+        Some(room),
+        "m.room.message",
+        user,
+        None,
+        obj(r#"{"msgtype":"m.text","body":"hi"}"#),
+    );
+    let (id, pdu) = pdu_of(state, room, origin, key, &t, None);
+    let req = signed(
+        "PUT",
+        "/_matrix/federation/v1/send/m1",
+        Some(&txn_from(origin, vec![pdu], vec![])),
+        origin,
+        ME,
+        key,
+    );
+    let st = state.clone();
+    (id, tokio::spawn(async move { call(&st, req).await }))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_waiting_for_the_writer_are_committed_together() {
     let dir = tempfile::tempdir().unwrap();
@@ -1485,32 +1540,7 @@ async fn transactions_waiting_for_the_writer_are_committed_together() {
         "@eve:remote.test".to_owned(),
     )];
     for (i, name) in ["o1.test", "o2.test"].into_iter().enumerate() {
-        let key = SigningKey::from_seed("k1", &[20 + i as u8; 32]).unwrap();
-        add_server(&state, name, &key);
-        let room = room_with_remote(&state).await;
-        let user = format!("@u:{name}");
-        let t = rooms::template(
-            Some(&room),
-            "m.room.member",
-            &user,
-            Some(&user),
-            obj(r#"{"membership":"join"}"#),
-        );
-        let (join_id, join) = pdu_of(&state, &room, name, &key, &t, None);
-        let uri = "/_matrix/federation/v1/send/join";
-        let r = call(
-            &state,
-            signed(
-                "PUT",
-                uri,
-                Some(&txn_from(name, vec![join], vec![])),
-                name,
-                ME,
-                &key,
-            ),
-        )
-        .await;
-        assert!(result(&r, &join_id).is_empty(), "{}", r.body);
+        let (key, room, user) = server_in_own_room(&state, name, 20 + i as u8).await;
         senders.push((name.to_owned(), key, room, user));
     }
     let (writes, commits) = (
@@ -1521,24 +1551,7 @@ async fn transactions_waiting_for_the_writer_are_committed_together() {
     let release = hold_writer(&state, |_| Ok(()));
     let mut sends = Vec::new();
     for (origin, key, room, user) in &senders {
-        let t = rooms::template(
-            Some(room),
-            "m.room.message",
-            user,
-            None,
-            obj(r#"{"msgtype":"m.text","body":"hi"}"#),
-        );
-        let (id, pdu) = pdu_of(&state, room, origin, key, &t, None);
-        let req = signed(
-            "PUT",
-            "/_matrix/federation/v1/send/m1",
-            Some(&txn_from(origin, vec![pdu], vec![])),
-            origin,
-            ME,
-            key,
-        );
-        let st = state.clone();
-        sends.push((id, tokio::spawn(async move { call(&st, req).await })));
+        sends.push(spawn_message(&state, origin, key, room, user));
     }
     // All three wait for the writer before it is released.
     while state.commits.pending() < senders.len() {
@@ -1574,21 +1587,7 @@ async fn our_messages_are_committed_with_received_events_waiting() {
     let dir = tempfile::tempdir().unwrap();
     let state = setup(&dir);
     let (eve_room, _) = room_with_eve(&state).await;
-    let key = SigningKey::from_seed("k1", &[31; 32]).unwrap();
-    add_server(&state, "o1.test", &key);
-    let o1_room = room_with_remote(&state).await;
-    let t = rooms::template(
-        Some(&o1_room),
-        "m.room.member",
-        "@u:o1.test",
-        Some("@u:o1.test"),
-        obj(r#"{"membership":"join"}"#),
-    );
-    let (join_id, join) = pdu_of(&state, &o1_room, "o1.test", &key, &t, None);
-    let body = txn_from("o1.test", vec![join], vec![]);
-    let uri = "/_matrix/federation/v1/send/join";
-    let r = call(&state, signed("PUT", uri, Some(&body), "o1.test", ME, &key)).await;
-    assert!(result(&r, &join_id).is_empty(), "{}", r.body);
+    let (key, o1_room, o1_user) = server_in_own_room(&state, "o1.test", 31).await;
     // A room of our own with nobody else in it.
     let alice = "@alice:localhost:18999";
     let own_room = rooms::create_room(&state, alice, "10").unwrap();
@@ -1598,34 +1597,14 @@ async fn our_messages_are_committed_with_received_events_waiting() {
     );
 
     let release = hold_writer(&state, |_| Ok(()));
-    let message = |origin: &str, key: &SigningKey, room: &str, user: &str| {
-        let t = rooms::template(
-            Some(room),
-            "m.room.message",
-            user,
-            None,
-            obj(r#"{"msgtype":"m.text","body":"hi"}"#),
-        );
-        let (id, pdu) = pdu_of(&state, room, origin, key, &t, None);
-        let req = signed(
-            "PUT",
-            "/_matrix/federation/v1/send/m1",
-            Some(&txn_from(origin, vec![pdu], vec![])),
-            origin,
-            ME,
-            key,
-        );
-        let st = state.clone();
-        (id, tokio::spawn(async move { call(&st, req).await }))
-    };
     // The first transaction's commit has begun and waits for the writer...
-    let first = message(REMOTE, &remote_key(), &eve_room, "@eve:remote.test");
+    let first = spawn_message(&state, REMOTE, &remote_key(), &eve_room, "@eve:remote.test");
     until_commits(&state, "the first commit waits", |s| {
         s.commits.pending() == 1 && s.commits.queued() == 0
     })
     .await;
     // ...so the second transaction waits for the next commit, and so does our message.
-    let second = message("o1.test", &key, &o1_room, "@u:o1.test");
+    let second = spawn_message(&state, "o1.test", &key, &o1_room, &o1_user);
     until_commits(&state, "the second write queued", |s| {
         s.commits.queued() == 1
     })

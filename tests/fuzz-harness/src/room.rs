@@ -56,6 +56,7 @@ enum Intake {
     Receive,
     Outlier,
     WithState,
+    Backfilled,
 }
 
 struct Step {
@@ -75,7 +76,9 @@ pub fn run(data: &[u8]) -> Vec<RoomVerdict> {
     let mut c = Choices::new(data);
     let v = RoomVersion::ALL[c.below(RoomVersion::ALL.len())];
     let keys = ring(&["a", "b"]);
+    let compact = c.below(2) == 0;
     let mut room = Room::new(v);
+    room.set_compact_history(compact);
     let mut steps: Vec<Step> = Vec::new();
     let mut verdicts: Vec<RoomVerdict> = Vec::new();
     let mut room_id = String::from("!r:a");
@@ -105,14 +108,63 @@ pub fn run(data: &[u8]) -> Vec<RoomVerdict> {
         }
     }
     let state = room.current_state();
+    queries(&mut c, &room, &known);
+    // The batch path the CLI, wasm and Python hosts use: checks, causal order, the pipeline.
+    let bytes: Vec<Vec<u8>> = steps
+        .iter()
+        .filter_map(|s| {
+            s.check
+                .event
+                .as_ref()
+                .map(|e| e.to_canonical_string().into_bytes())
+        })
+        .collect();
+    let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    let _ = mxfed_core::room::replay(&refs, v, &keys);
     // Determinism: the same events, the same way, in the same order.
     let mut again = Room::new(v);
+    again.set_compact_history(compact);
     for (i, s) in steps.iter().enumerate() {
         let verdict = take_in(&mut again, &s.check, s.intake, s.state_of.as_deref());
         assert_eq!(verdict, verdicts[i], "verdict of step {i}");
     }
     assert_eq!(again.current_state(), state);
     verdicts
+}
+
+/// What a host asks a room for peers (`/get_missing_events`, `/backfill`, `/event_auth`,
+/// `/state`, serving an event, `make_join`), with IDs and limits from the input.
+fn queries(c: &mut Choices<'_>, room: &Room, known: &[String]) {
+    let id = |c: &mut Choices<'_>| -> String {
+        match known.get(c.below(known.len() + 2)) {
+            Some(id) => id.clone(),
+            None => "$unknown".to_owned(),
+        }
+    };
+    for _ in 0..4 {
+        let (a, b) = (id(c), id(c));
+        let limit = c.below(30);
+        let min_depth = i64::from(c.byte()) - 64;
+        let _ = room.missing_events(&[&a], &[&b], limit, min_depth);
+        let _ = room.backfill(&[&b], limit);
+        let _ = room.backfill_points(&[&a, &b]);
+        let _ = room.unknown_auth_events(&[&a]);
+        let _ = room.auth_chain_ids([a.as_str(), b.as_str()]);
+        if let Some(before) = room.state_before_event(&a) {
+            let _ = room.state_events(&before);
+        }
+        let _ = room.server_view(&a, c.pick(&["a", "b", "c"]));
+        let _ = room.redaction_target(&a);
+    }
+    let _ = room.joined_servers();
+    let _ = room.members_by(|_| true);
+    let _ = room.prejoin_state(c.pick(&USERS));
+    let joined = c.below(3);
+    let _ = room.restricted_join(
+        c.pick(&USERS),
+        |u| u.ends_with(":a"),
+        |_| [None, Some(false), Some(true)][joined],
+    );
 }
 
 fn take_in(
@@ -124,6 +176,7 @@ fn take_in(
     match intake {
         Intake::Receive => room.receive(check),
         Intake::Outlier => room.add_outlier(check),
+        Intake::Backfilled => room.add_backfilled(check),
         Intake::WithState => {
             let given = state_of
                 .and_then(|id| room.state_after(id).cloned())
@@ -231,8 +284,9 @@ fn next_event(
         mutate_top_level(c, &mut pdu);
         let _ = hash_and_sign_event(&mut pdu, v, server, &key);
     }
-    let (intake, state_of) = match if free { c.below(10) } else { 9 } {
+    let (intake, state_of) = match if free { c.below(12) } else { 11 } {
         0 => (Intake::Outlier, None),
+        2 => (Intake::Backfilled, None),
         1 => (
             Intake::WithState,
             known.get(c.below(known.len() + 1)).cloned(),
