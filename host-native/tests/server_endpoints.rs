@@ -908,6 +908,45 @@ fn mutated(body: &Object, rng: &mut Rng) -> Object {
     }
 }
 
+/// [`setup`], with no per-origin rate limit (the mutation tests send hundreds of requests).
+fn setup_unlimited(dir: &tempfile::TempDir) -> Arc<AppState> {
+    drop(setup(dir));
+    let cfg = dir.path().join("data/mxfed.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("federation_per_second = 50", "federation_per_second = 0");
+    std::fs::write(&cfg, text).unwrap();
+    setup(dir)
+}
+
+/// An answer to a bad request: never a server error, a refusal always a Matrix error; counted
+/// by status.
+fn answered(statuses: &mut std::collections::BTreeMap<u16, usize>, resp: &Resp, what: &str) {
+    assert!(
+        !resp.status.is_server_error(),
+        "{what}: {} {}",
+        resp.status,
+        resp.body
+    );
+    if resp.status.is_client_error() {
+        assert!(
+            resp.body.get_str("errcode").is_some(),
+            "{what}: {}",
+            resp.body
+        );
+    }
+    *statuses.entry(resp.status.as_u16()).or_insert(0) += 1;
+}
+
+/// The mutations reached both accepting and refusing code.
+fn both_kinds(statuses: &std::collections::BTreeMap<u16, usize>) {
+    eprintln!("answers by status: {statuses:?}");
+    assert!(
+        statuses.contains_key(&200) && statuses.keys().any(|s| *s >= 400),
+        "{statuses:?}"
+    );
+}
+
 /// Requests with mutated bodies, each correctly signed (so they get past X-Matrix to the
 /// handlers): transactions whose PDU is re-hashed and re-signed after the change (so it reaches
 /// the room's checks), EDUs, `send_join`/`send_leave`/`send_knock`, invites,
@@ -916,13 +955,7 @@ fn mutated(body: &Object, rng: &mut Rng) -> Object {
 #[tokio::test]
 async fn mutated_requests_get_answers_not_server_errors() {
     let dir = tempfile::tempdir().unwrap();
-    drop(setup(&dir));
-    let cfg = dir.path().join("data/mxfed.toml");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("federation_per_second = 50", "federation_per_second = 0");
-    std::fs::write(&cfg, text).unwrap();
-    let state = setup(&dir);
+    let state = setup_unlimited(&dir);
     state
         .db()
         .create_user("@bob:localhost:18999", None, false)
@@ -1041,25 +1074,11 @@ async fn mutated_requests_get_answers_not_server_errors() {
                 }
             }
             let resp = call(&state, signed(method, &uri, Some(&body), REMOTE, ME, &key)).await;
-            assert!(
-                !resp.status.is_server_error(),
-                "{method} {uri} {}: {}\nbody: {}",
-                resp.status,
-                resp.body,
-                body.to_canonical_string()
-            );
-            if resp.status.is_client_error() {
-                assert!(resp.body.get_str("errcode").is_some(), "{}", resp.body);
-            }
-            *statuses.entry(resp.status.as_u16()).or_insert(0) += 1;
+            let what = format!("{method} {uri} {}", body.to_canonical_string());
+            answered(&mut statuses, &resp, &what);
         }
     }
-    eprintln!("answers by status: {statuses:?}");
-    // Both kinds of answer were reached: accepted and refused.
-    assert!(
-        statuses.contains_key(&200) && statuses.keys().any(|s| *s >= 400),
-        "{statuses:?}"
-    );
+    both_kinds(&statuses);
     // The server still works: a message from eve is taken in.
     let (id, pdu) = remote_message(&state, &room, "@eve:remote.test", "still here", &key);
     let r = send_txn(&state, "after", &txn(vec![pdu], vec![])).await;
@@ -1073,13 +1092,7 @@ async fn mutated_requests_get_answers_not_server_errors() {
 #[tokio::test]
 async fn mutated_paths_get_answers_not_server_errors() {
     let dir = tempfile::tempdir().unwrap();
-    drop(setup(&dir));
-    let cfg = dir.path().join("data/mxfed.toml");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("federation_per_second = 50", "federation_per_second = 0");
-    std::fs::write(&cfg, text).unwrap();
-    let state = setup(&dir);
+    let state = setup_unlimited(&dir);
     let (room, join_id) = room_with_eve(&state).await;
     let (r, e) = (urlenc(&room), urlenc(&join_id));
     let u = urlenc("@eve:remote.test");
@@ -1148,27 +1161,10 @@ async fn mutated_paths_get_answers_not_server_errors() {
                 }
             }
             let resp = call(&state, signed("GET", &uri, None, REMOTE, ME, &remote_key())).await;
-            assert!(
-                !resp.status.is_server_error(),
-                "GET {uri}: {} {}",
-                resp.status,
-                resp.body
-            );
-            if resp.status.is_client_error() {
-                assert!(
-                    resp.body.get_str("errcode").is_some(),
-                    "{uri}: {}",
-                    resp.body
-                );
-            }
-            *statuses.entry(resp.status.as_u16()).or_insert(0) += 1;
+            answered(&mut statuses, &resp, &format!("GET {uri}"));
         }
     }
-    eprintln!("answers by status: {statuses:?}");
-    assert!(
-        statuses.contains_key(&200) && statuses.keys().any(|s| *s >= 400),
-        "{statuses:?}"
-    );
+    both_kinds(&statuses);
 }
 
 /// Puts a remote server's keys in the cache, as if fetched.
