@@ -6,30 +6,11 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use mxfed_core::canonical::{parse_object, ParseOptions};
+use mxfed_native::server::rooms;
 use mxfed_native::server::store::Reads as _;
-use mxfed_native::server::{rooms, AppState};
 
-use common::inproc::{invited_room, message, same, two_servers, until};
-
-/// B builds `n` messages it keeps to itself, then sends only the last: A must fill the gap.
-async fn gap(b: &Arc<AppState>, room: &str, bob: &str, n: usize) -> Vec<String> {
-    let _g = b.lock_room(room).await;
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let built = rooms::build_local(b, room, &message(room, bob, &format!("m{i}"))).unwrap();
-        // All but the last stay on B.
-        if i + 1 < n {
-            rooms::accept_local_unsent(b, &built).unwrap();
-        } else {
-            rooms::accept_local(b, &built).unwrap();
-        }
-        ids.push(built.event_id.clone());
-    }
-    ids
-}
+use common::inproc::{gap, invited_room, message, same, two_servers, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gaps_are_filled_with_missing_events_then_state() {

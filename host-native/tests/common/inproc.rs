@@ -128,3 +128,21 @@ pub fn signed(
     })
     .unwrap()
 }
+
+/// `b` builds `n` messages of `bob` it keeps to itself, then sends only the last: the other
+/// servers must fill the gap. Returns the messages' IDs.
+pub async fn gap(b: &Arc<AppState>, room: &str, bob: &str, n: usize) -> Vec<String> {
+    let _g = b.lock_room(room).await;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let built = rooms::build_local(b, room, &message(room, bob, &format!("m{i}"))).unwrap();
+        // All but the last stay on B.
+        if i + 1 < n {
+            rooms::accept_local_unsent(b, &built).unwrap();
+        } else {
+            rooms::accept_local(b, &built).unwrap();
+        }
+        ids.push(built.event_id.clone());
+    }
+    ids
+}

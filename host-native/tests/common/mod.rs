@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod inproc;
+pub mod mutate;
 pub mod process;
 
 /// A loopback port that was free a moment ago.
