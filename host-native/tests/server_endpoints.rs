@@ -752,6 +752,21 @@ async fn bad_input_gets_matrix_errors() {
     )
     .await;
     assert_eq!(code(&r), (405, Some("M_UNRECOGNIZED".into())));
+    // OpenID userinfo (no X-Matrix): we issue no tokens; a missing one is said to be missing.
+    for (uri, errcode) in [
+        ("/_matrix/federation/v1/openid/userinfo", "M_MISSING_TOKEN"),
+        (
+            "/_matrix/federation/v1/openid/userinfo?x=1",
+            "M_MISSING_TOKEN",
+        ),
+        (
+            "/_matrix/federation/v1/openid/userinfo?access_token=abc",
+            "M_UNKNOWN_TOKEN",
+        ),
+    ] {
+        let r = call(&state, Request::get(uri).body(Body::empty()).unwrap()).await;
+        assert_eq!(code(&r), (401, Some(errcode.into())), "{uri}");
+    }
 
     // Malformed JSON, signed over nothing valid: refused before anything else.
     let mut req = signed(

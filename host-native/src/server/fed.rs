@@ -945,8 +945,19 @@ async fn user_keys_claim(_s: Signed) -> Response {
     json(&o)
 }
 
-async fn openid_userinfo() -> ApiError {
-    ApiError::new(401, "M_UNKNOWN_TOKEN", "unknown OpenID token")
+/// `GET /openid/userinfo` (no X-Matrix): we issue no OpenID tokens, so every token is unknown;
+/// a request without one is told it is missing, as Synapse does.
+async fn openid_userinfo(axum::extract::RawQuery(q): axum::extract::RawQuery) -> ApiError {
+    let has_token = q
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .any(|kv| decode(kv.split('=').next().unwrap_or("")) == "access_token");
+    if has_token {
+        ApiError::new(401, "M_UNKNOWN_TOKEN", "unknown OpenID token")
+    } else {
+        ApiError::new(401, "M_MISSING_TOKEN", "an access_token is required")
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
