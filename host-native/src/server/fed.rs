@@ -563,7 +563,7 @@ async fn send(
         // commit (a lost answer only makes a retry be processed again, with the same result).
         // Put without the writer, which a commit may hold through its fsync; written at once,
         // off the runtime's threads, when too many wait.
-        if state.txn_answers.put(&s.origin, &txn, &answer) >= super::store::PENDING_TXNS_MAX {
+        if state.txn_answers.put(&s.origin, &txn, &answer) {
             let st = Arc::clone(&state);
             let flushed = rooms::blocking(move || Ok(st.db().flush_txns()?)).await;
             if let Err(e) = flushed {
@@ -948,12 +948,10 @@ async fn user_keys_claim(_s: Signed) -> Response {
 /// `GET /openid/userinfo` (no X-Matrix): we issue no OpenID tokens, so every token is unknown;
 /// a request without one is told it is missing, as Synapse does.
 async fn openid_userinfo(axum::extract::RawQuery(q): axum::extract::RawQuery) -> ApiError {
-    let has_token = q
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .any(|kv| decode(kv.split('=').next().unwrap_or("")) == "access_token");
-    if has_token {
+    if query_pairs(q.as_deref())
+        .iter()
+        .any(|(k, _)| k == "access_token")
+    {
         ApiError::new(401, "M_UNKNOWN_TOKEN", "unknown OpenID token")
     } else {
         ApiError::new(401, "M_MISSING_TOKEN", "an access_token is required")

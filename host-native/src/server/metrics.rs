@@ -109,6 +109,10 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+fn add(c: &AtomicU64, n: usize) {
+    c.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
 /// What became of one received PDU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PduOutcome {
@@ -160,16 +164,12 @@ impl Metrics {
     /// A commit of `writes` rooms' writes from the commit queue.
     pub fn room_commit(&self, writes: usize) {
         bump(&self.room_commits);
-        self.room_writes
-            .fetch_add(u64::try_from(writes).unwrap_or(u64::MAX), Ordering::Relaxed);
+        add(&self.room_writes, writes);
     }
     /// A group commit of `messages` of our users' messages.
     pub fn local_commit(&self, messages: usize) {
         bump(&self.local_commits);
-        self.local_messages.fetch_add(
-            u64::try_from(messages).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        add(&self.local_messages, messages);
     }
 
     /// The exposition text; `queues` are the PDUs waiting per destination.
@@ -261,7 +261,7 @@ impl Metrics {
         counter(
             &mut o,
             "mxfed_local_message_commits_total",
-            "Group commits of our users' messages (one fsync each).",
+            "Group commits of our users' messages (their writes go through the commit queue with received events': mxfed_room_commits_total counts the fsyncs).",
             &[("", get(&self.local_commits))],
         );
         counter(

@@ -40,7 +40,6 @@ use mxfed_core::Timestamp;
 pub use self::config::Config;
 use self::error::ApiError;
 
-/// The wall clock, in milliseconds since the epoch (the host's job: the core takes time as data).
 /// Runs `f`, which may block (on a lock, the disk), from async code: on a multi-threaded tokio
 /// runtime through `block_in_place`, so the worker's other tasks move to another thread
 /// meanwhile instead of waiting; elsewhere (no runtime, a current-thread one) it just runs.
@@ -53,6 +52,7 @@ pub fn may_block<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// The wall clock, in milliseconds since the epoch (the host's job: the core takes time as data).
 pub fn now() -> Timestamp {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

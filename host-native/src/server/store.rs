@@ -32,11 +32,12 @@ pub struct Shared {
 pub struct PendingTxns(Arc<Mutex<Vec<(String, String, String)>>>);
 
 impl PendingTxns {
-    /// Adds an answer; returns how many wait.
-    pub fn put(&self, origin: &str, txn_id: &str, response: &str) -> usize {
+    /// Adds an answer; returns whether enough wait ([`PENDING_TXNS_MAX`]) that they should be
+    /// written now ([`Store::flush_txns`]) rather than by the next commit.
+    pub fn put(&self, origin: &str, txn_id: &str, response: &str) -> bool {
         let mut l = self.lock();
         l.push((origin.to_owned(), txn_id.to_owned(), response.to_owned()));
-        l.len()
+        l.len() >= PENDING_TXNS_MAX
     }
 
     /// How many wait.
@@ -1275,7 +1276,7 @@ impl Store {
         txn_id: &str,
         response: &str,
     ) -> rusqlite::Result<()> {
-        if self.pending_txns.put(origin, txn_id, response) >= PENDING_TXNS_MAX {
+        if self.pending_txns.put(origin, txn_id, response) {
             return self.flush_txns();
         }
         Ok(())
@@ -1358,6 +1359,13 @@ impl Store {
             "DELETE FROM deferred_pdus WHERE tries >= ?1",
             params![DEFERRED_TRIES],
         )?;
+        self.recount_deferred()?;
+        Ok(())
+    }
+
+    /// Counts the deferred PDUs again, for the readers' [`Readers::any_deferred`] and
+    /// [`Store::deferred_pdus`]'s shortcut.
+    fn recount_deferred(&self) -> rusqlite::Result<()> {
         let n = count_deferred(&self.conn)?;
         self.shared.deferred.store(n, Ordering::Relaxed);
         Ok(())
@@ -1387,8 +1395,7 @@ impl Store {
             "DELETE FROM deferred_pdus WHERE event_id = ?1",
             params![event_id],
         )?;
-        let n = count_deferred(&self.conn)?;
-        self.shared.deferred.store(n, Ordering::Relaxed);
+        self.recount_deferred()?;
         Ok(())
     }
 }

@@ -9,9 +9,11 @@
 // its vectors cannot seed anything.
 #![allow(clippy::panic)]
 
-use mxfed_core::canonical::{canonicalize, parse, parse_object, Object, ParseOptions, Value};
+use mxfed_core::canonical::{
+    canonicalize, parse, parse_object, Int, Object, ParseOptions, Value, MAX_SAFE_INT,
+};
 use mxfed_core::keys::SigningKey;
-use mxfed_core::server_keys::{KeyEntry, KeyRing};
+use mxfed_core::server_keys::{build_server_keys, KeyRing, ServerKeys};
 use mxfed_core::RoomVersion;
 
 mod room;
@@ -92,20 +94,16 @@ pub fn server_key(name: &str) -> SigningKey {
     }
 }
 
-/// A key ring with the keys of `servers`.
+/// A key ring with the keys of `servers`, each from its own signed key answer (as a host
+/// fetches them), valid for as long as canonical JSON counts.
 pub fn ring(servers: &[&str]) -> KeyRing {
     let mut ring = KeyRing::new();
     for s in servers {
-        let key = server_key(s);
-        ring.insert(
-            s,
-            key.key_id().clone(),
-            KeyEntry {
-                key: key.verify_key(),
-                valid_until_ts: None,
-                expired_ts: None,
-            },
-        );
+        let answer = build_server_keys(s, &[server_key(s)], &[], Int::saturating(MAX_SAFE_INT))
+            .unwrap_or_else(|e| unreachable!("signing our own key answer for {s}: {e}"));
+        let keys = ServerKeys::from_response(&answer)
+            .unwrap_or_else(|e| unreachable!("our own key answer for {s}: {e}"));
+        ring.add(&keys);
     }
     ring
 }
