@@ -740,14 +740,15 @@ fn rejected_verdict<'py>(py: Python<'py>, e: &PyErr) -> PyResult<Bound<'py, PyDi
     object_to_py(py, &o)
 }
 
-/// Request content: JSON text parsed as Synapse parses request bodies, or a Python value.
-fn content_arg(content: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Value>> {
+/// Request content: JSON text (kept as bytes: canonical text is signed and verified as it is,
+/// other text parsed as Synapse parses request bodies), or a Python value.
+fn content_arg(content: Option<&Bound<'_, PyAny>>) -> PyResult<(Option<Vec<u8>>, Option<Value>)> {
     match content {
-        None => Ok(None),
-        Some(c) if c.is_none() => Ok(None),
+        None => Ok((None, None)),
+        Some(c) if c.is_none() => Ok((None, None)),
         Some(c) => match as_text(c)? {
-            Some(b) => Ok(Some(xmatrix::parse_body(&b).or_raise()?)),
-            None => Ok(Some(to_value(c, Numbers::Legacy)?)),
+            Some(text) => Ok((Some(text), None)),
+            None => Ok((None, Some(to_value(c, Numbers::Legacy)?))),
         },
     }
 }
@@ -766,19 +767,19 @@ fn sign_request(
     let keys = signing_keys(key)?;
     validate_server_name(origin)?;
     validate_server_name(destination)?;
-    let content = content_arg(content)?;
+    let (text, value) = content_arg(content)?;
     let req = xmatrix::Request {
         method,
         uri,
         origin,
         destination,
-        content: content.as_ref(),
+        content: value.as_ref(),
     };
-    Ok(req
-        .sign(&keys)
-        .iter()
-        .map(|h| h.to_header_value())
-        .collect())
+    let headers = match &text {
+        Some(t) => req.sign_body(t, &keys).or_raise()?,
+        None => req.sign(&keys),
+    };
+    Ok(headers.iter().map(|h| h.to_header_value()).collect())
 }
 
 /// Verifies a request's X-Matrix header values as `destination` at `now_ms` (default: now).
@@ -806,20 +807,12 @@ fn verify_request<'py>(
         .map(|h| xmatrix::XMatrix::parse(h))
         .collect::<Result<Vec<_>, _>>()
         .or_raise()?;
-    // JSON text is kept with its bytes, so a canonical body is verified as received.
-    let text = match content {
-        Some(c) if !c.is_none() => as_text(c)?,
-        _ => None,
-    };
+    let (text, value) = content_arg(content)?;
     let body = text
         .as_deref()
         .map(xmatrix::RequestBody::parse)
         .transpose()
         .or_raise()?;
-    let value = match text {
-        Some(_) => None,
-        None => content_arg(content)?,
-    };
     let now = self::now_ms(py, now_ms)?;
     let auth = with_key_ring(keys, |ring| {
         match &body {

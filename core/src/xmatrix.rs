@@ -13,8 +13,8 @@ use std::borrow::Cow;
 
 use crate::base64;
 use crate::canonical::{
-    is_canonical_parsed, parse, write_str, CanonicalJsonError, NumberMode, Object, ParseOptions,
-    Value,
+    is_canonical, is_canonical_parsed, parse, write_str, CanonicalJsonError, NumberMode, Object,
+    ParseOptions, Value,
 };
 use crate::identifiers::validate_server_name;
 use crate::keys::{KeyId, SigningKey};
@@ -336,13 +336,51 @@ impl Request<'_> {
     /// Signs the request with every key, one header value per key (Synapse sends one
     /// `Authorization` header per signing key).
     pub fn sign(&self, keys: &[SigningKey]) -> Vec<XMatrix> {
-        let bytes = self.signing_bytes();
+        self.sign_bytes(&self.signing_bytes(), keys)
+    }
+
+    /// [`Request::sign`] for a request whose body is the JSON text `body`, exactly as it is sent
+    /// (`self.content` is not used). Text that is canonical already — as every body mxfed sends
+    /// is, a transaction's [`Transmit::body`](crate::outbound::Transmit::body) among them — is
+    /// signed as it is, without being parsed and encoded again; other text is parsed as
+    /// [`parse_body`] parses a received body, and its value encoded. Either way the signed bytes
+    /// are those the receiver rebuilds from the text, and the headers those [`Request::sign`]
+    /// gives for the parsed body.
+    ///
+    /// ```
+    /// use mxfed_core::keys::SigningKey;
+    /// use mxfed_core::xmatrix::{parse_body, Request};
+    /// let key = SigningKey::from_seed("1", &[1; 32]).unwrap();
+    /// let req = Request { method: "PUT", uri: "/x", origin: "a.example", destination: "b.example", content: None };
+    /// let text = br#"{ "b": 1, "a": [true] }"#;
+    /// let parsed = parse_body(text).unwrap();
+    /// let by_value = Request { content: Some(&parsed), ..req }.sign(&[key.clone()]);
+    /// assert_eq!(req.sign_body(text, &[key]).unwrap(), by_value);
+    /// ```
+    ///
+    /// # Errors
+    /// [`XMatrixError::Body`]: the text is not JSON.
+    pub fn sign_body(
+        &self,
+        body: &[u8],
+        keys: &[SigningKey],
+    ) -> Result<Vec<XMatrix>, XMatrixError> {
+        let bytes = if is_canonical(body) {
+            self.signing_bytes_with(Some(Content::Canonical(body)))
+        } else {
+            let value = parse_body(body)?;
+            self.signing_bytes_with(Some(Content::Value(&value)))
+        };
+        Ok(self.sign_bytes(&bytes, keys))
+    }
+
+    fn sign_bytes(&self, bytes: &[u8], keys: &[SigningKey]) -> Vec<XMatrix> {
         keys.iter()
             .map(|k| XMatrix {
                 origin: self.origin.to_owned(),
                 destination: Some(self.destination.to_owned()),
                 key: k.key_id().as_str().to_owned(),
-                sig: base64::encode(k.sign(&bytes)),
+                sig: base64::encode(k.sign(bytes)),
             })
             .collect()
     }

@@ -13,6 +13,7 @@ use mxfed_core::server_keys::{
 };
 use mxfed_core::xmatrix::{
     parse_authorization, verify_request, verify_request_body, Request, RequestBody, XMatrix,
+    XMatrixError,
 };
 use mxfed_core::{RoomVersion, Timestamp};
 use proptest::prelude::*;
@@ -380,6 +381,17 @@ fn raw_body_verdicts_equal_value_verdicts() {
             content: Some(body.value()),
         };
         let reencodes = canonical::to_vec(body.value()) == raw.as_bytes();
+        // Signing the text as sent gives the headers of signing its parsed value, canonical
+        // text or not (the first taken as it is, the other parsed and encoded).
+        let text_only = Request {
+            content: None,
+            ..req
+        };
+        assert_eq!(
+            text_only.sign_body(raw.as_bytes(), &[k.clone()]).unwrap(),
+            req.sign(&[k.clone()]),
+            "{raw}"
+        );
         for (headers, should_verify) in [
             (req.sign(&[k.clone()]), true),
             (sign_raw_content(&req, raw.as_bytes(), &k), reencodes),
@@ -427,6 +439,30 @@ fn raw_body_verdicts_equal_value_verdicts() {
         now,
     );
     assert_eq!(e.unwrap_err().code(), "xmatrix_bad_signature");
+}
+
+/// Signing a body that is not JSON is refused, whatever part of it is canonical.
+#[test]
+fn signing_a_body_that_is_not_json_is_refused() {
+    let req = Request {
+        method: "PUT",
+        uri: "/_matrix/federation/v1/send/1",
+        origin: "a.example",
+        destination: "b.example",
+        content: None,
+    };
+    for raw in [
+        &b""[..],
+        b"{",
+        b"{\"a\":1}x",
+        b"{\"a\":1,\"a\":2}",
+        b"{\"a\":NaN}",
+        b"\xff",
+    ] {
+        let e = req.sign_body(raw, &[key("1")]).unwrap_err();
+        assert!(matches!(e, XMatrixError::Body(_)), "{raw:?}: {e:?}");
+        assert_eq!(e.errcode(), (400, "M_NOT_JSON"), "{raw:?}");
+    }
 }
 
 // ---------------------------------------------------------------- server keys and the cache

@@ -706,13 +706,6 @@ fn check_canonical(input: &[u8]) -> Result<(), CliError> {
     Err(CliError::failed("json_not_canonical", why))
 }
 
-fn request_content(args: &RequestArgs) -> Result<Option<Value>, CliError> {
-    match &args.content {
-        None => Ok(None),
-        Some(p) => Ok(Some(xmatrix::parse_body(&read_input(Some(p))?)?)),
-    }
-}
-
 fn run_request(cmd: RequestCommand) -> Result<u8, CliError> {
     match cmd {
         RequestCommand::Sign {
@@ -724,19 +717,18 @@ fn run_request(cmd: RequestCommand) -> Result<u8, CliError> {
             identifiers::validate_server_name(&origin)?;
             identifiers::validate_server_name(&destination)?;
             let keys = load_signing_keys(&key)?;
-            let content = request_content(&request)?;
             let req = xmatrix::Request {
                 method: &request.method,
                 uri: &request.uri,
                 origin: &origin,
                 destination: &destination,
-                content: content.as_ref(),
+                content: None,
             };
-            let lines: Vec<String> = req
-                .sign(&keys)
-                .iter()
-                .map(|h| h.to_header_value())
-                .collect();
+            let headers = match &request.content {
+                Some(p) => req.sign_body(&read_input(Some(p))?, &keys)?,
+                None => req.sign(&keys),
+            };
+            let lines: Vec<String> = headers.iter().map(|h| h.to_header_value()).collect();
             write_out(lines.join("\n").as_bytes())?;
         }
         RequestCommand::Verify {

@@ -221,16 +221,18 @@ pub fn sign_request(
 ) -> Result<String, HostError> {
     mxfed_core::identifiers::validate_server_name(origin)?;
     mxfed_core::identifiers::validate_server_name(destination)?;
-    let content = content.map(xmatrix::parse_body).transpose()?;
     let req = xmatrix::Request {
         method,
         uri,
         origin,
         destination,
-        content: content.as_ref(),
+        content: None,
     };
-    let lines: Vec<String> = req
-        .sign(keys)
+    let headers = match content {
+        Some(text) => req.sign_body(text, keys)?,
+        None => req.sign(keys),
+    };
+    let lines: Vec<String> = headers
         .iter()
         .map(xmatrix::XMatrix::to_header_value)
         .collect();

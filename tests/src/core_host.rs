@@ -127,22 +127,20 @@ impl Host for CoreHost {
         content: Option<&[u8]>,
     ) -> Outcome {
         let key = SigningKey::from_seed_base64(version, seed).map_err(|e| e.code().to_owned())?;
-        let content = content
-            .map(xmatrix::parse_body)
-            .transpose()
-            .map_err(|e| e.code().to_owned())?;
         let req = xmatrix::Request {
             method,
             uri,
             origin,
             destination,
-            content: content.as_ref(),
+            content: None,
         };
-        let lines: Vec<String> = req
-            .sign(&[key])
-            .iter()
-            .map(|h| h.to_header_value())
-            .collect();
+        let headers = match content {
+            Some(text) => req
+                .sign_body(text, &[key])
+                .map_err(|e| e.code().to_owned())?,
+            None => req.sign(&[key]),
+        };
+        let lines: Vec<String> = headers.iter().map(|h| h.to_header_value()).collect();
         text(lines.join("\n"))
     }
 

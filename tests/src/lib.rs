@@ -944,6 +944,26 @@ fn run_derived(host: &dyn Host, r: &mut Report, v: &J) {
                 &header,
                 &ok_text(s(&e["authorization_header"])),
             );
+            // The same body as other text (spaces and new lines): signed as its canonical
+            // form, the header is the same.
+            if let Some(c) = i.get("content") {
+                let pretty = serde_json::to_vec_pretty(c).unwrap();
+                let header = host.sign_request(
+                    s(&p["signing_key_seed_base64"]),
+                    "1",
+                    s(&i["origin"]),
+                    s(&i["destination"]),
+                    s(&i["method"]),
+                    s(&i["uri"]),
+                    Some(&pretty),
+                );
+                r.check(
+                    "request_auth_header_text",
+                    name,
+                    &header,
+                    &ok_text(s(&e["authorization_header"])),
+                );
+            }
         }
         "server_keys" => {
             let input = serde_json::to_vec(&v["input"]).unwrap();

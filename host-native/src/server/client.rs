@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use mxfed_core::canonical::{self, Object, Value};
+use mxfed_core::canonical::{self, Object};
 use mxfed_core::discovery::{self, AfterWellKnown, SrvRecord, Step, Target};
 use mxfed_core::keys::SigningKey;
 use mxfed_core::xmatrix::Request;
@@ -426,28 +426,50 @@ impl FedClient {
         body: Option<&Object>,
         signed: bool,
     ) -> Result<(u16, Vec<u8>), FetchError> {
+        let body = body.map(|b| b.to_canonical_string().into_bytes());
+        self.request_text(destination, method, path, body, signed)
+            .await
+    }
+
+    /// [`FedClient::request`] with the body as the JSON text to send (a transaction's
+    /// canonical body, signed as it is: not parsed and encoded again).
+    ///
+    /// # Errors
+    /// [`FetchError::Network`] or [`FetchError::Timeout`]; [`FetchError::BadBody`] when the
+    /// text is not JSON.
+    pub async fn request_text(
+        &self,
+        destination: &str,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        signed: bool,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
         let (http, base) = match self.resolve(destination).await? {
             Route::Direct(authority) => (&self.http, authority),
             Route::Srv(host) => (&self.srv_http, host),
         };
-        let content = body.map(|b| Value::Object(b.clone()));
-        let auth = signed.then(|| {
-            Request {
+        let auth = if signed {
+            let req = Request {
                 method,
                 uri: path,
                 origin: &self.server_name,
                 destination,
-                content: content.as_ref(),
-            }
-            .sign(&self.keys)
-            .iter()
-            .map(|h| h.to_header_value())
-            .collect()
-        });
+                content: None,
+            };
+            let headers = match &body {
+                Some(text) => req
+                    .sign_body(text, &self.keys)
+                    .map_err(|e| FetchError::BadBody(e.to_string()))?,
+                None => req.sign(&self.keys),
+            };
+            Some(headers.iter().map(|h| h.to_header_value()).collect())
+        } else {
+            None
+        };
         let m = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| FetchError::Network(e.to_string()))?;
-        let bytes = body.map(|b| b.to_canonical_string().into_bytes());
-        self.raw(http, m, &format!("https://{base}{path}"), auth, bytes)
+        self.raw(http, m, &format!("https://{base}{path}"), auth, body)
             .await
     }
 

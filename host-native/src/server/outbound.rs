@@ -149,14 +149,12 @@ fn config() -> OutboundConfig {
     }
 }
 
-async fn transmit(state: &AppState, dest: &str, path: &str, body: &[u8]) -> Outcome {
-    let Ok(obj) = canonical::parse_object(body, &ParseOptions::LEGACY) else {
-        return Outcome::Failure(Failure::ClientError { status: 400 });
-    };
+async fn transmit(state: &AppState, dest: &str, path: &str, body: Vec<u8>) -> Outcome {
     let started = std::time::Instant::now();
+    // The core's body is canonical JSON: sent and signed as it is.
     let result = state
         .client
-        .request(dest, "PUT", path, Some(&obj), true)
+        .request_text(dest, "PUT", path, Some(body), true)
         .await;
     let took = started.elapsed();
     state.metrics.txn_send.observe(took);
@@ -182,6 +180,11 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: &[u8]) -> Outc
             Outcome::Failure(Failure::from_status(status, retry))
         }
         Err(FetchError::Timeout) => Outcome::Failure(Failure::Timeout),
+        // Not JSON: never sendable (the core writes canonical JSON, so this does not happen).
+        Err(FetchError::BadBody(e)) => {
+            warn(&format!("send to {dest}: {e}"));
+            Outcome::Failure(Failure::ClientError { status: 400 })
+        }
         Err(e) => {
             warn(&format!("send to {dest}: {e}"));
             Outcome::Failure(Failure::Network)
@@ -286,7 +289,7 @@ async fn run_destination(state: Arc<AppState>, dest: String, mut rx: mpsc::Unbou
             // on its way, off the round trip.
             let sending = {
                 let (state, dest) = (state.clone(), dest.clone());
-                tokio::spawn(async move { transmit(&state, &dest, &t.path, &t.body).await })
+                tokio::spawn(async move { transmit(&state, &dest, &t.path, t.body).await })
             };
             handle_events(&state, &mut q);
             let outcome = sending.await.unwrap_or(Outcome::Failure(Failure::Network));
