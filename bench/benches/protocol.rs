@@ -1,6 +1,6 @@
 //! Protocol-core benchmarks: X-Matrix sign and verify for a 10 KB body, X-Matrix verification of
 //! a 50-PDU transaction as the server does it (canonical body checked as received, or encoded
-//! again), transaction parsing for 50 PDUs + 100 EDUs, and the outbound queue's throughput on a
+//! again) and its signing from the canonical body (`sign_body`), transaction parsing for 50 PDUs + 100 EDUs, and the outbound queue's throughput on a
 //! simulated clock.
 //!
 //! `cargo bench -p mxfed-bench --bench protocol -- --measurement-time 3 --warm-up-time 1`
@@ -164,6 +164,31 @@ fn xmatrix_50_pdus(c: &mut Criterion) {
     });
     g.bench_function("is_canonical", |b| {
         b.iter(|| canonical::is_canonical(black_box(&raw)))
+    });
+    // Signing an outbound transaction from the core's canonical body: before `sign_body`, the
+    // server parsed it, cloned the value, signed its encoding and encoded it again to send.
+    let unsigned = Request {
+        content: None,
+        ..req
+    };
+    g.bench_function("sign_parse_encode_twice", |b| {
+        b.iter(|| {
+            let o = parse_object(black_box(&raw), &ParseOptions::LEGACY).unwrap();
+            let content = Value::Object(o.clone());
+            let signed = Request {
+                content: Some(&content),
+                ..unsigned
+            }
+            .sign(std::slice::from_ref(&k));
+            (signed, black_box(o.to_canonical_string()))
+        })
+    });
+    g.bench_function("sign_body", |b| {
+        b.iter(|| {
+            unsigned
+                .sign_body(black_box(&raw), std::slice::from_ref(&k))
+                .unwrap()
+        })
     });
     g.finish();
 }
