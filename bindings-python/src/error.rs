@@ -148,6 +148,18 @@ impl IntoPyErr for CoreEventError {
     }
 }
 
+impl IntoPyErr for mxfed_core::event::TemplateError {
+    fn into_py_err(self) -> PyErr {
+        use mxfed_core::event::TemplateError as T;
+        match self {
+            T::RoomVersion(e) => e.into_py_err(),
+            T::Format(e) => e.into_py_err(),
+            T::Event(e) => e.into_py_err(),
+            e => coded::<EventError>(e.code(), &e),
+        }
+    }
+}
+
 impl IntoPyErr for CorePduError {
     fn into_py_err(self) -> PyErr {
         match self {

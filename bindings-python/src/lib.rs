@@ -613,6 +613,67 @@ fn hash_and_sign_event<'py>(
     object_to_py(py, &ev)
 }
 
+/// Our signed membership event from a resident server's `make_join`, `make_leave` or
+/// `make_knock` answer (`{"room_version", "event"}`), once its template is checked to be the
+/// event asked for: `{"event_id", "room_version", "event"}`. Signed with the first key; `now_ms`
+/// defaults to the clock, and room versions 1–2 draw their event ID's local part from
+/// `os.urandom` unless given.
+#[pyfunction]
+#[pyo3(signature = (answer, room_id, user_id, membership, server_name, key, *, now_ms=None, content=None, event_id_localpart=None))]
+#[allow(clippy::too_many_arguments)]
+fn membership_from_template<'py>(
+    py: Python<'py>,
+    answer: &Bound<'py, PyAny>,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+    server_name: &str,
+    key: &Bound<'py, PyAny>,
+    now_ms: Option<u64>,
+    content: Option<&Bound<'py, PyAny>>,
+    event_id_localpart: Option<String>,
+) -> PyResult<Bound<'py, PyDict>> {
+    // Never empty: `signing_keys` refuses an empty list.
+    let keys = signing_keys(key)?;
+    let key = &keys[0];
+    validate_server_name(server_name)?;
+    let answer = match as_text(answer)? {
+        Some(bytes) => canonical::parse_object(&bytes, &ParseOptions::LEGACY).or_raise()?,
+        None => to_object(answer, Numbers::Legacy)?,
+    };
+    let content = content
+        .filter(|c| !c.is_none())
+        .map(object_arg)
+        .transpose()?;
+    let local = match event_id_localpart {
+        Some(l) => l,
+        None => {
+            const ALPHABET: &[u8] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+            let entropy: Vec<u8> = py.import("os")?.call_method1("urandom", (18,))?.extract()?;
+            entropy
+                .iter()
+                .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+                .collect()
+        }
+    };
+    let req = event::MembershipRequest {
+        room_id,
+        user_id,
+        membership,
+        origin: server_name,
+        content: content.as_ref(),
+        now: self::now_ms(py, now_ms)?,
+        event_id_localpart: Some(&local),
+    };
+    let (built, v) = event::membership_from_template(&answer, &req, key).or_raise()?;
+    let mut out = Object::new();
+    out.insert("event_id", built.event_id);
+    out.insert("room_version", v.id);
+    out.insert("event", built.pdu);
+    object_to_py(py, &out)
+}
+
 /// Batches smaller than this per thread are not worth a thread (the core batch-verifies
 /// signatures in groups of up to 256).
 const MIN_PDUS_PER_THREAD: usize = 256;
@@ -1290,6 +1351,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(room_id, m)?)?;
     m.add_function(wrap_pyfunction!(redact, m)?)?;
     m.add_function(wrap_pyfunction!(hash_and_sign_event, m)?)?;
+    m.add_function(wrap_pyfunction!(membership_from_template, m)?)?;
     m.add_function(wrap_pyfunction!(check_pdus, m)?)?;
     m.add_function(wrap_pyfunction!(sign_request, m)?)?;
     m.add_function(wrap_pyfunction!(verify_request, m)?)?;

@@ -154,6 +154,21 @@ def restricted_join(
     return _canon({"via": room.restricted_join(user_id, server_name, joined_to)})
 
 
+def membership_from_template(seed: str, version: str, answer: str, request: Dict[str, Any]) -> str:
+    out = mxfed.membership_from_template(
+        answer.encode("utf-8"),
+        request["room_id"],
+        request["user_id"],
+        request["membership"],
+        request["origin"],
+        _key(seed, version),
+        now_ms=request["now_ms"],
+        content=request.get("content"),
+        event_id_localpart=request.get("event_id_localpart"),
+    )
+    return _canon(out, out["room_version"])
+
+
 OPS: Dict[str, Callable[..., str]] = {
     f.__name__: f
     for f in [
@@ -179,6 +194,7 @@ OPS: Dict[str, Callable[..., str]] = {
         server_may_see,
         room_replay,
         restricted_join,
+        membership_from_template,
     ]
 }
 

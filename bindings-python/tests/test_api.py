@@ -276,3 +276,67 @@ def test_check_pdus_threads_and_batches_agree_with_single_checks() -> None:
     assert mxfed.check_pdus(pdus, "10", ring, threads=2) == one_by_one
     assert mxfed.check_pdus(pdus, "10", ring) == one_by_one
     assert one_by_one[3]["verdict"] == "rejected" and one_by_one[600]["verdict"] in ("rejected", "redacted")
+
+
+def _make_join_answer(version: str = "10", **changes: Any) -> Dict[str, Any]:
+    ev: Dict[str, Any] = {
+        "type": "m.room.member",
+        "room_id": "!r:res.example",
+        "sender": "@u:domain",
+        "state_key": "@u:domain",
+        "content": {"membership": "join"},
+        "prev_events": ["$prev"],
+        "auth_events": ["$create"],
+        "depth": 5,
+        "origin": "res.example",
+        "origin_server_ts": 1,
+    }
+    ev.update(changes)
+    return {"room_version": version, "event": ev}
+
+
+def test_membership_from_template() -> None:
+    answer = _make_join_answer()
+    out = mxfed.membership_from_template(
+        answer, "!r:res.example", "@u:domain", "join", "domain", KEY,
+        now_ms=5000, content={"displayname": "U"},
+    )
+    assert out["room_version"] == "10"
+    ev = out["event"]
+    assert out["event_id"] == mxfed.event_id(ev, "10")
+    assert ev["origin"] == "domain" and ev["origin_server_ts"] == 5000
+    assert ev["content"] == {"displayname": "U", "membership": "join"}
+    assert answer["event"]["origin"] == "res.example"  # the input is not changed
+    verdict = mxfed.check_pdus([ev], "10", [mxfed.server_keys("domain", KEY, 10**12)])[0]
+    assert verdict["verdict"] == "accepted", verdict
+    # The same answer as JSON text.
+    text = mxfed.membership_from_template(
+        json.dumps(answer), "!r:res.example", "@u:domain", "join", "domain", KEY,
+        now_ms=5000, content='{"displayname":"U"}',
+    )
+    assert text == out
+    # Room version 1 (no room_version): the event ID's local part is drawn unless given.
+    v1 = {"event": dict(answer["event"], prev_events=[], auth_events=[])}
+    drawn = mxfed.membership_from_template(v1, "!r:res.example", "@u:domain", "join", "domain", KEY)
+    assert drawn["room_version"] == "1"
+    assert drawn["event_id"].endswith(":domain") and len(drawn["event_id"]) == len("$:domain") + 18
+    given = mxfed.membership_from_template(
+        v1, "!r:res.example", "@u:domain", "join", "domain", KEY, event_id_localpart="abc"
+    )
+    assert given["event_id"] == "$abc:domain"
+
+
+@pytest.mark.parametrize(
+    "answer, exc, code",
+    [
+        (_make_join_answer(sender="@x:domain"), mxfed.EventError, "template_not_asked"),
+        (_make_join_answer(content={"membership": "leave"}), mxfed.EventError, "template_not_asked"),
+        ({"room_version": "10"}, mxfed.EventError, "template_no_event"),
+        (_make_join_answer("99"), mxfed.RoomVersionError, "unsupported_room_version"),
+        ("{", mxfed.CanonicalJsonError, "json_syntax"),
+    ],
+)
+def test_membership_from_template_refusals(answer: Any, exc: Any, code: str) -> None:
+    with pytest.raises(exc) as e:
+        mxfed.membership_from_template(answer, "!r:res.example", "@u:domain", "join", "domain", KEY)
+    assert e.value.code == code

@@ -198,3 +198,58 @@ def test_tampered_corpus_signatures_and_hashes_like_synapse() -> None:
     # restricted_join_changed_content).
     counts = (sigs, bad_sigs, hashes, bad_hashes)
     assert sigs >= 80 * 12 and bad_sigs == 2 * 12 and hashes >= 80 * 12 and bad_hashes == 5 * 12, counts
+
+
+class _Clock:
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def time_msec(self) -> int:
+        return self.ms
+
+
+def _template(membership: str, v: str) -> Dict[str, Any]:
+    refs: List[Any] = ["$prev"] if v not in ("1", "2") else []
+    return {
+        "type": "m.room.member",
+        "room_id": "!r:res.example",
+        "sender": "@u:domain",
+        "state_key": "@u:domain",
+        "content": {"membership": membership},
+        "prev_events": refs,
+        "auth_events": refs,
+        "depth": 5,
+        "origin": "res.example",
+        "origin_server_ts": 1,
+        "unsigned": {"age": 3},
+    }
+
+
+@pytest.mark.parametrize("membership", ["join", "leave", "knock"])
+def test_membership_from_template_as_synapse_builds_it(membership: str) -> None:
+    """Synapse's own create_local_event_from_event_dict (what its make_membership_event calls
+    on a template) builds, hashes and signs the same event as membership_from_template, given
+    the template with what the spec says the joining server replaces already replaced
+    (Synapse keeps a template's origin and origin_server_ts)."""
+    from synapse.events.builder import create_local_event_from_event_dict
+
+    for v in VERSIONS:
+        if v in ("1", "2") or (membership == "knock" and not KNOWN_ROOM_VERSIONS[v].knock_join_rule):
+            continue
+        answer = {"room_version": v, "event": _template(membership, v)}
+        ours = mxfed.membership_from_template(
+            answer, "!r:res.example", "@u:domain", membership, "domain", KEY,
+            now_ms=1_700_000_000_000, content={"displayname": "U"},
+        )
+        theirs_dict = _template(membership, v)
+        theirs_dict["content"].update({"displayname": "U"})
+        for k in ("origin_server_ts", "unsigned"):
+            del theirs_dict[k]
+        theirs_dict["origin"] = "domain"
+        ev = create_local_event_from_event_dict(
+            _Clock(1_700_000_000_000), "domain", NACL_KEY, KNOWN_ROOM_VERSIONS[v], theirs_dict
+        )
+        theirs = ev.get_pdu_json()
+        theirs.pop("unsigned", None)
+        assert ours["event"] == theirs, v
+        assert ours["event_id"] == ev.event_id, v

@@ -5,12 +5,16 @@
 use std::collections::BTreeMap;
 
 use mxfed_core::canonical::{self, parse_object, Int, Object, ParseOptions, Value};
-use mxfed_core::event::{auth_types, build_event, EventRef, EventTemplate, StateMap};
+use mxfed_core::event::{
+    auth_types, build_event, membership_from_template, EventRef, EventTemplate, MembershipRequest,
+    StateMap, TemplateError,
+};
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
 use mxfed_core::pdu::{check_pdu_object, Verdict};
 use mxfed_core::server_keys::{
     build_server_keys, verify_notary_response, KeyCache, KeyQuery, KeyRing, ServerKeys,
 };
+use mxfed_core::signing::KeyOutcome;
 use mxfed_core::xmatrix::{
     parse_authorization, verify_request, verify_request_body, Request, RequestBody, XMatrix,
     XMatrixError,
@@ -982,4 +986,208 @@ fn prev_events_keep_the_twenty_deepest_and_depth_saturates() {
     )
     .unwrap_err();
     assert_eq!(e.code(), "event_missing_field");
+}
+
+// ---------------------------------------------------------------- membership templates
+
+fn template_answer(version: Option<&str>, membership: &str) -> Object {
+    let mut event = obj(&format!(
+        r#"{{"type":"m.room.member","room_id":"!r:res.example","sender":"@u:us.example",
+            "state_key":"@u:us.example",
+            "content":{{"membership":"{membership}","join_authorised_via_users_server":"@a:res.example"}},
+            "prev_events":["$prev"],"auth_events":["$create","$power"],"depth":5,
+            "origin":"res.example","origin_server_ts":1,"hashes":{{"sha256":"AAAA"}},
+            "signatures":{{"res.example":{{"ed25519:1":"AAAA"}}}},"unsigned":{{"age":7}},
+            "an_unknown_key":[1,2]}}"#
+    ));
+    if version.is_none() {
+        // Version 1 cites events as [event_id, hashes] pairs: none here.
+        event.insert("prev_events", Value::Array(Vec::new()));
+        event.insert("auth_events", Value::Array(Vec::new()));
+    }
+    let mut answer = Object::new();
+    if let Some(v) = version {
+        answer.insert("room_version", v);
+    }
+    answer.insert("event", event);
+    answer
+}
+
+fn membership_request<'a>(
+    membership: &'a str,
+    content: Option<&'a Object>,
+) -> MembershipRequest<'a> {
+    MembershipRequest {
+        room_id: "!r:res.example",
+        user_id: "@u:us.example",
+        membership,
+        origin: "us.example",
+        content,
+        now: Timestamp(1_700_000_000_000),
+        event_id_localpart: None,
+    }
+}
+
+/// A `make_join` template completed into our join: the resident's fields kept, ours set, the
+/// old hashes, signatures and `unsigned` gone, our content added without replacing theirs, and
+/// the result a PDU that passes the checks on receipt under our key.
+#[test]
+fn a_membership_template_is_completed_and_signed() {
+    let k = key("1");
+    let ring = ring_for("us.example", &[k.clone()], 2_000_000_000_000);
+    let extra = obj(r#"{"displayname":"U","membership":"leave"}"#);
+    let answer = template_answer(Some("10"), "join");
+    let (built, v) =
+        membership_from_template(&answer, &membership_request("join", Some(&extra)), &k).unwrap();
+    assert_eq!(v.id, "10");
+    let ev = &built.pdu;
+    let content = ev.get_object("content").unwrap();
+    assert_eq!(content.get_str("membership"), Some("join"));
+    assert_eq!(content.get_str("displayname"), Some("U"));
+    assert_eq!(
+        content.get_str("join_authorised_via_users_server"),
+        Some("@a:res.example")
+    );
+    assert_eq!(ev.get_str("origin"), Some("us.example"));
+    assert_eq!(
+        ev.get("origin_server_ts").and_then(Value::as_int),
+        Some(1_700_000_000_000)
+    );
+    assert_eq!(ev.get("depth").and_then(Value::as_int), Some(5));
+    let template = answer.get_object("event").unwrap();
+    for kept in [
+        "prev_events",
+        "auth_events",
+        "an_unknown_key",
+        "room_id",
+        "sender",
+    ] {
+        assert_eq!(ev.get(kept), template.get(kept), "{kept}");
+    }
+    assert!(ev.get("unsigned").is_none());
+    let signers: Vec<&str> = ev
+        .get_object("signatures")
+        .unwrap()
+        .iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(signers, ["us.example"]);
+    assert_eq!(built.event_id, mxfed_core::event::event_id(ev, v).unwrap());
+    assert_eq!(built.room_id, "!r:res.example");
+    // A restricted join waits for the resident's signature (it adds it on `send_join`); ours
+    // verifies already.
+    let check = check_pdu_object(ev.clone(), v, &ring);
+    assert!(
+        matches!(
+            check.verdict,
+            Verdict::Rejected {
+                code: "signature_missing",
+                ..
+            }
+        ),
+        "{check:?}"
+    );
+    assert!(check.signatures.iter().any(
+        |s| s.server == "us.example" && s.keys == [("ed25519:1".to_owned(), KeyOutcome::Valid)]
+    ));
+    // Without it the join is complete.
+    let mut plain = answer.clone();
+    if let Some(Value::Object(e)) = plain.get_mut("event") {
+        if let Some(Value::Object(c)) = e.get_mut("content") {
+            c.remove("join_authorised_via_users_server");
+        }
+    }
+    let (built, v) =
+        membership_from_template(&plain, &membership_request("join", Some(&extra)), &k).unwrap();
+    let check = check_pdu_object(built.pdu, v, &ring);
+    assert_eq!(check.verdict, Verdict::Accepted, "{check:?}");
+}
+
+#[test]
+fn a_template_not_asked_for_is_refused() {
+    let k = key("1");
+    let req = membership_request("join", None);
+    let refused = |answer: &Object| {
+        membership_from_template(answer, &req, &k)
+            .map(|_| ())
+            .unwrap_err()
+    };
+    let changed = |path: &[&str], value: Value| {
+        let mut answer = template_answer(Some("10"), "join");
+        let Some(Value::Object(ev)) = answer.get_mut("event") else {
+            unreachable!()
+        };
+        match path {
+            [field] => {
+                ev.insert(*field, value);
+            }
+            [_, field] => {
+                let Some(Value::Object(c)) = ev.get_mut("content") else {
+                    unreachable!()
+                };
+                c.insert(*field, value);
+            }
+            _ => unreachable!(),
+        }
+        answer
+    };
+    for (path, value, field) in [
+        (&["room_id"][..], "!other:res.example", "room_id"),
+        (&["sender"][..], "@other:us.example", "sender"),
+        (&["state_key"][..], "@other:us.example", "state_key"),
+        (&["type"][..], "m.room.message", "type"),
+        (
+            &["content", "membership"][..],
+            "invite",
+            "content.membership",
+        ),
+    ] {
+        let e = refused(&changed(path, Value::from(value)));
+        assert_eq!(e, TemplateError::NotAsked { field }, "{path:?}");
+        assert_eq!(e.code(), "template_not_asked");
+    }
+    // Not a string where one is needed.
+    let e = refused(&changed(&["sender"], Value::Bool(true)));
+    assert_eq!(e.code(), "template_not_asked");
+    // A leave template for a join.
+    assert_eq!(
+        refused(&template_answer(Some("10"), "leave")).code(),
+        "template_not_asked"
+    );
+    let mut no_event = template_answer(Some("10"), "join");
+    no_event.insert("event", "nope");
+    assert_eq!(refused(&no_event), TemplateError::NoEvent);
+    assert_eq!(
+        refused(&template_answer(Some("99"), "join")).code(),
+        "unsupported_room_version"
+    );
+    // Knocking needs room version 7.
+    let knock = membership_request("knock", None);
+    let e = membership_from_template(&template_answer(Some("6"), "knock"), &knock, &k).unwrap_err();
+    assert_eq!(e.code(), "template_no_knock");
+    assert!(membership_from_template(&template_answer(Some("7"), "knock"), &knock, &k).is_ok());
+    let ban = membership_request("ban", None);
+    let e = membership_from_template(&template_answer(Some("10"), "ban"), &ban, &k).unwrap_err();
+    assert_eq!(e.code(), "template_bad_membership");
+    // Too large to be accepted anywhere: not signed.
+    let big = changed(&["content", "reason"], Value::from("x".repeat(70_000)));
+    assert_eq!(refused(&big).code(), "pdu_too_large");
+}
+
+/// No `room_version` in the answer means version 1, whose event IDs the sender draws.
+#[test]
+fn a_template_without_a_room_version_is_version_1() {
+    let k = key("1");
+    let answer = template_answer(None, "leave");
+    let req = membership_request("leave", None);
+    let e = membership_from_template(&answer, &req, &k).unwrap_err();
+    assert_eq!(e.code(), "event_missing_field");
+    let req = MembershipRequest {
+        event_id_localpart: Some("abc"),
+        ..req
+    };
+    let (built, v) = membership_from_template(&answer, &req, &k).unwrap();
+    assert_eq!(v.id, "1");
+    assert_eq!(built.event_id, "$abc:us.example");
+    assert_eq!(built.pdu.get_str("event_id"), Some("$abc:us.example"));
 }

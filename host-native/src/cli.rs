@@ -309,6 +309,34 @@ enum EventCommand {
         #[arg(long)]
         auth: bool,
     },
+    /// Complete a resident server's make_join, make_leave or make_knock answer into our signed
+    /// membership event, after checking its template is the event asked for; print
+    /// {"event_id", "room_version", "event"} (the event to send with send_*). Signed with the
+    /// first key of the key file.
+    FromTemplate {
+        /// join, leave or knock.
+        #[arg(long)]
+        membership: String,
+        /// The room asked about.
+        #[arg(long)]
+        room: String,
+        /// Our user whose membership it is.
+        #[arg(long)]
+        user: String,
+        /// origin_server_ts in ms since the epoch (default: now).
+        #[arg(long)]
+        now: Option<u64>,
+        /// A JSON object of content keys to add (a display name); the template's own are kept.
+        #[arg(long)]
+        content: Option<String>,
+        /// Room versions 1–2: the event ID's local part (default: drawn at random).
+        #[arg(long)]
+        event_id_localpart: Option<String>,
+        #[command(flatten)]
+        signer: Signer,
+        /// The make_* answer ({"room_version", "event"}), or - for stdin.
+        file: Option<PathBuf>,
+    },
 }
 
 fn read_input(file: Option<&Path>) -> Result<Vec<u8>, CliError> {
@@ -558,6 +586,47 @@ fn run_event(cmd: EventCommand) -> Result<u8, CliError> {
                 event::hash_and_sign_event(&mut ev, v, &signer.server_name, k)?;
             }
             write_out(ev.to_canonical_string().as_bytes())?;
+        }
+        EventCommand::FromTemplate {
+            membership,
+            room,
+            user,
+            now,
+            content,
+            event_id_localpart,
+            signer,
+            file,
+        } => {
+            identifiers::validate_server_name(&signer.server_name)?;
+            let keys = load_signing_keys(&signer.key)?;
+            let key = keys
+                .first()
+                .ok_or_else(|| CliError::bad_input("bad_key_file", "no signing key in the file"))?;
+            let answer =
+                canonical::parse_object(&read_input(file.as_deref())?, &ParseOptions::LEGACY)?;
+            let content = content
+                .map(|c| canonical::parse_object(c.as_bytes(), &ParseOptions::LEGACY))
+                .transpose()?;
+            let local = match event_id_localpart {
+                Some(l) => l,
+                None => mxfed_native::server::random_token(18)
+                    .map_err(|e| CliError::bad_input("entropy", e.to_string()))?,
+            };
+            let req = event::MembershipRequest {
+                room_id: &room,
+                user_id: &user,
+                membership: &membership,
+                origin: &signer.server_name,
+                content: content.as_ref(),
+                now: clock_now(now)?,
+                event_id_localpart: Some(&local),
+            };
+            let (built, v) = event::membership_from_template(&answer, &req, key)?;
+            let mut out = Object::new();
+            out.insert("event_id", built.event_id);
+            out.insert("room_version", v.id);
+            out.insert("event", built.pdu);
+            write_out(out.to_canonical_string().as_bytes())?;
         }
         EventCommand::Id(args) => {
             let (ev, v) = read_event(&args)?;

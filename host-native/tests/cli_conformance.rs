@@ -366,6 +366,47 @@ impl Host for CliHost {
         Some(mxfed(&args, pdus))
     }
 
+    fn membership_from_template(
+        &self,
+        seed: &str,
+        version: &str,
+        answer: &[u8],
+        request: &[u8],
+    ) -> Option<Outcome> {
+        let key = self.key_file(seed, version);
+        let r: serde_json::Value = serde_json::from_slice(request).unwrap();
+        let text = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+        let mut args: Vec<String> = [
+            "event",
+            "from-template",
+            "--key",
+            &key,
+            "--server-name",
+            &text("origin"),
+            "--membership",
+            &text("membership"),
+            "--room",
+            &text("room_id"),
+            "--user",
+            &text("user_id"),
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        args.push(format!(
+            "--now={}",
+            r["now_ms"].as_u64().unwrap_or_default()
+        ));
+        if let Some(c) = r.get("content") {
+            args.push(format!("--content={c}"));
+        }
+        if let Some(l) = r["event_id_localpart"].as_str() {
+            args.push(format!("--event-id-localpart={l}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Some(mxfed(&args, answer))
+    }
+
     fn check_pdus(&self, rv: &str, keys: &[Vec<u8>], pdus: &[u8]) -> Outcome {
         let paths = self.write_keys(keys);
         let mut args = vec!["event", "check", "--room-version", rv, "--keys"];

@@ -158,6 +158,33 @@ export function hashAndSignEvent(event, roomVersion, serverName, keys) {
   return withSigningKeys(keys, (k) => raw.hashAndSignEvent(bytes, String(roomVersion), serverName, k));
 }
 
+/** Our signed membership event from a resident server's `make_join`, `make_leave` or
+ *  `make_knock` answer (`{room_version, event}`), once its template is checked to be the event
+ *  asked for. `request`: `{roomId, userId, membership, origin, content?, now?, eventIdLocalpart?}`
+ *  (`now` in ms, default Date.now(); room versions 1-2 draw their event ID's local part with
+ *  crypto.getRandomValues unless given). Signed with the first key. Returns
+ *  `{eventId, roomVersion, event}`, `event` as canonical JSON text to send with `send_*`. */
+export function membershipFromTemplate(answer, request, keys) {
+  const { roomId, userId, membership, origin, content, now = Date.now() } = request;
+  let { eventIdLocalpart } = request;
+  if (eventIdLocalpart === undefined || eventIdLocalpart === null) {
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+    const entropy = new Uint8Array(18);
+    globalThis.crypto.getRandomValues(entropy);
+    eventIdLocalpart = Array.from(entropy, (b) => alphabet[b % alphabet.length]).join('');
+  }
+  const bytes = toBytes(answer, 'answer');
+  const extra = optBytes(content, 'content');
+  const out = withSigningKeys(keys, (k) =>
+    raw.membershipFromTemplate(bytes, roomId, userId, membership, origin, extra, now, eventIdLocalpart, k),
+  );
+  // The event is taken out of the canonical answer as text, not through JSON.stringify.
+  const { event_id: eventId, room_version: roomVersion } = JSON.parse(out);
+  const start = out.indexOf('"event":') + '"event":'.length;
+  const end = out.lastIndexOf(',"event_id":');
+  return { eventId, roomVersion, event: out.slice(start, end) };
+}
+
 /** Checks PDUs (format, signatures, content hash) against `keys`. One verdict object per PDU,
  *  exactly `mxfed event check`'s: `{event_id, signatures, content_hash, verdict[, reason, error]}`. */
 export function checkPdus(pdus, roomVersion, keys) {

@@ -107,6 +107,27 @@ export function redact(event: JsonInput, roomVersion: RoomVersionId): string;
 export function hashAndSignEvent(event: JsonInput, roomVersion: RoomVersionId, serverName: string, keys: SigningKeyInput): string;
 export function checkPdus(pdus: JsonInput[], roomVersion: RoomVersionId, keys: KeysInput): PduVerdict[];
 
+/** What `membershipFromTemplate` asks for and adds. */
+export interface MembershipRequest {
+  roomId: string;
+  userId: string;
+  membership: 'join' | 'leave' | 'knock';
+  /** Our server name: the event's origin and signer. */
+  origin: string;
+  /** Content keys to add where the template has none (a display name). */
+  content?: JsonInput | null;
+  /** origin_server_ts in ms (default Date.now()). */
+  now?: number;
+  /** Room versions 1-2: the event ID's local part (default: random). */
+  eventIdLocalpart?: string | null;
+}
+/** Our signed membership event from a `make_*` answer; `event` is canonical JSON text. */
+export function membershipFromTemplate(
+  answer: JsonInput,
+  request: MembershipRequest,
+  keys: SigningKeyInput,
+): { eventId: string; roomVersion: string; event: string };
+
 export interface RequestToSign {
   method: string;
   uri: string;

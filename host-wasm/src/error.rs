@@ -67,6 +67,7 @@ from_core!(
     mxfed_core::keys::KeyError,
     mxfed_core::signing::SignatureError,
     mxfed_core::event::EventError,
+    mxfed_core::event::TemplateError,
     mxfed_core::room_version::UnknownRoomVersion,
     mxfed_core::server_keys::ServerKeysError,
     mxfed_core::identifiers::IdError,

@@ -3,7 +3,7 @@
 //!
 //! What it does: exports the core's operations through wasm-bindgen (`canonicalJson`,
 //! `isCanonicalJson`, `signJson`, `verifyJson`, `contentHash`, `referenceHash`, `eventId`, `redact`,
-//! `hashAndSignEvent`, `checkPdus`, `signRequest`, `verifyRequest`, `serverKeys`,
+//! `hashAndSignEvent`, `membershipFromTemplate`, `checkPdus`, `signRequest`, `verifyRequest`, `serverKeys`,
 //! `parseTransaction`, `serverAclAllows`, `discoveryPlan`, `pickSrv`, `serverMaySee`, `replay`,
 //! the key classes and `Room`), and the edge worker's request checks ([`edge`]).
 //! The JavaScript package around it (`host-wasm/js/`, built into `host-wasm/pkg/` by
@@ -314,6 +314,35 @@ pub fn hash_and_sign_event(
     keys: &JsSigningKeys,
 ) -> JsResult<String> {
     ops::hash_and_sign_event(event, room_version, server, &keys.keys).map_err(err)
+}
+
+/// Our signed membership event from a `make_*` answer: canonical JSON
+/// `{"event_id","room_version","event"}` (the JS layer supplies the clock and the v1–2 event ID).
+#[wasm_bindgen(js_name = membershipFromTemplate)]
+#[allow(clippy::too_many_arguments)]
+pub fn membership_from_template(
+    answer: &[u8],
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+    origin: &str,
+    content: Option<Vec<u8>>,
+    now: f64,
+    event_id_localpart: Option<String>,
+    keys: &JsSigningKeys,
+) -> JsResult<String> {
+    ops::membership_from_template(
+        answer,
+        room_id,
+        user_id,
+        membership,
+        origin,
+        content.as_deref(),
+        ts(now),
+        event_id_localpart.as_deref(),
+        &keys.keys,
+    )
+    .map_err(err)
 }
 
 /// Checks a batch of PDUs (`data` holds them back to back, `ends` each one's end offset);

@@ -179,6 +179,49 @@ pub fn hash_and_sign_event(
     Ok(ev.to_canonical_string())
 }
 
+/// Our signed membership event completed from a resident's `make_join`, `make_leave` or
+/// `make_knock` answer (`mxfed event from-template`): canonical JSON
+/// `{"event_id","room_version","event"}`. Signed with the first key.
+///
+/// # Errors
+/// Bad JSON, no key, or any [`event::TemplateError`].
+#[allow(clippy::too_many_arguments)]
+pub fn membership_from_template(
+    answer: &[u8],
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+    origin: &str,
+    content: Option<&[u8]>,
+    now: Timestamp,
+    event_id_localpart: Option<&str>,
+    keys: &[SigningKey],
+) -> Result<String, HostError> {
+    mxfed_core::identifiers::validate_server_name(origin)?;
+    let key = keys
+        .first()
+        .ok_or_else(|| HostError::new("bad_argument", "no signing key"))?;
+    let answer = canonical::parse_object(answer, &ParseOptions::LEGACY)?;
+    let content = content
+        .map(|c| canonical::parse_object(c, &ParseOptions::LEGACY))
+        .transpose()?;
+    let req = event::MembershipRequest {
+        room_id,
+        user_id,
+        membership,
+        origin,
+        content: content.as_ref(),
+        now,
+        event_id_localpart,
+    };
+    let (built, v) = event::membership_from_template(&answer, &req, key)?;
+    let mut out = Object::new();
+    out.insert("event_id", built.event_id);
+    out.insert("room_version", v.id);
+    out.insert("event", built.pdu);
+    Ok(out.to_canonical_string())
+}
+
 /// Adds one `/_matrix/key/v2/server` response to a key ring (it must be self-signed), as
 /// `mxfed event check --keys` does.
 ///

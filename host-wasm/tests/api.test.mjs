@@ -27,6 +27,43 @@ function throwsCode(f, code, extra = {}) {
   });
 }
 
+test('membershipFromTemplate completes a make_join template into our signed join', () => {
+  const template = {
+    type: 'm.room.member',
+    room_id: '!r:res.example',
+    sender: '@u:domain',
+    state_key: '@u:domain',
+    content: { membership: 'join' },
+    prev_events: ['$prev'],
+    auth_events: ['$create'],
+    depth: 5,
+    origin: 'res.example',
+    origin_server_ts: 1,
+  };
+  const request = { roomId: '!r:res.example', userId: '@u:domain', membership: 'join', origin: 'domain', now: 5000, content: { displayname: 'U' } };
+  const { eventId, roomVersion, event } = m.membershipFromTemplate({ room_version: '10', event: template }, request, KEY);
+  assert.equal(roomVersion, '10');
+  assert.equal(m.canonicalJson(event), event);
+  const ev = JSON.parse(event);
+  assert.equal(eventId, m.eventId(event, '10'));
+  assert.equal(ev.origin, 'domain');
+  assert.equal(ev.origin_server_ts, 5000);
+  assert.deepEqual(ev.content, { displayname: 'U', membership: 'join' });
+  assert.deepEqual(ev.prev_events, ['$prev']);
+  const keys = [m.serverKeys('domain', KEY, 2 ** 40)];
+  assert.equal(m.checkPdus([event], '10', keys)[0].verdict, 'accepted');
+  // Room version 1: the event ID's local part is drawn here unless given.
+  const v1 = { event: { ...template, prev_events: [], auth_events: [] } };
+  const drawn = m.membershipFromTemplate(v1, request, KEY);
+  assert.equal(drawn.roomVersion, '1');
+  assert.match(drawn.eventId, /^\$[A-Za-z0-9]{18}:domain$/);
+  assert.equal(m.membershipFromTemplate(v1, { ...request, eventIdLocalpart: 'abc' }, KEY).eventId, '$abc:domain');
+  // Not the event asked for: an MxfedError with the core's code.
+  throwsCode(() => m.membershipFromTemplate({ room_version: '10', event: { ...template, sender: '@x:domain' } }, request, KEY), 'template_not_asked');
+  throwsCode(() => m.membershipFromTemplate({ room_version: '10' }, request, KEY), 'template_no_event');
+  throwsCode(() => m.membershipFromTemplate('{', request, KEY), 'json_syntax');
+});
+
 test('canonical JSON sorts keys by code point, not UTF-16 unit', () => {
   // U+1F600 is D83D DE00 in UTF-16, which sorts before U+FF61; by code point it is after.
   const obj = { '\u{1F600}': 1, '\uFF61': 2, a: 3 };

@@ -65,6 +65,19 @@ const ops = {
       room.free();
     }
   },
+  membership_from_template: (a) => {
+    const r = a.request;
+    const out = m.membershipFromTemplate(
+      b(a.answer),
+      {
+        roomId: r.room_id, userId: r.user_id, membership: r.membership, origin: r.origin,
+        content: r.content, now: r.now_ms, eventIdLocalpart: r.event_id_localpart,
+      },
+      key(a.seed, a.version),
+    );
+    // Back to the CLI's bytes; the event text is canonical already and goes in as it is.
+    return `{"event":${out.event},"event_id":${JSON.stringify(out.eventId)},"room_version":${JSON.stringify(out.roomVersion)}}`;
+  },
   is_canonical_json: (a) => String(m.isCanonicalJson(Uint8Array.from(Buffer.from(a.input_hex, 'hex')))),
   pick_srv: (a) => {
     const t = m.pickSrv(b(a.records));

@@ -261,6 +261,50 @@ impl Host for CoreHost {
                 .map_err(|e| e.code().to_owned())
         }))
     }
+
+    fn membership_from_template(
+        &self,
+        seed: &str,
+        version: &str,
+        answer: &[u8],
+        request: &[u8],
+    ) -> Option<Outcome> {
+        let run = || -> Outcome {
+            let key =
+                SigningKey::from_seed_base64(version, seed).map_err(|e| e.code().to_owned())?;
+            let answer = canonical::parse_object(answer, &ParseOptions::LEGACY)
+                .map_err(|e| e.code().to_owned())?;
+            let req: serde_json::Value = serde_json::from_slice(request).unwrap();
+            let text = |k: &str| req[k].as_str().unwrap_or_default().to_owned();
+            let content = req.get("content").map(|c| {
+                canonical::parse_object(c.to_string().as_bytes(), &ParseOptions::LEGACY).unwrap()
+            });
+            let local = req["event_id_localpart"].as_str();
+            let (room_id, user_id, membership, origin) = (
+                text("room_id"),
+                text("user_id"),
+                text("membership"),
+                text("origin"),
+            );
+            let r = event::MembershipRequest {
+                room_id: &room_id,
+                user_id: &user_id,
+                membership: &membership,
+                origin: &origin,
+                content: content.as_ref(),
+                now: Timestamp(req["now_ms"].as_u64().unwrap_or_default()),
+                event_id_localpart: local,
+            };
+            let (built, v) = event::membership_from_template(&answer, &r, &key)
+                .map_err(|e| e.code().to_owned())?;
+            let mut out = Object::new();
+            out.insert("event_id", built.event_id);
+            out.insert("room_version", v.id);
+            out.insert("event", built.pdu);
+            Ok(out.to_canonical_string().into_bytes())
+        };
+        Some(run())
+    }
 }
 
 /// A room made of PDUs (JSONL) received in causal order, with the verdicts.

@@ -135,6 +135,19 @@ pub trait Host {
     ) -> Option<Outcome> {
         None
     }
+    /// Our signed membership event completed from a `make_*` answer, signed with the key of
+    /// seed `seed` and version `version`; `request` is JSON `{"room_id","user_id","membership",
+    /// "origin","now_ms","content"?,"event_id_localpart"?}`. Canonical JSON
+    /// `{"event_id","room_version","event"}`, or the refusal's code. Required.
+    fn membership_from_template(
+        &self,
+        _seed: &str,
+        _version: &str,
+        _answer: &[u8],
+        _request: &[u8],
+    ) -> Option<Outcome> {
+        None
+    }
 }
 
 /// Vector kinds every host must run (optional [`Host`] methods that are not optional).
@@ -147,6 +160,7 @@ pub const REQUIRED_KINDS: &[&str] = &[
     "room_replay_verdicts",
     "room_replay_state",
     "restricted_join",
+    "membership_template",
 ];
 
 /// The vectors directory.
@@ -267,7 +281,25 @@ pub fn run_all(host: &dyn Host) -> Report {
     run_discovery(host, &mut r);
     run_history_visibility(host, &mut r);
     run_room(host, &mut r);
+    run_membership_templates(host, &mut r);
     r
+}
+
+/// `membership_template.json`: `make_*` answers completed into our signed membership events,
+/// and the templates refused.
+fn run_membership_templates(host: &dyn Host, r: &mut Report) {
+    let file = load_json("membership_template.json");
+    let seed = s(&file["seed_base64"]);
+    for v in file["cases"].as_array().unwrap() {
+        let answer = input_bytes(v, "answer").unwrap();
+        let request = serde_json::to_vec(&v["request"]).unwrap();
+        r.check_opt(
+            "membership_template",
+            s(&v["name"]),
+            host.membership_from_template(seed, "1", &answer, &request),
+            &expected(v),
+        );
+    }
 }
 
 /// The expected outcome of a vector row: `error` (a code) or `expected` (canonical JSON).

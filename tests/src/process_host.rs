@@ -248,4 +248,17 @@ impl Host for ProcessHost {
                    "server_name": server_name, "joined_to": joined}),
         )
     }
+    fn membership_from_template(
+        &self,
+        seed: &str,
+        version: &str,
+        answer: &[u8],
+        request: &[u8],
+    ) -> Option<Outcome> {
+        let request: J = serde_json::from_slice(request).unwrap();
+        self.call(
+            "membership_from_template",
+            json!({"seed": seed, "version": version, "answer": s(answer), "request": request}),
+        )
+    }
 }

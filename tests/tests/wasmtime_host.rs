@@ -230,6 +230,18 @@ impl<R: AbiCall> Host for AbiHost<R> {
                 .list(&flags),
         )
     }
+    fn membership_from_template(
+        &self,
+        seed: &str,
+        version: &str,
+        answer: &[u8],
+        request: &[u8],
+    ) -> Option<Outcome> {
+        self.call(
+            "membership_from_template",
+            a().s(seed).s(version).bytes(answer).bytes(request),
+        )
+    }
 }
 
 /// The module in wasmtime.

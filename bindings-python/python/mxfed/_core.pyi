@@ -42,6 +42,7 @@ __all__ = [
     "event_id",
     "hash_and_sign_event",
     "is_canonical_json",
+    "membership_from_template",
     "parse_transaction",
     "pick_srv",
     "redact",
@@ -124,6 +125,18 @@ def room_id(event: _ObjectInput, room_version: str) -> str: ...
 def redact(event: _ObjectInput, room_version: str) -> _JsonObject: ...
 def hash_and_sign_event(
     event: _ObjectInput, room_version: str, server_name: str, key: _Keys
+) -> _JsonObject: ...
+def membership_from_template(
+    answer: _ObjectInput,
+    room_id: str,
+    user_id: str,
+    membership: str,
+    server_name: str,
+    key: _Keys,
+    *,
+    now_ms: Optional[int] = None,
+    content: Optional[_ObjectInput] = None,
+    event_id_localpart: Optional[str] = None,
 ) -> _JsonObject: ...
 def check_pdus(
     pdus: Iterable[_ObjectInput],

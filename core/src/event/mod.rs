@@ -1,5 +1,6 @@
-//! Events: content hashes, redaction, reference hashes, event IDs, v12 room IDs, and
-//! hashing-and-signing of new events ([spec § Signing events], DIGEST §5–§8).
+//! Events: content hashes, redaction, reference hashes, event IDs, v12 room IDs,
+//! hashing-and-signing of new events ([spec § Signing events], DIGEST §5–§8), and membership
+//! events completed from a resident server's template (DIGEST §18).
 //!
 //! Events are handled as JSON objects ([`Object`]), never round-tripped through typed structs, so
 //! unknown keys and legacy numbers survive exactly and hash as the sender hashed them.
@@ -8,11 +9,13 @@
 
 mod build;
 mod redact;
+mod template;
 
 use sha2::{Digest, Sha256};
 
 pub use build::{auth_types, build_event, BuiltEvent, EventRef, EventTemplate, StateMap};
 pub use redact::{encode_redacted, redact};
+pub use template::{membership_from_template, MembershipRequest, TemplateError};
 
 use crate::base64;
 use crate::canonical::{encode_object_filtered, Object, Value};

@@ -1552,51 +1552,33 @@ pub async fn remote_membership(
         encode_segment(user_id)
     );
     let answer = state.client.json(via, "GET", &path, None).await?;
-    let version = answer.get_str("room_version").unwrap_or("1");
-    let v = RoomVersion::get(version)?;
-    let mut ev = answer
-        .get_object("event")
-        .cloned()
-        .ok_or_else(|| ApiError::remote("make_* answer has no event"))?;
-    // The template must be what we asked for (DIGEST §18.1), or we discard it.
-    let content_ok = ev
-        .get_object("content")
-        .and_then(|c| c.get_str("membership"))
-        == Some(membership);
-    if ev.get_str("room_id") != Some(room_id)
-        || ev.get_str("sender") != Some(user_id)
-        || ev.get_str("state_key") != Some(user_id)
-        || ev.get_str("type") != Some("m.room.member")
-        || !content_ok
-    {
-        return Err(ApiError::remote(
-            "make_* answered with a template we did not ask for",
-        ));
-    }
-    ev.remove("signatures");
-    ev.remove("hashes");
-    ev.remove("unsigned");
-    ev.insert("origin_server_ts", Int::saturating(now().as_i64()));
-    ev.insert("origin", state.server_name.as_str());
+    let mut content = Object::new();
     if membership == "join" {
         if let Some(Some(d)) = state.reads().user(user_id)?.map(|(d, _)| d) {
-            if let Some(Value::Object(c)) = ev.get_mut("content") {
-                c.insert("displayname", d);
-            }
+            content.insert("displayname", d);
         }
     }
-    if v.event_id_format == mxfed_core::room_version::EventIdFormat::Explicit {
-        ev.insert(
-            "event_id",
-            format!("${}:{}", super::random_token(18)?, state.server_name),
-        );
-    }
+    let local = super::random_token(18)?;
     let key = state
         .keys
         .first()
         .ok_or_else(|| ApiError::internal("no signing key"))?;
-    event::hash_and_sign_event(&mut ev, v, &state.server_name, key)?;
-    let event_id = event::event_id(&ev, v)?;
+    let req = event::MembershipRequest {
+        room_id,
+        user_id,
+        membership,
+        origin: &state.server_name,
+        content: Some(&content),
+        now: now(),
+        event_id_localpart: Some(&local),
+    };
+    // The core checks the template is what we asked for (DIGEST §18.1) and completes it.
+    let (built, v) = event::membership_from_template(&answer, &req, key).map_err(|e| match e {
+        event::TemplateError::RoomVersion(e) => ApiError::from(e),
+        e => ApiError::remote(format!("make_{membership} answer from {via}: {e}")),
+    })?;
+    let version = v.id;
+    let (event_id, ev) = (built.event_id, built.pdu);
     let version_path = if membership == "knock" { "v1" } else { "v2" };
     let path = format!(
         "/_matrix/federation/{version_path}/send_{membership}/{}/{}",

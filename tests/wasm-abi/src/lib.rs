@@ -173,6 +173,7 @@ ops! {
             .collect();
         CoreHost.restricted_join(rv, &keys, pdus, user, server, &joined_to)
     };
+    mxfed_membership_from_template => |a| CoreHost.membership_from_template(a.str(), a.str(), a.bytes(), a.bytes());
 }
 
 #[cfg(test)]
