@@ -1200,6 +1200,29 @@ impl PyRoom {
         object_to_py(py, &verdict)
     }
 
+    /// The verdict `receive` would give the PDU, without taking it in (the room is unchanged):
+    /// whether an event would pass before it is signed or sent.
+    fn check<'py>(
+        &self,
+        py: Python<'py>,
+        pdu: &Bound<'py, PyAny>,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let bytes = match one_pdu(pdu, self.room.version()) {
+            Ok(b) => b,
+            Err(e) => return rejected_verdict(py, &e),
+        };
+        let room = &self.room;
+        let verdict = with_key_ring(keys, |ring| {
+            Ok(py.detach(|| {
+                let check = pdu::check_pdu(&bytes, room.version(), ring);
+                let verdict = room.check(&check);
+                room::verdict_json(&check, &verdict)
+            }))
+        })?;
+        object_to_py(py, &verdict)
+    }
+
     /// Checks a batch of PDUs (any order), orders them causally and receives each, as `replay`
     /// does: one verdict dict per PDU, in processing order.
     fn receive_all<'py>(

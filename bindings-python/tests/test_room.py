@@ -92,7 +92,13 @@ def test_room_receive_one_by_one_is_replay() -> None:
     # The side room arrived in causal order: receive them one by one, as JSON text and dicts.
     for i, line in enumerate(lines):
         pdu = json.dumps(line["pdu"]) if i % 2 else line["pdu"]
+        # check: receive's verdict, with the room left as it was.
+        before = (room.current_state(), room.forward_extremities())
+        checked = room.check(pdu, ring)
+        assert (room.current_state(), room.forward_extremities()) == before
+        assert line["event_id"] not in room
         v = room.receive(pdu, ring)
+        assert checked == v
         assert v["verdict"] == "accepted" and v["event_id"] == line["event_id"]
         assert line["event_id"] in room
     _, state = mxfed.replay([line["pdu"] for line in lines], "10", KEYS)
@@ -101,6 +107,10 @@ def test_room_receive_one_by_one_is_replay() -> None:
     assert room.state_after(lines[-1]["event_id"]) == state
     assert room.state_after("$unknown") is None
     assert "$unknown" not in room
+    # An event signed by nobody we know would be rejected; checking it does not take it in.
+    forged = dict(lines[-1]["pdu"], depth=99)
+    assert room.check(forged, ring)["verdict"] == "rejected"
+    assert room.check(forged, [])["verdict"] == "rejected"
     # Receiving again changes nothing.
     again = room.receive_all([line["pdu"] for line in lines], ring)
     assert [v["verdict"] for v in again] == ["accepted"] * len(lines)

@@ -90,6 +90,14 @@ pub struct Context<'a, 'b> {
     pub current_state: Option<&'b AuthEvents<'a>>,
 }
 
+/// The verdict on an event the room has already: its first verdict stands.
+fn known_verdict(verdict: &Verdict) -> RoomVerdict {
+    match verdict {
+        Verdict::Redacted => RoomVerdict::Redacted,
+        _ => RoomVerdict::Accepted,
+    }
+}
+
 /// Spec checks 4–6 on an event whose format, signatures and hash were checked by
 /// [`check_pdu`](crate::pdu::check_pdu) (whose verdict is `signature_verdict`).
 pub fn check_received<'a>(
@@ -362,30 +370,49 @@ impl Room {
         check: &PduCheck,
         given_before: Option<Arc<StateMap>>,
     ) -> RoomVerdict {
+        match self.pdu_of(check) {
+            Ok(pdu) => self.receive_pdu(pdu, &check.verdict, given_before),
+            Err(v) => v,
+        }
+    }
+
+    /// The event of a check, taken apart; the verdict when there is none to take in.
+    fn pdu_of(&self, check: &PduCheck) -> Result<Pdu, RoomVerdict> {
         let Some(event) = &check.event else {
-            return match &check.verdict {
+            return Err(match &check.verdict {
                 Verdict::Rejected { code, .. } => RoomVerdict::Rejected { code },
                 _ => RoomVerdict::Rejected {
                     code: "pdu_missing",
                 },
-            };
+            });
         };
         // The check computed the ID already (the reference hash, from v3); only a check made
         // without one (a hand-made PduCheck) hashes here.
-        let pdu = match check.pdu(self.version) {
-            Some(p) => p,
-            None => match Pdu::new(event.clone(), self.version) {
-                Ok(p) => p,
-                Err(e) => return RoomVerdict::Rejected { code: e.code() },
-            },
-        };
-        self.receive_pdu(pdu, &check.verdict, given_before)
+        match check.pdu(self.version) {
+            Some(p) => Ok(p),
+            None => Pdu::new(event.clone(), self.version)
+                .map_err(|e| RoomVerdict::Rejected { code: e.code() }),
+        }
     }
 
     /// [`Room::receive`] for an event already taken apart: the PDU and the verdict of its
     /// format, signature and hash checks. Hosts that hold the [`Pdu`] use this rather than a copy.
     pub fn receive_checked(&mut self, pdu: Pdu, verdict: &Verdict) -> RoomVerdict {
         self.receive_pdu(pdu, verdict, None)
+    }
+
+    /// The verdict [`Room::receive`] would give the event, without taking it in: for a server
+    /// that offers an event before anyone signs it (a `make_join` template) or asks whether one
+    /// would pass, at the cost of one event's checks rather than a copy of the room.
+    pub fn check(&self, check: &PduCheck) -> RoomVerdict {
+        let pdu = match self.pdu_of(check) {
+            Ok(p) => p,
+            Err(v) => return v,
+        };
+        if self.events.contains_key(&pdu.event_id) {
+            return known_verdict(&check.verdict);
+        }
+        self.verdict_before(&pdu, &check.verdict, None).0
     }
 
     fn receive_pdu(
@@ -395,18 +422,26 @@ impl Room {
         given_before: Option<Arc<StateMap>>,
     ) -> RoomVerdict {
         if self.events.contains_key(&pdu.event_id) {
-            return match verdict {
-                Verdict::Redacted => RoomVerdict::Redacted,
-                _ => RoomVerdict::Accepted,
-            };
+            return known_verdict(verdict);
         }
-        let stand_ins = self.stand_ins(&pdu);
-        let auth = self.known_auth(&pdu, &stand_ins);
+        let (verdict, before) = self.verdict_before(&pdu, verdict, given_before);
+        self.take_in(pdu, verdict, before)
+    }
+
+    /// Checks 4–6 on an event not yet in the room, and the state before it.
+    fn verdict_before(
+        &self,
+        pdu: &Pdu,
+        verdict: &Verdict,
+        given_before: Option<Arc<StateMap>>,
+    ) -> (RoomVerdict, Arc<StateMap>) {
+        let stand_ins = self.stand_ins(pdu);
+        let auth = self.known_auth(pdu, &stand_ins);
         let before = match given_before {
             Some(s) => s,
             None => self.resolve_after(pdu.prev_event_ids()),
         };
-        let before_view = self.auth_view(&before, &pdu);
+        let before_view = self.auth_view(&before, pdu);
         let prevs: BTreeSet<&str> = pdu.prev_event_ids().into_iter().collect();
         let extends_extremities = prevs.len() == self.extremities.len()
             && self.extremities.iter().all(|e| prevs.contains(e.as_str()));
@@ -428,17 +463,28 @@ impl Room {
             }
             Some(resolve(self.version, &sets, &Store(&self.events)))
         };
-        let current_view = current.as_ref().map(|c| self.auth_view(c, &pdu));
+        let current_view = current.as_ref().map(|c| self.auth_view(c, pdu));
         let verdict = check_received(
-            &pdu,
+            pdu,
             verdict,
             &Context {
                 auth_events: &auth,
-                create: self.create_event(&pdu),
+                create: self.create_event(pdu),
                 state_before: &before_view,
                 current_state: current_view.as_ref(),
             },
         );
+        (verdict, before)
+    }
+
+    /// Takes in an event with its verdict and the state before it: its state after, the
+    /// forward extremities, compaction.
+    fn take_in(&mut self, pdu: Pdu, verdict: RoomVerdict, before: Arc<StateMap>) -> RoomVerdict {
+        let prevs: BTreeSet<String> = pdu
+            .prev_event_ids()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         let rejected = matches!(verdict, RoomVerdict::Rejected { .. });
         let soft_failed = matches!(verdict, RoomVerdict::SoftFailed { .. });
         let after = match pdu.state_pair() {
@@ -452,9 +498,9 @@ impl Room {
         let id = pdu.event_id.clone();
         let mut no_longer_extremities = Vec::new();
         if !rejected && !soft_failed {
-            for p in &prevs {
-                if self.extremities.remove(*p) {
-                    no_longer_extremities.push((*p).to_owned());
+            for p in prevs {
+                if self.extremities.remove(&p) {
+                    no_longer_extremities.push(p);
                 }
             }
             self.extremities.insert(id.clone());

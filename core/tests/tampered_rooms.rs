@@ -659,3 +659,54 @@ fn auth_events_from_another_room() {
         assert_eq!(checked, 2, "v{rv}");
     }
 }
+
+/// `Room::check` gives every event of the tampered rooms (rejected, soft-failed, redacted and
+/// accepted ones) the verdict `Room::receive` then gives it, and leaves the room as it was.
+#[test]
+fn check_gives_receives_verdict_and_changes_nothing() {
+    use mxfed_core::room::{causal_order, Room};
+    let ring = ring();
+    let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for (file, rv, _, _) in rooms() {
+        let v = RoomVersion::get(&rv).unwrap();
+        let checks: Vec<_> = lines(&file)
+            .iter()
+            .map(|l| check_pdu(l.pdu.as_bytes(), v, &ring))
+            .collect();
+        let with_event: Vec<usize> = (0..checks.len())
+            .filter(|&i| {
+                checks[i]
+                    .event
+                    .as_ref()
+                    .is_some_and(|e| Pdu::new(e.clone(), v).is_ok())
+            })
+            .collect();
+        let events: Vec<Pdu> = with_event
+            .iter()
+            .map(|&i| Pdu::new(checks[i].event.clone().unwrap(), v).unwrap())
+            .collect();
+        let mut room = Room::new(v);
+        let order = (0..checks.len())
+            .filter(|i| !with_event.contains(i))
+            .chain(causal_order(&events).into_iter().map(|k| with_event[k]));
+        for i in order {
+            let (state, extremities) = (room.current_state(), room.forward_extremities().clone());
+            let checked = room.check(&checks[i]);
+            assert_eq!(room.current_state(), state, "{file}");
+            assert_eq!(room.forward_extremities(), &extremities, "{file}");
+            let received = room.receive(&checks[i]);
+            assert_eq!(checked, received, "{file} line {i}");
+            // Checked again once taken in: the verdict of an event the room has.
+            let again = room.check(&checks[i]);
+            assert_eq!(again, room.receive(&checks[i]), "{file} line {i}");
+            *kinds.entry(received.as_str()).or_default() += 1;
+        }
+    }
+    // Every kind of verdict came up.
+    for kind in ["accepted", "rejected", "soft_failed", "redacted"] {
+        assert!(
+            kinds.get(kind).copied().unwrap_or(0) > 0,
+            "{kind}: {kinds:?}"
+        );
+    }
+}

@@ -329,6 +329,13 @@ export class Room {
     return JSON.parse(withKeyRing(keys, (ring) => this.#room.receive(bytes, ring)));
   }
 
+  /** The verdict `receive` would give the PDU, without taking it in (the room is unchanged):
+   *  whether an event would pass before it is signed or sent. */
+  check(pdu, keys) {
+    const bytes = toBytes(pdu, 'pdu');
+    return JSON.parse(withKeyRing(keys, (ring) => this.#room.check(bytes, ring)));
+  }
+
   /** Checks a batch (any order), orders it causally and receives each PDU: verdict objects in
    *  processing order. */
   receiveAll(pdus, keys) {

@@ -188,6 +188,8 @@ export class Room {
   constructor(roomVersion: RoomVersionId);
   readonly roomVersion: string;
   receive(pdu: JsonInput, keys: KeysInput): RoomVerdict;
+  /** The verdict `receive` would give, without taking the PDU in. */
+  check(pdu: JsonInput, keys: KeysInput): RoomVerdict;
   receiveAll(pdus: JsonInput[], keys: KeysInput): RoomVerdict[];
   currentState(): StateEntry[];
   forwardExtremities(): string[];

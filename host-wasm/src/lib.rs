@@ -488,6 +488,11 @@ impl JsRoom {
         ops::room_receive(&mut self.room, pdu, &keys.ring)
     }
 
+    /// The verdict `receive` would give, without taking the PDU in.
+    pub fn check(&self, pdu: &[u8], keys: &JsKeyRing) -> String {
+        ops::room_check(&self.room, pdu, &keys.ring)
+    }
+
     /// Checks a batch (`data` back to back, `ends` each one's end offset) and receives it in
     /// causal order: verdict lines, in processing order.
     #[wasm_bindgen(js_name = receiveAll)]

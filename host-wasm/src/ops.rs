@@ -423,6 +423,13 @@ pub fn room_receive(room: &mut Room, pdu_bytes: &[u8], ring: &KeyRing) -> String
     room::verdict_json(&check, &verdict).to_canonical_string()
 }
 
+/// The verdict [`room_receive`] would give, without taking the PDU in (`Room::check`).
+pub fn room_check(room: &Room, pdu_bytes: &[u8], ring: &KeyRing) -> String {
+    let check = pdu::check_pdu(pdu_bytes, room.version(), ring);
+    let verdict = room.check(&check);
+    room::verdict_json(&check, &verdict).to_canonical_string()
+}
+
 /// A state map as the canonical JSON list of `{"event_id","state_key","type"}`.
 pub fn state_json(state: &StateMap) -> String {
     Value::Array(room::state_rows(state)).to_canonical_string()

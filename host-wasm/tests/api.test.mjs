@@ -307,6 +307,14 @@ test('replay and Room reach Synapse\'s verdicts, state and the restricted-join r
     assert.equal(rm.roomVersion, r.room_version);
     assert.equal(rm.receiveAll(ls.map((l) => JSON.stringify(l.pdu)), ring).length, ls.length);
     assert.deepEqual(rm.currentState(), state);
+    // check gives what receive gives (here: events the room has), and changes nothing.
+    const extremities = rm.forwardExtremities();
+    for (const l of ls.slice(0, 20)) {
+      const checked = rm.check(l.pdu, ring);
+      assert.deepEqual(rm.forwardExtremities(), extremities);
+      assert.deepEqual(checked, rm.receive(l.pdu, ring), `${r.file} ${l.case}`);
+    }
+    assert.deepEqual(rm.currentState(), state);
     assert.ok(rm.has(ls[0].event_id));
     assert.equal(rm.has('$unknown'), false);
     assert.equal(rm.stateAfter('$unknown'), null);
@@ -344,6 +352,7 @@ test('Room and replay: bad input is an MxfedError or a rejected verdict', () => 
   throwsCode(() => m.replay([], '10', ['{']), 'json_syntax');
   const rm = new m.Room(10);
   for (const [pdu, reason] of [['{', 'json_syntax'], [new Uint8Array([0xff]), 'json_syntax'], [{}, 'pdu_missing_field']]) {
+    assert.deepEqual(rm.check(pdu, []), m.checkPdus([pdu], '10', [])[0]);
     const v = rm.receive(pdu, []);
     assert.equal(v.verdict, 'rejected');
     assert.equal(v.reason, reason);
