@@ -1157,6 +1157,29 @@ struct PyRoom {
     room: room::Room,
 }
 
+/// One PDU checked against `keys` (without the GIL), then `decide`d by a room: the verdict
+/// dict. A PDU that cannot be read is a rejected verdict, not an exception.
+fn room_verdict<'py>(
+    py: Python<'py>,
+    v: &'static RoomVersion,
+    pdu: &Bound<'py, PyAny>,
+    keys: &Bound<'py, PyAny>,
+    decide: impl FnOnce(&pdu::PduCheck) -> room::RoomVerdict + Send,
+) -> PyResult<Bound<'py, PyDict>> {
+    let bytes = match one_pdu(pdu, v) {
+        Ok(b) => b,
+        Err(e) => return rejected_verdict(py, &e),
+    };
+    let verdict = with_key_ring(keys, |ring| {
+        Ok(py.detach(|| {
+            let check = pdu::check_pdu(&bytes, v, ring);
+            let verdict = decide(&check);
+            room::verdict_json(&check, &verdict)
+        }))
+    })?;
+    object_to_py(py, &verdict)
+}
+
 #[pymethods]
 impl PyRoom {
     /// An empty room of a version. Raises `RoomVersionError` for an unknown version.
@@ -1185,19 +1208,9 @@ impl PyRoom {
         pdu: &Bound<'py, PyAny>,
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let bytes = match one_pdu(pdu, self.room.version()) {
-            Ok(b) => b,
-            Err(e) => return rejected_verdict(py, &e),
-        };
+        let v = self.room.version();
         let room = &mut self.room;
-        let verdict = with_key_ring(keys, |ring| {
-            Ok(py.detach(|| {
-                let check = pdu::check_pdu(&bytes, room.version(), ring);
-                let verdict = room.receive(&check);
-                room::verdict_json(&check, &verdict)
-            }))
-        })?;
-        object_to_py(py, &verdict)
+        room_verdict(py, v, pdu, keys, |check| room.receive(check))
     }
 
     /// The verdict `receive` would give the PDU, without taking it in (the room is unchanged):
@@ -1208,19 +1221,8 @@ impl PyRoom {
         pdu: &Bound<'py, PyAny>,
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let bytes = match one_pdu(pdu, self.room.version()) {
-            Ok(b) => b,
-            Err(e) => return rejected_verdict(py, &e),
-        };
         let room = &self.room;
-        let verdict = with_key_ring(keys, |ring| {
-            Ok(py.detach(|| {
-                let check = pdu::check_pdu(&bytes, room.version(), ring);
-                let verdict = room.check(&check);
-                room::verdict_json(&check, &verdict)
-            }))
-        })?;
-        object_to_py(py, &verdict)
+        room_verdict(py, room.version(), pdu, keys, |check| room.check(check))
     }
 
     /// Checks a batch of PDUs (any order), orders them causally and receives each, as `replay`

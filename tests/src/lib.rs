@@ -960,40 +960,34 @@ fn run_derived(host: &dyn Host, r: &mut Report, v: &J) {
                     .to_vec()
             });
             r.check("request_auth_sig", name, &sig, &ok_text(s(&e["sig"])));
-            let content = i.get("content").map(|c| serde_json::to_vec(c).unwrap());
-            let header = host.sign_request(
-                s(&p["signing_key_seed_base64"]),
-                "1",
-                s(&i["origin"]),
-                s(&i["destination"]),
-                s(&i["method"]),
-                s(&i["uri"]),
-                content.as_deref(),
-            );
-            r.check(
-                "request_auth_header",
-                name,
-                &header,
-                &ok_text(s(&e["authorization_header"])),
-            );
-            // The same body as other text (spaces and new lines): signed as its canonical
-            // form, the header is the same.
-            if let Some(c) = i.get("content") {
-                let pretty = serde_json::to_vec_pretty(c).unwrap();
-                let header = host.sign_request(
+            let sign = |content: Option<&[u8]>| {
+                host.sign_request(
                     s(&p["signing_key_seed_base64"]),
                     "1",
                     s(&i["origin"]),
                     s(&i["destination"]),
                     s(&i["method"]),
                     s(&i["uri"]),
-                    Some(&pretty),
-                );
+                    content,
+                )
+            };
+            let want = ok_text(s(&e["authorization_header"]));
+            let content = i.get("content").map(|c| serde_json::to_vec(c).unwrap());
+            r.check(
+                "request_auth_header",
+                name,
+                &sign(content.as_deref()),
+                &want,
+            );
+            // The same body as other text (spaces and new lines): signed as its canonical
+            // form, the header is the same.
+            if let Some(c) = i.get("content") {
+                let pretty = serde_json::to_vec_pretty(c).unwrap();
                 r.check(
                     "request_auth_header_text",
                     name,
-                    &header,
-                    &ok_text(s(&e["authorization_header"])),
+                    &sign(Some(&pretty)),
+                    &want,
                 );
             }
         }
