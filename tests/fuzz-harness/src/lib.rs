@@ -217,8 +217,9 @@ pub fn transaction(data: &[u8]) {
     let _ = (plan.pdu_count(), plan.event_ids().count());
 }
 
-/// EDU contents, server key answers, key queries, ACLs and `.well-known` bodies from one JSON
-/// object each: every reader refuses or accepts without panicking.
+/// EDU contents, server key answers, key queries, ACLs, `.well-known` bodies and `make_join`
+/// answers from one JSON object each: every reader refuses or accepts without panicking, and a
+/// template completed into our join carries our valid signature.
 pub fn edus_and_keys(data: &[u8]) {
     use mxfed_core::acl::{glob_matches, ServerAcl};
     use mxfed_core::edu::{
@@ -261,6 +262,38 @@ pub fn edus_and_keys(data: &[u8]) {
     ] {
         let _ = acl.allows(name);
         let _ = acl.check(name);
+    }
+    // A `make_*` answer, asked about what its template names (so that the seeds get through):
+    // refused, or completed into an event our key signs.
+    let ev = o.get_object("event");
+    let field = |k: &str| ev.and_then(|e| e.get_str(k));
+    let user = field("sender").unwrap_or("@u:b");
+    let origin = user.split_once(':').map_or("b", |(_, server)| server);
+    let membership = ev
+        .and_then(|e| e.get_object("content"))
+        .and_then(|c| c.get_str("membership"))
+        .unwrap_or("join");
+    let req = mxfed_core::event::MembershipRequest {
+        room_id: field("room_id").unwrap_or("!r:a"),
+        user_id: user,
+        membership,
+        origin,
+        content: None,
+        now: mxfed_core::Timestamp(1),
+        event_id_localpart: Some("x"),
+    };
+    if let Ok((built, v)) =
+        mxfed_core::event::membership_from_template(&o, &req, &server_key(origin))
+    {
+        let check = mxfed_core::pdu::check_pdu_object(built.pdu, v, &ring(&[origin]));
+        let ours = check.signatures.iter().find(|s| s.server == origin);
+        assert!(
+            ours.is_some_and(|s| s
+                .keys
+                .iter()
+                .all(|(_, k)| *k == mxfed_core::signing::KeyOutcome::Valid)),
+            "our signature on a completed template verifies: {check:?}"
+        );
     }
     let _ = object_keys(&o);
 }

@@ -131,6 +131,8 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             }
             let acl = json(&dir.join("acl.json"));
             out.extend(under(&acl, "content"));
+            let templates = json(&dir.join("membership_template.json"));
+            out.extend(under(&templates, "answer"));
             let discovery = json(&dir.join("discovery.json"));
             let mut bodies = Vec::new();
             all_under(&discovery, "well_known", &mut bodies);
