@@ -1169,6 +1169,13 @@ fn a_template_not_asked_for_is_refused() {
     let ban = membership_request("ban", None);
     let e = membership_from_template(&template_answer(Some("10"), "ban"), &ban, &k).unwrap_err();
     assert_eq!(e.code(), "template_bad_membership");
+    // A restricted join's authoriser that is not a user ID: every server's checks refuse the
+    // event before reading a signature, so it is not signed (found by fuzzing).
+    let bad_via = changed(
+        &["content", "join_authorised_via_users_server"],
+        Value::from("@bob:resident.exam&le"),
+    );
+    assert_eq!(refused(&bad_via).code(), "bad_user_id");
     // Too large to be accepted anywhere: not signed.
     let big = changed(&["content", "reason"], Value::from("x".repeat(70_000)));
     assert_eq!(refused(&big).code(), "pdu_too_large");

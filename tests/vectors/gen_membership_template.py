@@ -117,6 +117,12 @@ def main() -> None:
     refused("another room", template("10", "join", room_id="!other:resident.example"), request("join"), "template_not_asked")
     refused("not a member event", template("10", "join", type="m.room.message"), request("join"), "template_not_asked")
     refused("a leave for a join", template("10", "leave"), request("join"), "template_not_asked")
+    refused(
+        "a restricted join's authoriser that is not a user ID",
+        template("10", "join", content={"membership": "join", "join_authorised_via_users_server": "@bob:bad&host"}),
+        request("join"),
+        "bad_user_id",
+    )
     refused("no event", {"room_version": "10"}, request("join"), "template_no_event")
     refused("unknown room version", template("99", "join"), request("join"), "unsupported_room_version")
     refused("knock in v6", template("6", "knock"), request("knock"), "template_no_knock")

@@ -4,7 +4,7 @@
 
 use crate::canonical::{Int, Object, Value};
 use crate::keys::SigningKey;
-use crate::pdu::{check_format, PduError};
+use crate::pdu::{check_format, required_signers, PduError};
 use crate::room_version::{EventIdFormat, RoomVersion, UnknownRoomVersion};
 use crate::time::Timestamp;
 
@@ -141,7 +141,10 @@ pub fn membership_from_template(
         ev.insert("event_id", format!("${local}:{}", req.origin));
     }
     hash_and_sign_event(&mut ev, v, req.origin, key)?;
+    // What the checks on receipt read before any signature (a restricted join's authoriser
+    // among them), so that no server refuses it for its shape.
     check_format(&ev, v)?;
+    required_signers(&ev, v)?;
     let id = event_id(&ev, v)?;
     Ok((
         BuiltEvent {
