@@ -86,8 +86,9 @@ impl TemplateError {
 /// `join_authorised_via_users_server` among them), and the request's content keys added where
 /// the template has none. `origin` and `origin_server_ts` are set, and for versions 1–2
 /// `event_id`; the template's hashes, signatures and `unsigned` are dropped. The event is then
-/// hashed, signed, and checked against the format rules other servers apply, so nothing is
-/// signed that they would refuse for its shape.
+/// hashed, signed, and put through the checks on receipt that come before any signature (the
+/// format rules, and the user IDs whose servers must sign), so nothing is signed that other
+/// servers would refuse for its shape.
 ///
 /// # Errors
 /// [`TemplateError`].
