@@ -186,7 +186,7 @@ fn xmatrix_50_pdus(c: &mut Criterion) {
     g.bench_function("sign_body", |b| {
         b.iter(|| {
             unsigned
-                .sign_body(black_box(&raw), std::slice::from_ref(&k))
+                .sign_body(Some(black_box(&raw)), std::slice::from_ref(&k))
                 .unwrap()
         })
     });

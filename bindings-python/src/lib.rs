@@ -667,10 +667,7 @@ fn membership_from_template<'py>(
         event_id_localpart: Some(&local),
     };
     let (built, v) = event::membership_from_template(&answer, &req, key).or_raise()?;
-    let mut out = Object::new();
-    out.insert("event_id", built.event_id);
-    out.insert("room_version", v.id);
-    out.insert("event", built.pdu);
+    let out = event::membership_json(built, v);
     object_to_py(py, &out)
 }
 
@@ -836,9 +833,9 @@ fn sign_request(
         destination,
         content: value.as_ref(),
     };
-    let headers = match &text {
-        Some(t) => req.sign_body(t, &keys).or_raise()?,
-        None => req.sign(&keys),
+    let headers = match &value {
+        Some(_) => req.sign(&keys),
+        None => req.sign_body(text.as_deref(), &keys).or_raise()?,
     };
     Ok(headers.iter().map(|h| h.to_header_value()).collect())
 }

@@ -480,11 +480,7 @@ impl Room {
     /// Takes in an event with its verdict and the state before it: its state after, the
     /// forward extremities, compaction.
     fn take_in(&mut self, pdu: Pdu, verdict: RoomVerdict, before: Arc<StateMap>) -> RoomVerdict {
-        let prevs: BTreeSet<String> = pdu
-            .prev_event_ids()
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+        let prevs: BTreeSet<&str> = pdu.prev_event_ids().into_iter().collect();
         let rejected = matches!(verdict, RoomVerdict::Rejected { .. });
         let soft_failed = matches!(verdict, RoomVerdict::SoftFailed { .. });
         let after = match pdu.state_pair() {
@@ -498,9 +494,9 @@ impl Room {
         let id = pdu.event_id.clone();
         let mut no_longer_extremities = Vec::new();
         if !rejected && !soft_failed {
-            for p in prevs {
-                if self.extremities.remove(&p) {
-                    no_longer_extremities.push(p);
+            for p in &prevs {
+                if self.extremities.remove(*p) {
+                    no_longer_extremities.push((*p).to_owned());
                 }
             }
             self.extremities.insert(id.clone());

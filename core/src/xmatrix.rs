@@ -339,8 +339,8 @@ impl Request<'_> {
         self.sign_bytes(&self.signing_bytes(), keys)
     }
 
-    /// [`Request::sign`] for a request whose body is the JSON text `body`, exactly as it is sent
-    /// (`self.content` is not used). Text that is canonical already — as every body mxfed sends
+    /// [`Request::sign`] for a request whose body, if any, is the JSON text `body`, exactly as it
+    /// is sent (`self.content` is not used). Text that is canonical already — as every body mxfed sends
     /// is, a transaction's [`Transmit::body`](crate::outbound::Transmit::body) among them — is
     /// signed as it is, without being parsed and encoded again; other text is parsed as
     /// [`parse_body`] parses a received body, and its value encoded. Either way the signed bytes
@@ -355,21 +355,26 @@ impl Request<'_> {
     /// let text = br#"{ "b": 1, "a": [true] }"#;
     /// let parsed = parse_body(text).unwrap();
     /// let by_value = Request { content: Some(&parsed), ..req }.sign(&[key.clone()]);
-    /// assert_eq!(req.sign_body(text, &[key]).unwrap(), by_value);
+    /// assert_eq!(req.sign_body(Some(text), &[key.clone()]).unwrap(), by_value);
+    /// assert_eq!(req.sign_body(None, &[key.clone()]).unwrap(), req.sign(&[key]));
     /// ```
     ///
     /// # Errors
     /// [`XMatrixError::Body`]: the text is not JSON.
     pub fn sign_body(
         &self,
-        body: &[u8],
+        body: Option<&[u8]>,
         keys: &[SigningKey],
     ) -> Result<Vec<XMatrix>, XMatrixError> {
-        let bytes = if is_canonical(body) {
-            self.signing_bytes_with(Some(Content::Canonical(body)))
-        } else {
-            let value = parse_body(body)?;
-            self.signing_bytes_with(Some(Content::Value(&value)))
+        let bytes = match body {
+            None => self.signing_bytes_with(None),
+            Some(text) if is_canonical(text) => {
+                self.signing_bytes_with(Some(Content::Canonical(text)))
+            }
+            Some(text) => {
+                let value = parse_body(text)?;
+                self.signing_bytes_with(Some(Content::Value(&value)))
+            }
         };
         Ok(self.sign_bytes(&bytes, keys))
     }

@@ -622,10 +622,7 @@ fn run_event(cmd: EventCommand) -> Result<u8, CliError> {
                 event_id_localpart: Some(&local),
             };
             let (built, v) = event::membership_from_template(&answer, &req, key)?;
-            let mut out = Object::new();
-            out.insert("event_id", built.event_id);
-            out.insert("room_version", v.id);
-            out.insert("event", built.pdu);
+            let out = event::membership_json(built, v);
             write_out(out.to_canonical_string().as_bytes())?;
         }
         EventCommand::Id(args) => {
@@ -793,10 +790,11 @@ fn run_request(cmd: RequestCommand) -> Result<u8, CliError> {
                 destination: &destination,
                 content: None,
             };
-            let headers = match &request.content {
-                Some(p) => req.sign_body(&read_input(Some(p))?, &keys)?,
-                None => req.sign(&keys),
+            let body = match &request.content {
+                Some(p) => Some(read_input(Some(p))?),
+                None => None,
             };
+            let headers = req.sign_body(body.as_deref(), &keys)?;
             let lines: Vec<String> = headers.iter().map(|h| h.to_header_value()).collect();
             write_out(lines.join("\n").as_bytes())?;
         }

@@ -215,10 +215,7 @@ pub fn membership_from_template(
         event_id_localpart,
     };
     let (built, v) = event::membership_from_template(&answer, &req, key)?;
-    let mut out = Object::new();
-    out.insert("event_id", built.event_id);
-    out.insert("room_version", v.id);
-    out.insert("event", built.pdu);
+    let out = event::membership_json(built, v);
     Ok(out.to_canonical_string())
 }
 
@@ -271,10 +268,7 @@ pub fn sign_request(
         destination,
         content: None,
     };
-    let headers = match content {
-        Some(text) => req.sign_body(text, keys)?,
-        None => req.sign(keys),
-    };
+    let headers = req.sign_body(content, keys)?;
     let lines: Vec<String> = headers
         .iter()
         .map(xmatrix::XMatrix::to_header_value)

@@ -134,12 +134,9 @@ impl Host for CoreHost {
             destination,
             content: None,
         };
-        let headers = match content {
-            Some(text) => req
-                .sign_body(text, &[key])
-                .map_err(|e| e.code().to_owned())?,
-            None => req.sign(&[key]),
-        };
+        let headers = req
+            .sign_body(content, &[key])
+            .map_err(|e| e.code().to_owned())?;
         let lines: Vec<String> = headers.iter().map(|h| h.to_header_value()).collect();
         text(lines.join("\n"))
     }
@@ -297,11 +294,9 @@ impl Host for CoreHost {
             };
             let (built, v) = event::membership_from_template(&answer, &r, &key)
                 .map_err(|e| e.code().to_owned())?;
-            let mut out = Object::new();
-            out.insert("event_id", built.event_id);
-            out.insert("room_version", v.id);
-            out.insert("event", built.pdu);
-            Ok(out.to_canonical_string().into_bytes())
+            Ok(event::membership_json(built, v)
+                .to_canonical_string()
+                .into_bytes())
         };
         Some(run())
     }

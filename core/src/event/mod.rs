@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 pub use build::{auth_types, build_event, BuiltEvent, EventRef, EventTemplate, StateMap};
 pub use redact::{encode_redacted, redact};
-pub use template::{membership_from_template, MembershipRequest, TemplateError};
+pub use template::{membership_from_template, membership_json, MembershipRequest, TemplateError};
 
 use crate::base64;
 use crate::canonical::{encode_object_filtered, Object, Value};

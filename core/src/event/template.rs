@@ -76,6 +76,16 @@ impl TemplateError {
     }
 }
 
+/// What every host prints or returns for a completed template:
+/// `{"event_id", "room_version", "event"}` (the event to send with `send_*`).
+pub fn membership_json(built: BuiltEvent, v: &RoomVersion) -> Object {
+    let mut out = Object::new();
+    out.insert("event_id", built.event_id);
+    out.insert("room_version", v.id);
+    out.insert("event", built.pdu);
+    out
+}
+
 /// Checks a `make_join`, `make_leave` or `make_knock` answer (`{"room_version", "event"}`) and
 /// completes its template into our signed membership event.
 ///

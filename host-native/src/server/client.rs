@@ -457,12 +457,9 @@ impl FedClient {
                 destination,
                 content: None,
             };
-            let headers = match &body {
-                Some(text) => req
-                    .sign_body(text, &self.keys)
-                    .map_err(|e| FetchError::BadBody(e.to_string()))?,
-                None => req.sign(&self.keys),
-            };
+            let headers = req
+                .sign_body(body.as_deref(), &self.keys)
+                .map_err(|e| FetchError::BadBody(e.to_string()))?;
             Some(headers.iter().map(|h| h.to_header_value()).collect())
         } else {
             None
