@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::auth::{
-    auth_types_for_event, check_state_dependent, check_state_independent, AuthError, AuthEvents,
+    auth_type_refs, check_state_dependent, check_state_independent, AuthError, AuthEvents,
     KnownEvent, Pdu,
 };
 use crate::canonical::{Object, Value};
@@ -125,10 +125,11 @@ pub fn check_received<'a>(
     if let Err(e) = check_state_dependent(pdu, &claimed) {
         return reject(e);
     }
+    let types = auth_type_refs(pdu);
     let select = |state: &AuthEvents<'a>| -> AuthEvents<'a> {
         let mut a = AuthEvents::new();
-        for (kind, sk) in auth_types_for_event(pdu) {
-            if let Some(e) = state.get(&kind, &sk) {
+        for (kind, sk) in &types {
+            if let Some(e) = state.get(kind, sk) {
                 a.insert(e);
             }
         }
@@ -323,9 +324,17 @@ impl Room {
     /// The events of `state` that authorise `pdu` (its auth types, as Synapse selects them),
     /// leaving out rejected ones. Only those few are looked up, whatever the size of the state.
     fn auth_view(&self, state: &StateMap, pdu: &Pdu) -> AuthEvents<'_> {
-        auth_types_for_event(pdu)
+        // One owned key, refilled for each type: the state's keys are owned pairs.
+        let mut key = (String::new(), String::new());
+        auth_type_refs(pdu)
             .into_iter()
-            .filter_map(|key| state.get(&key))
+            .filter_map(|(kind, sk)| {
+                key.0.clear();
+                key.0.push_str(kind);
+                key.1.clear();
+                key.1.push_str(sk);
+                state.get(&key)
+            })
             .filter_map(|id| self.events.get(id))
             .filter(|s| !s.rejected)
             .filter_map(Stored::pdu)

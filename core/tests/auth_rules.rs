@@ -882,3 +882,40 @@ fn bad_power_levels_in_state() {
     );
     let _ = other;
 }
+
+/// The set of events an event is authorised against: the last event added under a key is the
+/// one found; kinds that share a state key, and users, stay apart; non-state events are not kept.
+#[test]
+fn auth_events_find_the_last_event_added_under_a_key() {
+    use mxfed_core::auth::{AuthEvents, Pdu};
+    let v = RoomVersion::get("10").unwrap();
+    let pdu = |kind: &str, state_key: Option<&str>, depth: i64| {
+        let mut o = Object::new();
+        o.insert("type", kind);
+        if let Some(sk) = state_key {
+            o.insert("state_key", sk);
+        }
+        o.insert("depth", mxfed_core::canonical::Int::new(depth).unwrap());
+        Pdu::new(o, v).unwrap()
+    };
+    let create = pdu("m.room.create", Some(""), 1);
+    let levels = pdu("m.room.power_levels", Some(""), 2);
+    let first = pdu("m.room.member", Some("@a:x"), 3);
+    let other = pdu("m.room.member", Some("@b:x"), 4);
+    let message = pdu("m.room.message", None, 5);
+    let second = pdu("m.room.member", Some("@a:x"), 6);
+    let auth: AuthEvents<'_> = [&create, &first, &levels, &message, &other, &second]
+        .into_iter()
+        .collect();
+    let depth = |kind: &str, sk: &str| auth.get(kind, sk).map(Pdu::depth);
+    assert_eq!(depth("m.room.member", "@a:x"), Some(6));
+    assert_eq!(depth("m.room.member", "@b:x"), Some(4));
+    assert_eq!(depth("m.room.create", ""), Some(1));
+    assert_eq!(depth("m.room.power_levels", ""), Some(2));
+    assert_eq!(depth("m.room.join_rules", ""), None);
+    assert_eq!(depth("m.room.member", "@c:x"), None);
+    assert_eq!(depth("m.room.message", ""), None);
+    let mut again = auth.clone();
+    again.insert(&first);
+    assert_eq!(again.get("m.room.member", "@a:x").map(Pdu::depth), Some(3));
+}

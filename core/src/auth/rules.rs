@@ -5,7 +5,7 @@
 //!
 //! [spec § Authorization rules]: https://spec.matrix.org/latest/rooms/v12/#authorization-rules
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::base64;
 use crate::canonical::Value;
@@ -208,9 +208,16 @@ impl AuthError {
 
 /// The state an event is authorised against: `(type, state_key)` → event. For room version 12,
 /// include the room's create event (it is implied, never cited).
+///
+/// It mostly holds the few events that authorise one event (its auth types: at most seven), so
+/// it is a list searched by equality, newest first: most keys differ in length, which decides
+/// without comparing bytes, where a sorted map compared the bytes of every key on its path.
+/// Adding is a push (a later event with the same key is found first), so a large set (state
+/// resolution of room versions 1–2 builds one from all the auth types of a conflict) costs no
+/// more to build than a map did.
 #[derive(Debug, Clone, Default)]
 pub struct AuthEvents<'a> {
-    map: BTreeMap<(&'a str, &'a str), &'a Pdu>,
+    entries: Vec<(&'a str, &'a str, &'a Pdu)>,
 }
 
 impl<'a> AuthEvents<'a> {
@@ -222,13 +229,17 @@ impl<'a> AuthEvents<'a> {
     /// Adds a state event (non-state events are ignored); a later one with the same key wins.
     pub fn insert(&mut self, pdu: &'a Pdu) {
         if let Some(sk) = pdu.state_key() {
-            self.map.insert((pdu.kind(), sk), pdu);
+            self.entries.push((pdu.kind(), sk, pdu));
         }
     }
 
-    /// The event for `(kind, state_key)`.
+    /// The event for `(kind, state_key)`: the one added last.
     pub fn get(&self, kind: &str, state_key: &str) -> Option<&'a Pdu> {
-        self.map.get(&(kind, state_key)).copied()
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, s, _)| *s == state_key && *k == kind)
+            .map(|(_, _, p)| *p)
     }
 
     fn levels(&self, v: &'static RoomVersion) -> Levels<'a> {
@@ -256,24 +267,32 @@ impl<'a> FromIterator<&'a Pdu> for AuthEvents<'a> {
 
 /// The `(type, state_key)` pairs an event may cite in `auth_events` (the selection algorithm).
 pub fn auth_types_for_event(ev: &Pdu) -> BTreeSet<(String, String)> {
-    let mut out = BTreeSet::new();
+    auth_type_refs(ev)
+        .into_iter()
+        .map(|(t, k)| (t.to_owned(), k.to_owned()))
+        .collect()
+}
+
+/// [`auth_types_for_event`] borrowed from the event, sorted and without repeats: the receipt
+/// pipeline asks for them several times per event, and owned pairs cost two allocations each.
+pub(crate) fn auth_type_refs(ev: &Pdu) -> Vec<(&str, &str)> {
     if ev.kind() == "m.room.create" {
-        return out;
+        return Vec::new();
     }
     let v = ev.room_version;
-    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
-    out.insert(pair("m.room.power_levels", ""));
-    out.insert(pair("m.room.member", ev.sender()));
+    let mut out = Vec::with_capacity(7);
+    out.push(("m.room.power_levels", ""));
+    out.push(("m.room.member", ev.sender()));
     if !v.room_id_from_create_event {
-        out.insert(pair("m.room.create", ""));
+        out.push(("m.room.create", ""));
     }
     if ev.kind() == "m.room.member" {
         let membership = ev.membership();
         if matches!(membership, Some("join" | "invite" | "knock")) {
-            out.insert(pair("m.room.join_rules", ""));
+            out.push(("m.room.join_rules", ""));
         }
         if let Some(sk) = ev.state_key() {
-            out.insert(pair("m.room.member", sk));
+            out.push(("m.room.member", sk));
         }
         if membership == Some("invite") {
             if let Some(token) = ev
@@ -282,15 +301,17 @@ pub fn auth_types_for_event(ev: &Pdu) -> BTreeSet<(String, String)> {
                 .and_then(|t| t.get_object("signed"))
                 .and_then(|s| s.get_str("token"))
             {
-                out.insert(pair("m.room.third_party_invite", token));
+                out.push(("m.room.third_party_invite", token));
             }
         }
         if v.restricted_join_rule && membership == Some("join") {
             if let Some(via) = ev.content().get_str("join_authorised_via_users_server") {
-                out.insert(pair("m.room.member", via));
+                out.push(("m.room.member", via));
             }
         }
     }
+    out.sort_unstable();
+    out.dedup();
     out
 }
 
@@ -369,12 +390,12 @@ pub fn check_state_independent(
             _ => return Err(AuthError::RoomIdNotCreate),
         }
     }
-    let expected = auth_types_for_event(ev);
-    let mut seen = BTreeSet::new();
+    let expected = auth_type_refs(ev);
     let ids = ev.auth_event_ids();
     if ids.len() != auth.len() {
         return Err(AuthError::AuthEventMissing);
     }
+    let mut seen: Vec<(&str, &str)> = Vec::with_capacity(ids.len());
     for id in ids {
         let a = auth
             .iter()
@@ -383,17 +404,14 @@ pub fn check_state_independent(
         if a.pdu.room_id() != ev.room_id() {
             return Err(AuthError::AuthEventWrongRoom);
         }
-        let key = (
-            a.pdu.kind().to_owned(),
-            a.pdu.state_key().unwrap_or_default().to_owned(),
-        );
-        if a.pdu.state_key().is_none() || !seen.insert(key.clone()) {
-            return Err(if a.pdu.state_key().is_none() {
-                AuthError::AuthEventUnexpected
-            } else {
-                AuthError::AuthEventDuplicate
-            });
+        let Some(state_key) = a.pdu.state_key() else {
+            return Err(AuthError::AuthEventUnexpected);
+        };
+        let key = (a.pdu.kind(), state_key);
+        if seen.contains(&key) {
+            return Err(AuthError::AuthEventDuplicate);
         }
+        seen.push(key);
         if !expected.contains(&key) {
             return Err(AuthError::AuthEventUnexpected);
         }
@@ -401,8 +419,7 @@ pub fn check_state_independent(
             return Err(AuthError::AuthEventRejected);
         }
     }
-    if !v.room_id_from_create_event && !seen.contains(&("m.room.create".to_owned(), String::new()))
-    {
+    if !v.room_id_from_create_event && !seen.contains(&("m.room.create", "")) {
         return Err(AuthError::NoCreateEvent);
     }
     Ok(())
