@@ -234,6 +234,9 @@ pub struct Object {
     entries: Vec<(String, Value)>,
 }
 
+/// Objects of at most this many keys are scanned by [`Object::find`] rather than searched.
+const SCAN_MAX: usize = 16;
+
 /// Byte order of two keys (the order `str::cmp` gives), deciding on the first byte inline: keys
 /// are short and mostly differ there, and `str::cmp` calls `memcmp` for every comparison (in a
 /// server's profile, lookups in events spent more time in `memcmp` calls than in the search).
@@ -269,17 +272,27 @@ impl Object {
         self.entries.binary_search_by(|(k, _)| key_order(k, key))
     }
 
+    /// Where `key` is, for a lookup. A small object (an event's top level, its `content`, a
+    /// hash or signature map) is scanned for an equal key: a key's length is in the entry itself,
+    /// so keys of another length are passed over without reading their bytes, where each step
+    /// of the binary search read the bytes of a key (a cache miss on an event not touched for a
+    /// while) to order it. Large objects (a power-levels `users` map) are searched.
+    fn find(&self, key: &str) -> Option<usize> {
+        if self.entries.len() <= SCAN_MAX {
+            self.entries.iter().position(|(k, _)| k == key)
+        } else {
+            self.position(key).ok()
+        }
+    }
+
     /// The value under `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.position(key).ok().map(|i| &self.entries[i].1)
+        self.find(key).map(|i| &self.entries[i].1)
     }
 
     /// The value under `key`, mutably.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
-        match self.position(key) {
-            Ok(i) => Some(&mut self.entries[i].1),
-            Err(_) => None,
-        }
+        self.find(key).map(|i| &mut self.entries[i].1)
     }
 
     /// The string under `key`, if there is one.
@@ -294,7 +307,7 @@ impl Object {
 
     /// Whether `key` is present.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.position(key).is_ok()
+        self.find(key).is_some()
     }
 
     /// Sets `key`, returning the previous value.
@@ -399,7 +412,7 @@ impl fmt::Display for Object {
 
 #[cfg(test)]
 mod tests {
-    use super::key_order;
+    use super::{key_order, Object, Value, SCAN_MAX};
 
     #[test]
     fn key_order_is_str_order() {
@@ -425,6 +438,46 @@ mod tests {
         for a in keys {
             for b in keys {
                 assert_eq!(key_order(a, b), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    /// Lookups give the same answers in objects scanned and objects searched (sizes on both
+    /// sides of [`SCAN_MAX`]), for present keys, absent keys of the same length, prefixes and
+    /// extensions of present keys.
+    #[test]
+    fn lookups_agree_with_a_map_at_every_size() {
+        let pool: Vec<String> = (0..3 * SCAN_MAX)
+            .map(|i| match i % 4 {
+                0 => format!("k{i}"),
+                1 => format!("key_{i:03}"),
+                2 => format!("origin{}", "_x".repeat(i % 5)),
+                _ => format!("{}", char::from(b'a' + (i % 26) as u8)),
+            })
+            .collect();
+        for n in 0..pool.len() {
+            let mut obj = Object::new();
+            let mut model = std::collections::BTreeMap::new();
+            for (i, k) in pool.iter().take(n).enumerate() {
+                let v = Value::from(format!("v{i}"));
+                obj.insert(k.as_str(), v.clone());
+                model.insert(k.clone(), v);
+            }
+            let probes = pool
+                .iter()
+                .flat_map(|k| [k.clone(), format!("{k}_"), k[..k.len() - 1].to_owned()])
+                .chain(["".to_owned(), "zz".to_owned()]);
+            for probe in probes {
+                assert_eq!(obj.get(&probe), model.get(&probe), "{n} keys, {probe:?}");
+                assert_eq!(obj.contains_key(&probe), model.contains_key(&probe));
+                let mut copy = obj.clone();
+                if let Some(v) = copy.get_mut(&probe) {
+                    *v = Value::Bool(true);
+                }
+                assert_eq!(
+                    copy.get(&probe).is_some_and(|v| *v == Value::Bool(true)),
+                    model.contains_key(&probe)
+                );
             }
         }
     }
