@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::auth::{
-    auth_type_refs, check_state_dependent, check_state_independent, AuthError, AuthEvents,
+    auth_type_refs, check_state_dependent, check_state_independent, refill, AuthError, AuthEvents,
     KnownEvent, Pdu,
 };
 use crate::canonical::{Object, Value};
@@ -324,17 +324,10 @@ impl Room {
     /// The events of `state` that authorise `pdu` (its auth types, as Synapse selects them),
     /// leaving out rejected ones. Only those few are looked up, whatever the size of the state.
     fn auth_view(&self, state: &StateMap, pdu: &Pdu) -> AuthEvents<'_> {
-        // One owned key, refilled for each type: the state's keys are owned pairs.
         let mut key = (String::new(), String::new());
         auth_type_refs(pdu)
             .into_iter()
-            .filter_map(|(kind, sk)| {
-                key.0.clear();
-                key.0.push_str(kind);
-                key.1.clear();
-                key.1.push_str(sk);
-                state.get(&key)
-            })
+            .filter_map(|(kind, sk)| state.get(refill(&mut key, kind, sk)))
             .filter_map(|id| self.events.get(id))
             .filter(|s| !s.rejected)
             .filter_map(Stored::pdu)

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use sha1::{Digest, Sha1};
 
 use crate::auth::{
-    auth_type_refs, auth_types_for_event, check_state_dependent, creators, level, AuthEvents, Pdu,
-    CREATOR_POWER,
+    auth_type_refs, auth_types_for_event, check_state_dependent, creators, level, refill,
+    AuthEvents, Pdu, CREATOR_POWER,
 };
 use crate::room_version::{RoomVersion, StateResVersion};
 
@@ -97,14 +97,9 @@ fn auth_for<'a>(
             }
         }
     }
-    // One owned key, refilled for each type: the resolved state's keys are owned pairs.
     let mut key: Key = (String::new(), String::new());
     for (kind, sk) in auth_type_refs(e) {
-        key.0.clear();
-        key.0.push_str(kind);
-        key.1.clear();
-        key.1.push_str(sk);
-        if let Some(id) = resolved(&key) {
+        if let Some(id) = resolved(refill(&mut key, kind, sk)) {
             if let Some(a) = store.event(id) {
                 if !store.is_rejected(id) {
                     auth.insert(a);

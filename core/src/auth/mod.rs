@@ -7,7 +7,7 @@ mod rules;
 
 pub use pdu::Pdu;
 pub use power::{creators, level, Levels, CREATOR_POWER};
-pub(crate) use rules::auth_type_refs;
+pub(crate) use rules::{auth_type_refs, refill};
 pub use rules::{
     auth_types_for_event, check_create, check_state_dependent, check_state_independent, AuthError,
     AuthEvents, KnownEvent,

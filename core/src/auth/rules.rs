@@ -315,6 +315,20 @@ pub(crate) fn auth_type_refs(ev: &Pdu) -> Vec<(&str, &str)> {
     out
 }
 
+/// `key` set to `(kind, state_key)`, for a lookup in a state whose keys are owned pairs: one
+/// key refilled for each of an event's auth types rather than two allocations per lookup.
+pub(crate) fn refill<'k>(
+    key: &'k mut (String, String),
+    kind: &str,
+    state_key: &str,
+) -> &'k (String, String) {
+    key.0.clear();
+    key.0.push_str(kind);
+    key.1.clear();
+    key.1.push_str(state_key);
+    key
+}
+
 /// Rules for a create event (v12: the create event is checked against nothing else).
 ///
 /// # Errors
