@@ -471,6 +471,47 @@ async fn send(
             ))
         }
     }
+    // Processed in a task of its own: a sender that gives up on the request (a timeout, a
+    // closed connection) drops this handler, and hyper with it, but not the transaction, which
+    // would otherwise stop between two awaits (a room half taken in, the answer never stored)
+    // and leave the origin marked busy for the life of the process. Synapse likewise finishes
+    // a transaction whose sender went away. The mark is cleared when the task ends, however it
+    // ends.
+    let in_flight = InFlight {
+        state: Arc::clone(&state),
+        origin: s.origin.clone(),
+        txn: txn.clone(),
+    };
+    tokio::spawn(async move {
+        let _in_flight = in_flight;
+        process_txn(state, txn, s, plan).await
+    })
+    .await
+    .unwrap_or_else(|e| Err(ApiError::internal(format!("transaction task: {e}"))))
+}
+
+/// Clears a transaction's in-progress mark when its processing ends: after the answer was
+/// recorded this does nothing; after a panic it lets the origin's retry in.
+struct InFlight {
+    state: Arc<AppState>,
+    origin: String,
+    txn: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.state.dedup().abort(&self.origin, &self.txn);
+    }
+}
+
+/// The admitted transaction's PDUs (room by room) and EDUs, then its answer, recorded and
+/// stored.
+async fn process_txn(
+    state: Arc<AppState>,
+    txn: String,
+    s: Signed,
+    plan: mxfed_core::inbound::InboundPlan,
+) -> Result<Response, ApiError> {
     for r in &plan.rejected {
         log(&format!(
             "txn {txn} from {}: {} left out: {} ({})",

@@ -1,0 +1,141 @@
+//! A transaction whose sender gives up on the request (the request's future is dropped while A
+//! waits for B's `/get_missing_events`) is still processed to the end, and its origin can send
+//! again afterwards. Two in-process servers on loopback, B's router wrapped to hold gap
+//! requests at will.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mxfed_core::canonical::{Int, Object, Value};
+use mxfed_native::server::{app, rooms, AppState};
+use tower::ServiceExt as _;
+
+use common::inproc::{invited_room, message, signed, two_servers, until};
+
+/// Whether B holds `/get_missing_events` requests (answers them only once this is false).
+static HOLD: AtomicBool = AtomicBool::new(false);
+
+async fn hold_gap_help(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if req.uri().path().contains("get_missing_events") {
+        while HOLD.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    next.run(req).await
+}
+
+fn holding(r: axum::Router) -> axum::Router {
+    r.layer(axum::middleware::from_fn(hold_gap_help))
+}
+
+/// B's `/send` request to A with these PDUs, signed by B.
+fn send_request(
+    b: &AppState,
+    a: &AppState,
+    txn: &str,
+    pdus: Vec<Value>,
+) -> axum::http::Request<axum::body::Body> {
+    let mut body = Object::new();
+    body.insert("origin", b.server_name.as_str());
+    body.insert("origin_server_ts", Int::saturating(1));
+    body.insert("pdus", Value::Array(pdus));
+    signed(
+        "PUT",
+        &format!("/_matrix/federation/v1/send/{txn}"),
+        Some(&body),
+        &b.server_name,
+        &a.server_name,
+        &b.keys[0],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_its_sender_gave_up_on_is_finished_and_the_origin_let_in_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), holding, None);
+    let room = invited_room(&a, &alice, &bob, "11").await;
+    rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
+        .await
+        .unwrap();
+
+    // Three messages B keeps to itself; A gets only the last and must ask B for the others.
+    let mut built = Vec::new();
+    {
+        let _g = b.lock_room(&room).await;
+        for i in 0..3 {
+            let e = rooms::build_local(&b, &room, &message(&room, &bob, &format!("m{i}"))).unwrap();
+            rooms::accept_local_unsent(&b, &e).unwrap();
+            built.push(e);
+        }
+    }
+    let last = built.last().unwrap();
+    HOLD.store(true, Ordering::SeqCst);
+    let t1 = send_request(&b, &a, "t1", vec![Value::Object(last.pdu.clone())]);
+    let first = tokio::time::timeout(Duration::from_millis(500), app(a.clone()).oneshot(t1)).await;
+    assert!(
+        first.is_err(),
+        "A answered before B's /get_missing_events did"
+    );
+
+    // One transaction per origin at a time: the next is told to come back later.
+    let t2 = app(a.clone())
+        .oneshot(send_request(&b, &a, "t2", Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(t2.status(), 429);
+
+    // B answers; the transaction nobody waits for any more is taken in all the same.
+    HOLD.store(false, Ordering::SeqCst);
+    until(&a, "the abandoned transaction's events", |s| {
+        built.iter().all(|e| s.rooms()[&room].contains(&e.event_id))
+    })
+    .await;
+
+    // Then B is let in again (at once, or after the first transaction's answer is recorded),
+    // and a retry of the first gets its recorded answer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let t2 = app(a.clone())
+            .oneshot(send_request(&b, &a, "t2", Vec::new()))
+            .await
+            .unwrap();
+        if t2.status() == 200 {
+            break;
+        }
+        assert_eq!(t2.status(), 429);
+        assert!(tokio::time::Instant::now() < deadline, "B is still refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let retry = app(a.clone())
+        .oneshot(send_request(
+            &b,
+            &a,
+            "t1",
+            vec![Value::Object(last.pdu.clone())],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 200);
+    let body = axum::body::to_bytes(retry.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let answer =
+        mxfed_core::canonical::parse_object(&body, &mxfed_core::canonical::ParseOptions::LEGACY)
+            .unwrap();
+    assert_eq!(
+        answer
+            .get_object("pdus")
+            .and_then(|p| p.get_object(&last.event_id))
+            .map(Object::to_canonical_string)
+            .as_deref(),
+        Some("{}"),
+        "{}",
+        answer.to_canonical_string()
+    );
+}
