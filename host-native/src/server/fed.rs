@@ -682,7 +682,10 @@ fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
 // Event retrieval
 // ------------------------------------------------------------------------------------------------
 
-/// Whether `origin` has (or had) a member in the room: who may read its events.
+/// Whether `origin` has a member joined to the room now: who may read its events (as Synapse's
+/// `assert_host_in_room`). A server whose users have left, were banned, or are only invited or
+/// knocking is refused: history visibility `shared` lets a joined server see the whole history,
+/// and serves it in full on that understanding.
 fn server_in_room(state: &AppState, room_id: &str, origin: &str) -> Result<(), ApiError> {
     let rooms = state.rooms();
     let room = rooms
@@ -691,6 +694,7 @@ fn server_in_room(state: &AppState, room_id: &str, origin: &str) -> Result<(), A
     let in_room = room.current_state_shared().keys().any(|(t, k)| {
         t == "m.room.member"
             && mxfed_core::identifiers::user_server_name(k).is_ok_and(|s| s == origin)
+            && room.membership(k).as_deref() == Some("join")
     });
     if in_room {
         Ok(())
@@ -754,7 +758,6 @@ async fn get_state(
     let event_id = s
         .param("event_id")
         .ok_or_else(|| ApiError::missing("event_id"))?;
-    rooms::may_see(&state, &room_id, event_id, &s.origin)?;
     let (ids, chain) = state_and_chain(&state, &room_id, event_id)?;
     let mut o = Object::new();
     o.insert(
@@ -781,7 +784,6 @@ async fn get_state_ids(
     let event_id = s
         .param("event_id")
         .ok_or_else(|| ApiError::missing("event_id"))?;
-    rooms::may_see(&state, &room_id, event_id, &s.origin)?;
     let (ids, chain) = state_and_chain(&state, &room_id, event_id)?;
     let mut o = Object::new();
     o.insert("pdu_ids", strings(&ids));

@@ -567,28 +567,6 @@ pub fn served_one_to(state: &AppState, server: &str, id: &str) -> Option<Object>
     })
 }
 
-/// Refuses (403) `/state` and `/state_ids` at an event `server` may not see.
-///
-/// # Errors
-/// 403 `M_FORBIDDEN` when history visibility hides the event from `server`.
-pub fn may_see(
-    state: &AppState,
-    room_id: &str,
-    event_id: &str,
-    server: &str,
-) -> Result<(), ApiError> {
-    let view = state
-        .rooms()
-        .get(room_id)
-        .and_then(|r| r.server_view(event_id, server));
-    match view {
-        Some(ServerView::Redacted) => Err(ApiError::forbidden(format!(
-            "{server} may not see the room at {event_id} (history visibility)"
-        ))),
-        _ => Ok(()),
-    }
-}
-
 /// The local user to name in `join_authorised_via_users_server` when `user` asks to join a
 /// restricted room through us (`None`: no authorisation needed). The core decides.
 ///
