@@ -223,3 +223,27 @@ async fn restricted_join_the_resident_cannot_check() {
     );
     assert_eq!(a.rooms()[&room].membership(&bob), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_join_through_a_server_that_left_the_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), same, None);
+    let room = rooms::create_room(&a, &alice, "11").unwrap();
+    {
+        let _g = a.lock_room(&room).await;
+        for (kind, key, content) in [
+            ("m.room.join_rules", "", r#"{"join_rule":"public"}"#),
+            ("m.room.member", alice.as_str(), r#"{"membership":"leave"}"#),
+        ] {
+            let content = parse_object(content.as_bytes(), &ParseOptions::STRICT).unwrap();
+            rooms::send_event(&a, &room, &alice, kind, Some(key), content, None).unwrap();
+        }
+    }
+    // A public room, but A has no one in it any more: 404, so the joiner tries elsewhere.
+    let err = rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("M_NOT_FOUND"), "{err}");
+    assert_eq!(a.rooms()[&room].membership(&bob), None);
+}

@@ -1025,6 +1025,21 @@ fn incompatible(v: &RoomVersion) -> ApiError {
     e
 }
 
+/// Refuses (404, as Synapse) to help a server join a room none of our users is joined to any
+/// more: the template would be built on the extremities and state we last saw, the join would
+/// reach no one, and a 404 makes the joining server try another resident.
+fn still_resident(state: &AppState, room: &mxfed_core::room::Room) -> Result<(), ApiError> {
+    if room
+        .members_by(|m| m == "join")
+        .iter()
+        .any(|u| state.is_local_user(u))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("Not an active room on this server"))
+    }
+}
+
 async fn make_membership(
     state: &AppState,
     room_id: &str,
@@ -1052,6 +1067,9 @@ async fn make_membership(
             .get(room_id)
             .ok_or_else(|| ApiError::not_found("unknown room"))?;
         let v = room.version();
+        if membership == "join" {
+            still_resident(state, room)?;
+        }
         if membership != "leave" {
             let mut vers = s.all("ver");
             if vers.is_empty() {
@@ -1132,11 +1150,16 @@ async fn send_membership(
     s: &Signed,
     membership: &str,
 ) -> Result<Object, ApiError> {
-    let v = state
-        .rooms()
-        .get(room_id)
-        .map(|r| r.version())
-        .ok_or_else(|| ApiError::not_found("unknown room"))?;
+    let v = {
+        let rooms = state.rooms();
+        let room = rooms
+            .get(room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        if membership == "join" {
+            still_resident(state, room)?;
+        }
+        room.version()
+    };
     let ev = pdu::parse_pdu(&s.body, v)?;
     let content_membership = ev
         .get_object("content")
