@@ -1153,6 +1153,7 @@ async fn server_acl_is_enforced_per_room() {
         ("GET", format!("v1/backfill/{r_enc}?v={ev}&limit=3"), None),
         ("POST", format!("v1/get_missing_events/{r_enc}"), Some(&gme)),
         ("GET", format!("v1/event_auth/{r_enc}/{ev}"), None),
+        ("GET", format!("v1/timestamp_to_event/{r_enc}?ts=1&dir=f"), None),
         (
             "GET",
             format!("v1/make_join/{r_enc}/{}?ver=10", urlenc("@eve:remote.test")),
@@ -1187,6 +1188,14 @@ async fn server_acl_is_enforced_per_room() {
         assert_eq!(
             (r.status.as_u16(), r.body.get_str("errcode")),
             (403, Some("M_FORBIDDEN")),
+            "{method} {path}: {}",
+            r.body
+        );
+        // Refused for the ACL, not for anything else about the request.
+        assert!(
+            r.body
+                .get_str("error")
+                .is_some_and(|e| e.starts_with("Server is banned from room")),
             "{method} {path}: {}",
             r.body
         );

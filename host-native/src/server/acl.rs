@@ -22,6 +22,7 @@ const ROOM_ENDPOINTS: &[&str] = &[
     "v1/backfill",
     "v1/get_missing_events",
     "v1/event_auth",
+    "v1/timestamp_to_event",
     "v1/make_join",
     "v1/make_leave",
     "v1/make_knock",
