@@ -1153,7 +1153,11 @@ async fn server_acl_is_enforced_per_room() {
         ("GET", format!("v1/backfill/{r_enc}?v={ev}&limit=3"), None),
         ("POST", format!("v1/get_missing_events/{r_enc}"), Some(&gme)),
         ("GET", format!("v1/event_auth/{r_enc}/{ev}"), None),
-        ("GET", format!("v1/timestamp_to_event/{r_enc}?ts=1&dir=f"), None),
+        (
+            "GET",
+            format!("v1/timestamp_to_event/{r_enc}?ts=1&dir=f"),
+            None,
+        ),
         (
             "GET",
             format!("v1/make_join/{r_enc}/{}?ver=10", urlenc("@eve:remote.test")),

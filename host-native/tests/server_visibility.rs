@@ -247,3 +247,49 @@ async fn no_join_through_a_server_that_left_the_room() {
     assert!(err.contains("M_NOT_FOUND"), "{err}");
     assert_eq!(a.rooms()[&room].membership(&bob), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_join_through_an_allowed_room_the_resident_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), same, None);
+    // A knows the allowed room but has left it: it can no longer tell who is joined there.
+    let space = rooms::create_room(&a, &alice, "10").unwrap();
+    {
+        let _g = a.lock_room(&space).await;
+        let leave = parse_object(br#"{"membership":"leave"}"#, &ParseOptions::STRICT).unwrap();
+        rooms::send_event(
+            &a,
+            &space,
+            &alice,
+            "m.room.member",
+            Some(&alice),
+            leave,
+            None,
+        )
+        .unwrap();
+    }
+    let room = rooms::create_room(&a, &alice, "10").unwrap();
+    {
+        let _g = a.lock_room(&room).await;
+        let rules = format!(
+            r#"{{"join_rule":"restricted","allow":[{{"type":"m.room_membership","room_id":"{space}"}}]}}"#
+        );
+        let rules = parse_object(rules.as_bytes(), &ParseOptions::STRICT).unwrap();
+        rooms::send_event(
+            &a,
+            &room,
+            &alice,
+            "m.room.join_rules",
+            Some(""),
+            rules,
+            None,
+        )
+        .unwrap();
+    }
+    // 400, not 403: a server still in the allowed room could authorise the join (Synapse).
+    let err = rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("M_UNABLE_TO_AUTHORISE_JOIN"), "{err}");
+}

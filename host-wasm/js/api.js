@@ -370,7 +370,7 @@ export class Room {
    *  rule is restricted or knock_restricted: the local user to name in
    *  `join_authorised_via_users_server`, or `null` when no authorisation is needed. Our users
    *  are those whose ID ends in `:serverName`; `joinedTo` (a plain object or a Map) maps the
-   *  allowed rooms we know to whether `userId` is joined to each (other rooms are unknown).
+   *  allowed rooms we are in to whether `userId` is joined to each (we cannot tell about others).
    *  Throws `restricted_not_allowed`, `restricted_unable_to_authorise` or
    *  `restricted_unable_to_grant` when we cannot authorise the join. */
   restrictedJoin(userId, serverName, joinedTo = {}) {

@@ -64,8 +64,8 @@ impl Room {
     }
 
     /// [`Room::restricted_join`] with our users named by `server_name` (a user is ours when the
-    /// server name of their ID is `server_name`) and the allowed rooms we know in `joined_to`:
-    /// room ID → whether `user_id` is joined to it (a room not in the map is one we do not know).
+    /// server name of their ID is `server_name`) and the allowed rooms we are in, in `joined_to`:
+    /// room ID → whether `user_id` is joined to it (a room not in the map is one we are not in).
     /// This is what `mxfed serve` decides with its own rooms.
     ///
     /// # Errors

@@ -34,10 +34,13 @@ pub enum RestrictedJoin {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RestrictedJoinError {
-    /// We are in none of the allowed rooms, so we cannot tell (400 `M_UNABLE_TO_AUTHORISE_JOIN`).
-    #[error("this server is in none of the rooms that allow joining, so it cannot check")]
+    /// The user is joined to none of the allowed rooms we are in, and another server could
+    /// know better: we are not in every allowed room, or an allow entry is of a type we do not
+    /// understand (400 `M_UNABLE_TO_AUTHORISE_JOIN`: the joining server may ask another).
+    #[error("this server cannot check every rule that allows joining")]
     UnableToAuthorise,
-    /// The user is joined to none of the allowed rooms we know (403 `M_FORBIDDEN`).
+    /// The user is joined to none of the allowed rooms, all of which we are in (403
+    /// `M_FORBIDDEN`).
     #[error("the user is not joined to any of the rooms that allow joining")]
     NotAllowed,
     /// None of our joined users has the power to invite (400 `M_UNABLE_TO_GRANT_JOIN`).
@@ -58,8 +61,8 @@ impl RestrictedJoinError {
 
 impl Room {
     /// Decides a `make_join` of `user_id` as the resident server. `is_local` says whether a user
-    /// is ours; `joined_to(room_id)` is `None` when we do not know that room, else whether
-    /// `user_id` is joined to it in its current state.
+    /// is ours; `joined_to(room_id)` is `None` when this server cannot tell (none of its users is
+    /// joined to that room), else whether `user_id` is joined to it in its current state.
     ///
     /// # Errors
     /// [`RestrictedJoinError`] when the join cannot be authorised by us.
@@ -85,22 +88,32 @@ impl Room {
         if !restricted || matches!(self.membership(user_id).as_deref(), Some("join" | "invite")) {
             return Ok(RestrictedJoin::NotNeeded);
         }
-        let allowed_rooms: Vec<&str> = rules
+        let allow: Vec<&crate::canonical::Object> = rules
             .content()
             .get("allow")
             .and_then(crate::canonical::Value::as_array)
             .unwrap_or_default()
             .iter()
             .filter_map(crate::canonical::Value::as_object)
-            .filter(|a| a.get_str("type") == Some("m.room_membership"))
-            .filter_map(|a| a.get_str("room_id"))
             .collect();
-        let answers: Vec<Option<bool>> = allowed_rooms.iter().map(|r| joined_to(r)).collect();
+        let is_membership =
+            |a: &crate::canonical::Object| a.get_str("type") == Some("m.room_membership");
+        let answers: Vec<Option<bool>> = allow
+            .iter()
+            .filter(|a| is_membership(a))
+            .filter_map(|a| a.get_str("room_id"))
+            .map(&joined_to)
+            .collect();
         if !answers.contains(&Some(true)) {
-            return Err(if answers.iter().any(Option::is_some) {
-                RestrictedJoinError::NotAllowed
-            } else {
+            // As Synapse: a refusal is final (403) only when nobody else could authorise the
+            // join: every allow entry is one we understand and we are in every allowed room.
+            // Otherwise 400 `M_UNABLE_TO_AUTHORISE_JOIN`, on which the joining server asks
+            // another resident.
+            let unknown_rules = allow.iter().any(|a| !is_membership(a));
+            return Err(if unknown_rules || answers.contains(&None) {
                 RestrictedJoinError::UnableToAuthorise
+            } else {
+                RestrictedJoinError::NotAllowed
             });
         }
         let levels = Levels::new(v, get("m.room.power_levels"), get("m.room.create"));
@@ -213,6 +226,40 @@ mod tests {
         assert_eq!(
             room.restricted_join("@bob:b", local, |_| None),
             Err(RestrictedJoinError::UnableToAuthorise)
+        );
+        // Two allowed rooms: not joined to the one we are in, and we are not in the other, so
+        // another server may know better (400, as Synapse); in both and joined to neither: 403.
+        let two = self::room(
+            r#"{"join_rule":"restricted","allow":[{"type":"m.room_membership","room_id":"!space:a"},{"type":"m.room_membership","room_id":"!other:c"}]}"#,
+            "shared",
+        );
+        let only_space = |r: &str| (r == "!space:a").then_some(false);
+        assert_eq!(
+            two.restricted_join("@bob:b", local, only_space),
+            Err(RestrictedJoinError::UnableToAuthorise)
+        );
+        assert_eq!(
+            two.restricted_join("@bob:b", local, |_| Some(false)),
+            Err(RestrictedJoinError::NotAllowed)
+        );
+        assert_eq!(
+            two.restricted_join("@bob:b", local, |r| Some(r == "!other:c")),
+            Ok(RestrictedJoin::Via("@u:a".into()))
+        );
+        // An allow entry of a type we do not understand: someone else may (400).
+        let unknown = self::room(
+            r#"{"join_rule":"restricted","allow":[{"type":"m.room_membership","room_id":"!space:a"},{"type":"org.example.rule"}]}"#,
+            "shared",
+        );
+        assert_eq!(
+            unknown.restricted_join("@bob:b", local, |_| Some(false)),
+            Err(RestrictedJoinError::UnableToAuthorise)
+        );
+        // No allowed room at all, nothing unknown: nobody can authorise it (403, as Synapse).
+        let none = self::room(r#"{"join_rule":"restricted","allow":[]}"#, "shared");
+        assert_eq!(
+            none.restricted_join("@bob:b", local, |_| None),
+            Err(RestrictedJoinError::NotAllowed)
         );
         // Already joined: nothing to authorise.
         assert_eq!(

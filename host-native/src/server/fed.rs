@@ -1029,11 +1029,7 @@ fn incompatible(v: &RoomVersion) -> ApiError {
 /// more: the template would be built on the extremities and state we last saw, the join would
 /// reach no one, and a 404 makes the joining server try another resident.
 fn still_resident(state: &AppState, room: &mxfed_core::room::Room) -> Result<(), ApiError> {
-    if room
-        .members_by(|m| m == "join")
-        .iter()
-        .any(|u| state.is_local_user(u))
-    {
+    if rooms::resident(state, room) {
         Ok(())
     } else {
         Err(ApiError::not_found("Not an active room on this server"))

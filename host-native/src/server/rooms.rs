@@ -567,6 +567,14 @@ pub fn served_one_to(state: &AppState, server: &str, id: &str) -> Option<Object>
     })
 }
 
+/// Whether one of our users is joined to `room` now: whether we are in it (Synapse's
+/// `is_host_joined` for ourselves). A room we have left is known but no longer followed.
+pub fn resident(state: &AppState, room: &Room) -> bool {
+    room.members_by(|m| m == "join")
+        .iter()
+        .any(|u| state.is_local_user(u))
+}
+
 /// The local user to name in `join_authorised_via_users_server` when `user` asks to join a
 /// restricted room through us (`None`: no authorisation needed). The core decides.
 ///
@@ -587,6 +595,7 @@ pub fn restricted_join_via(
         |allowed| {
             rooms
                 .get(allowed)
+                .filter(|r| resident(state, r))
                 .map(|r| r.membership(user).as_deref() == Some("join"))
         },
     );
