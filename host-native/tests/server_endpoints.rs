@@ -2139,3 +2139,65 @@ async fn room_locks_are_forgotten_when_released() {
     waiter.await.unwrap();
     assert!(state.locked_rooms().is_empty());
 }
+
+/// `send_knock` answers the room's stripped state as full PDUs, each one of the room's events as
+/// stored (MSC4311, as Synapse 1.163 answers: the knocking server can check them, and its
+/// parsing of stripped entries is going away), including `m.room.create`.
+#[tokio::test]
+async fn send_knock_answers_the_room_state_as_full_pdus() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let room = room_with_remote(&state).await;
+    {
+        let _g = state.lock_room(&room).await;
+        rooms::send_event(
+            &state,
+            &room,
+            "@alice:localhost:18999",
+            "m.room.join_rules",
+            Some(""),
+            obj(r#"{"join_rule":"knock"}"#),
+            None,
+        )
+        .unwrap();
+    }
+    let (knock_id, knock) = remote_pdu(
+        &state,
+        &room,
+        "m.room.member",
+        "@gina:remote.test",
+        Some("@gina:remote.test"),
+        r#"{"membership":"knock"}"#,
+        &remote_key(),
+    );
+    let uri = format!(
+        "/_matrix/federation/v1/send_knock/{}/{}",
+        urlenc(&room),
+        urlenc(&knock_id)
+    );
+    let r = call(
+        &state,
+        signed("PUT", &uri, Some(&knock), REMOTE, ME, &remote_key()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let list = r
+        .body
+        .get("knock_room_state")
+        .and_then(Value::as_array)
+        .unwrap();
+    let v = mxfed_core::RoomVersion::get("10").unwrap();
+    let mut types = Vec::new();
+    for entry in list {
+        let pdu = entry.as_object().unwrap();
+        let id = mxfed_core::event::event_id(pdu, v).unwrap();
+        let stored = state.reads().event(&id).unwrap().unwrap();
+        assert_eq!(
+            parse_object(stored.json.as_bytes(), &ParseOptions::STRICT).unwrap(),
+            *pdu
+        );
+        types.push(pdu.get_str("type").unwrap().to_owned());
+    }
+    assert!(types.iter().any(|t| t == "m.room.create"), "{types:?}");
+    assert!(types.iter().any(|t| t == "m.room.join_rules"), "{types:?}");
+}

@@ -1326,29 +1326,21 @@ async fn send_knock(
 ) -> Result<Response, ApiError> {
     let ev = send_membership(&state, &room, &event_id, &s, "knock").await?;
     let sender = ev.get_str("sender").unwrap_or_default().to_owned();
-    let stripped: Vec<Value> = state
+    // Full PDUs, as in `invite_room_state` (MSC4311; Synapse 1.163 answers so, and its
+    // parsing of the old stripped entries is to go).
+    let room_state: Vec<Value> = state
         .rooms()
         .get(&room)
         .map(|r| {
             r.prejoin_state(&sender)
                 .into_iter()
-                .map(|p| Value::Object(stripped_event(&p.event)))
+                .map(|p| Value::Object(p.event.clone()))
                 .collect()
         })
         .unwrap_or_default();
     let mut o = Object::new();
-    o.insert("knock_room_state", Value::Array(stripped));
+    o.insert("knock_room_state", Value::Array(room_state));
     Ok(json(&o))
-}
-
-fn stripped_event(ev: &Object) -> Object {
-    let mut o = Object::new();
-    for k in ["type", "state_key", "sender", "content"] {
-        if let Some(v) = ev.get(k) {
-            o.insert(k, v.clone());
-        }
-    }
-    o
 }
 
 async fn invite(
