@@ -1198,12 +1198,14 @@ async fn send_membership(
         if room.contains(event_id) {
             RoomVerdict::Accepted
         } else {
-            let mut trial = room.clone();
-            let verdict = trial.receive(&check);
+            // Decided without taking it in (`Room::check`, no copy of the room: any server may
+            // send these), then taken in only when accepted.
+            let verdict = room.check(&check);
             if verdict == RoomVerdict::Accepted {
-                *room = trial;
+                room.receive(&check)
+            } else {
+                verdict
             }
-            verdict
         }
     };
     if verdict != RoomVerdict::Accepted {

@@ -1661,8 +1661,7 @@ pub async fn invite_remote(
         let room = rooms
             .get(room_id)
             .ok_or_else(|| ApiError::not_found("unknown room"))?;
-        let mut trial = room.clone();
-        let verdict = trial.receive(&checked(&built.event_id, built.pdu.clone(), false));
+        let verdict = room.check(&checked(&built.event_id, built.pdu.clone(), false));
         if verdict != RoomVerdict::Accepted {
             return Err(ApiError::forbidden(format!(
                 "the room's rules refuse this invite ({})",
