@@ -456,11 +456,29 @@ async fn send_gives_per_pdu_results_and_dedups() {
     let receipt = obj(&format!(
         r#"{{"edu_type":"m.receipt","content":{{"{room}":{{"m.read":{{"@eve:remote.test":{{"event_ids":["{ok_id}"],"data":{{"ts":1}}}}}}}}}}}}"#
     ));
-    let r = send_txn(&state, "t3", &txn(vec![], vec![typing, receipt])).await;
+    // The same for a room the remote has no one joined to: dropped (as Synapse), as they would
+    // be for a room we are not in.
+    let elsewhere = rooms::create_room(&state, "@alice:localhost:18999", "10").unwrap();
+    let typing_elsewhere = obj(&format!(
+        r#"{{"edu_type":"m.typing","content":{{"room_id":"{elsewhere}","user_id":"@eve:remote.test","typing":true}}}}"#
+    ));
+    let receipt_elsewhere = obj(&format!(
+        r#"{{"edu_type":"m.receipt","content":{{"{elsewhere}":{{"m.read":{{"@eve:remote.test":{{"event_ids":["{ok_id}"],"data":{{"ts":1}}}}}}}}}}}}"#
+    ));
+    let r = send_txn(
+        &state,
+        "t3",
+        &txn(
+            vec![],
+            vec![typing, receipt, typing_elsewhere, receipt_elsewhere],
+        ),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     let edus = state.reads().edus(&room).unwrap();
     let kinds: Vec<&str> = edus.iter().map(|e| e.1.as_str()).collect();
     assert_eq!(kinds, ["m.typing", "m.receipt"]);
+    assert_eq!(state.reads().edus(&elsewhere).unwrap().len(), 0);
 
     // What the remote can read back: the event, state before it, backfill, missing events.
     let uri = format!("/_matrix/federation/v1/event/{}", urlenc(&ok_id));

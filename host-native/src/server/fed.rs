@@ -643,14 +643,15 @@ impl Pdus {
 }
 
 /// The rows to store for an EDU: a typing or receipt EDU gives one for each room it concerns
-/// that we know and whose server ACL lets the origin in (others are dropped); any other EDU one
-/// row without a room.
+/// that we are in, the origin has a member joined to, and whose server ACL lets the origin in
+/// (others are dropped, as Synapse drops them); any other EDU one row without a room.
 fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
     let known = |r: &str| {
-        state
-            .rooms()
-            .get(r)
-            .is_some_and(|room| mxfed_core::acl::room_allows(room, origin))
+        state.rooms().get(r).is_some_and(|room| {
+            mxfed_core::acl::room_allows(room, origin)
+                && rooms::resident(state, room)
+                && room.joined_servers().contains(origin)
+        })
     };
     let kind = edu.edu_type();
     let content = edu.content();
