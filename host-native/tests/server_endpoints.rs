@@ -2219,3 +2219,59 @@ async fn send_knock_answers_the_room_state_as_full_pdus() {
     assert!(types.iter().any(|t| t == "m.room.create"), "{types:?}");
     assert!(types.iter().any(|t| t == "m.room.join_rules"), "{types:?}");
 }
+
+/// Device and key queries about our users (who have no devices) are answered as Synapse answers
+/// them: any user ID of ours gets an empty answer (known or not), another server's user is a
+/// 400. `/timestamp_to_event` needs `dir` (`f` or `b`).
+#[tokio::test]
+async fn device_key_and_timestamp_queries_answer_as_synapse() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let (room, _) = room_with_eve(&state).await;
+    let f = "/_matrix/federation/v1";
+    let get = |uri: String| call(&state, signed("GET", &uri, None, REMOTE, ME, &remote_key()));
+    for user in ["@alice:localhost:18999", "@nobody:localhost:18999"] {
+        let r = get(format!("{f}/user/devices/{}", urlenc(user))).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body.get_str("user_id"), Some(user));
+        assert_eq!(r.body.get("devices"), Some(&Value::Array(Vec::new())));
+    }
+    let r = get(format!("{f}/user/devices/{}", urlenc("@eve:remote.test"))).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    let query = |body: &str| {
+        let uri = format!("{f}/user/keys/query");
+        call(
+            &state,
+            signed("POST", &uri, Some(&obj(body)), REMOTE, ME, &remote_key()),
+        )
+    };
+    let r =
+        query(r#"{"device_keys":{"@alice:localhost:18999":[],"@nobody:localhost:18999":["D"]}}"#)
+            .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body.get("device_keys"),
+        Some(&Value::Object(obj(
+            r#"{"@alice:localhost:18999":{},"@nobody:localhost:18999":{}}"#
+        )))
+    );
+    let r = query(r#"{"device_keys":{"@eve:remote.test":[]}}"#).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    let r_enc = urlenc(&room);
+    let r = get(format!("{f}/timestamp_to_event/{r_enc}?ts=1")).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.get_str("errcode")),
+        (400, Some("M_MISSING_PARAM")),
+        "{}",
+        r.body
+    );
+    let r = get(format!("{f}/timestamp_to_event/{r_enc}?ts=1&dir=x")).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.get_str("errcode")),
+        (400, Some("M_INVALID_PARAM")),
+        "{}",
+        r.body
+    );
+}

@@ -946,7 +946,13 @@ async fn timestamp_to_event(
         .param("ts")
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| ApiError::missing("ts"))?;
-    let forward = s.param("dir") != Some("b");
+    // `dir` is required (Synapse: 400 without it).
+    let forward = match s.param("dir") {
+        Some("f") => true,
+        Some("b") => false,
+        Some(_) => return Err(ApiError::invalid("dir must be f or b")),
+        None => return Err(ApiError::missing("dir")),
+    };
     let best = state.reads().event_near_ts(&room_id, ts, forward)?;
     let (id, t) = best.ok_or_else(|| ApiError::not_found("no event found"))?;
     let mut o = Object::new();
@@ -962,14 +968,27 @@ async fn public_rooms(_s: Signed) -> Response {
     json(&o)
 }
 
+/// 400 for a user who is not ours (Synapse: "not hosted on this homeserver").
+fn local_user(state: &AppState, user: &str) -> Result<(), ApiError> {
+    if state.is_local_user(user) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            400,
+            "M_UNKNOWN",
+            format!("{user} is not a user of this server"),
+        ))
+    }
+}
+
+/// Our users have no devices: an empty list, for any user ID of ours (as Synapse answers an
+/// unknown one), 400 for another server's.
 async fn user_devices(
     State(state): St,
     MPath(user): MPath<String>,
     _s: Signed,
 ) -> Result<Response, ApiError> {
-    if !state.is_local_user(&user) || state.reads().user(&user)?.is_none() {
-        return Err(ApiError::not_found("no such user"));
-    }
+    local_user(&state, &user)?;
     let mut o = Object::new();
     o.insert("user_id", user.as_str());
     o.insert("stream_id", Int::ZERO);
@@ -977,10 +996,22 @@ async fn user_devices(
     Ok(json(&o))
 }
 
-async fn user_keys_query(_s: Signed) -> Response {
+/// Every user asked about gets an empty map of devices (Synapse lists each one); a user of
+/// another server is a 400, as in Synapse.
+async fn user_keys_query(State(state): St, s: Signed) -> Result<Response, ApiError> {
+    let mut keys = Object::new();
+    if let Some(asked) = s.object()?.get("device_keys") {
+        let asked = asked
+            .as_object()
+            .ok_or_else(|| ApiError::bad_json("device_keys is not an object"))?;
+        for (user, _) in asked.iter() {
+            local_user(&state, user)?;
+            keys.insert(user, Object::new());
+        }
+    }
     let mut o = Object::new();
-    o.insert("device_keys", Object::new());
-    json(&o)
+    o.insert("device_keys", keys);
+    Ok(json(&o))
 }
 
 async fn user_keys_claim(_s: Signed) -> Response {
