@@ -50,6 +50,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/invites", get(invites))
         .route("/admin/v1/invites/{room}/accept", post(accept_invite))
         .fallback(|| async { ApiError::unrecognized() })
+        .layer(axum::middleware::from_fn(super::detached))
         .layer(axum::middleware::from_fn_with_state(state.clone(), bearer))
         .with_state(state)
 }

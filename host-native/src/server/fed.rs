@@ -362,6 +362,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(super::detached))
         .with_state(state)
 }
 
@@ -471,27 +472,20 @@ async fn send(
             ))
         }
     }
-    // Processed in a task of its own: a sender that gives up on the request (a timeout, a
-    // closed connection) drops this handler, and hyper with it, but not the transaction, which
-    // would otherwise stop between two awaits (a room half taken in, the answer never stored)
-    // and leave the origin marked busy for the life of the process. Synapse likewise finishes
-    // a transaction whose sender went away. The mark is cleared when the task ends, however it
-    // ends.
-    let in_flight = InFlight {
+    // The router runs this handler detached ([`super::detached`]): a sender that gives up on the
+    // request does not cut the transaction short. Were it cut short or to panic, the origin
+    // would stay marked busy for the life of the process: the mark is cleared when processing
+    // ends, however it ends.
+    let _in_flight = InFlight {
         state: Arc::clone(&state),
         origin: s.origin.clone(),
         txn: txn.clone(),
     };
-    tokio::spawn(async move {
-        let _in_flight = in_flight;
-        process_txn(state, txn, s, plan).await
-    })
-    .await
-    .unwrap_or_else(|e| Err(ApiError::internal(format!("transaction task: {e}"))))
+    process_txn(state, txn, s, plan).await
 }
 
 /// Clears a transaction's in-progress mark when its processing ends: after the answer was
-/// recorded this does nothing; after a panic it lets the origin's retry in.
+/// recorded this does nothing; after a panic (or a cancellation) it lets the origin's retry in.
 struct InFlight {
     state: Arc<AppState>,
     origin: String,

@@ -303,6 +303,29 @@ pub fn app(state: Arc<AppState>) -> Router {
     fed::router(state)
 }
 
+/// Runs a request that may change something (any method but `GET` and `HEAD`) in a task of its
+/// own. Hyper drops a handler when its client goes away (a timeout, a closed connection); a
+/// handler dropped between two awaits would leave its work half done: an event taken into the
+/// room but not sent on, a transaction not answered for its retry. Detached, it runs to the end
+/// whether or not anyone still waits for the answer (Synapse likewise finishes such requests).
+/// Reads are left cancellable: nothing is lost by stopping them.
+pub async fn detached(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) {
+        return next.run(req).await;
+    }
+    match tokio::spawn(next.run(req)).await {
+        Ok(resp) => resp,
+        Err(e) => error::ApiError::internal(format!("request task: {e}")).into_response(),
+    }
+}
+
 /// Serves `router` on an already-bound listener (TLS when `tls` is given) until `shutdown`
 /// resolves, then finishes the requests in flight.
 ///
