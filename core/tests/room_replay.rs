@@ -345,3 +345,35 @@ fn compact_history_answers_as_the_full_room() {
     // The corpus has messages deep in history, and redactions of some of them.
     assert!(dropped > 100 && redactions > 0, "{dropped} {redactions}");
 }
+
+/// In room version 12 the create event is in every other event's auth chain though no event
+/// lists it (Synapse's `auth_event_ids()` adds it): the chains a server serves (`/event_auth`,
+/// `send_join`, `/state`) carry it. Earlier versions list it and get it the usual way.
+#[test]
+fn auth_chains_carry_the_create_event_in_every_version() {
+    let ring = ring();
+    let mut checked = 0;
+    for ((room, rv), pdus) in synapse_rooms() {
+        let v = RoomVersion::get(&rv).unwrap();
+        let mut r = mxfed_core::room::Room::new(v);
+        let bytes: Vec<&[u8]> = pdus.iter().map(|p| p.as_bytes()).collect();
+        r.receive_pdus(&bytes, &ring);
+        let create = r
+            .current_state()
+            .get(&("m.room.create".to_owned(), String::new()))
+            .cloned()
+            .unwrap();
+        for p in &pdus {
+            let pdu = parse_object(p.as_bytes(), &ParseOptions::LEGACY).unwrap();
+            let id = mxfed_core::event::event_id(&pdu, v).unwrap();
+            let chain = r.auth_chain_ids([id.as_str()]);
+            if id == create {
+                assert!(chain.is_empty(), "v{rv} {room}: the create event's chain");
+            } else {
+                assert!(chain.contains(&create.as_str()), "v{rv} {room}: {id}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 300, "{checked}");
+}

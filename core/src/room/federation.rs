@@ -153,6 +153,16 @@ impl Room {
         for id in ids {
             if let Some(s) = self.events.get(id) {
                 queue.extend(s.auth_event_ids());
+                // Room version 12: the create event authorises every other event without being
+                // listed in its `auth_events`; it belongs to the chain all the same (Synapse's
+                // `auth_event_ids()` adds it), so an `/event_auth` answer carries it.
+                if self.version.room_id_from_create_event {
+                    let create = s.room_id().and_then(|r| {
+                        let id = format!("${}", r.get(1..)?);
+                        self.events.get_key_value(&id).map(|(k, _)| k.as_str())
+                    });
+                    queue.extend(create.filter(|c| *c != id));
+                }
             }
         }
         let mut out = Vec::new();
