@@ -111,7 +111,12 @@ def _raise_bad_signature(message: bytes, signature: bytes) -> bytes:
 
 def _check(verify_key: VerifyKey, json_object: JsonDict, signature: bytes) -> bool:
     """The Rust fast path for PyNaCl keys: whether the signature verifies."""
-    core_key = _core_verify_key(bytes(verify_key))
+    try:
+        core_key = _core_verify_key(bytes(verify_key))
+    except ValueError:
+        # 32 bytes that are not a point of the curve: PyNaCl takes them as a key and then fails
+        # to verify anything with it, so signedjson reports a bad signature.
+        return False
     ok = core_key._verify_compat(json_object, signature)
     if ok is None:
         ok = core_key.verify(_signed_bytes(json_object), signature)
