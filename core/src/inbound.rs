@@ -167,6 +167,11 @@ impl TxnDedup {
         }
     }
 
+    /// Whether this transaction of `origin` is being processed now.
+    pub fn in_progress(&self, origin: &str, txn_id: &str) -> bool {
+        self.in_progress.get(origin).is_some_and(|t| t == txn_id)
+    }
+
     /// Whether the transaction is remembered, completed or in progress.
     pub fn contains(&self, origin: &str, txn_id: &str) -> bool {
         self.completed
@@ -488,6 +493,7 @@ mod tests {
     fn dedup_in_progress_and_abort() {
         let mut d = TxnDedup::new(8);
         assert_eq!(d.admit("o", "1"), Admission::New);
+        assert!(d.in_progress("o", "1") && !d.in_progress("o", "2") && !d.in_progress("p", "1"));
         assert_eq!(d.admit("o", "1"), Admission::InProgress);
         assert_eq!(
             d.admit("o", "2"),

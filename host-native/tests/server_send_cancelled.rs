@@ -1,6 +1,6 @@
 //! A transaction whose sender gives up on the request (the request's future is dropped while A
-//! waits for B's `/get_missing_events`) is still processed to the end, and its origin can send
-//! again afterwards. Two in-process servers on loopback, B's router wrapped to hold gap
+//! waits for B's `/get_missing_events`) is still processed to the end, a retry of it meanwhile
+//! waits for its answer, and its origin can send again afterwards. Two in-process servers on loopback, B's router wrapped to hold gap
 //! requests at will.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -90,8 +90,33 @@ async fn a_transaction_its_sender_gave_up_on_is_finished_and_the_origin_let_in_a
         .unwrap();
     assert_eq!(t2.status(), 429);
 
-    // B answers; the transaction nobody waits for any more is taken in all the same.
+    // A retry of the first transaction waits for it (as Synapse's response cache makes it):
+    // neither a 429 nor a second processing.
+    let waiting = tokio::spawn(app(a.clone()).oneshot(send_request(
+        &b,
+        &a,
+        "t1",
+        vec![Value::Object(last.pdu.clone())],
+    )));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the retry was answered while t1 was processed"
+    );
+
+    // B answers; the transaction nobody waits for any more is taken in all the same, and the
+    // waiting retry gets its answer.
     HOLD.store(false, Ordering::SeqCst);
+    let retried = waiting.await.unwrap().unwrap();
+    assert_eq!(retried.status(), 200);
+    let body = axum::body::to_bytes(retried.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&body).contains(&format!("\"{}\":{{}}", last.event_id)),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     until(&a, "the abandoned transaction's events", |s| {
         built.iter().all(|e| s.rooms()[&room].contains(&e.event_id))
     })

@@ -457,6 +457,19 @@ async fn send(
             .filter_map(|r| rooms.get(r).map(|room| (r.to_owned(), room.version())))
             .collect()
     };
+    // A retry of the transaction being processed (its sender timed out and sent it again) waits
+    // for that processing and gets its answer, as Synapse's response cache gives it: a 429 would
+    // make a Synapse sender back off from us for minutes.
+    let deadline = tokio::time::Instant::now() + RETRY_WAIT;
+    loop {
+        let done = state.txn_done.notified();
+        if !state.dedup().in_progress(&s.origin, &txn) {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, done).await.is_err() {
+            break;
+        }
+    }
     let plan = {
         let mut d = state.dedup();
         plan_inbound(&s.origin, &txn, tx, &mut d, |r| versions.get(r).copied())
@@ -495,8 +508,13 @@ struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.state.dedup().abort(&self.origin, &self.txn);
+        self.state.txn_done.notify_waiters();
     }
 }
+
+/// How long a retry of a transaction still being processed waits for its answer before it is
+/// told to come back later (429).
+const RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The admitted transaction's PDUs (room by room) and EDUs, then its answer, recorded and
 /// stored.

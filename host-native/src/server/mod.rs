@@ -173,6 +173,9 @@ pub struct AppState {
     pub admin_token: String,
     /// Woken whenever events are stored, for the admin API's waits.
     pub changed: tokio::sync::Notify,
+    /// Woken whenever an incoming transaction's processing ends (answered or abandoned): a
+    /// retry of a transaction still being processed waits for its answer.
+    pub txn_done: tokio::sync::Notify,
     /// Counters and histograms for `/metrics`.
     pub metrics: metrics::Metrics,
     /// Per-origin token buckets on federation requests (`[limits]`).

@@ -234,6 +234,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
         commits: Default::default(),
         admin_token: token,
         changed: tokio::sync::Notify::new(),
+        txn_done: tokio::sync::Notify::new(),
         metrics: Default::default(),
         limiter,
         written_state: Mutex::default(),
