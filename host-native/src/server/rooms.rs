@@ -989,6 +989,18 @@ fn add_in_causal_order(
     entries
 }
 
+/// Whether a fetched event belongs to `room_id` (a v12 create event carries no room ID: its
+/// room's ID is the hash of the event). Events of other rooms in an answer (`/state`,
+/// `send_join`, `/get_missing_events`, `/backfill`, `/event_auth`) are dropped, as Synapse drops
+/// them: kept under this room they would enter its state and its auth checks, and the genuine
+/// copy, in its own room, would never be stored (events are stored once, by ID).
+fn of_room(p: &Pdu, v: &'static RoomVersion, room_id: &str) -> bool {
+    match p.room_id() {
+        Some(r) => r == room_id,
+        None => event::room_id_from_create(&p.event, v).is_ok_and(|r| r == room_id),
+    }
+}
+
 /// Adds events as outliers (auth chains and states), in causal order; returns the state map of
 /// `state_ids` among them that were accepted.
 async fn add_outliers(
@@ -1006,7 +1018,7 @@ async fn add_outliers(
         let mut good: Vec<(PduCheck, Pdu)> = Vec::new();
         for c in checks {
             if let Some(p) = c.pdu(v) {
-                if !room.contains(&p.event_id) {
+                if !room.contains(&p.event_id) && of_room(&p, v, room_id) {
                     good.push((c, p));
                 }
             }
@@ -1022,11 +1034,12 @@ async fn add_outliers(
     commit_blocking(state, room_id, entries).await
 }
 
-fn state_map_of(events: &[PduCheck], v: &'static RoomVersion) -> StateMap {
+fn state_map_of(events: &[PduCheck], v: &'static RoomVersion, room_id: &str) -> StateMap {
     events
         .iter()
         .filter(|c| !matches!(c.verdict, Verdict::Rejected { .. }))
         .filter_map(|c| c.pdu(v))
+        .filter(|p| of_room(p, v, room_id))
         .filter_map(|p| Some((p.state_pair()?, p.event_id)))
         .collect()
 }
@@ -1048,7 +1061,7 @@ async fn state_at(
     let answer = state.client.json(origin, "GET", &path, None).await?;
     let pdus = check_events(state, v, objects(answer.get("pdus"))).await;
     let auth = check_events(state, v, objects(answer.get("auth_chain"))).await;
-    let map = state_map_of(&pdus, v);
+    let map = state_map_of(&pdus, v, room_id);
     let mut all = auth;
     all.extend(pdus);
     add_outliers(state, room_id, origin, all).await?;
@@ -1156,12 +1169,7 @@ async fn backfill(
             continue;
         }
         if let Some(p) = c.pdu(v) {
-            // v12 create events carry no room ID: theirs is the hash of the event.
-            let room = match p.room_id() {
-                Some(r) => Some(r.to_owned()),
-                None => event::room_id_from_create(&p.event, v).ok(),
-            };
-            if room.as_deref() == Some(room_id) {
+            if of_room(&p, v, room_id) {
                 good.push((c, p));
             }
         }
@@ -1266,7 +1274,9 @@ async fn fetch_missing(
             .unwrap_or(0)
     });
     for c in checks {
-        if matches!(c.verdict, Verdict::Rejected { .. }) {
+        if matches!(c.verdict, Verdict::Rejected { .. })
+            || !c.pdu(v).is_some_and(|p| of_room(&p, v, room_id))
+        {
             continue;
         }
         if let Err(e) = Box::pin(receive_remote(state, origin, room_id, v, c, false)).await {
@@ -1588,7 +1598,7 @@ pub async fn remote_membership(
         .get("auth_chain")
         .or_else(|| answer.get("auth_events"));
     let auth = check_events(state, v, objects(chain)).await;
-    let map = state_map_of(&state_events, v);
+    let map = state_map_of(&state_events, v, room_id);
     let mut all = auth;
     all.extend(state_events);
     add_outliers(state, room_id, via, all).await?;
