@@ -15,6 +15,8 @@ use common::inproc::{invited_room, message, two_servers};
 
 /// Whether B refuses to help with gaps.
 static REFUSE: AtomicBool = AtomicBool::new(false);
+/// Whether B refuses `/get_missing_events` only (and still answers `/state`).
+static REFUSE_MISSING: AtomicBool = AtomicBool::new(false);
 
 async fn refuse_gap_help(
     req: axum::extract::Request,
@@ -25,7 +27,9 @@ async fn refuse_gap_help(
     let gap_help = ["get_missing_events", "/state/", "/state_ids/"]
         .iter()
         .any(|e| p.contains(e));
-    if gap_help && REFUSE.load(Ordering::SeqCst) {
+    let refused = REFUSE.load(Ordering::SeqCst)
+        || (REFUSE_MISSING.load(Ordering::SeqCst) && p.contains("get_missing_events"));
+    if gap_help && refused {
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -117,4 +121,35 @@ async fn pdu_refused_for_a_gap_is_taken_in_later() {
         a.rooms()[&room].current_state(),
         b.rooms()[&room].current_state()
     );
+
+    // B sends another event after a gap and answers `/state` at it, but not
+    // `/get_missing_events`: A does not take a pushed event in on state its sender picks (as
+    // Synapse refuses it); it is kept, and taken in once B gives the missing events.
+    let mut more = Vec::new();
+    {
+        let _g = b.lock_room(&room).await;
+        for i in 0..3 {
+            let e = rooms::build_local(&b, &room, &message(&room, &bob, &format!("n{i}"))).unwrap();
+            rooms::accept_local_unsent(&b, &e).unwrap();
+            more.push(e);
+        }
+    }
+    let last = more.last().unwrap();
+    REFUSE_MISSING.store(true, Ordering::SeqCst);
+    let answer = send_txn(&b, &a, "t3", vec![Value::Object(last.pdu.clone())]).await;
+    let result = answer.get_object(&last.event_id).unwrap();
+    assert!(
+        result
+            .get_str("error")
+            .is_some_and(|e| e.contains("divulging") && e.ends_with("kept to try again")),
+        "{}",
+        result.to_canonical_string()
+    );
+    assert!(!a.rooms()[&room].contains(&last.event_id));
+    REFUSE_MISSING.store(false, Ordering::SeqCst);
+    send_txn(&b, &a, "t4", Vec::new()).await;
+    let rooms = a.rooms();
+    assert!(more
+        .iter()
+        .all(|e| rooms[&room].contains(&e.event_id) && !rooms[&room].is_outlier(&e.event_id)));
 }

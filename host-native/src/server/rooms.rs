@@ -1096,6 +1096,17 @@ async fn receive_remote(
     if !gap.is_empty() && fill_gaps {
         fetch_missing(state, origin, room_id, v, &pdu).await;
         gap = missing(state).unwrap_or_default();
+        // A pushed event whose predecessors its sender did not give us is not taken in with
+        // state the sender chooses (`/state` at the event itself: it could become the room's
+        // only extremity, on that state). Synapse refuses it so too; it is kept and tried again
+        // ([`defer_if_gap`]). The events `/get_missing_events` brought are another matter: the
+        // earliest of them is placed with `/state` (below, `fill_gaps` false), as Synapse does
+        // for pulled events.
+        if !gap.is_empty() {
+            return Err(ApiError::forbidden(
+                "your server isn't divulging details about prev_events referenced in this event",
+            ));
+        }
     }
     let given = if gap.is_empty() {
         None
