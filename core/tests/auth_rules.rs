@@ -395,6 +395,63 @@ fn knock_and_restricted_rules() {
     }
 }
 
+/// A `join_rule` that is present but not a string names no rule: no one may join, not even a
+/// member or an invitee, and no one may knock. Only an absent `join_rule` reads as `invite`.
+/// (Synapse 1.163.2: `You are not allowed to join this room` for each join below.)
+#[test]
+fn non_string_join_rule_lets_no_one_join() {
+    for v in all_versions() {
+        for rule in ["5", "null", r#"["public"]"#] {
+            let mut t = T::new(v, "public");
+            t.join(B);
+            t.ok(
+                A,
+                "m.room.join_rules",
+                Some(""),
+                &format!(r#"{{"join_rule":{rule}}}"#),
+            );
+            // Bob, joined, changes his profile: a join under no join rule.
+            t.rejected(
+                "auth_join_not_allowed",
+                B,
+                "m.room.member",
+                Some(B),
+                r#"{"membership":"join","displayname":"Bob"}"#,
+            );
+            // Invites still work; the invitee cannot join.
+            t.ok(A, "m.room.member", Some(C), r#"{"membership":"invite"}"#);
+            t.rejected(
+                "auth_join_not_allowed",
+                C,
+                "m.room.member",
+                Some(C),
+                r#"{"membership":"join"}"#,
+            );
+            if v.knock {
+                t.rejected(
+                    "auth_knock_not_allowed",
+                    "@dave:b.example",
+                    "m.room.member",
+                    Some("@dave:b.example"),
+                    r#"{"membership":"knock"}"#,
+                );
+            }
+        }
+        // No `join_rule` at all: the default, invite, lets the invitee in.
+        let mut t = T::new(v, "public");
+        t.ok(A, "m.room.join_rules", Some(""), r#"{}"#);
+        t.ok(A, "m.room.member", Some(C), r#"{"membership":"invite"}"#);
+        t.join(C);
+        t.rejected(
+            "auth_join_not_allowed",
+            B,
+            "m.room.member",
+            Some(B),
+            r#"{"membership":"join"}"#,
+        );
+    }
+}
+
 #[test]
 fn independent_rules_and_auth_event_shape() {
     for v in all_versions() {
@@ -786,6 +843,7 @@ fn every_auth_code_is_hit() {
     power_level_rules();
     v12_creators_have_infinite_power_and_are_not_in_users();
     knock_and_restricted_rules();
+    non_string_join_rule_lets_no_one_join();
     independent_rules_and_auth_event_shape();
     create_event_rules();
     aliases_federation_and_redaction_rules();

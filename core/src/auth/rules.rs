@@ -564,9 +564,16 @@ fn check_membership(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), AuthError> {
     let target_m = auth.membership(target);
     let target_in_room = target_m == Some("join");
     let target_banned = target_m == Some("ban");
-    let join_rule = auth.get("m.room.join_rules", "").map_or("invite", |j| {
-        j.content().get_str("join_rule").unwrap_or("invite")
-    });
+    // The default applies only when there is no join rule: a `join_rule` that is present but
+    // not a string (`5`, `null`) is no rule at all and lets no one join or knock (Synapse's
+    // `content.get("join_rule", "invite")` compared with each rule name).
+    let join_rule = match auth
+        .get("m.room.join_rules", "")
+        .map(|j| j.content().get("join_rule"))
+    {
+        None | Some(None) => Some("invite"),
+        Some(Some(rule)) => rule.as_str(),
+    };
     let levels = auth.levels(v);
     let user_level = levels.user(sender)?;
     let target_level = levels.user(target)?;
@@ -609,9 +616,9 @@ fn check_membership(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), AuthError> {
             if target_banned {
                 return Err(AuthError::JoinBanned);
             }
-            let restricted = (v.restricted_join_rule && join_rule == "restricted")
-                || (v.knock_restricted_join_rule && join_rule == "knock_restricted");
-            if join_rule == "public" {
+            let restricted = (v.restricted_join_rule && join_rule == Some("restricted"))
+                || (v.knock_restricted_join_rule && join_rule == Some("knock_restricted"));
+            if join_rule == Some("public") {
                 Ok(())
             } else if restricted {
                 if caller_in_room || caller_invited {
@@ -624,7 +631,7 @@ fn check_membership(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), AuthError> {
                     return Err(AuthError::JoinBadAuthoriser);
                 }
                 Ok(())
-            } else if join_rule == "invite" || (v.knock && join_rule == "knock") {
+            } else if join_rule == Some("invite") || (v.knock && join_rule == Some("knock")) {
                 if caller_in_room || caller_invited {
                     Ok(())
                 } else {
@@ -653,8 +660,8 @@ fn check_membership(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), AuthError> {
             }
         }
         "knock" if v.knock => {
-            let allowed = join_rule == "knock"
-                || (v.knock_restricted_join_rule && join_rule == "knock_restricted");
+            let allowed = join_rule == Some("knock")
+                || (v.knock_restricted_join_rule && join_rule == Some("knock_restricted"));
             if !allowed {
                 Err(AuthError::KnockNotAllowed)
             } else if target != sender {
