@@ -247,6 +247,68 @@ fn power_level_rules() {
     }
 }
 
+/// The power-levels rule applies by type: under any state key, and to a non-state event, the
+/// content is validated (user IDs, integer levels from v10, no creators in v12); the comparison
+/// is with the event of the same state key, which the auth events never hold for a key other than
+/// "", so a valid one is accepted whatever levels it sets. Synapse 1.163.2 gives each verdict
+/// (and rejects every non-state one: it fails reading its state key).
+#[test]
+fn power_levels_rule_applies_whatever_the_state_key() {
+    for v in all_versions() {
+        let mut t = T::new(v, "public");
+        t.join(B);
+        for sk in [Some("x"), None] {
+            t.rejected(
+                "auth_power_levels_invalid",
+                A,
+                "m.room.power_levels",
+                sk,
+                r#"{"users":{"not-a-user":5}}"#,
+            );
+        }
+        let ban = r#"{"ban":"50"}"#;
+        if v.integer_power_levels {
+            t.rejected(
+                "auth_power_levels_invalid",
+                A,
+                "m.room.power_levels",
+                Some("y"),
+                ban,
+            );
+        } else {
+            t.ok(A, "m.room.power_levels", Some("y"), ban);
+        }
+        if v.privileged_creators {
+            t.rejected(
+                "auth_power_levels_creator_in_users",
+                A,
+                "m.room.power_levels",
+                Some("z"),
+                &format!(r#"{{"users":{{"{A}":1}}}}"#),
+            );
+        }
+        // Above alice's own level: nothing under "z" to compare with, so accepted; it is not the
+        // room's power levels, so bob gains nothing.
+        let high = format!(r#"{{"users":{{"{B}":1000}},"state_default":0}}"#);
+        t.ok(A, "m.room.power_levels", Some("z"), &high);
+        t.rejected(
+            "auth_send_insufficient_power",
+            B,
+            "m.room.topic",
+            Some(""),
+            r#"{"topic":"x"}"#,
+        );
+        // The same content as a non-state event is rejected.
+        t.rejected(
+            "auth_power_levels_invalid",
+            A,
+            "m.room.power_levels",
+            None,
+            &high,
+        );
+    }
+}
+
 #[test]
 fn v12_creators_have_infinite_power_and_are_not_in_users() {
     let v = RoomVersion::get("12").unwrap();
@@ -841,6 +903,7 @@ fn every_auth_code_is_hit() {
     membership_rules_in_every_version();
     public_rooms_and_state_rules();
     power_level_rules();
+    power_levels_rule_applies_whatever_the_state_key();
     v12_creators_have_infinite_power_and_are_not_in_users();
     knock_and_restricted_rules();
     non_string_join_rule_lets_no_one_join();

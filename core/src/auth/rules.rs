@@ -497,7 +497,9 @@ pub fn check_state_dependent(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), Auth
             return Err(AuthError::StateKeyNotSender);
         }
     }
-    if ev.is("m.room.power_levels", "") {
+    // By type, whatever the state key (the spec's rule and Synapse's): a power-levels event
+    // under another state key is not the room's power levels, but its content is checked.
+    if ev.kind() == "m.room.power_levels" {
         check_power_levels(ev, auth, user_level)?;
     }
     if v.redaction_auth_rule
@@ -803,7 +805,15 @@ fn check_power_levels(ev: &Pdu, auth: &AuthEvents<'_>, user_level: i64) -> Resul
             return Err(AuthError::PowerLevelsCreatorInUsers);
         }
     }
-    let Some(old_ev) = auth.get("m.room.power_levels", "") else {
+    // Compared with the event it replaces, as Synapse does (`auth_events[(type, state_key)]`).
+    // For a state key other than "" the auth events do not hold one (only the room's power
+    // levels are an auth type), so such an event is only validated.
+    let Some(state_key) = ev.state_key() else {
+        // Not a state event: nothing it could replace. Synapse rejects it (reading the state key
+        // of a non-state event raises); so do we.
+        return Err(AuthError::PowerLevelsInvalid);
+    };
+    let Some(old_ev) = auth.get("m.room.power_levels", state_key) else {
         return Ok(());
     };
     let old = old_ev.content();
