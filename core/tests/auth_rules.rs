@@ -309,6 +309,35 @@ fn power_levels_rule_applies_whatever_the_state_key() {
     }
 }
 
+/// The keys of `users` need only look like user IDs (`@`, then a `:`), as Synapse's
+/// `UserID.from_string` checks: a server name that is not valid does not reject the event
+/// (Synapse 1.163.2 accepts each of these).
+#[test]
+fn power_levels_users_keys_need_only_look_like_user_ids() {
+    for v in all_versions() {
+        let mut t = T::new(v, "public");
+        for user in ["@x:bad host", "@x:", "@x:a:123456", "@x:[zz]", "@:"] {
+            let users = t.users(&format!(r#""{user}":0"#));
+            t.ok(
+                A,
+                "m.room.power_levels",
+                Some(""),
+                &format!(r#"{{"users":{users}}}"#),
+            );
+        }
+        for user in ["x:a", "@x", ""] {
+            let users = t.users(&format!(r#""{user}":0"#));
+            t.rejected(
+                "auth_power_levels_invalid",
+                A,
+                "m.room.power_levels",
+                Some(""),
+                &format!(r#"{{"users":{users}}}"#),
+            );
+        }
+    }
+}
+
 #[test]
 fn v12_creators_have_infinite_power_and_are_not_in_users() {
     let v = RoomVersion::get("12").unwrap();
@@ -904,6 +933,7 @@ fn every_auth_code_is_hit() {
     public_rooms_and_state_rules();
     power_level_rules();
     power_levels_rule_applies_whatever_the_state_key();
+    power_levels_users_keys_need_only_look_like_user_ids();
     v12_creators_have_infinite_power_and_are_not_in_users();
     knock_and_restricted_rules();
     non_string_join_rule_lets_no_one_join();
