@@ -395,6 +395,71 @@ fn v12_creators_have_infinite_power_and_are_not_in_users() {
     );
 }
 
+/// v12 `additional_creators` are checked as Synapse 1.163.2 checks them
+/// (`check_valid_additional_creators`: `UserID.is_valid`, at most 255 bytes); a rejected create
+/// event rejects the room, so each verdict here is Synapse's.
+#[test]
+fn additional_creators_are_checked_as_synapse_does() {
+    let v = RoomVersion::get("12").unwrap();
+    let at_limit = format!("@{}:b", "a".repeat(252));
+    let over_limit = format!("@{}:b", "a".repeat(253));
+    let accepted = [
+        at_limit.as_str(),
+        "@x:a:123456",
+        "@x:b:+1",
+        "@x:b:-1",
+        "@x:b:1_0",
+        "@x:b: 1",
+        "@x:b:99999999999999999999",
+        "@x:[::1]",
+        "@x:[::1]:8",
+        "@x:1.2.3.4",
+        "@x:-a",
+        "@x:B-c.d",
+        "@:b",
+        "@\u{e9}:b",
+    ];
+    let rejected = [
+        over_limit.as_str(),
+        "@x:a..b",
+        "@x:.",
+        "@x:a.",
+        "@x:a_b",
+        "@x:bad host",
+        "@x:",
+        "@x:b:",
+        "@x::8",
+        "@x:[zz]",
+        "@x:[]",
+        "@x:[::1]:",
+        "@x:[1.2.3.4]",
+        "x:b",
+        "nope",
+    ];
+    for (creator, ok) in accepted
+        .iter()
+        .map(|c| (c, true))
+        .chain(rejected.iter().map(|c| (c, false)))
+    {
+        let mut t = T::new(v, "public");
+        let (_, create) = t.build(
+            A,
+            "m.room.create",
+            Some(""),
+            &format!(r#"{{"room_version":"12","additional_creators":["{creator}"]}}"#),
+        );
+        let create = t.resign(create);
+        let expected = if ok {
+            RoomVerdict::Accepted
+        } else {
+            RoomVerdict::Rejected {
+                code: "auth_create_bad_additional_creators",
+            }
+        };
+        assert_eq!(T::new(v, "public").receive(create), expected, "{creator}");
+    }
+}
+
 #[test]
 fn knock_and_restricted_rules() {
     for v in all_versions().filter(|v| v.knock) {

@@ -38,7 +38,7 @@ pub fn level(v: &Value, version: &RoomVersion) -> Option<i64> {
 
 /// Python's `int(str)`: surrounding whitespace, an optional sign, ASCII digits with single
 /// underscores between them.
-fn parse_int_string(s: &str) -> Option<i64> {
+pub(crate) fn parse_int_string(s: &str) -> Option<i64> {
     let t = s.trim_matches(|c: char| c.is_whitespace());
     let (neg, digits) = match t.as_bytes().first()? {
         b'-' => (true, &t[1..]),

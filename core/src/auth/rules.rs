@@ -9,13 +9,13 @@ use std::collections::BTreeSet;
 
 use crate::base64;
 use crate::canonical::Value;
-use crate::identifiers::{event_id_server_name, split_user_id, user_server_name};
+use crate::identifiers::{event_id_server_name, split_user_id, user_server_name, MAX_ID_BYTES};
 use crate::keys::{KeyId, VerifyKey};
 use crate::room_version::RoomVersion;
 use crate::signing::{check_server_signatures, signing_bytes, KeyLookup, KeyOutcome};
 
 use super::pdu::Pdu;
-use super::power::{creators, level, BadLevel, Levels};
+use super::power::{creators, level, parse_int_string, BadLevel, Levels};
 
 /// Why an event fails the authorization rules. Every variant has a stable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -360,7 +360,7 @@ pub fn check_create(ev: &Pdu) -> Result<(), AuthError> {
         if let Some(extra) = ev.content().get("additional_creators") {
             let ok = extra.as_array().is_some_and(|a| {
                 a.iter()
-                    .all(|u| u.as_str().is_some_and(|u| user_server_name(u).is_ok()))
+                    .all(|u| u.as_str().is_some_and(valid_additional_creator))
             });
             if !ok {
                 return Err(AuthError::CreateBadAdditionalCreators);
@@ -368,6 +368,44 @@ pub fn check_create(ev: &Pdu) -> Result<(), AuthError> {
         }
     }
     Ok(())
+}
+
+/// Whether `user_id` may be listed in a v12 create event's `additional_creators`, as Synapse
+/// decides it (`check_valid_additional_creators`: `UserID.is_valid` and at most 255 bytes). A
+/// rejected create event rejects the whole room, so we follow Synapse where it is more lenient
+/// than the spec's grammar (a port of any length, or anything Python's `int()` reads: `+1`,
+/// `1_0`, ` 1`), and where it is stricter (a DNS name with an empty label, `a..b` or `a.`).
+/// One difference is left: Python's `int()` also reads non-ASCII decimal digits in a port,
+/// which we do not.
+fn valid_additional_creator(user_id: &str) -> bool {
+    if user_id.len() > MAX_ID_BYTES {
+        return false;
+    }
+    let Some((_, server)) = split_user_id(user_id) else {
+        return false;
+    };
+    // Synapse's `parse_server_name`: a name ending in `]` is all host; otherwise the port is
+    // after the last `:`, if any.
+    let (host, port) = match server.rsplit_once(':') {
+        Some((h, p)) if !server.ends_with(']') => (h, Some(p)),
+        _ => (server, None),
+    };
+    if port.is_some_and(|p| parse_int_string(p).is_none()) {
+        return false;
+    }
+    if let Some(literal) = host.strip_prefix('[') {
+        // `valid_ipv6` (inet_pton) on what is between the brackets.
+        return literal
+            .strip_suffix(']')
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    // Synapse's VALID_HOST_REGEX: labels of ASCII letters, digits and `-`, joined by single dots.
+    host.split('.').all(|label| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    })
 }
 
 /// A known auth event and whether it was rejected.
