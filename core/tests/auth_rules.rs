@@ -338,6 +338,32 @@ fn power_levels_users_keys_need_only_look_like_user_ids() {
     }
 }
 
+/// v1–9: a `null` under `events` in the room's first power levels (accepted: before v10 only
+/// `users` is validated, and there is nothing to compare with) is no entry, so the default send
+/// level applies. Synapse 1.163.2 accepts the message and rejects the topic (state_default 50).
+#[test]
+fn null_event_levels_read_as_absent() {
+    for v in all_versions().filter(|v| !v.integer_power_levels) {
+        let mut t = T::with_power_levels(
+            v,
+            "public",
+            &format!(
+                r#"{{"users":{{"{A}":100}},"events":{{"m.room.message":null,"m.room.topic":null}}}}"#
+            ),
+        );
+        t.join(B);
+        t.ok(B, "m.room.message", None, r#"{"body":"x"}"#);
+        t.rejected(
+            "auth_send_insufficient_power",
+            B,
+            "m.room.topic",
+            Some(""),
+            r#"{"topic":"x"}"#,
+        );
+        t.ok(A, "m.room.topic", Some(""), r#"{"topic":"x"}"#);
+    }
+}
+
 #[test]
 fn v12_creators_have_infinite_power_and_are_not_in_users() {
     let v = RoomVersion::get("12").unwrap();
@@ -999,6 +1025,7 @@ fn every_auth_code_is_hit() {
     power_level_rules();
     power_levels_rule_applies_whatever_the_state_key();
     power_levels_users_keys_need_only_look_like_user_ids();
+    null_event_levels_read_as_absent();
     v12_creators_have_infinite_power_and_are_not_in_users();
     knock_and_restricted_rules();
     non_string_join_rule_lets_no_one_join();

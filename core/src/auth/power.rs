@@ -130,9 +130,10 @@ impl<'a> Levels<'a> {
             return Ok(CREATOR_POWER);
         }
         match self.pl {
+            // A `null` entry is no entry (Synapse: `users.get(user)` is None either way).
             Some(c) => match c.get_object("users").and_then(|u| u.get(user)) {
+                None | Some(Value::Null) => self.named("users_default", 0),
                 Some(v) => level(v, self.version).ok_or(BadLevel),
-                None => self.named("users_default", 0),
             },
             None => Ok(if creators(self.create, self.version).contains(user) {
                 100
@@ -147,10 +148,12 @@ impl<'a> Levels<'a> {
     /// # Errors
     /// [`BadLevel`] for a malformed value.
     pub fn send(&self, kind: &str, is_state: bool) -> Result<i64, BadLevel> {
+        // A `null` entry is no entry: the default applies (Synapse: `events.get(type)` is None).
         if let Some(v) = self
             .pl
             .and_then(|c| c.get_object("events"))
             .and_then(|e| e.get(kind))
+            .filter(|v| !matches!(v, Value::Null))
         {
             return level(v, self.version).ok_or(BadLevel);
         }
@@ -165,6 +168,33 @@ impl<'a> Levels<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canonical::{parse_object, ParseOptions};
+
+    fn power_levels(content: &str, v: &'static RoomVersion) -> Pdu {
+        let json = format!(
+            r#"{{"type":"m.room.power_levels","state_key":"","sender":"@a:x","room_id":"!r:x","event_id":"$pl:x","content":{content}}}"#
+        );
+        Pdu::new(
+            parse_object(json.as_bytes(), &ParseOptions::STRICT).unwrap(),
+            v,
+        )
+        .unwrap()
+    }
+
+    /// A `null` under `users` or `events` is no entry: the default applies, as in Synapse
+    /// (`users.get(user)` / `events.get(type)` give None either way).
+    #[test]
+    fn null_entries_read_as_absent() {
+        let v = RoomVersion::get("1").unwrap();
+        let pl = power_levels(
+            r#"{"users":{"@b:x":null},"users_default":7,"events":{"m.room.message":null,"m.room.topic":null},"events_default":3}"#,
+            v,
+        );
+        let levels = Levels::new(v, Some(&pl), None);
+        assert_eq!(levels.user("@b:x"), Ok(7));
+        assert_eq!(levels.send("m.room.message", false), Ok(3));
+        assert_eq!(levels.send("m.room.topic", true), Ok(50));
+    }
 
     #[test]
     fn python_int_strings() {
