@@ -364,6 +364,40 @@ fn null_event_levels_read_as_absent() {
     }
 }
 
+/// Power levels whose `events` is present but not an object are rejected in every version, and
+/// so is a non-object `notifications` from v6 (where the auth rules read it); before v6
+/// `notifications` is not read and anything goes. Synapse 1.163.2 gives these verdicts when
+/// there are previous power levels (it fails on the value); see `check_power_levels` for the
+/// first power levels of a room, where we reject and Synapse does not.
+#[test]
+fn power_levels_containers_must_be_objects() {
+    for v in all_versions() {
+        let mut t = T::new(v, "public");
+        let u = t.users("");
+        for (key, val) in [
+            ("events", "5"),
+            ("events", r#""abc""#),
+            ("events", "[]"),
+            ("events", "null"),
+            ("notifications", "5"),
+            ("notifications", r#""room""#),
+        ] {
+            let content = format!(r#"{{"users":{u},"{key}":{val}}}"#);
+            if key == "notifications" && !v.limit_notifications_power_levels {
+                t.ok(A, "m.room.power_levels", Some(""), &content);
+            } else {
+                t.rejected(
+                    "auth_power_levels_invalid",
+                    A,
+                    "m.room.power_levels",
+                    Some(""),
+                    &content,
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn v12_creators_have_infinite_power_and_are_not_in_users() {
     let v = RoomVersion::get("12").unwrap();
@@ -1026,6 +1060,7 @@ fn every_auth_code_is_hit() {
     power_levels_rule_applies_whatever_the_state_key();
     power_levels_users_keys_need_only_look_like_user_ids();
     null_event_levels_read_as_absent();
+    power_levels_containers_must_be_objects();
     v12_creators_have_infinite_power_and_are_not_in_users();
     knock_and_restricted_rules();
     non_string_join_rule_lets_no_one_join();

@@ -87,6 +87,16 @@ pub fn creators(create: Option<&Pdu>, version: &RoomVersion) -> BTreeSet<String>
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadLevel;
 
+/// `content[key]` when it is an object, `None` when absent; [`BadLevel`] for anything else,
+/// where Synapse fails (`content.get(key, {}).get(…)`), so no level can be read.
+fn container<'a>(content: &'a Object, key: &str) -> Result<Option<&'a Object>, BadLevel> {
+    match content.get(key) {
+        None => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(_) => Err(BadLevel),
+    }
+}
+
 /// The power-level view of a room's state.
 #[derive(Debug, Clone, Copy)]
 pub struct Levels<'a> {
@@ -131,7 +141,7 @@ impl<'a> Levels<'a> {
         }
         match self.pl {
             // A `null` entry is no entry (Synapse: `users.get(user)` is None either way).
-            Some(c) => match c.get_object("users").and_then(|u| u.get(user)) {
+            Some(c) => match container(c, "users")?.and_then(|u| u.get(user)) {
                 None | Some(Value::Null) => self.named("users_default", 0),
                 Some(v) => level(v, self.version).ok_or(BadLevel),
             },
@@ -149,9 +159,11 @@ impl<'a> Levels<'a> {
     /// [`BadLevel`] for a malformed value.
     pub fn send(&self, kind: &str, is_state: bool) -> Result<i64, BadLevel> {
         // A `null` entry is no entry: the default applies (Synapse: `events.get(type)` is None).
-        if let Some(v) = self
-            .pl
-            .and_then(|c| c.get_object("events"))
+        let events = match self.pl {
+            Some(c) => container(c, "events")?,
+            None => None,
+        };
+        if let Some(v) = events
             .and_then(|e| e.get(kind))
             .filter(|v| !matches!(v, Value::Null))
         {
@@ -194,6 +206,31 @@ mod tests {
         assert_eq!(levels.user("@b:x"), Ok(7));
         assert_eq!(levels.send("m.room.message", false), Ok(3));
         assert_eq!(levels.send("m.room.topic", true), Ok(50));
+    }
+
+    /// `users` or `events` present but not an object: no level can be read (Synapse fails), so
+    /// the event being authorised is rejected.
+    #[test]
+    fn non_object_containers_are_bad_levels() {
+        let v = RoomVersion::get("1").unwrap();
+        for content in [r#"{"users":5}"#, r#"{"users":null}"#, r#"{"users":[]}"#] {
+            let pl = power_levels(content, v);
+            let levels = Levels::new(v, Some(&pl), None);
+            assert_eq!(levels.user("@b:x"), Err(BadLevel), "{content}");
+        }
+        for content in [
+            r#"{"events":5}"#,
+            r#"{"events":null}"#,
+            r#"{"events":"abc"}"#,
+        ] {
+            let pl = power_levels(content, v);
+            let levels = Levels::new(v, Some(&pl), None);
+            assert_eq!(
+                levels.send("m.room.message", false),
+                Err(BadLevel),
+                "{content}"
+            );
+        }
     }
 
     #[test]

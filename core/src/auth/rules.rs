@@ -824,6 +824,21 @@ fn check_power_levels(ev: &Pdu, auth: &AuthEvents<'_>, user_level: i64) -> Resul
             }
         }
     }
+    // `events` (and, where the auth rules read it, v6+, `notifications`) must be objects, as the
+    // spec's schema says; from v10 the integer rule below says so too. Synapse rejects these
+    // only by failing on them, and only when there are previous power levels to compare with:
+    // a room's first power levels with `events: 5` (v1–9) is accepted there and then fails every
+    // event that needs a send level. We reject it when it is sent, in every case.
+    let mut containers = vec!["events"];
+    if v.limit_notifications_power_levels {
+        containers.push("notifications");
+    }
+    if containers
+        .iter()
+        .any(|k| new.get(k).is_some_and(|val| val.as_object().is_none()))
+    {
+        return Err(AuthError::PowerLevelsInvalid);
+    }
     if v.integer_power_levels {
         for (k, val) in new.iter() {
             let ok = if NAMED_LEVELS.contains(&k) {
