@@ -98,7 +98,8 @@ pub enum PduError {
     /// `depth` outside `0..=2^53-1`.
     #[error("depth outside 0..=2^53-1")]
     BadDepth,
-    /// `hashes.sha256` missing, not a string, or not 32 bytes of base64.
+    /// `hashes.sha256` missing, not a string, or not base64 (one of another length is a hash
+    /// mismatch: the PDU is redacted).
     #[error("`hashes.sha256` is missing or malformed")]
     BadHashes,
     /// A required signature is missing, invalid or uncheckable.
@@ -241,9 +242,15 @@ pub fn check_format(ev: &Object, v: &RoomVersion) -> Result<(), PduError> {
         Some(d) if (0..=MAX_SAFE_INT).contains(&d) => {}
         _ => return Err(PduError::BadDepth),
     }
+    // A hash of the wrong length is only a hash that does not match: the PDU is kept, redacted
+    // (Synapse compares the decoded bytes with the content hash). What is not base64 at all
+    // fails to decode and drops the PDU, there too.
     match ev.get_object("hashes").and_then(|h| h.get_str("sha256")) {
-        Some(h) if base64::decode_array::<32>(h).is_ok() => {}
-        _ => return Err(PduError::BadHashes),
+        Some(h) => match base64::decode_array::<32>(h) {
+            Ok(_) | Err(base64::Base64Error::WrongLength { .. }) => {}
+            Err(_) => return Err(PduError::BadHashes),
+        },
+        None => return Err(PduError::BadHashes),
     }
     if !matches!(req(ev, "signatures")?, Value::Object(_)) {
         return Err(PduError::WrongType {
@@ -968,6 +975,60 @@ mod tests {
             assert_eq!(&single, got);
             assert_eq!(single.verdict == Verdict::Accepted, *ok, "{single:?}");
         }
+    }
+
+    /// A `hashes.sha256` that is base64 of the wrong length (31 or 33 bytes, or empty) is a
+    /// hash that does not match: the PDU is kept as our redacted copy, as Synapse keeps it. One
+    /// that is not base64 drops the PDU (Synapse: "Invalid base64").
+    #[test]
+    fn a_hash_of_the_wrong_length_is_a_mismatch() {
+        let v = RoomVersion::get("10").unwrap();
+        let key = crate::keys::SigningKey::from_seed("1", &[9; 32]).unwrap();
+        let mut ring = KeyRing::new();
+        let entry = KeyEntry {
+            key: key.verify_key(),
+            valid_until_ts: Some(i64::MAX),
+            expired_ts: None,
+        };
+        ring.insert("b.example", KeyId::parse("ed25519:1").unwrap(), entry);
+        let with_hash = |hash: &str| {
+            let json = format!(
+                r#"{{"type":"m.room.message","room_id":"!r:a.example","sender":"@u:b.example","content":{{"body":"hi"}},"origin_server_ts":1,"depth":3,"prev_events":[],"auth_events":[],"hashes":{{"sha256":"{hash}"}}}}"#
+            );
+            let mut ev = parse_pdu(json.as_bytes(), v).unwrap();
+            let mut by_key = Object::new();
+            by_key.insert(
+                "ed25519:1",
+                base64::encode(key.sign(&redacted_bytes(&ev, v))),
+            );
+            let mut sigs = Object::new();
+            sigs.insert("b.example", by_key);
+            ev.insert("signatures", sigs);
+            check_pdu_object(ev, v, &ring)
+        };
+        for hash in [
+            base64::encode([7u8; 31]),
+            base64::encode([7u8; 33]),
+            String::new(),
+        ] {
+            let check = with_hash(&hash);
+            assert_eq!(
+                check.verdict,
+                Verdict::Redacted,
+                "{hash:?}: {:?}",
+                check.to_json()
+            );
+            assert_eq!(check.content_hash_ok, Some(false));
+            let kept = check.event.unwrap();
+            assert!(kept.get_object("content").unwrap().is_empty());
+            assert_eq!(
+                kept.get_object("hashes").unwrap().get_str("sha256"),
+                Some(hash.as_str())
+            );
+        }
+        let check = with_hash(&format!("!{}", base64::encode([7u8; 32])));
+        assert_eq!(check.verdict.as_str(), "rejected");
+        assert_eq!(check.to_json().get_str("reason"), Some("pdu_bad_hashes"));
     }
 
     /// The hand-written list of small-order encodings is exactly the set of encodings, canonical
