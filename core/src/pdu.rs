@@ -75,7 +75,7 @@ pub enum PduError {
         /// Its size.
         size: usize,
     },
-    /// An identifier, `type` or `state_key` over 255 bytes.
+    /// An identifier, `type` or `state_key` over 255 code points, or (v11+) over 255 bytes.
     #[error("field `{field}` is {bytes} bytes, over the {MAX_ID_BYTES}-byte limit")]
     FieldTooLong {
         /// The field.
@@ -216,8 +216,11 @@ fn req_str<'a>(ev: &'a Object, field: &'static str) -> Result<&'a str, PduError>
     })
 }
 
-fn limit(field: &'static str, s: &str) -> Result<(), PduError> {
-    if s.len() > MAX_ID_BYTES {
+/// Over 255 code points drops the PDU in every room version; over 255 bytes (but not code
+/// points) only from v11. Before, Synapse stores such an event as rejected, since older Synapses
+/// counted code points and accepted it (the auth check, `check_state_independent`, rejects it).
+fn limit(field: &'static str, s: &str, v: &RoomVersion) -> Result<(), PduError> {
+    if s.len() > MAX_ID_BYTES && (v.strict_event_byte_limits || s.chars().count() > MAX_ID_BYTES) {
         return Err(PduError::FieldTooLong {
             field,
             bytes: s.len(),
@@ -265,9 +268,9 @@ fn event_refs<'a>(
 /// The first [`PduError`] found.
 pub fn check_format(ev: &Object, v: &RoomVersion) -> Result<(), PduError> {
     let ty = req_str(ev, "type")?;
-    limit("type", ty)?;
+    limit("type", ty, v)?;
     let sender = req_str(ev, "sender")?;
-    limit("sender", sender)?;
+    limit("sender", sender, v)?;
     user_server_name(sender)?;
     let is_v12_create = v.room_id_from_create_event && ty == "m.room.create";
     if is_v12_create {
@@ -276,7 +279,7 @@ pub fn check_format(ev: &Object, v: &RoomVersion) -> Result<(), PduError> {
         }
     } else {
         let room_id = req_str(ev, "room_id")?;
-        limit("room_id", room_id)?;
+        limit("room_id", room_id, v)?;
         if !room_id.starts_with('!') || room_id.len() < 2 {
             return Err(PduError::BadRoomId);
         }
@@ -318,14 +321,14 @@ pub fn check_format(ev: &Object, v: &RoomVersion) -> Result<(), PduError> {
             field: "state_key",
             expected: "a string",
         })?;
-        limit("state_key", sk)?;
+        limit("state_key", sk, v)?;
     }
     event_refs(ev, "prev_events", v, MAX_PREV_EVENTS)?;
     let auth = event_refs(ev, "auth_events", v, MAX_AUTH_EVENTS)?;
     match v.event_id_format {
         EventIdFormat::Explicit => {
             let id = req_str(ev, "event_id")?;
-            limit("event_id", id)?;
+            limit("event_id", id, v)?;
             event_id_server_name(id)?;
         }
         _ if ev.contains_key("event_id") => return Err(PduError::UnexpectedEventId),

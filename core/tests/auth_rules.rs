@@ -1051,6 +1051,59 @@ fn third_party_invites() {
     }
 }
 
+/// An identifier, `type` or `state_key` over 255 bytes but within 255 code points: in v1–10
+/// the event is kept as rejected (Synapse 1.163.2: `EventSizeError`, unpersistable only from
+/// v11), so an event citing it as a prev event is still accepted; from v11 it is dropped. Over
+/// 255 code points it is dropped in every version.
+#[test]
+fn fields_over_255_bytes_are_rejected_before_v11_and_dropped_after() {
+    use mxfed_core::auth::Pdu;
+    let wide = "\u{4e2d}".repeat(100);
+    let too_many = "\u{4e2d}".repeat(256);
+    for v in all_versions() {
+        let mut t = T::new(v, "public");
+        for (field, value) in [("state_key", &wide), ("type", &wide)] {
+            let (_, mut ev) = t.build(A, "org.example.state", Some("k"), "{}");
+            ev.insert(field, value.as_str());
+            let ev = t.resign(ev);
+            let id = Pdu::new(ev.clone(), v).unwrap().event_id;
+            let verdict = t.receive(ev);
+            if v.strict_event_byte_limits {
+                assert_eq!(
+                    verdict,
+                    RoomVerdict::Rejected {
+                        code: "pdu_field_too_long"
+                    },
+                    "v{} {field}",
+                    v.id
+                );
+            } else {
+                assert_eq!(
+                    verdict,
+                    RoomVerdict::Rejected {
+                        code: "auth_field_too_long"
+                    },
+                    "v{} {field}",
+                    v.id
+                );
+                let at = t.after(&id);
+                let (_, next) = t.send_at(&at, A, "m.room.message", None, r#"{"body":"after"}"#);
+                assert_eq!(next, RoomVerdict::Accepted, "v{} {field}", v.id);
+            }
+        }
+        let (_, mut ev) = t.build(A, "org.example.state", Some("k"), "{}");
+        ev.insert("state_key", too_many.as_str());
+        assert_eq!(
+            t.receive_resigned(ev),
+            RoomVerdict::Rejected {
+                code: "pdu_field_too_long"
+            },
+            "v{}",
+            v.id
+        );
+    }
+}
+
 #[test]
 fn every_auth_code_is_hit() {
     // Run the scenarios (again) in this test so the check does not depend on test order.
@@ -1072,6 +1125,7 @@ fn every_auth_code_is_hit() {
     rejected_auth_events_reject_their_dependents();
     third_party_invites();
     bad_power_levels_in_state();
+    fields_over_255_bytes_are_rejected_before_v11_and_dropped_after();
     let hit = HIT.lock().unwrap().clone();
     let src = include_str!("../src/auth/rules.rs");
     let all: BTreeSet<&str> = src

@@ -147,6 +147,9 @@ pub enum AuthError {
     /// A power level in the state that is not a level (the event cannot be authorised).
     #[error("a power level in the room state is malformed")]
     BadPowerLevel,
+    /// (v1–10) An identifier, `type` or `state_key` over 255 bytes (but within 255 code points).
+    #[error("an identifier, type or state key is over 255 bytes")]
+    FieldTooLong,
 }
 
 impl From<BadLevel> for AuthError {
@@ -202,6 +205,7 @@ impl AuthError {
             PowerLevelsTooHigh => "auth_power_levels_too_high",
             RedactionInsufficientPower => "auth_redaction_insufficient_power",
             BadPowerLevel => "auth_bad_power_level",
+            FieldTooLong => "auth_field_too_long",
         }
     }
 }
@@ -430,6 +434,21 @@ pub fn check_state_independent(
     create: Option<KnownEvent<'_>>,
 ) -> Result<(), AuthError> {
     let v = ev.room_version;
+    // Synapse's size check (`_check_size_limits`), which it runs before the auth rules: over
+    // 255 bytes but within 255 code points, an event of v1–10 is kept as rejected (the format
+    // check drops the others), so that events citing it still have their prev event.
+    if !v.strict_event_byte_limits {
+        let fields = [
+            Some(ev.sender()),
+            ev.room_id(),
+            ev.state_key(),
+            Some(ev.kind()),
+            Some(ev.event_id.as_str()),
+        ];
+        if fields.into_iter().flatten().any(|f| f.len() > MAX_ID_BYTES) {
+            return Err(AuthError::FieldTooLong);
+        }
+    }
     if ev.kind() == "m.room.create" {
         return check_create(ev);
     }
