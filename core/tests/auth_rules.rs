@@ -855,6 +855,21 @@ fn aliases_federation_and_redaction_rules() {
                 "v{}",
                 v.id
             );
+            // No target, or one that is not a string: rejected by the spec's rule (Synapse
+            // 1.163.2 accepts both; see `check_state_dependent`).
+            let (_, none) = t.build(B, "m.room.redaction", None, "{}");
+            let mut number = none.clone();
+            number.insert("redacts", mxfed_core::canonical::Int::new(5).unwrap());
+            for r in [none, number] {
+                assert_eq!(
+                    t.receive_resigned(r),
+                    RoomVerdict::Rejected {
+                        code: "auth_redaction_insufficient_power"
+                    },
+                    "v{}",
+                    v.id
+                );
+            }
             r.insert("redacts", "$something:b.example");
             assert_eq!(t.receive_resigned(r), RoomVerdict::Accepted, "v{}", v.id);
         } else {

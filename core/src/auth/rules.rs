@@ -563,6 +563,11 @@ pub fn check_state_dependent(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), Auth
         && ev.kind() == "m.room.redaction"
         && user_level < levels.named("redact", 50)?
     {
+        // Without a string `redacts` there is no redacted event whose domain could match, so the
+        // spec's rule rejects. Synapse 1.163.2 accepts such a redaction (its `check_redaction`
+        // returns "allowed" for a `redacts` that is not a string); we keep the spec's reading
+        // (as ruma does): the redaction targets nothing, is not state, and being rejected only
+        // keeps it from clients.
         let same_domain = match (event_id_server_name(&ev.event_id), ev.redacts()) {
             (Ok(a), Some(target)) => event_id_server_name(target).is_ok_and(|b| a == b),
             _ => false,
