@@ -98,6 +98,21 @@ pub fn user_server_name(user_id: &str) -> Result<&str, IdError> {
     Ok(server)
 }
 
+/// Splits `@localpart:domain` at the first `:` and checks nothing else, as Synapse's
+/// `UserID.from_string`: what the power-levels rule requires of the keys of `users` (Synapse
+/// validates no more there, so `@x:bad host` and `@x:` pass).
+///
+/// ```
+/// use mxfed_core::identifiers::split_user_id;
+/// assert_eq!(split_user_id("@x:a:123456"), Some(("x", "a:123456")));
+/// assert_eq!(split_user_id("@x:"), Some(("x", "")));
+/// assert_eq!(split_user_id("x:a"), None);
+/// assert_eq!(split_user_id("@x"), None);
+/// ```
+pub fn split_user_id(user_id: &str) -> Option<(&str, &str)> {
+    user_id.strip_prefix('@')?.split_once(':')
+}
+
 /// The server name of a room version 1–2 event ID `$opaque:server_name`.
 ///
 /// # Errors

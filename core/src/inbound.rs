@@ -18,7 +18,8 @@
 //! What the plan leaves out, each with a [`RejectedItem`] for the log and no response entry, as
 //! Synapse does: PDUs without a room ID, PDUs of rooms the host does not know (the lookup
 //! returns `None`), PDUs with floats or out-of-range integers in a room version that forbids
-//! them (v6+), PDUs whose event ID cannot be found, the second copy of an event, and EDUs that
+//! them (v6+; what [`reduce_unsigned`](crate::pdu::reduce_unsigned) drops of `unsigned` does not
+//! count), PDUs whose event ID cannot be found, the second copy of an event, and EDUs that
 //! speak for users of another server than the authenticated origin.
 //!
 //! ```
@@ -395,8 +396,10 @@ where
     // Group, keeping rooms in order of first appearance.
     let mut room_pos: BTreeMap<String, usize> = BTreeMap::new();
     let mut seen_ids: BTreeSet<String> = BTreeSet::new();
-    for (index, pdu) in parts.pdus {
+    for (index, mut pdu) in parts.pdus {
         let item = Item::Pdu(index);
+        // What Synapse keeps of `unsigned`, before the number rule is applied to the PDU.
+        crate::pdu::reduce_unsigned(&mut pdu);
         let mut reject = |error| plan.rejected.push(RejectedItem { item, error });
         // The parser keeps only PDUs with a non-empty string room_id.
         let room_id = pdu.get_str("room_id").unwrap_or_default().to_owned();

@@ -75,7 +75,7 @@ pub enum PduError {
         /// Its size.
         size: usize,
     },
-    /// An identifier, `type` or `state_key` over 255 bytes.
+    /// An identifier, `type` or `state_key` over 255 code points, or (v11+) over 255 bytes.
     #[error("field `{field}` is {bytes} bytes, over the {MAX_ID_BYTES}-byte limit")]
     FieldTooLong {
         /// The field.
@@ -98,7 +98,8 @@ pub enum PduError {
     /// `depth` outside `0..=2^53-1`.
     #[error("depth outside 0..=2^53-1")]
     BadDepth,
-    /// `hashes.sha256` missing, not a string, or not 32 bytes of base64.
+    /// `hashes.sha256` missing, not a string, or not base64 (one of another length is a hash
+    /// mismatch: the PDU is redacted).
     #[error("`hashes.sha256` is missing or malformed")]
     BadHashes,
     /// A required signature is missing, invalid or uncheckable.
@@ -144,10 +145,64 @@ pub fn parse_options(v: &RoomVersion) -> ParseOptions {
 
 /// Parses a PDU from bytes under the number rules of its room version.
 ///
+/// The rules apply to the PDU as it is kept: a float or out-of-range integer (v6+) in a part
+/// of `unsigned` that [`reduce_unsigned`] drops does not make it invalid; the PDU then comes
+/// back with `unsigned` reduced.
+///
 /// # Errors
-/// [`PduError::Json`].
+/// [`PduError::Json`]; [`PduError::NonCanonicalNumber`] for such a number that `unsigned` keeps
+/// or that follows one in `unsigned`.
 pub fn parse_pdu(bytes: &[u8], v: &RoomVersion) -> Result<Object, PduError> {
-    Ok(parse_object(bytes, &parse_options(v))?)
+    use crate::canonical::{CanonicalJsonErrorKind as Kind, PathSegment};
+    match parse_object(bytes, &parse_options(v)) {
+        Ok(ev) => Ok(ev),
+        Err(e)
+            if matches!(e.kind, Kind::Float { .. } | Kind::IntegerOutOfRange { .. })
+                && matches!(e.path.0.first(), Some(PathSegment::Key(k)) if k == "unsigned") =>
+        {
+            // Rare: parse again keeping every number, reduce, then apply the rule.
+            let legacy = ParseOptions {
+                numbers: NumberMode::Legacy,
+                ..parse_options(v)
+            };
+            let mut ev = parse_object(bytes, &legacy)?;
+            reduce_unsigned(&mut ev);
+            let bad = ev
+                .iter()
+                .find(|(_, val)| !val.is_strict())
+                .map(|(field, _)| field.to_owned());
+            match bad {
+                Some(field) => Err(PduError::NonCanonicalNumber { field }),
+                None => Ok(ev),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reduces a received PDU's `unsigned` to what Synapse keeps of it (`_strip_unsigned_values`
+/// and the `age` handling of `event_from_pdu_json`): `age` when it is an integer, and for
+/// `m.room.member` events `invite_room_state` and `knock_room_state`. `unsigned` is covered by
+/// neither hashes nor signatures, so anyone on the path may have written the rest; the size
+/// limit and the number rules then apply to what is kept. Neither the event ID nor the content
+/// hash changes.
+///
+/// An `unsigned` that is not an object becomes `{}`, which is what Synapse's code means to do
+/// (in 1.163.2 it then fails on the original value and drops the PDU; we keep the event).
+/// `age` is kept as received: a host that forwards the event rewrites it.
+pub fn reduce_unsigned(ev: &mut Object) {
+    let is_member = ev.get_str("type") == Some("m.room.member");
+    let Some(unsigned) = ev.get_mut("unsigned") else {
+        return;
+    };
+    match unsigned.as_object_mut() {
+        Some(u) => u.retain(|k, val| match k {
+            "age" => matches!(val, Value::Int(_)),
+            "invite_room_state" | "knock_room_state" => is_member,
+            _ => false,
+        }),
+        None => *unsigned = Value::Object(Object::new()),
+    }
 }
 
 fn req<'a>(ev: &'a Object, field: &'static str) -> Result<&'a Value, PduError> {
@@ -161,8 +216,11 @@ fn req_str<'a>(ev: &'a Object, field: &'static str) -> Result<&'a str, PduError>
     })
 }
 
-fn limit(field: &'static str, s: &str) -> Result<(), PduError> {
-    if s.len() > MAX_ID_BYTES {
+/// Over 255 code points drops the PDU in every room version; over 255 bytes (but not code
+/// points) only from v11. Before, Synapse stores such an event as rejected, since older Synapses
+/// counted code points and accepted it (the auth check, `check_state_independent`, rejects it).
+fn limit(field: &'static str, s: &str, v: &RoomVersion) -> Result<(), PduError> {
+    if s.len() > MAX_ID_BYTES && (v.strict_event_byte_limits || s.chars().count() > MAX_ID_BYTES) {
         return Err(PduError::FieldTooLong {
             field,
             bytes: s.len(),
@@ -203,15 +261,16 @@ fn event_refs<'a>(
 
 /// Checks a PDU's format for its room version: required fields and their types, identifier
 /// and size limits, `event_id` presence, reference-list shapes and counts, `depth` range, and
-/// the v12 create-event and room-ID rules.
+/// the v12 create-event and room-ID rules. `unsigned` counts as it is: the receipt checks
+/// ([`check_pdu`] and the others) [reduce](reduce_unsigned) it first.
 ///
 /// # Errors
 /// The first [`PduError`] found.
 pub fn check_format(ev: &Object, v: &RoomVersion) -> Result<(), PduError> {
     let ty = req_str(ev, "type")?;
-    limit("type", ty)?;
+    limit("type", ty, v)?;
     let sender = req_str(ev, "sender")?;
-    limit("sender", sender)?;
+    limit("sender", sender, v)?;
     user_server_name(sender)?;
     let is_v12_create = v.room_id_from_create_event && ty == "m.room.create";
     if is_v12_create {
@@ -220,7 +279,7 @@ pub fn check_format(ev: &Object, v: &RoomVersion) -> Result<(), PduError> {
         }
     } else {
         let room_id = req_str(ev, "room_id")?;
-        limit("room_id", room_id)?;
+        limit("room_id", room_id, v)?;
         if !room_id.starts_with('!') || room_id.len() < 2 {
             return Err(PduError::BadRoomId);
         }
@@ -241,9 +300,15 @@ pub fn check_format(ev: &Object, v: &RoomVersion) -> Result<(), PduError> {
         Some(d) if (0..=MAX_SAFE_INT).contains(&d) => {}
         _ => return Err(PduError::BadDepth),
     }
+    // A hash of the wrong length is only a hash that does not match: the PDU is kept, redacted
+    // (Synapse compares the decoded bytes with the content hash). What is not base64 at all
+    // fails to decode and drops the PDU, there too.
     match ev.get_object("hashes").and_then(|h| h.get_str("sha256")) {
-        Some(h) if base64::decode_array::<32>(h).is_ok() => {}
-        _ => return Err(PduError::BadHashes),
+        Some(h) => match base64::decode_array::<32>(h) {
+            Ok(_) | Err(base64::Base64Error::WrongLength { .. }) => {}
+            Err(_) => return Err(PduError::BadHashes),
+        },
+        None => return Err(PduError::BadHashes),
     }
     if !matches!(req(ev, "signatures")?, Value::Object(_)) {
         return Err(PduError::WrongType {
@@ -256,14 +321,14 @@ pub fn check_format(ev: &Object, v: &RoomVersion) -> Result<(), PduError> {
             field: "state_key",
             expected: "a string",
         })?;
-        limit("state_key", sk)?;
+        limit("state_key", sk, v)?;
     }
     event_refs(ev, "prev_events", v, MAX_PREV_EVENTS)?;
     let auth = event_refs(ev, "auth_events", v, MAX_AUTH_EVENTS)?;
     match v.event_id_format {
         EventIdFormat::Explicit => {
             let id = req_str(ev, "event_id")?;
-            limit("event_id", id)?;
+            limit("event_id", id, v)?;
             event_id_server_name(id)?;
         }
         _ if ev.contains_key("event_id") => return Err(PduError::UnexpectedEventId),
@@ -740,7 +805,8 @@ struct Prepared {
     malformed: Option<SignatureError>,
 }
 
-fn prepare(ev: Object, v: &RoomVersion, keys: &KeyRing) -> Result<Prepared, PduCheck> {
+fn prepare(mut ev: Object, v: &RoomVersion, keys: &KeyRing) -> Result<Prepared, PduCheck> {
+    reduce_unsigned(&mut ev);
     let explicit_id = ev.get_str("event_id").map(str::to_owned);
     if let Err(e) = check_format(&ev, v) {
         let id = if v.event_id_format == EventIdFormat::Explicit {
@@ -967,6 +1033,174 @@ mod tests {
             let single = check_pdu(bytes, v, &ring);
             assert_eq!(&single, got);
             assert_eq!(single.verdict == Verdict::Accepted, *ok, "{single:?}");
+        }
+    }
+
+    /// `b.example`'s key, and a ring holding it.
+    fn server_b() -> (crate::keys::SigningKey, KeyRing) {
+        let key = crate::keys::SigningKey::from_seed("1", &[9; 32]).unwrap();
+        let mut ring = KeyRing::new();
+        let entry = KeyEntry {
+            key: key.verify_key(),
+            valid_until_ts: Some(i64::MAX),
+            expired_ts: None,
+        };
+        ring.insert("b.example", KeyId::parse("ed25519:1").unwrap(), entry);
+        (key, ring)
+    }
+
+    /// Signs `ev` (hashes as they are) as `b.example`.
+    fn sign_as_b(ev: &mut Object, v: &RoomVersion, key: &crate::keys::SigningKey) {
+        let mut by_key = Object::new();
+        by_key.insert(
+            "ed25519:1",
+            base64::encode(key.sign(&redacted_bytes(ev, v))),
+        );
+        let mut sigs = Object::new();
+        sigs.insert("b.example", by_key);
+        ev.insert("signatures", sigs);
+    }
+
+    /// A valid PDU from `@u:b.example` of `kind` with `content` (JSON), hashed and signed.
+    fn signed(v: &RoomVersion, kind: &str, state_key: Option<&str>, content: &str) -> Object {
+        let (key, _) = server_b();
+        let sk = state_key.map_or(String::new(), |k| format!(r#""state_key":"{k}","#));
+        let json = format!(
+            r#"{{"type":"{kind}",{sk}"room_id":"!r:a.example","sender":"@u:b.example","content":{content},"origin_server_ts":1,"depth":3,"prev_events":[],"auth_events":[]}}"#
+        );
+        let mut ev = parse_pdu(json.as_bytes(), v).unwrap();
+        let mut hashes = Object::new();
+        hashes.insert("sha256", base64::encode(content_hash(&ev)));
+        ev.insert("hashes", hashes);
+        sign_as_b(&mut ev, v, &key);
+        ev
+    }
+
+    /// A `hashes.sha256` that is base64 of the wrong length (31 or 33 bytes, or empty) is a
+    /// hash that does not match: the PDU is kept as our redacted copy, as Synapse keeps it. One
+    /// that is not base64 drops the PDU (Synapse: "Invalid base64").
+    #[test]
+    fn a_hash_of_the_wrong_length_is_a_mismatch() {
+        let v = RoomVersion::get("10").unwrap();
+        let (key, ring) = server_b();
+        let with_hash = |hash: &str| {
+            let mut ev = signed(v, "m.room.message", None, r#"{"body":"hi"}"#);
+            let mut hashes = Object::new();
+            hashes.insert("sha256", hash);
+            ev.insert("hashes", hashes);
+            sign_as_b(&mut ev, v, &key);
+            check_pdu_object(ev, v, &ring)
+        };
+        for hash in [
+            base64::encode([7u8; 31]),
+            base64::encode([7u8; 33]),
+            String::new(),
+        ] {
+            let check = with_hash(&hash);
+            assert_eq!(
+                check.verdict,
+                Verdict::Redacted,
+                "{hash:?}: {:?}",
+                check.to_json()
+            );
+            assert_eq!(check.content_hash_ok, Some(false));
+            let kept = check.event.unwrap();
+            assert!(kept.get_object("content").unwrap().is_empty());
+            assert_eq!(
+                kept.get_object("hashes").unwrap().get_str("sha256"),
+                Some(hash.as_str())
+            );
+        }
+        let check = with_hash(&format!("!{}", base64::encode([7u8; 32])));
+        assert_eq!(check.verdict.as_str(), "rejected");
+        assert_eq!(check.to_json().get_str("reason"), Some("pdu_bad_hashes"));
+    }
+
+    /// `unsigned` is reduced to what Synapse keeps of it (`age` when an integer; for member
+    /// events `invite_room_state` and `knock_room_state`) before the size limit and the number
+    /// rules apply, so what a relay adds there (70 KB of text, a float) does not drop the PDU;
+    /// the kept event carries the reduced `unsigned` and the same event ID. Synapse 1.163.2
+    /// accepts each of these and rejects the last two.
+    #[test]
+    fn unsigned_is_reduced_before_the_size_and_number_rules() {
+        let (_, ring) = server_b();
+        let big = "A".repeat(70_000);
+        for id in ["6", "10", "12"] {
+            let v = RoomVersion::get(id).unwrap();
+            let message = signed(v, "m.room.message", None, r#"{"body":"hi"}"#);
+            let plain = check_pdu_object(message.clone(), v, &ring);
+            assert_eq!(plain.verdict, Verdict::Accepted);
+            let mut text = Vec::new();
+            encode_object_into(&message, &mut text);
+            let with_unsigned = |unsigned: &str| {
+                let mut bytes = format!(r#"{{"unsigned":{unsigned},"#).into_bytes();
+                bytes.extend_from_slice(&text[1..]);
+                check_pdu(&bytes, v, &ring)
+            };
+            for (unsigned, kept) in [
+                (format!(r#"{{"foo":"{big}"}}"#), "{}"),
+                (
+                    format!(r#"{{"age":5,"prev_content":{{"x":"{big}"}}}}"#),
+                    r#"{"age":5}"#,
+                ),
+                (r#"{"foo":1.5,"age":7}"#.to_owned(), r#"{"age":7}"#),
+                (r#"{"age":1.5}"#.to_owned(), "{}"),
+                (r#"{"foo":9007199254740992}"#.to_owned(), "{}"),
+                (r#"{"invite_room_state":[1.5]}"#.to_owned(), "{}"),
+                ("[1.5]".to_owned(), "{}"),
+            ] {
+                let check = with_unsigned(&unsigned);
+                assert_eq!(
+                    check.verdict,
+                    Verdict::Accepted,
+                    "v{id} {:?}",
+                    check.to_json()
+                );
+                assert_eq!(check.event_id, plain.event_id);
+                let ev = check.event.unwrap();
+                assert_eq!(
+                    ev.get("unsigned").unwrap().to_canonical_string(),
+                    kept,
+                    "v{id}"
+                );
+            }
+            // A member event keeps its invite room state, and the rules apply to it.
+            let member = signed(
+                v,
+                "m.room.member",
+                Some("@u:b.example"),
+                r#"{"membership":"join"}"#,
+            );
+            let mut text = Vec::new();
+            encode_object_into(&member, &mut text);
+            let member_with = |unsigned: &str| {
+                let mut bytes = format!(r#"{{"unsigned":{unsigned},"#).into_bytes();
+                bytes.extend_from_slice(&text[1..]);
+                check_pdu(&bytes, v, &ring)
+            };
+            let check = member_with(r#"{"invite_room_state":[{"type":"m.room.name"}],"foo":1.5}"#);
+            assert_eq!(check.verdict, Verdict::Accepted, "v{id}");
+            assert_eq!(
+                check
+                    .event
+                    .unwrap()
+                    .get("unsigned")
+                    .unwrap()
+                    .to_canonical_string(),
+                r#"{"invite_room_state":[{"type":"m.room.name"}]}"#
+            );
+            let check = member_with(r#"{"knock_room_state":[1.5]}"#);
+            assert_eq!(
+                check.to_json().get_str("reason"),
+                Some("pdu_non_canonical_number"),
+                "v{id}"
+            );
+            let check = member_with(&format!(r#"{{"invite_room_state":["{big}"]}}"#));
+            assert_eq!(
+                check.to_json().get_str("reason"),
+                Some("pdu_too_large"),
+                "v{id}"
+            );
         }
     }
 

@@ -247,6 +247,157 @@ fn power_level_rules() {
     }
 }
 
+/// The power-levels rule applies by type: under any state key, and to a non-state event, the
+/// content is validated (user IDs, integer levels from v10, no creators in v12); the comparison
+/// is with the event of the same state key, which the auth events never hold for a key other than
+/// "", so a valid one is accepted whatever levels it sets. Synapse 1.163.2 gives each verdict
+/// (and rejects every non-state one: it fails reading its state key).
+#[test]
+fn power_levels_rule_applies_whatever_the_state_key() {
+    for v in all_versions() {
+        let mut t = T::new(v, "public");
+        t.join(B);
+        for sk in [Some("x"), None] {
+            t.rejected(
+                "auth_power_levels_invalid",
+                A,
+                "m.room.power_levels",
+                sk,
+                r#"{"users":{"not-a-user":5}}"#,
+            );
+        }
+        let ban = r#"{"ban":"50"}"#;
+        if v.integer_power_levels {
+            t.rejected(
+                "auth_power_levels_invalid",
+                A,
+                "m.room.power_levels",
+                Some("y"),
+                ban,
+            );
+        } else {
+            t.ok(A, "m.room.power_levels", Some("y"), ban);
+        }
+        if v.privileged_creators {
+            t.rejected(
+                "auth_power_levels_creator_in_users",
+                A,
+                "m.room.power_levels",
+                Some("z"),
+                &format!(r#"{{"users":{{"{A}":1}}}}"#),
+            );
+        }
+        // Above alice's own level: nothing under "z" to compare with, so accepted; it is not the
+        // room's power levels, so bob gains nothing.
+        let high = format!(r#"{{"users":{{"{B}":1000}},"state_default":0}}"#);
+        t.ok(A, "m.room.power_levels", Some("z"), &high);
+        t.rejected(
+            "auth_send_insufficient_power",
+            B,
+            "m.room.topic",
+            Some(""),
+            r#"{"topic":"x"}"#,
+        );
+        // The same content as a non-state event is rejected.
+        t.rejected(
+            "auth_power_levels_invalid",
+            A,
+            "m.room.power_levels",
+            None,
+            &high,
+        );
+    }
+}
+
+/// The keys of `users` need only look like user IDs (`@`, then a `:`), as Synapse's
+/// `UserID.from_string` checks: a server name that is not valid does not reject the event
+/// (Synapse 1.163.2 accepts each of these).
+#[test]
+fn power_levels_users_keys_need_only_look_like_user_ids() {
+    for v in all_versions() {
+        let mut t = T::new(v, "public");
+        for user in ["@x:bad host", "@x:", "@x:a:123456", "@x:[zz]", "@:"] {
+            let users = t.users(&format!(r#""{user}":0"#));
+            t.ok(
+                A,
+                "m.room.power_levels",
+                Some(""),
+                &format!(r#"{{"users":{users}}}"#),
+            );
+        }
+        for user in ["x:a", "@x", ""] {
+            let users = t.users(&format!(r#""{user}":0"#));
+            t.rejected(
+                "auth_power_levels_invalid",
+                A,
+                "m.room.power_levels",
+                Some(""),
+                &format!(r#"{{"users":{users}}}"#),
+            );
+        }
+    }
+}
+
+/// v1–9: a `null` under `events` in the room's first power levels (accepted: before v10 only
+/// `users` is validated, and there is nothing to compare with) is no entry, so the default send
+/// level applies. Synapse 1.163.2 accepts the message and rejects the topic (state_default 50).
+#[test]
+fn null_event_levels_read_as_absent() {
+    for v in all_versions().filter(|v| !v.integer_power_levels) {
+        let mut t = T::with_power_levels(
+            v,
+            "public",
+            &format!(
+                r#"{{"users":{{"{A}":100}},"events":{{"m.room.message":null,"m.room.topic":null}}}}"#
+            ),
+        );
+        t.join(B);
+        t.ok(B, "m.room.message", None, r#"{"body":"x"}"#);
+        t.rejected(
+            "auth_send_insufficient_power",
+            B,
+            "m.room.topic",
+            Some(""),
+            r#"{"topic":"x"}"#,
+        );
+        t.ok(A, "m.room.topic", Some(""), r#"{"topic":"x"}"#);
+    }
+}
+
+/// Power levels whose `events` is present but not an object are rejected in every version, and
+/// so is a non-object `notifications` from v6 (where the auth rules read it); before v6
+/// `notifications` is not read and anything goes. Synapse 1.163.2 gives these verdicts when
+/// there are previous power levels (it fails on the value); see `check_power_levels` for the
+/// first power levels of a room, where we reject and Synapse does not.
+#[test]
+fn power_levels_containers_must_be_objects() {
+    for v in all_versions() {
+        let mut t = T::new(v, "public");
+        let u = t.users("");
+        for (key, val) in [
+            ("events", "5"),
+            ("events", r#""abc""#),
+            ("events", "[]"),
+            ("events", "null"),
+            ("notifications", "5"),
+            ("notifications", r#""room""#),
+        ] {
+            let content = format!(r#"{{"users":{u},"{key}":{val}}}"#);
+            if key == "notifications" && !v.limit_notifications_power_levels {
+                t.ok(A, "m.room.power_levels", Some(""), &content);
+            } else {
+                t.rejected(
+                    "auth_power_levels_invalid",
+                    A,
+                    "m.room.power_levels",
+                    Some(""),
+                    &content,
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn v12_creators_have_infinite_power_and_are_not_in_users() {
     let v = RoomVersion::get("12").unwrap();
@@ -302,6 +453,71 @@ fn v12_creators_have_infinite_power_and_are_not_in_users() {
             code: "auth_create_bad_additional_creators"
         }
     );
+}
+
+/// v12 `additional_creators` are checked as Synapse 1.163.2 checks them
+/// (`check_valid_additional_creators`: `UserID.is_valid`, at most 255 bytes); a rejected create
+/// event rejects the room, so each verdict here is Synapse's.
+#[test]
+fn additional_creators_are_checked_as_synapse_does() {
+    let v = RoomVersion::get("12").unwrap();
+    let at_limit = format!("@{}:b", "a".repeat(252));
+    let over_limit = format!("@{}:b", "a".repeat(253));
+    let accepted = [
+        at_limit.as_str(),
+        "@x:a:123456",
+        "@x:b:+1",
+        "@x:b:-1",
+        "@x:b:1_0",
+        "@x:b: 1",
+        "@x:b:99999999999999999999",
+        "@x:[::1]",
+        "@x:[::1]:8",
+        "@x:1.2.3.4",
+        "@x:-a",
+        "@x:B-c.d",
+        "@:b",
+        "@\u{e9}:b",
+    ];
+    let rejected = [
+        over_limit.as_str(),
+        "@x:a..b",
+        "@x:.",
+        "@x:a.",
+        "@x:a_b",
+        "@x:bad host",
+        "@x:",
+        "@x:b:",
+        "@x::8",
+        "@x:[zz]",
+        "@x:[]",
+        "@x:[::1]:",
+        "@x:[1.2.3.4]",
+        "x:b",
+        "nope",
+    ];
+    for (creator, ok) in accepted
+        .iter()
+        .map(|c| (c, true))
+        .chain(rejected.iter().map(|c| (c, false)))
+    {
+        let mut t = T::new(v, "public");
+        let (_, create) = t.build(
+            A,
+            "m.room.create",
+            Some(""),
+            &format!(r#"{{"room_version":"12","additional_creators":["{creator}"]}}"#),
+        );
+        let create = t.resign(create);
+        let expected = if ok {
+            RoomVerdict::Accepted
+        } else {
+            RoomVerdict::Rejected {
+                code: "auth_create_bad_additional_creators",
+            }
+        };
+        assert_eq!(T::new(v, "public").receive(create), expected, "{creator}");
+    }
 }
 
 #[test]
@@ -392,6 +608,63 @@ fn knock_and_restricted_rules() {
         hash_and_sign_event(&mut ev2, v, "b.example", &key("b.example")).unwrap();
         hash_and_sign_event(&mut ev2, v, "a.example", &key("a.example")).unwrap();
         assert_eq!(t.receive(ev2), RoomVerdict::Accepted, "v{}", v.id);
+    }
+}
+
+/// A `join_rule` that is present but not a string names no rule: no one may join, not even a
+/// member or an invitee, and no one may knock. Only an absent `join_rule` reads as `invite`.
+/// (Synapse 1.163.2: `You are not allowed to join this room` for each join below.)
+#[test]
+fn non_string_join_rule_lets_no_one_join() {
+    for v in all_versions() {
+        for rule in ["5", "null", r#"["public"]"#] {
+            let mut t = T::new(v, "public");
+            t.join(B);
+            t.ok(
+                A,
+                "m.room.join_rules",
+                Some(""),
+                &format!(r#"{{"join_rule":{rule}}}"#),
+            );
+            // Bob, joined, changes his profile: a join under no join rule.
+            t.rejected(
+                "auth_join_not_allowed",
+                B,
+                "m.room.member",
+                Some(B),
+                r#"{"membership":"join","displayname":"Bob"}"#,
+            );
+            // Invites still work; the invitee cannot join.
+            t.ok(A, "m.room.member", Some(C), r#"{"membership":"invite"}"#);
+            t.rejected(
+                "auth_join_not_allowed",
+                C,
+                "m.room.member",
+                Some(C),
+                r#"{"membership":"join"}"#,
+            );
+            if v.knock {
+                t.rejected(
+                    "auth_knock_not_allowed",
+                    "@dave:b.example",
+                    "m.room.member",
+                    Some("@dave:b.example"),
+                    r#"{"membership":"knock"}"#,
+                );
+            }
+        }
+        // No `join_rule` at all: the default, invite, lets the invitee in.
+        let mut t = T::new(v, "public");
+        t.ok(A, "m.room.join_rules", Some(""), r#"{}"#);
+        t.ok(A, "m.room.member", Some(C), r#"{"membership":"invite"}"#);
+        t.join(C);
+        t.rejected(
+            "auth_join_not_allowed",
+            B,
+            "m.room.member",
+            Some(B),
+            r#"{"membership":"join"}"#,
+        );
     }
 }
 
@@ -582,6 +855,21 @@ fn aliases_federation_and_redaction_rules() {
                 "v{}",
                 v.id
             );
+            // No target, or one that is not a string: rejected by the spec's rule (Synapse
+            // 1.163.2 accepts both; see `check_state_dependent`).
+            let (_, none) = t.build(B, "m.room.redaction", None, "{}");
+            let mut number = none.clone();
+            number.insert("redacts", mxfed_core::canonical::Int::new(5).unwrap());
+            for r in [none, number] {
+                assert_eq!(
+                    t.receive_resigned(r),
+                    RoomVerdict::Rejected {
+                        code: "auth_redaction_insufficient_power"
+                    },
+                    "v{}",
+                    v.id
+                );
+            }
             r.insert("redacts", "$something:b.example");
             assert_eq!(t.receive_resigned(r), RoomVerdict::Accepted, "v{}", v.id);
         } else {
@@ -778,14 +1066,72 @@ fn third_party_invites() {
     }
 }
 
+/// An identifier, `type` or `state_key` over 255 bytes but within 255 code points: in v1–10
+/// the event is kept as rejected (Synapse 1.163.2: `EventSizeError`, unpersistable only from
+/// v11), so an event citing it as a prev event is still accepted; from v11 it is dropped. Over
+/// 255 code points it is dropped in every version.
+#[test]
+fn fields_over_255_bytes_are_rejected_before_v11_and_dropped_after() {
+    use mxfed_core::auth::Pdu;
+    let wide = "\u{4e2d}".repeat(100);
+    let too_many = "\u{4e2d}".repeat(256);
+    for v in all_versions() {
+        let mut t = T::new(v, "public");
+        for (field, value) in [("state_key", &wide), ("type", &wide)] {
+            let (_, mut ev) = t.build(A, "org.example.state", Some("k"), "{}");
+            ev.insert(field, value.as_str());
+            let ev = t.resign(ev);
+            let id = Pdu::new(ev.clone(), v).unwrap().event_id;
+            let verdict = t.receive(ev);
+            if v.strict_event_byte_limits {
+                assert_eq!(
+                    verdict,
+                    RoomVerdict::Rejected {
+                        code: "pdu_field_too_long"
+                    },
+                    "v{} {field}",
+                    v.id
+                );
+            } else {
+                assert_eq!(
+                    verdict,
+                    RoomVerdict::Rejected {
+                        code: "auth_field_too_long"
+                    },
+                    "v{} {field}",
+                    v.id
+                );
+                let at = t.after(&id);
+                let (_, next) = t.send_at(&at, A, "m.room.message", None, r#"{"body":"after"}"#);
+                assert_eq!(next, RoomVerdict::Accepted, "v{} {field}", v.id);
+            }
+        }
+        let (_, mut ev) = t.build(A, "org.example.state", Some("k"), "{}");
+        ev.insert("state_key", too_many.as_str());
+        assert_eq!(
+            t.receive_resigned(ev),
+            RoomVerdict::Rejected {
+                code: "pdu_field_too_long"
+            },
+            "v{}",
+            v.id
+        );
+    }
+}
+
 #[test]
 fn every_auth_code_is_hit() {
     // Run the scenarios (again) in this test so the check does not depend on test order.
     membership_rules_in_every_version();
     public_rooms_and_state_rules();
     power_level_rules();
+    power_levels_rule_applies_whatever_the_state_key();
+    power_levels_users_keys_need_only_look_like_user_ids();
+    null_event_levels_read_as_absent();
+    power_levels_containers_must_be_objects();
     v12_creators_have_infinite_power_and_are_not_in_users();
     knock_and_restricted_rules();
+    non_string_join_rule_lets_no_one_join();
     independent_rules_and_auth_event_shape();
     create_event_rules();
     aliases_federation_and_redaction_rules();
@@ -794,6 +1140,7 @@ fn every_auth_code_is_hit() {
     rejected_auth_events_reject_their_dependents();
     third_party_invites();
     bad_power_levels_in_state();
+    fields_over_255_bytes_are_rejected_before_v11_and_dropped_after();
     let hit = HIT.lock().unwrap().clone();
     let src = include_str!("../src/auth/rules.rs");
     let all: BTreeSet<&str> = src

@@ -1461,10 +1461,20 @@ fn cases() -> Vec<Case> {
             Pdu("10"),
             Err("pdu_bad_hashes"),
         ),
+        // Base64 of the wrong length passes the format check: it is a hash that does not match,
+        // and the PDU is redacted (as Synapse does).
         (
             "sha256 of 3 bytes",
             pdu("10", |m| {
                 m.insert("hashes".into(), json!({"sha256": "Zm9v"}));
+            }),
+            Pdu("10"),
+            Ok,
+        ),
+        (
+            "sha256 a number",
+            pdu("10", |m| {
+                m.insert("hashes".into(), json!({"sha256": 5}));
             }),
             Pdu("10"),
             Err("pdu_bad_hashes"),
@@ -1751,10 +1761,28 @@ fn cases() -> Vec<Case> {
             Pdu("10"),
             Ok,
         ),
+        // Over 255 bytes within 255 code points: dropped from v11; before, the format passes
+        // and the auth check rejects the event (kept as rejected, as Synapse keeps it).
         (
             "type of 128 chars, 256 bytes",
+            pdu("11", |m| {
+                m.insert("type".into(), json!("é".repeat(128)));
+            }),
+            Pdu("11"),
+            Err("pdu_field_too_long"),
+        ),
+        (
+            "type of 128 chars, 256 bytes (v10)",
             pdu("10", |m| {
                 m.insert("type".into(), json!("é".repeat(128)));
+            }),
+            Pdu("10"),
+            Ok,
+        ),
+        (
+            "type of 256 chars (v10)",
+            pdu("10", |m| {
+                m.insert("type".into(), json!("é".repeat(256)));
             }),
             Pdu("10"),
             Err("pdu_field_too_long"),

@@ -1,7 +1,7 @@
 //! Tampered variants of real Synapse rooms (`tests/vectors/synapse/tampered`, made by hand with
 //! `tests/synapse/gen_tampered.py`): an evil server sent forged PDUs over federation to a real
 //! Synapse 1.163.2, and Synapse's verdict on each is recorded: one room per room version, 1–12
-//! (757 tampered PDUs and 264 setup events in all). Replaying each room through mxfed must give
+//! (894 tampered PDUs and 264 setup events in all). Replaying each room through mxfed must give
 //! the same verdict for every event and end in Synapse's current state, except where
 //! [`EXPECTED_DIFFERENCES`] and [`EXPECTED_STATE_DIFFERENCES`] say otherwise (each entry explains
 //! why). [`MXFED_REASONS`] pins the reason code mxfed gives for each case, and
@@ -141,6 +141,7 @@ const V1_TO_7: &[&str] = &["1", "2", "3", "4", "5", "6", "7"];
 const V1_TO_9: &[&str] = &["1", "2", "3", "4", "5", "6", "7", "8", "9"];
 const V7_TO_9: &[&str] = &["7", "8", "9"];
 const V10_TO_12: &[&str] = &["10", "11", "12"];
+const V11_TO_12: &[&str] = &["11", "12"];
 
 /// Version-specific verdicts, before [`MXFED_REASONS`]: (case, room versions, verdict, code).
 /// Synapse gives the same verdicts (see the README of the vectors).
@@ -226,6 +227,14 @@ const MXFED_REASONS_BY_VERSION: &[(&str, &[&str], &str, &str)] = &[
         &["8"],
         "rejected",
         "auth_events_unexpected",
+    ),
+    // Over 255 bytes (within 255 code points) drops the PDU from v11; before, it is kept as
+    // rejected (Synapse: EventSizeError, unpersistable only from v11).
+    (
+        "state_key_over_255_bytes",
+        V11_TO_12,
+        "rejected",
+        "pdu_field_too_long",
     ),
 ];
 
@@ -416,6 +425,45 @@ const MXFED_REASONS: &[(&str, &str, &str)] = &[
         "signature_missing",
     ),
     ("restricted_join_changed_content", "redacted", ""),
+    // Synapse drops the next four: _check_power_levels raises on them (a SynapseError, or a
+    // TypeError for an `events`/`notifications` that is not an object before v10).
+    (
+        "power_levels_state_key_invalid_users",
+        "rejected",
+        "auth_power_levels_invalid",
+    ),
+    ("power_levels_state_key_odd_user_ids", "accepted", ""),
+    (
+        "power_levels_events_not_object",
+        "rejected",
+        "auth_power_levels_invalid",
+    ),
+    // v6+ only (before, neither reads `notifications`).
+    (
+        "power_levels_notifications_not_object",
+        "rejected",
+        "auth_power_levels_invalid",
+    ),
+    // Base64 of 31 bytes: a hash that does not match, so the redacted copy is kept.
+    ("hash_wrong_length", "redacted", ""),
+    // `unsigned` is reduced to an integer `age` before the size and number rules.
+    ("unsigned_too_large", "accepted", ""),
+    ("unsigned_float", "accepted", ""),
+    (
+        "state_key_over_255_bytes",
+        "rejected",
+        "auth_field_too_long",
+    ),
+    // v1-10 only: its prev event was kept (as rejected).
+    ("prev_event_over_255_bytes", "accepted", ""),
+    ("join_rules_not_string", "accepted", ""),
+    // A join_rule that is not a string is no join rule: even a member cannot join again.
+    (
+        "join_under_non_string_join_rule",
+        "rejected",
+        "auth_join_not_allowed",
+    ),
+    ("join_rules_restricted_again", "accepted", ""),
 ];
 
 /// mxfed's verdict and reason for every line of a room (in file order) and its final state.

@@ -389,6 +389,19 @@ fn bad_input_table() {
             with_pdus(r#"{"room_id":"!v10:a.example","depth":1.5}"#),
             "pdu_non_canonical_number",
         ),
+        // `unsigned` is reduced to what Synapse keeps before the number rule applies.
+        (
+            "float in a v10 PDU's unsigned",
+            with_pdus(r#"{"room_id":"!v10:a.example","depth":1,"unsigned":{"foo":1.5,"age":1.5}}"#),
+            "ok",
+        ),
+        (
+            "float in a v10 member's invite_room_state",
+            with_pdus(
+                r#"{"room_id":"!v10:a.example","type":"m.room.member","depth":1,"unsigned":{"invite_room_state":[1.5]}}"#,
+            ),
+            "pdu_non_canonical_number",
+        ),
         (
             "v1 PDU without event_id",
             with_pdus(r#"{"room_id":"!v1:a.example"}"#),
@@ -717,6 +730,30 @@ fn one_bad_item_does_not_fail_the_rest() {
         ]
     );
     assert_eq!(p.rooms[0].pdus[0].item, Item::Pdu(1));
+}
+
+/// The planned PDU carries `unsigned` reduced to what Synapse keeps (`age` when an integer;
+/// invite and knock room state on member events), with the event ID it had.
+#[test]
+fn planned_pdus_carry_the_reduced_unsigned() {
+    let message = pdu("!v10:a.example", 1, &[], "hi");
+    let id = id_of(&message);
+    let text = message.to_canonical_string();
+    let bytes = format!(
+        r#"{{"origin":"a.example","origin_server_ts":1,"pdus":[{{"unsigned":{{"age":3,"foo":1.5,"invite_room_state":[]}},{}]}}"#,
+        &text[1..]
+    );
+    let p = plan("a.example", bytes.as_bytes());
+    assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+    assert_eq!(ids(&p, 0), [id]);
+    assert_eq!(
+        p.rooms[0].pdus[0]
+            .pdu
+            .get("unsigned")
+            .unwrap()
+            .to_canonical_string(),
+        r#"{"age":3}"#
+    );
 }
 
 /// Typed EDUs built by hand validate like parsed ones and survive a trip through a transaction.

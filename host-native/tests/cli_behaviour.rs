@@ -420,7 +420,7 @@ fn room_restricted_join_prints_via_and_exits_1_on_refusal() {
     let room = tmp.path().join("room.jsonl");
     std::fs::write(&room, &pdus).unwrap();
     let room = room.to_str().unwrap().to_owned();
-    let side = "!NIfvLNgUjLyFYpnxti:localhost:8448";
+    let side = "!hxQfzxEpnupvHUrUcF:localhost:8448";
     let keys: Vec<String> = ["8448", "8449", "8450"]
         .iter()
         .map(|p| {

@@ -865,6 +865,56 @@ def attacks(rv, room, side, fork, users, evil, view, hs_keys):
     yield ("restricted_join_changed_content", "as restricted_join_authorised (@ria), with a content key added "
            "after signing: the redacted copy keeps join_authorised_via_users_server only from v9", e)
 
+    # Values Synapse reads its own way -----------------------------------------------------------
+    yield ("power_levels_state_key_invalid_users", "mallory (PL 50) sends an m.room.power_levels event with "
+           "state_key org.example whose users key is not a user ID (the power-levels rule applies by type, "
+           "whatever the state key)",
+           evil.build(room, rv, mallory.user_id, "m.room.power_levels", {"users": {"not-a-user": 5}},
+                      state_key="org.example"))
+    yield ("power_levels_state_key_odd_user_ids", "mallory sends an m.room.power_levels event with state_key "
+           "org.example whose users keys have server names that are not valid (@x:bad host, @x:, "
+           "@x:a:123456): Synapse only parses @localpart:domain",
+           evil.build(room, rv, mallory.user_id, "m.room.power_levels",
+                      {"users": {"@x:bad host": 0, "@x:": 0, "@x:a:123456": 0}}, state_key="org.example"))
+    yield ("power_levels_events_not_object", "mallory re-sends the power levels with events 5 (not an object)",
+           evil.build(room, rv, mallory.user_id, "m.room.power_levels",
+                      pl_content(lambda c: c.__setitem__("events", 5)), state_key=""))
+    if n >= 6:
+        # Not before v6: the auth rules do not read notifications there, and neither does Synapse.
+        yield ("power_levels_notifications_not_object", "mallory re-sends the power levels with notifications "
+               "5 (not an object; notifications are auth-relevant from v6)",
+               evil.build(room, rv, mallory.user_id, "m.room.power_levels",
+                          pl_content(lambda c: c.__setitem__("notifications", 5)), state_key=""))
+    e = evil.build(room, rv, carol.user_id, "m.room.message", msg("hash of 31 bytes"), sign=False)
+    e["hashes"] = {"sha256": b64(b"\x07" * 31)}
+    sign_event(e, rv, evil.sn, evil.key)
+    yield ("hash_wrong_length", "carol's message whose hashes.sha256 is base64 of 31 bytes (signed as such): a "
+           "hash that does not match", e)
+    e = evil.build(room, rv, carol.user_id, "m.room.message", msg("big unsigned"))
+    e["unsigned"] = {"org.example.pad": "A" * 70000, "age": 5}
+    yield ("unsigned_too_large", "carol's message over the 65,536-byte PDU limit only through 70,000 bytes "
+           "in unsigned (unsigned is reduced to age before the size check)", e)
+    e = evil.build(room, rv, carol.user_id, "m.room.message", msg("floats in unsigned"))
+    e["unsigned"] = {"org.example.float": 1.5, "age": 1.5}
+    yield ("unsigned_float", "carol's message with floats in unsigned (canonical JSON forbids them from v6; "
+           "unsigned is reduced to an integer age first)", e)
+    wide = evil.build(room, rv, mallory.user_id, "org.example.state", {}, state_key="\u4e2d" * 100)
+    yield ("state_key_over_255_bytes", "mallory sends state whose state_key is 100 code points, 300 bytes "
+           "(over 255 bytes: kept as rejected before v11, dropped from v11)", wide)
+    if n <= 10:
+        yield ("prev_event_over_255_bytes", "carol's message whose only prev_event is that oversized state "
+               "event (kept as rejected before v11)",
+               evil.build(room, rv, carol.user_id, "m.room.message", msg("after the oversized event"),
+                          prev=[evil_id(wide, rv)]))
+    yield ("join_rules_not_string", "mallory sets the join rule to 5: not a string, so no join rule (only an "
+           "absent join_rule reads as invite)",
+           evil.build(room, rv, mallory.user_id, "m.room.join_rules", {"join_rule": 5}, state_key=""))
+    yield ("join_under_non_string_join_rule", "carol (joined) changes her display name: a join, under the join "
+           "rule 5",
+           evil.build(room, rv, carol.user_id, "m.room.member", {"membership": "join", "displayname": "Carol 2"},
+                      state_key=carol.user_id))
+    yield join_rule("join_rules_restricted_again", "restricted")
+
     yield ("control_message_end", "carol sends a final message with correct auth and prev events",
            evil.build(room, rv, carol.user_id, "m.room.message", msg("bye")))
 

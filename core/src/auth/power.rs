@@ -38,7 +38,7 @@ pub fn level(v: &Value, version: &RoomVersion) -> Option<i64> {
 
 /// Python's `int(str)`: surrounding whitespace, an optional sign, ASCII digits with single
 /// underscores between them.
-fn parse_int_string(s: &str) -> Option<i64> {
+pub(crate) fn parse_int_string(s: &str) -> Option<i64> {
     let t = s.trim_matches(|c: char| c.is_whitespace());
     let (neg, digits) = match t.as_bytes().first()? {
         b'-' => (true, &t[1..]),
@@ -87,6 +87,16 @@ pub fn creators(create: Option<&Pdu>, version: &RoomVersion) -> BTreeSet<String>
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadLevel;
 
+/// `content[key]` when it is an object, `None` when absent; [`BadLevel`] for anything else,
+/// where Synapse fails (`content.get(key, {}).get(…)`), so no level can be read.
+fn container<'a>(content: &'a Object, key: &str) -> Result<Option<&'a Object>, BadLevel> {
+    match content.get(key) {
+        None => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(_) => Err(BadLevel),
+    }
+}
+
 /// The power-level view of a room's state.
 #[derive(Debug, Clone, Copy)]
 pub struct Levels<'a> {
@@ -130,9 +140,10 @@ impl<'a> Levels<'a> {
             return Ok(CREATOR_POWER);
         }
         match self.pl {
-            Some(c) => match c.get_object("users").and_then(|u| u.get(user)) {
+            // A `null` entry is no entry (Synapse: `users.get(user)` is None either way).
+            Some(c) => match container(c, "users")?.and_then(|u| u.get(user)) {
+                None | Some(Value::Null) => self.named("users_default", 0),
                 Some(v) => level(v, self.version).ok_or(BadLevel),
-                None => self.named("users_default", 0),
             },
             None => Ok(if creators(self.create, self.version).contains(user) {
                 100
@@ -147,10 +158,14 @@ impl<'a> Levels<'a> {
     /// # Errors
     /// [`BadLevel`] for a malformed value.
     pub fn send(&self, kind: &str, is_state: bool) -> Result<i64, BadLevel> {
-        if let Some(v) = self
-            .pl
-            .and_then(|c| c.get_object("events"))
+        // A `null` entry is no entry: the default applies (Synapse: `events.get(type)` is None).
+        let events = match self.pl {
+            Some(c) => container(c, "events")?,
+            None => None,
+        };
+        if let Some(v) = events
             .and_then(|e| e.get(kind))
+            .filter(|v| !matches!(v, Value::Null))
         {
             return level(v, self.version).ok_or(BadLevel);
         }
@@ -165,6 +180,58 @@ impl<'a> Levels<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canonical::{parse_object, ParseOptions};
+
+    fn power_levels(content: &str, v: &'static RoomVersion) -> Pdu {
+        let json = format!(
+            r#"{{"type":"m.room.power_levels","state_key":"","sender":"@a:x","room_id":"!r:x","event_id":"$pl:x","content":{content}}}"#
+        );
+        Pdu::new(
+            parse_object(json.as_bytes(), &ParseOptions::STRICT).unwrap(),
+            v,
+        )
+        .unwrap()
+    }
+
+    /// A `null` under `users` or `events` is no entry: the default applies, as in Synapse
+    /// (`users.get(user)` / `events.get(type)` give None either way).
+    #[test]
+    fn null_entries_read_as_absent() {
+        let v = RoomVersion::get("1").unwrap();
+        let pl = power_levels(
+            r#"{"users":{"@b:x":null},"users_default":7,"events":{"m.room.message":null,"m.room.topic":null},"events_default":3}"#,
+            v,
+        );
+        let levels = Levels::new(v, Some(&pl), None);
+        assert_eq!(levels.user("@b:x"), Ok(7));
+        assert_eq!(levels.send("m.room.message", false), Ok(3));
+        assert_eq!(levels.send("m.room.topic", true), Ok(50));
+    }
+
+    /// `users` or `events` present but not an object: no level can be read (Synapse fails), so
+    /// the event being authorised is rejected.
+    #[test]
+    fn non_object_containers_are_bad_levels() {
+        let v = RoomVersion::get("1").unwrap();
+        for content in [r#"{"users":5}"#, r#"{"users":null}"#, r#"{"users":[]}"#] {
+            let pl = power_levels(content, v);
+            let levels = Levels::new(v, Some(&pl), None);
+            assert_eq!(levels.user("@b:x"), Err(BadLevel), "{content}");
+        }
+        for content in [
+            r#"{"events":5}"#,
+            r#"{"events":null}"#,
+            r#"{"events":"abc"}"#,
+        ] {
+            let pl = power_levels(content, v);
+            let levels = Levels::new(v, Some(&pl), None);
+            assert_eq!(
+                levels.send("m.room.message", false),
+                Err(BadLevel),
+                "{content}"
+            );
+        }
+    }
 
     #[test]
     fn python_int_strings() {

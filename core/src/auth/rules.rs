@@ -9,13 +9,13 @@ use std::collections::BTreeSet;
 
 use crate::base64;
 use crate::canonical::Value;
-use crate::identifiers::{event_id_server_name, user_server_name};
+use crate::identifiers::{event_id_server_name, split_user_id, user_server_name, MAX_ID_BYTES};
 use crate::keys::{KeyId, VerifyKey};
 use crate::room_version::RoomVersion;
 use crate::signing::{check_server_signatures, signing_bytes, KeyLookup, KeyOutcome};
 
 use super::pdu::Pdu;
-use super::power::{creators, level, BadLevel, Levels};
+use super::power::{creators, level, parse_int_string, BadLevel, Levels};
 
 /// Why an event fails the authorization rules. Every variant has a stable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +147,9 @@ pub enum AuthError {
     /// A power level in the state that is not a level (the event cannot be authorised).
     #[error("a power level in the room state is malformed")]
     BadPowerLevel,
+    /// (v1–10) An identifier, `type` or `state_key` over 255 bytes (but within 255 code points).
+    #[error("an identifier, type or state key is over 255 bytes")]
+    FieldTooLong,
 }
 
 impl From<BadLevel> for AuthError {
@@ -202,6 +205,7 @@ impl AuthError {
             PowerLevelsTooHigh => "auth_power_levels_too_high",
             RedactionInsufficientPower => "auth_redaction_insufficient_power",
             BadPowerLevel => "auth_bad_power_level",
+            FieldTooLong => "auth_field_too_long",
         }
     }
 }
@@ -360,7 +364,7 @@ pub fn check_create(ev: &Pdu) -> Result<(), AuthError> {
         if let Some(extra) = ev.content().get("additional_creators") {
             let ok = extra.as_array().is_some_and(|a| {
                 a.iter()
-                    .all(|u| u.as_str().is_some_and(|u| user_server_name(u).is_ok()))
+                    .all(|u| u.as_str().is_some_and(valid_additional_creator))
             });
             if !ok {
                 return Err(AuthError::CreateBadAdditionalCreators);
@@ -368,6 +372,44 @@ pub fn check_create(ev: &Pdu) -> Result<(), AuthError> {
         }
     }
     Ok(())
+}
+
+/// Whether `user_id` may be listed in a v12 create event's `additional_creators`, as Synapse
+/// decides it (`check_valid_additional_creators`: `UserID.is_valid` and at most 255 bytes). A
+/// rejected create event rejects the whole room, so we follow Synapse where it is more lenient
+/// than the spec's grammar (a port of any length, or anything Python's `int()` reads: `+1`,
+/// `1_0`, ` 1`), and where it is stricter (a DNS name with an empty label, `a..b` or `a.`).
+/// One difference is left: Python's `int()` also reads non-ASCII decimal digits in a port,
+/// which we do not.
+fn valid_additional_creator(user_id: &str) -> bool {
+    if user_id.len() > MAX_ID_BYTES {
+        return false;
+    }
+    let Some((_, server)) = split_user_id(user_id) else {
+        return false;
+    };
+    // Synapse's `parse_server_name`: a name ending in `]` is all host; otherwise the port is
+    // after the last `:`, if any.
+    let (host, port) = match server.rsplit_once(':') {
+        Some((h, p)) if !server.ends_with(']') => (h, Some(p)),
+        _ => (server, None),
+    };
+    if port.is_some_and(|p| parse_int_string(p).is_none()) {
+        return false;
+    }
+    if let Some(literal) = host.strip_prefix('[') {
+        // `valid_ipv6` (inet_pton) on what is between the brackets.
+        return literal
+            .strip_suffix(']')
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    // Synapse's VALID_HOST_REGEX: labels of ASCII letters, digits and `-`, joined by single dots.
+    host.split('.').all(|label| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    })
 }
 
 /// A known auth event and whether it was rejected.
@@ -392,6 +434,21 @@ pub fn check_state_independent(
     create: Option<KnownEvent<'_>>,
 ) -> Result<(), AuthError> {
     let v = ev.room_version;
+    // Synapse's size check (`_check_size_limits`), which it runs before the auth rules: over
+    // 255 bytes but within 255 code points, an event of v1–10 is kept as rejected (the format
+    // check drops the others), so that events citing it still have their prev event.
+    if !v.strict_event_byte_limits {
+        let fields = [
+            Some(ev.sender()),
+            ev.room_id(),
+            ev.state_key(),
+            Some(ev.kind()),
+            Some(ev.event_id.as_str()),
+        ];
+        if fields.into_iter().flatten().any(|f| f.len() > MAX_ID_BYTES) {
+            return Err(AuthError::FieldTooLong);
+        }
+    }
     if ev.kind() == "m.room.create" {
         return check_create(ev);
     }
@@ -497,13 +554,20 @@ pub fn check_state_dependent(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), Auth
             return Err(AuthError::StateKeyNotSender);
         }
     }
-    if ev.is("m.room.power_levels", "") {
+    // By type, whatever the state key (the spec's rule and Synapse's): a power-levels event
+    // under another state key is not the room's power levels, but its content is checked.
+    if ev.kind() == "m.room.power_levels" {
         check_power_levels(ev, auth, user_level)?;
     }
     if v.redaction_auth_rule
         && ev.kind() == "m.room.redaction"
         && user_level < levels.named("redact", 50)?
     {
+        // Without a string `redacts` there is no redacted event whose domain could match, so the
+        // spec's rule rejects. Synapse 1.163.2 accepts such a redaction (its `check_redaction`
+        // returns "allowed" for a `redacts` that is not a string); we keep the spec's reading
+        // (as ruma does): the redaction targets nothing, is not state, and being rejected only
+        // keeps it from clients.
         let same_domain = match (event_id_server_name(&ev.event_id), ev.redacts()) {
             (Ok(a), Some(target)) => event_id_server_name(target).is_ok_and(|b| a == b),
             _ => false,
@@ -564,9 +628,16 @@ fn check_membership(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), AuthError> {
     let target_m = auth.membership(target);
     let target_in_room = target_m == Some("join");
     let target_banned = target_m == Some("ban");
-    let join_rule = auth.get("m.room.join_rules", "").map_or("invite", |j| {
-        j.content().get_str("join_rule").unwrap_or("invite")
-    });
+    // The default applies only when there is no join rule: a `join_rule` that is present but
+    // not a string (`5`, `null`) is no rule at all and lets no one join or knock (Synapse's
+    // `content.get("join_rule", "invite")` compared with each rule name).
+    let join_rule = match auth
+        .get("m.room.join_rules", "")
+        .map(|j| j.content().get("join_rule"))
+    {
+        None | Some(None) => Some("invite"),
+        Some(Some(rule)) => rule.as_str(),
+    };
     let levels = auth.levels(v);
     let user_level = levels.user(sender)?;
     let target_level = levels.user(target)?;
@@ -609,9 +680,9 @@ fn check_membership(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), AuthError> {
             if target_banned {
                 return Err(AuthError::JoinBanned);
             }
-            let restricted = (v.restricted_join_rule && join_rule == "restricted")
-                || (v.knock_restricted_join_rule && join_rule == "knock_restricted");
-            if join_rule == "public" {
+            let restricted = (v.restricted_join_rule && join_rule == Some("restricted"))
+                || (v.knock_restricted_join_rule && join_rule == Some("knock_restricted"));
+            if join_rule == Some("public") {
                 Ok(())
             } else if restricted {
                 if caller_in_room || caller_invited {
@@ -624,7 +695,7 @@ fn check_membership(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), AuthError> {
                     return Err(AuthError::JoinBadAuthoriser);
                 }
                 Ok(())
-            } else if join_rule == "invite" || (v.knock && join_rule == "knock") {
+            } else if join_rule == Some("invite") || (v.knock && join_rule == Some("knock")) {
                 if caller_in_room || caller_invited {
                     Ok(())
                 } else {
@@ -653,8 +724,8 @@ fn check_membership(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), AuthError> {
             }
         }
         "knock" if v.knock => {
-            let allowed = join_rule == "knock"
-                || (v.knock_restricted_join_rule && join_rule == "knock_restricted");
+            let allowed = join_rule == Some("knock")
+                || (v.knock_restricted_join_rule && join_rule == Some("knock_restricted"));
             if !allowed {
                 Err(AuthError::KnockNotAllowed)
             } else if target != sender {
@@ -770,10 +841,27 @@ fn check_power_levels(ev: &Pdu, auth: &AuthEvents<'_>, user_level: i64) -> Resul
     };
     if let Some(users) = users {
         for (user, val) in users.iter() {
-            if user_server_name(user).is_err() || level(val, v).is_none() {
+            // Synapse only parses each key as a user ID (`@…:…`), without validating its server
+            // name; stricter, we would reject power levels every Synapse accepts.
+            if split_user_id(user).is_none() || level(val, v).is_none() {
                 return Err(AuthError::PowerLevelsInvalid);
             }
         }
+    }
+    // `events` (and, where the auth rules read it, v6+, `notifications`) must be objects, as the
+    // spec's schema says; from v10 the integer rule below says so too. Synapse rejects these
+    // only by failing on them, and only when there are previous power levels to compare with:
+    // a room's first power levels with `events: 5` (v1–9) is accepted there and then fails every
+    // event that needs a send level. We reject it when it is sent, in every case.
+    let mut containers = vec!["events"];
+    if v.limit_notifications_power_levels {
+        containers.push("notifications");
+    }
+    if containers
+        .iter()
+        .any(|k| new.get(k).is_some_and(|val| val.as_object().is_none()))
+    {
+        return Err(AuthError::PowerLevelsInvalid);
     }
     if v.integer_power_levels {
         for (k, val) in new.iter() {
@@ -796,7 +884,15 @@ fn check_power_levels(ev: &Pdu, auth: &AuthEvents<'_>, user_level: i64) -> Resul
             return Err(AuthError::PowerLevelsCreatorInUsers);
         }
     }
-    let Some(old_ev) = auth.get("m.room.power_levels", "") else {
+    // Compared with the event it replaces, as Synapse does (`auth_events[(type, state_key)]`).
+    // For a state key other than "" the auth events do not hold one (only the room's power
+    // levels are an auth type), so such an event is only validated.
+    let Some(state_key) = ev.state_key() else {
+        // Not a state event: nothing it could replace. Synapse rejects it (reading the state key
+        // of a non-state event raises); so do we.
+        return Err(AuthError::PowerLevelsInvalid);
+    };
+    let Some(old_ev) = auth.get("m.room.power_levels", state_key) else {
         return Ok(());
     };
     let old = old_ev.content();
