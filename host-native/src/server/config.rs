@@ -67,6 +67,10 @@ pub struct Limits {
     /// Most events per room fetched with /get_missing_events before falling back to /state.
     #[serde(default = "default_missing")]
     pub max_missing_events: usize,
+    /// Seconds one incoming transaction may spend fetching what its PDUs lack (missing events,
+    /// state, retries of PDUs kept for a gap) before the rest is kept to try again.
+    #[serde(default = "default_gap_fill")]
+    pub gap_fill_seconds: u64,
     /// Federation requests per second each origin server may make on average (0: no limit).
     #[serde(default = "default_fed_rate")]
     pub federation_per_second: u32,
@@ -164,6 +168,9 @@ fn default_max_body() -> usize {
 fn default_missing() -> usize {
     50
 }
+fn default_gap_fill() -> u64 {
+    20
+}
 fn default_admin_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -199,6 +206,7 @@ fn default_limits() -> Limits {
     Limits {
         max_body_bytes: default_max_body(),
         max_missing_events: default_missing(),
+        gap_fill_seconds: default_gap_fill(),
         federation_per_second: default_fed_rate(),
         federation_burst: default_fed_burst(),
     }
@@ -412,6 +420,10 @@ request_timeout_secs = 30
 max_body_bytes = {max_body}
 # Events fetched with /get_missing_events to fill a gap before asking for the state instead.
 max_missing_events = 50
+# Seconds an incoming transaction may spend fetching what its events lack from other servers;
+# what is still missing then is kept and tried again with the origin's next transaction (the
+# sender waits for our answer: Synapse gives up after 60 s).
+gap_fill_seconds = 20
 # Per origin server: federation requests per second on average (0 turns the limit off), and the
 # burst allowed at once. Over it: 429 M_LIMIT_EXCEEDED with retry_after_ms. Transactions
 # (PUT /send) are not counted: one in flight per origin paces them.

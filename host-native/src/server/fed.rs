@@ -555,7 +555,9 @@ async fn process_txn(
         state.metrics.pdu_checks.observe(checking.elapsed());
     }
     {
-        rooms::retry_deferred(&state, &s.origin).await;
+        let until = tokio::time::Instant::now()
+            + std::time::Duration::from_secs(state.config.limits.gap_fill_seconds);
+        rooms::retry_deferred(&state, &s.origin, until).await;
         for (room_id, version, pdus) in rooms_in {
             let _guard = state.lock_room(&room_id).await;
             // Asked again under the room's lock: an ACL event may have been taken in meanwhile.
@@ -571,7 +573,7 @@ async fn process_txn(
                 Pdus::Unchecked(p) => rooms::check_pdus(&state, version, p).await,
             };
             let results =
-                rooms::ingest_checked(&state, &s.origin, &room_id, version, checked).await;
+                rooms::ingest_checked(&state, &s.origin, &room_id, version, checked, until).await;
             for (id, taken) in results {
                 pdus_total += 1;
                 match taken {

@@ -1044,6 +1044,28 @@ fn state_map_of(events: &[PduCheck], v: &'static RoomVersion, room_id: &str) -> 
         .collect()
 }
 
+/// A request of ours to `origin` that must answer before `until`: the end of the time an
+/// incoming transaction may spend filling gaps (`[limits] gap_fill_seconds`; its sender waits
+/// for the answer, and Synapse gives up after 60 s, then retries and backs off from us when
+/// refused). 504 `M_UNKNOWN` when it does not answer in time.
+async fn fetch_until(
+    state: &AppState,
+    until: tokio::time::Instant,
+    origin: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Object>,
+) -> Result<Object, ApiError> {
+    match tokio::time::timeout_at(until, state.client.json(origin, method, path, body)).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(ApiError::new(
+            504,
+            "M_UNKNOWN",
+            format!("{origin} did not answer in time for this transaction"),
+        )),
+    }
+}
+
 /// `/state` at an event from `origin`: its state and auth chain become outliers; returns the
 /// state before the event.
 async fn state_at(
@@ -1052,13 +1074,14 @@ async fn state_at(
     room_id: &str,
     v: &'static RoomVersion,
     event_id: &str,
+    until: tokio::time::Instant,
 ) -> Result<StateMap, ApiError> {
     let path = format!(
         "/_matrix/federation/v1/state/{}?event_id={}",
         encode_segment(room_id),
         encode_segment(event_id)
     );
-    let answer = state.client.json(origin, "GET", &path, None).await?;
+    let answer = fetch_until(state, until, origin, "GET", &path, None).await?;
     let pdus = check_events(state, v, objects(answer.get("pdus"))).await;
     let auth = check_events(state, v, objects(answer.get("auth_chain"))).await;
     let map = state_map_of(&pdus, v, room_id);
@@ -1068,7 +1091,8 @@ async fn state_at(
     Ok(map)
 }
 
-/// Receives one checked event of another server, fetching what its prev events need.
+/// Receives one checked event of another server, fetching what its prev events need (before
+/// `until`).
 async fn receive_remote(
     state: &Arc<AppState>,
     origin: &str,
@@ -1076,6 +1100,7 @@ async fn receive_remote(
     v: &'static RoomVersion,
     check: PduCheck,
     fill_gaps: bool,
+    until: tokio::time::Instant,
 ) -> Result<RoomVerdict, ApiError> {
     let Some(ev) = check.event.clone() else {
         return Err(ApiError::invalid("no event"));
@@ -1094,7 +1119,7 @@ async fn receive_remote(
         return Ok(RoomVerdict::Accepted);
     }
     if !gap.is_empty() && fill_gaps {
-        fetch_missing(state, origin, room_id, v, &pdu).await;
+        fetch_missing(state, origin, room_id, v, &pdu, until).await;
         gap = missing(state).unwrap_or_default();
         // A pushed event whose predecessors its sender did not give us is not taken in with
         // state the sender chooses (`/state` at the event itself: it could become the room's
@@ -1111,7 +1136,7 @@ async fn receive_remote(
     let given = if gap.is_empty() {
         None
     } else {
-        Some(state_at(state, origin, room_id, v, &pdu.event_id).await?)
+        Some(state_at(state, origin, room_id, v, &pdu.event_id, until).await?)
     };
     let verdict = {
         let mut rooms = state.rooms();
@@ -1245,14 +1270,26 @@ async fn fetch_missing(
     room_id: &str,
     v: &'static RoomVersion,
     pdu: &Pdu,
+    until: tokio::time::Instant,
 ) {
+    // What we have: our forward extremities and the event's prev events we know (as Synapse
+    // asks), so the answer spends its limit on what we lack.
     let earliest: Vec<Value> = state
         .rooms()
         .get(room_id)
         .map(|r| {
+            let known_prevs = pdu
+                .prev_event_ids()
+                .into_iter()
+                .filter(|p| r.contains(p) && !r.is_outlier(p))
+                .map(str::to_owned);
             r.forward_extremities()
                 .iter()
-                .map(|e| Value::from(e.as_str()))
+                .cloned()
+                .chain(known_prevs)
+                .collect::<BTreeSet<String>>()
+                .into_iter()
+                .map(Value::from)
                 .collect()
         })
         .unwrap_or_default();
@@ -1269,7 +1306,7 @@ async fn fetch_missing(
         "/_matrix/federation/v1/get_missing_events/{}",
         encode_segment(room_id)
     );
-    let answer = match state.client.json(origin, "POST", &path, Some(&body)).await {
+    let answer = match fetch_until(state, until, origin, "POST", &path, Some(&body)).await {
         Ok(a) => a,
         Err(e) => {
             warn(&format!("get_missing_events from {origin}: {e}"));
@@ -1290,7 +1327,7 @@ async fn fetch_missing(
         {
             continue;
         }
-        if let Err(e) = Box::pin(receive_remote(state, origin, room_id, v, c, false)).await {
+        if let Err(e) = Box::pin(receive_remote(state, origin, room_id, v, c, false, until)).await {
             warn(&format!("missing event from {origin}: {e}"));
         }
     }
@@ -1304,9 +1341,10 @@ pub async fn ingest(
     room_id: &str,
     v: &'static RoomVersion,
     pdus: Vec<(String, Object)>,
+    until: tokio::time::Instant,
 ) -> Vec<(String, Taken)> {
     let checked = check_pdus(state, v, pdus).await;
-    ingest_checked(state, origin, room_id, v, checked).await
+    ingest_checked(state, origin, room_id, v, checked, until).await
 }
 
 /// The format, signature and hash checks of PDUs (keys fetched first), each with its ID. Pure
@@ -1330,6 +1368,7 @@ pub async fn ingest_checked(
     room_id: &str,
     v: &'static RoomVersion,
     checked: Vec<(String, PduCheck)>,
+    until: tokio::time::Instant,
 ) -> Vec<(String, Taken)> {
     let mut out: Vec<(String, Taken)> = Vec::new();
     // Events whose prev events are all known go into the room at once and are stored together
@@ -1358,7 +1397,7 @@ pub async fn ingest_checked(
         };
         flush_pending(state, room_id, &mut pending, &mut out).await;
         let event = check.event.clone();
-        let r = match receive_remote(state, origin, room_id, v, check, true).await {
+        let r = match receive_remote(state, origin, room_id, v, check, true, until).await {
             Ok(verdict) => Taken::of(&verdict),
             Err(e)
                 if event
@@ -1404,7 +1443,7 @@ fn defer_if_gap(
 /// no longer behind a gap) is forgotten; one still behind a gap counts a try and is given up
 /// after [`super::store::DEFERRED_TRIES`]. Takes each PDU's room's lock in turn (the caller
 /// holds none).
-pub async fn retry_deferred(state: &Arc<AppState>, origin: &str) {
+pub async fn retry_deferred(state: &Arc<AppState>, origin: &str, until: tokio::time::Instant) {
     // Asked before every transaction: the answer, almost always none, without the writer
     // (which a commit holds through its fsync; waiting for it here blocked a runtime thread).
     if !state.readers.any_deferred() {
@@ -1414,13 +1453,26 @@ pub async fn retry_deferred(state: &Arc<AppState>, origin: &str) {
         .write(|db| db.deferred_pdus(origin))
         .unwrap_or_default();
     for (room_id, event_id, json) in list {
+        if tokio::time::Instant::now() >= until {
+            // The transaction's time for fetching is spent: the rest waits for the next one
+            // (without counting a try).
+            break;
+        }
         let v = state.rooms().get(&room_id).map(Room::version);
         let (Some(v), Some(obj)) = (v, parse_stored(&json)) else {
             let _ = state.write(|db| db.undefer_pdu(&event_id));
             continue;
         };
         let _guard = state.lock_room(&room_id).await;
-        let done = ingest(state, origin, &room_id, v, vec![(event_id.clone(), obj)]).await;
+        let done = ingest(
+            state,
+            origin,
+            &room_id,
+            v,
+            vec![(event_id.clone(), obj)],
+            until,
+        )
+        .await;
         if let Some((_, Taken::Kept(_))) = done.first() {
             log(&format!(
                 "deferred {event_id} from {origin}: gap still open"
