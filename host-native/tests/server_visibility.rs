@@ -293,3 +293,86 @@ async fn restricted_join_through_an_allowed_room_the_resident_left() {
         .to_string();
     assert!(err.contains("M_UNABLE_TO_AUTHORISE_JOIN"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pdus_for_a_room_we_left_are_ignored() {
+    use tower::ServiceExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), same, None);
+    let room = rooms::create_room(&a, &alice, "11").unwrap();
+    {
+        let _g = a.lock_room(&room).await;
+        let rules = parse_object(br#"{"join_rule":"public"}"#, &ParseOptions::STRICT).unwrap();
+        rooms::send_event(
+            &a,
+            &room,
+            &alice,
+            "m.room.join_rules",
+            Some(""),
+            rules,
+            None,
+        )
+        .unwrap();
+    }
+    rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
+        .await
+        .unwrap();
+    {
+        let _g = a.lock_room(&room).await;
+        let leave = parse_object(br#"{"membership":"leave"}"#, &ParseOptions::STRICT).unwrap();
+        rooms::send_event(
+            &a,
+            &room,
+            &alice,
+            "m.room.member",
+            Some(&alice),
+            leave,
+            None,
+        )
+        .unwrap();
+    }
+    common::inproc::until(&b, "alice's leave on B", |s| {
+        s.rooms()[&room].membership(&alice).as_deref() == Some("leave")
+    })
+    .await;
+    // B's message after A left, sent to A anyway (a stale peer): answered, not taken in.
+    let said = {
+        let _g = b.lock_room(&room).await;
+        let e = rooms::build_local(&b, &room, &message(&room, &bob, "anyone?")).unwrap();
+        rooms::accept_local_unsent(&b, &e).unwrap();
+        e
+    };
+    let mut body = mxfed_core::canonical::Object::new();
+    body.insert("origin", b.server_name.as_str());
+    body.insert(
+        "origin_server_ts",
+        mxfed_core::canonical::Int::saturating(1),
+    );
+    body.insert("pdus", Value::Array(vec![Value::Object(said.pdu.clone())]));
+    let req = common::inproc::signed(
+        "PUT",
+        "/_matrix/federation/v1/send/stale1",
+        Some(&body),
+        &b.server_name,
+        &a.server_name,
+        &b.keys[0],
+    );
+    let resp = mxfed_native::server::app(a.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let answer = parse_object(&bytes, &ParseOptions::LEGACY).unwrap();
+    assert_eq!(
+        answer
+            .get_object("pdus")
+            .and_then(|p| p.get_object(&said.event_id))
+            .map(mxfed_core::canonical::Object::to_canonical_string)
+            .as_deref(),
+        Some("{}")
+    );
+    assert!(!a.rooms()[&room].contains(&said.event_id));
+}

@@ -542,6 +542,25 @@ async fn process_txn(
     let mut rooms_in = Vec::with_capacity(plan.rooms.len());
     let checking = std::time::Instant::now();
     for room in plan.rooms {
+        // A room none of our users is in any more (left, kicked): its PDUs are ignored, as
+        // Synapse ignores them (answered `{}`); taking them in would mean filling gaps from
+        // servers that no longer answer us for that room.
+        let resident = state
+            .rooms()
+            .get(&room.room_id)
+            .is_some_and(|r| rooms::resident(&state, r));
+        if !resident {
+            log(&format!(
+                "txn {txn} from {}: {} PDUs for {}, which we are not in: ignored",
+                s.origin,
+                room.pdus.len(),
+                room.room_id
+            ));
+            for p in room.pdus {
+                response.set_ok(p.event_id);
+            }
+            continue;
+        }
         let pdus: Vec<(String, Object)> =
             room.pdus.into_iter().map(|p| (p.event_id, p.pdu)).collect();
         let pdus = if super::acl::allows(&state, &room.room_id, &s.origin) {
