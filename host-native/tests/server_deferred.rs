@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use mxfed_core::canonical::{Int, Object, Value};
 use mxfed_native::server::{rooms, AppState};
 
-use common::inproc::{invited_room, message, two_servers};
+use common::inproc::{invited_room, message, same, two_servers};
 
 /// Whether B refuses to help with gaps.
 static REFUSE: AtomicBool = AtomicBool::new(false);
@@ -152,4 +152,85 @@ async fn pdu_refused_for_a_gap_is_taken_in_later() {
     assert!(more
         .iter()
         .all(|e| rooms[&room].contains(&e.event_id) && !rooms[&room].is_outlier(&e.event_id)));
+}
+
+/// B sends A a message whose auth events include a member event of bob's that A never got
+/// (its prev events A has): A fetches the auth chain with `/event_auth` and takes it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_auth_events_are_fetched() {
+    use mxfed_core::event::{build_event, EventRef, StateMap};
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), same, None);
+    let room = invited_room(&a, &alice, &bob, "11").await;
+    rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
+        .await
+        .unwrap();
+    common::inproc::until(&a, "bob joined on A", |s| {
+        s.rooms()[&room].membership(&bob).as_deref() == Some("join")
+    })
+    .await;
+    let _g = b.lock_room(&room).await;
+    // Where A and B agree: B's extremities and state now.
+    let (prev, mut cur, v) = {
+        let rooms = b.rooms();
+        let r = &rooms[&room];
+        let eref = |id: &str| EventRef {
+            event_id: id.to_owned(),
+            depth: r.event(id).unwrap().0.depth(),
+            sha256: None,
+        };
+        let prev: Vec<EventRef> = r.forward_extremities().iter().map(|id| eref(id)).collect();
+        let cur: StateMap = r
+            .current_state()
+            .into_iter()
+            .map(|(k, id)| (k, eref(&id)))
+            .collect();
+        (prev, cur, r.version())
+    };
+    // Bob's new display name, kept on B.
+    let content = mxfed_core::canonical::parse_object(
+        br#"{"membership":"join","displayname":"Bob"}"#,
+        &mxfed_core::canonical::ParseOptions::STRICT,
+    )
+    .unwrap();
+    let t = rooms::template(Some(&room), "m.room.member", &bob, Some(&bob), content);
+    let renamed = rooms::build_local(&b, &room, &t).unwrap();
+    rooms::accept_local_unsent(&b, &renamed).unwrap();
+    // A message on the old extremities, authorised by the new member event.
+    cur.insert(
+        ("m.room.member".into(), bob.clone()),
+        EventRef {
+            event_id: renamed.event_id.clone(),
+            depth: prev.iter().map(|p| p.depth).max().unwrap_or(0) + 1,
+            sha256: None,
+        },
+    );
+    let said = build_event(
+        v,
+        &b.server_name,
+        &message(&room, &bob, "hello"),
+        &prev,
+        &cur,
+        mxfed_native::server::now(),
+        &b.keys[0],
+        None,
+    )
+    .unwrap();
+    rooms::accept_local_unsent(&b, &said).unwrap();
+    drop(_g);
+
+    let answer = send_txn(&b, &a, "auth1", vec![Value::Object(said.pdu.clone())]).await;
+    assert_eq!(
+        answer
+            .get_object(&said.event_id)
+            .map(Object::to_canonical_string)
+            .as_deref(),
+        Some("{}")
+    );
+    let rooms = a.rooms();
+    assert!(rooms[&room].contains(&said.event_id) && !rooms[&room].is_outlier(&said.event_id));
+    assert!(
+        rooms[&room].contains(&renamed.event_id),
+        "fetched with /event_auth"
+    );
 }

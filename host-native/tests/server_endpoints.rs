@@ -2275,3 +2275,79 @@ async fn device_key_and_timestamp_queries_answer_as_synapse() {
         r.body
     );
 }
+
+/// A PDU citing an auth event we do not have (eve's newer member event, never sent to us) is
+/// not rejected for good: A asks the origin for it (`/event_auth`; remote.test does not
+/// answer here), and keeps the PDU to try again rather than store it as rejected (after which
+/// every event citing it would be rejected too), as Synapse does not persist it.
+#[tokio::test]
+async fn a_pdu_whose_auth_events_are_unknown_is_kept_not_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let (room, _) = room_with_eve(&state).await;
+    let key = remote_key();
+    // Eve's display name change, kept by the remote.
+    let (renamed_id, _renamed) = remote_pdu(
+        &state,
+        &room,
+        "m.room.member",
+        "@eve:remote.test",
+        Some("@eve:remote.test"),
+        r#"{"membership":"join","displayname":"Eve"}"#,
+        &key,
+    );
+    // Eve's message on our extremities, authorised by that member event.
+    let (msg_id, msg) = {
+        let rooms = state.rooms();
+        let r = rooms.get(&room).unwrap();
+        let eref = |id: &str, depth: i64| EventRef {
+            event_id: id.to_owned(),
+            depth,
+            sha256: None,
+        };
+        let depth = |id: &str| r.event(id).unwrap().0.depth();
+        let prev: Vec<EventRef> = r
+            .forward_extremities()
+            .iter()
+            .map(|id| eref(id, depth(id)))
+            .collect();
+        let mut cur: StateMap = r
+            .current_state()
+            .into_iter()
+            .map(|(k, id)| {
+                let d = depth(&id);
+                (k, eref(&id, d))
+            })
+            .collect();
+        let top = prev.iter().map(|p| p.depth).max().unwrap_or(0);
+        cur.insert(
+            ("m.room.member".into(), "@eve:remote.test".into()),
+            eref(&renamed_id, top + 1),
+        );
+        let t = rooms::template(
+            Some(&room),
+            "m.room.message",
+            "@eve:remote.test",
+            None,
+            obj(r#"{"msgtype":"m.text","body":"hi"}"#),
+        );
+        let b = build_event(
+            r.version(),
+            REMOTE,
+            &t,
+            &prev,
+            &cur,
+            mxfed_native::server::now(),
+            &key,
+            None,
+        )
+        .unwrap();
+        (b.event_id, b.pdu)
+    };
+    let r = send_txn(&state, "auth-gap", &txn(vec![msg], vec![])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let error = result(&r, &msg_id).get_str("error").unwrap_or_default();
+    assert!(error.ends_with("kept to try again"), "{}", r.body);
+    assert!(!state.rooms()[&room].contains(&msg_id));
+    assert!(state.reads().event(&msg_id).unwrap().is_none(), "stored");
+}

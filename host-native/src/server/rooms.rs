@@ -1066,6 +1066,29 @@ async fn fetch_until(
     }
 }
 
+/// `/event_auth` of an event from `origin`: its auth chain becomes outliers (the events of it
+/// we lack). `until` bounds the request (`None`: the client's own timeout only).
+async fn fetch_auth_chain(
+    state: &Arc<AppState>,
+    origin: &str,
+    room_id: &str,
+    v: &'static RoomVersion,
+    event_id: &str,
+    until: Option<tokio::time::Instant>,
+) -> Result<(), ApiError> {
+    let path = format!(
+        "/_matrix/federation/v1/event_auth/{}/{}",
+        encode_segment(room_id),
+        encode_segment(event_id)
+    );
+    let answer = match until {
+        Some(until) => fetch_until(state, until, origin, "GET", &path, None).await?,
+        None => state.client.json(origin, "GET", &path, None).await?,
+    };
+    let chain = check_events(state, v, objects(answer.get("auth_chain"))).await;
+    add_outliers(state, room_id, origin, chain).await
+}
+
 /// `/state` at an event from `origin`: its state and auth chain become outliers; returns the
 /// state before the event.
 async fn state_at(
@@ -1138,6 +1161,30 @@ async fn receive_remote(
     } else {
         Some(state_at(state, origin, room_id, v, &pdu.event_id, until).await?)
     };
+    // Auth events we lack are fetched (`/event_auth`, as Synapse fetches them); an event whose
+    // auth events stay unknown is not taken in (it would be rejected for good, and every event
+    // citing it with it) but kept to try again.
+    let lacks_auth = |state: &AppState| {
+        state
+            .rooms()
+            .get(room_id)
+            .is_some_and(|r| !r.unknown_auth_events(&pdu.auth_event_ids()).is_empty())
+    };
+    if lacks_auth(state) {
+        if let Err(e) =
+            fetch_auth_chain(state, origin, room_id, v, &pdu.event_id, Some(until)).await
+        {
+            warn(&format!(
+                "event_auth for {} from {origin}: {e}",
+                pdu.event_id
+            ));
+        }
+        if lacks_auth(state) {
+            return Err(ApiError::forbidden(
+                "the event's auth events are unknown here and could not be fetched",
+            ));
+        }
+    }
     let verdict = {
         let mut rooms = state.rooms();
         let room = rooms
@@ -1227,19 +1274,10 @@ async fn backfill(
             .collect()
     };
     for id in lacking {
-        let path = format!(
-            "/_matrix/federation/v1/event_auth/{}/{}",
-            encode_segment(room_id),
-            encode_segment(&id)
-        );
-        match state.client.json(origin, "GET", &path, None).await {
-            Ok(a) => {
-                let chain = check_events(state, v, objects(a.get("auth_chain"))).await;
-                add_outliers(state, room_id, origin, chain).await?;
-            }
-            Err(e) => warn(&format!(
+        if let Err(e) = fetch_auth_chain(state, origin, room_id, v, &id, None).await {
+            warn(&format!(
                 "event_auth for backfilled {id} from {origin}: {e}"
-            )),
+            ));
         }
     }
     let entries = {
@@ -1414,10 +1452,10 @@ pub async fn ingest_checked(
     out
 }
 
-/// Keeps a PDU that could not be taken in because the gap before it is still open (neither
-/// `/get_missing_events` nor `/state` answered): the next transaction from `origin` tries it
-/// again ([`retry_deferred`]). Whether the gap is open is the core's answer
-/// ([`Room::unknown_prev_events`]). Returns whether it was kept.
+/// Keeps a PDU that could not be taken in because the gap before it is still open (its prev
+/// events, or its auth events, could not be fetched): the next transaction from `origin` tries
+/// it again ([`retry_deferred`]). Whether the gap is open is the core's answer
+/// ([`Room::unknown_prev_events`], [`Room::unknown_auth_events`]). Returns whether it was kept.
 fn defer_if_gap(
     state: &AppState,
     origin: &str,
@@ -1429,10 +1467,11 @@ fn defer_if_gap(
     let Ok(pdu) = Pdu::new(ev.clone(), v) else {
         return false;
     };
-    let gap = state
-        .rooms()
-        .get(room_id)
-        .is_some_and(|r| !r.contains(event_id) && !r.unknown_prev_events(&pdu).is_empty());
+    let gap = state.rooms().get(room_id).is_some_and(|r| {
+        !r.contains(event_id)
+            && (!r.unknown_prev_events(&pdu).is_empty()
+                || !r.unknown_auth_events(&pdu.auth_event_ids()).is_empty())
+    });
     gap && state
         .write(|db| db.defer_pdu(origin, room_id, event_id, &ev.to_canonical_string()))
         .is_ok()
@@ -1568,7 +1607,9 @@ fn receive_without_gap(
     if room.contains(&pdu.event_id) && !room.is_outlier(&pdu.event_id) {
         return Ok(Ok((RoomVerdict::Accepted, None)));
     }
-    if !room.unknown_prev_events(&pdu).is_empty() {
+    if !room.unknown_prev_events(&pdu).is_empty()
+        || !room.unknown_auth_events(&pdu.auth_event_ids()).is_empty()
+    {
         check.event = Some(pdu.event);
         return Ok(Err(check));
     }
