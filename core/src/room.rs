@@ -361,6 +361,8 @@ impl Room {
 
     /// Runs a checked PDU through the pipeline and stores it. An event already known is not
     /// stored again (its first verdict stands); the verdict of the new copy is still returned.
+    /// The exception is an event known only as an outlier whose prev events are all in the DAG
+    /// now: it is checked and taken in as a new event would be, and is no longer an outlier.
     pub fn receive(&mut self, check: &PduCheck) -> RoomVerdict {
         self.receive_inner(check, None)
     }
@@ -411,10 +413,28 @@ impl Room {
             Ok(p) => p,
             Err(v) => return v,
         };
-        if self.events.contains_key(&pdu.event_id) {
+        if !self.takes_in(&pdu, false) {
             return known_verdict(&check.verdict);
         }
         self.verdict_before(&pdu, &check.verdict, None).0
+    }
+
+    /// Whether receiving `pdu` takes it into the DAG: it is new, or it is known only as an
+    /// outlier and now comes with its place in the DAG (`given_state`, or every prev event
+    /// placed). Such an outlier is de-outliered, as Synapse does when an event it had only as an
+    /// outlier arrives through `/send` or `/get_missing_events` (`on_receive_pdu`,
+    /// `_process_pulled_events`): checked against the state before it like a new event, and a
+    /// forward extremity, a state and a prev event like any other from then on. An outlier
+    /// whose prev events are still missing stays one (the host fetches them first), and so does
+    /// a backfilled event: Synapse keeps those in its timeline and never processes them again.
+    fn takes_in(&self, pdu: &Pdu, given_state: bool) -> bool {
+        let id = pdu.event_id.as_str();
+        if !self.events.contains_key(id) {
+            return true;
+        }
+        self.outliers.contains(id)
+            && !self.backfilled.contains(id)
+            && (given_state || self.unknown_prev_events(pdu).is_empty())
     }
 
     fn receive_pdu(
@@ -423,9 +443,12 @@ impl Room {
         verdict: &Verdict,
         given_before: Option<Arc<StateMap>>,
     ) -> RoomVerdict {
-        if self.events.contains_key(&pdu.event_id) {
+        if !self.takes_in(&pdu, given_before.is_some()) {
             return known_verdict(verdict);
         }
+        // A de-outliered event keeps its stored entry (what it cites, or what names it in a
+        // state, may be read while it is checked) until `take_in` replaces it.
+        self.outliers.remove(&pdu.event_id);
         let (verdict, before) = self.verdict_before(&pdu, verdict, given_before);
         self.take_in(pdu, verdict, before)
     }

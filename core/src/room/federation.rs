@@ -96,17 +96,20 @@ impl Room {
     /// Runs a checked PDU through the pipeline with the state before it given by the host,
     /// rather than computed from its prev events: for a join, the `state` of the `send_join`
     /// answer; for an event whose prev events could not be fetched, `/state` at the event. Every
-    /// event the state names should be known (as an outlier at least).
+    /// event the state names should be known (as an outlier at least). An event known only as
+    /// an outlier is taken in with that state (see [`Room::receive`]).
     pub fn receive_with_state(&mut self, check: &PduCheck, state_before: StateMap) -> RoomVerdict {
         let id = check.event_id.clone();
-        let known = id.as_deref().is_some_and(|i| self.events.contains_key(i));
+        let placed = |room: &Room| {
+            id.as_deref()
+                .is_some_and(|i| room.events.contains_key(i) && !room.outliers.contains(i))
+        };
+        let placed_before = placed(self);
         self.pin_named(&state_before);
         let given = Arc::new(state_before);
         let verdict = self.receive_inner(check, Some(Arc::clone(&given)));
-        if let (Some(id), false) = (id, known) {
-            if self.events.contains_key(&id) {
-                self.given_state.insert(id, given);
-            }
+        if let (Some(id), false, true) = (&id, placed_before, placed(self)) {
+            self.given_state.insert(id.clone(), given);
         }
         verdict
     }
@@ -389,8 +392,133 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::testing::{accepted as check, build};
+    use crate::event::BuiltEvent;
+    use crate::room::testing::{accepted as check, build, build_split};
     use crate::RoomVersion;
+
+    const JOIN: &str = r#"{"membership":"join"}"#;
+
+    /// Builds an event on `room` and receives it there.
+    fn send(
+        room: &mut Room,
+        ty: &str,
+        sender: &str,
+        sk: Option<&str>,
+        content: &str,
+    ) -> (BuiltEvent, PduCheck) {
+        let (b, c) = build(room, ty, sender, sk, content, None, 1);
+        assert_eq!(
+            room.receive(&c),
+            RoomVerdict::Accepted,
+            "{ty} on its own room"
+        );
+        (b, c)
+    }
+
+    /// A public room of `@u:a` (create, join, power levels, join rules), with its checks.
+    fn public_room() -> (Room, Vec<PduCheck>) {
+        let mut a = Room::new(RoomVersion::get("10").unwrap());
+        let checks = [
+            (
+                "m.room.create",
+                "",
+                r#"{"creator":"@u:a","room_version":"10"}"#,
+            ),
+            ("m.room.member", "@u:a", JOIN),
+            ("m.room.power_levels", "", r#"{"users":{"@u:a":100}}"#),
+            ("m.room.join_rules", "", r#"{"join_rule":"public"}"#),
+        ]
+        .into_iter()
+        .map(|(ty, sk, c)| send(&mut a, ty, "@u:a", Some(sk), c).1)
+        .collect();
+        (a, checks)
+    }
+
+    /// A room that received `checks` in order.
+    fn received(checks: &[PduCheck]) -> Room {
+        let mut b = Room::new(RoomVersion::get("10").unwrap());
+        for c in checks {
+            assert_eq!(b.receive(c), RoomVerdict::Accepted);
+        }
+        b
+    }
+
+    /// An event first known as an outlier (from a state answer) that arrives again with its
+    /// prev events in the DAG is taken in: it gets a state, becomes a forward extremity and is
+    /// no gap for its children. The same with a given state.
+    #[test]
+    fn an_outlier_received_in_its_place_joins_the_dag() {
+        let (mut a, seed) = public_room();
+        let mut b = received(&seed);
+        let (join, join_c) = send(&mut a, "m.room.member", "@bob:b", Some("@bob:b"), JOIN);
+        let after_join = a.clone();
+        let (msg, msg_c) = send(&mut a, "m.room.message", "@bob:b", None, r#"{"body":"hi"}"#);
+        let msg_pdu = Pdu::new(msg.pdu.clone(), b.version()).unwrap();
+
+        assert_eq!(b.add_outlier(&join_c), RoomVerdict::Accepted);
+        assert_eq!(
+            b.unknown_prev_events(&msg_pdu),
+            std::slice::from_ref(&join.event_id)
+        );
+        assert_eq!(b.receive(&join_c), RoomVerdict::Accepted);
+        assert!(!b.is_outlier(&join.event_id));
+        assert_eq!(b.forward_extremities(), after_join.forward_extremities());
+        assert_eq!(b.state_after(&join.event_id), a.state_after(&join.event_id));
+        assert!(b.state_before_event(&join.event_id).is_some());
+        assert_eq!(b.membership("@bob:b").as_deref(), Some("join"));
+        assert!(b.unknown_prev_events(&msg_pdu).is_empty(), "no gap");
+        assert_eq!(b.receive(&msg_c), RoomVerdict::Accepted);
+        assert_eq!(b.forward_extremities(), a.forward_extremities());
+        assert_eq!(b.current_state(), a.current_state());
+
+        // Known only as outliers, the join taken in with the state before it.
+        let mut c = Room::new(b.version());
+        for o in seed.iter().chain([&join_c]) {
+            assert_eq!(c.add_outlier(o), RoomVerdict::Accepted);
+        }
+        let before = a.state_before_event(&join.event_id).unwrap();
+        assert_eq!(
+            c.receive_with_state(&join_c, before.clone()),
+            RoomVerdict::Accepted
+        );
+        assert!(!c.is_outlier(&join.event_id));
+        assert_eq!(c.state_before_event(&join.event_id), Some(before));
+        assert_eq!(c.forward_extremities(), after_join.forward_extremities());
+        assert_eq!(c.current_state(), after_join.current_state());
+    }
+
+    /// A de-outliered event is checked against the state before it: a message of bob's that
+    /// cites his join among its auth events but comes after his ban passed as an outlier and
+    /// is rejected once its place is known.
+    #[test]
+    fn a_de_outliered_event_is_checked_against_the_state_before_it() {
+        let (mut a, seed) = public_room();
+        let (_, join_c) = send(&mut a, "m.room.member", "@bob:b", Some("@bob:b"), JOIN);
+        let joined = a.clone();
+        let ban = r#"{"membership":"ban"}"#;
+        let (ban, ban_c) = send(&mut a, "m.room.member", "@u:a", Some("@bob:b"), ban);
+        let (late, late_c) = build_split(
+            &a,
+            &joined,
+            "m.room.message",
+            "@bob:b",
+            None,
+            r#"{"body":"late"}"#,
+            2,
+        );
+        let mut b = received(&[seed, vec![join_c, ban_c]].concat());
+        assert_eq!(b.add_outlier(&late_c), RoomVerdict::Accepted);
+        let rejected = RoomVerdict::Rejected {
+            code: "auth_not_joined",
+        };
+        assert_eq!(b.check(&late_c), rejected, "the dry run says the same");
+        assert_eq!(b.receive(&late_c), rejected);
+        assert!(!b.is_outlier(&late.event_id));
+        assert_eq!(
+            b.forward_extremities().iter().collect::<Vec<_>>(),
+            [&ban.event_id]
+        );
+    }
 
     /// Builds a room on "a" with create, join, power levels and public join rules, then a
     /// second copy of it that only knows the state as outliers and receives a join with state.
