@@ -392,56 +392,10 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::BuiltEvent;
-    use crate::room::testing::{accepted as check, build, build_split};
+    use crate::room::testing::{
+        accepted as check, build, build_split, public_room, received, send, JOIN,
+    };
     use crate::RoomVersion;
-
-    const JOIN: &str = r#"{"membership":"join"}"#;
-
-    /// Builds an event on `room` and receives it there.
-    fn send(
-        room: &mut Room,
-        ty: &str,
-        sender: &str,
-        sk: Option<&str>,
-        content: &str,
-    ) -> (BuiltEvent, PduCheck) {
-        let (b, c) = build(room, ty, sender, sk, content, None, 1);
-        assert_eq!(
-            room.receive(&c),
-            RoomVerdict::Accepted,
-            "{ty} on its own room"
-        );
-        (b, c)
-    }
-
-    /// A public room of `@u:a` (create, join, power levels, join rules), with its checks.
-    fn public_room() -> (Room, Vec<PduCheck>) {
-        let mut a = Room::new(RoomVersion::get("10").unwrap());
-        let checks = [
-            (
-                "m.room.create",
-                "",
-                r#"{"creator":"@u:a","room_version":"10"}"#,
-            ),
-            ("m.room.member", "@u:a", JOIN),
-            ("m.room.power_levels", "", r#"{"users":{"@u:a":100}}"#),
-            ("m.room.join_rules", "", r#"{"join_rule":"public"}"#),
-        ]
-        .into_iter()
-        .map(|(ty, sk, c)| send(&mut a, ty, "@u:a", Some(sk), c).1)
-        .collect();
-        (a, checks)
-    }
-
-    /// A room that received `checks` in order.
-    fn received(checks: &[PduCheck]) -> Room {
-        let mut b = Room::new(RoomVersion::get("10").unwrap());
-        for c in checks {
-            assert_eq!(b.receive(c), RoomVerdict::Accepted);
-        }
-        b
-    }
 
     /// An event first known as an outlier (from a state answer) that arrives again with its
     /// prev events in the DAG is taken in: it gets a state, becomes a forward extremity and is
