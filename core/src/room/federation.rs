@@ -17,12 +17,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use super::{Body, Room, RoomVerdict, Stored};
+use super::{Body, Room, RoomVerdict, Store, Stored};
 use crate::auth::{
     check_state_dependent, check_state_independent, AuthEvents, KnownEvent, Levels, Pdu,
 };
 use crate::pdu::{PduCheck, Verdict};
-use crate::state_res::StateMap;
+use crate::state_res::{resolve, StateMap};
 
 /// State event types given to an invitee or knocker with the invite or knock
 /// (`invite_room_state` / `knock_room_state`), as Synapse's default `room_prejoin_state`.
@@ -98,20 +98,63 @@ impl Room {
     /// answer; for an event whose prev events could not be fetched, `/state` at the event. Every
     /// event the state names should be known (as an outlier at least). An event known only as
     /// an outlier is taken in with that state (see [`Room::receive`]).
+    ///
+    /// When the room has some of the event's prev events in its DAG, the state before the event
+    /// is the given state resolved with the room's own states after those (state resolution of
+    /// the room version), as Synapse's `_compute_event_context_with_maybe_missing_prevs`
+    /// resolves the states it fetched for the missing prev events with its own after the others:
+    /// the remote's word does not override what the room knows. With none of them (a join, a gap
+    /// reaching past every prev event), the given state alone.
     pub fn receive_with_state(&mut self, check: &PduCheck, state_before: StateMap) -> RoomVerdict {
-        let id = check.event_id.clone();
-        let placed = |room: &Room| {
-            id.as_deref()
-                .is_some_and(|i| room.events.contains_key(i) && !room.outliers.contains(i))
+        self.receive_given(check, state_before, true)
+    }
+
+    /// [`Room::receive_with_state`]; `with_ours` false takes the given state as it is (our own
+    /// join: the `send_join` answer's state is the room's state from then on, as in Synapse).
+    pub(super) fn receive_given(
+        &mut self,
+        check: &PduCheck,
+        given: StateMap,
+        with_ours: bool,
+    ) -> RoomVerdict {
+        let pdu = match self.pdu_of(check) {
+            Ok(p) => p,
+            Err(v) => return v,
         };
+        let id = pdu.event_id.clone();
+        let placed = |room: &Room| room.events.contains_key(&id) && !room.outliers.contains(&id);
         let placed_before = placed(self);
-        self.pin_named(&state_before);
-        let given = Arc::new(state_before);
-        let verdict = self.receive_inner(check, Some(Arc::clone(&given)));
-        if let (Some(id), false, true) = (&id, placed_before, placed(self)) {
-            self.given_state.insert(id.clone(), given);
+        self.pin_named(&given);
+        let before = if with_ours && self.takes_in(&pdu, true) {
+            self.with_our_states(&pdu, given)
+        } else {
+            Arc::new(given)
+        };
+        let verdict = self.receive_pdu(pdu, &check.verdict, Some(Arc::clone(&before)));
+        if !placed_before && placed(self) {
+            self.given_state.insert(id, before);
         }
         verdict
+    }
+
+    /// The state before `pdu` from a state given for it: resolved with the room's states after
+    /// the prev events of `pdu` in its DAG (the given state first, then ours, in the order
+    /// Synapse passes them), or the given state alone when there are none.
+    fn with_our_states(&self, pdu: &Pdu, given: StateMap) -> Arc<StateMap> {
+        let mut ours: Vec<&Arc<StateMap>> = pdu
+            .prev_event_ids()
+            .into_iter()
+            .filter(|p| !self.outliers.contains(*p))
+            .filter_map(|p| self.events.get(p))
+            .map(|s| &s.state_after)
+            .collect();
+        ours.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        if ours.is_empty() {
+            return Arc::new(given);
+        }
+        let mut sets = vec![given];
+        sets.extend(ours.into_iter().map(|s| (**s).clone()));
+        Arc::new(resolve(self.version, &sets, &Store(&self.events)))
     }
 
     /// Whether a known event is an outlier.
@@ -439,6 +482,42 @@ mod tests {
         assert_eq!(c.state_before_event(&join.event_id), Some(before));
         assert_eq!(c.forward_extremities(), after_join.forward_extremities());
         assert_eq!(c.current_state(), after_join.current_state());
+    }
+
+    /// An event citing a topic change we have and a name change we lack (on the other side of
+    /// a fork), taken in with the other side's state: the state before it is that state
+    /// resolved with ours after the topic change, so it keeps the topic (which the given state
+    /// lacks) and gains the name; the same as the state the sender computed from both, and as
+    /// the core's state resolution of the two states.
+    #[test]
+    fn a_given_state_is_resolved_with_ours_after_the_known_prev_events() {
+        let (mut a, seed) = public_room();
+        let base = a.clone();
+        let topic = r#"{"topic":"t"}"#;
+        let (topic, topic_c) = build(&base, "m.room.topic", "@u:a", Some(""), topic, None, 2);
+        let name = r#"{"name":"n"}"#;
+        let (name, name_c) = build(&base, "m.room.name", "@u:a", Some(""), name, None, 3);
+        assert_eq!(a.receive(&topic_c), RoomVerdict::Accepted);
+        assert_eq!(a.receive(&name_c), RoomVerdict::Accepted);
+        let (e, e_c) = send(&mut a, "m.room.message", "@u:a", None, "{}");
+
+        let mut b = received(&[seed, vec![topic_c]].concat());
+        assert_eq!(b.add_outlier(&name_c), RoomVerdict::Accepted);
+        let theirs = a.state_after(&name.event_id).unwrap().clone();
+        assert_eq!(
+            b.receive_with_state(&e_c, theirs.clone()),
+            RoomVerdict::Accepted
+        );
+        let key = |t: &str| (t.to_owned(), String::new());
+        let mut want = base.current_state();
+        want.insert(key("m.room.topic"), topic.event_id.clone());
+        want.insert(key("m.room.name"), name.event_id.clone());
+        let before = b.state_before_event(&e.event_id).unwrap();
+        assert_eq!(before, want);
+        assert_eq!(a.state_before_event(&e.event_id), Some(want));
+        let ours = b.state_after(&topic.event_id).unwrap().clone();
+        assert_eq!(before, resolve(b.version(), &[theirs, ours], &b));
+        assert_eq!(b.current_state(), a.current_state());
     }
 
     /// A de-outliered event is checked against the state before it: a message of bob's that
