@@ -566,7 +566,7 @@ impl Room {
         for p in no_longer_extremities {
             self.compact(&p);
         }
-        if rejected || soft_failed {
+        if rejected || soft_failed || cited_by_a_child {
             self.compact(&id);
         }
         verdict
@@ -782,8 +782,10 @@ mod tests {
         let (_, parent) = send(&mut a, "m.room.message", "@u:a", None, "{}");
         let (child, child_c) = send(&mut a, "m.room.message", "@u:a", None, r#"{"n":1}"#);
         let before_child = a.state_before_event(&child.event_id).unwrap();
+        let parent_id = parent.event_id.as_deref().unwrap();
         for outlier_first in [false, true] {
             let mut b = received(&seed);
+            b.set_compact_history(true);
             if outlier_first {
                 assert_eq!(b.add_outlier(&parent), RoomVerdict::Accepted);
             }
@@ -792,6 +794,8 @@ mod tests {
             assert_eq!(b.receive(&parent), RoomVerdict::Accepted);
             assert_eq!(b.forward_extremities(), a.forward_extremities());
             assert_eq!(b.current_state(), a.current_state());
+            // History at once: a message that is no extremity keeps no body.
+            assert!(!b.has_body(parent_id) && b.contains(parent_id));
         }
     }
 }
