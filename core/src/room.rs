@@ -182,6 +182,10 @@ pub struct Room {
     pinned: BTreeSet<String>,
     /// The strings and auth event lists compacted events share.
     interned: Interner,
+    /// Prev events an accepted event cited before they were in the DAG (unknown, or outliers):
+    /// taken in later, they are no forward extremity (see `Room::take_in`). Only gaps add to
+    /// it, and taking the event in removes it.
+    cited_early: BTreeSet<String>,
 }
 
 struct Store<'a>(&'a BTreeMap<String, Stored>);
@@ -217,6 +221,7 @@ impl Room {
             compact_history: false,
             pinned: BTreeSet::new(),
             interned: Interner::default(),
+            cited_early: BTreeSet::new(),
         }
     }
 
@@ -237,7 +242,8 @@ impl Room {
         Some((s.pdu()?, s.rejected))
     }
 
-    /// The forward extremities: accepted events no accepted event cites yet.
+    /// The forward extremities: accepted events that no accepted event cites yet, directly or
+    /// through soft-failed or rejected events (as Synapse's `_calculate_new_extremities`).
     pub fn forward_extremities(&self) -> &BTreeSet<String> {
         &self.extremities
     }
@@ -361,6 +367,8 @@ impl Room {
 
     /// Runs a checked PDU through the pipeline and stores it. An event already known is not
     /// stored again (its first verdict stands); the verdict of the new copy is still returned.
+    /// The exception is an event known only as an outlier whose prev events are all in the DAG
+    /// now: it is checked and taken in as a new event would be, and is no longer an outlier.
     pub fn receive(&mut self, check: &PduCheck) -> RoomVerdict {
         self.receive_inner(check, None)
     }
@@ -411,10 +419,28 @@ impl Room {
             Ok(p) => p,
             Err(v) => return v,
         };
-        if self.events.contains_key(&pdu.event_id) {
+        if !self.takes_in(&pdu, false) {
             return known_verdict(&check.verdict);
         }
         self.verdict_before(&pdu, &check.verdict, None).0
+    }
+
+    /// Whether receiving `pdu` takes it into the DAG: it is new, or it is known only as an
+    /// outlier and now comes with its place in the DAG (`given_state`, or every prev event
+    /// placed). Such an outlier is de-outliered, as Synapse does when an event it had only as an
+    /// outlier arrives through `/send` or `/get_missing_events` (`on_receive_pdu`,
+    /// `_process_pulled_events`): checked against the state before it like a new event, and a
+    /// forward extremity, a state and a prev event like any other from then on. An outlier
+    /// whose prev events are still missing stays one (the host fetches them first), and so does
+    /// a backfilled event: Synapse keeps those in its timeline and never processes them again.
+    fn takes_in(&self, pdu: &Pdu, given_state: bool) -> bool {
+        let id = pdu.event_id.as_str();
+        if !self.events.contains_key(id) {
+            return true;
+        }
+        self.outliers.contains(id)
+            && !self.backfilled.contains(id)
+            && (given_state || self.unknown_prev_events(pdu).is_empty())
     }
 
     fn receive_pdu(
@@ -423,9 +449,12 @@ impl Room {
         verdict: &Verdict,
         given_before: Option<Arc<StateMap>>,
     ) -> RoomVerdict {
-        if self.events.contains_key(&pdu.event_id) {
+        if !self.takes_in(&pdu, given_before.is_some()) {
             return known_verdict(verdict);
         }
+        // A de-outliered event keeps its stored entry (what it cites, or what names it in a
+        // state, may be read while it is checked) until `take_in` replaces it.
+        self.outliers.remove(&pdu.event_id);
         let (verdict, before) = self.verdict_before(&pdu, verdict, given_before);
         self.take_in(pdu, verdict, before)
     }
@@ -481,6 +510,15 @@ impl Room {
 
     /// Takes in an event with its verdict and the state before it: its state after, the
     /// forward extremities, compaction.
+    ///
+    /// The forward extremities change as Synapse's `_calculate_new_extremities` changes them.
+    /// An accepted event (neither rejected nor soft-failed) replaces its prev events; it is no
+    /// extremity itself when an accepted event already in the DAG cites it (it arrived after its
+    /// child: the child was taken in with a given state across the gap); and when it cites a
+    /// soft-failed or rejected event, the prev events of that event are no extremities either,
+    /// nor those of the soft-failed or rejected events before it (Synapse's
+    /// `_get_prevs_before_rejected`): the new event reaches them through events that never
+    /// became extremities, and left alone they would stay extremities for good.
     fn take_in(&mut self, pdu: Pdu, verdict: RoomVerdict, before: Arc<StateMap>) -> RoomVerdict {
         let prevs: BTreeSet<&str> = pdu.prev_event_ids().into_iter().collect();
         let rejected = matches!(verdict, RoomVerdict::Rejected { .. });
@@ -495,13 +533,24 @@ impl Room {
         };
         let id = pdu.event_id.clone();
         let mut no_longer_extremities = Vec::new();
+        let cited_by_a_child = self.cited_early.remove(&id);
         if !rejected && !soft_failed {
             for p in &prevs {
                 if self.extremities.remove(*p) {
                     no_longer_extremities.push((*p).to_owned());
                 }
+                if !self.events.contains_key(*p) || self.outliers.contains(*p) {
+                    self.cited_early.insert((*p).to_owned());
+                }
             }
-            self.extremities.insert(id.clone());
+            for p in self.prevs_past_failed(&prevs) {
+                if self.extremities.remove(&p) {
+                    no_longer_extremities.push(p);
+                }
+            }
+            if !cited_by_a_child {
+                self.extremities.insert(id.clone());
+            }
         }
         self.events.insert(
             id.clone(),
@@ -517,10 +566,33 @@ impl Room {
         for p in no_longer_extremities {
             self.compact(&p);
         }
-        if rejected || soft_failed {
+        if rejected || soft_failed || cited_by_a_child {
             self.compact(&id);
         }
         verdict
+    }
+
+    /// The events before `prevs` across soft-failed or rejected events of the DAG: the prev
+    /// events of each such event among `prevs`, and on through those that are soft-failed or
+    /// rejected too (Synapse's `_get_prevs_before_rejected`). Empty unless the new event cites
+    /// one, so the walk costs nothing in a room without them.
+    fn prevs_past_failed(&self, prevs: &BTreeSet<&str>) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut queue: Vec<&str> = prevs.iter().copied().collect();
+        while let Some(id) = queue.pop() {
+            let Some(s) = self.events.get(id) else {
+                continue;
+            };
+            if self.outliers.contains(id) || !(s.soft_failed || s.rejected) {
+                continue;
+            }
+            for p in s.prev_event_ids() {
+                if out.insert(p.to_owned()) {
+                    queue.push(p);
+                }
+            }
+        }
+        out
     }
 
     /// The state after a known event (before it, plus the event itself unless rejected).
@@ -634,4 +706,96 @@ pub fn replay(
     let out = room.receive_pdus(pdus, keys);
     let state = room.current_state();
     (out, state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::testing::{build, build_citing, public_room, received, send, JOIN};
+
+    fn ids<'a>(list: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+        list.into_iter().map(str::to_owned).collect()
+    }
+
+    /// A public room that bob joined, then two forks on it: a message `x` and bob's ban `y`.
+    /// Returns the room (extremities `x` and `y`), the room before the forks, and their IDs.
+    fn forked() -> (Room, Room, String, String) {
+        let (mut room, _) = public_room();
+        send(&mut room, "m.room.member", "@bob:b", Some("@bob:b"), JOIN);
+        let base = room.clone();
+        let (x, xc) = build(&base, "m.room.message", "@u:a", None, "{}", None, 2);
+        let ban = r#"{"membership":"ban"}"#;
+        let (y, yc) = build(&base, "m.room.member", "@u:a", Some("@bob:b"), ban, None, 3);
+        assert_eq!(room.receive(&xc), RoomVerdict::Accepted);
+        assert_eq!(room.receive(&yc), RoomVerdict::Accepted);
+        let want = ids([x.event_id.as_str(), y.event_id.as_str()]);
+        assert_eq!(*room.forward_extremities(), want);
+        (room, base, x.event_id, y.event_id)
+    }
+
+    /// Bob's messages on the side of the fork without his ban soft-fail; an accepted event
+    /// citing the last of them replaces the extremity they stand on (as Synapse's
+    /// `_get_prevs_before_rejected`, through each soft-failed event).
+    #[test]
+    fn an_event_past_soft_failed_ones_replaces_the_extremity_before_them() {
+        let (mut room, base, x, y) = forked();
+        // Bob's messages cite his join, as on the side without the ban.
+        let soft = |room: &mut Room, c: &PduCheck| {
+            let v = room.receive(c);
+            assert!(matches!(v, RoomVerdict::SoftFailed { .. }), "{v:?}");
+        };
+        let (_, s1) = build_citing(&room, &[&x], &base, "@bob:b", "s1");
+        soft(&mut room, &s1);
+        let s1_id = s1.event_id.as_deref().unwrap();
+        let (_, s2) = build_citing(&room, &[s1_id], &base, "@bob:b", "s2");
+        soft(&mut room, &s2);
+        let s2_id = s2.event_id.as_deref().unwrap();
+        let (e, ec) = build_citing(&room, &[s2_id], &room, "@u:a", "e");
+        assert_eq!(room.receive(&ec), RoomVerdict::Accepted);
+        assert_eq!(
+            *room.forward_extremities(),
+            ids([y.as_str(), e.event_id.as_str()])
+        );
+    }
+
+    /// The same past a rejected event: a message of bob's after his ban, citing the ban.
+    #[test]
+    fn an_event_past_a_rejected_one_replaces_the_extremity_before_it() {
+        let (mut room, base, x, y) = forked();
+        let (_, r) = build_citing(&room, &[&y], &base, "@bob:b", "r");
+        let v = room.receive(&r);
+        assert!(matches!(v, RoomVerdict::Rejected { .. }), "{v:?}");
+        let r_id = r.event_id.as_deref().unwrap();
+        let (e, ec) = build_citing(&room, &[r_id], &room, "@u:a", "e");
+        assert_eq!(room.receive(&ec), RoomVerdict::Accepted);
+        assert_eq!(
+            *room.forward_extremities(),
+            ids([x.as_str(), e.event_id.as_str()])
+        );
+    }
+
+    /// An event taken in after its child (the child placed with a given state across the gap,
+    /// the event unknown or an outlier then) is no forward extremity: the child cites it.
+    #[test]
+    fn an_event_taken_in_after_its_child_is_no_extremity() {
+        let (mut a, seed) = public_room();
+        let (_, parent) = send(&mut a, "m.room.message", "@u:a", None, "{}");
+        let (child, child_c) = send(&mut a, "m.room.message", "@u:a", None, r#"{"n":1}"#);
+        let before_child = a.state_before_event(&child.event_id).unwrap();
+        let parent_id = parent.event_id.as_deref().unwrap();
+        for outlier_first in [false, true] {
+            let mut b = received(&seed);
+            b.set_compact_history(true);
+            if outlier_first {
+                assert_eq!(b.add_outlier(&parent), RoomVerdict::Accepted);
+            }
+            let verdict = b.receive_with_state(&child_c, before_child.clone());
+            assert_eq!(verdict, RoomVerdict::Accepted);
+            assert_eq!(b.receive(&parent), RoomVerdict::Accepted);
+            assert_eq!(b.forward_extremities(), a.forward_extremities());
+            assert_eq!(b.current_state(), a.current_state());
+            // History at once: a message that is no extremity keeps no body.
+            assert!(!b.has_body(parent_id) && b.contains(parent_id));
+        }
+    }
 }

@@ -7,7 +7,9 @@
 mod common;
 
 use mxfed_core::canonical::{parse_object, ParseOptions};
+use mxfed_core::event::EventTemplate;
 use mxfed_native::server::rooms;
+use mxfed_native::server::serve::{prepare, ServeArgs};
 use mxfed_native::server::store::Reads as _;
 
 use common::inproc::{gap, invited_room, message, same, two_servers, until};
@@ -121,4 +123,96 @@ async fn gaps_are_filled_with_missing_events_then_state() {
         .await
         .unwrap();
     assert_eq!(a.rooms()[&room].membership(&bob).as_deref(), Some("knock"));
+}
+
+/// An event A first knows as an outlier (in `/state` at the start of a gap it bridged) that
+/// arrives later through `/send` is taken into A's DAG once its prev events are fetched: no
+/// longer an outlier, stored so (its row updated), and the room rebuilt from storage after a
+/// restart is the same room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outlier_sent_later_is_taken_in_and_kept_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), same, Some("Bob"));
+    let room = invited_room(&a, &alice, &bob, "11").await;
+    rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
+        .await
+        .unwrap();
+
+    // On B: a message, a change of bob's display name (state), then 23 messages; only the last
+    // is sent. A fetches the 20 before it and bridges the rest with /state at the first of
+    // those, which names the name change: an outlier on A.
+    let rename = EventTemplate {
+        state_key: Some(bob.clone()),
+        event_type: "m.room.member".into(),
+        content: parse_object(
+            br#"{"membership":"join","displayname":"Robert"}"#,
+            &ParseOptions::STRICT,
+        )
+        .unwrap(),
+        ..message(&room, &bob, "")
+    };
+    let mut built = Vec::new();
+    {
+        let _g = b.lock_room(&room).await;
+        for i in 0..25 {
+            let t = if i == 1 {
+                rename.clone()
+            } else {
+                message(&room, &bob, &format!("m{i}"))
+            };
+            let e = rooms::build_local(&b, &room, &t).unwrap();
+            if i + 1 < 25 {
+                rooms::accept_local_unsent(&b, &e).unwrap();
+            } else {
+                rooms::accept_local(&b, &e).unwrap();
+            }
+            built.push(e);
+        }
+    }
+    let (first, renamed, last) = (&built[0], &built[1], &built[24].event_id);
+    until(&a, "the gap", |s| s.rooms()[&room].contains(last)).await;
+    assert!(a.rooms()[&room].is_outlier(&renamed.event_id));
+    assert!(a.reads().event(&renamed.event_id).unwrap().unwrap().outlier);
+
+    // B sends the name change after all (as a retried transaction would): A fetches the
+    // message before it and takes it in.
+    let v = a.rooms()[&room].version();
+    let taken = {
+        let _g = a.lock_room(&room).await;
+        let pdu = (renamed.event_id.clone(), renamed.pdu.clone());
+        rooms::ingest(&a, &b.server_name, &room, v, vec![pdu]).await
+    };
+    assert_eq!(taken[0].1, rooms::Taken::Accepted);
+    {
+        let rooms = a.rooms();
+        let r = &rooms[&room];
+        assert!(r.contains(&first.event_id) && !r.is_outlier(&first.event_id));
+        assert!(!r.is_outlier(&renamed.event_id));
+        assert!(r.state_before_event(&renamed.event_id).is_some());
+        let extremities: Vec<&String> = r.forward_extremities().iter().collect();
+        assert!(extremities.contains(&&renamed.event_id), "{extremities:?}");
+    }
+    let row = a.reads().event(&renamed.event_id).unwrap().unwrap();
+    assert_eq!((row.outlier, row.verdict.as_str()), (false, "accepted"));
+
+    // A restart rebuilds the same room.
+    let again = prepare(&ServeArgs {
+        config: None,
+        data_dir: Some(dir.path().join("a")),
+        server_name: Some(a.server_name.clone()),
+        listen: Some(a.config.listeners[0].addr),
+        dev: true,
+    })
+    .unwrap()
+    .state;
+    let (live, rebuilt) = (&a.rooms()[&room], &again.rooms()[&room]);
+    assert!(!rebuilt.is_outlier(&renamed.event_id));
+    assert_eq!(rebuilt.forward_extremities(), live.forward_extremities());
+    assert_eq!(rebuilt.current_state(), live.current_state());
+    for e in &built {
+        let id = e.event_id.as_str();
+        assert_eq!(rebuilt.contains(id), live.contains(id), "{id}");
+        assert_eq!(rebuilt.is_outlier(id), live.is_outlier(id), "{id}");
+        assert_eq!(rebuilt.state_after(id), live.state_after(id), "{id}");
+    }
 }

@@ -10,13 +10,13 @@
 //! verdict and state after, which [`Stored`] keeps anyway.
 //!
 //! With [`Room::set_compact_history`] such an event keeps only that, from the moment it stops
-//! being a forward extremity (at once if it never becomes one: rejected or soft-failed). Every
-//! verdict, state and walk stays what it was; what changes is that [`Room::event`] has no body
-//! for it ([`Room::has_body`]), and the walks that return events ([`Room::backfill`],
-//! [`Room::missing_events`], [`Room::auth_chain`]) leave it out: a host that compacts keeps the
-//! bodies in its storage and uses the walks that return IDs ([`Room::backfill_ids`],
-//! [`Room::missing_event_ids`], [`Room::auth_chain_ids`]). Strings most events share (type,
-//! room, sender, the list of auth events) are stored once.
+//! being a forward extremity (at once if it never becomes one: rejected, soft-failed, or taken in
+//! after an event that cites it). Every verdict, state and walk stays what it was; what changes
+//! is that [`Room::event`] has no body for it ([`Room::has_body`]), and the walks that return
+//! events ([`Room::backfill`], [`Room::missing_events`], [`Room::auth_chain`]) leave it out: a
+//! host that compacts keeps the bodies in its storage and uses the walks that return IDs
+//! ([`Room::backfill_ids`], [`Room::missing_event_ids`], [`Room::auth_chain_ids`]). Strings
+//! most events share (type, room, sender, the list of auth events) are stored once.
 //!
 //! Outliers are never compacted (they are state events, auth chains, backfilled history), nor
 //! are non-state events named in a state the host gives ([`Room::receive_with_state`]): state

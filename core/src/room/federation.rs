@@ -17,12 +17,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use super::{Body, Room, RoomVerdict, Stored};
+use super::{Body, Room, RoomVerdict, Store, Stored};
 use crate::auth::{
     check_state_dependent, check_state_independent, AuthEvents, KnownEvent, Levels, Pdu,
 };
 use crate::pdu::{PduCheck, Verdict};
-use crate::state_res::StateMap;
+use crate::state_res::{resolve, StateMap};
 
 /// State event types given to an invitee or knocker with the invite or knock
 /// (`invite_room_state` / `knock_room_state`), as Synapse's default `room_prejoin_state`.
@@ -96,19 +96,65 @@ impl Room {
     /// Runs a checked PDU through the pipeline with the state before it given by the host,
     /// rather than computed from its prev events: for a join, the `state` of the `send_join`
     /// answer; for an event whose prev events could not be fetched, `/state` at the event. Every
-    /// event the state names should be known (as an outlier at least).
+    /// event the state names should be known (as an outlier at least). An event known only as
+    /// an outlier is taken in with that state (see [`Room::receive`]).
+    ///
+    /// When the room has some of the event's prev events in its DAG, the state before the event
+    /// is the given state resolved with the room's own states after those (state resolution of
+    /// the room version), as Synapse's `_compute_event_context_with_maybe_missing_prevs`
+    /// resolves the states it fetched for the missing prev events with its own after the others:
+    /// the remote's word does not override what the room knows. With none of them (a join, a gap
+    /// reaching past every prev event), the given state alone.
     pub fn receive_with_state(&mut self, check: &PduCheck, state_before: StateMap) -> RoomVerdict {
-        let id = check.event_id.clone();
-        let known = id.as_deref().is_some_and(|i| self.events.contains_key(i));
-        self.pin_named(&state_before);
-        let given = Arc::new(state_before);
-        let verdict = self.receive_inner(check, Some(Arc::clone(&given)));
-        if let (Some(id), false) = (id, known) {
-            if self.events.contains_key(&id) {
-                self.given_state.insert(id, given);
-            }
+        self.receive_given(check, state_before, true)
+    }
+
+    /// [`Room::receive_with_state`]; `with_ours` false takes the given state as it is (our own
+    /// join: the `send_join` answer's state is the room's state from then on, as in Synapse).
+    pub(super) fn receive_given(
+        &mut self,
+        check: &PduCheck,
+        given: StateMap,
+        with_ours: bool,
+    ) -> RoomVerdict {
+        let pdu = match self.pdu_of(check) {
+            Ok(p) => p,
+            Err(v) => return v,
+        };
+        let id = pdu.event_id.clone();
+        let placed = |room: &Room| room.events.contains_key(&id) && !room.outliers.contains(&id);
+        let placed_before = placed(self);
+        self.pin_named(&given);
+        let before = if with_ours && self.takes_in(&pdu, true) {
+            self.with_our_states(&pdu, given)
+        } else {
+            Arc::new(given)
+        };
+        let verdict = self.receive_pdu(pdu, &check.verdict, Some(Arc::clone(&before)));
+        if !placed_before && placed(self) {
+            self.given_state.insert(id, before);
         }
         verdict
+    }
+
+    /// The state before `pdu` from a state given for it: resolved with the room's states after
+    /// the prev events of `pdu` in its DAG (the given state first, then ours, in the order
+    /// Synapse passes them), or the given state alone when there are none.
+    fn with_our_states(&self, pdu: &Pdu, given: StateMap) -> Arc<StateMap> {
+        let mut ours: Vec<&Arc<StateMap>> = pdu
+            .prev_event_ids()
+            .into_iter()
+            .filter(|p| !self.outliers.contains(*p))
+            .filter_map(|p| self.events.get(p))
+            .map(|s| &s.state_after)
+            .collect();
+        ours.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        if ours.is_empty() {
+            return Arc::new(given);
+        }
+        let mut sets = vec![given];
+        sets.extend(ours.into_iter().map(|s| (**s).clone()));
+        Arc::new(resolve(self.version, &sets, &Store(&self.events)))
     }
 
     /// Whether a known event is an outlier.
@@ -389,8 +435,123 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::testing::{accepted as check, build};
+    use crate::room::testing::{
+        accepted as check, build, build_split, public_room, received, send, JOIN,
+    };
     use crate::RoomVersion;
+
+    /// An event first known as an outlier (from a state answer) that arrives again with its
+    /// prev events in the DAG is taken in: it gets a state, becomes a forward extremity and is
+    /// no gap for its children. The same with a given state.
+    #[test]
+    fn an_outlier_received_in_its_place_joins_the_dag() {
+        let (mut a, seed) = public_room();
+        let mut b = received(&seed);
+        let (join, join_c) = send(&mut a, "m.room.member", "@bob:b", Some("@bob:b"), JOIN);
+        let after_join = a.clone();
+        let (msg, msg_c) = send(&mut a, "m.room.message", "@bob:b", None, r#"{"body":"hi"}"#);
+        let msg_pdu = Pdu::new(msg.pdu.clone(), b.version()).unwrap();
+
+        assert_eq!(b.add_outlier(&join_c), RoomVerdict::Accepted);
+        assert_eq!(
+            b.unknown_prev_events(&msg_pdu),
+            std::slice::from_ref(&join.event_id)
+        );
+        assert_eq!(b.receive(&join_c), RoomVerdict::Accepted);
+        assert!(!b.is_outlier(&join.event_id));
+        assert_eq!(b.forward_extremities(), after_join.forward_extremities());
+        assert_eq!(b.state_after(&join.event_id), a.state_after(&join.event_id));
+        assert!(b.state_before_event(&join.event_id).is_some());
+        assert_eq!(b.membership("@bob:b").as_deref(), Some("join"));
+        assert!(b.unknown_prev_events(&msg_pdu).is_empty(), "no gap");
+        assert_eq!(b.receive(&msg_c), RoomVerdict::Accepted);
+        assert_eq!(b.forward_extremities(), a.forward_extremities());
+        assert_eq!(b.current_state(), a.current_state());
+
+        // Known only as outliers, the join taken in with the state before it.
+        let mut c = Room::new(b.version());
+        for o in seed.iter().chain([&join_c]) {
+            assert_eq!(c.add_outlier(o), RoomVerdict::Accepted);
+        }
+        let before = a.state_before_event(&join.event_id).unwrap();
+        assert_eq!(
+            c.receive_with_state(&join_c, before.clone()),
+            RoomVerdict::Accepted
+        );
+        assert!(!c.is_outlier(&join.event_id));
+        assert_eq!(c.state_before_event(&join.event_id), Some(before));
+        assert_eq!(c.forward_extremities(), after_join.forward_extremities());
+        assert_eq!(c.current_state(), after_join.current_state());
+    }
+
+    /// An event citing a topic change we have and a name change we lack (on the other side of
+    /// a fork), taken in with the other side's state: the state before it is that state
+    /// resolved with ours after the topic change, so it keeps the topic (which the given state
+    /// lacks) and gains the name; the same as the state the sender computed from both, and as
+    /// the core's state resolution of the two states.
+    #[test]
+    fn a_given_state_is_resolved_with_ours_after_the_known_prev_events() {
+        let (mut a, seed) = public_room();
+        let base = a.clone();
+        let topic = r#"{"topic":"t"}"#;
+        let (topic, topic_c) = build(&base, "m.room.topic", "@u:a", Some(""), topic, None, 2);
+        let name = r#"{"name":"n"}"#;
+        let (name, name_c) = build(&base, "m.room.name", "@u:a", Some(""), name, None, 3);
+        assert_eq!(a.receive(&topic_c), RoomVerdict::Accepted);
+        assert_eq!(a.receive(&name_c), RoomVerdict::Accepted);
+        let (e, e_c) = send(&mut a, "m.room.message", "@u:a", None, "{}");
+
+        let mut b = received(&[seed, vec![topic_c]].concat());
+        assert_eq!(b.add_outlier(&name_c), RoomVerdict::Accepted);
+        let theirs = a.state_after(&name.event_id).unwrap().clone();
+        assert_eq!(
+            b.receive_with_state(&e_c, theirs.clone()),
+            RoomVerdict::Accepted
+        );
+        let key = |t: &str| (t.to_owned(), String::new());
+        let mut want = base.current_state();
+        want.insert(key("m.room.topic"), topic.event_id.clone());
+        want.insert(key("m.room.name"), name.event_id.clone());
+        let before = b.state_before_event(&e.event_id).unwrap();
+        assert_eq!(before, want);
+        assert_eq!(a.state_before_event(&e.event_id), Some(want));
+        let ours = b.state_after(&topic.event_id).unwrap().clone();
+        assert_eq!(before, resolve(b.version(), &[theirs, ours], &b));
+        assert_eq!(b.current_state(), a.current_state());
+    }
+
+    /// A de-outliered event is checked against the state before it: a message of bob's that
+    /// cites his join among its auth events but comes after his ban passed as an outlier and
+    /// is rejected once its place is known.
+    #[test]
+    fn a_de_outliered_event_is_checked_against_the_state_before_it() {
+        let (mut a, seed) = public_room();
+        let (_, join_c) = send(&mut a, "m.room.member", "@bob:b", Some("@bob:b"), JOIN);
+        let joined = a.clone();
+        let ban = r#"{"membership":"ban"}"#;
+        let (ban, ban_c) = send(&mut a, "m.room.member", "@u:a", Some("@bob:b"), ban);
+        let (late, late_c) = build_split(
+            &a,
+            &joined,
+            "m.room.message",
+            "@bob:b",
+            None,
+            r#"{"body":"late"}"#,
+            2,
+        );
+        let mut b = received(&[seed, vec![join_c, ban_c]].concat());
+        assert_eq!(b.add_outlier(&late_c), RoomVerdict::Accepted);
+        let rejected = RoomVerdict::Rejected {
+            code: "auth_not_joined",
+        };
+        assert_eq!(b.check(&late_c), rejected, "the dry run says the same");
+        assert_eq!(b.receive(&late_c), rejected);
+        assert!(!b.is_outlier(&late.event_id));
+        assert_eq!(
+            b.forward_extremities().iter().collect::<Vec<_>>(),
+            [&ban.event_id]
+        );
+    }
 
     /// Builds a room on "a" with create, join, power levels and public join rules, then a
     /// second copy of it that only knows the state as outliers and receives a join with state.

@@ -174,7 +174,9 @@ impl Room {
     /// has none. A rejected join leaves them as they were.
     pub fn receive_own_join(&mut self, check: &PduCheck, state_before: StateMap) -> RoomVerdict {
         let earlier = std::mem::take(&mut self.extremities);
-        let verdict = self.receive_with_state(check, state_before);
+        // The answer's state as it is, as Synapse's `process_remote_join` takes it: resolved
+        // with states the room kept from an earlier membership, it could undo the join.
+        let verdict = self.receive_given(check, state_before, false);
         if matches!(verdict, RoomVerdict::Rejected { .. }) {
             self.extremities = earlier;
         } else {

@@ -1,7 +1,7 @@
 //! SQLite storage (WAL, `synchronous = FULL`: every committed write is fsynced before we answer).
 //! What is stored and when is documented in docs/server.md.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -79,6 +79,12 @@ pub type UserRow = (Option<String>, bool);
 /// The events table, created on first open (before [`SCHEMA`], whose index is on it). `stream`
 /// orders events as they were stored: replaying a room in that order rebuilds its in-memory
 /// state exactly. No index on `event_id`: see [`Store`]'s `ids`.
+///
+/// `taken_in` is set on an event stored as an outlier that the room took into its DAG later
+/// (de-outliered): a number from the same sequence as `stream`, saying when. The row keeps its
+/// place (events stored after it may cite it among their auth events), and the replay visits
+/// it twice: as the outlier at `stream`, taken in at `taken_in` (as Synapse keeps a
+/// de-outliered event's stream ordering and records the change in `ex_outlier_stream`).
 const EVENTS_TABLE: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
     stream INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -95,7 +101,8 @@ CREATE TABLE IF NOT EXISTS events (
     redacted_by TEXT,
     origin TEXT,
     received_ts INTEGER NOT NULL,
-    backfilled INTEGER NOT NULL DEFAULT 0
+    backfilled INTEGER NOT NULL DEFAULT 0,
+    taken_in INTEGER
 );
 "#;
 
@@ -325,7 +332,7 @@ pub struct Invite {
 }
 
 /// Columns of `events`, in the schema's order (the migration copies them).
-const EVENT_COLUMNS: &str = "stream, event_id, room_id, depth, json, verdict, reason, rejected, soft_failed, outlier, state_before, redacted_by, origin, received_ts, backfilled";
+const EVENT_COLUMNS: &str = "stream, event_id, room_id, depth, json, verdict, reason, rejected, soft_failed, outlier, state_before, redacted_by, origin, received_ts, backfilled, taken_in";
 
 /// Columns of an event as read ([`row`]).
 const EVENT_COLS: &str = "stream, event_id, room_id, json, verdict, reason, rejected, soft_failed, outlier, state_before, redacted_by, backfilled";
@@ -401,9 +408,11 @@ pub trait Reads {
     /// # Errors
     /// SQLite errors.
     fn room_events(&self, room_id: &str) -> rusqlite::Result<Vec<StoredEvent>> {
-        let mut out = Vec::new();
-        self.each_room_event(room_id, |e| out.push(e))?;
-        Ok(out)
+        let mut st = self.conn().prepare(&format!(
+            "SELECT {EVENT_COLS} FROM events WHERE room_id = ?1 ORDER BY stream"
+        ))?;
+        let rows = st.query_map(params![room_id], row)?;
+        rows.collect()
     }
 
     /// The room's timeline, as the admin API serves it: the accepted events (not outliers,
@@ -457,8 +466,11 @@ pub trait Reads {
             .collect()
     }
 
-    /// [`Reads::room_events`] one at a time, without holding them all (rebuilding a room at
-    /// start-up needs each event once).
+    /// A room's events in the order that rebuilds it, one at a time, without holding them all
+    /// (rebuilding a room at start-up needs each event once): stored order, except that an event
+    /// stored as an outlier and taken into the DAG later (`taken_in`, see [`EVENTS_TABLE`]) is
+    /// given twice, first at its row as the outlier it was (`outlier`, no `state_before`), then
+    /// where it was taken in, as it is now.
     ///
     /// # Errors
     /// SQLite errors.
@@ -467,14 +479,34 @@ pub trait Reads {
         room_id: &str,
         mut f: impl FnMut(StoredEvent),
     ) -> rusqlite::Result<()> {
+        // Few rows (an index holds only them), kept while the room's rows stream past.
+        let mut later: VecDeque<(i64, StoredEvent)> = {
+            let mut st = self.conn().prepare(&format!(
+                "SELECT {EVENT_COLS}, taken_in FROM events
+                 WHERE room_id = ?1 AND taken_in IS NOT NULL ORDER BY taken_in"
+            ))?;
+            let rows = st.query_map(params![room_id], |r| Ok((r.get(12)?, row(r)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let was_outlier: BTreeSet<i64> = later.iter().map(|(_, e)| e.stream).collect();
         let mut st = self.conn().prepare(&format!(
-            "SELECT {} FROM events WHERE room_id = ?1 ORDER BY stream",
-            EVENT_COLS
+            "SELECT {EVENT_COLS} FROM events WHERE room_id = ?1 ORDER BY stream"
         ))?;
         let mut rows = st.query(params![room_id])?;
         while let Some(r) = rows.next()? {
-            f(row(r)?);
+            let mut e = row(r)?;
+            while later.front().is_some_and(|(at, _)| *at < e.stream) {
+                if let Some((_, taken)) = later.pop_front() {
+                    f(taken);
+                }
+            }
+            if was_outlier.contains(&e.stream) {
+                e.outlier = true;
+                e.state_before = None;
+            }
+            f(e);
         }
+        later.into_iter().for_each(|(_, taken)| f(taken));
         Ok(())
     }
 
@@ -685,8 +717,22 @@ impl Store {
                 "ALTER TABLE events ADD COLUMN backfilled INTEGER NOT NULL DEFAULT 0",
             )?;
         }
+        let has_taken_in: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('events') WHERE name = 'taken_in'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_taken_in {
+            conn.execute_batch("ALTER TABLE events ADD COLUMN taken_in INTEGER")?;
+        }
         conn.execute_batch(DEFERRED_SCHEMA)?;
         migrate_event_id_index(&conn)?;
+        // After the migration, which copies the table without its indexes: the replay reads
+        // the few de-outliered rows of a room without a pass over all of them.
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS events_taken_in ON events(room_id, taken_in)
+             WHERE taken_in IS NOT NULL",
+        )?;
         // A larger page cache than SQLite's 2 MB default: the rooms' index and state pages stay
         // in memory while events stream in.
         conn.pragma_update(None, "cache_size", -16384)?;
@@ -899,7 +945,12 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         for e in w.events {
-            if let Some(stream) = self.stream_of(e.event_id) {
+            let seen = |(id, _): &&(&str, i64)| *id == e.event_id;
+            let stored = self.stream_of(e.event_id).or_else(|| {
+                let mut by_now = added.iter().chain(earlier);
+                by_now.find(seen).map(|(_, stream)| *stream)
+            });
+            if let Some(stream) = stored {
                 if e.backfilled {
                     // An outlier stored before (from a state answer) keeps its place in the
                     // stream: its auth events come before it there.
@@ -907,11 +958,9 @@ impl Store {
                         "UPDATE events SET backfilled = 1, outlier = 0 WHERE stream = ?1 AND outlier = 1",
                         params![stream],
                     )?;
+                } else if !e.outlier {
+                    self.take_in_outlier(stream, e)?;
                 }
-                continue;
-            }
-            let seen = |(id, _): &(&str, i64)| *id == e.event_id;
-            if added.iter().any(seen) || earlier.iter().any(seen) {
                 continue;
             }
             ins.execute(params![
@@ -959,6 +1008,37 @@ impl Store {
             }
         }
         Ok(added)
+    }
+
+    /// Marks the outlier stored at `stream` as taken into the room's DAG, with the verdict and
+    /// given state the room took it in with and the copy it took (it was received again): see
+    /// [`EVENTS_TABLE`] for `taken_in`. A row that is no outlier is left as it is (its first
+    /// verdict stands, as in the room).
+    fn take_in_outlier(&self, stream: i64, e: &NewEvent<'_>) -> rusqlite::Result<()> {
+        let changed = self.exec(
+            "UPDATE events SET outlier = 0, json = ?2, verdict = ?3, reason = ?4, rejected = ?5,
+                 soft_failed = ?6, state_before = ?7,
+                 taken_in = (SELECT seq + 1 FROM sqlite_sequence WHERE name = 'events')
+             WHERE stream = ?1 AND outlier = 1",
+            params![
+                stream,
+                e.json,
+                e.verdict,
+                e.reason,
+                e.verdict == "rejected",
+                e.verdict == "soft_failed",
+                e.state_before
+            ],
+        )?;
+        if changed > 0 {
+            // The number is used: rows inserted from now on come after it (SQLite lets the
+            // sequence of an AUTOINCREMENT table be updated).
+            self.exec(
+                "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'events'",
+                [],
+            )?;
+        }
+        Ok(())
     }
 
     /// Puts committed events in the map of IDs. Only what is committed goes there: a reader
@@ -1641,6 +1721,77 @@ mod tests {
         let o = db.event("$o").unwrap().unwrap();
         assert_eq!((o.stream, o.outlier, o.backfilled), (1, false, true));
         assert_eq!(rows(&path).len(), 2);
+    }
+
+    /// An outlier taken into the DAG later keeps its row, now with the verdict and given state
+    /// it was taken in with; the replay gives it as the outlier at its row and, taken in, after
+    /// the rows stored before that. A later copy of an event in the DAG changes nothing.
+    #[test]
+    fn outlier_taken_in_later_is_replayed_where_it_was_taken_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut db = Store::open(&path).unwrap();
+        let mut outlier = event("$o", "{}");
+        outlier.outlier = true;
+        db.store_events("!r:a.test", &[outlier, event("$x", "{}")], &[], None, &[])
+            .unwrap();
+        let taken = NewEvent {
+            verdict: "soft_failed",
+            reason: Some("auth_not_joined"),
+            state_before: Some("[]"),
+            ..event("$o", r#"{"k":1}"#)
+        };
+        db.store_events("!r:a.test", &[taken], &[], None, &[])
+            .unwrap();
+        let again = NewEvent {
+            verdict: "rejected",
+            ..event("$o", "{}")
+        };
+        db.store_events("!r:a.test", &[again, event("$y", "{}")], &[], None, &[])
+            .unwrap();
+
+        let o = db.event("$o").unwrap().unwrap();
+        assert_eq!(
+            (o.stream, o.outlier, o.soft_failed, o.json.as_str()),
+            (1, false, true, r#"{"k":1}"#)
+        );
+        assert_eq!(rows(&path).len(), 3);
+        let listed: Vec<String> = db
+            .room_events("!r:a.test")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect();
+        assert_eq!(listed, ["$o", "$x", "$y"]);
+        let mut replay = Vec::new();
+        db.each_room_event("!r:a.test", |e| {
+            replay.push((e.event_id, e.outlier, e.state_before, e.verdict));
+        })
+        .unwrap();
+        let visit = |id: &str, outlier, state: Option<&str>, verdict: &str| {
+            (
+                id.to_owned(),
+                outlier,
+                state.map(str::to_owned),
+                verdict.to_owned(),
+            )
+        };
+        assert_eq!(
+            replay,
+            [
+                visit("$o", true, None, "soft_failed"),
+                visit("$x", false, None, "accepted"),
+                visit("$o", false, Some("[]"), "soft_failed"),
+                visit("$y", false, None, "accepted"),
+            ]
+        );
+        // The same after reopening (the sequence the taking in used is kept).
+        drop(db);
+        let db = Store::open(&path).unwrap();
+        let mut order = Vec::new();
+        db.each_room_event("!r:a.test", |e| order.push(e.event_id))
+            .unwrap();
+        assert_eq!(order, ["$o", "$x", "$o", "$y"]);
     }
 
     #[test]
