@@ -180,7 +180,8 @@ async fn an_outlier_sent_later_is_taken_in_and_kept_so() {
     let taken = {
         let _g = a.lock_room(&room).await;
         let pdu = (renamed.event_id.clone(), renamed.pdu.clone());
-        rooms::ingest(&a, &b.server_name, &room, v, vec![pdu]).await
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        rooms::ingest(&a, &b.server_name, &room, v, vec![pdu], until).await
     };
     assert_eq!(taken[0].1, rooms::Taken::Accepted);
     {
