@@ -376,3 +376,35 @@ async fn pdus_for_a_room_we_left_are_ignored() {
     );
     assert!(!a.rooms()[&room].contains(&said.event_id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kicked_server_gets_its_own_kick() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), same, None);
+    let room = rooms::create_room(&a, &alice, "11").unwrap();
+    {
+        let _g = a.lock_room(&room).await;
+        let rules = parse_object(br#"{"join_rule":"public"}"#, &ParseOptions::STRICT).unwrap();
+        rooms::send_event(
+            &a,
+            &room,
+            &alice,
+            "m.room.join_rules",
+            Some(""),
+            rules,
+            None,
+        )
+        .unwrap();
+    }
+    rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
+        .await
+        .unwrap();
+    // Bob is B's only member: once kicked, B is no longer in the room, and must still hear it.
+    let kick = {
+        let _g = a.lock_room(&room).await;
+        let leave = parse_object(br#"{"membership":"leave"}"#, &ParseOptions::STRICT).unwrap();
+        rooms::send_event(&a, &room, &alice, "m.room.member", Some(&bob), leave, None).unwrap()
+    };
+    common::inproc::until(&b, "the kick on B", |s| s.rooms()[&room].contains(&kick)).await;
+    assert_eq!(b.rooms()[&room].membership(&bob).as_deref(), Some("leave"));
+}

@@ -390,6 +390,57 @@ impl Room {
         s.pdu()?.membership().map(str::to_owned)
     }
 
+    /// The servers an event of ours goes to once the room has taken it in: those with a member
+    /// joined in the state before it or after it, so that a server whose last member the
+    /// event kicks, bans or lets leave gets it too (Synapse sends to the servers in the room at
+    /// the event's prev events, for this reason); and, for a `leave` of a user who was only
+    /// invited (an invite withdrawn), that user's server, which is not in the room (as Synapse
+    /// does). The caller leaves itself out. Empty for an event the room does not have in its
+    /// DAG.
+    pub fn recipients(&self, event_id: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let server = |user: &str| {
+            crate::identifiers::user_server_name(user)
+                .ok()
+                .map(str::to_owned)
+        };
+        let membership = |state: &StateMap, user: &str| {
+            state
+                .get(&("m.room.member".to_owned(), user.to_owned()))
+                .and_then(|id| self.events.get(id)?.pdu()?.membership())
+                .map(str::to_owned)
+        };
+        let joined = |state: &StateMap, out: &mut BTreeSet<String>| {
+            for ((t, user), id) in state {
+                let joined = t == "m.room.member"
+                    && self.events.get(id).and_then(|s| s.pdu()?.membership()) == Some("join");
+                if joined {
+                    out.extend(server(user));
+                }
+            }
+        };
+        let Some(after) = self.state_after(event_id) else {
+            return out;
+        };
+        joined(after, &mut out);
+        if let Some(before) = self.state_before_event(event_id) {
+            joined(&before, &mut out);
+            let withdrawn = self
+                .events
+                .get(event_id)
+                .and_then(|s| s.pdu())
+                .and_then(|p| {
+                    let target = p.state_key()?;
+                    let leave = p.kind() == "m.room.member" && p.membership() == Some("leave");
+                    (leave && membership(&before, target).as_deref() == Some("invite"))
+                        .then(|| server(target))
+                        .flatten()
+                });
+            out.extend(withdrawn);
+        }
+        out
+    }
+
     /// The servers with at least one joined member in the current state: where new events of
     /// the room are sent.
     pub fn joined_servers(&self) -> BTreeSet<String> {
@@ -439,6 +490,35 @@ mod tests {
         accepted as check, build, build_split, public_room, received, send, JOIN,
     };
     use crate::RoomVersion;
+
+    /// Who gets our event: the servers in the room before or after it, so a kicked or banned
+    /// server gets its own kick or ban, and a withdrawn invite reaches the invitee's server.
+    #[test]
+    fn recipients_include_the_servers_the_event_puts_out() {
+        let (mut room, _) = public_room();
+        for user in ["@bob:b", "@carl:c"] {
+            send(&mut room, "m.room.member", user, Some(user), JOIN);
+        }
+        let set = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<BTreeSet<_>>();
+        let (said, _) = send(&mut room, "m.room.message", "@u:a", None, r#"{"body":"x"}"#);
+        assert_eq!(room.recipients(&said.event_id), set(&["a", "b", "c"]));
+        // b's only member kicked, c's banned: each still gets the event that puts it out.
+        let leave = r#"{"membership":"leave"}"#;
+        let (kick, _) = send(&mut room, "m.room.member", "@u:a", Some("@bob:b"), leave);
+        assert_eq!(room.recipients(&kick.event_id), set(&["a", "b", "c"]));
+        let ban = r#"{"membership":"ban"}"#;
+        let (banned, _) = send(&mut room, "m.room.member", "@u:a", Some("@carl:c"), ban);
+        assert_eq!(room.recipients(&banned.event_id), set(&["a", "c"]));
+        let (alone, _) = send(&mut room, "m.room.message", "@u:a", None, r#"{"body":"y"}"#);
+        assert_eq!(room.recipients(&alone.event_id), set(&["a"]));
+        // An invite withdrawn: the invitee's server, which is not in the room, gets it.
+        let invite = r#"{"membership":"invite"}"#;
+        let (invited, _) = send(&mut room, "m.room.member", "@u:a", Some("@dan:d"), invite);
+        assert_eq!(room.recipients(&invited.event_id), set(&["a"]));
+        let (withdrawn, _) = send(&mut room, "m.room.member", "@u:a", Some("@dan:d"), leave);
+        assert_eq!(room.recipients(&withdrawn.event_id), set(&["a", "d"]));
+        assert!(room.recipients("$unknown").is_empty());
+    }
 
     /// An event first known as an outlier (from a state answer) that arrives again with its
     /// prev events in the DAG is taken in: it gets a state, becomes a forward extremity and is

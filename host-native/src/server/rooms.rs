@@ -732,8 +732,17 @@ fn take_and_store_local(
         origin: state.server_name.clone(),
     };
     let pdus = [(built.event_id.as_str(), &built.pdu)];
-    let dests = if send {
-        destinations(state, &built.room_id, &[])
+    // Every server in the room before or after the event (a kicked or banned server gets its
+    // own kick or ban), and the invitee's server for a withdrawn invite: the core decides.
+    let dests: Vec<String> = if send {
+        state
+            .rooms()
+            .get(&built.room_id)
+            .map(|r| r.recipients(&built.event_id))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| *s != state.server_name)
+            .collect()
     } else {
         Vec::new()
     };
