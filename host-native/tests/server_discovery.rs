@@ -8,7 +8,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use mxfed_core::discovery::SrvRecord;
@@ -47,7 +48,40 @@ fn start(dir: &std::path::Path) -> u16 {
     common::inproc::start(dir).config.listeners[0].addr.port()
 }
 
+/// Connections made to the proxy the environment names (which must stay at none).
+static PROXY_HITS: AtomicUsize = AtomicUsize::new(0);
+
+/// Points every proxy variable reqwest reads at a listener that counts and drops connections,
+/// once per process and before any client is built: every test here then also checks that
+/// outbound requests ignore the environment's proxies.
+fn proxy_trap() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", trap.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in trap.incoming() {
+                PROXY_HITS.fetch_add(1, Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        for var in [
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            std::env::set_var(var, &url);
+        }
+        std::env::remove_var("NO_PROXY");
+        std::env::remove_var("no_proxy");
+    });
+}
+
 fn client(dns: Arc<MapDns>) -> FedClient {
+    proxy_trap();
     FedClient::with_dns(
         "client.test",
         vec![SigningKey::from_seed("c1", &[3u8; 32]).unwrap()],
@@ -144,4 +178,20 @@ async fn srv_records_are_followed_in_order() {
         "mxfed"
     );
     assert_eq!(*direct.log.lock().unwrap(), ["A target.test"]);
+}
+
+#[tokio::test]
+async fn proxy_environment_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = start(dir.path());
+    let mut dns = MapDns::default();
+    dns.ips
+        .insert("target.test".into(), "127.0.0.1".parse().unwrap());
+    // `client` points HTTPS_PROXY and the others at a trap before building the client.
+    let c = client(Arc::new(dns));
+    assert_eq!(
+        version(&c, &format!("target.test:{port}")).await.unwrap(),
+        "mxfed"
+    );
+    assert_eq!(PROXY_HITS.load(Ordering::SeqCst), 0);
 }

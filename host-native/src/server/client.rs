@@ -272,6 +272,9 @@ impl FedClient {
         let routes: SrvRoutes = Arc::default();
         let build = |routes: Option<SrvRoutes>| {
             reqwest::Client::builder()
+                // HTTP(S)_PROXY/ALL_PROXY would send requests past the resolver below, and with
+                // it past the IP policy and the SRV routes: outbound federation never uses them.
+                .no_proxy()
                 .danger_accept_invalid_certs(!verify_tls)
                 .dns_resolver(Arc::new(PolicyResolver {
                     policy: policy.clone(),
