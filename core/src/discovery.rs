@@ -39,6 +39,10 @@ use crate::identifiers::{validate_server_name, IdError};
 /// The default federation port.
 pub const DEFAULT_PORT: u16 = 8448;
 
+/// The largest well-known answer read, in bytes (Synapse's 50 KiB): a host stops reading past
+/// it and counts the fetch as failed.
+pub const WELL_KNOWN_MAX_BYTES: usize = 50 * 1024;
+
 /// Where to connect: a host (name or IP address, without brackets) and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

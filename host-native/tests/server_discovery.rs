@@ -1,20 +1,26 @@
-//! Outbound server discovery with SRV records, on a real TLS socket but without real DNS: the
-//! client resolves through an injected [`Dns`] map, and the only server is in-process on
-//! loopback. Shows the order of lookups (well-known, `_matrix-fed._tcp`, the deprecated
-//! `_matrix._tcp`, port 8448) and that the SRV target's port is the one connected to.
+//! Outbound requests on real TLS sockets but without real DNS: the client resolves through an
+//! injected [`Dns`] map, and the servers are in-process on loopback (`mxfed` itself, or a stub
+//! whose answers each test sets). Shows the order of lookups (well-known, `_matrix-fed._tcp`,
+//! the deprecated `_matrix._tcp`, port 8448), that the SRV target's port is the one connected
+//! to, the limits on answer sizes, and that the environment's proxies are ignored.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
+use axum::http::{header, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
 use mxfed_core::discovery::SrvRecord;
 use mxfed_core::keys::SigningKey;
-use mxfed_native::server::client::{Dns, DnsFuture, FedClient, FetchError};
+use mxfed_native::server::client::{Dns, DnsFuture, FedClient, FetchError, ResponseLimits};
 use mxfed_native::server::config::{default_blocklist, IpPolicy};
 
 /// Names and SRV records from maps; every lookup is recorded.
@@ -22,6 +28,8 @@ use mxfed_native::server::config::{default_blocklist, IpPolicy};
 struct MapDns {
     ips: BTreeMap<String, IpAddr>,
     srv: BTreeMap<String, Vec<SrvRecord>>,
+    /// The port of `https://<name>/…` URLs (the stub's), for the names listed.
+    ports: BTreeMap<String, u16>,
     log: Mutex<Vec<String>>,
 }
 
@@ -40,6 +48,121 @@ impl Dns for MapDns {
         self.log.lock().unwrap().push(format!("SRV {name}"));
         let r = Ok(self.srv.get(name).cloned().unwrap_or_default());
         Box::pin(async move { r })
+    }
+
+    fn https_port(&self, host: &str) -> Option<u16> {
+        self.ports.get(host).copied()
+    }
+}
+
+/// What the stub answers to a request for a host and path.
+#[derive(Debug, Clone)]
+enum Reply {
+    /// 200 with this body and these headers.
+    Ok(String, Vec<(&'static str, String)>),
+    /// 200 with this many chunks of 64 KiB, streamed (no `Content-Length`).
+    Stream(usize),
+    /// 200 with a body of this many bytes and its `Content-Length`.
+    Sized(usize),
+}
+
+/// An HTTPS server on loopback answering what [`Stub::set`] says, keeping a log of requests.
+#[derive(Default)]
+struct Stub {
+    replies: Mutex<BTreeMap<String, Reply>>,
+    hits: Mutex<Vec<String>>,
+    /// Chunks of [`Reply::Stream`] answers produced so far.
+    chunks: AtomicUsize,
+}
+
+/// 64 KiB.
+const CHUNK: usize = 64 * 1024;
+
+impl Stub {
+    /// Starts a stub on `ip` (a free port); returns it and its port.
+    fn start(ip: &str) -> (Arc<Stub>, u16) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let pair = rcgen::generate_simple_self_signed(vec!["stub.test".to_owned()]).unwrap();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(pair.key_pair.serialize_der());
+        let sc = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![pair.cert.der().clone()], key.into())
+            .unwrap();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(sc));
+        let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stub = Arc::new(Stub::default());
+        let router = axum::Router::new()
+            .fallback(answer)
+            .with_state(stub.clone());
+        tokio::spawn(mxfed_native::server::run(
+            listener,
+            router,
+            Some(tls),
+            std::future::pending(),
+        ));
+        (stub, port)
+    }
+
+    /// Answers `reply` to requests for `path` on `host`.
+    fn set(&self, host: &str, path: &str, reply: Reply) {
+        self.replies
+            .lock()
+            .unwrap()
+            .insert(format!("{host}{path}"), reply);
+    }
+}
+
+async fn answer(
+    axum::extract::State(stub): axum::extract::State<Arc<Stub>>,
+    req: Request<Body>,
+) -> Response {
+    let host = req
+        .uri()
+        .host()
+        .map(str::to_owned)
+        .or_else(|| {
+            let h = req.headers().get(header::HOST)?.to_str().ok()?;
+            Some(h.rsplit_once(':').map_or(h, |(h, _)| h).to_owned())
+        })
+        .unwrap_or_default();
+    let key = format!("{host}{}", req.uri().path());
+    stub.hits.lock().unwrap().push(key.clone());
+    let reply = stub.replies.lock().unwrap().get(&key).cloned();
+    match reply {
+        None => StatusCode::NOT_FOUND.into_response(),
+        Some(Reply::Ok(body, headers)) => {
+            let mut r = Response::builder().status(200);
+            for (k, v) in headers {
+                r = r.header(k, v);
+            }
+            r.body(Body::from(body)).unwrap()
+        }
+        Some(Reply::Stream(n)) => Body::from_stream(Chunks {
+            stub: stub.clone(),
+            left: n,
+        })
+        .into_response(),
+        Some(Reply::Sized(n)) => vec![b' '; n].into_response(),
+    }
+}
+
+/// `left` chunks of 64 KiB, produced as the client reads them.
+struct Chunks {
+    stub: Arc<Stub>,
+    left: usize,
+}
+
+impl futures_core::Stream for Chunks {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        self.left -= 1;
+        self.stub.chunks.fetch_add(1, Ordering::SeqCst);
+        Poll::Ready(Some(Ok(Bytes::from(vec![b' '; CHUNK]))))
     }
 }
 
@@ -194,4 +317,112 @@ async fn proxy_environment_is_ignored() {
         "mxfed"
     );
     assert_eq!(PROXY_HITS.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn answers_over_the_size_limit_are_given_up_on() {
+    let (stub, port) = Stub::start("127.0.0.1");
+    let mut dns = MapDns::default();
+    for name in ["big.test", "fat.test", "lean.test", "target.test"] {
+        dns.ips.insert(name.into(), "127.0.0.1".parse().unwrap());
+        dns.ports.insert(name.into(), port);
+    }
+    let limits = ResponseLimits {
+        default_bytes: 16 * CHUNK,
+        state_bytes: 64 * CHUNK,
+    };
+    let c = client(Arc::new(dns)).with_response_limits(limits);
+    let big = format!("big.test:{port}");
+    let get = |path: &'static str| {
+        let (c, big) = (&c, big.clone());
+        async move { c.request(&big, "GET", path, None, false).await }
+    };
+
+    // Streamed without a length: read up to the limit, then given up on. The answer would be
+    // 1024 chunks (64 MiB); the stub produced not much more than the client read.
+    stub.set(
+        "big.test",
+        "/_matrix/federation/v1/version",
+        Reply::Stream(1024),
+    );
+    let e = get("/_matrix/federation/v1/version").await.unwrap_err();
+    assert_eq!(e, FetchError::TooLarge { limit: 16 * CHUNK });
+    assert!(e.to_string().contains("1048576 bytes"), "{e}");
+    let produced = stub.chunks.load(Ordering::SeqCst);
+    assert!((16..1024).contains(&produced), "{produced} chunks produced");
+
+    // Within the limit, the whole answer.
+    stub.set(
+        "big.test",
+        "/_matrix/federation/v1/query/a",
+        Reply::Stream(16),
+    );
+    let (status, body) = get("/_matrix/federation/v1/query/a").await.unwrap();
+    assert_eq!((status, body.len()), (200, 16 * CHUNK));
+
+    // A declared Content-Length over the limit fails before the body is read.
+    stub.set(
+        "big.test",
+        "/_matrix/federation/v1/query/b",
+        Reply::Sized(16 * CHUNK + 1),
+    );
+    assert_eq!(
+        get("/_matrix/federation/v1/query/b").await.unwrap_err(),
+        FetchError::TooLarge { limit: 16 * CHUNK }
+    );
+
+    // send_join and /state answers have the larger limit.
+    for path in [
+        "/_matrix/federation/v2/send_join/!r:x/$e",
+        "/_matrix/federation/v1/send_join/!r:x/$e",
+        "/_matrix/federation/v1/state/!r:x",
+    ] {
+        stub.set("big.test", path, Reply::Stream(40));
+        let (status, body) = c.request(&big, "GET", path, None, false).await.unwrap();
+        assert_eq!((status, body.len()), (200, 40 * CHUNK), "{path}");
+    }
+    stub.set(
+        "big.test",
+        "/_matrix/federation/v1/state/!r:x",
+        Reply::Stream(65),
+    );
+    assert_eq!(
+        get("/_matrix/federation/v1/state/!r:x").await.unwrap_err(),
+        FetchError::TooLarge { limit: 64 * CHUNK }
+    );
+
+    // A well-known document over 50 KiB is no delegation: the name itself is used (on port
+    // 8448, closed here). Under 50 KiB, the same document delegates.
+    let delegation =
+        |pad: usize| format!(r#"{{"m.server":"target.test:{port}"{}}}"#, " ".repeat(pad));
+    stub.set(
+        "lean.test",
+        "/.well-known/matrix/server",
+        Reply::Ok(delegation(40 * 1024), vec![]),
+    );
+    stub.set(
+        "fat.test",
+        "/.well-known/matrix/server",
+        Reply::Ok(delegation(50 * 1024), vec![]),
+    );
+    stub.set(
+        "target.test",
+        "/_matrix/federation/v1/version",
+        Reply::Ok(r#"{"server":{"name":"stub"}}"#.into(), vec![]),
+    );
+    assert_eq!(version(&c, "lean.test").await.unwrap(), "stub");
+    let asked = |stub: &Stub| {
+        let hits = stub.hits.lock().unwrap();
+        hits.iter()
+            .filter(|h| *h == "target.test/_matrix/federation/v1/version")
+            .count()
+    };
+    let before = asked(&stub);
+    assert_ne!(version(&c, "fat.test").await.ok().as_deref(), Some("stub"));
+    assert_eq!(asked(&stub), before);
+    assert!(stub
+        .hits
+        .lock()
+        .unwrap()
+        .contains(&"fat.test/.well-known/matrix/server".to_owned()));
 }

@@ -39,6 +39,50 @@ pub enum FetchError {
     Status(u16, Vec<u8>),
     /// A 200 whose body is not a JSON object.
     BadBody(String),
+    /// An answer whose body is larger than the limit for it (`limit` bytes): given up on
+    /// while reading, or at once when its `Content-Length` says so.
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+}
+
+/// The largest answers read from other servers (bodies are read whole into memory, then
+/// parsed): past these, the request fails with [`FetchError::TooLarge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseLimits {
+    /// Any federation answer but the two below.
+    pub default_bytes: usize,
+    /// `send_join` and `/state` answers: a room's whole state and auth chain.
+    pub state_bytes: usize,
+}
+
+impl ResponseLimits {
+    /// Synapse's: 100 MiB for any answer, 500 MiB for `send_join` and `/state`.
+    pub const DEFAULT: ResponseLimits = ResponseLimits {
+        default_bytes: 100 * 1024 * 1024,
+        state_bytes: 500 * 1024 * 1024,
+    };
+
+    /// The limit for an answer to a request for `path`.
+    fn for_path(&self, path: &str) -> usize {
+        const LARGE: [&str; 3] = [
+            "/_matrix/federation/v1/send_join/",
+            "/_matrix/federation/v2/send_join/",
+            "/_matrix/federation/v1/state/",
+        ];
+        if LARGE.iter().any(|p| path.starts_with(p)) {
+            self.state_bytes
+        } else {
+            self.default_bytes
+        }
+    }
+}
+
+impl Default for ResponseLimits {
+    fn default() -> ResponseLimits {
+        ResponseLimits::DEFAULT
+    }
 }
 
 impl std::fmt::Display for FetchError {
@@ -57,6 +101,9 @@ impl std::fmt::Display for FetchError {
                 )
             }
             FetchError::BadBody(e) => write!(f, "bad answer: {e}"),
+            FetchError::TooLarge { limit } => {
+                write!(f, "answer larger than the limit of {limit} bytes")
+            }
         }
     }
 }
@@ -115,6 +162,12 @@ pub trait Dns: Send + Sync + 'static {
     fn lookup_ip<'a>(&'a self, host: &'a str) -> DnsFuture<'a, Vec<IpAddr>>;
     /// The SRV records under `name` (`_matrix-fed._tcp.example.org`); none is `Ok(vec![])`.
     fn lookup_srv<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<SrvRecord>>;
+    /// The port to connect to on `host` for a URL that names none (`https://<host>/…`, the
+    /// well-known fetch), or `None` for the scheme's own (443). The system resolver answers
+    /// `None`; a test resolver puts such hosts on free ports.
+    fn https_port(&self, _host: &str) -> Option<u16> {
+        None
+    }
 }
 
 /// The system's resolver for addresses (`getaddrinfo`, so `/etc/hosts` counts) and hickory,
@@ -195,7 +248,10 @@ impl reqwest::dns::Resolve for PolicyResolver {
         Box::pin(async move {
             // Port 0 lets the URL's port (or 443) apply; a route's port replaces it, as the
             // URL names none.
-            let (lookup, port) = route.map_or((host.clone(), 0), |t| (t.host, t.port));
+            let (lookup, port) = route.map_or_else(
+                || (host.clone(), dns.https_port(&host).unwrap_or(0)),
+                |t| (t.host, t.port),
+            );
             let addrs: Vec<SocketAddr> = dns
                 .lookup_ip(&lookup)
                 .await?
@@ -233,6 +289,7 @@ pub struct FedClient {
     routes: SrvRoutes,
     /// Discovery results per server name, with when they were found.
     well_known: Mutex<BTreeMap<String, (Route, Instant)>>,
+    limits: ResponseLimits,
 }
 
 impl FedClient {
@@ -297,7 +354,15 @@ impl FedClient {
             dns,
             routes,
             well_known: Mutex::new(BTreeMap::new()),
+            limits: ResponseLimits::DEFAULT,
         })
+    }
+
+    /// This client with other limits on the size of answers.
+    #[must_use]
+    pub fn with_response_limits(mut self, limits: ResponseLimits) -> FedClient {
+        self.limits = limits;
+        self
     }
 
     /// How to reach a server: the core's discovery steps, with the well-known answer fetched
@@ -324,7 +389,14 @@ impl FedClient {
             }
         }
         let body = match self
-            .raw(&self.http, reqwest::Method::GET, &url, None, None)
+            .raw(
+                &self.http,
+                reqwest::Method::GET,
+                &url,
+                None,
+                None,
+                discovery::WELL_KNOWN_MAX_BYTES,
+            )
             .await
         {
             Ok((200, body)) => Some(body),
@@ -370,6 +442,7 @@ impl FedClient {
         None
     }
 
+    /// A request, its answer's status and its body (at most `limit` bytes of it).
     async fn raw(
         &self,
         http: &reqwest::Client,
@@ -377,6 +450,7 @@ impl FedClient {
         url: &str,
         auth: Option<Vec<String>>,
         body: Option<Vec<u8>>,
+        limit: usize,
     ) -> Result<(u16, Vec<u8>), FetchError> {
         if let Some(ip) = reqwest::Url::parse(url)
             .ok()
@@ -406,14 +480,7 @@ impl FedClient {
             }
         })?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                FetchError::Timeout
-            } else {
-                FetchError::Network(error_chain(&e))
-            }
-        })?;
-        Ok((status, bytes.to_vec()))
+        Ok((status, read_limited(resp, limit).await?))
     }
 
     /// Sends a request to `destination`, signed with X-Matrix when `signed`. `path` is the path
@@ -469,7 +536,8 @@ impl FedClient {
         };
         let m = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| FetchError::Network(e.to_string()))?;
-        self.raw(http, m, &format!("https://{base}{path}"), auth, body)
+        let limit = self.limits.for_path(path);
+        self.raw(http, m, &format!("https://{base}{path}"), auth, body, limit)
             .await
     }
 
@@ -522,6 +590,33 @@ pub fn split_host_port(server: &str) -> (&str, Option<&str>) {
         Some((h, p)) if !h.contains(':') => (h, Some(p)),
         _ => (server, None),
     }
+}
+
+/// The body of an answer, read as it arrives and given up on as soon as it is larger than
+/// `limit` bytes (at once when `Content-Length` says it will be), so that a peer streaming an
+/// endless answer costs at most `limit` bytes of memory.
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, FetchError> {
+    let too_large = FetchError::TooLarge { limit };
+    if resp
+        .content_length()
+        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit))
+    {
+        return Err(too_large);
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        if e.is_timeout() {
+            FetchError::Timeout
+        } else {
+            FetchError::Network(error_chain(&e))
+        }
+    })? {
+        if chunk.len() > limit.saturating_sub(out.len()) {
+            return Err(too_large);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

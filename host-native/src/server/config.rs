@@ -73,6 +73,12 @@ pub struct Limits {
     /// Federation requests an origin server may make at once before the rate applies.
     #[serde(default = "default_fed_burst")]
     pub federation_burst: u32,
+    /// Largest answer read from another server, in bytes (but see the next one).
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: usize,
+    /// Largest `send_join` or `/state` answer read (a room's whole state), in bytes.
+    #[serde(default = "default_max_state_response")]
+    pub max_state_response_bytes: usize,
 }
 
 /// The admin API (used by `mxfed admin`).
@@ -201,7 +207,15 @@ fn default_limits() -> Limits {
         max_missing_events: default_missing(),
         federation_per_second: default_fed_rate(),
         federation_burst: default_fed_burst(),
+        max_response_bytes: default_max_response(),
+        max_state_response_bytes: default_max_state_response(),
     }
+}
+fn default_max_response() -> usize {
+    super::client::ResponseLimits::DEFAULT.default_bytes
+}
+fn default_max_state_response() -> usize {
+    super::client::ResponseLimits::DEFAULT.state_bytes
 }
 fn default_fed_rate() -> u32 {
     50
@@ -438,6 +452,12 @@ max_missing_events = 50
 # (PUT /send) are not counted: one in flight per origin paces them.
 federation_per_second = 50
 federation_burst = 200
+# Largest answer read from another server, in bytes (Synapse's 100 MiB), and largest send_join
+# or /state answer (a room's whole state; Synapse's 500 MiB). Answers are held in memory whole
+# while they are checked: lower these on a small machine. The well-known document is limited
+# to 50 KiB whatever these say.
+max_response_bytes = {max_response}
+max_state_response_bytes = {max_state_response}
 
 [admin]
 # The admin API used by `mxfed admin` (plain HTTP with a bearer token: keep it on loopback),
@@ -453,6 +473,8 @@ format = "text"
 level = "info"
 "#,
         max_body = default_max_body(),
+        max_response = default_max_response(),
+        max_state_response = default_max_state_response(),
     )
 }
 
@@ -471,6 +493,7 @@ mod tests {
         assert_eq!(c.server_name, "localhost:8448");
         assert!(c.federation.verify_tls && !c.dev);
         assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.limits, default_limits());
     }
 
     #[test]
