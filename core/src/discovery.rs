@@ -43,6 +43,11 @@ pub const DEFAULT_PORT: u16 = 8448;
 /// it and counts the fetch as failed.
 pub const WELL_KNOWN_MAX_BYTES: usize = 50 * 1024;
 
+/// The most redirects followed when fetching the well-known document (the spec: follow 30x
+/// redirects, avoiding loops). Each hop must be `https`, and its address passes the same checks
+/// as any outbound connection.
+pub const WELL_KNOWN_MAX_REDIRECTS: usize = 5;
+
 /// Where to connect: a host (name or IP address, without brackets) and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

@@ -64,6 +64,8 @@ enum Reply {
     Stream(usize),
     /// 200 with a body of this many bytes and its `Content-Length`.
     Sized(usize),
+    /// A redirect with this status to this `Location`.
+    Redirect(u16, String),
 }
 
 /// An HTTPS server on loopback answering what [`Stub::set`] says, keeping a log of requests.
@@ -88,7 +90,20 @@ impl Stub {
             .with_no_client_auth()
             .with_single_cert(vec![pair.cert.der().clone()], key.into())
             .unwrap();
-        let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(sc));
+        Stub::serve(
+            ip,
+            Some(axum_server::tls_rustls::RustlsConfig::from_config(
+                Arc::new(sc),
+            )),
+        )
+    }
+
+    /// As [`Stub::start`], over plain HTTP.
+    fn start_plain(ip: &str) -> (Arc<Stub>, u16) {
+        Stub::serve(ip, None)
+    }
+
+    fn serve(ip: &str, tls: Option<axum_server::tls_rustls::RustlsConfig>) -> (Arc<Stub>, u16) {
         let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let stub = Arc::new(Stub::default());
@@ -98,7 +113,7 @@ impl Stub {
         tokio::spawn(mxfed_native::server::run(
             listener,
             router,
-            Some(tls),
+            tls,
             std::future::pending(),
         ));
         (stub, port)
@@ -144,6 +159,11 @@ async fn answer(
         })
         .into_response(),
         Some(Reply::Sized(n)) => vec![b' '; n].into_response(),
+        Some(Reply::Redirect(status, to)) => Response::builder()
+            .status(status)
+            .header(header::LOCATION, to)
+            .body(Body::empty())
+            .unwrap(),
     }
 }
 
@@ -204,11 +224,16 @@ fn proxy_trap() {
 }
 
 fn client(dns: Arc<MapDns>) -> FedClient {
+    client_allowing(dns, "127.0.0.0/8")
+}
+
+/// A client whose IP policy is the default blocklist with `allow` let through.
+fn client_allowing(dns: Arc<MapDns>, allow: &str) -> FedClient {
     proxy_trap();
     FedClient::with_dns(
         "client.test",
         vec![SigningKey::from_seed("c1", &[3u8; 32]).unwrap()],
-        IpPolicy::new(&default_blocklist(), &["127.0.0.0/8".into()]).unwrap(),
+        IpPolicy::new(&default_blocklist(), &[allow.into()]).unwrap(),
         false,
         Duration::from_secs(20),
         dns,
@@ -425,4 +450,132 @@ async fn answers_over_the_size_limit_are_given_up_on() {
         .lock()
         .unwrap()
         .contains(&"fat.test/.well-known/matrix/server".to_owned()));
+}
+
+#[tokio::test]
+async fn well_known_redirects_are_followed_with_care() {
+    // Names resolve to the stub on 127.0.0.1, the only address the client may reach;
+    // 127.0.0.2 (a second stub, which would delegate) is blocked.
+    let (stub, port) = Stub::start("127.0.0.1");
+    let (blocked, blocked_port) = Stub::start("127.0.0.2");
+    let (plain, plain_port) = Stub::start_plain("127.0.0.1");
+    let mut dns = MapDns::default();
+    for name in [
+        "hops.test",
+        "hop2.test",
+        "hop3.test",
+        "five.test",
+        "six.test",
+        "loop.test",
+        "plain.test",
+        "literal.test",
+        "named.test",
+        "target.test",
+    ] {
+        dns.ips.insert(name.into(), "127.0.0.1".parse().unwrap());
+        dns.ports.insert(name.into(), port);
+    }
+    dns.ips
+        .insert("blocked.test".into(), "127.0.0.2".parse().unwrap());
+    dns.ports.insert("blocked.test".into(), blocked_port);
+    let c = client_allowing(Arc::new(dns), "127.0.0.1/32");
+    const WK: &str = "/.well-known/matrix/server";
+    let delegation = Reply::Ok(format!(r#"{{"m.server":"target.test:{port}"}}"#), vec![]);
+    let redirect = |status: u16, to: &str| Reply::Redirect(status, to.to_owned());
+    stub.set(
+        "target.test",
+        "/_matrix/federation/v1/version",
+        Reply::Ok(r#"{"server":{"name":"stub"}}"#.into(), vec![]),
+    );
+    let delegated = |server: &'static str| {
+        let c = &c;
+        async move { version(c, server).await.ok().as_deref() == Some("stub") }
+    };
+
+    // Every redirect status, absolute and relative locations, across hosts: four hops.
+    stub.set("hops.test", WK, redirect(302, "https://hop2.test/a"));
+    stub.set("hop2.test", "/a", redirect(307, "/b"));
+    stub.set("hop2.test", "/b", redirect(308, "https://hop3.test/c"));
+    stub.set("hop3.test", "/c", redirect(301, "d"));
+    stub.set("hop3.test", "/d", delegation.clone());
+    assert!(delegated("hops.test").await);
+
+    // Five redirects are followed, a sixth is not.
+    let chain = |host: &str, n: usize| {
+        for k in 1..=n {
+            let from = if k == 1 {
+                WK.to_owned()
+            } else {
+                format!("/r{}", k - 1)
+            };
+            let to = if k == n {
+                "/final".to_owned()
+            } else {
+                format!("/r{k}")
+            };
+            stub.set(host, &from, redirect(303, &to));
+        }
+        stub.set(host, "/final", delegation.clone());
+    };
+    chain("five.test", 5);
+    chain("six.test", 6);
+    assert!(delegated("five.test").await);
+    assert!(!delegated("six.test").await);
+    let hits = |host: &str| {
+        let hits = stub.hits.lock().unwrap();
+        hits.iter().filter(|h| h.starts_with(host)).count()
+    };
+    assert_eq!(hits("six.test/"), 6, "the sixth redirect is not followed");
+
+    // A loop is noticed at once rather than run around until the limit.
+    stub.set("loop.test", WK, redirect(302, "/x"));
+    stub.set("loop.test", "/x", redirect(302, WK));
+    assert!(!delegated("loop.test").await);
+    assert_eq!(hits("loop.test/"), 2);
+
+    // Only https: a redirect to plain HTTP (where a delegation waits) is not followed.
+    plain.set("plain.test", WK, delegation.clone());
+    stub.set(
+        "plain.test",
+        WK,
+        redirect(302, &format!("http://plain.test:{plain_port}{WK}")),
+    );
+    assert!(!delegated("plain.test").await);
+    assert!(plain.hits.lock().unwrap().is_empty());
+
+    // A hop to a blocked address is refused, as an IP literal (which never reaches the
+    // resolver) or as a name.
+    blocked.set("127.0.0.2", WK, delegation.clone());
+    blocked.set("blocked.test", WK, delegation.clone());
+    stub.set(
+        "literal.test",
+        WK,
+        redirect(302, &format!("https://127.0.0.2:{blocked_port}{WK}")),
+    );
+    stub.set(
+        "named.test",
+        WK,
+        redirect(302, &format!("https://blocked.test{WK}")),
+    );
+    assert!(!delegated("literal.test").await);
+    assert!(!delegated("named.test").await);
+    assert!(blocked.hits.lock().unwrap().is_empty());
+
+    // Federation requests themselves never follow redirects.
+    stub.set(
+        "target.test",
+        "/_matrix/federation/v1/query/x",
+        redirect(302, "/_matrix/federation/v1/version"),
+    );
+    let (status, _) = c
+        .request(
+            &format!("target.test:{port}"),
+            "GET",
+            "/_matrix/federation/v1/query/x",
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 302);
 }

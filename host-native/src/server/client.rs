@@ -268,6 +268,13 @@ impl reqwest::dns::Resolve for PolicyResolver {
     }
 }
 
+/// The answer to a well-known fetch (after redirects).
+#[derive(Debug)]
+struct WellKnownAnswer {
+    status: u16,
+    body: Vec<u8>,
+}
+
 /// How requests to a server are made, as discovery found.
 #[derive(Debug, Clone)]
 enum Route {
@@ -340,6 +347,8 @@ impl FedClient {
                 }))
                 .timeout(timeout)
                 .connect_timeout(Duration::from_secs(10))
+                // Federation requests never follow redirects; the well-known fetch follows
+                // them itself, checking each hop (`fetch_well_known`).
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("mxfed/", env!("CARGO_PKG_VERSION")))
                 .build()
@@ -388,18 +397,8 @@ impl FedClient {
                 return Ok(route);
             }
         }
-        let body = match self
-            .raw(
-                &self.http,
-                reqwest::Method::GET,
-                &url,
-                None,
-                None,
-                discovery::WELL_KNOWN_MAX_BYTES,
-            )
-            .await
-        {
-            Ok((200, body)) => Some(body),
+        let body = match self.fetch_well_known(&url).await {
+            Ok(answer) if answer.status == 200 => Some(answer.body),
             _ => None,
         };
         let route = match discovery::plan_after_well_known(server, body.as_deref()) {
@@ -442,16 +441,59 @@ impl FedClient {
         None
     }
 
-    /// A request, its answer's status and its body (at most `limit` bytes of it).
-    async fn raw(
+    /// Fetches the well-known document at `url`, following redirects (`https` only, at most
+    /// [`discovery::WELL_KNOWN_MAX_REDIRECTS`], never to a URL already visited; each hop goes
+    /// through the IP policy like any request, IP literals included). The answer is the last
+    /// hop's, whatever its status.
+    async fn fetch_well_known(&self, url: &str) -> Result<WellKnownAnswer, FetchError> {
+        let bad = |m: String| FetchError::Network(format!("well-known: {m}"));
+        let mut url = reqwest::Url::parse(url).map_err(|e| bad(format!("{url}: {e}")))?;
+        let mut visited = vec![url.clone()];
+        loop {
+            let resp = self
+                .send(&self.http, reqwest::Method::GET, url.as_str(), None, None)
+                .await?;
+            let status = resp.status().as_u16();
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok());
+            let next = match (status, location) {
+                (301 | 302 | 303 | 307 | 308, Some(l)) => url
+                    .join(l)
+                    .map_err(|e| bad(format!("redirect to {l:?}: {e}")))?,
+                _ => {
+                    let body = read_limited(resp, discovery::WELL_KNOWN_MAX_BYTES).await?;
+                    return Ok(WellKnownAnswer { status, body });
+                }
+            };
+            if next.scheme() != "https" {
+                return Err(bad(format!("redirect to {next}: not https")));
+            }
+            if visited.contains(&next) {
+                return Err(bad(format!("redirect loop at {next}")));
+            }
+            if visited.len() > discovery::WELL_KNOWN_MAX_REDIRECTS {
+                return Err(bad(format!(
+                    "more than {} redirects",
+                    discovery::WELL_KNOWN_MAX_REDIRECTS
+                )));
+            }
+            visited.push(next.clone());
+            url = next;
+        }
+    }
+
+    /// Sends a request (refused at once when the URL's host is an IP literal the IP policy
+    /// blocks: such a host never reaches the resolver, which checks the others).
+    async fn send(
         &self,
         http: &reqwest::Client,
         method: reqwest::Method,
         url: &str,
         auth: Option<Vec<String>>,
         body: Option<Vec<u8>>,
-        limit: usize,
-    ) -> Result<(u16, Vec<u8>), FetchError> {
+    ) -> Result<reqwest::Response, FetchError> {
         if let Some(ip) = reqwest::Url::parse(url)
             .ok()
             .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()))
@@ -472,13 +514,26 @@ impl FedClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(b);
         }
-        let resp = req.send().await.map_err(|e| {
+        req.send().await.map_err(|e| {
             if e.is_timeout() {
                 FetchError::Timeout
             } else {
                 FetchError::Network(error_chain(&e))
             }
-        })?;
+        })
+    }
+
+    /// A request, its answer's status and its body (at most `limit` bytes of it).
+    async fn raw(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        url: &str,
+        auth: Option<Vec<String>>,
+        body: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
+        let resp = self.send(http, method, url, auth, body).await?;
         let status = resp.status().as_u16();
         Ok((status, read_limited(resp, limit).await?))
     }
