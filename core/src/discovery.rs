@@ -35,6 +35,7 @@
 
 use crate::canonical::{parse, parse_object, CanonicalJsonError, Int, Object, ParseOptions, Value};
 use crate::identifiers::{validate_server_name, IdError};
+use crate::time::{Millis, Timestamp};
 
 /// The default federation port.
 pub const DEFAULT_PORT: u16 = 8448;
@@ -252,6 +253,192 @@ pub fn pick_srv(records: &[SrvRecord]) -> Option<Target> {
                 .then(a.port.cmp(&b.port))
         })
         .map(|(r, host)| Target::new(host, r.port))
+}
+
+// ------------------------------------------------------------------ how long answers last
+
+/// How long a valid well-known answer is used when its headers say nothing: 24 hours (the
+/// spec's default; Synapse adds ±10% of jitter, which needs randomness the core does not draw).
+pub const WELL_KNOWN_DEFAULT_LIFETIME: Millis = Millis::from_secs(24 * 3600);
+/// The shortest lifetime of a valid well-known answer, whatever its headers say (Synapse's
+/// 5 minutes): `no-store`, `max-age=0` or a past `Expires` still spare the server a fetch per
+/// request.
+pub const WELL_KNOWN_MIN_LIFETIME: Millis = Millis::from_secs(5 * 60);
+/// The longest lifetime of a well-known answer: 48 hours (the spec's maximum).
+pub const WELL_KNOWN_MAX_LIFETIME: Millis = Millis::from_secs(48 * 3600);
+/// How long the absence of a valid answer (an error, a non-200 answer, an invalid body) is
+/// trusted before fetching again: an hour (the spec: errors are cached for up to an hour).
+pub const WELL_KNOWN_INVALID_LIFETIME: Millis = Millis::from_secs(3600);
+/// How soon to fetch again after a failure when the server had a valid answer recently
+/// (Synapse's 2 minutes): a delegation that was there is likely to come back.
+pub const WELL_KNOWN_RETRY: Millis = Millis::from_secs(2 * 60);
+/// How long after a valid answer's lifetime the server still counts as having had one
+/// recently (Synapse's 2 hours), for [`WELL_KNOWN_RETRY`].
+pub const WELL_KNOWN_REMEMBER_VALID: Millis = Millis::from_secs(2 * 3600);
+
+/// How long to use a valid well-known answer (a 200 with a usable `m.server`), from its
+/// `Cache-Control` (several headers joined with commas) and last `Expires` header, `now` being
+/// when it arrived. Synapse's rules: `no-store` is the shortest lifetime; else a `max-age`
+/// with an integer value (a negative one is 0); else `Expires` minus `now` (an invalid date is
+/// in the past, as RFC 9111 says); else [`WELL_KNOWN_DEFAULT_LIFETIME`]. The result is kept
+/// between [`WELL_KNOWN_MIN_LIFETIME`] and [`WELL_KNOWN_MAX_LIFETIME`].
+///
+/// ```
+/// use mxfed_core::discovery::{well_known_lifetime, WELL_KNOWN_DEFAULT_LIFETIME};
+/// use mxfed_core::{Millis, Timestamp};
+/// let now = Timestamp(784_111_777_000); // Sun, 06 Nov 1994 08:49:37 GMT
+/// assert_eq!(well_known_lifetime(None, None, now), WELL_KNOWN_DEFAULT_LIFETIME);
+/// assert_eq!(well_known_lifetime(Some("public, max-age=3600"), None, now), Millis::from_secs(3600));
+/// assert_eq!(well_known_lifetime(Some("no-store"), None, now), Millis::from_secs(300));
+/// let expires = Some("Sun, 06 Nov 1994 10:49:37 GMT");
+/// assert_eq!(well_known_lifetime(None, expires, now), Millis::from_secs(7200));
+/// assert_eq!(well_known_lifetime(Some("max-age=999999"), None, now), Millis::from_secs(48 * 3600));
+/// ```
+pub fn well_known_lifetime(
+    cache_control: Option<&str>,
+    expires: Option<&str>,
+    now: Timestamp,
+) -> Millis {
+    let ms = |secs: i64| secs.saturating_mul(1000);
+    let lifetime_ms: i64 = match cache_directives(cache_control.unwrap_or("")) {
+        d if d.no_store => 0,
+        CacheDirectives {
+            max_age: Some(secs),
+            ..
+        } => ms(secs),
+        _ => match expires {
+            // An invalid date is already expired.
+            Some(e) => http_date(e).map_or(0, |at| ms(at).saturating_sub(now.as_i64())),
+            None => return WELL_KNOWN_DEFAULT_LIFETIME,
+        },
+    };
+    let lifetime = Millis(u64::try_from(lifetime_ms).unwrap_or(0));
+    lifetime.clamp(WELL_KNOWN_MIN_LIFETIME, WELL_KNOWN_MAX_LIFETIME)
+}
+
+/// The `Cache-Control` directives [`well_known_lifetime`] reads.
+struct CacheDirectives {
+    no_store: bool,
+    /// The last `max-age` directive's value, when it is an integer (directives are
+    /// case-insensitive, a later one replaces an earlier one, as in Synapse).
+    max_age: Option<i64>,
+}
+
+fn cache_directives(header: &str) -> CacheDirectives {
+    let mut d = CacheDirectives {
+        no_store: false,
+        max_age: None,
+    };
+    let mut max_age: Option<&str> = None;
+    for directive in header.split(',') {
+        let (name, value) = match directive.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim())),
+            None => (directive.trim(), None),
+        };
+        if name.eq_ignore_ascii_case("no-store") {
+            d.no_store = true;
+        } else if name.eq_ignore_ascii_case("max-age") {
+            max_age = value;
+        }
+    }
+    d.max_age = max_age.and_then(parse_seconds);
+    d
+}
+
+/// An optionally signed decimal integer of seconds, saturating (a negative one is 0).
+fn parse_seconds(v: &str) -> Option<i64> {
+    let (negative, digits) = match v.as_bytes().first() {
+        Some(b'-') => (true, &v[1..]),
+        Some(b'+') => (false, &v[1..]),
+        _ => (false, v),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if negative {
+        return Some(0);
+    }
+    Some(digits.bytes().fold(0i64, |n, b| {
+        n.saturating_mul(10).saturating_add(i64::from(b - b'0'))
+    }))
+}
+
+/// An HTTP date (RFC 9110 § 5.6.7: IMF-fixdate, the obsolete RFC 850 and asctime forms) in
+/// seconds since the epoch. The weekday is not checked against the date.
+fn http_date(s: &str) -> Option<i64> {
+    let parts: Vec<&str> = s.split_ascii_whitespace().collect();
+    let (day, month, year, time) = match parts.as_slice() {
+        // Sun, 06 Nov 1994 08:49:37 GMT
+        [wd, day, month, year, time, "GMT"] if wd.ends_with(',') => {
+            (*day, *month, four_digits(year)?, *time)
+        }
+        // Sunday, 06-Nov-94 08:49:37 GMT (two-digit years from 69 are 19xx, as in Twisted)
+        [wd, date, time, "GMT"] if wd.ends_with(',') => {
+            let mut d = date.split('-');
+            let (day, month, yy) = (d.next()?, d.next()?, d.next()?);
+            if d.next().is_some() || yy.len() != 2 {
+                return None;
+            }
+            let yy: i64 = yy.parse().ok()?;
+            (
+                day,
+                month,
+                if yy < 69 { 2000 + yy } else { 1900 + yy },
+                *time,
+            )
+        }
+        // Sun Nov  6 08:49:37 1994
+        [_, month, day, time, year] => (*day, *month, four_digits(year)?, *time),
+        _ => return None,
+    };
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? + 1;
+    let day: u32 = (1..=2)
+        .contains(&day.len())
+        .then(|| day.parse().ok())
+        .flatten()?;
+    let mut hms = time.split(':');
+    let mut field = |max: i64| -> Option<i64> {
+        let f = hms.next()?;
+        let v: i64 = (f.len() == 2).then(|| f.parse().ok()).flatten()?;
+        (0..=max).contains(&v).then_some(v)
+    };
+    let (h, m, sec) = (field(23)?, field(59)?, field(60)?);
+    if hms.next().is_some() || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+fn four_digits(s: &str) -> Option<i64> {
+    (s.len() == 4 && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+fn days_in_month(year: i64, month: usize) -> u32 {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: usize, day: u32) -> i64 {
+    let month = i64::try_from(month).unwrap_or(1);
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 // ------------------------------------------------------------------ the hosts' JSON forms
@@ -517,6 +704,71 @@ mod tests {
         );
         let j = plan_json("example.org:99999", None).unwrap();
         assert_eq!(j.get_str("action"), Some("unusable"));
+    }
+
+    #[test]
+    fn http_dates() {
+        // The three forms of RFC 9110's example, and the epoch.
+        for d in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            "sun, 06 NOV 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(http_date(d), Some(784_111_777), "{d}");
+        }
+        assert_eq!(http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            http_date("Tue, 29 Feb 2000 23:59:60 GMT"),
+            Some(951_868_800)
+        );
+        assert_eq!(
+            http_date("Thursday, 01-Jan-43 00:00:00 GMT"),
+            http_date("Thu, 01 Jan 2043 00:00:00 GMT")
+        );
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 06 Nov 1994 08:49:37",
+            "Sun, 31 Nov 1994 08:49:37 GMT",
+            "Sun, 29 Feb 1900 08:49:37 GMT",
+            "Sun, 06 Nov 94 08:49:37 GMT",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Sun, 06 Nov 1994 8:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37:00 GMT",
+            "Sunday, 06-Nov-1994 08:49:37 GMT",
+        ] {
+            assert_eq!(http_date(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn well_known_lifetimes() {
+        let now = Timestamp(784_111_777_000);
+        let life = |cc: Option<&str>, exp: Option<&str>| well_known_lifetime(cc, exp, now).0 / 1000;
+        assert_eq!(life(None, None), 86_400);
+        assert_eq!(life(Some(""), None), 86_400);
+        assert_eq!(life(Some("max-age=3600"), None), 3600);
+        assert_eq!(life(Some("Max-Age = 3600 , public"), None), 3600);
+        assert_eq!(life(Some("max-age=60"), None), 300);
+        assert_eq!(life(Some("max-age=-5"), None), 300);
+        assert_eq!(life(Some("max-age=9999999999999999999999"), None), 172_800);
+        assert_eq!(life(Some("no-store, max-age=3600"), None), 300);
+        assert_eq!(life(Some("max-age=100, max-age=7200"), None), 7200);
+        // A max-age that is not an integer is ignored: Expires, else the default.
+        let exp = Some("Sun, 06 Nov 1994 11:49:37 GMT");
+        assert_eq!(life(Some("max-age=abc"), exp), 3 * 3600);
+        assert_eq!(life(Some("max-age"), None), 86_400);
+        assert_eq!(life(Some("max-age=3600"), exp), 3600);
+        assert_eq!(life(None, Some("Sun, 06 Nov 1994 08:49:36 GMT")), 300);
+        assert_eq!(life(None, Some("0")), 300);
+        assert_eq!(life(None, Some("Fri, 06 Nov 2099 08:49:37 GMT")), 172_800);
+        // Sub-second: `now` is in ms, Expires in seconds.
+        let l = well_known_lifetime(None, exp, Timestamp(784_111_777_250));
+        assert_eq!(l, Millis(3 * 3_600_000 - 250));
     }
 
     #[test]

@@ -314,6 +314,21 @@ impl Host for CliHost {
         Some(mxfed(&["discover", "pick-srv", "-"], records))
     }
 
+    fn well_known_lifetime(
+        &self,
+        cache_control: Option<&str>,
+        expires: Option<&str>,
+        now_ms: u64,
+    ) -> Option<Outcome> {
+        let now = format!("--now={now_ms}");
+        let cc = cache_control.map(|v| format!("--cache-control={v}"));
+        let exp = expires.map(|v| format!("--expires={v}"));
+        let mut args = vec!["discover", "well-known-lifetime", now.as_str()];
+        args.extend(cc.as_deref());
+        args.extend(exp.as_deref());
+        Some(mxfed(&args, b""))
+    }
+
     fn server_may_see(&self, visibility: Option<&str>, memberships: &[&str]) -> Option<Outcome> {
         let flag = visibility.map(|v| format!("--visibility={v}"));
         let mut args = vec!["history", "may-see"];

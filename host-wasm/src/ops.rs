@@ -389,6 +389,16 @@ pub fn pick_srv(records: &[u8]) -> Result<String, HostError> {
     )))
 }
 
+/// How long to use a valid well-known answer, in milliseconds, from its `Cache-Control` and
+/// `Expires` header values, received at `now` (`mxfed discover well-known-lifetime`).
+pub fn well_known_lifetime(
+    cache_control: Option<&str>,
+    expires: Option<&str>,
+    now: Timestamp,
+) -> u64 {
+    mxfed_core::discovery::well_known_lifetime(cache_control, expires, now).0
+}
+
 /// Whether a server may see an event (`mxfed history may-see`): the `history_visibility` value
 /// in force after it (`None`: no such event; unknown values are `shared`) and the memberships
 /// after it of the server's users.

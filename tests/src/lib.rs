@@ -106,6 +106,17 @@ pub trait Host {
     fn pick_srv(&self, _records: &[u8]) -> Option<Outcome> {
         None
     }
+    /// How long to use a valid well-known answer with these `Cache-Control` and `Expires`
+    /// header values, received at `now_ms`: the lifetime in milliseconds, as decimal text.
+    /// Required.
+    fn well_known_lifetime(
+        &self,
+        _cache_control: Option<&str>,
+        _expires: Option<&str>,
+        _now_ms: u64,
+    ) -> Option<Outcome> {
+        None
+    }
     /// Whether a server may see an event, given the `history_visibility` value in force after
     /// it (`None`: no such event) and the memberships of that server's users after it:
     /// canonical JSON `{"history_visibility","may_see"}`. Required.
@@ -156,6 +167,7 @@ pub const REQUIRED_KINDS: &[&str] = &[
     "canonical_check",
     "discovery_plan",
     "pick_srv",
+    "well_known_lifetime",
     "history_visibility",
     "room_replay_verdicts",
     "room_replay_state",
@@ -379,8 +391,8 @@ fn run_acl(host: &dyn Host, r: &mut Report) {
     }
 }
 
-/// Server discovery (`discovery.json`): plans with and without a well-known body, and SRV
-/// record choice.
+/// Server discovery (`discovery.json`): plans with and without a well-known body, SRV record
+/// choice, and the lifetime of well-known answers.
 fn run_discovery(host: &dyn Host, r: &mut Report) {
     let d = load_json("discovery.json");
     for v in d["plan"].as_array().unwrap() {
@@ -398,6 +410,18 @@ fn run_discovery(host: &dyn Host, r: &mut Report) {
             "pick_srv",
             s(&v["name"]),
             host.pick_srv(&records),
+            &expected(v),
+        );
+    }
+    for v in d["well_known_lifetime"].as_array().unwrap() {
+        r.check_opt(
+            "well_known_lifetime",
+            s(&v["name"]),
+            host.well_known_lifetime(
+                v["cache_control"].as_str(),
+                v["expires"].as_str(),
+                v["now_ms"].as_u64().unwrap(),
+            ),
             &expected(v),
         );
     }

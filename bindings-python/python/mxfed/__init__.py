@@ -58,6 +58,7 @@ from mxfed._core import (
     sign_request,
     verify_json,
     verify_request,
+    well_known_lifetime,
 )
 
 __all__ = [
@@ -102,4 +103,5 @@ __all__ = [
     "sign_request",
     "verify_json",
     "verify_request",
+    "well_known_lifetime",
 ]
