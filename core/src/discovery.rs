@@ -123,6 +123,21 @@ fn delegated_name(body: Option<&[u8]>) -> Option<String> {
         .filter(|s| validate_server_name(s).is_ok() && split(s).1 != Some(None))
 }
 
+/// The delegation a well-known body makes: its `m.server` when the body is a valid answer (a
+/// JSON object whose `m.server` is a server name with a usable port), else `None` (spec step 3:
+/// an invalid answer is no delegation). This is what the plans apply; hosts use it to tell a
+/// valid answer, which they cache for its [`well_known_lifetime`], from an invalid one.
+///
+/// ```
+/// use mxfed_core::discovery::well_known_delegation;
+/// assert_eq!(well_known_delegation(br#"{"m.server":"m.example.org:443"}"#).as_deref(), Some("m.example.org:443"));
+/// assert_eq!(well_known_delegation(br#"{"m.server":"bad name"}"#), None);
+/// assert_eq!(well_known_delegation(b""), None);
+/// ```
+pub fn well_known_delegation(body: &[u8]) -> Option<String> {
+    delegated_name(Some(body))
+}
+
 fn is_ip_literal(host: &str) -> bool {
     host.parse::<std::net::IpAddr>().is_ok()
 }

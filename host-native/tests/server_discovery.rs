@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,6 +20,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mxfed_core::discovery::SrvRecord;
 use mxfed_core::keys::SigningKey;
+use mxfed_core::Timestamp;
 use mxfed_native::server::client::{Dns, DnsFuture, FedClient, FetchError, ResponseLimits};
 use mxfed_native::server::config::{default_blocklist, IpPolicy};
 
@@ -66,6 +67,8 @@ enum Reply {
     Sized(usize),
     /// A redirect with this status to this `Location`.
     Redirect(u16, String),
+    /// This status with an empty body.
+    Status(u16),
 }
 
 /// An HTTPS server on loopback answering what [`Stub::set`] says, keeping a log of requests.
@@ -159,6 +162,7 @@ async fn answer(
         })
         .into_response(),
         Some(Reply::Sized(n)) => vec![b' '; n].into_response(),
+        Some(Reply::Status(status)) => StatusCode::from_u16(status).unwrap().into_response(),
         Some(Reply::Redirect(status, to)) => Response::builder()
             .status(status)
             .header(header::LOCATION, to)
@@ -578,4 +582,179 @@ async fn well_known_redirects_are_followed_with_care() {
         .await
         .unwrap();
     assert_eq!(status, 302);
+}
+
+/// A clock the test moves on: seconds since the epoch, read in ms by the client.
+struct TestClock(Arc<AtomicU64>);
+
+impl TestClock {
+    fn install(c: FedClient) -> (FedClient, TestClock) {
+        // Sun, 06 Nov 1994 08:49:37 GMT.
+        let secs = Arc::new(AtomicU64::new(784_111_777));
+        let read = secs.clone();
+        let c = c.with_clock(Arc::new(move || {
+            Timestamp(read.load(Ordering::SeqCst) * 1000)
+        }));
+        (c, TestClock(secs))
+    }
+
+    fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+/// A stub on 127.0.0.1 that `names` resolve to, a client with a test clock, and the
+/// delegation document to `target.test` (whose version is "stub").
+fn delegating_stub(names: &[&str]) -> (Arc<Stub>, u16, FedClient, TestClock) {
+    let (stub, port) = Stub::start("127.0.0.1");
+    let mut dns = MapDns::default();
+    for name in names.iter().chain(&["target.test"]) {
+        dns.ips.insert((*name).into(), "127.0.0.1".parse().unwrap());
+        dns.ports.insert((*name).into(), port);
+    }
+    stub.set(
+        "target.test",
+        "/_matrix/federation/v1/version",
+        Reply::Ok(r#"{"server":{"name":"stub"}}"#.into(), vec![]),
+    );
+    let (c, clock) = TestClock::install(client(Arc::new(dns)));
+    (stub, port, c, clock)
+}
+
+/// How many times the stub was asked for `server`'s well-known document.
+fn well_known_fetches(stub: &Stub, server: &str) -> usize {
+    let path = format!("{server}/.well-known/matrix/server");
+    stub.hits
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| **h == path)
+        .count()
+}
+
+#[tokio::test]
+async fn well_known_answers_last_as_their_headers_say() {
+    let names = ["short.test", "plain.test", "long.test", "expiring.test"];
+    let (stub, port, c, clock) = delegating_stub(&names);
+    let doc = format!(r#"{{"m.server":"target.test:{port}"}}"#);
+    let answer = |headers: Vec<(&'static str, String)>| Reply::Ok(doc.clone(), headers);
+    let wk = "/.well-known/matrix/server";
+    stub.set(
+        "short.test",
+        wk,
+        answer(vec![("cache-control", "max-age=600".into())]),
+    );
+    stub.set("plain.test", wk, answer(vec![]));
+    stub.set(
+        "long.test",
+        wk,
+        answer(vec![("cache-control", "public, max-age=9999999".into())]),
+    );
+    stub.set(
+        "expiring.test",
+        wk,
+        answer(vec![("expires", "Sun, 06 Nov 1994 11:49:37 GMT".into())]),
+    );
+    let fetches_after = |secs: u64| {
+        clock.advance(secs);
+        let (c, stub) = (&c, &stub);
+        async move {
+            let mut n = Vec::new();
+            for name in names {
+                assert_eq!(version(c, name).await.unwrap(), "stub", "{name}");
+                n.push(well_known_fetches(stub, name));
+            }
+            n
+        }
+    };
+    // [short: max-age=600, plain: 24 h, long: max-age clamped to 48 h, expiring: Expires in 3 h]
+    assert_eq!(fetches_after(0).await, [1, 1, 1, 1]);
+    assert_eq!(fetches_after(599).await, [1, 1, 1, 1]);
+    assert_eq!(fetches_after(2).await, [2, 1, 1, 1]);
+    // Past an hour (the old flat lifetime), up to 3 hours.
+    assert_eq!(fetches_after(2 * 3600 - 601).await, [3, 1, 1, 1]);
+    assert_eq!(fetches_after(3600).await, [4, 1, 1, 2]);
+    assert_eq!(fetches_after(21 * 3600).await, [5, 2, 1, 3]);
+    assert_eq!(fetches_after(24 * 3600).await, [6, 3, 2, 4]);
+}
+
+#[tokio::test]
+async fn a_failed_refetch_keeps_the_delegation_it_had() {
+    let (stub, port, c, clock) = delegating_stub(&["keep.test", "never.test"]);
+    let wk = "/.well-known/matrix/server";
+    let doc = format!(r#"{{"m.server":"target.test:{port}"}}"#);
+    let delegated = || async { version(&c, "keep.test").await.ok().as_deref() == Some("stub") };
+    stub.set(
+        "keep.test",
+        wk,
+        Reply::Ok(doc, vec![("cache-control", "max-age=600".into())]),
+    );
+    assert!(delegated().await);
+
+    // Expired, and the server answers 503: the delegation stays, asked again after 2 minutes.
+    stub.set("keep.test", wk, Reply::Status(503));
+    clock.advance(601);
+    assert!(delegated().await);
+    assert_eq!(well_known_fetches(&stub, "keep.test"), 2);
+    clock.advance(119);
+    assert!(delegated().await);
+    assert_eq!(well_known_fetches(&stub, "keep.test"), 2);
+    // No answer at all (a closed port, through a redirect): still a temporary failure.
+    let closed = common::free_port();
+    stub.set(
+        "keep.test",
+        wk,
+        Reply::Redirect(302, format!("https://127.0.0.1:{closed}/")),
+    );
+    clock.advance(2);
+    assert!(delegated().await);
+    assert_eq!(well_known_fetches(&stub, "keep.test"), 3);
+
+    // A definite answer (404) ends the delegation; with a valid one seen recently, the
+    // document is asked again after 2 minutes rather than an hour.
+    stub.set("keep.test", wk, Reply::Status(404));
+    clock.advance(121);
+    assert!(!delegated().await);
+    assert_eq!(well_known_fetches(&stub, "keep.test"), 4);
+    clock.advance(121);
+    assert!(!delegated().await);
+    assert_eq!(well_known_fetches(&stub, "keep.test"), 5);
+
+    // Temporary failures stop keeping a delegation two hours after its lifetime ended.
+    stub.set(
+        "keep.test",
+        wk,
+        Reply::Ok(
+            format!(r#"{{"m.server":"target.test:{port}"}}"#),
+            vec![("cache-control", "max-age=600".into())],
+        ),
+    );
+    clock.advance(121);
+    assert!(delegated().await);
+    stub.set("keep.test", wk, Reply::Status(502));
+    for _ in 0..(2 * 3600 + 600) / 120 - 1 {
+        clock.advance(120);
+        assert!(delegated().await);
+    }
+    clock.advance(240);
+    assert!(!delegated().await);
+
+    // A server that never had a valid answer is asked again after an hour.
+    stub.set("never.test", wk, Reply::Status(404));
+    assert_ne!(
+        version(&c, "never.test").await.ok().as_deref(),
+        Some("stub")
+    );
+    clock.advance(3599);
+    assert_ne!(
+        version(&c, "never.test").await.ok().as_deref(),
+        Some("stub")
+    );
+    assert_eq!(well_known_fetches(&stub, "never.test"), 1);
+    clock.advance(2);
+    assert_ne!(
+        version(&c, "never.test").await.ok().as_deref(),
+        Some("stub")
+    );
+    assert_eq!(well_known_fetches(&stub, "never.test"), 2);
 }

@@ -14,19 +14,24 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mxfed_core::canonical::{self, Object};
 use mxfed_core::discovery::{self, AfterWellKnown, SrvRecord, Step, Target};
 use mxfed_core::keys::SigningKey;
 use mxfed_core::xmatrix::Request;
+use mxfed_core::Timestamp;
 
 use super::config::IpPolicy;
 use super::error::ApiError;
 use super::warn;
 
-/// How long a well-known answer (or its absence) is trusted.
-const WELL_KNOWN_TTL: Duration = Duration::from_secs(3600);
+/// The most server names whose discovery is remembered: the names come from other servers
+/// (events, invites, queries), so the cache must not grow with whatever they send.
+const WELL_KNOWN_CACHE_MAX: usize = 10_000;
+
+/// The clock discovery's cache reads: the wall clock ([`super::now`]); tests bring their own.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// Why an outbound request got no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,7 +277,71 @@ impl reqwest::dns::Resolve for PolicyResolver {
 #[derive(Debug)]
 struct WellKnownAnswer {
     status: u16,
+    /// The `Cache-Control` headers, joined with commas.
+    cache_control: Option<String>,
+    /// The last `Expires` header.
+    expires: Option<String>,
     body: Vec<u8>,
+}
+
+/// What discovery found for a server name, and until when it holds.
+#[derive(Debug, Clone)]
+struct WellKnownEntry {
+    route: Route,
+    /// When to fetch the well-known document again.
+    expires: Timestamp,
+    /// Whether `route` follows a valid well-known answer: such a route outlives a temporary
+    /// failure to fetch the document again.
+    valid: bool,
+    /// Until when the server counts as having had a valid answer recently (the answer's
+    /// lifetime plus [`discovery::WELL_KNOWN_REMEMBER_VALID`]): until then a failure is
+    /// retried after [`discovery::WELL_KNOWN_RETRY`] rather than an hour.
+    had_valid_until: Option<Timestamp>,
+}
+
+/// Discovery results per server name, at most `max` of them.
+#[derive(Debug)]
+struct WellKnownCache {
+    entries: BTreeMap<String, WellKnownEntry>,
+    max: usize,
+}
+
+impl WellKnownCache {
+    fn new(max: usize) -> WellKnownCache {
+        WellKnownCache {
+            entries: BTreeMap::new(),
+            max,
+        }
+    }
+
+    /// Stores an entry. A new name when the cache is full first drops the entries that no
+    /// longer count (expired, with no recent valid answer to remember), then, if it is still
+    /// full, the one expiring soonest.
+    fn insert(&mut self, server: &str, entry: WellKnownEntry, now: Timestamp) {
+        if !self.entries.contains_key(server) && self.entries.len() >= self.max {
+            self.entries
+                .retain(|_, e| e.expires > now || e.had_valid_until.is_some_and(|t| t > now));
+            while self.entries.len() >= self.max {
+                let soonest = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.expires)
+                    .map(|(k, _)| k.clone());
+                match soonest {
+                    Some(k) => self.entries.remove(&k),
+                    None => break,
+                };
+            }
+        }
+        self.entries.insert(server.to_owned(), entry);
+    }
+
+    /// Whether some entry connects through `host`'s SRV route.
+    fn uses_route(&self, host: &str) -> bool {
+        self.entries
+            .values()
+            .any(|e| matches!(&e.route, Route::Srv(h) if h == host))
+    }
 }
 
 /// How requests to a server are made, as discovery found.
@@ -294,9 +363,10 @@ pub struct FedClient {
     keys: Vec<SigningKey>,
     dns: Arc<dyn Dns>,
     routes: SrvRoutes,
-    /// Discovery results per server name, with when they were found.
-    well_known: Mutex<BTreeMap<String, (Route, Instant)>>,
+    /// Discovery results per server name.
+    well_known: Mutex<WellKnownCache>,
     limits: ResponseLimits,
+    clock: Clock,
 }
 
 impl FedClient {
@@ -362,9 +432,17 @@ impl FedClient {
             keys,
             dns,
             routes,
-            well_known: Mutex::new(BTreeMap::new()),
+            well_known: Mutex::new(WellKnownCache::new(WELL_KNOWN_CACHE_MAX)),
             limits: ResponseLimits::DEFAULT,
+            clock: Arc::new(super::now),
         })
+    }
+
+    /// This client with another clock for discovery's cache (tests move time on with it).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> FedClient {
+        self.clock = clock;
+        self
     }
 
     /// This client with other limits on the size of answers.
@@ -375,7 +453,13 @@ impl FedClient {
     }
 
     /// How to reach a server: the core's discovery steps, with the well-known answer fetched
-    /// and the SRV records looked up here, the result cached for an hour.
+    /// and the SRV records looked up here. The result is cached: a valid well-known answer for
+    /// its lifetime (`discovery::well_known_lifetime`, from its headers); when fetching it
+    /// again fails for a reason that may pass (no answer, a timeout, a 5xx, an answer too
+    /// large), the previous valid delegation is kept and the fetch retried after
+    /// [`discovery::WELL_KNOWN_RETRY`]; otherwise no delegation, for
+    /// [`discovery::WELL_KNOWN_INVALID_LIFETIME`] (the retry time when there was a valid answer
+    /// recently).
     async fn resolve(&self, server: &str) -> Result<Route, FetchError> {
         let url = match discovery::resolve(server) {
             Step::Connect(t) => return Ok(Route::Direct(t.authority())),
@@ -387,30 +471,105 @@ impl FedClient {
             }
             _ => return Err(FetchError::Network(format!("cannot resolve {server}"))),
         };
-        let cached = self
+        let now = (self.clock)();
+        let previous = self
             .well_known
             .lock()
             .ok()
-            .and_then(|m| m.get(server).cloned());
-        if let Some((route, at)) = cached {
-            if at.elapsed() < WELL_KNOWN_TTL {
-                return Ok(route);
+            .and_then(|m| m.entries.get(server).cloned());
+        if let Some(e) = &previous {
+            if now < e.expires {
+                return Ok(e.route.clone());
             }
         }
-        let body = match self.fetch_well_known(&url).await {
-            Ok(answer) if answer.status == 200 => Some(answer.body),
-            _ => None,
+        let had_valid_until = previous
+            .as_ref()
+            .and_then(|e| e.had_valid_until)
+            .filter(|t| now < *t);
+        let failed_for = if had_valid_until.is_some() {
+            discovery::WELL_KNOWN_RETRY
+        } else {
+            discovery::WELL_KNOWN_INVALID_LIFETIME
         };
-        let route = match discovery::plan_after_well_known(server, body.as_deref()) {
-            AfterWellKnown::Connect(t) => Route::Direct(t.authority()),
-            AfterWellKnown::Srv { host, names } => match self.srv_target(&names).await {
-                Some(t) => {
-                    if let Ok(mut r) = self.routes.lock() {
-                        r.insert(host.clone(), t);
-                    }
-                    Route::Srv(host)
+        let answer = self.fetch_well_known(&url).await;
+        let temporary = match &answer {
+            Err(e) => {
+                warn(&format!("well-known of {server}: {e}"));
+                true
+            }
+            Ok(a) => a.status >= 500,
+        };
+        let valid = answer
+            .ok()
+            .filter(|a| a.status == 200 && discovery::well_known_delegation(&a.body).is_some());
+        let mut srv_route = None;
+        let entry = match (valid, previous) {
+            (Some(a), _) => {
+                let lifetime = discovery::well_known_lifetime(
+                    a.cache_control.as_deref(),
+                    a.expires.as_deref(),
+                    now,
+                );
+                let (route, srv) = self.route_after(server, Some(&a.body)).await?;
+                srv_route = srv;
+                WellKnownEntry {
+                    route,
+                    expires: now.saturating_add(lifetime),
+                    valid: true,
+                    had_valid_until: Some(
+                        now.saturating_add(lifetime)
+                            .saturating_add(discovery::WELL_KNOWN_REMEMBER_VALID),
+                    ),
                 }
-                None => Route::Direct(Target::new(&host, discovery::DEFAULT_PORT).authority()),
+            }
+            // The delegation that was there is likely to come back: keep it a little longer.
+            (None, Some(prev)) if temporary && prev.valid && had_valid_until.is_some() => {
+                WellKnownEntry {
+                    expires: now.saturating_add(discovery::WELL_KNOWN_RETRY),
+                    ..prev
+                }
+            }
+            (None, _) => {
+                let (route, srv) = self.route_after(server, None).await?;
+                srv_route = srv;
+                WellKnownEntry {
+                    route,
+                    expires: now.saturating_add(failed_for),
+                    valid: false,
+                    had_valid_until,
+                }
+            }
+        };
+        let route = entry.route.clone();
+        if let Ok(mut m) = self.well_known.lock() {
+            m.insert(server, entry, now);
+            // The SRV routes follow the cache: recorded with their entry, dropped with the
+            // last entry that uses them.
+            if let Ok(mut r) = self.routes.lock() {
+                if let (Route::Srv(host), Some(t)) = (&route, srv_route) {
+                    r.insert(host.clone(), t);
+                }
+                r.retain(|host, _| m.uses_route(host));
+            }
+        }
+        Ok(route)
+    }
+
+    /// Where to connect after the well-known step (`body`: a valid answer's, else `None`),
+    /// with the SRV records looked up: the route, and the SRV target when it goes through one.
+    async fn route_after(
+        &self,
+        server: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(Route, Option<Target>), FetchError> {
+        Ok(match discovery::plan_after_well_known(server, body) {
+            AfterWellKnown::Connect(t) => (Route::Direct(t.authority()), None),
+            AfterWellKnown::Srv { host, names } => match self.srv_target(&names).await {
+                Some(t) => (Route::Srv(host), Some(t)),
+                None => (
+                    Route::Direct(Target::new(&host, discovery::DEFAULT_PORT).authority()),
+                    None,
+                ),
             },
             AfterWellKnown::Unusable { reason } => {
                 return Err(FetchError::Network(format!(
@@ -418,11 +577,7 @@ impl FedClient {
                 )))
             }
             _ => return Err(FetchError::Network(format!("cannot resolve {server}"))),
-        };
-        if let Ok(mut m) = self.well_known.lock() {
-            m.insert(server.to_owned(), (route.clone(), Instant::now()));
-        }
-        Ok(route)
+        })
     }
 
     /// The target of the first SRV name that has a usable record (a failed lookup counts as
@@ -463,8 +618,23 @@ impl FedClient {
                     .join(l)
                     .map_err(|e| bad(format!("redirect to {l:?}: {e}")))?,
                 _ => {
+                    let values = |name| {
+                        let all = resp.headers().get_all(name).iter();
+                        all.filter_map(|v| v.to_str().ok().map(str::to_owned))
+                            .collect::<Vec<String>>()
+                    };
+                    // Several Cache-Control headers are one list; of several Expires, the
+                    // last counts (as in Synapse).
+                    let cache_control = Some(values(reqwest::header::CACHE_CONTROL).join(", "))
+                        .filter(|v| !v.is_empty());
+                    let expires = values(reqwest::header::EXPIRES).pop();
                     let body = read_limited(resp, discovery::WELL_KNOWN_MAX_BYTES).await?;
-                    return Ok(WellKnownAnswer { status, body });
+                    return Ok(WellKnownAnswer {
+                        status,
+                        cache_control,
+                        expires,
+                        body,
+                    });
                 }
             };
             if next.scheme() != "https" {
@@ -699,4 +869,58 @@ pub fn encode_segment(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn entry(route: Route, expires: u64, had_valid_until: Option<u64>) -> WellKnownEntry {
+        WellKnownEntry {
+            route,
+            expires: Timestamp(expires),
+            valid: had_valid_until.is_some(),
+            had_valid_until: had_valid_until.map(Timestamp),
+        }
+    }
+
+    #[test]
+    fn the_well_known_cache_stays_within_its_size() {
+        let direct = || Route::Direct("x:8448".into());
+        let mut c = WellKnownCache::new(3);
+        c.insert("dead.test", entry(direct(), 10, None), Timestamp(0));
+        c.insert(
+            "remembered.test",
+            entry(direct(), 10, Some(500)),
+            Timestamp(0),
+        );
+        c.insert(
+            "late.test",
+            entry(Route::Srv("h.test".into()), 400, None),
+            Timestamp(0),
+        );
+        // Full: a new name at 100 drops the expired entry that nothing remembers.
+        c.insert("new.test", entry(direct(), 300, None), Timestamp(100));
+        let names: Vec<&str> = c.entries.keys().map(String::as_str).collect();
+        assert_eq!(names, ["late.test", "new.test", "remembered.test"]);
+        // Replacing an entry drops nothing.
+        c.insert("new.test", entry(direct(), 350, None), Timestamp(100));
+        assert_eq!(c.entries.len(), 3);
+        // Full of live entries: the one expiring soonest goes (remembered.test, at 10).
+        c.insert("newer.test", entry(direct(), 600, None), Timestamp(100));
+        let names: Vec<&str> = c.entries.keys().map(String::as_str).collect();
+        assert_eq!(names, ["late.test", "new.test", "newer.test"]);
+        assert!(c.uses_route("h.test") && !c.uses_route("x"));
+        // Many names never grow it past its size.
+        for i in 0..100 {
+            c.insert(
+                &format!("n{i}.test"),
+                entry(direct(), 1000 + i, None),
+                Timestamp(200),
+            );
+        }
+        assert_eq!(c.entries.len(), 3);
+        assert!(!c.uses_route("h.test"));
+    }
 }
