@@ -9,7 +9,9 @@ use crate::canonical::{Int, Object, Value};
 use crate::identifiers::{validate_server_name, IdError};
 use crate::keys::{KeyError, KeyId, SigningKey, VerifyKey};
 use crate::room_version::RoomVersion;
-use crate::signing::{check_server_signatures, signing_bytes, KeyLookup, SignatureError};
+use crate::signing::{
+    check_server_signatures, signing_bytes, KeyLookup, KeyOutcome, SignatureError,
+};
 use crate::time::Timestamp;
 
 /// Why a key response is unusable.
@@ -35,7 +37,8 @@ pub enum ServerKeysError {
         /// What was wrong.
         source: KeyError,
     },
-    /// The response is not signed by every key it lists in `verify_keys`.
+    /// The response is not self-signed: the first signature of its server by one of its
+    /// `verify_keys` is missing or does not verify.
     #[error("key response is not self-signed: {0}")]
     NotSelfSigned(SignatureError),
     /// A notary's entry lacks a valid signature by the notary.
@@ -125,10 +128,20 @@ fn parse_key(key_id: &str, entry: &Value) -> Result<(KeyId, VerifyKey), ServerKe
     Ok((id, VerifyKey::from_base64(key).map_err(wrap)?))
 }
 
+/// Whether a key ID names an algorithm we verify with: `ed25519:…`. Entries of other
+/// algorithms in `verify_keys` and `old_verify_keys` are skipped, as Synapse skips them.
+fn supported(key_id: &str) -> bool {
+    key_id.starts_with("ed25519:")
+}
+
 impl ServerKeys {
-    /// Parses a key response and checks it is signed by every key in its `verify_keys`.
-    /// Keys of algorithms other than ed25519 are an error rather than silently skipped: a
-    /// response we cannot fully check is not trusted.
+    /// Parses a key response and checks it is self-signed, as Synapse does
+    /// (`process_v2_response`): keys of algorithms other than ed25519 are skipped (their
+    /// entries are not even read), and among the server's signatures, in key ID order, the
+    /// first by a key its `verify_keys` lists decides: it must verify. A listed key need not
+    /// have signed (a server publishes a new key before signing with it), and signatures by
+    /// keys not listed are ignored (a notary's copy may carry the notary's own). Malformed
+    /// ed25519 entries and a missing `server_name` or `valid_until_ts` are errors.
     ///
     /// # Errors
     /// Any [`ServerKeysError`].
@@ -141,7 +154,7 @@ impl ServerKeys {
         let valid_until_ts = field_int(o, "valid_until_ts")?;
         let mut keys = BTreeMap::new();
         if let Some(vk) = key_map(o, "verify_keys")? {
-            for (id, entry) in vk.iter() {
+            for (id, entry) in vk.iter().filter(|(id, _)| supported(id)) {
                 let (id, key) = parse_key(id, entry)?;
                 keys.insert(
                     id,
@@ -156,13 +169,13 @@ impl ServerKeys {
         if keys.is_empty() {
             return Err(ServerKeysError::BadField {
                 field: "verify_keys",
-                expected: "an object with at least one key",
+                expected: "an object with at least one ed25519 key",
             });
         }
         // Structure first, so a malformed response says what is malformed.
         let mut old_keys = BTreeMap::new();
         if let Some(old) = key_map(o, "old_verify_keys")? {
-            for (id, entry) in old.iter() {
+            for (id, entry) in old.iter().filter(|(id, _)| supported(id)) {
                 let (id, key) = parse_key(id, entry)?;
                 let expired_ts = entry
                     .as_object()
@@ -180,27 +193,35 @@ impl ServerKeys {
             }
         }
         let signed = signing_bytes(o);
-        for (id, entry) in &keys {
-            let r = check_server_signatures(o, &signed, server_name, |k| {
-                if k == id {
-                    KeyLookup::Usable(entry.key)
-                } else {
-                    KeyLookup::Unknown
-                }
-            })
-            .map_err(ServerKeysError::NotSelfSigned)?;
-            // Every listed key must have signed, and nothing it signed may fail.
-            let signed_by_this = r
-                .keys
-                .iter()
-                .any(|(k, o)| k == id.as_str() && *o == crate::signing::KeyOutcome::Valid);
-            if let Err(e) = r.verdict() {
-                return Err(ServerKeysError::NotSelfSigned(e));
+        let r = check_server_signatures(o, &signed, server_name, |k| match keys.get(k) {
+            Some(e) => KeyLookup::Usable(e.key),
+            None => KeyLookup::Unknown,
+        })
+        .map_err(ServerKeysError::NotSelfSigned)?;
+        // Signatures by keys not in `verify_keys` come out unknown or unsupported.
+        let first = r.keys.iter().find(|(_, outcome)| {
+            !matches!(outcome, KeyOutcome::UnknownKey | KeyOutcome::Unsupported)
+        });
+        match first {
+            Some((_, KeyOutcome::Valid)) => {}
+            Some((key_id, KeyOutcome::BadEncoding)) => {
+                return Err(ServerKeysError::NotSelfSigned(
+                    SignatureError::BadEncoding {
+                        server: server_name.to_owned(),
+                        key_id: key_id.clone(),
+                    },
+                ))
             }
-            if !signed_by_this {
+            Some((key_id, _)) => {
+                return Err(ServerKeysError::NotSelfSigned(SignatureError::Invalid {
+                    server: server_name.to_owned(),
+                    key_id: key_id.clone(),
+                }))
+            }
+            None => {
                 return Err(ServerKeysError::NotSelfSigned(SignatureError::Missing {
-                    server: format!("{server_name} ({id})"),
-                }));
+                    server: server_name.to_owned(),
+                }))
             }
         }
         for (id, e) in old_keys {

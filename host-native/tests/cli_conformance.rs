@@ -426,11 +426,12 @@ impl Host for CliHost {
         let paths = self.write_keys(keys);
         let mut args = vec!["event", "check", "--room-version", rv, "--keys"];
         args.extend(paths.iter().map(String::as_str));
-        // Exit 1 means "some PDU not accepted": the verdict lines are still the output.
+        // Exit 1 means "some PDU not accepted": the verdict lines are still the output. A key
+        // file refused is bad input (exit 2), with its code.
         let out = run(&args, pdus);
         match out.status.code() {
             Some(0 | 1) => Ok(out.stdout),
-            _ => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+            _ => outcome(&args, out),
         }
     }
 }

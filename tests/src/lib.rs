@@ -288,6 +288,7 @@ pub fn run_all(host: &dyn Host) -> Report {
     run_synapse_corpus(host, &mut r);
     run_legacy_numbers(host, &mut r, &spec);
     run_request_samples(host, &mut r);
+    run_key_responses(host, &mut r);
     run_acl(host, &mut r);
     run_canonical_check(host, &mut r);
     run_discovery(host, &mut r);
@@ -295,6 +296,26 @@ pub fn run_all(host: &dyn Host) -> Report {
     run_room(host, &mut r);
     run_membership_templates(host, &mut r);
     r
+}
+
+/// `key_responses.json`: key responses accepted or refused as Synapse's `process_v2_response`
+/// does, each used to check one PDU signed by the key it should carry.
+fn run_key_responses(host: &dyn Host, r: &mut Report) {
+    let file = load_json("key_responses.json");
+    let rv = s(&file["room_version"]);
+    let pdu = serde_json::to_vec(&file["pdu"]).unwrap();
+    for v in file["cases"].as_array().unwrap() {
+        let response = serde_json::to_vec(&v["response"]).unwrap();
+        let got = host.check_pdus(rv, &[response], &pdu).map(|out| {
+            let j: J = serde_json::from_slice(&out).unwrap();
+            s(&j["verdict"]).as_bytes().to_vec()
+        });
+        let want = match v.get("error") {
+            Some(code) => Err(s(code).to_owned()),
+            None => ok_text(s(&v["expected"])),
+        };
+        r.check("key_response", s(&v["name"]), &got, &want);
+    }
 }
 
 /// `membership_template.json`: `make_*` answers completed into our signed membership events,
