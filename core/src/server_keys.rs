@@ -345,6 +345,9 @@ impl KeyRing {
 pub struct KeyQuery {
     /// Server → key ID → `minimum_valid_until_ts`.
     pub servers: BTreeMap<String, BTreeMap<String, Option<i64>>>,
+    /// Server → the `minimum_valid_until_ts` asked of all its keys (the GET form's query
+    /// parameter; the POST body has no place for it, so [`KeyQuery::to_json`] leaves it out).
+    pub all_keys_minimum: BTreeMap<String, i64>,
 }
 
 impl KeyQuery {
@@ -401,7 +404,16 @@ impl KeyQuery {
 
     /// The smallest validity asked for a server, if any.
     fn minimum(&self, server: &str) -> Option<i64> {
-        self.servers.get(server)?.values().flatten().copied().min()
+        let per_key = self
+            .servers
+            .get(server)
+            .into_iter()
+            .flat_map(|ids| ids.values());
+        per_key
+            .flatten()
+            .chain(self.all_keys_minimum.get(server))
+            .copied()
+            .min()
     }
 }
 
@@ -453,13 +465,47 @@ pub fn verify_notary_response(
     Ok(out)
 }
 
-/// A fetch the host should make: the server and the validity to ask for.
+/// A fetch the host should make: the server, the keys needed and the validity to ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyFetch {
     /// Whose keys.
     pub server: String,
+    /// The key IDs needed (none: any key of the server will do).
+    pub key_ids: Vec<KeyId>,
     /// `minimum_valid_until_ts` to send.
     pub minimum_valid_until_ts: Timestamp,
+}
+
+impl KeyFetch {
+    /// The query to send a notary for this fetch (`POST /_matrix/key/v2/query`), as Synapse
+    /// asks: each key ID needed with this fetch's `minimum_valid_until_ts`, or, with no key IDs,
+    /// all of the server's keys (a query with no key IDs carries no criteria).
+    ///
+    /// ```
+    /// use mxfed_core::keys::KeyId;
+    /// use mxfed_core::server_keys::KeyFetch;
+    /// use mxfed_core::Timestamp;
+    /// let f = KeyFetch {
+    ///     server: "example.org".into(),
+    ///     key_ids: vec![KeyId::parse("ed25519:a").unwrap()],
+    ///     minimum_valid_until_ts: Timestamp(1000),
+    /// };
+    /// assert_eq!(
+    ///     f.notary_query().to_json().to_canonical_string(),
+    ///     r#"{"server_keys":{"example.org":{"ed25519:a":{"minimum_valid_until_ts":1000}}}}"#
+    /// );
+    /// ```
+    pub fn notary_query(&self) -> KeyQuery {
+        let min = Some(self.minimum_valid_until_ts.as_i64());
+        let ids = self
+            .key_ids
+            .iter()
+            .map(|id| (id.as_str().to_owned(), min))
+            .collect();
+        let mut q = KeyQuery::default();
+        q.servers.insert(self.server.clone(), ids);
+        q
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -565,6 +611,7 @@ impl KeyCache {
         });
         (!usable).then(|| KeyFetch {
             server: server.to_owned(),
+            key_ids: key_ids.to_vec(),
             minimum_valid_until_ts: now,
         })
     }
@@ -587,11 +634,32 @@ impl KeyCache {
         });
         (!usable).then(|| KeyFetch {
             server: server.to_owned(),
+            key_ids: key_ids.to_vec(),
             minimum_valid_until_ts: if v.enforce_key_validity {
                 origin_server_ts
             } else {
                 Timestamp::ZERO
             },
+        })
+    }
+
+    /// Whether the cache holds what `fetch` asked for: each of its key IDs (with none, the
+    /// server's latest response) valid until at least its `minimum_valid_until_ts` (an old
+    /// key counts until its `expired_ts`). Synapse's rule for going on to the next source
+    /// (direct, then each notary) when one answered without it.
+    pub fn satisfies(&self, fetch: &KeyFetch) -> bool {
+        let min = fetch.minimum_valid_until_ts.as_i64();
+        if fetch.key_ids.is_empty() {
+            return self
+                .entries
+                .get(&fetch.server)
+                .is_some_and(|e| e.keys.valid_until_ts >= min);
+        }
+        let known = self.ring.server(&fetch.server);
+        fetch.key_ids.iter().all(|id| {
+            known
+                .and_then(|k| k.get(id))
+                .is_some_and(|e| e.valid_until_ts.or(e.expired_ts).unwrap_or(i64::MAX) >= min)
         })
     }
 
@@ -609,7 +677,7 @@ impl KeyCache {
     /// refresh time.
     pub fn notary_fetches(&self, query: &KeyQuery, now: Timestamp) -> Vec<KeyFetch> {
         let mut out = Vec::new();
-        for server in query.servers.keys() {
+        for (server, ids) in &query.servers {
             let min = query.minimum(server);
             let stale = match (self.entries.get(server), min) {
                 (None, _) => true,
@@ -617,8 +685,10 @@ impl KeyCache {
                 (Some(_), None) => self.refresh_at(server).is_some_and(|t| t < now),
             };
             if stale {
+                let key_ids = ids.keys().filter_map(|id| KeyId::parse(id).ok()).collect();
                 out.push(KeyFetch {
                     server: server.clone(),
+                    key_ids,
                     minimum_valid_until_ts: min.map_or(now, Timestamp::from_i64),
                 });
             }

@@ -13,7 +13,7 @@ use mxfed_core::event::{
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
 use mxfed_core::pdu::{check_pdu_object, Verdict};
 use mxfed_core::server_keys::{
-    build_server_keys, verify_notary_response, KeyCache, KeyQuery, KeyRing, ServerKeys,
+    build_server_keys, verify_notary_response, KeyCache, KeyFetch, KeyQuery, KeyRing, ServerKeys,
 };
 use mxfed_core::signing::{sign_json, KeyOutcome};
 use mxfed_core::xmatrix::{
@@ -826,6 +826,71 @@ fn key_cache_policy_and_notary_round_trip() {
         BTreeMap::from([(id.as_str().to_owned(), Some(3 * day as i64))]),
     );
     assert_eq!(cache.notary_fetches(&q2, Timestamp(1)).len(), 1);
+    // The GET form's minimum, for all of a server's keys, forces one too.
+    let mut q3 = KeyQuery::default();
+    q3.servers.insert("origin.example".into(), BTreeMap::new());
+    assert!(cache.notary_fetches(&q3, Timestamp(1)).is_empty());
+    q3.all_keys_minimum
+        .insert("origin.example".into(), 3 * day as i64);
+    let f = cache.notary_fetches(&q3, Timestamp(1));
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].minimum_valid_until_ts, Timestamp(3 * day));
+}
+
+#[test]
+fn a_key_fetch_asks_notaries_for_its_keys_and_knows_when_it_is_done() {
+    let (k, other) = (other_key("k", 1), other_key("other", 4));
+    let day: u64 = 86_400_000;
+    let v10 = RoomVersion::get("10").unwrap();
+    let mut cache = KeyCache::new();
+    let f = cache
+        .fetch_for_event("origin.example", &[k.key_id().clone()], Timestamp(day), v10)
+        .unwrap();
+    assert_eq!(f.key_ids, [k.key_id().clone()]);
+    // The notary query names the key with the validity needed (Synapse's query).
+    assert_eq!(
+        f.notary_query().to_json().to_canonical_string(),
+        format!(
+            r#"{{"server_keys":{{"origin.example":{{"ed25519:k":{{"minimum_valid_until_ts":{day}}}}}}}}}"#
+        )
+    );
+    // An answer without the key does not satisfy the fetch; nor one not valid long enough.
+    let with = |keys: &[SigningKey], until: u64| {
+        build_server_keys("origin.example", keys, &[], Int::new(until as i64).unwrap()).unwrap()
+    };
+    cache
+        .insert(with(&[other.clone()], 2 * day), None, Timestamp(0))
+        .unwrap();
+    assert!(!cache.satisfies(&f));
+    cache
+        .insert(with(&[k.clone()], day - 1), None, Timestamp(0))
+        .unwrap();
+    assert!(!cache.satisfies(&f));
+    cache
+        .insert(with(&[k.clone()], day), None, Timestamp(0))
+        .unwrap();
+    assert!(cache.satisfies(&f));
+    // A fetch naming no key: the server's latest response, valid long enough.
+    let any = KeyFetch {
+        server: "origin.example".into(),
+        key_ids: Vec::new(),
+        minimum_valid_until_ts: Timestamp(2 * day),
+    };
+    assert!(cache.satisfies(&any));
+    assert!(!cache.satisfies(&KeyFetch {
+        minimum_valid_until_ts: Timestamp(2 * day + 1),
+        ..any.clone()
+    }));
+    assert_eq!(
+        any.notary_query().to_json().to_canonical_string(),
+        r#"{"server_keys":{"origin.example":{}}}"#
+    );
+    // Every key named must be there.
+    let both = KeyFetch {
+        key_ids: vec![k.key_id().clone(), KeyId::parse("ed25519:gone").unwrap()],
+        ..f
+    };
+    assert!(!cache.satisfies(&both));
 }
 
 // ---------------------------------------------------------------- building events
