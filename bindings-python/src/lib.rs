@@ -1047,6 +1047,24 @@ fn pick_srv<'py>(
     }
 }
 
+/// Every target of an SRV answer, from records `[{"priority", "weight", "port", "target"}]` (a
+/// list of dicts, or JSON text), in the order to try them: `{"action": "connect", "targets":
+/// [...]}`; `{"action": "unavailable"}` when the only target is `.` (the service is not
+/// offered: fail); `{"action": "next"}` with no record. Raises `DiscoveryError` for malformed
+/// records.
+#[pyfunction]
+fn srv_targets<'py>(py: Python<'py>, records: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    let answer = match as_text(records)? {
+        Some(bytes) => discovery::srv_targets_json(&bytes).or_raise()?,
+        None => {
+            let records = discovery::srv_records_from_json(&to_value(records, Numbers::Strict)?)
+                .or_raise()?;
+            discovery::srv_targets(&records).to_json()
+        }
+    };
+    object_to_py(py, &answer)
+}
+
 /// How long to use a valid well-known answer, in milliseconds, from its `Cache-Control` and
 /// `Expires` header values (`None` when absent), received at `now_ms` (default: `time.time()`):
 /// `no-store` gives 5 minutes, else `max-age`, else `Expires` minus now (not a date: past), else
@@ -1402,6 +1420,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(server_acl_allows, m)?)?;
     m.add_function(wrap_pyfunction!(discovery_plan, m)?)?;
     m.add_function(wrap_pyfunction!(pick_srv, m)?)?;
+    m.add_function(wrap_pyfunction!(srv_targets, m)?)?;
     m.add_function(wrap_pyfunction!(well_known_lifetime, m)?)?;
     m.add_function(wrap_pyfunction!(server_may_see, m)?)?;
     m.add_function(wrap_pyfunction!(replay, m)?)?;

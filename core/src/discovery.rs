@@ -6,7 +6,9 @@
 //! the answer (or its absence) to [`after_well_known`] (no SRV) or [`plan_after_well_known`]
 //! (with SRV). The latter answers either where to connect, or which SRV names to look up in
 //! order (`_matrix-fed._tcp.<host>`, then the deprecated `_matrix._tcp.<host>`); the host hands
-//! each answer to [`pick_srv`], and connects to `<host>:8448` when neither gives a target. With
+//! each answer to [`srv_targets`] (or [`pick_srv`] for the best target alone): the first name
+//! with records gives the targets to try in order, or says the service is not available (a
+//! lone `.`), and `<host>:8448` is connected to when neither name has records. With
 //! SRV, the `Host` header and the TLS server name stay `<host>`: only the connection goes to the
 //! record's target and port.
 //!
@@ -254,20 +256,70 @@ impl SrvRecord {
 /// Where to connect from an SRV answer: the record with the lowest priority, then the highest
 /// weight, then the smallest target and port (deterministic: RFC 2782's weighted random choice
 /// needs randomness the core does not draw, and a server has one target in practice). `None`
-/// when there is no usable record: none at all, or only `.` ("decidedly not available").
+/// when there is no usable record: none at all, or only `.` ("decidedly not available"; see
+/// [`srv_targets`], which tells the two apart and lists the other targets too).
 pub fn pick_srv(records: &[SrvRecord]) -> Option<Target> {
-    records
+    match srv_targets(records) {
+        SrvAnswer::Targets(t) => t.into_iter().next(),
+        _ => None,
+    }
+}
+
+/// What an SRV answer says to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SrvAnswer {
+    /// Connect to the first of these targets that accepts a connection, in this order.
+    Targets(Vec<Target>),
+    /// The service is decidedly not available at this name (RFC 2782: the records' only
+    /// target is `.`): the connection fails, without trying the next SRV name or port 8448, as
+    /// Synapse does.
+    Unavailable,
+    /// No record: look up the next SRV name, else connect to the host on port 8448.
+    NoRecords,
+}
+
+/// The targets of an SRV answer in the order to try them: lowest priority first, then, among
+/// equal priorities, the highest weight, then the smallest target and port (deterministic, as
+/// [`pick_srv`]); `.` targets left out. Records whose targets are all `.` say the service is
+/// [`SrvAnswer::Unavailable`].
+///
+/// ```
+/// use mxfed_core::discovery::{srv_targets, SrvAnswer, SrvRecord, Target};
+/// let records = [SrvRecord::new(20, 0, 8448, "b.example."), SrvRecord::new(10, 0, 443, "a.example.")];
+/// assert_eq!(
+///     srv_targets(&records),
+///     SrvAnswer::Targets(vec![Target::new("a.example", 443), Target::new("b.example", 8448)])
+/// );
+/// assert_eq!(srv_targets(&[SrvRecord::new(0, 0, 0, ".")]), SrvAnswer::Unavailable);
+/// assert_eq!(srv_targets(&[]), SrvAnswer::NoRecords);
+/// ```
+pub fn srv_targets(records: &[SrvRecord]) -> SrvAnswer {
+    let mut usable: Vec<(&SrvRecord, &str)> = records
         .iter()
         .map(|r| (r, r.target.trim_end_matches('.')))
         .filter(|(_, host)| !host.is_empty())
-        .min_by(|(a, ah), (b, bh)| {
-            a.priority
-                .cmp(&b.priority)
-                .then(b.weight.cmp(&a.weight))
-                .then(ah.cmp(bh))
-                .then(a.port.cmp(&b.port))
-        })
-        .map(|(r, host)| Target::new(host, r.port))
+        .collect();
+    if usable.is_empty() {
+        return if records.is_empty() {
+            SrvAnswer::NoRecords
+        } else {
+            SrvAnswer::Unavailable
+        };
+    }
+    usable.sort_by(|(a, ah), (b, bh)| {
+        a.priority
+            .cmp(&b.priority)
+            .then(b.weight.cmp(&a.weight))
+            .then(ah.cmp(bh))
+            .then(a.port.cmp(&b.port))
+    });
+    SrvAnswer::Targets(
+        usable
+            .into_iter()
+            .map(|(r, host)| Target::new(host, r.port))
+            .collect(),
+    )
 }
 
 // ------------------------------------------------------------------ how long answers last
@@ -614,6 +666,28 @@ impl SrvRecord {
     }
 }
 
+impl SrvAnswer {
+    /// `{"action":"connect","targets":[{"host","port"},…]}`, `{"action":"unavailable"}` or
+    /// `{"action":"next"}` (no record: the next SRV name, else port 8448).
+    pub fn to_json(&self) -> Object {
+        let mut o = Object::new();
+        match self {
+            SrvAnswer::Targets(t) => {
+                o.insert("action", "connect");
+                let t: Vec<Value> = t.iter().map(|t| Value::Object(t.to_json())).collect();
+                o.insert("targets", t);
+            }
+            SrvAnswer::Unavailable => {
+                o.insert("action", "unavailable");
+            }
+            SrvAnswer::NoRecords => {
+                o.insert("action", "next");
+            }
+        }
+        o
+    }
+}
+
 /// SRV records from a JSON array of `{"priority","weight","port","target"}` values.
 ///
 /// # Errors
@@ -644,6 +718,23 @@ pub fn pick_srv_json(records: &[u8]) -> Result<Value, DiscoveryError> {
     let v = parse(records, &ParseOptions::STRICT)?;
     let records = srv_records_from_json(&v)?;
     Ok(pick_srv(&records).map_or(Value::Null, |t| Value::Object(t.to_json())))
+}
+
+/// [`srv_targets`] over records given as JSON text (what the hosts print and return).
+///
+/// ```
+/// use mxfed_core::discovery::srv_targets_json;
+/// let a = srv_targets_json(br#"[{"priority":0,"weight":0,"port":0,"target":"."}]"#).unwrap();
+/// assert_eq!(a.to_canonical_string(), r#"{"action":"unavailable"}"#);
+/// assert_eq!(srv_targets_json(b"[]").unwrap().to_canonical_string(), r#"{"action":"next"}"#);
+/// assert_eq!(srv_targets_json(b"{}").unwrap_err().code(), "bad_srv_records");
+/// ```
+///
+/// # Errors
+/// As [`srv_records_from_json`].
+pub fn srv_targets_json(records: &[u8]) -> Result<Object, DiscoveryError> {
+    let v = parse(records, &ParseOptions::STRICT)?;
+    Ok(srv_targets(&srv_records_from_json(&v)?).to_json())
 }
 
 #[cfg(test)]
@@ -802,5 +893,17 @@ mod tests {
             SrvRecord::new(10, 5, 8, "a.example"),
         ];
         assert_eq!(pick_srv(&tie), Some(Target::new("a.example", 8)));
+        // Every usable target, best first; `.` left out.
+        assert_eq!(
+            srv_targets(&rs),
+            SrvAnswer::Targets(vec![
+                Target::new("heavy.example", 3),
+                Target::new("light.example", 2),
+                Target::new("late.example", 1),
+            ])
+        );
+        let dots = [SrvRecord::new(0, 0, 0, "."), SrvRecord::new(5, 0, 0, ".")];
+        assert_eq!(srv_targets(&dots), SrvAnswer::Unavailable);
+        assert_eq!(srv_targets(&[]), SrvAnswer::NoRecords);
     }
 }

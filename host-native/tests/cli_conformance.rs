@@ -314,6 +314,10 @@ impl Host for CliHost {
         Some(mxfed(&["discover", "pick-srv", "-"], records))
     }
 
+    fn srv_targets(&self, records: &[u8]) -> Option<Outcome> {
+        Some(mxfed(&["discover", "srv-targets", "-"], records))
+    }
+
     fn well_known_lifetime(
         &self,
         cache_control: Option<&str>,

@@ -279,21 +279,28 @@ async fn srv_records_are_followed_in_order() {
     let c = client(dns.clone());
     let take = || std::mem::take(&mut *dns.log.lock().unwrap());
 
-    // No well-known (the name has no address), then `_matrix-fed._tcp`: its best target.
+    // No well-known (the name has no address), then `_matrix-fed._tcp`: its targets, the best
+    // first (the decoy, resolved after it, is never connected to).
     assert_eq!(version(&c, "srv.test").await.unwrap(), "mxfed");
     assert_eq!(
         take(),
         [
             "A srv.test",
             "SRV _matrix-fed._tcp.srv.test",
-            "A target.test"
+            "A target.test",
+            "A nowhere.test"
         ]
     );
     // Cached: the next request looks up neither well-known nor SRV (and may reuse the
-    // connection without resolving the target again).
+    // connection without resolving the targets again).
     assert_eq!(version(&c, "srv.test").await.unwrap(), "mxfed");
     let again = take();
-    assert!(again.iter().all(|l| l == "A target.test"), "{again:?}");
+    assert!(
+        again
+            .iter()
+            .all(|l| l == "A target.test" || l == "A nowhere.test"),
+        "{again:?}"
+    );
 
     // The deprecated `_matrix._tcp` is asked after `_matrix-fed._tcp`.
     assert_eq!(version(&c, "old.test").await.unwrap(), "mxfed");
@@ -757,4 +764,57 @@ async fn a_failed_refetch_keeps_the_delegation_it_had() {
         Some("stub")
     );
     assert_eq!(well_known_fetches(&stub, "never.test"), 2);
+}
+
+#[tokio::test]
+async fn srv_targets_are_tried_in_order_and_a_lone_dot_means_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = start(dir.path());
+    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+    let closed = common::free_port();
+    let mut dns = MapDns::default();
+    for name in ["target.test", "down.test"] {
+        dns.ips.insert(name.into(), loopback);
+    }
+    // The preferred target refuses connections: the next record's target is used.
+    dns.srv.insert(
+        "_matrix-fed._tcp.fallback.test".into(),
+        vec![
+            SrvRecord::new(20, 0, port, "target.test."),
+            SrvRecord::new(10, 0, closed, "down.test."),
+            SrvRecord::new(15, 0, 1, "unknown.test."),
+        ],
+    );
+    // A lone "." says federation is not offered here: the deprecated name (which would
+    // answer) and port 8448 are not tried.
+    dns.srv.insert(
+        "_matrix-fed._tcp.dot.test".into(),
+        vec![SrvRecord::new(0, 0, 0, ".")],
+    );
+    dns.srv.insert(
+        "_matrix._tcp.dot.test".into(),
+        vec![SrvRecord::new(0, 0, port, "target.test.")],
+    );
+    let dns = Arc::new(dns);
+    let c = client(dns.clone());
+    let take = || std::mem::take(&mut *dns.log.lock().unwrap());
+
+    assert_eq!(version(&c, "fallback.test").await.unwrap(), "mxfed");
+    assert_eq!(
+        take(),
+        [
+            "A fallback.test",
+            "SRV _matrix-fed._tcp.fallback.test",
+            "A down.test",
+            "A unknown.test",
+            "A target.test"
+        ]
+    );
+
+    let e = version(&c, "dot.test").await.unwrap_err();
+    assert!(e.to_string().contains("not available"), "{e}");
+    assert_eq!(take(), ["A dot.test", "SRV _matrix-fed._tcp.dot.test"]);
+    // Cached like any discovery result.
+    assert!(version(&c, "dot.test").await.is_err());
+    assert!(take().is_empty());
 }

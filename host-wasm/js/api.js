@@ -258,6 +258,13 @@ export function pickSrv(records) {
   return JSON.parse(raw.pickSrv(toBytes(records, 'records')));
 }
 
+/** Every target of an SRV answer (`[{priority, weight, port, target}]`) in the order to try
+ *  them: `{action: 'connect', targets: [{host, port}, …]}`; `{action: 'unavailable'}` when the
+ *  only target is `.` (the service is not offered: fail); `{action: 'next'}` with no record. */
+export function srvTargets(records) {
+  return JSON.parse(raw.srvTargets(toBytes(records, 'records')));
+}
+
 /** How long to use a valid well-known answer, in milliseconds, from its `Cache-Control` and
  *  `Expires` header values (`null` or `undefined` when absent), received at `nowMs` (default:
  *  `Date.now()`): `no-store` gives 5 minutes, else `max-age`, else `Expires` minus now (not a

@@ -389,6 +389,15 @@ pub fn pick_srv(records: &[u8]) -> Result<String, HostError> {
     )))
 }
 
+/// Every target of an SRV answer in the order to try them, or what else it says, as canonical
+/// JSON (`mxfed discover srv-targets`).
+///
+/// # Errors
+/// Records that are not JSON, not a list (`bad_srv_records`) or malformed (`bad_srv_record`).
+pub fn srv_targets(records: &[u8]) -> Result<String, HostError> {
+    Ok(mxfed_core::discovery::srv_targets_json(records)?.to_canonical_string())
+}
+
 /// How long to use a valid well-known answer, in milliseconds, from its `Cache-Control` and
 /// `Expires` header values, received at `now` (`mxfed discover well-known-lifetime`).
 pub fn well_known_lifetime(

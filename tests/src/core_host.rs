@@ -223,6 +223,14 @@ impl Host for CoreHost {
         )
     }
 
+    fn srv_targets(&self, records: &[u8]) -> Option<Outcome> {
+        Some(
+            discovery::srv_targets_json(records)
+                .map(|o| o.to_canonical_string().into_bytes())
+                .map_err(|e| e.code().to_owned()),
+        )
+    }
+
     fn well_known_lifetime(
         &self,
         cache_control: Option<&str>,

@@ -106,6 +106,12 @@ pub trait Host {
     fn pick_srv(&self, _records: &[u8]) -> Option<Outcome> {
         None
     }
+    /// Every target of an SRV answer in the order to try them, or what else it says: canonical
+    /// JSON `{"action":"connect","targets":[…]}`, `{"action":"unavailable"}` or
+    /// `{"action":"next"}`. Required.
+    fn srv_targets(&self, _records: &[u8]) -> Option<Outcome> {
+        None
+    }
     /// How long to use a valid well-known answer with these `Cache-Control` and `Expires`
     /// header values, received at `now_ms`: the lifetime in milliseconds, as decimal text.
     /// Required.
@@ -167,6 +173,7 @@ pub const REQUIRED_KINDS: &[&str] = &[
     "canonical_check",
     "discovery_plan",
     "pick_srv",
+    "srv_targets",
     "well_known_lifetime",
     "history_visibility",
     "room_replay_verdicts",
@@ -413,7 +420,7 @@ fn run_acl(host: &dyn Host, r: &mut Report) {
 }
 
 /// Server discovery (`discovery.json`): plans with and without a well-known body, SRV record
-/// choice, and the lifetime of well-known answers.
+/// choice and order, and the lifetime of well-known answers.
 fn run_discovery(host: &dyn Host, r: &mut Report) {
     let d = load_json("discovery.json");
     for v in d["plan"].as_array().unwrap() {
@@ -431,6 +438,15 @@ fn run_discovery(host: &dyn Host, r: &mut Report) {
             "pick_srv",
             s(&v["name"]),
             host.pick_srv(&records),
+            &expected(v),
+        );
+    }
+    for v in d["srv_targets"].as_array().unwrap() {
+        let records = input_bytes(v, "records").unwrap();
+        r.check_opt(
+            "srv_targets",
+            s(&v["name"]),
+            host.srv_targets(&records),
             &expected(v),
         );
     }

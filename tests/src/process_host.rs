@@ -215,6 +215,9 @@ impl Host for ProcessHost {
     fn pick_srv(&self, records: &[u8]) -> Option<Outcome> {
         self.call("pick_srv", json!({ "records": s(records) }))
     }
+    fn srv_targets(&self, records: &[u8]) -> Option<Outcome> {
+        self.call("srv_targets", json!({ "records": s(records) }))
+    }
     fn well_known_lifetime(
         &self,
         cache_control: Option<&str>,

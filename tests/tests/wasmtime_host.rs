@@ -193,6 +193,9 @@ impl<R: AbiCall> Host for AbiHost<R> {
     fn pick_srv(&self, records: &[u8]) -> Option<Outcome> {
         self.call("pick_srv", a().bytes(records))
     }
+    fn srv_targets(&self, records: &[u8]) -> Option<Outcome> {
+        self.call("srv_targets", a().bytes(records))
+    }
     fn well_known_lifetime(
         &self,
         cache_control: Option<&str>,

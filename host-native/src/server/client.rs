@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use mxfed_core::canonical::{self, Object};
-use mxfed_core::discovery::{self, AfterWellKnown, SrvRecord, Step, Target};
+use mxfed_core::discovery::{self, AfterWellKnown, SrvAnswer, SrvRecord, Step, Target};
 use mxfed_core::keys::SigningKey;
 use mxfed_core::xmatrix::Request;
 use mxfed_core::Timestamp;
@@ -229,8 +229,8 @@ impl Dns for SystemDns {
     }
 }
 
-/// Where requests to one server go: the SRV targets chosen per host name.
-type SrvRoutes = Arc<Mutex<BTreeMap<String, Target>>>;
+/// Where requests to one server go: per host name, its SRV targets in the order to try them.
+type SrvRoutes = Arc<Mutex<BTreeMap<String, Vec<Target>>>>;
 
 /// Resolves through the [`Dns`] and filters the addresses through the IP policy: reqwest
 /// connects only to what is left. With `routes`, a host with an SRV route resolves to the
@@ -251,20 +251,30 @@ impl reqwest::dns::Resolve for PolicyResolver {
             .as_ref()
             .and_then(|r| r.lock().ok().and_then(|m| m.get(&host).cloned()));
         Box::pin(async move {
-            // Port 0 lets the URL's port (or 443) apply; a route's port replaces it, as the
-            // URL names none.
-            let (lookup, port) = route.map_or_else(
-                || (host.clone(), dns.https_port(&host).unwrap_or(0)),
-                |t| (t.host, t.port),
-            );
-            let addrs: Vec<SocketAddr> = dns
-                .lookup_ip(&lookup)
-                .await?
-                .into_iter()
-                .filter(|ip| policy.permits(*ip))
-                .map(|ip| SocketAddr::new(ip, port))
-                .collect();
+            // Port 0 lets the URL's port (or 443) apply; a route's ports replace it, as the URL
+            // names none.
+            let targets = route
+                .unwrap_or_else(|| vec![Target::new(&host, dns.https_port(&host).unwrap_or(0))]);
+            // Every target's addresses, in the targets' order: the connector tries them in
+            // turn, so a target that refuses the connection gives way to the next record.
+            let mut addrs: Vec<SocketAddr> = Vec::new();
+            let mut failed = Vec::new();
+            for t in &targets {
+                match dns.lookup_ip(&t.host).await {
+                    Ok(ips) => addrs.extend(
+                        ips.into_iter()
+                            .filter(|ip| policy.permits(*ip))
+                            .map(|ip| SocketAddr::new(ip, t.port)),
+                    ),
+                    Err(e) => failed.push(e),
+                }
+            }
             if addrs.is_empty() {
+                if targets.len() == 1 {
+                    if let Some(e) = failed.pop() {
+                        return Err(e.into());
+                    }
+                }
                 return Err(format!("{host}: no address allowed by the outbound IP policy").into());
             }
             let it: reqwest::dns::Addrs = Box::new(addrs.into_iter());
@@ -349,8 +359,10 @@ impl WellKnownCache {
 enum Route {
     /// `https://<authority>/…` on the main client.
     Direct(String),
-    /// `https://<host>/…` on the SRV client, which connects to the host's SRV target.
+    /// `https://<host>/…` on the SRV client, which connects to the host's SRV targets.
     Srv(String),
+    /// None: the SRV records say the service is not available (a lone `.` target).
+    Unavailable(String),
 }
 
 /// The outbound HTTP client of the server.
@@ -556,17 +568,23 @@ impl FedClient {
     }
 
     /// Where to connect after the well-known step (`body`: a valid answer's, else `None`),
-    /// with the SRV records looked up: the route, and the SRV target when it goes through one.
+    /// with the SRV records looked up: the route, and the SRV targets when it goes through them.
     async fn route_after(
         &self,
         server: &str,
         body: Option<&[u8]>,
-    ) -> Result<(Route, Option<Target>), FetchError> {
+    ) -> Result<(Route, Option<Vec<Target>>), FetchError> {
         Ok(match discovery::plan_after_well_known(server, body) {
             AfterWellKnown::Connect(t) => (Route::Direct(t.authority()), None),
-            AfterWellKnown::Srv { host, names } => match self.srv_target(&names).await {
-                Some(t) => (Route::Srv(host), Some(t)),
-                None => (
+            AfterWellKnown::Srv { host, names } => match self.srv_targets(&names).await {
+                SrvAnswer::Targets(t) => (Route::Srv(host), Some(t)),
+                SrvAnswer::Unavailable => (
+                    Route::Unavailable(format!(
+                        "{server}: the SRV records of {host} say federation is not available"
+                    )),
+                    None,
+                ),
+                _ => (
                     Route::Direct(Target::new(&host, discovery::DEFAULT_PORT).authority()),
                     None,
                 ),
@@ -580,20 +598,20 @@ impl FedClient {
         })
     }
 
-    /// The target of the first SRV name that has a usable record (a failed lookup counts as
-    /// none, as Synapse does: discovery goes on to the next step).
-    async fn srv_target(&self, names: &[String]) -> Option<Target> {
+    /// The answer of the first SRV name that has records: its targets in order, or that the
+    /// service is not available (a lone `.`); `NoRecords` when no name has any (a failed lookup
+    /// counts as none, as Synapse does: discovery goes on to the next step).
+    async fn srv_targets(&self, names: &[String]) -> SrvAnswer {
         for name in names {
             match self.dns.lookup_srv(name).await {
-                Ok(records) => {
-                    if let Some(t) = discovery::pick_srv(&records) {
-                        return Some(t);
-                    }
-                }
+                Ok(records) => match discovery::srv_targets(&records) {
+                    SrvAnswer::NoRecords => {}
+                    answer => return answer,
+                },
                 Err(e) => warn(&format!("SRV lookup: {e}")),
             }
         }
-        None
+        SrvAnswer::NoRecords
     }
 
     /// Fetches the well-known document at `url`, following redirects (`https` only, at most
@@ -743,6 +761,7 @@ impl FedClient {
         let (http, base) = match self.resolve(destination).await? {
             Route::Direct(authority) => (&self.http, authority),
             Route::Srv(host) => (&self.srv_http, host),
+            Route::Unavailable(why) => return Err(FetchError::Network(why)),
         };
         let auth = if signed {
             let req = Request {
