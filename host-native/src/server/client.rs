@@ -9,7 +9,7 @@
 //! as the spec says) on a second HTTP client whose resolver sends `<host>` to the record's
 //! target and port.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -326,9 +326,10 @@ impl WellKnownCache {
 
     /// Stores an entry. A new name when the cache is full first drops the entries that no
     /// longer count (expired, with no recent valid answer to remember), then, if it is still
-    /// full, the one expiring soonest.
-    fn insert(&mut self, server: &str, entry: WellKnownEntry, now: Timestamp) {
-        if !self.entries.contains_key(server) && self.entries.len() >= self.max {
+    /// full, the one expiring soonest. Returns whether entries were dropped.
+    fn insert(&mut self, server: &str, entry: WellKnownEntry, now: Timestamp) -> bool {
+        let full = !self.entries.contains_key(server) && self.entries.len() >= self.max;
+        if full {
             self.entries
                 .retain(|_, e| e.expires > now || e.had_valid_until.is_some_and(|t| t > now));
             while self.entries.len() >= self.max {
@@ -344,13 +345,18 @@ impl WellKnownCache {
             }
         }
         self.entries.insert(server.to_owned(), entry);
+        full
     }
 
-    /// Whether some entry connects through `host`'s SRV route.
-    fn uses_route(&self, host: &str) -> bool {
+    /// The hosts whose SRV routes some entry connects through.
+    fn srv_hosts(&self) -> BTreeSet<&str> {
         self.entries
             .values()
-            .any(|e| matches!(&e.route, Route::Srv(h) if h == host))
+            .filter_map(|e| match &e.route {
+                Route::Srv(h) => Some(h.as_str()),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -554,14 +560,17 @@ impl FedClient {
         };
         let route = entry.route.clone();
         if let Ok(mut m) = self.well_known.lock() {
-            m.insert(server, entry, now);
+            let dropped = m.insert(server, entry, now);
             // The SRV routes follow the cache: recorded with their entry, dropped with the
             // last entry that uses them.
             if let Ok(mut r) = self.routes.lock() {
                 if let (Route::Srv(host), Some(t)) = (&route, srv_route) {
                     r.insert(host.clone(), t);
                 }
-                r.retain(|host, _| m.uses_route(host));
+                if dropped {
+                    let used = m.srv_hosts();
+                    r.retain(|host, _| used.contains(host.as_str()));
+                }
             }
         }
         Ok(route)
@@ -908,7 +917,7 @@ mod tests {
     fn the_well_known_cache_stays_within_its_size() {
         let direct = || Route::Direct("x:8448".into());
         let mut c = WellKnownCache::new(3);
-        c.insert("dead.test", entry(direct(), 10, None), Timestamp(0));
+        assert!(!c.insert("dead.test", entry(direct(), 10, None), Timestamp(0)));
         c.insert(
             "remembered.test",
             entry(direct(), 10, Some(500)),
@@ -920,17 +929,17 @@ mod tests {
             Timestamp(0),
         );
         // Full: a new name at 100 drops the expired entry that nothing remembers.
-        c.insert("new.test", entry(direct(), 300, None), Timestamp(100));
+        assert!(c.insert("new.test", entry(direct(), 300, None), Timestamp(100)));
         let names: Vec<&str> = c.entries.keys().map(String::as_str).collect();
         assert_eq!(names, ["late.test", "new.test", "remembered.test"]);
         // Replacing an entry drops nothing.
-        c.insert("new.test", entry(direct(), 350, None), Timestamp(100));
+        assert!(!c.insert("new.test", entry(direct(), 350, None), Timestamp(100)));
         assert_eq!(c.entries.len(), 3);
         // Full of live entries: the one expiring soonest goes (remembered.test, at 10).
         c.insert("newer.test", entry(direct(), 600, None), Timestamp(100));
         let names: Vec<&str> = c.entries.keys().map(String::as_str).collect();
         assert_eq!(names, ["late.test", "new.test", "newer.test"]);
-        assert!(c.uses_route("h.test") && !c.uses_route("x"));
+        assert_eq!(c.srv_hosts(), BTreeSet::from(["h.test"]));
         // Many names never grow it past its size.
         for i in 0..100 {
             c.insert(
@@ -940,6 +949,6 @@ mod tests {
             );
         }
         assert_eq!(c.entries.len(), 3);
-        assert!(!c.uses_route("h.test"));
+        assert!(c.srv_hosts().is_empty());
     }
 }
