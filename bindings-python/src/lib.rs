@@ -1047,6 +1047,40 @@ fn pick_srv<'py>(
     }
 }
 
+/// Every target of an SRV answer, from records `[{"priority", "weight", "port", "target"}]` (a
+/// list of dicts, or JSON text), in the order to try them: `{"action": "connect", "targets":
+/// [...]}`; `{"action": "unavailable"}` when the only target is `.` (the service is not
+/// offered: fail); `{"action": "next"}` with no record. Raises `DiscoveryError` for malformed
+/// records.
+#[pyfunction]
+fn srv_targets<'py>(py: Python<'py>, records: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    let answer = match as_text(records)? {
+        Some(bytes) => discovery::srv_targets_json(&bytes).or_raise()?,
+        None => {
+            let records = discovery::srv_records_from_json(&to_value(records, Numbers::Strict)?)
+                .or_raise()?;
+            discovery::srv_targets(&records).to_json()
+        }
+    };
+    object_to_py(py, &answer)
+}
+
+/// How long to use a valid well-known answer, in milliseconds, from its `Cache-Control` and
+/// `Expires` header values (`None` when absent), received at `now_ms` (default: `time.time()`):
+/// `no-store` gives 5 minutes, else `max-age`, else `Expires` minus now (not a date: past), else
+/// 24 hours; at least 5 minutes, at most 48 hours.
+#[pyfunction]
+#[pyo3(signature = (cache_control=None, expires=None, *, now_ms=None))]
+fn well_known_lifetime(
+    py: Python<'_>,
+    cache_control: Option<&str>,
+    expires: Option<&str>,
+    now_ms: Option<u64>,
+) -> PyResult<u64> {
+    let now = self::now_ms(py, now_ms)?;
+    Ok(discovery::well_known_lifetime(cache_control, expires, now).0)
+}
+
 /// Whether a server may see an event, given the `history_visibility` value in force after it
 /// (`None`: the room has no `m.room.history_visibility` event; unknown values count as `shared`,
 /// as Synapse) and the memberships after it of that server's users (an iterable of str). Raises
@@ -1386,6 +1420,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(server_acl_allows, m)?)?;
     m.add_function(wrap_pyfunction!(discovery_plan, m)?)?;
     m.add_function(wrap_pyfunction!(pick_srv, m)?)?;
+    m.add_function(wrap_pyfunction!(srv_targets, m)?)?;
+    m.add_function(wrap_pyfunction!(well_known_lifetime, m)?)?;
     m.add_function(wrap_pyfunction!(server_may_see, m)?)?;
     m.add_function(wrap_pyfunction!(replay, m)?)?;
     let versions: Vec<&str> = RoomVersion::ALL.iter().map(|v| v.id).collect();

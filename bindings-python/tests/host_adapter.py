@@ -125,6 +125,14 @@ def pick_srv(records: str) -> str:
     return _canon(mxfed.pick_srv(records.encode("utf-8")))
 
 
+def srv_targets(records: str) -> str:
+    return _canon(mxfed.srv_targets(records.encode("utf-8")))
+
+
+def well_known_lifetime(cache_control: Optional[str], expires: Optional[str], now_ms: int) -> str:
+    return str(mxfed.well_known_lifetime(cache_control, expires, now_ms=now_ms))
+
+
 def server_may_see(visibility: Optional[str], memberships: List[str]) -> str:
     may_see = mxfed.server_may_see(visibility, memberships)
     # The visibility as understood: the core's, through the same call the CLI makes.
@@ -190,6 +198,8 @@ OPS: Dict[str, Callable[..., str]] = {
         server_acl_allows,
         discovery_plan,
         pick_srv,
+        srv_targets,
+        well_known_lifetime,
         is_canonical_json,
         server_may_see,
         room_replay,

@@ -9,7 +9,9 @@ use crate::canonical::{Int, Object, Value};
 use crate::identifiers::{validate_server_name, IdError};
 use crate::keys::{KeyError, KeyId, SigningKey, VerifyKey};
 use crate::room_version::RoomVersion;
-use crate::signing::{check_server_signatures, signing_bytes, KeyLookup, SignatureError};
+use crate::signing::{
+    check_server_signatures, signing_bytes, KeyLookup, KeyOutcome, SignatureError,
+};
 use crate::time::Timestamp;
 
 /// Why a key response is unusable.
@@ -35,7 +37,8 @@ pub enum ServerKeysError {
         /// What was wrong.
         source: KeyError,
     },
-    /// The response is not signed by every key it lists in `verify_keys`.
+    /// The response is not self-signed: the first signature of its server by one of its
+    /// `verify_keys` is missing or does not verify.
     #[error("key response is not self-signed: {0}")]
     NotSelfSigned(SignatureError),
     /// A notary's entry lacks a valid signature by the notary.
@@ -125,10 +128,20 @@ fn parse_key(key_id: &str, entry: &Value) -> Result<(KeyId, VerifyKey), ServerKe
     Ok((id, VerifyKey::from_base64(key).map_err(wrap)?))
 }
 
+/// Whether a key ID names an algorithm we verify with: `ed25519:…`. Entries of other
+/// algorithms in `verify_keys` and `old_verify_keys` are skipped, as Synapse skips them.
+fn supported(key_id: &str) -> bool {
+    key_id.starts_with("ed25519:")
+}
+
 impl ServerKeys {
-    /// Parses a key response and checks it is signed by every key in its `verify_keys`.
-    /// Keys of algorithms other than ed25519 are an error rather than silently skipped: a
-    /// response we cannot fully check is not trusted.
+    /// Parses a key response and checks it is self-signed, as Synapse does
+    /// (`process_v2_response`): keys of algorithms other than ed25519 are skipped (their
+    /// entries are not even read), and among the server's signatures, in key ID order, the
+    /// first by a key its `verify_keys` lists decides: it must verify. A listed key need not
+    /// have signed (a server publishes a new key before signing with it), and signatures by
+    /// keys not listed are ignored (a notary's copy may carry the notary's own). Malformed
+    /// ed25519 entries and a missing `server_name` or `valid_until_ts` are errors.
     ///
     /// # Errors
     /// Any [`ServerKeysError`].
@@ -141,7 +154,7 @@ impl ServerKeys {
         let valid_until_ts = field_int(o, "valid_until_ts")?;
         let mut keys = BTreeMap::new();
         if let Some(vk) = key_map(o, "verify_keys")? {
-            for (id, entry) in vk.iter() {
+            for (id, entry) in vk.iter().filter(|(id, _)| supported(id)) {
                 let (id, key) = parse_key(id, entry)?;
                 keys.insert(
                     id,
@@ -156,13 +169,13 @@ impl ServerKeys {
         if keys.is_empty() {
             return Err(ServerKeysError::BadField {
                 field: "verify_keys",
-                expected: "an object with at least one key",
+                expected: "an object with at least one ed25519 key",
             });
         }
         // Structure first, so a malformed response says what is malformed.
         let mut old_keys = BTreeMap::new();
         if let Some(old) = key_map(o, "old_verify_keys")? {
-            for (id, entry) in old.iter() {
+            for (id, entry) in old.iter().filter(|(id, _)| supported(id)) {
                 let (id, key) = parse_key(id, entry)?;
                 let expired_ts = entry
                     .as_object()
@@ -180,27 +193,35 @@ impl ServerKeys {
             }
         }
         let signed = signing_bytes(o);
-        for (id, entry) in &keys {
-            let r = check_server_signatures(o, &signed, server_name, |k| {
-                if k == id {
-                    KeyLookup::Usable(entry.key)
-                } else {
-                    KeyLookup::Unknown
-                }
-            })
-            .map_err(ServerKeysError::NotSelfSigned)?;
-            // Every listed key must have signed, and nothing it signed may fail.
-            let signed_by_this = r
-                .keys
-                .iter()
-                .any(|(k, o)| k == id.as_str() && *o == crate::signing::KeyOutcome::Valid);
-            if let Err(e) = r.verdict() {
-                return Err(ServerKeysError::NotSelfSigned(e));
+        let r = check_server_signatures(o, &signed, server_name, |k| match keys.get(k) {
+            Some(e) => KeyLookup::Usable(e.key),
+            None => KeyLookup::Unknown,
+        })
+        .map_err(ServerKeysError::NotSelfSigned)?;
+        // Signatures by keys not in `verify_keys` come out unknown or unsupported.
+        let first = r.keys.iter().find(|(_, outcome)| {
+            !matches!(outcome, KeyOutcome::UnknownKey | KeyOutcome::Unsupported)
+        });
+        match first {
+            Some((_, KeyOutcome::Valid)) => {}
+            Some((key_id, KeyOutcome::BadEncoding)) => {
+                return Err(ServerKeysError::NotSelfSigned(
+                    SignatureError::BadEncoding {
+                        server: server_name.to_owned(),
+                        key_id: key_id.clone(),
+                    },
+                ))
             }
-            if !signed_by_this {
+            Some((key_id, _)) => {
+                return Err(ServerKeysError::NotSelfSigned(SignatureError::Invalid {
+                    server: server_name.to_owned(),
+                    key_id: key_id.clone(),
+                }))
+            }
+            None => {
                 return Err(ServerKeysError::NotSelfSigned(SignatureError::Missing {
-                    server: format!("{server_name} ({id})"),
-                }));
+                    server: server_name.to_owned(),
+                }))
             }
         }
         for (id, e) in old_keys {
@@ -324,6 +345,9 @@ impl KeyRing {
 pub struct KeyQuery {
     /// Server → key ID → `minimum_valid_until_ts`.
     pub servers: BTreeMap<String, BTreeMap<String, Option<i64>>>,
+    /// Server → the `minimum_valid_until_ts` asked of all its keys (the GET form's query
+    /// parameter; the POST body has no place for it, so [`KeyQuery::to_json`] leaves it out).
+    pub all_keys_minimum: BTreeMap<String, i64>,
 }
 
 impl KeyQuery {
@@ -380,7 +404,16 @@ impl KeyQuery {
 
     /// The smallest validity asked for a server, if any.
     fn minimum(&self, server: &str) -> Option<i64> {
-        self.servers.get(server)?.values().flatten().copied().min()
+        let per_key = self
+            .servers
+            .get(server)
+            .into_iter()
+            .flat_map(|ids| ids.values());
+        per_key
+            .flatten()
+            .chain(self.all_keys_minimum.get(server))
+            .copied()
+            .min()
     }
 }
 
@@ -432,13 +465,47 @@ pub fn verify_notary_response(
     Ok(out)
 }
 
-/// A fetch the host should make: the server and the validity to ask for.
+/// A fetch the host should make: the server, the keys needed and the validity to ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyFetch {
     /// Whose keys.
     pub server: String,
+    /// The key IDs needed (none: any key of the server will do).
+    pub key_ids: Vec<KeyId>,
     /// `minimum_valid_until_ts` to send.
     pub minimum_valid_until_ts: Timestamp,
+}
+
+impl KeyFetch {
+    /// The query to send a notary for this fetch (`POST /_matrix/key/v2/query`), as Synapse
+    /// asks: each key ID needed with this fetch's `minimum_valid_until_ts`, or, with no key IDs,
+    /// all of the server's keys (a query with no key IDs carries no criteria).
+    ///
+    /// ```
+    /// use mxfed_core::keys::KeyId;
+    /// use mxfed_core::server_keys::KeyFetch;
+    /// use mxfed_core::Timestamp;
+    /// let f = KeyFetch {
+    ///     server: "example.org".into(),
+    ///     key_ids: vec![KeyId::parse("ed25519:a").unwrap()],
+    ///     minimum_valid_until_ts: Timestamp(1000),
+    /// };
+    /// assert_eq!(
+    ///     f.notary_query().to_json().to_canonical_string(),
+    ///     r#"{"server_keys":{"example.org":{"ed25519:a":{"minimum_valid_until_ts":1000}}}}"#
+    /// );
+    /// ```
+    pub fn notary_query(&self) -> KeyQuery {
+        let min = Some(self.minimum_valid_until_ts.as_i64());
+        let ids = self
+            .key_ids
+            .iter()
+            .map(|id| (id.as_str().to_owned(), min))
+            .collect();
+        let mut q = KeyQuery::default();
+        q.servers.insert(self.server.clone(), ids);
+        q
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -544,6 +611,7 @@ impl KeyCache {
         });
         (!usable).then(|| KeyFetch {
             server: server.to_owned(),
+            key_ids: key_ids.to_vec(),
             minimum_valid_until_ts: now,
         })
     }
@@ -566,11 +634,32 @@ impl KeyCache {
         });
         (!usable).then(|| KeyFetch {
             server: server.to_owned(),
+            key_ids: key_ids.to_vec(),
             minimum_valid_until_ts: if v.enforce_key_validity {
                 origin_server_ts
             } else {
                 Timestamp::ZERO
             },
+        })
+    }
+
+    /// Whether the cache holds what `fetch` asked for: each of its key IDs (with none, the
+    /// server's latest response) valid until at least its `minimum_valid_until_ts` (an old
+    /// key counts until its `expired_ts`). Synapse's rule for going on to the next source
+    /// (direct, then each notary) when one answered without it.
+    pub fn satisfies(&self, fetch: &KeyFetch) -> bool {
+        let min = fetch.minimum_valid_until_ts.as_i64();
+        if fetch.key_ids.is_empty() {
+            return self
+                .entries
+                .get(&fetch.server)
+                .is_some_and(|e| e.keys.valid_until_ts >= min);
+        }
+        let known = self.ring.server(&fetch.server);
+        fetch.key_ids.iter().all(|id| {
+            known
+                .and_then(|k| k.get(id))
+                .is_some_and(|e| e.valid_until_ts.or(e.expired_ts).unwrap_or(i64::MAX) >= min)
         })
     }
 
@@ -588,7 +677,7 @@ impl KeyCache {
     /// refresh time.
     pub fn notary_fetches(&self, query: &KeyQuery, now: Timestamp) -> Vec<KeyFetch> {
         let mut out = Vec::new();
-        for server in query.servers.keys() {
+        for (server, ids) in &query.servers {
             let min = query.minimum(server);
             let stale = match (self.entries.get(server), min) {
                 (None, _) => true,
@@ -596,8 +685,10 @@ impl KeyCache {
                 (Some(_), None) => self.refresh_at(server).is_some_and(|t| t < now),
             };
             if stale {
+                let key_ids = ids.keys().filter_map(|id| KeyId::parse(id).ok()).collect();
                 out.push(KeyFetch {
                     server: server.clone(),
+                    key_ids,
                     minimum_valid_until_ts: min.map_or(now, Timestamp::from_i64),
                 });
             }

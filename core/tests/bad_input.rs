@@ -2051,7 +2051,8 @@ fn cases() -> Vec<Case> {
             Err("bad_key_id"),
         ),
         (
-            "key response unsupported algorithm",
+            // Skipped, as Synapse skips keys of algorithms it does not verify with.
+            "key response with a key of another algorithm",
             key_response(
                 |o| {
                     o.object_entry("verify_keys")
@@ -2061,7 +2062,7 @@ fn cases() -> Vec<Case> {
                 |_| {},
             ),
             ServerKeys,
-            Err("unsupported_algorithm"),
+            Ok,
         ),
         (
             "key response key not base64",

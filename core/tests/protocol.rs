@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use mxfed_core::base64;
 use mxfed_core::canonical::{self, parse_object, Int, Object, ParseOptions, Value};
 use mxfed_core::event::{
     auth_types, build_event, membership_from_template, EventRef, EventTemplate, MembershipRequest,
@@ -12,9 +13,9 @@ use mxfed_core::event::{
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
 use mxfed_core::pdu::{check_pdu_object, Verdict};
 use mxfed_core::server_keys::{
-    build_server_keys, verify_notary_response, KeyCache, KeyQuery, KeyRing, ServerKeys,
+    build_server_keys, verify_notary_response, KeyCache, KeyFetch, KeyQuery, KeyRing, ServerKeys,
 };
-use mxfed_core::signing::KeyOutcome;
+use mxfed_core::signing::{sign_json, KeyOutcome};
 use mxfed_core::xmatrix::{
     parse_authorization, verify_request, verify_request_body, Request, RequestBody, XMatrix,
     XMatrixError,
@@ -549,20 +550,42 @@ fn key_responses_bad_input_table() {
         }),
         "bad_key_length"
     );
+    // Only keys of another algorithm: nothing to verify with.
     assert_eq!(
         mutate(&|o| {
             o.insert("verify_keys", obj(r#"{"curve25519:1":{"key":"AAAA"}}"#));
         }),
-        "unsupported_algorithm"
+        "keys_bad_field"
     );
-    // A second listed key that did not sign.
+    // Signed by no key it lists: by another key of ours only, by a key it does not list.
     assert_eq!(
         mutate(&|o| {
-            let mut vk = o.get_object("verify_keys").unwrap().clone();
-            let mut e = Object::new();
-            e.insert("key", other_key("2", 3).verify_key().to_base64());
-            vk.insert("ed25519:2", e);
-            o.insert("verify_keys", vk);
+            o.remove("signatures");
+            sign_json(o, "a.example", &other_key("1", 9)).unwrap();
+        }),
+        "keys_not_self_signed"
+    );
+    assert_eq!(
+        mutate(&|o| {
+            o.remove("signatures");
+            sign_json(o, "a.example", &other_key("unlisted", 9)).unwrap();
+        }),
+        "keys_not_self_signed"
+    );
+    // Signed by another server with the listed key.
+    assert_eq!(
+        mutate(&|o| {
+            o.remove("signatures");
+            sign_json(o, "b.example", &k).unwrap();
+        }),
+        "keys_not_self_signed"
+    );
+    assert_eq!(
+        mutate(&|o| {
+            o.insert(
+                "signatures",
+                obj(r#"{"a.example":{"ed25519:1":"not base64!"}}"#),
+            );
         }),
         "keys_not_self_signed"
     );
@@ -574,6 +597,87 @@ fn key_responses_bad_input_table() {
             );
         }),
         "keys_bad_field"
+    );
+}
+
+/// What Synapse's `process_v2_response` accepts beyond the strict reading: keys of other
+/// algorithms are skipped, a listed key need not have signed, and the first signature (in key
+/// ID order) by a listed key decides.
+#[test]
+fn key_responses_are_read_as_synapse_reads_them() {
+    let (k1, k2) = (key("1"), other_key("2", 3));
+    let unsigned = |extra: &[(&str, Value)], signers: &[&SigningKey]| {
+        let mut o =
+            build_server_keys("a.example", &[k1.clone()], &[], Int::new(10).unwrap()).unwrap();
+        o.remove("signatures");
+        let mut vk = o.get_object("verify_keys").unwrap().clone();
+        for (id, v) in extra {
+            vk.insert(*id, v.clone());
+        }
+        o.insert("verify_keys", vk);
+        for s in signers {
+            sign_json(&mut o, "a.example", s).unwrap();
+        }
+        o
+    };
+    let entry = |k: &SigningKey| {
+        Value::Object(obj(&format!(
+            r#"{{"key":"{}"}}"#,
+            k.verify_key().to_base64()
+        )))
+    };
+
+    // A second ed25519 key that did not sign is accepted, and learnt.
+    let o = unsigned(&[("ed25519:2", entry(&k2))], &[&k1]);
+    let keys = ServerKeys::from_response(&o).unwrap();
+    assert_eq!(
+        keys.keys.keys().map(KeyId::as_str).collect::<Vec<_>>(),
+        ["ed25519:1", "ed25519:2"]
+    );
+    // Entries of other algorithms are skipped unread, in verify_keys and old_verify_keys.
+    let mut o = unsigned(
+        &[
+            ("curve25519:x", Value::Object(obj(r#"{"key":"not a key"}"#))),
+            ("org.example.alg:y", Value::from("not even an object")),
+        ],
+        &[&k1],
+    );
+    o.remove("signatures");
+    o.insert("old_verify_keys", obj(r#"{"curve25519:z":{"no":"key"}}"#));
+    sign_json(&mut o, "a.example", &k1).unwrap();
+    let keys = ServerKeys::from_response(&o).unwrap();
+    assert_eq!(
+        keys.keys.keys().map(KeyId::as_str).collect::<Vec<_>>(),
+        ["ed25519:1"]
+    );
+    // Signed only by the second listed key: accepted.
+    let o = unsigned(&[("ed25519:2", entry(&k2))], &[&k2]);
+    assert!(ServerKeys::from_response(&o).is_ok());
+    // A signature by a key not listed (a notary's, say) is ignored, valid or not.
+    let mut o = unsigned(&[], &[&k1]);
+    let mut sigs = o.get_object("signatures").unwrap().clone();
+    let mut ours = sigs.get_object("a.example").unwrap().clone();
+    ours.insert("ed25519:0", "AAAA");
+    sigs.insert("a.example", ours);
+    o.insert("signatures", sigs);
+    assert!(ServerKeys::from_response(&o).is_ok());
+    // The first signature by a listed key decides: ed25519:1 (valid) before ed25519:2
+    // (broken) is accepted; broken before valid is not.
+    let broken = |o: &mut Object, id: &str| {
+        let mut sigs = o.get_object("signatures").unwrap().clone();
+        let mut ours = sigs.get_object("a.example").unwrap().clone();
+        ours.insert(id, base64::encode([0u8; 64]));
+        sigs.insert("a.example", ours);
+        o.insert("signatures", sigs);
+    };
+    let mut o = unsigned(&[("ed25519:2", entry(&k2))], &[&k1]);
+    broken(&mut o, "ed25519:2");
+    assert!(ServerKeys::from_response(&o).is_ok());
+    let mut o = unsigned(&[("ed25519:2", entry(&k2))], &[&k2]);
+    broken(&mut o, "ed25519:1");
+    assert_eq!(
+        ServerKeys::from_response(&o).unwrap_err().code(),
+        "keys_not_self_signed"
     );
 }
 
@@ -722,6 +826,71 @@ fn key_cache_policy_and_notary_round_trip() {
         BTreeMap::from([(id.as_str().to_owned(), Some(3 * day as i64))]),
     );
     assert_eq!(cache.notary_fetches(&q2, Timestamp(1)).len(), 1);
+    // The GET form's minimum, for all of a server's keys, forces one too.
+    let mut q3 = KeyQuery::default();
+    q3.servers.insert("origin.example".into(), BTreeMap::new());
+    assert!(cache.notary_fetches(&q3, Timestamp(1)).is_empty());
+    q3.all_keys_minimum
+        .insert("origin.example".into(), 3 * day as i64);
+    let f = cache.notary_fetches(&q3, Timestamp(1));
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].minimum_valid_until_ts, Timestamp(3 * day));
+}
+
+#[test]
+fn a_key_fetch_asks_notaries_for_its_keys_and_knows_when_it_is_done() {
+    let (k, other) = (other_key("k", 1), other_key("other", 4));
+    let day: u64 = 86_400_000;
+    let v10 = RoomVersion::get("10").unwrap();
+    let mut cache = KeyCache::new();
+    let f = cache
+        .fetch_for_event("origin.example", &[k.key_id().clone()], Timestamp(day), v10)
+        .unwrap();
+    assert_eq!(f.key_ids, [k.key_id().clone()]);
+    // The notary query names the key with the validity needed (Synapse's query).
+    assert_eq!(
+        f.notary_query().to_json().to_canonical_string(),
+        format!(
+            r#"{{"server_keys":{{"origin.example":{{"ed25519:k":{{"minimum_valid_until_ts":{day}}}}}}}}}"#
+        )
+    );
+    // An answer without the key does not satisfy the fetch; nor one not valid long enough.
+    let with = |keys: &[SigningKey], until: u64| {
+        build_server_keys("origin.example", keys, &[], Int::new(until as i64).unwrap()).unwrap()
+    };
+    cache
+        .insert(with(&[other.clone()], 2 * day), None, Timestamp(0))
+        .unwrap();
+    assert!(!cache.satisfies(&f));
+    cache
+        .insert(with(&[k.clone()], day - 1), None, Timestamp(0))
+        .unwrap();
+    assert!(!cache.satisfies(&f));
+    cache
+        .insert(with(&[k.clone()], day), None, Timestamp(0))
+        .unwrap();
+    assert!(cache.satisfies(&f));
+    // A fetch naming no key: the server's latest response, valid long enough.
+    let any = KeyFetch {
+        server: "origin.example".into(),
+        key_ids: Vec::new(),
+        minimum_valid_until_ts: Timestamp(2 * day),
+    };
+    assert!(cache.satisfies(&any));
+    assert!(!cache.satisfies(&KeyFetch {
+        minimum_valid_until_ts: Timestamp(2 * day + 1),
+        ..any.clone()
+    }));
+    assert_eq!(
+        any.notary_query().to_json().to_canonical_string(),
+        r#"{"server_keys":{"origin.example":{}}}"#
+    );
+    // Every key named must be there.
+    let both = KeyFetch {
+        key_ids: vec![k.key_id().clone(), KeyId::parse("ed25519:gone").unwrap()],
+        ..f
+    };
+    assert!(!cache.satisfies(&both));
 }
 
 // ---------------------------------------------------------------- building events

@@ -164,6 +164,26 @@ enum DiscoverCommand {
         /// The records (JSON file), or - for stdin.
         file: Option<PathBuf>,
     },
+    /// Every target of an SRV answer (a JSON list of {priority, weight, port, target}) in the
+    /// order to try them: {"action":"connect","targets":[...]}, {"action":"unavailable"} (only
+    /// "." targets) or {"action":"next"} (no record).
+    SrvTargets {
+        /// The records (JSON file), or - for stdin.
+        file: Option<PathBuf>,
+    },
+    /// Print how long to use a valid well-known answer, in milliseconds, from its headers:
+    /// max-age or no-store, else Expires, else 24 hours; at least 5 minutes, at most 48 hours.
+    WellKnownLifetime {
+        /// The Cache-Control header value (several headers joined with commas).
+        #[arg(long, allow_hyphen_values = true)]
+        cache_control: Option<String>,
+        /// The (last) Expires header value.
+        #[arg(long, allow_hyphen_values = true)]
+        expires: Option<String>,
+        /// When the answer arrived, in milliseconds since the epoch (default: the clock).
+        #[arg(long)]
+        now: Option<u64>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -942,6 +962,22 @@ fn run_discover(cmd: DiscoverCommand) -> Result<(), CliError> {
         DiscoverCommand::PickSrv { file } => {
             let target = discovery::pick_srv_json(&read_input(file.as_deref())?)?;
             write_out(&canonical::to_vec(&target))
+        }
+        DiscoverCommand::SrvTargets { file } => {
+            let answer = discovery::srv_targets_json(&read_input(file.as_deref())?)?;
+            write_out(answer.to_canonical_string().as_bytes())
+        }
+        DiscoverCommand::WellKnownLifetime {
+            cache_control,
+            expires,
+            now,
+        } => {
+            let lifetime = discovery::well_known_lifetime(
+                cache_control.as_deref(),
+                expires.as_deref(),
+                clock_now(now)?,
+            );
+            write_out(lifetime.0.to_string().as_bytes())
         }
     }
 }

@@ -314,6 +314,25 @@ impl Host for CliHost {
         Some(mxfed(&["discover", "pick-srv", "-"], records))
     }
 
+    fn srv_targets(&self, records: &[u8]) -> Option<Outcome> {
+        Some(mxfed(&["discover", "srv-targets", "-"], records))
+    }
+
+    fn well_known_lifetime(
+        &self,
+        cache_control: Option<&str>,
+        expires: Option<&str>,
+        now_ms: u64,
+    ) -> Option<Outcome> {
+        let now = format!("--now={now_ms}");
+        let cc = cache_control.map(|v| format!("--cache-control={v}"));
+        let exp = expires.map(|v| format!("--expires={v}"));
+        let mut args = vec!["discover", "well-known-lifetime", now.as_str()];
+        args.extend(cc.as_deref());
+        args.extend(exp.as_deref());
+        Some(mxfed(&args, b""))
+    }
+
     fn server_may_see(&self, visibility: Option<&str>, memberships: &[&str]) -> Option<Outcome> {
         let flag = visibility.map(|v| format!("--visibility={v}"));
         let mut args = vec!["history", "may-see"];
@@ -411,11 +430,12 @@ impl Host for CliHost {
         let paths = self.write_keys(keys);
         let mut args = vec!["event", "check", "--room-version", rv, "--keys"];
         args.extend(paths.iter().map(String::as_str));
-        // Exit 1 means "some PDU not accepted": the verdict lines are still the output.
+        // Exit 1 means "some PDU not accepted": the verdict lines are still the output. A key
+        // file refused is bad input (exit 2), with its code.
         let out = run(&args, pdus);
         match out.status.code() {
             Some(0 | 1) => Ok(out.stdout),
-            _ => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+            _ => outcome(&args, out),
         }
     }
 }

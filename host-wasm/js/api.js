@@ -258,6 +258,27 @@ export function pickSrv(records) {
   return JSON.parse(raw.pickSrv(toBytes(records, 'records')));
 }
 
+/** Every target of an SRV answer (`[{priority, weight, port, target}]`) in the order to try
+ *  them: `{action: 'connect', targets: [{host, port}, …]}`; `{action: 'unavailable'}` when the
+ *  only target is `.` (the service is not offered: fail); `{action: 'next'}` with no record. */
+export function srvTargets(records) {
+  return JSON.parse(raw.srvTargets(toBytes(records, 'records')));
+}
+
+/** How long to use a valid well-known answer, in milliseconds, from its `Cache-Control` and
+ *  `Expires` header values (`null` or `undefined` when absent), received at `nowMs` (default:
+ *  `Date.now()`): `no-store` gives 5 minutes, else `max-age`, else `Expires` minus now (not a
+ *  date: past), else 24 hours; at least 5 minutes, at most 48 hours. Throws `bad_argument` for
+ *  header values that are not strings. */
+export function wellKnownLifetime(cacheControl, expires, nowMs) {
+  const header = (v, name) => {
+    if (v === null || v === undefined) return undefined;
+    if (typeof v !== 'string') throw mxfedError('bad_argument', `${name}: expected a string, null or undefined`);
+    return v;
+  };
+  return raw.wellKnownLifetime(header(cacheControl, 'cacheControl'), header(expires, 'expires'), nowMs ?? Date.now());
+}
+
 /** Whether a server may see an event, given the `history_visibility` value in force after it
  *  (`null` or `undefined`: the room has no `m.room.history_visibility` event; unknown values
  *  count as `shared`, as Synapse) and the memberships after it of that server's users (an

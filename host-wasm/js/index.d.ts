@@ -169,6 +169,10 @@ export interface SrvRecord {
 export function serverAclAllows(content: JsonInput, serverName: string): boolean;
 export function discoveryPlan(serverName: string, wellKnown?: JsonInput | null): DiscoveryPlan;
 export function pickSrv(records: SrvRecord[] | JsonInput): { host: string; port: number } | null;
+export function srvTargets(
+  records: SrvRecord[] | JsonInput,
+): { action: 'connect'; targets: { host: string; port: number }[] } | { action: 'unavailable' } | { action: 'next' };
+export function wellKnownLifetime(cacheControl?: string | null, expires?: string | null, nowMs?: number): number;
 export function serverMaySee(historyVisibility: string | null | undefined, memberships: Iterable<string>): boolean;
 
 /** One PDU's verdict in a room: `PduVerdict` with the room pipeline's verdicts. */

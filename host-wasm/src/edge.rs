@@ -280,7 +280,7 @@ impl EdgeRequest {
         cache: &KeyCache,
         versions: &BTreeMap<String, &'static RoomVersion>,
     ) -> Vec<KeyFetch> {
-        let mut by_server: BTreeMap<String, Timestamp> = BTreeMap::new();
+        let mut by_server: BTreeMap<String, (Timestamp, Vec<KeyId>)> = BTreeMap::new();
         for (_, ev, v) in self.pdus_with_versions(versions) {
             let Some(v) = v else { continue };
             // A PDU whose signers cannot be found fails its format check anyway.
@@ -301,15 +301,21 @@ impl EdgeRequest {
                 if let Some(f) = cache.fetch_for_event(&server, &ids, ts, v) {
                     let e = by_server
                         .entry(f.server)
-                        .or_insert(f.minimum_valid_until_ts);
-                    *e = (*e).max(f.minimum_valid_until_ts);
+                        .or_insert((f.minimum_valid_until_ts, Vec::new()));
+                    e.0 = e.0.max(f.minimum_valid_until_ts);
+                    for id in f.key_ids {
+                        if !e.1.contains(&id) {
+                            e.1.push(id);
+                        }
+                    }
                 }
             }
         }
         by_server
             .into_iter()
-            .map(|(server, minimum_valid_until_ts)| KeyFetch {
+            .map(|(server, (minimum_valid_until_ts, key_ids))| KeyFetch {
                 server,
+                key_ids,
                 minimum_valid_until_ts,
             })
             .collect()

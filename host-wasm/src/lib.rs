@@ -4,7 +4,8 @@
 //! What it does: exports the core's operations through wasm-bindgen (`canonicalJson`,
 //! `isCanonicalJson`, `signJson`, `verifyJson`, `contentHash`, `referenceHash`, `eventId`, `redact`,
 //! `hashAndSignEvent`, `membershipFromTemplate`, `checkPdus`, `signRequest`, `verifyRequest`, `serverKeys`,
-//! `parseTransaction`, `serverAclAllows`, `discoveryPlan`, `pickSrv`, `serverMaySee`, `replay`,
+//! `parseTransaction`, `serverAclAllows`, `discoveryPlan`, `pickSrv`, `srvTargets`, `wellKnownLifetime`,
+//! `serverMaySee`, `replay`,
 //! the key classes and `Room`), and the edge worker's request checks ([`edge`]).
 //! The JavaScript package around it (`host-wasm/js/`, built into `host-wasm/pkg/` by
 //! `host-wasm/build.sh`) turns strings and objects into bytes and back.
@@ -437,6 +438,27 @@ pub fn server_acl_allows(content: &[u8], server_name: &str) -> JsResult<bool> {
 #[wasm_bindgen(js_name = discoveryPlan)]
 pub fn discovery_plan(server_name: &str, well_known: Option<Vec<u8>>) -> JsResult<String> {
     ops::discovery_plan(server_name, well_known.as_deref()).map_err(err)
+}
+
+/// Every target of an SRV answer in the order to try them (JSON: `{"action":"connect",
+/// "targets"}`, `{"action":"unavailable"}` or `{"action":"next"}`) from a JSON list of records.
+#[wasm_bindgen(js_name = srvTargets)]
+pub fn srv_targets(records: &[u8]) -> JsResult<String> {
+    ops::srv_targets(records).map_err(err)
+}
+
+/// How long to use a valid well-known answer, in milliseconds, from its `Cache-Control` and
+/// `Expires` header values (`undefined` when absent), received at `now` (ms since the epoch).
+#[wasm_bindgen(js_name = wellKnownLifetime)]
+pub fn well_known_lifetime(
+    cache_control: Option<String>,
+    expires: Option<String>,
+    now: f64,
+) -> f64 {
+    // At most 48 hours: exact as a double.
+    #[allow(clippy::cast_precision_loss)]
+    let ms = ops::well_known_lifetime(cache_control.as_deref(), expires.as_deref(), ts(now)) as f64;
+    ms
 }
 
 /// Whether the bytes are canonical JSON already: exactly what `canonicalJson` writes for the

@@ -389,6 +389,25 @@ pub fn pick_srv(records: &[u8]) -> Result<String, HostError> {
     )))
 }
 
+/// Every target of an SRV answer in the order to try them, or what else it says, as canonical
+/// JSON (`mxfed discover srv-targets`).
+///
+/// # Errors
+/// Records that are not JSON, not a list (`bad_srv_records`) or malformed (`bad_srv_record`).
+pub fn srv_targets(records: &[u8]) -> Result<String, HostError> {
+    Ok(mxfed_core::discovery::srv_targets_json(records)?.to_canonical_string())
+}
+
+/// How long to use a valid well-known answer, in milliseconds, from its `Cache-Control` and
+/// `Expires` header values, received at `now` (`mxfed discover well-known-lifetime`).
+pub fn well_known_lifetime(
+    cache_control: Option<&str>,
+    expires: Option<&str>,
+    now: Timestamp,
+) -> u64 {
+    mxfed_core::discovery::well_known_lifetime(cache_control, expires, now).0
+}
+
 /// Whether a server may see an event (`mxfed history may-see`): the `history_visibility` value
 /// in force after it (`None`: no such event; unknown values are `shared`) and the memberships
 /// after it of the server's users.

@@ -256,6 +256,16 @@ test('discovery: first step, after the well-known (null: failed fetch), SRV choi
   assert.equal(m.pickSrv([]), null);
   throwsCode(() => m.pickSrv({}), 'bad_srv_records');
   throwsCode(() => m.pickSrv([{ port: 1 }]), 'bad_srv_record');
+  assert.deepEqual(m.srvTargets(records), { action: 'connect', targets: [{ host: 'b.example.org', port: 443 }, { host: 'a.example.org', port: 8443 }] });
+  assert.deepEqual(m.srvTargets([{ priority: 0, weight: 0, port: 0, target: '.' }]), { action: 'unavailable' });
+  assert.deepEqual(m.srvTargets([]), { action: 'next' });
+  throwsCode(() => m.srvTargets({}), 'bad_srv_records');
+  const now = 784111777000; // Sun, 06 Nov 1994 08:49:37 GMT
+  assert.equal(m.wellKnownLifetime(undefined, undefined, now), 86400000);
+  assert.equal(m.wellKnownLifetime('max-age=3600', null, now), 3600000);
+  assert.equal(m.wellKnownLifetime(null, 'Sun, 06 Nov 1994 11:49:37 GMT', now), 10800000);
+  assert.equal(m.wellKnownLifetime('no-store'), 300000);
+  throwsCode(() => m.wellKnownLifetime(3600), 'bad_argument');
 });
 
 test('history visibility: every vector row, iterables; non-strings are bad_argument', () => {

@@ -79,6 +79,8 @@ const ops = {
     return `{"event":${out.event},"event_id":${JSON.stringify(out.eventId)},"room_version":${JSON.stringify(out.roomVersion)}}`;
   },
   is_canonical_json: (a) => String(m.isCanonicalJson(Uint8Array.from(Buffer.from(a.input_hex, 'hex')))),
+  srv_targets: (a) => m.canonicalJson(m.srvTargets(b(a.records))),
+  well_known_lifetime: (a) => String(m.wellKnownLifetime(a.cache_control, a.expires, a.now_ms)),
   pick_srv: (a) => {
     const t = m.pickSrv(b(a.records));
     return t === null ? 'null' : m.canonicalJson(t);

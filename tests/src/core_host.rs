@@ -223,6 +223,24 @@ impl Host for CoreHost {
         )
     }
 
+    fn srv_targets(&self, records: &[u8]) -> Option<Outcome> {
+        Some(
+            discovery::srv_targets_json(records)
+                .map(|o| o.to_canonical_string().into_bytes())
+                .map_err(|e| e.code().to_owned()),
+        )
+    }
+
+    fn well_known_lifetime(
+        &self,
+        cache_control: Option<&str>,
+        expires: Option<&str>,
+        now_ms: u64,
+    ) -> Option<Outcome> {
+        let lifetime = discovery::well_known_lifetime(cache_control, expires, Timestamp(now_ms));
+        Some(text(lifetime.0.to_string()))
+    }
+
     fn room_replay(&self, rv: &str, keys: &[Vec<u8>], pdus: &[u8]) -> Option<Outcome> {
         Some(replayed(rv, keys, pdus).map(|(verdicts, room)| {
             let mut out = Vec::new();

@@ -106,6 +106,23 @@ pub trait Host {
     fn pick_srv(&self, _records: &[u8]) -> Option<Outcome> {
         None
     }
+    /// Every target of an SRV answer in the order to try them, or what else it says: canonical
+    /// JSON `{"action":"connect","targets":[…]}`, `{"action":"unavailable"}` or
+    /// `{"action":"next"}`. Required.
+    fn srv_targets(&self, _records: &[u8]) -> Option<Outcome> {
+        None
+    }
+    /// How long to use a valid well-known answer with these `Cache-Control` and `Expires`
+    /// header values, received at `now_ms`: the lifetime in milliseconds, as decimal text.
+    /// Required.
+    fn well_known_lifetime(
+        &self,
+        _cache_control: Option<&str>,
+        _expires: Option<&str>,
+        _now_ms: u64,
+    ) -> Option<Outcome> {
+        None
+    }
     /// Whether a server may see an event, given the `history_visibility` value in force after
     /// it (`None`: no such event) and the memberships of that server's users after it:
     /// canonical JSON `{"history_visibility","may_see"}`. Required.
@@ -156,6 +173,8 @@ pub const REQUIRED_KINDS: &[&str] = &[
     "canonical_check",
     "discovery_plan",
     "pick_srv",
+    "srv_targets",
+    "well_known_lifetime",
     "history_visibility",
     "room_replay_verdicts",
     "room_replay_state",
@@ -276,6 +295,7 @@ pub fn run_all(host: &dyn Host) -> Report {
     run_synapse_corpus(host, &mut r);
     run_legacy_numbers(host, &mut r, &spec);
     run_request_samples(host, &mut r);
+    run_key_responses(host, &mut r);
     run_acl(host, &mut r);
     run_canonical_check(host, &mut r);
     run_discovery(host, &mut r);
@@ -283,6 +303,26 @@ pub fn run_all(host: &dyn Host) -> Report {
     run_room(host, &mut r);
     run_membership_templates(host, &mut r);
     r
+}
+
+/// `key_responses.json`: key responses accepted or refused as Synapse's `process_v2_response`
+/// does, each used to check one PDU signed by the key it should carry.
+fn run_key_responses(host: &dyn Host, r: &mut Report) {
+    let file = load_json("key_responses.json");
+    let rv = s(&file["room_version"]);
+    let pdu = serde_json::to_vec(&file["pdu"]).unwrap();
+    for v in file["cases"].as_array().unwrap() {
+        let response = serde_json::to_vec(&v["response"]).unwrap();
+        let got = host.check_pdus(rv, &[response], &pdu).map(|out| {
+            let j: J = serde_json::from_slice(&out).unwrap();
+            s(&j["verdict"]).as_bytes().to_vec()
+        });
+        let want = match v.get("error") {
+            Some(code) => Err(s(code).to_owned()),
+            None => ok_text(s(&v["expected"])),
+        };
+        r.check("key_response", s(&v["name"]), &got, &want);
+    }
 }
 
 /// `membership_template.json`: `make_*` answers completed into our signed membership events,
@@ -379,8 +419,8 @@ fn run_acl(host: &dyn Host, r: &mut Report) {
     }
 }
 
-/// Server discovery (`discovery.json`): plans with and without a well-known body, and SRV
-/// record choice.
+/// Server discovery (`discovery.json`): plans with and without a well-known body, SRV record
+/// choice and order, and the lifetime of well-known answers.
 fn run_discovery(host: &dyn Host, r: &mut Report) {
     let d = load_json("discovery.json");
     for v in d["plan"].as_array().unwrap() {
@@ -398,6 +438,27 @@ fn run_discovery(host: &dyn Host, r: &mut Report) {
             "pick_srv",
             s(&v["name"]),
             host.pick_srv(&records),
+            &expected(v),
+        );
+    }
+    for v in d["srv_targets"].as_array().unwrap() {
+        let records = input_bytes(v, "records").unwrap();
+        r.check_opt(
+            "srv_targets",
+            s(&v["name"]),
+            host.srv_targets(&records),
+            &expected(v),
+        );
+    }
+    for v in d["well_known_lifetime"].as_array().unwrap() {
+        r.check_opt(
+            "well_known_lifetime",
+            s(&v["name"]),
+            host.well_known_lifetime(
+                v["cache_control"].as_str(),
+                v["expires"].as_str(),
+                v["now_ms"].as_u64().unwrap(),
+            ),
             &expected(v),
         );
     }

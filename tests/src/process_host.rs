@@ -215,6 +215,20 @@ impl Host for ProcessHost {
     fn pick_srv(&self, records: &[u8]) -> Option<Outcome> {
         self.call("pick_srv", json!({ "records": s(records) }))
     }
+    fn srv_targets(&self, records: &[u8]) -> Option<Outcome> {
+        self.call("srv_targets", json!({ "records": s(records) }))
+    }
+    fn well_known_lifetime(
+        &self,
+        cache_control: Option<&str>,
+        expires: Option<&str>,
+        now_ms: u64,
+    ) -> Option<Outcome> {
+        self.call(
+            "well_known_lifetime",
+            json!({"cache_control": cache_control, "expires": expires, "now_ms": now_ms}),
+        )
+    }
     fn server_may_see(&self, visibility: Option<&str>, memberships: &[&str]) -> Option<Outcome> {
         self.call(
             "server_may_see",

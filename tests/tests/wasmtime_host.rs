@@ -193,6 +193,22 @@ impl<R: AbiCall> Host for AbiHost<R> {
     fn pick_srv(&self, records: &[u8]) -> Option<Outcome> {
         self.call("pick_srv", a().bytes(records))
     }
+    fn srv_targets(&self, records: &[u8]) -> Option<Outcome> {
+        self.call("srv_targets", a().bytes(records))
+    }
+    fn well_known_lifetime(
+        &self,
+        cache_control: Option<&str>,
+        expires: Option<&str>,
+        now_ms: u64,
+    ) -> Option<Outcome> {
+        self.call(
+            "well_known_lifetime",
+            a().opt(cache_control.map(str::as_bytes))
+                .opt(expires.map(str::as_bytes))
+                .s(&now_ms.to_string()),
+        )
+    }
     fn is_canonical_json(&self, input: &[u8]) -> Option<Outcome> {
         self.call("is_canonical_json", a().bytes(input))
     }

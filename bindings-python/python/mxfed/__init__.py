@@ -56,8 +56,10 @@ from mxfed._core import (
     server_may_see,
     sign_json,
     sign_request,
+    srv_targets,
     verify_json,
     verify_request,
+    well_known_lifetime,
 )
 
 __all__ = [
@@ -100,6 +102,8 @@ __all__ = [
     "server_may_see",
     "sign_json",
     "sign_request",
+    "srv_targets",
     "verify_json",
     "verify_request",
+    "well_known_lifetime",
 ]

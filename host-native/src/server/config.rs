@@ -1,7 +1,7 @@
 //! The server's configuration: a TOML file in the data directory, written with comments on first
 //! run, and command-line flags that override it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -77,6 +77,12 @@ pub struct Limits {
     /// Federation requests an origin server may make at once before the rate applies.
     #[serde(default = "default_fed_burst")]
     pub federation_burst: u32,
+    /// Largest answer read from another server, in bytes (but see the next one).
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: usize,
+    /// Largest `send_join` or `/state` answer read (a room's whole state), in bytes.
+    #[serde(default = "default_max_state_response")]
+    pub max_state_response_bytes: usize,
 }
 
 /// The admin API (used by `mxfed admin`).
@@ -209,7 +215,15 @@ fn default_limits() -> Limits {
         gap_fill_seconds: default_gap_fill(),
         federation_per_second: default_fed_rate(),
         federation_burst: default_fed_burst(),
+        max_response_bytes: default_max_response(),
+        max_state_response_bytes: default_max_state_response(),
     }
+}
+fn default_max_response() -> usize {
+    super::client::ResponseLimits::DEFAULT.default_bytes
+}
+fn default_max_state_response() -> usize {
+    super::client::ResponseLimits::DEFAULT.state_bytes
 }
 fn default_fed_rate() -> u32 {
     50
@@ -283,12 +297,20 @@ impl Cidr {
         Ok(Cidr { net, prefix })
     }
 
-    /// Whether `ip` is in the range (IPv4-mapped IPv6 addresses count as IPv4).
+    /// Whether `ip` is in the range, or is an IPv6 address carrying an IPv4 address that is
+    /// (see [`embedded_ipv4`]): `::ffff:10.0.0.1`, `::10.0.0.1` and `2002:a00:1::` are all in
+    /// `10.0.0.0/8`, as they all lead to 10.0.0.1.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        self.contains_exactly(ip)
+            || match ip {
+                IpAddr::V6(v6) => {
+                    embedded_ipv4(v6).is_some_and(|v4| self.contains_exactly(IpAddr::V4(v4)))
+                }
+                IpAddr::V4(_) => false,
+            }
+    }
+
+    fn contains_exactly(&self, ip: IpAddr) -> bool {
         match (self.net, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 let mask = u32::MAX
@@ -305,6 +327,19 @@ impl Cidr {
             _ => false,
         }
     }
+}
+
+/// The IPv4 address an IPv6 address stands for, in the forms that reach an IPv4 host:
+/// IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`, deprecated but still
+/// routable on some stacks) and 6to4 (`2002:aabb:ccdd::/48`, through a 6to4 relay). Without
+/// this, a blocked IPv4 range could be reached by writing its addresses in one of these forms.
+pub fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    // `to_ipv4` answers both the mapped and the compatible form (`::1` gives 0.0.0.1).
+    if let Some(v4) = v6.to_ipv4() {
+        return Some(v4);
+    }
+    let o = v6.octets();
+    (o[0] == 0x20 && o[1] == 0x02).then(|| Ipv4Addr::new(o[2], o[3], o[4], o[5]))
 }
 
 /// Which addresses outbound requests may reach.
@@ -429,6 +464,12 @@ gap_fill_seconds = 20
 # (PUT /send) are not counted: one in flight per origin paces them.
 federation_per_second = 50
 federation_burst = 200
+# Largest answer read from another server, in bytes (Synapse's 100 MiB), and largest send_join
+# or /state answer (a room's whole state; Synapse's 500 MiB). Answers are held in memory whole
+# while they are checked: lower these on a small machine. The well-known document is limited
+# to 50 KiB whatever these say.
+max_response_bytes = {max_response}
+max_state_response_bytes = {max_state_response}
 
 [admin]
 # The admin API used by `mxfed admin` (plain HTTP with a bearer token: keep it on loopback),
@@ -444,6 +485,8 @@ format = "text"
 level = "info"
 "#,
         max_body = default_max_body(),
+        max_response = default_max_response(),
+        max_state_response = default_max_state_response(),
     )
 }
 
@@ -462,6 +505,7 @@ mod tests {
         assert_eq!(c.server_name, "localhost:8448");
         assert!(c.federation.verify_tls && !c.dev);
         assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.limits, default_limits());
     }
 
     #[test]
@@ -473,5 +517,54 @@ mod tests {
         assert!(p.permits("1.1.1.1".parse().unwrap()));
         let p = IpPolicy::new(&default_blocklist(), &["127.0.0.0/8".into()]).unwrap();
         assert!(p.permits("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv4_ranges_are_blocked_in_their_ipv6_forms() {
+        let p = IpPolicy::new(&default_blocklist(), &[]).unwrap();
+        let permits = |s: &str| p.permits(s.parse().unwrap());
+        for blocked in [
+            // IPv4-mapped.
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            // IPv4-compatible (::a.b.c.d).
+            "::127.0.0.1",
+            "::10.1.2.3",
+            "::172.16.0.1",
+            "::192.168.1.1",
+            "::169.254.169.254",
+            "::100.64.0.1",
+            // 6to4: 2002:<IPv4>::/48.
+            "2002:7f00:1::",
+            "2002:7f00:1::1",
+            "2002:a01:203::1",
+            "2002:c0a8:101:ffff::1",
+            "2002:a9fe:a9fe::",
+            "2002:e000:1::1",
+            // The IPv6 ranges themselves still count.
+            "::1",
+            "::",
+            "fe80::1",
+        ] {
+            assert!(!permits(blocked), "{blocked} must be blocked");
+        }
+        // The same forms of public addresses are not.
+        for allowed in [
+            "::ffff:8.8.8.8",
+            "::8.8.8.8",
+            "2002:808:808::1",
+            "2001:4860::8888",
+        ] {
+            assert!(permits(allowed), "{allowed} must be allowed");
+        }
+        assert_eq!(
+            embedded_ipv4("2002:c0a8:101::1".parse().unwrap()),
+            Some(Ipv4Addr::new(192, 168, 1, 1))
+        );
+        assert_eq!(embedded_ipv4("2001:db8::1".parse().unwrap()), None);
+        // An allowlist of an IPv6 range still matches the address itself.
+        let dev = IpPolicy::new(&default_blocklist(), &["::1/128".into()]).unwrap();
+        assert!(dev.permits("::1".parse().unwrap()));
+        assert!(!dev.permits("::127.0.0.1".parse().unwrap()));
     }
 }

@@ -423,12 +423,24 @@ async fn key_query_post(
     answer_key_query(&state, &q).await
 }
 
+/// The GET form's query string.
+#[derive(serde::Deserialize)]
+struct KeyQueryParams {
+    /// How long the keys must be valid (optional: the cache's own freshness rule applies
+    /// without it, which also keeps them valid now, the spec's default).
+    minimum_valid_until_ts: Option<i64>,
+}
+
 async fn key_query_get(
     State(state): St,
     MPath(server): MPath<String>,
+    MQuery(params): MQuery<KeyQueryParams>,
 ) -> Result<Response, ApiError> {
     mxfed_core::identifiers::validate_server_name(&server)?;
     let mut q = KeyQuery::default();
+    if let Some(min) = params.minimum_valid_until_ts {
+        q.all_keys_minimum.insert(server.clone(), min);
+    }
     q.servers.insert(server, BTreeMap::new());
     answer_key_query(&state, &q).await
 }

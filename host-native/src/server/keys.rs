@@ -58,41 +58,43 @@ fn remember(state: &AppState, server: &str, response: Object) -> bool {
     ok
 }
 
-/// Fetches a server's keys: directly, then from each trusted notary. Returns whether some
-/// answer was verified and cached.
+/// Fetches a server's keys: directly, then from each trusted notary, until the cache holds
+/// what `f` asks for (`KeyCache::satisfies`: the key IDs needed, valid long enough). An answer
+/// that verifies but lacks a needed key, or is not valid long enough, is kept and the next
+/// source asked, as Synapse does. Returns whether the keys asked for are cached in the end.
 pub async fn fetch(state: &AppState, f: &KeyFetch) -> bool {
     if f.server == state.server_name {
         let _ = key_ring(state);
         return true;
     }
+    let satisfied = || state.key_cache().satisfies(f);
     match state
         .client
         .json_opt(&f.server, "GET", "/_matrix/key/v2/server", None, false)
         .await
     {
         Ok(o) => {
-            if remember(state, &f.server, o) {
+            if !remember(state, &f.server, o) {
+                warn(&format!("keys of {}: answer did not verify", f.server));
+            } else if satisfied() {
                 return true;
+            } else {
+                warn(&format!(
+                    "keys of {}: the answer lacks a key needed or is not valid long enough",
+                    f.server
+                ));
             }
-            warn(&format!("keys of {}: answer did not verify", f.server));
         }
         Err(e) => warn(&format!("keys of {}: {e}", f.server)),
     }
+    // Each key ID needed, with the validity needed (Synapse's query).
+    let body = f.notary_query().to_json();
     for notary in &state.config.federation.trusted_notaries {
         let keys: BTreeMap<KeyId, VerifyKey> = notary
             .verify_keys
             .iter()
             .filter_map(|(id, k)| Some((KeyId::parse(id).ok()?, VerifyKey::from_base64(k).ok()?)))
             .collect();
-        let mut crit = Object::new();
-        crit.insert(
-            "minimum_valid_until_ts",
-            Int::saturating(f.minimum_valid_until_ts.as_i64()),
-        );
-        let mut per_server = Object::new();
-        per_server.insert(f.server.as_str(), Object::new());
-        let mut body = Object::new();
-        body.insert("server_keys", per_server);
         let answer = state
             .client
             .json_opt(
@@ -107,17 +109,16 @@ pub async fn fetch(state: &AppState, f: &KeyFetch) -> bool {
         let Ok(checked) = verify_notary_response(&answer, &notary.server_name, &keys) else {
             continue;
         };
-        let mut got = false;
         for (k, o) in checked.accepted {
             if k.server_name == f.server {
-                got |= remember(state, &f.server, o);
+                remember(state, &f.server, o);
             }
         }
-        if got {
+        if satisfied() {
             return true;
         }
     }
-    false
+    satisfied()
 }
 
 /// Makes sure the keys needed to check these events (all of one room version) are cached,

@@ -203,7 +203,11 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
         cfg.ip_policy(),
         cfg.federation.verify_tls,
         Duration::from_secs(cfg.federation.request_timeout_secs.max(1)),
-    )?;
+    )?
+    .with_response_limits(client::ResponseLimits {
+        default_bytes: cfg.limits.max_response_bytes,
+        state_bytes: cfg.limits.max_state_response_bytes,
+    });
     let mut dedup = TxnDedup::new(TxnDedup::DEFAULT_CAPACITY);
     for (origin, txn, response) in db.txns().map_err(|e| e.to_string())? {
         if let Ok(r) = TransactionResponse::parse(response.as_bytes()) {

@@ -154,6 +154,13 @@ ops! {
     mxfed_server_acl_allows => |a| CoreHost.server_acl_allows(a.bytes(), a.str());
     mxfed_discovery_plan => |a| CoreHost.discovery_plan(a.str(), a.opt());
     mxfed_pick_srv => |a| CoreHost.pick_srv(a.bytes());
+    mxfed_srv_targets => |a| CoreHost.srv_targets(a.bytes());
+    mxfed_well_known_lifetime => |a| {
+        let (cc, exp, now) = (a.opt(), a.opt(), a.u64());
+        let cc = cc.map(|b| std::str::from_utf8(b).unwrap_or_default());
+        let exp = exp.map(|b| std::str::from_utf8(b).unwrap_or_default());
+        CoreHost.well_known_lifetime(cc, exp, now)
+    };
     mxfed_is_canonical_json => |a| CoreHost.is_canonical_json(a.bytes());
     mxfed_server_may_see => |a| {
         let visibility = a.opt().map(|v| std::str::from_utf8(v).unwrap_or_default());
