@@ -2351,3 +2351,30 @@ async fn a_pdu_whose_auth_events_are_unknown_is_kept_not_rejected() {
     assert!(!state.rooms()[&room].contains(&msg_id));
     assert!(state.reads().event(&msg_id).unwrap().is_none(), "stored");
 }
+
+/// The admin API does not send private read receipts: the spec never federates them.
+#[tokio::test]
+async fn admin_refuses_to_send_a_private_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let (room, join_id) = room_with_eve(&state).await;
+    let post = |rtype: &str| {
+        let body = serde_json::json!({
+            "as": "@alice:localhost:18999",
+            "event_id": join_id,
+            "receipt_type": rtype,
+        });
+        Request::builder()
+            .method("POST")
+            .uri(format!("/admin/v1/rooms/{}/receipt", urlenc(&room)))
+            .header("authorization", format!("Bearer {}", state.admin_token))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let admin = || mxfed_native::server::metrics::admin_app(state.clone());
+    let resp = admin().oneshot(post("m.read.private")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = admin().oneshot(post("m.read")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}

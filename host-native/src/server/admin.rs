@@ -667,6 +667,12 @@ async fn receipt(
         .and_then(serde_json::Value::as_str)
         .unwrap_or("m.read")
         .to_owned();
+    // Private read receipts stay on the user's own server: the spec never federates them.
+    if rtype == "m.read.private" {
+        return Err(ApiError::invalid(
+            "m.read.private receipts are never sent over federation",
+        ));
+    }
     let known = state
         .rooms()
         .get(&room_id)
