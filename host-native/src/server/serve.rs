@@ -350,6 +350,10 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
                 let _ = rx.wait_for(|v| *v).await;
             }
         };
+        // The outbound queues are restored from their rows before any listener opens: a PDU
+        // queued by a request in between would otherwise be handed over first, then read back
+        // with the backlog and sent again after it (out of order, twice).
+        state.outbound.restore(&state);
         let mut tasks = Vec::new();
         for l in &state.config.listeners {
             let listener = std::net::TcpListener::bind(l.addr)
@@ -379,7 +383,6 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
             "mxfed: admin API on http://{admin_addr} (token in {})",
             state.data_dir.join(TOKEN_FILE).display()
         );
-        state.outbound.restore(&state);
         println!("mxfed: ready");
         shutdown_signal().await;
         log("shutting down");
