@@ -45,7 +45,9 @@
 //!   failed transaction), each ephemeral EDU as [`Event::EduDropped`], and each reliable EDU
 //!   handed back as [`Event::ReliableEduReturned`] so the host, which holds them durably, decides
 //!   when to queue them again (re-queueing one that caused the refusal would just loop). The
-//!   destination did answer, so backoff is reset, like Synapse's retry limiter does for 4xx.
+//!   destination did answer, so it counts as up and the next transaction goes at once, but the
+//!   backoff is left as it was (neither reset nor grown), as Synapse's retry limiter leaves it
+//!   on such an answer: a deprovisioned server may answer every request with 403 or 404.
 //!
 //! # Overflow
 //! - **PDUs** (bound: [`OutboundConfig::max_pending_pdus`], counting queued PDUs not in flight):
@@ -742,7 +744,7 @@ impl DestinationQueue {
                         Event::EduDropped { edu, reason }
                     });
                 }
-                self.reachable();
+                self.answered();
             }
         }
         Ok(())
@@ -767,6 +769,11 @@ impl DestinationQueue {
 
     fn reachable(&mut self) {
         self.backoff.reset();
+        self.answered();
+    }
+
+    /// The destination answered (perhaps with a refusal): it is up, the backoff as it was.
+    fn answered(&mut self) {
         if self.down {
             self.down = false;
             self.events.push_back(Event::DestinationUp);
