@@ -230,7 +230,12 @@ pub fn edus_and_keys(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Some((glob, name)) = text.split_once('\n') {
         let _ = glob_matches(glob, name);
+        // The same two lines as a well-known answer's Cache-Control and Expires headers.
+        let now = mxfed_core::Timestamp(u64::try_from(data.len()).unwrap_or(0) * 86_400_000);
+        let life = mxfed_core::discovery::well_known_lifetime(Some(glob), Some(name), now);
+        assert!(life <= mxfed_core::discovery::WELL_KNOWN_MAX_LIFETIME);
     }
+    let _ = mxfed_core::discovery::srv_targets_json(data);
     let Ok(o) = parse_object(data, &ParseOptions::STRICT) else {
         return;
     };
