@@ -743,25 +743,17 @@ fn check_pdus<'py>(
         ));
     }
     let threads = threads.unwrap_or_else(cpus).max(1);
-    // Dicts are converted (with the room version's number rules) and encoded: the core's batch
-    // check reads bytes, and re-reading canonical bytes gives back the same event.
+    // Dicts are converted and encoded ([`one_pdu`]): the core's batch check reads bytes, and
+    // re-reading canonical bytes gives back the same event.
     let mut pending: Vec<Option<Vec<u8>>> = Vec::new();
     let mut failures = Vec::new();
     for item in pdus.try_iter()? {
-        let item = item?;
-        pending.push(match as_text(&item)? {
-            Some(b) => Some(b),
-            None => match to_object(&item, numbers_for(v)) {
-                Ok(o) => {
-                    let mut b = Vec::with_capacity(2048);
-                    canonical::encode_object_into(&o, &mut b);
-                    Some(b)
-                }
-                Err(e) => {
-                    failures.push(e);
-                    None
-                }
-            },
+        pending.push(match one_pdu(&item?) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                failures.push(e);
+                None
+            }
         });
     }
     let results = with_key_ring(keys, |ring| {
@@ -1109,13 +1101,9 @@ fn server_may_see(
 
 // ------------------------------------------------------------------------------------ rooms
 
-/// PDUs as the core reads them: JSON text as is, dicts converted with the room version's number
-/// rules and encoded. A dict that cannot be converted is its error (made a rejected verdict).
-fn pdu_bytes(
-    pdus: &Bound<'_, PyAny>,
-    v: &RoomVersion,
-    what: &str,
-) -> PyResult<Vec<PyResult<Vec<u8>>>> {
+/// PDUs as the core reads them: JSON text as is, dicts converted and encoded ([`one_pdu`]). A
+/// dict that cannot be converted is its error (made a rejected verdict).
+fn pdu_bytes(pdus: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<PyResult<Vec<u8>>>> {
     if pdus.is_instance_of::<PyString>()
         || pdus.is_instance_of::<PyDict>()
         || as_bytes(pdus)?.is_some()
@@ -1126,16 +1114,19 @@ fn pdu_bytes(
     }
     let mut out = Vec::new();
     for item in pdus.try_iter()? {
-        out.push(one_pdu(&item?, v));
+        out.push(one_pdu(&item?));
     }
     Ok(out)
 }
 
-/// One PDU's bytes: JSON text as is, or a dict converted and encoded.
-fn one_pdu(item: &Bound<'_, PyAny>, v: &RoomVersion) -> PyResult<Vec<u8>> {
+/// One PDU's bytes: JSON text as is, or a dict converted and encoded. A dict's numbers are
+/// taken as they are (the legacy rules) and judged by the core's checks on the bytes, as text
+/// is: a float or a big integer under `unsigned`, which the checks leave out (as Synapse does),
+/// must not refuse the PDU here.
+fn one_pdu(item: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     match as_text(item)? {
         Some(b) => Ok(b),
-        None => to_object(item, numbers_for(v)).map(|o| {
+        None => to_object(item, Numbers::Legacy).map(|o| {
             let mut b = Vec::with_capacity(2048);
             canonical::encode_object_into(&o, &mut b);
             b
@@ -1197,7 +1188,7 @@ fn room_verdict<'py>(
     keys: &Bound<'py, PyAny>,
     decide: impl FnOnce(&pdu::PduCheck) -> room::RoomVerdict + Send,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let bytes = match one_pdu(pdu, v) {
+    let bytes = match one_pdu(pdu) {
         Ok(b) => b,
         Err(e) => return rejected_verdict(py, &e),
     };
@@ -1264,7 +1255,7 @@ impl PyRoom {
         pdus: &Bound<'py, PyAny>,
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let pdus = pdu_bytes(pdus, self.room.version(), "receive_all")?;
+        let pdus = pdu_bytes(pdus, "receive_all")?;
         receive_into(py, &mut self.room, pdus, keys)
     }
 
@@ -1365,7 +1356,7 @@ fn replay<'py>(
     keys: &Bound<'py, PyAny>,
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
     let mut room = room::Room::new(self::room_version(room_version)?);
-    let pdus = pdu_bytes(pdus, room.version(), "replay")?;
+    let pdus = pdu_bytes(pdus, "replay")?;
     let verdicts = receive_into(py, &mut room, pdus, keys)?;
     Ok((verdicts, state_list(py, &room.current_state())?))
 }

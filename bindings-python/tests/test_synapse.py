@@ -193,11 +193,11 @@ def test_tampered_corpus_signatures_and_hashes_like_synapse() -> None:
     # One room (and side room) per room version, 1-12.
     assert sorted(set(files.values()), key=int) == [str(v) for v in range(1, 13)]
     # Both kinds of tampering are present, and were seen: per room version, two forged
-    # signatures (signature_invalid, changed_origin_server_ts) and five altered contents
-    # (changed_content_message/_topic/_power_levels, changed_extra_top_level_key,
-    # restricted_join_changed_content).
+    # signatures (signature_invalid, changed_origin_server_ts) and six content hashes that do
+    # not match (changed_content_message/_topic/_power_levels, changed_extra_top_level_key,
+    # restricted_join_changed_content, and hash_wrong_length: a hash of 31 bytes).
     counts = (sigs, bad_sigs, hashes, bad_hashes)
-    assert sigs >= 80 * 12 and bad_sigs == 2 * 12 and hashes >= 80 * 12 and bad_hashes == 5 * 12, counts
+    assert sigs >= 80 * 12 and bad_sigs == 2 * 12 and hashes >= 80 * 12 and bad_hashes == 6 * 12, counts
 
 
 class _Clock:
