@@ -8,10 +8,10 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mxfed_core::canonical::{Int, Object, Value};
-use mxfed_native::server::{rooms, AppState};
+use mxfed_core::canonical::{Object, Value};
+use mxfed_native::server::rooms;
 
-use common::inproc::{invited_room, message, same, two_servers};
+use common::inproc::{invited_room, kept_messages, message, same, send_txn, two_servers};
 
 /// Whether B refuses to help with gaps.
 static REFUSE: AtomicBool = AtomicBool::new(false);
@@ -44,25 +44,6 @@ fn refusing(r: axum::Router) -> axum::Router {
     r.layer(axum::middleware::from_fn(refuse_gap_help))
 }
 
-/// B sends A a transaction directly; returns A's answer for each PDU.
-async fn send_txn(b: &AppState, a: &AppState, txn: &str, pdus: Vec<Value>) -> Object {
-    let mut body = Object::new();
-    body.insert("origin", b.server_name.as_str());
-    body.insert("origin_server_ts", Int::saturating(1));
-    body.insert("pdus", Value::Array(pdus));
-    let answer = b
-        .client
-        .json(
-            &a.server_name,
-            "PUT",
-            &format!("/_matrix/federation/v1/send/{txn}"),
-            Some(&body),
-        )
-        .await
-        .unwrap();
-    answer.get_object("pdus").cloned().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pdu_refused_for_a_gap_is_taken_in_later() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,15 +54,7 @@ async fn pdu_refused_for_a_gap_is_taken_in_later() {
         .unwrap();
 
     // Three messages B keeps to itself; A only gets the last, and B will not help.
-    let mut built = Vec::new();
-    {
-        let _g = b.lock_room(&room).await;
-        for i in 0..3 {
-            let e = rooms::build_local(&b, &room, &message(&room, &bob, &format!("m{i}"))).unwrap();
-            rooms::accept_local_unsent(&b, &e).unwrap();
-            built.push(e);
-        }
-    }
+    let built = kept_messages(&b, &room, &bob, 3).await;
     let last = built.last().unwrap();
     REFUSE.store(true, Ordering::SeqCst);
     let answer = send_txn(&b, &a, "t1", vec![Value::Object(last.pdu.clone())]).await;
@@ -125,15 +98,7 @@ async fn pdu_refused_for_a_gap_is_taken_in_later() {
     // B sends another event after a gap and answers `/state` at it, but not
     // `/get_missing_events`: A does not take a pushed event in on state its sender picks (as
     // Synapse refuses it); it is kept, and taken in once B gives the missing events.
-    let mut more = Vec::new();
-    {
-        let _g = b.lock_room(&room).await;
-        for i in 0..3 {
-            let e = rooms::build_local(&b, &room, &message(&room, &bob, &format!("n{i}"))).unwrap();
-            rooms::accept_local_unsent(&b, &e).unwrap();
-            more.push(e);
-        }
-    }
+    let more = kept_messages(&b, &room, &bob, 3).await;
     let last = more.last().unwrap();
     REFUSE_MISSING.store(true, Ordering::SeqCst);
     let answer = send_txn(&b, &a, "t3", vec![Value::Object(last.pdu.clone())]).await;

@@ -6,49 +6,15 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
-use mxfed_core::canonical::{Int, Object, Value};
-use mxfed_native::server::{rooms, AppState};
+use mxfed_core::canonical::Value;
+use mxfed_native::server::rooms;
 
-use common::inproc::{invited_room, message, two_servers};
-
-/// Whether B holds `/get_missing_events` requests.
-static HOLD: AtomicBool = AtomicBool::new(false);
-
-async fn hold_gap_help(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    if req.uri().path().contains("get_missing_events") {
-        while HOLD.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    next.run(req).await
-}
-
-fn holding(r: axum::Router) -> axum::Router {
-    r.layer(axum::middleware::from_fn(hold_gap_help))
-}
-
-/// B sends A a transaction directly; returns A's answer for each PDU.
-async fn send_txn(b: &AppState, a: &AppState, txn: &str, pdus: Vec<Value>) -> Object {
-    let mut body = Object::new();
-    body.insert("origin", b.server_name.as_str());
-    body.insert("origin_server_ts", Int::saturating(1));
-    body.insert("pdus", Value::Array(pdus));
-    let path = format!("/_matrix/federation/v1/send/{txn}");
-    let answer = tokio::time::timeout(
-        Duration::from_secs(60),
-        b.client.json(&a.server_name, "PUT", &path, Some(&body)),
-    )
-    .await
-    .expect("A answers within a minute")
-    .unwrap();
-    answer.get_object("pdus").cloned().unwrap()
-}
+use common::inproc::{
+    holding_missing_events, invited_room, kept_messages, send_txn, two_servers,
+    HOLD_MISSING_EVENTS as HOLD,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_holding_our_requests_does_not_hold_its_transaction() {
@@ -62,22 +28,14 @@ async fn a_peer_holding_our_requests_does_not_hold_its_transaction() {
          [limits]\ngap_fill_seconds = 1\n",
     )
     .unwrap();
-    let (a, b, alice, bob) = two_servers(dir.path(), holding, None);
+    let (a, b, alice, bob) = two_servers(dir.path(), holding_missing_events, None);
     assert_eq!(a.config.limits.gap_fill_seconds, 1);
     let room = invited_room(&a, &alice, &bob, "11").await;
     rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
         .await
         .unwrap();
 
-    let mut built = Vec::new();
-    {
-        let _g = b.lock_room(&room).await;
-        for i in 0..3 {
-            let e = rooms::build_local(&b, &room, &message(&room, &bob, &format!("m{i}"))).unwrap();
-            rooms::accept_local_unsent(&b, &e).unwrap();
-            built.push(e);
-        }
-    }
+    let built = kept_messages(&b, &room, &bob, 3).await;
     let last = built.last().unwrap();
     HOLD.store(true, Ordering::SeqCst);
     let answer = send_txn(&b, &a, "t1", vec![Value::Object(last.pdu.clone())]).await;

@@ -6,33 +6,17 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mxfed_core::canonical::{Int, Object, Value};
 use mxfed_native::server::{app, rooms, AppState};
 use tower::ServiceExt as _;
 
-use common::inproc::{invited_room, message, signed, two_servers, until};
-
-/// Whether B holds `/get_missing_events` requests (answers them only once this is false).
-static HOLD: AtomicBool = AtomicBool::new(false);
-
-async fn hold_gap_help(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    if req.uri().path().contains("get_missing_events") {
-        while HOLD.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    next.run(req).await
-}
-
-fn holding(r: axum::Router) -> axum::Router {
-    r.layer(axum::middleware::from_fn(hold_gap_help))
-}
+use common::inproc::{
+    holding_missing_events, invited_room, kept_messages, signed, two_servers, until,
+    HOLD_MISSING_EVENTS as HOLD,
+};
 
 /// B's `/send` request to A with these PDUs, signed by B.
 fn send_request(
@@ -58,22 +42,14 @@ fn send_request(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_its_sender_gave_up_on_is_finished_and_the_origin_let_in_again() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, alice, bob) = two_servers(dir.path(), holding, None);
+    let (a, b, alice, bob) = two_servers(dir.path(), holding_missing_events, None);
     let room = invited_room(&a, &alice, &bob, "11").await;
     rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
         .await
         .unwrap();
 
     // Three messages B keeps to itself; A gets only the last and must ask B for the others.
-    let mut built = Vec::new();
-    {
-        let _g = b.lock_room(&room).await;
-        for i in 0..3 {
-            let e = rooms::build_local(&b, &room, &message(&room, &bob, &format!("m{i}"))).unwrap();
-            rooms::accept_local_unsent(&b, &e).unwrap();
-            built.push(e);
-        }
-    }
+    let built = kept_messages(&b, &room, &bob, 3).await;
     let last = built.last().unwrap();
     HOLD.store(true, Ordering::SeqCst);
     let t1 = send_request(&b, &a, "t1", vec![Value::Object(last.pdu.clone())]);

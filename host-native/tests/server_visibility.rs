@@ -12,7 +12,7 @@ use mxfed_core::canonical::{parse_object, ParseOptions, Value};
 use mxfed_native::server::rooms;
 use mxfed_native::server::store::Reads as _;
 
-use common::inproc::{message, same, two_servers};
+use common::inproc::{joined_public_room, message, same, two_servers};
 
 fn enc(s: &str) -> String {
     mxfed_native::server::client::encode_segment(s)
@@ -299,24 +299,7 @@ async fn pdus_for_a_room_we_left_are_ignored() {
     use tower::ServiceExt as _;
     let dir = tempfile::tempdir().unwrap();
     let (a, b, alice, bob) = two_servers(dir.path(), same, None);
-    let room = rooms::create_room(&a, &alice, "11").unwrap();
-    {
-        let _g = a.lock_room(&room).await;
-        let rules = parse_object(br#"{"join_rule":"public"}"#, &ParseOptions::STRICT).unwrap();
-        rooms::send_event(
-            &a,
-            &room,
-            &alice,
-            "m.room.join_rules",
-            Some(""),
-            rules,
-            None,
-        )
-        .unwrap();
-    }
-    rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
-        .await
-        .unwrap();
+    let room = joined_public_room(&a, &b, &alice, &bob, "11").await;
     {
         let _g = a.lock_room(&room).await;
         let leave = parse_object(br#"{"membership":"leave"}"#, &ParseOptions::STRICT).unwrap();
@@ -381,24 +364,7 @@ async fn pdus_for_a_room_we_left_are_ignored() {
 async fn a_kicked_server_gets_its_own_kick() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, alice, bob) = two_servers(dir.path(), same, None);
-    let room = rooms::create_room(&a, &alice, "11").unwrap();
-    {
-        let _g = a.lock_room(&room).await;
-        let rules = parse_object(br#"{"join_rule":"public"}"#, &ParseOptions::STRICT).unwrap();
-        rooms::send_event(
-            &a,
-            &room,
-            &alice,
-            "m.room.join_rules",
-            Some(""),
-            rules,
-            None,
-        )
-        .unwrap();
-    }
-    rooms::remote_membership(&b, &room, &bob, &a.server_name, "join")
-        .await
-        .unwrap();
+    let room = joined_public_room(&a, &b, &alice, &bob, "11").await;
     // Bob is B's only member: once kicked, B is no longer in the room, and must still hear it.
     let kick = {
         let _g = a.lock_room(&room).await;

@@ -146,3 +146,86 @@ pub async fn gap(b: &Arc<AppState>, room: &str, bob: &str, n: usize) -> Vec<Stri
     }
     ids
 }
+
+/// `b` builds `n` messages of `bob` and keeps them all to itself (taken into its room, sent to
+/// no one): a gap for whoever gets a later event.
+pub async fn kept_messages(
+    b: &Arc<AppState>,
+    room: &str,
+    bob: &str,
+    n: usize,
+) -> Vec<mxfed_core::event::BuiltEvent> {
+    let _g = b.lock_room(room).await;
+    (0..n)
+        .map(|i| {
+            let e = rooms::build_local(b, room, &message(room, bob, &format!("kept {i}"))).unwrap();
+            rooms::accept_local_unsent(b, &e).unwrap();
+            e
+        })
+        .collect()
+}
+
+/// `from` sends `to` a transaction of `pdus` directly (its client, signed); `to`'s answer for
+/// each PDU. A minute at most.
+pub async fn send_txn(from: &AppState, to: &AppState, txn: &str, pdus: Vec<Value>) -> Object {
+    let mut body = Object::new();
+    body.insert("origin", from.server_name.as_str());
+    body.insert(
+        "origin_server_ts",
+        mxfed_core::canonical::Int::saturating(1),
+    );
+    body.insert("pdus", Value::Array(pdus));
+    let path = format!("/_matrix/federation/v1/send/{txn}");
+    let answer = tokio::time::timeout(
+        Duration::from_secs(60),
+        from.client.json(&to.server_name, "PUT", &path, Some(&body)),
+    )
+    .await
+    .expect("answered within a minute")
+    .unwrap();
+    answer.get_object("pdus").cloned().unwrap()
+}
+
+/// A public room `alice` creates on `a` (room version `version`), which `bob` (of `b`) joins
+/// through `a`.
+pub async fn joined_public_room(
+    a: &Arc<AppState>,
+    b: &Arc<AppState>,
+    alice: &str,
+    bob: &str,
+    version: &str,
+) -> String {
+    let room = rooms::create_room(a, alice, version).unwrap();
+    {
+        let _g = a.lock_room(&room).await;
+        let rules = parse_object(br#"{"join_rule":"public"}"#, &ParseOptions::STRICT).unwrap();
+        rooms::send_event(a, &room, alice, "m.room.join_rules", Some(""), rules, None).unwrap();
+    }
+    rooms::remote_membership(b, &room, bob, &a.server_name, "join")
+        .await
+        .unwrap();
+    room
+}
+
+/// Whether a server wrapped with [`holding_missing_events`] holds the `/get_missing_events`
+/// requests it gets (answers them once this is false again). One per test binary.
+pub static HOLD_MISSING_EVENTS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// A router that holds `/get_missing_events` while [`HOLD_MISSING_EVENTS`] is set.
+pub fn holding_missing_events(r: axum::Router) -> axum::Router {
+    r.layer(axum::middleware::from_fn(hold_missing_events))
+}
+
+async fn hold_missing_events(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use std::sync::atomic::Ordering;
+    if req.uri().path().contains("get_missing_events") {
+        while HOLD_MISSING_EVENTS.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    next.run(req).await
+}
