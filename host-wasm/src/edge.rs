@@ -101,9 +101,12 @@ pub fn split_authorization(joined: &str) -> Vec<&str> {
             b'"' => quoted = !quoted,
             b',' if !quoted => {
                 let rest = joined[i + 1..].trim_start_matches([' ', '\t']);
+                // Compared as bytes: the header's text is untrusted, and a character of several
+                // bytes across byte 8 made slicing the `str` there panic.
                 let next_is_scheme = rest
+                    .as_bytes()
                     .get(..9)
-                    .is_some_and(|s| s[..8].eq_ignore_ascii_case("x-matrix") && s.ends_with(' '));
+                    .is_some_and(|s| s[..8].eq_ignore_ascii_case(b"x-matrix") && s[8] == b' ');
                 if next_is_scheme {
                     out.push(joined[start..i].trim());
                     start = i + 1;
@@ -523,6 +526,32 @@ pub fn parse_versions(json: &[u8]) -> Result<BTreeMap<String, &'static RoomVersi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Joined headers are split at each `, X-Matrix ` whatever the text around it, multi-byte
+    /// characters included (one across byte 8 after a comma made the split panic).
+    #[test]
+    fn authorization_split_survives_any_text() {
+        assert_eq!(
+            split_authorization("X-Matrix origin=a, X-Matrix origin=b"),
+            ["X-Matrix origin=a", "X-Matrix origin=b"]
+        );
+        assert_eq!(
+            split_authorization("X-Matrix origin=a, 1234567\u{e9}"),
+            ["X-Matrix origin=a, 1234567\u{e9}"]
+        );
+        for text in [
+            "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+            ", \u{1f600}\u{1f600}x",
+            ",\u{e9}",
+            ",",
+        ] {
+            for cut in 0..=text.len() {
+                if let Some(head) = text.get(..cut) {
+                    let _ = split_authorization(&format!("{head}, 1234567{text}"));
+                }
+            }
+        }
+    }
 
     #[test]
     fn routes() {
