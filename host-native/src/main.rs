@@ -17,15 +17,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() {
-                error::EXIT_BAD_INPUT
-            } else {
-                0
-            };
-            // clap's own help and usage text, as users expect it.
+        // --help and --version: clap's own text, as users expect it.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::from(0);
+        }
+        // A usage error is one line like every other error (clap's first line, without its
+        // usage block), exit status 2.
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let message = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("mxfed: error[usage]: {message} (see mxfed --help)");
+            return ExitCode::from(error::EXIT_BAD_INPUT);
         }
     };
     match cli::run(args) {

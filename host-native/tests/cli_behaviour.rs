@@ -35,6 +35,26 @@ fn spec_key(dir: &tempfile::TempDir) -> String {
     p.to_str().unwrap().to_owned()
 }
 
+/// Usage errors (an unknown command or flag, a missing argument, a value of the wrong kind)
+/// are one line too, exit status 2; `--help` still prints clap's help, exit status 0.
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    let cases: &[&[&str]] = &[
+        &["nonsense"],
+        &["canonical", "--bogus"],
+        &["serve", "--listen", "localhost:8448"],
+        &["sign"],
+        &["admin", "user", "auto-accept", "x", "maybe"],
+    ];
+    for args in cases {
+        let out = mxfed(args, b"");
+        assert_error(&out, 2, "usage");
+    }
+    let out = mxfed(&["--help"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+}
+
 #[test]
 fn bad_input_exits_2_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
