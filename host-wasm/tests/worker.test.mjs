@@ -87,6 +87,8 @@ before(async () => {
       return res.writeHead(404, { 'content-type': 'application/json' }).end('{"errcode":"M_NOT_FOUND"}');
     }
     origin.requests.push({ method: req.method, url: req.url, headers: req.headers, body });
+    // An origin that goes away in the middle of a request.
+    if (req.url.includes('/query/hang-up')) return req.socket.destroy();
     res.writeHead(200, { 'content-type': 'application/json' });
     if (req.url.startsWith('/_matrix/federation/v1/send/')) {
       const pdus = JSON.parse(body.toString()).pdus ?? [];
@@ -278,6 +280,45 @@ test('oversize and unreadable transactions are refused', async () => {
   assert.equal(notTxn.status, 400);
   assert.equal(notTxn.json.errcode, 'M_BAD_JSON');
   assert.equal(origin.requests.length, n);
+});
+
+test('a body without a declared length is refused once over the limit, before its end', async () => {
+  const n = origin.requests.length;
+  // A chunked body that does not end: the edge must answer once it has read past the limit,
+  // not wait for the whole body (which could be larger than the isolate's memory).
+  const tooLarge = await new Promise((resolve, reject) => {
+    const req = http.request(`${base}/_matrix/federation/v1/send/chunked`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' },
+    });
+    let answered = false;
+    req.on('response', async (res) => {
+      answered = true;
+      const body = await readBody(res);
+      req.destroy();
+      resolve({ status: res.statusCode, json: JSON.parse(body.toString()) });
+    });
+    req.on('error', (e) => (answered || e.code === 'EPIPE' || e.code === 'ECONNRESET' ? undefined : reject(e)));
+    const chunk = Buffer.alloc(1 << 20, 0x20);
+    let sent = 0;
+    const more = () => {
+      while (!answered) {
+        if (sent > 5 * 200 * 65536) return reject(new Error(`no answer after ${sent} bytes`));
+        sent += chunk.length;
+        if (!req.write(chunk)) return req.once('drain', more);
+      }
+    };
+    more();
+  });
+  assert.equal(tooLarge.status, 413);
+  assert.equal(tooLarge.json.errcode, 'M_TOO_LARGE');
+  assert.equal(origin.requests.length, n, 'nothing forwarded');
+});
+
+test('an origin that cannot be reached is a gateway error', async () => {
+  const r = await signed('GET', '/_matrix/federation/v1/query/hang-up?x=1');
+  assert.equal(r.status, 502);
+  assert.equal(r.json.errcode, 'M_UNKNOWN');
 });
 
 test('non-federation traffic passes through untouched', async () => {

@@ -11,12 +11,16 @@
 // All decisions are the core's (host-wasm/src/edge.rs over mxfed-core); this file only does
 // I/O: fetch(), timers, configuration. Configuration: environment bindings, see
 // host-wasm/README.md ("The edge worker").
-import { EdgeRequest, KeyCache, edgeRoute, isMxfedError, loadSigningKeys, serverKeys } from 'mxfed-wasm';
+import { EdgeRequest, KeyCache, discoveryPlan, edgeRoute, isMxfedError, loadSigningKeys, serverKeys } from 'mxfed-wasm';
 
 const encoder = new TextEncoder();
 // Synapse's limit on a transaction body (mxfed_core::transaction::MAX_BODY_BYTES).
 const MAX_BODY_BYTES = 200 * 65536;
 const FETCH_TIMEOUT_MS = 10_000;
+// What the edge reads of a key server's or well-known answer (a peer's server picks its size).
+const MAX_FETCH_BYTES = 1024 * 1024;
+// How long the origin may take to answer a forwarded request (Synapse gives up after 60 s).
+const ORIGIN_TIMEOUT_MS = 60_000;
 const DAY_MS = 86_400_000;
 
 // Per-isolate state: the key cache lives as long as the isolate does.
@@ -89,11 +93,41 @@ function keyResponse(env, cfg, now) {
   return ourKeyResponse.body;
 }
 
+class TooLarge extends Error {}
+
+// A body, read chunk by chunk: past `limit` bytes the stream is cancelled and TooLarge thrown,
+// so a body without a declared length (chunked) cannot fill the isolate's memory first.
+async function readLimited(stream, limit) {
+  if (stream === null) return new Uint8Array(0);
+  const reader = stream.getReader();
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      throw new TooLarge(`more than ${limit} bytes`);
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
+
 async function fetchBytes(url, init = {}) {
   const r = await fetch(url, { ...init, signal: AbortSignal.timeout(FETCH_TIMEOUT_MS), redirect: 'manual' });
-  const bytes = new Uint8Array(await r.arrayBuffer());
-  if (r.status !== 200) throw new Error(`${url}: HTTP ${r.status}`);
-  return bytes;
+  if (r.status !== 200) {
+    await r.body?.cancel().catch(() => {});
+    throw new Error(`${url}: HTTP ${r.status}`);
+  }
+  return readLimited(r.body, MAX_FETCH_BYTES);
 }
 
 // Where a server's federation API is: DEV_KEY_SERVERS (dev only), an explicit port or IP
@@ -104,16 +138,20 @@ async function serverBase(cfg, server) {
   if (cfg.devKeyServers[server]) return String(cfg.devKeyServers[server]).replace(/\/+$/, '');
   if (cfg.dev) throw new Error(`dev mode: no DEV_KEY_SERVERS entry for ${server}`);
   if (/:\d+$/.test(server) || /^\[|^\d+\.\d+\.\d+\.\d+$/.test(server)) return `https://${server}`;
+  let wellKnown = null;
   try {
-    const wk = JSON.parse(new TextDecoder().decode(await fetchBytes(`https://${server}/.well-known/matrix/server`)));
-    const delegated = wk?.['m.server'];
-    if (typeof delegated === 'string' && delegated) {
-      return /:\d+$/.test(delegated) || delegated.startsWith('[') ? `https://${delegated}` : `https://${delegated}:8448`;
-    }
+    wellKnown = await fetchBytes(`https://${server}/.well-known/matrix/server`);
   } catch {
     // No delegation: the server name itself, on 8448.
   }
-  return `https://${server}:8448`;
+  // The core reads the answer (null: none): `m.server` must be a valid server name with a
+  // usable port (no path, no fragment), else the answer counts as none. Its SRV step is left
+  // out (no DNS here): the host on port 8448.
+  const plan = discoveryPlan(server, wellKnown);
+  if (plan.action !== 'connect' && plan.action !== 'srv') throw new Error(`${server}: ${plan.reason ?? plan.action}`);
+  const port = plan.action === 'connect' ? plan.port : 8448;
+  const host = plan.host.includes(':') ? `[${plan.host}]` : plan.host;
+  return `https://${host}:${port}`;
 }
 
 async function fetchKeysNow(env, cfg, server) {
@@ -181,11 +219,24 @@ function forwardHeaders(request, cfg, origin) {
   return h;
 }
 
-function forward(request, cfg, url, body, origin) {
+// The origin's answer; 502 M_UNKNOWN when it cannot be reached, 504 when it does not answer
+// within ORIGIN_TIMEOUT_MS: a gateway's errors, not the edge's own (500).
+async function forward(request, cfg, url, body, origin) {
   const method = request.method;
-  const init = { method, headers: forwardHeaders(request, cfg, origin), redirect: 'manual' };
+  const init = {
+    method,
+    headers: forwardHeaders(request, cfg, origin),
+    redirect: 'manual',
+    signal: AbortSignal.timeout(ORIGIN_TIMEOUT_MS),
+  };
   if (method !== 'GET' && method !== 'HEAD') init.body = body === undefined ? request.body : body;
-  return fetch(`${cfg.origin}${url.pathname}${url.search}`, init);
+  try {
+    return await fetch(`${cfg.origin}${url.pathname}${url.search}`, init);
+  } catch (e) {
+    if (e?.name === 'TimeoutError') return matrixError(504, 'M_UNKNOWN', 'The origin server did not answer in time');
+    console.error('mxfed edge: origin unreachable', e?.message ?? e);
+    return matrixError(502, 'M_UNKNOWN', 'The origin server cannot be reached');
+  }
 }
 
 async function handleSend(req, request, env, cfg, url, body, origin) {
@@ -214,8 +265,15 @@ async function handleFederation(route, request, env, cfg, url) {
   const declared = Number(request.headers.get('content-length') ?? 0);
   if (declared > MAX_BODY_BYTES) return matrixError(413, 'M_TOO_LARGE', 'Request body too large');
   const hasBody = request.method !== 'GET' && request.method !== 'HEAD' && request.body !== null;
-  const body = hasBody ? new Uint8Array(await request.arrayBuffer()) : null;
-  if (body && body.length > MAX_BODY_BYTES) return matrixError(413, 'M_TOO_LARGE', 'Request body too large');
+  let body = null;
+  if (hasBody) {
+    try {
+      body = await readLimited(request.body, MAX_BODY_BYTES);
+    } catch (e) {
+      if (e instanceof TooLarge) return matrixError(413, 'M_TOO_LARGE', 'Request body too large');
+      throw e;
+    }
+  }
   const req = new EdgeRequest(request.method, url.pathname + url.search, cfg.serverName, request.headers.get('authorization'), body);
   try {
     const now = Date.now();
