@@ -9,7 +9,13 @@
 // request authentication, `status` and `errcode`.
 import * as raw from './mxfed_wasm.js';
 
-export { SigningKeys, KeyRing, KeyCache, EdgeRequest, edgeRoute } from './mxfed_wasm.js';
+export { SigningKeys, KeyRing, KeyCache, EdgeRequest } from './mxfed_wasm.js';
+
+/** What the edge worker does with a request: `well_known`, `server_keys`, `open`, `federation`,
+ *  `send` or `passthrough`. */
+export function edgeRoute(method, path) {
+  return raw.edgeRoute(stringArg(method, 'method'), stringArg(path, 'path'));
+}
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -118,13 +124,14 @@ export function isCanonicalJson(bytes) {
 /** `object` signed by `serverName` with every key; canonical JSON string. */
 export function signJson(object, serverName, keys) {
   const bytes = toBytes(object, 'object');
-  return withSigningKeys(keys, (k) => raw.signJson(bytes, serverName, k));
+  const name = serverNameArg(serverName);
+  return withSigningKeys(keys, (k) => raw.signJson(bytes, name, k));
 }
 
 /** Verifies `serverName`'s signatures with `verifyKeys` (`{"ed25519:<v>": "<base64>"}`).
  *  Returns the key IDs that verified; throws (`signature_invalid`, …) otherwise. */
 export function verifyJson(object, serverName, verifyKeys) {
-  return JSON.parse(raw.verifyJson(toBytes(object, 'object'), serverName, toBytes(verifyKeys, 'verifyKeys'))).verified;
+  return JSON.parse(raw.verifyJson(toBytes(object, 'object'), serverNameArg(serverName), toBytes(verifyKeys, 'verifyKeys'))).verified;
 }
 
 /** The content hash (unpadded base64) of an event of room version `roomVersion`. */
@@ -155,7 +162,8 @@ export function redact(event, roomVersion) {
 /** The event with its content hash and `serverName`'s signatures (canonical JSON string). */
 export function hashAndSignEvent(event, roomVersion, serverName, keys) {
   const bytes = toBytes(event, 'event');
-  return withSigningKeys(keys, (k) => raw.hashAndSignEvent(bytes, String(roomVersion), serverName, k));
+  const name = serverNameArg(serverName);
+  return withSigningKeys(keys, (k) => raw.hashAndSignEvent(bytes, String(roomVersion), name, k));
 }
 
 /** Our signed membership event from a resident server's `make_join`, `make_leave` or
@@ -165,7 +173,9 @@ export function hashAndSignEvent(event, roomVersion, serverName, keys) {
  *  crypto.getRandomValues unless given). Signed with the first key. Returns
  *  `{eventId, roomVersion, event}`, `event` as canonical JSON text to send with `send_*`. */
 export function membershipFromTemplate(answer, request, keys) {
-  const { roomId, userId, membership, origin, content, now = Date.now() } = request;
+  const { roomId, userId, membership, origin, content, now = Date.now() } = objectArg(request, 'request');
+  for (const [v, name] of [[roomId, 'roomId'], [userId, 'userId'], [membership, 'membership'], [origin, 'origin']]) stringArg(v, `request.${name}`);
+  timeArg(now, 'request.now');
   let { eventIdLocalpart } = request;
   if (eventIdLocalpart === undefined || eventIdLocalpart === null) {
     const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
@@ -173,6 +183,7 @@ export function membershipFromTemplate(answer, request, keys) {
     globalThis.crypto.getRandomValues(entropy);
     eventIdLocalpart = Array.from(entropy, (b) => alphabet[b % alphabet.length]).join('');
   }
+  stringArg(eventIdLocalpart, 'request.eventIdLocalpart');
   const bytes = toBytes(answer, 'answer');
   const extra = optBytes(content, 'content');
   const out = withSigningKeys(keys, (k) =>
@@ -195,7 +206,8 @@ export function checkPdus(pdus, roomVersion, keys) {
 
 /** The `Authorization` header values (one per key) for `{method, uri, origin, destination, content?}`. */
 export function signRequest(request, keys) {
-  const { method, uri, origin, destination, content } = request;
+  const { method, uri, origin, destination, content } = objectArg(request, 'request');
+  for (const [v, name] of [[method, 'method'], [uri, 'uri'], [origin, 'origin'], [destination, 'destination']]) stringArg(v, `request.${name}`);
   const body = optBytes(content, 'content');
   return withSigningKeys(keys, (k) => raw.signRequest(method, uri, origin, destination, body, k)).split('\n');
 }
@@ -204,15 +216,20 @@ export function signRequest(request, keys) {
  *  value or a list) against `keys` at `now` (ms, default Date.now()). Returns
  *  `{origin, verified: [keyIds]}`; throws with `code`, `status` and `errcode` otherwise. */
 export function verifyRequest(request, keys, now = Date.now()) {
-  const { method, uri, destination, content, authorization } = request;
+  const { method, uri, destination, content, authorization } = objectArg(request, 'request');
+  for (const [v, name] of [[method, 'method'], [uri, 'uri'], [destination, 'destination']]) stringArg(v, `request.${name}`);
+  timeArg(now, 'now');
   const headers = authorization === undefined || authorization === null ? [] : [].concat(authorization);
+  headers.forEach((h) => stringArg(h, 'request.authorization'));
   const body = optBytes(content, 'content');
   return JSON.parse(withKeyRing(keys, (ring) => raw.verifyRequest(method, uri, destination, body, headers, ring, now)));
 }
 
 /** Our signed `/_matrix/key/v2/server` response (canonical JSON string). */
 export function serverKeys(serverName, keys, validUntilTs) {
-  return withSigningKeys(keys, (k) => raw.serverKeys(serverName, k, validUntilTs));
+  const name = serverNameArg(serverName);
+  timeArg(validUntilTs, 'validUntilTs');
+  return withSigningKeys(keys, (k) => raw.serverKeys(name, k, validUntilTs));
 }
 
 /** A `PUT /send/{txnId}` body parsed by the core:
@@ -228,12 +245,26 @@ export function encodeBase64(data) {
 
 /** Bytes of unpadded (or padded) standard base64. */
 export function decodeBase64(text) {
-  return raw.decodeBase64(text);
+  return raw.decodeBase64(stringArg(text, 'text'));
 }
 
 function serverNameArg(serverName) {
-  if (typeof serverName !== 'string') throw mxfedError('bad_argument', 'serverName: expected a string');
-  return serverName;
+  return stringArg(serverName, 'serverName');
+}
+
+function stringArg(value, name) {
+  if (typeof value !== 'string') throw mxfedError('bad_argument', `${name}: expected a string`);
+  return value;
+}
+
+function objectArg(value, name) {
+  if (value === null || typeof value !== 'object') throw mxfedError('bad_argument', `${name}: expected an object`);
+  return value;
+}
+
+function timeArg(value, name) {
+  if (typeof value !== 'number' || !Number.isFinite(value)) throw mxfedError('bad_argument', `${name}: expected a number of milliseconds`);
+  return value;
 }
 
 /** Whether a server ACL (the content of an `m.room.server_acl` event) lets `serverName` (with

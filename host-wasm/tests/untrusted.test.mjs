@@ -116,3 +116,40 @@ test('request verification takes any header, URI and body without a panic', () =
   // The module still works after all that.
   assert.equal(m.canonicalJson({ b: 1, a: 2 }), '{"a":2,"b":1}');
 });
+
+test('arguments of the wrong type are bad_argument errors, never a bare wasm error', () => {
+  const key = 'ed25519 a YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1\n';
+  const wrong = [undefined, null, 42, {}, [], true];
+  const calls = [];
+  for (const w of wrong) {
+    calls.push(
+      ['signJson', () => m.signJson({ a: 1 }, w, key)],
+      ['verifyJson', () => m.verifyJson({ a: 1 }, w, {})],
+      ['hashAndSignEvent', () => m.hashAndSignEvent({ type: 'm.x' }, '10', w, key)],
+      ['serverKeys', () => m.serverKeys(w, key, 1)],
+      ['serverKeys now', () => m.serverKeys('a.example', key, w)],
+      ['signRequest', () => m.signRequest({ method: w, uri: '/x', origin: 'a', destination: 'b' }, key)],
+      ['signRequest request', () => m.signRequest(w, key)],
+      ['verifyRequest', () => m.verifyRequest({ method: 'GET', uri: w, destination: 'b', authorization: 'X' }, [])],
+      ['verifyRequest header', () => m.verifyRequest({ method: 'GET', uri: '/x', destination: 'b', authorization: [w] }, [])],
+      ['membershipFromTemplate', () => m.membershipFromTemplate({}, { roomId: w, userId: '@u:a', membership: 'join', origin: 'a' }, key)],
+      ['decodeBase64', () => m.decodeBase64(w)],
+      ['edgeRoute', () => m.edgeRoute(w, '/x')],
+    );
+  }
+  for (const [name, call] of calls) {
+    let thrown;
+    try {
+      call();
+    } catch (e) {
+      thrown = e;
+    }
+    // `{}` or `[]` may be accepted where any JSON will do; whatever is thrown has a code.
+    if (thrown !== undefined) {
+      assert.ok(m.isMxfedError(thrown), `${name}: ${thrown}`);
+      assert.equal(typeof thrown.code, 'string', name);
+    }
+  }
+  assert.throws(() => m.decodeBase64(42), (e) => e.code === 'bad_argument');
+  assert.throws(() => m.signRequest(null, key), (e) => e.code === 'bad_argument');
+});
