@@ -397,9 +397,12 @@ fn sender_power(e: &Pdu, store: &impl EventStore) -> i64 {
     match auth.iter().find(|a| a.is("m.room.power_levels", "")) {
         Some(pl) => {
             let c = pl.content();
+            // A `null` entry is no entry, as in the auth rules (`Levels::user`) and Synapse's
+            // `_get_power_level_for_sender`: `users_default` then applies.
             let val = c
                 .get_object("users")
                 .and_then(|u| u.get(e.sender()))
+                .filter(|x| !matches!(x, crate::canonical::Value::Null))
                 .or_else(|| c.get("users_default"));
             val.and_then(|x| level(x, v)).unwrap_or(0)
         }
@@ -762,4 +765,38 @@ fn resolve_v1(
         unconflicted.insert(k, e.event_id.clone());
     }
     unconflicted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::{parse_object, ParseOptions};
+
+    fn pdu(json: &str) -> Pdu {
+        let v = RoomVersion::get("10").unwrap_or_else(|_| unreachable!());
+        let o =
+            parse_object(json.as_bytes(), &ParseOptions::STRICT).unwrap_or_else(|e| panic!("{e}"));
+        Pdu::new(o, v).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A sender's power for the ordering: a `null` under `users` is no entry, so
+    /// `users_default` applies (as the auth rules and Synapse read it), not 0.
+    #[test]
+    fn a_null_user_level_is_the_default() {
+        let base = r#""room_id":"!r:a","depth":1,"origin_server_ts":1,"prev_events":[],"hashes":{"sha256":"x"},"signatures":{}"#;
+        let pl = pdu(&format!(
+            r#"{{"type":"m.room.power_levels","state_key":"","sender":"@a:a","auth_events":[],"content":{{"users":{{"@s:a":null,"@t:a":7}},"users_default":50}},{base}}}"#
+        ));
+        let mut store = BTreeMap::new();
+        store.insert(pl.event_id.clone(), pl.clone());
+        let by = |sender: &str| {
+            pdu(&format!(
+                r#"{{"type":"m.room.topic","state_key":"","sender":"{sender}","auth_events":["{}"],"content":{{}},{base}}}"#,
+                pl.event_id
+            ))
+        };
+        assert_eq!(sender_power(&by("@s:a"), &store), 50);
+        assert_eq!(sender_power(&by("@t:a"), &store), 7);
+        assert_eq!(sender_power(&by("@u:a"), &store), 50);
+    }
 }
