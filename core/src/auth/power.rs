@@ -53,8 +53,14 @@ pub(crate) fn parse_int_string(s: &str) -> Option<i64> {
     {
         return None;
     }
-    let clean: String = digits.chars().filter(|c| *c != '_').collect();
-    let v: i128 = clean.parse().ok()?;
+    // Python reads any number of digits: past i64, saturate (as the levels in numbers do)
+    // rather than refuse a value Python takes.
+    let v = digits
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .fold(0i128, |n, b| {
+            n.saturating_mul(10).saturating_add(i128::from(b - b'0'))
+        });
     let v = if neg { -v } else { v };
     Some(v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
 }
@@ -240,6 +246,9 @@ mod tests {
             ("+5", Some(5)),
             ("-7", Some(-7)),
             ("1_000", Some(1000)),
+            // Any length, as Python reads it; saturated past i64.
+            (&"9".repeat(40), Some(i64::MAX)),
+            (&format!("-{}", "1".repeat(60)), Some(i64::MIN)),
         ] {
             assert_eq!(parse_int_string(s), v, "{s}");
         }
