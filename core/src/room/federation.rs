@@ -454,6 +454,20 @@ impl Room {
             .collect()
     }
 
+    /// Whether `server` has a member joined in the current state (Synapse's `is_host_joined`):
+    /// whether it is in the room. Reads the member entries only, allocating nothing.
+    pub fn server_joined(&self, server: &str) -> bool {
+        let state = self.current_state_shared();
+        let first = ("m.room.member".to_owned(), String::new());
+        state
+            .range(first..)
+            .take_while(|((t, _), _)| t == "m.room.member")
+            .any(|((_, user), id)| {
+                crate::identifiers::user_server_name(user).is_ok_and(|s| s == server)
+                    && self.events.get(id).and_then(|s| s.pdu()?.membership()) == Some("join")
+            })
+    }
+
     /// The users whose current membership passes `want`.
     pub fn members_by(&self, want: impl Fn(&str) -> bool) -> Vec<String> {
         let state = self.current_state_shared();
@@ -502,6 +516,7 @@ mod tests {
         let set = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<BTreeSet<_>>();
         let (said, _) = send(&mut room, "m.room.message", "@u:a", None, r#"{"body":"x"}"#);
         assert_eq!(room.recipients(&said.event_id), set(&["a", "b", "c"]));
+        assert!(room.server_joined("b") && !room.server_joined("d"));
         // b's only member kicked, c's banned: each still gets the event that puts it out.
         let leave = r#"{"membership":"leave"}"#;
         let (kick, _) = send(&mut room, "m.room.member", "@u:a", Some("@bob:b"), leave);
@@ -517,6 +532,10 @@ mod tests {
         assert_eq!(room.recipients(&invited.event_id), set(&["a"]));
         let (withdrawn, _) = send(&mut room, "m.room.member", "@u:a", Some("@dan:d"), leave);
         assert_eq!(room.recipients(&withdrawn.event_id), set(&["a", "d"]));
+        // In the room now: a only (b kicked, c banned, d never joined).
+        for (server, joined) in [("a", true), ("b", false), ("c", false), ("d", false)] {
+            assert_eq!(room.server_joined(server), joined, "{server}");
+        }
         assert!(room.recipients("$unknown").is_empty());
     }
 

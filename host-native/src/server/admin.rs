@@ -228,7 +228,7 @@ fn we_are_in(state: &AppState, room_id: &str) -> bool {
     state
         .rooms()
         .get(room_id)
-        .is_some_and(|r| r.joined_servers().contains(&state.server_name))
+        .is_some_and(|r| super::rooms::resident(state, r))
 }
 
 async fn invite(

@@ -695,7 +695,7 @@ fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
         state.rooms().get(r).is_some_and(|room| {
             mxfed_core::acl::room_allows(room, origin)
                 && rooms::resident(state, room)
-                && room.joined_servers().contains(origin)
+                && room.server_joined(origin)
         })
     };
     let kind = edu.edu_type();
@@ -737,12 +737,7 @@ fn server_in_room(state: &AppState, room_id: &str, origin: &str) -> Result<(), A
     let room = rooms
         .get(room_id)
         .ok_or_else(|| ApiError::not_found("unknown room"))?;
-    let in_room = room.current_state_shared().keys().any(|(t, k)| {
-        t == "m.room.member"
-            && mxfed_core::identifiers::user_server_name(k).is_ok_and(|s| s == origin)
-            && room.membership(k).as_deref() == Some("join")
-    });
-    if in_room {
+    if room.server_joined(origin) {
         Ok(())
     } else {
         Err(ApiError::forbidden(format!("{origin} is not in {room_id}")))

@@ -570,9 +570,7 @@ pub fn served_one_to(state: &AppState, server: &str, id: &str) -> Option<Object>
 /// Whether one of our users is joined to `room` now: whether we are in it (Synapse's
 /// `is_host_joined` for ourselves). A room we have left is known but no longer followed.
 pub fn resident(state: &AppState, room: &Room) -> bool {
-    room.members_by(|m| m == "join")
-        .iter()
-        .any(|u| state.is_local_user(u))
+    room.server_joined(&state.server_name)
 }
 
 /// The local user to name in `join_authorised_via_users_server` when `user` asks to join a
