@@ -173,6 +173,19 @@ impl Room {
             .collect()
     }
 
+    /// Whether the room must fetch something before it can take `pdu` in: a prev event it
+    /// cannot compute state from ([`Room::unknown_prev_events`]) or an auth event it does not
+    /// know ([`Room::unknown_auth_events`]).
+    pub fn lacks_predecessors(&self, pdu: &Pdu) -> bool {
+        pdu.prev_event_ids()
+            .into_iter()
+            .any(|p| !self.events.contains_key(p) || self.outliers.contains(p))
+            || pdu
+                .auth_event_ids()
+                .into_iter()
+                .any(|a| !self.events.contains_key(a))
+    }
+
     /// The state before a known, non-outlier event: what `/state` and `/state_ids` serve.
     pub fn state_before_event(&self, id: &str) -> Option<StateMap> {
         if self.outliers.contains(id) {
@@ -504,6 +517,31 @@ mod tests {
         accepted as check, build, build_split, public_room, received, send, JOIN,
     };
     use crate::RoomVersion;
+
+    /// An event lacks predecessors when a prev event or an auth event is unknown to the room.
+    #[test]
+    fn lacks_predecessors_covers_prev_and_auth_events() {
+        let (mut a, checks) = public_room();
+        let b = received(&checks);
+        send(&mut a, "m.room.member", "@bob:b", Some("@bob:b"), JOIN);
+        // On b's extremities, by a member b knows: nothing to fetch.
+        let (_, own) = build(
+            &b,
+            "m.room.message",
+            "@u:a",
+            None,
+            r#"{"body":"x"}"#,
+            None,
+            1,
+        );
+        assert!(!b.lacks_predecessors(own.pdu(b.version()).as_ref().unwrap()));
+        // Citing a's newer extremity (bob's join), which b lacks.
+        let (_, ahead) = build_split(&a, &b, "m.room.message", "@u:a", None, r#"{}"#, 2);
+        assert!(b.lacks_predecessors(ahead.pdu(b.version()).as_ref().unwrap()));
+        // On b's extremities, but by bob: his join, an auth event, is unknown to b.
+        let (_, by_bob) = build_split(&b, &a, "m.room.message", "@bob:b", None, r#"{}"#, 3);
+        assert!(b.lacks_predecessors(by_bob.pdu(b.version()).as_ref().unwrap()));
+    }
 
     /// Who gets our event: the servers in the room before or after it, so a kicked or banned
     /// server gets its own kick or ban, and a withdrawn invite reaches the invitee's server.

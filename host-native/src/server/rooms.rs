@@ -1462,7 +1462,7 @@ pub async fn ingest_checked(
 /// Keeps a PDU that could not be taken in because the gap before it is still open (its prev
 /// events, or its auth events, could not be fetched): the next transaction from `origin` tries
 /// it again ([`retry_deferred`]). Whether the gap is open is the core's answer
-/// ([`Room::unknown_prev_events`], [`Room::unknown_auth_events`]). Returns whether it was kept.
+/// ([`Room::lacks_predecessors`]). Returns whether it was kept.
 fn defer_if_gap(
     state: &AppState,
     origin: &str,
@@ -1474,11 +1474,10 @@ fn defer_if_gap(
     let Ok(pdu) = Pdu::new(ev.clone(), v) else {
         return false;
     };
-    let gap = state.rooms().get(room_id).is_some_and(|r| {
-        !r.contains(event_id)
-            && (!r.unknown_prev_events(&pdu).is_empty()
-                || !r.unknown_auth_events(&pdu.auth_event_ids()).is_empty())
-    });
+    let gap = state
+        .rooms()
+        .get(room_id)
+        .is_some_and(|r| !r.contains(event_id) && r.lacks_predecessors(&pdu));
     gap && state
         .write(|db| db.defer_pdu(origin, room_id, event_id, &ev.to_canonical_string()))
         .is_ok()
@@ -1614,9 +1613,7 @@ fn receive_without_gap(
     if room.contains(&pdu.event_id) && !room.is_outlier(&pdu.event_id) {
         return Ok(Ok((RoomVerdict::Accepted, None)));
     }
-    if !room.unknown_prev_events(&pdu).is_empty()
-        || !room.unknown_auth_events(&pdu.auth_event_ids()).is_empty()
-    {
+    if room.lacks_predecessors(&pdu) {
         check.event = Some(pdu.event);
         return Ok(Err(check));
     }
