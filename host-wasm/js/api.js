@@ -307,7 +307,7 @@ export function wellKnownLifetime(cacheControl, expires, nowMs) {
     if (typeof v !== 'string') throw mxfedError('bad_argument', `${name}: expected a string, null or undefined`);
     return v;
   };
-  return raw.wellKnownLifetime(header(cacheControl, 'cacheControl'), header(expires, 'expires'), nowMs ?? Date.now());
+  return raw.wellKnownLifetime(header(cacheControl, 'cacheControl'), header(expires, 'expires'), timeArg(nowMs ?? Date.now(), 'nowMs'));
 }
 
 /** Whether a server may see an event, given the `history_visibility` value in force after it

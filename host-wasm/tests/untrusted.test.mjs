@@ -135,6 +135,7 @@ test('arguments of the wrong type are bad_argument errors, never a bare wasm err
       ['membershipFromTemplate', () => m.membershipFromTemplate({}, { roomId: w, userId: '@u:a', membership: 'join', origin: 'a' }, key)],
       ['decodeBase64', () => m.decodeBase64(w)],
       ['edgeRoute', () => m.edgeRoute(w, '/x')],
+      ['wellKnownLifetime', () => m.wellKnownLifetime('max-age=60', null, w === null || w === undefined ? 'soon' : w)],
     );
   }
   for (const [name, call] of calls) {
@@ -151,5 +152,6 @@ test('arguments of the wrong type are bad_argument errors, never a bare wasm err
     }
   }
   assert.throws(() => m.decodeBase64(42), (e) => e.code === 'bad_argument');
+  assert.throws(() => m.wellKnownLifetime(null, 'Sun, 06 Nov 1994 08:49:37 GMT', 'now'), (e) => e.code === 'bad_argument');
   assert.throws(() => m.signRequest(null, key), (e) => e.code === 'bad_argument');
 });
