@@ -223,19 +223,20 @@ function forwardHeaders(request, cfg, origin) {
 // within ORIGIN_TIMEOUT_MS: a gateway's errors, not the edge's own (500).
 async function forward(request, cfg, url, body, origin) {
   const method = request.method;
-  const init = {
-    method,
-    headers: forwardHeaders(request, cfg, origin),
-    redirect: 'manual',
-    signal: AbortSignal.timeout(ORIGIN_TIMEOUT_MS),
-  };
+  // The timeout covers waiting for the answer's headers only: an abort after them would cut a
+  // long answer (a large `send_join` or `/state`) off mid-body.
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), ORIGIN_TIMEOUT_MS);
+  const init = { method, headers: forwardHeaders(request, cfg, origin), redirect: 'manual', signal: abort.signal };
   if (method !== 'GET' && method !== 'HEAD') init.body = body === undefined ? request.body : body;
   try {
     return await fetch(`${cfg.origin}${url.pathname}${url.search}`, init);
   } catch (e) {
-    if (e?.name === 'TimeoutError') return matrixError(504, 'M_UNKNOWN', 'The origin server did not answer in time');
+    if (abort.signal.aborted) return matrixError(504, 'M_UNKNOWN', 'The origin server did not answer in time');
     console.error('mxfed edge: origin unreachable', e?.message ?? e);
     return matrixError(502, 'M_UNKNOWN', 'The origin server cannot be reached');
+  } finally {
+    clearTimeout(timer);
   }
 }
 
