@@ -84,12 +84,6 @@ impl ResponseLimits {
     }
 }
 
-impl Default for ResponseLimits {
-    fn default() -> ResponseLimits {
-        ResponseLimits::DEFAULT
-    }
-}
-
 impl std::fmt::Display for FetchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -711,13 +705,7 @@ impl FedClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(b);
         }
-        req.send().await.map_err(|e| {
-            if e.is_timeout() {
-                FetchError::Timeout
-            } else {
-                FetchError::Network(error_chain(&e))
-            }
-        })
+        req.send().await.map_err(fetch_error)
     }
 
     /// A request, its answer's status and its body (at most `limit` bytes of it).
@@ -857,19 +845,22 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u
         return Err(too_large);
     }
     let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| {
-        if e.is_timeout() {
-            FetchError::Timeout
-        } else {
-            FetchError::Network(error_chain(&e))
-        }
-    })? {
+    while let Some(chunk) = resp.chunk().await.map_err(fetch_error)? {
         if chunk.len() > limit.saturating_sub(out.len()) {
             return Err(too_large);
         }
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// A reqwest failure as ours: a timeout, or what went wrong on the network.
+fn fetch_error(e: reqwest::Error) -> FetchError {
+    if e.is_timeout() {
+        FetchError::Timeout
+    } else {
+        FetchError::Network(error_chain(&e))
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
