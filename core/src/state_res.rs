@@ -665,8 +665,15 @@ fn ordered_v1<'a>(events: &[&'a Pdu]) -> Vec<&'a Pdu> {
     keyed.into_iter().map(|(_, e)| e).collect()
 }
 
-fn v1_auth_map<'a>(auth: &BTreeMap<(String, String), &'a Pdu>) -> AuthEvents<'a> {
-    auth.values().copied().collect()
+/// The events of `auth` that `e` is checked against: those under its auth types only
+/// (`check_state_dependent` reads no others), a handful, not the whole conflict-wide map, which
+/// a search of `AuthEvents` would otherwise scan for every candidate.
+fn v1_auth_map<'a>(e: &Pdu, auth: &BTreeMap<(String, String), &'a Pdu>) -> AuthEvents<'a> {
+    let mut key = (String::new(), String::new());
+    auth_type_refs(e)
+        .into_iter()
+        .filter_map(|(kind, sk)| auth.get(refill(&mut key, kind, sk)).copied())
+        .collect()
 }
 
 fn resolve_v1_auth<'a>(events: &[&'a Pdu], auth: &BTreeMap<(String, String), &'a Pdu>) -> &'a Pdu {
@@ -685,7 +692,7 @@ fn resolve_v1_auth<'a>(events: &[&'a Pdu], auth: &BTreeMap<(String, String), &'a
         if let Some(k) = prev.state_pair() {
             local.insert(k, prev);
         }
-        if check_state_dependent(e, &v1_auth_map(&local)).is_ok() {
+        if check_state_dependent(e, &v1_auth_map(e, &local)).is_ok() {
             prev = e;
         } else {
             return prev;
@@ -700,7 +707,7 @@ fn resolve_v1_normal<'a>(
 ) -> &'a Pdu {
     let ordered = ordered_v1(events);
     for e in &ordered {
-        if check_state_dependent(e, &v1_auth_map(auth)).is_ok() {
+        if check_state_dependent(e, &v1_auth_map(e, auth)).is_ok() {
             return e;
         }
     }
