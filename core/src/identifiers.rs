@@ -84,6 +84,12 @@ pub fn validate_server_name(s: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// The ID of the create event of a room version 12+ room: `$` and the room ID without its
+/// sigil (the room ID is the create event's reference hash). `None` for an empty room ID.
+pub(crate) fn create_event_id(room_id: &str) -> Option<String> {
+    room_id.get(1..).map(|hash| format!("${hash}"))
+}
+
 /// The server name of a user ID `@localpart:server_name`. Historical localparts (any characters
 /// but `:`) are accepted, as the spec requires inside events.
 ///

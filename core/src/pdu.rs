@@ -336,8 +336,8 @@ pub fn check_format(ev: &Object, v: &RoomVersion) -> Result<(), PduError> {
     }
     if v.room_id_from_create_event && !is_v12_create {
         let room_id = req_str(ev, "room_id")?;
-        let create_id = format!("${}", &room_id[1..]);
-        if auth.contains(&create_id.as_str()) {
+        let create_id = crate::identifiers::create_event_id(room_id);
+        if create_id.is_some_and(|c| auth.contains(&c.as_str())) {
             return Err(PduError::CreateInAuthEvents);
         }
     }

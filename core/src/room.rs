@@ -353,8 +353,7 @@ impl Room {
 
     fn create_event(&self, pdu: &Pdu) -> Option<KnownEvent<'_>> {
         let id = if self.version.room_id_from_create_event {
-            pdu.room_id()
-                .map(|r| format!("${}", r.get(1..).unwrap_or("")))
+            pdu.room_id().and_then(crate::identifiers::create_event_id)
         } else {
             None
         }?;

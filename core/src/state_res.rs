@@ -68,7 +68,7 @@ fn is_power_event(e: &Pdu) -> bool {
 fn create_of<'a>(e: &Pdu, store: &'a impl EventStore) -> Option<&'a Pdu> {
     if e.room_version.room_id_from_create_event {
         let room = e.room_id()?;
-        return store.event(&format!("${}", room.get(1..)?));
+        return store.event(&crate::identifiers::create_event_id(room)?);
     }
     e.auth_event_ids()
         .into_iter()

@@ -453,9 +453,7 @@ pub fn check_state_independent(
         return check_create(ev);
     }
     if v.room_id_from_create_event {
-        let expected = ev
-            .room_id()
-            .map(|r| format!("${}", r.get(1..).unwrap_or("")));
+        let expected = ev.room_id().and_then(crate::identifiers::create_event_id);
         match create {
             Some(c) if !c.rejected && Some(&c.pdu.event_id) == expected.as_ref() => {}
             _ => return Err(AuthError::RoomIdNotCreate),

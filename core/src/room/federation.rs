@@ -217,7 +217,7 @@ impl Room {
                 // `auth_event_ids()` adds it), so an `/event_auth` answer carries it.
                 if self.version.room_id_from_create_event {
                     let create = s.room_id().and_then(|r| {
-                        let id = format!("${}", r.get(1..)?);
+                        let id = crate::identifiers::create_event_id(r)?;
                         self.events.get_key_value(&id).map(|(k, _)| k.as_str())
                     });
                     queue.extend(create.filter(|c| *c != id));
