@@ -643,6 +643,52 @@ impl KeyCache {
         })
     }
 
+    /// What to fetch before checking `events` (each with its room version): one fetch per
+    /// server whose keys some event's signature needs and the cache cannot supply, asking for
+    /// every key ID those events name and the latest `minimum_valid_until_ts` among them.
+    /// Events whose signers cannot be read are skipped (their format check refuses them).
+    pub fn fetches_for_events<'e>(
+        &self,
+        events: impl IntoIterator<Item = (&'e Object, &'static RoomVersion)>,
+    ) -> Vec<KeyFetch> {
+        let mut by_server: BTreeMap<String, KeyFetch> = BTreeMap::new();
+        for (ev, v) in events {
+            let Ok(signers) = crate::pdu::required_signers(ev, v) else {
+                continue;
+            };
+            let ts = Timestamp::from_i64(
+                ev.get("origin_server_ts")
+                    .and_then(Value::as_int)
+                    .unwrap_or(0),
+            );
+            for server in signers {
+                let ids: Vec<KeyId> = ev
+                    .get_object("signatures")
+                    .and_then(|s| s.get_object(&server))
+                    .map(|s| s.keys().filter_map(|k| KeyId::parse(k).ok()).collect())
+                    .unwrap_or_default();
+                let Some(f) = self.fetch_for_event(&server, &ids, ts, v) else {
+                    continue;
+                };
+                match by_server.get_mut(&f.server) {
+                    Some(e) => {
+                        e.minimum_valid_until_ts =
+                            e.minimum_valid_until_ts.max(f.minimum_valid_until_ts);
+                        for id in f.key_ids {
+                            if !e.key_ids.contains(&id) {
+                                e.key_ids.push(id);
+                            }
+                        }
+                    }
+                    None => {
+                        by_server.insert(f.server.clone(), f);
+                    }
+                }
+            }
+        }
+        by_server.into_values().collect()
+    }
+
     /// Whether the cache holds what `fetch` asked for: each of its key IDs (with none, the
     /// server's latest response) valid until at least its `minimum_valid_until_ts` (an old
     /// key counts until its `expired_ts`). Synapse's rule for going on to the next source

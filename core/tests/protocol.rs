@@ -1369,3 +1369,62 @@ fn a_template_without_a_room_version_is_version_1() {
     assert_eq!(built.event_id, "$abc:us.example");
     assert_eq!(built.pdu.get_str("event_id"), Some("$abc:us.example"));
 }
+
+/// Key fetches for a batch of events: one per server, every key ID its events name, the latest
+/// `minimum_valid_until_ts` among them (room version 5+); servers whose keys are cached are not
+/// fetched.
+#[test]
+fn key_fetches_for_events_merge_per_server() {
+    let v10 = RoomVersion::get("10").unwrap();
+    let ev = |sender: &str, ts: i64, key: &str| {
+        let server = sender.split_once(':').unwrap().1;
+        parse_object(
+            format!(
+                r#"{{"type":"m.room.message","room_id":"!r:a.example","sender":"{sender}","origin_server_ts":{ts},"signatures":{{"{server}":{{"{key}":"x"}}}}}}"#
+            )
+            .as_bytes(),
+            &ParseOptions::STRICT,
+        )
+        .unwrap()
+    };
+    let events = [
+        ev("@u:b.example", 1000, "ed25519:1"),
+        ev("@w:b.example", 5000, "ed25519:2"),
+        ev("@u:b.example", 3000, "ed25519:1"),
+        ev("@v:c.example", 10, "ed25519:9"),
+    ];
+    let mut cache = KeyCache::new();
+    let fetches = cache.fetches_for_events(events.iter().map(|e| (e, v10)));
+    let got: Vec<(String, Vec<String>, Timestamp)> = fetches
+        .iter()
+        .map(|f| {
+            let ids = f.key_ids.iter().map(ToString::to_string).collect();
+            (f.server.clone(), ids, f.minimum_valid_until_ts)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "b.example".to_owned(),
+                vec!["ed25519:1".to_owned(), "ed25519:2".to_owned()],
+                Timestamp(5000)
+            ),
+            (
+                "c.example".to_owned(),
+                vec!["ed25519:9".to_owned()],
+                Timestamp(10)
+            ),
+        ]
+    );
+    // c.example's key cached, valid long enough: only b.example is left to fetch.
+    let c_key = other_key("9", 3);
+    let c = build_server_keys("c.example", &[c_key], &[], Int::new(1_000_000).unwrap()).unwrap();
+    cache.insert(c, Some("c.example"), Timestamp(0)).unwrap();
+    let servers: Vec<String> = cache
+        .fetches_for_events(events.iter().map(|e| (e, v10)))
+        .into_iter()
+        .map(|f| f.server)
+        .collect();
+    assert_eq!(servers, ["b.example"]);
+}

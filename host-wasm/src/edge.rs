@@ -283,45 +283,10 @@ impl EdgeRequest {
         cache: &KeyCache,
         versions: &BTreeMap<String, &'static RoomVersion>,
     ) -> Vec<KeyFetch> {
-        let mut by_server: BTreeMap<String, (Timestamp, Vec<KeyId>)> = BTreeMap::new();
-        for (_, ev, v) in self.pdus_with_versions(versions) {
-            let Some(v) = v else { continue };
-            // A PDU whose signers cannot be found fails its format check anyway.
-            let Ok(signers) = pdu::required_signers(ev, v) else {
-                continue;
-            };
-            let ts = Timestamp::from_i64(
-                ev.get("origin_server_ts")
-                    .and_then(Value::as_int)
-                    .unwrap_or(0),
-            );
-            for server in signers {
-                let ids: Vec<KeyId> = ev
-                    .get_object("signatures")
-                    .and_then(|s| s.get_object(&server))
-                    .map(|s| s.keys().filter_map(|k| KeyId::parse(k).ok()).collect())
-                    .unwrap_or_default();
-                if let Some(f) = cache.fetch_for_event(&server, &ids, ts, v) {
-                    let e = by_server
-                        .entry(f.server)
-                        .or_insert((f.minimum_valid_until_ts, Vec::new()));
-                    e.0 = e.0.max(f.minimum_valid_until_ts);
-                    for id in f.key_ids {
-                        if !e.1.contains(&id) {
-                            e.1.push(id);
-                        }
-                    }
-                }
-            }
-        }
-        by_server
-            .into_iter()
-            .map(|(server, (minimum_valid_until_ts, key_ids))| KeyFetch {
-                server,
-                key_ids,
-                minimum_valid_until_ts,
-            })
-            .collect()
+        cache.fetches_for_events(
+            self.pdus_with_versions(versions)
+                .filter_map(|(_, ev, v)| Some((ev, v?))),
+        )
     }
 
     /// Checks every PDU and decides what is forwarded (see the module docs for the policy).

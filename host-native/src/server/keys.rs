@@ -1,11 +1,10 @@
 //! Keys: our own `/_matrix/key/v2/server` answer, and fetching other servers' keys when the core
 //! `KeyCache` says so (directly, then through the configured notaries), persisted in SQLite.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use mxfed_core::canonical::{Int, Object, Value};
+use mxfed_core::canonical::{Int, Object};
 use mxfed_core::keys::{KeyId, VerifyKey};
-use mxfed_core::pdu::required_signers;
 use mxfed_core::server_keys::{build_server_keys, verify_notary_response, KeyFetch, KeyRing};
 use mxfed_core::{Millis, RoomVersion, Timestamp};
 
@@ -124,36 +123,15 @@ pub async fn fetch(state: &AppState, f: &KeyFetch) -> bool {
 /// Makes sure the keys needed to check these events (all of one room version) are cached,
 /// fetching each server at most once.
 pub async fn ensure_for_events(state: &AppState, events: &[&Object], v: &'static RoomVersion) {
-    let mut fetches: BTreeMap<String, KeyFetch> = BTreeMap::new();
-    {
-        let cache = state.key_cache();
-        for ev in events {
-            let Ok(servers) = required_signers(ev, v) else {
-                continue;
-            };
-            let ts = ev
-                .get("origin_server_ts")
-                .and_then(Value::as_int)
-                .map_or(Timestamp::ZERO, Timestamp::from_i64);
-            for server in servers {
-                if fetches.contains_key(&server) || server == state.server_name {
-                    continue;
-                }
-                let ids: Vec<KeyId> = ev
-                    .get_object("signatures")
-                    .and_then(|s| s.get_object(&server))
-                    .map(|o| o.keys().filter_map(|k| KeyId::parse(k).ok()).collect())
-                    .unwrap_or_default();
-                if let Some(f) = cache.fetch_for_event(&server, &ids, ts, v) {
-                    fetches.insert(server, f);
-                }
-            }
-        }
-    }
-    let mut done = BTreeSet::new();
-    for (server, f) in fetches {
-        if done.insert(server) {
-            fetch(state, &f).await;
-        }
+    // One fetch per server, covering every key ID and validity the events need (the core
+    // merges them); ours are not fetched.
+    let fetches: Vec<KeyFetch> = state
+        .key_cache()
+        .fetches_for_events(events.iter().map(|ev| (*ev, v)))
+        .into_iter()
+        .filter(|f| f.server != state.server_name)
+        .collect();
+    for f in &fetches {
+        fetch(state, f).await;
     }
 }
