@@ -16,6 +16,10 @@
 #   CARGO_INCREMENTAL incremental compilation (default: 0; its caches doubled the target dir)
 #   MXFED_MIN_FREE_GB free disk wanted before building (default: 12); below it the target
 #                     dir's stale parts are removed, then the whole target dir (it is a cache)
+#   MXFED_STAGE_TIMEOUT seconds one stage may run before it is stopped and failed (default: 2400)
+#   MXFED_DEADLINE    seconds the whole run may take (default: 5000, under CI's 5400): a stage
+#                     gets at most what is left, so a hang fails its stage and the run still
+#                     prints its summary instead of being cut off
 # A failing setup-deps always stops the run. Exits non-zero if any stage failed.
 set -euo pipefail
 
@@ -34,6 +38,8 @@ export MXFED_PYTHON="${MXFED_PYTHON:-${MXFED_VENV:-$ROOT/.venv}/bin/python}"
 FAIL_FAST="${MXFED_FAIL_FAST:-0}"
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 MIN_FREE_GB="${MXFED_MIN_FREE_GB:-12}"
+STAGE_TIMEOUT="${MXFED_STAGE_TIMEOUT:-2400}"
+DEADLINE="${MXFED_DEADLINE:-5000}"
 
 # free_gb DIR: free space, in whole GiB, on the file system holding DIR (or its parent).
 free_gb() {
@@ -93,7 +99,18 @@ stage() {
     n=$((n + 1))
     printf '\n==> [%d/%d] %s: %s\n' "$n" "$TOTAL" "$name" "$*"
     local t=$SECONDS rc=0
-    "$@" || rc=$?
+    local limit=$((DEADLINE - (SECONDS - T0)))
+    ((limit < STAGE_TIMEOUT)) || limit=$STAGE_TIMEOUT
+    if ((limit <= 0)); then
+        printf '==> [%d/%d] %s: not run: the run is past its deadline of %ds\n' "$n" "$TOTAL" "$name" "$DEADLINE"
+        rc=124
+    else
+        # timeout signals the stage's whole process group (servers it started included).
+        timeout -k 30 "$limit" "$@" || rc=$?
+        if ((rc == 124 || rc == 137)); then
+            printf '==> [%d/%d] %s: stopped after %ds (its time limit)\n' "$n" "$TOTAL" "$name" "$limit"
+        fi
+    fi
     local dt=$((SECONDS - t))
     names+=("$name"); times+=("$dt")
     if ((rc == 0)); then

@@ -107,7 +107,7 @@ async function readLimited(stream, limit) {
     if (done) break;
     size += value.byteLength;
     if (size > limit) {
-      await reader.cancel().catch(() => {});
+      reader.cancel().catch(() => {}); // not awaited: nothing to wait for
       throw new TooLarge(`more than ${limit} bytes`);
     }
     chunks.push(value);
@@ -124,7 +124,7 @@ async function readLimited(stream, limit) {
 async function fetchBytes(url, init = {}) {
   const r = await fetch(url, { ...init, signal: AbortSignal.timeout(FETCH_TIMEOUT_MS), redirect: 'manual' });
   if (r.status !== 200) {
-    await r.body?.cancel().catch(() => {});
+    r.body?.cancel().catch(() => {});
     throw new Error(`${url}: HTTP ${r.status}`);
   }
   return readLimited(r.body, MAX_FETCH_BYTES);
