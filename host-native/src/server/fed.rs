@@ -557,11 +557,7 @@ async fn process_txn(
         // A room none of our users is in any more (left, kicked): its PDUs are ignored, as
         // Synapse ignores them (answered `{}`); taking them in would mean filling gaps from
         // servers that no longer answer us for that room.
-        let resident = state
-            .rooms()
-            .get(&room.room_id)
-            .is_some_and(|r| rooms::resident(&state, r));
-        if !resident {
+        if !rooms::resident_or_joining(&state, &room.room_id) {
             log(&format!(
                 "txn {txn} from {}: {} PDUs for {}, which we are not in: ignored",
                 s.origin,
@@ -591,6 +587,17 @@ async fn process_txn(
         rooms::retry_deferred(&state, &s.origin, until).await;
         for (room_id, version, pdus) in rooms_in {
             let _guard = state.lock_room(&room_id).await;
+            // A join that was under way has ended: stored (we are in the room now), or failed.
+            if !rooms::resident_in(&state, &room_id) {
+                log(&format!(
+                    "txn {txn} from {}: PDUs for {room_id}, which we did not join: ignored",
+                    s.origin
+                ));
+                for id in pdus.ids() {
+                    response.set_ok(id.to_owned());
+                }
+                continue;
+            }
             // Asked again under the room's lock: an ACL event may have been taken in meanwhile.
             if !super::acl::allows(&state, &room_id, &s.origin) {
                 for id in pdus.ids() {

@@ -77,41 +77,73 @@ pub fn load(state: &AppState) -> Result<usize, String> {
     let rooms = state.db().rooms().map_err(|e| e.to_string())?;
     let mut count = 0;
     for (room_id, version) in rooms {
-        let v = RoomVersion::get(&version).map_err(|e| e.to_string())?;
-        let mut room = new_room(v);
-        // One row at a time: the room keeps what it needs of each (compact history), so
-        // holding every row first would double the memory a start-up needs.
-        let db = state.db();
-        db.each_room_event(&room_id, |e| {
-            let Some(obj) = parse_stored(&e.json) else {
-                warn(&format!(
-                    "stored event {} does not parse; skipped",
-                    e.event_id
-                ));
-                return;
-            };
-            let own_join = is_own_join(state, &obj);
-            let check = checked(&e.event_id, obj, e.verdict == "redacted");
-            if e.backfilled {
-                room.add_backfilled(&check);
-            } else if e.outlier {
-                room.add_outlier(&check);
-            } else if let Some(s) = &e.state_before {
-                if own_join {
-                    room.receive_own_join(&check, state_from_text(s));
-                } else {
-                    room.receive_with_state(&check, state_from_text(s));
-                }
-            } else {
-                room.receive(&check);
-            }
-            count += 1;
-        })
-        .map_err(|e| e.to_string())?;
-        drop(db);
+        let (room, n) = load_room(state, &room_id, &version)?;
+        count += n;
         state.rooms().insert(room_id, room);
     }
     Ok(count)
+}
+
+/// One room rebuilt from the database ([`load`]), with the number of events replayed.
+fn load_room(state: &AppState, room_id: &str, version: &str) -> Result<(Room, usize), String> {
+    let v = RoomVersion::get(version).map_err(|e| e.to_string())?;
+    let mut room = new_room(v);
+    let mut count = 0;
+    // One row at a time: the room keeps what it needs of each (compact history), so holding
+    // every row first would double the memory a start-up needs.
+    let db = state.db();
+    db.each_room_event(room_id, |e| {
+        let Some(obj) = parse_stored(&e.json) else {
+            warn(&format!(
+                "stored event {} does not parse; skipped",
+                e.event_id
+            ));
+            return;
+        };
+        let own_join = is_own_join(state, &obj);
+        let check = checked(&e.event_id, obj, e.verdict == "redacted");
+        if e.backfilled {
+            room.add_backfilled(&check);
+        } else if e.outlier {
+            room.add_outlier(&check);
+        } else if let Some(s) = &e.state_before {
+            if own_join {
+                room.receive_own_join(&check, state_from_text(s));
+            } else {
+                room.receive_with_state(&check, state_from_text(s));
+            }
+        } else {
+            room.receive(&check);
+        }
+        count += 1;
+    })
+    .map_err(|e| e.to_string())?;
+    Ok((room, count))
+}
+
+/// After a room's commit failed: the room as the database has it. Its events were taken into
+/// the room in memory before the commit (so that the commit writes the extremities and state
+/// they give); left there, they would be served, built on by our next events and counted as
+/// known when a peer sends them again, though they were never stored.
+fn reload_room(state: &AppState, room_id: &str) {
+    let version = state
+        .rooms()
+        .get(room_id)
+        .map(|r| r.version().id.to_owned());
+    let Some(version) = version else { return };
+    match load_room(state, room_id, &version) {
+        Ok((room, _)) => {
+            state.rooms().insert(room_id.to_owned(), room);
+            state
+                .written_state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(room_id);
+        }
+        Err(e) => warn(&format!(
+            "room {room_id} after a failed commit: cannot reload it from the database: {e}"
+        )),
+    }
 }
 
 /// Whether a stored event is a join of one of our users: the only events of ours received with
@@ -203,15 +235,32 @@ struct Prepared {
     /// Per entry: the state given with it, as text; whether it is backfilled history.
     given: Vec<Option<String>>,
     history: Vec<bool>,
+    /// `(target, redaction)` for each accepted redaction the core says applies: written in the
+    /// same commit as the redaction, so a crash or a failed write cannot leave a redaction
+    /// stored while its target is still served whole.
+    redactions: Vec<(String, String)>,
 }
 
 impl Prepared {
     fn of(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<Prepared, ApiError> {
-        let (extremities, cur, history) = {
+        let (extremities, cur, history, redactions) = {
             let rooms = state.rooms();
             let room = rooms
                 .get(room_id)
                 .ok_or_else(|| ApiError::not_found("unknown room"))?;
+            // The core decides whether a redaction applies (an outlier's does only when it was
+            // backfilled: history from before we joined).
+            let redactions = entries
+                .iter()
+                .filter(|e| {
+                    e.event.redaction
+                        && matches!(e.verdict, RoomVerdict::Accepted | RoomVerdict::Redacted)
+                })
+                .filter_map(|e| {
+                    let target = room.redaction_target(&e.event_id)?;
+                    Some((target.to_owned(), e.event_id.clone()))
+                })
+                .collect::<Vec<_>>();
             (
                 room.forward_extremities()
                     .iter()
@@ -222,6 +271,7 @@ impl Prepared {
                     .iter()
                     .map(|e| room.is_backfilled(&e.event_id))
                     .collect::<Vec<_>>(),
+                redactions,
             )
         };
         let given = entries
@@ -241,6 +291,7 @@ impl Prepared {
             state_rows,
             given,
             history,
+            redactions,
         })
     }
 
@@ -264,30 +315,14 @@ impl Prepared {
             .collect()
     }
 
-    /// After the commit: the state now written, and the redactions among the entries applied.
-    fn committed(
-        self,
-        state: &AppState,
-        db: &mut super::store::Store,
-        room_id: &str,
-        entries: &[Entry],
-    ) {
+    /// After the commit: the state now written.
+    fn committed(self, state: &AppState, room_id: &str) {
         if self.state_rows.is_some() {
             state
                 .written_state
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(room_id.to_owned(), self.cur);
-        }
-        // The core decides whether a redaction applies (an outlier's does only when it was
-        // backfilled: history from before we joined).
-        for e in entries {
-            if !matches!(e.verdict, RoomVerdict::Accepted | RoomVerdict::Redacted) {
-                continue;
-            }
-            if e.event.redaction {
-                apply_redaction(state, db, room_id, e);
-            }
         }
     }
 }
@@ -320,6 +355,7 @@ fn commit_many(state: &AppState, jobs: &[RoomCommit<'_>]) -> Vec<Result<(), ApiE
                 extremities: &p.extremities,
                 state: p.state_rows.as_deref(),
                 destinations: j.destinations,
+                redactions: &p.redactions,
             })
         })
         .collect();
@@ -343,7 +379,7 @@ fn commit_many(state: &AppState, jobs: &[RoomCommit<'_>]) -> Vec<Result<(), ApiE
                     .next()
                     .unwrap_or_else(|| Err(ApiError::internal("a write went missing")));
                 if r.is_ok() {
-                    p.committed(state, &mut db, j.room_id, j.entries);
+                    p.committed(state, j.room_id);
                 }
                 r
             }
@@ -351,6 +387,11 @@ fn commit_many(state: &AppState, jobs: &[RoomCommit<'_>]) -> Vec<Result<(), ApiE
         results.push(result);
     }
     drop(db);
+    for (j, r) in jobs.iter().zip(&results) {
+        if r.is_err() {
+            reload_room(state, j.room_id);
+        }
+    }
     state.changed.notify_waiters();
     results
 }
@@ -508,17 +549,6 @@ pub fn send_stored_together(
     Ok(())
 }
 
-/// Marks the target of an accepted redaction as redacted when the core says it applies.
-fn apply_redaction(state: &AppState, db: &mut super::store::Store, room_id: &str, e: &Entry) {
-    let rooms = state.rooms();
-    let target = rooms
-        .get(room_id)
-        .and_then(|r| r.redaction_target(&e.event_id));
-    if let Some(target) = target {
-        let _ = db.set_redacted(target, &e.event_id);
-    }
-}
-
 /// A stored event as served: redacted if a redaction applies to it.
 pub fn served(state: &AppState, event_id: &str) -> Option<(Object, super::store::StoredEvent)> {
     let stored = state.reads().event(event_id).ok()??;
@@ -571,6 +601,58 @@ pub fn served_one_to(state: &AppState, server: &str, id: &str) -> Option<Object>
 /// `is_host_joined` for ourselves). A room we have left is known but no longer followed.
 pub fn resident(state: &AppState, room: &Room) -> bool {
     room.server_joined(&state.server_name)
+}
+
+/// [`resident`], by room ID (`false` for a room we do not know).
+pub fn resident_in(state: &AppState, room_id: &str) -> bool {
+    state
+        .rooms()
+        .get(room_id)
+        .is_some_and(|r| resident(state, r))
+}
+
+/// [`resident_in`], or one of our users is joining the room ([`AppState::joining`]).
+pub fn resident_or_joining(state: &AppState, room_id: &str) -> bool {
+    resident_in(state, room_id)
+        || state
+            .joining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(room_id)
+}
+
+/// A join of ours under way ([`AppState::joining`]), for as long as this lives.
+struct Joining<'a> {
+    state: &'a AppState,
+    room_id: &'a str,
+}
+
+impl<'a> Joining<'a> {
+    fn start(state: &'a AppState, room_id: &'a str) -> Joining<'a> {
+        *state
+            .joining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(room_id.to_owned())
+            .or_default() += 1;
+        Joining { state, room_id }
+    }
+}
+
+impl Drop for Joining<'_> {
+    fn drop(&mut self) {
+        let mut joining = self
+            .state
+            .joining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = joining.get_mut(self.room_id) {
+            *n -= 1;
+            if *n == 0 {
+                joining.remove(self.room_id);
+            }
+        }
+    }
 }
 
 /// The local user to name in `join_authorised_via_users_server` when `user` asks to join a
@@ -1690,6 +1772,7 @@ pub async fn remote_membership(
         encode_segment(room_id),
         encode_segment(&event_id)
     );
+    let _joining = (membership == "join").then(|| Joining::start(state, room_id));
     let answer = state.client.json(via, "PUT", &path, Some(&ev)).await?;
     if membership != "join" {
         // Leaves and knocks reach our copy of the room (if any) through the resident's /send.
@@ -1716,14 +1799,6 @@ pub async fn remote_membership(
         .filter(|e| event::event_id(e, v).ok().as_deref() == Some(event_id.as_str()))
         .cloned()
         .unwrap_or(ev);
-    // The history before our join, before the join itself is stored: whoever waits for the join
-    // finds the earlier messages there too. A failure only costs the history.
-    if let Ok(p) = Pdu::new(join.clone(), v) {
-        let prevs = p.prev_event_ids();
-        if let Err(e) = backfill(state, via, room_id, v, &prevs).await {
-            warn(&format!("backfill of {room_id} from {via}: {e}"));
-        }
-    }
     let verdict = {
         let mut rooms = state.rooms();
         let room = rooms
@@ -1752,6 +1827,16 @@ pub async fn remote_membership(
         return Err(ApiError::forbidden(format!(
             "our join was rejected: {code}"
         )));
+    }
+    // The history before our join, after the join is stored: the resident has counted us in
+    // since `send_join`, and a crash while the history is fetched (a request per lacking event,
+    // each up to the client's timeout) must not lose the join. The admin caller still gets its
+    // answer once the history is in; a failure only costs the history.
+    if let Ok(p) = Pdu::new(join, v) {
+        let prevs = p.prev_event_ids();
+        if let Err(e) = backfill(state, via, room_id, v, &prevs).await {
+            warn(&format!("backfill of {room_id} from {via}: {e}"));
+        }
     }
     Ok(event_id)
 }

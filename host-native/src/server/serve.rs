@@ -239,6 +239,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
         admin_token: token,
         changed: tokio::sync::Notify::new(),
         txn_done: tokio::sync::Notify::new(),
+        joining: Mutex::default(),
         metrics: Default::default(),
         limiter,
         written_state: Mutex::default(),

@@ -310,6 +310,9 @@ pub struct RoomWrite<'a> {
     pub state: Option<&'a [(String, String, String)]>,
     /// Servers each new event is queued for.
     pub destinations: &'a [String],
+    /// `(target, redaction)`: targets of the new redactions that apply, marked redacted in the
+    /// same commit.
+    pub redactions: &'a [(String, String)],
 }
 
 /// A pending invite for one of our users.
@@ -888,6 +891,7 @@ impl Store {
             extremities,
             state,
             destinations,
+            redactions: &[],
         };
         self.store_many(&[write])?.pop().unwrap_or(Ok(()))
     }
@@ -1007,6 +1011,19 @@ impl Store {
                 )?;
             }
         }
+        for (target, by) in w.redactions {
+            let is_target = |(id, _): &&(&str, i64)| *id == target.as_str();
+            let stream = self.stream_of(target).or_else(|| {
+                let mut by_now = added.iter().chain(earlier);
+                by_now.find(is_target).map(|(_, stream)| *stream)
+            });
+            if let Some(stream) = stream {
+                self.exec(
+                    "UPDATE events SET redacted_by = ?2 WHERE stream = ?1 AND redacted_by IS NULL",
+                    params![stream, by],
+                )?;
+            }
+        }
         Ok(added)
     }
 
@@ -1054,10 +1071,12 @@ impl Store {
         }
     }
 
-    /// Marks an event as redacted by another.
+    /// Marks an event as redacted by another (the server does it in the redaction's own commit,
+    /// [`RoomWrite::redactions`]).
     ///
     /// # Errors
     /// SQLite errors.
+    #[cfg(test)]
     pub fn set_redacted(&self, event_id: &str, by: &str) -> rusqlite::Result<()> {
         let Some(stream) = self.stream_of(event_id) else {
             return Ok(());
@@ -1577,6 +1596,7 @@ mod tests {
             extremities,
             state: None,
             destinations: &[],
+            redactions: &[],
         };
         let out = db
             .store_many(&[
