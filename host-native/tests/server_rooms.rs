@@ -417,3 +417,30 @@ fn receiver_killed_mid_stream_loses_and_duplicates_nothing() {
         b.admin(&["room", "state", &room])
     );
 }
+
+/// An invite our auto-accepting user got but had not accepted when the server stopped is
+/// accepted when it starts again (the acceptance ran only once, after the invite was answered,
+/// so a stop in between left it pending for good). Here the user accepted nothing by themselves
+/// when the invite came, and does after the restart.
+#[test]
+fn a_pending_auto_accept_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = free_port();
+    let a = Server::start(&dir.path().join("a"), free_port());
+    let b = Server::start(&dir.path().join("b"), pb);
+    a.admin(&["user", "create", "alice"]);
+    let bob = b.admin(&["user", "create", "bob"]);
+    let room = a.admin(&["room", "create", "--as", "alice"]);
+    a.admin(&["room", "invite", &room, &bob, "--as", "alice"]);
+    assert!(b.admin(&["invites", "--as", "bob"]).contains(&room));
+    b.kill();
+    // Set while the server is down, as if the invite had come to an auto-accepting user just
+    // before a stop.
+    rusqlite::Connection::open(dir.path().join("b").join("mxfed.sqlite"))
+        .unwrap()
+        .execute("UPDATE users SET auto_accept = 1", [])
+        .unwrap();
+    let b = Server::start(&dir.path().join("b"), pb);
+    b.joined(&room, &bob);
+    a.joined(&room, &bob);
+}

@@ -731,6 +731,45 @@ fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
     }
 }
 
+/// Accepts an invite of `target` (a user who accepts invites by themselves) into `room_id` from
+/// `origin`: joins through the inviting server, in a task of its own.
+fn auto_join(state: Arc<AppState>, room_id: String, target: String, origin: String) {
+    tokio::spawn(async move {
+        // The inviting server records the invite only once it has our answer, which is still
+        // on its way: wait a moment before each try, longer each time (0.2 s … 3.2 s).
+        for attempt in 0..5u32 {
+            tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+            for via in rooms::join_candidates(std::slice::from_ref(&origin), &room_id, None) {
+                match rooms::remote_membership(&state, &room_id, &target, &via, "join").await {
+                    Ok(id) => {
+                        log(&format!("{target} joined {room_id} ({id}) via {via}"));
+                        return;
+                    }
+                    Err(e) => log(&format!("auto-accept: join {room_id} via {via}: {e}")),
+                }
+            }
+        }
+    });
+}
+
+/// At start: the invites our auto-accepting users got but had not yet accepted when the server
+/// stopped (the acceptance runs after the invite is answered, so a stop within its tries left
+/// the invite pending for good).
+pub fn resume_auto_accepts(state: &Arc<AppState>) {
+    let pending = state.db().pending_auto_accepts(&state.server_name);
+    match pending {
+        Ok(pending) => {
+            for (room_id, user, origin) in pending {
+                log(&format!(
+                    "auto-accept of {user}'s invite to {room_id}: resumed"
+                ));
+                auto_join(state.clone(), room_id, user, origin);
+            }
+        }
+        Err(e) => super::warn(&format!("pending invites to accept: {e}")),
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // Event retrieval
 // ------------------------------------------------------------------------------------------------
@@ -1532,24 +1571,12 @@ async fn invite_answer(
     state.changed.notify_waiters();
     log(&format!("{target} invited to {room_id} by {sender}"));
     if auto_accept {
-        let st = state.clone();
-        let origin = s.origin.clone();
-        tokio::spawn(async move {
-            // The inviting server records the invite only once it has our answer, which is still
-            // on its way: wait a moment before each try, longer each time (0.2 s … 3.2 s).
-            for attempt in 0..5u32 {
-                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
-                for via in rooms::join_candidates(std::slice::from_ref(&origin), &room_id, None) {
-                    match rooms::remote_membership(&st, &room_id, &target, &via, "join").await {
-                        Ok(id) => {
-                            log(&format!("{target} joined {room_id} ({id}) via {via}"));
-                            return;
-                        }
-                        Err(e) => log(&format!("auto-accept: join {room_id} via {via}: {e}")),
-                    }
-                }
-            }
-        });
+        auto_join(
+            state.clone(),
+            room_id.clone(),
+            target.clone(),
+            s.origin.clone(),
+        );
     }
     let mut o = Object::new();
     o.insert("event", ev);

@@ -366,6 +366,8 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
             println!("mxfed: listening on {scheme}://{local}");
             tasks.push(tokio::spawn(run(listener, app(state.clone()), tls, wait())));
         }
+        // Once listening: the inviting servers may ask us for our keys meanwhile.
+        super::fed::resume_auto_accepts(&state);
         let admin_listener = std::net::TcpListener::bind(state.config.admin.addr)
             .map_err(|e| format!("cannot listen on {} (admin): {e}", state.config.admin.addr))?;
         let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;

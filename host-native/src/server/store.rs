@@ -1090,6 +1090,24 @@ impl Store {
 
     // -- invites ---------------------------------------------------------------------------------
 
+    /// Pending invites from servers other than `us` for our users who accept invites by
+    /// themselves: `(room, user, inviting server)`, oldest first.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn pending_auto_accepts(
+        &self,
+        us: &str,
+    ) -> rusqlite::Result<Vec<(String, String, String)>> {
+        let mut st = self.conn.prepare(
+            "SELECT i.room_id, i.user_id, i.origin FROM invites i JOIN users u ON u.user_id = i.user_id
+             WHERE i.status = 'pending' AND u.auto_accept != 0 AND i.origin != ?1
+             ORDER BY i.received_ts, i.room_id",
+        )?;
+        let rows = st.query_map(params![us], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    }
+
     /// Records (or replaces) an invite.
     ///
     /// # Errors
