@@ -1,5 +1,6 @@
 //! Matrix identifiers ([spec appendix § Identifier grammar]): just enough validation to trust a
-//! server name taken from a user ID, an event ID or a key response.
+//! server name taken from a user ID, an event ID or a key response, and the stricter grammar a
+//! server applies to the user IDs it makes itself.
 //!
 //! [spec appendix § Identifier grammar]: https://spec.matrix.org/latest/appendices/#identifier-grammar
 
@@ -19,6 +20,33 @@ pub enum IdError {
     /// Not `$opaque:server_name` (room versions 1–2).
     #[error("invalid event ID {0:?}")]
     EventId(String),
+    /// A user ID this server may not give a new user: it would be valid as a historical ID
+    /// from another server, but not under today's grammar.
+    #[error("user ID {user_id:?} cannot be given to a new user: {problem}")]
+    NewUserId {
+        /// The user ID asked for.
+        user_id: String,
+        /// What is wrong with it.
+        problem: NewUserIdProblem,
+    },
+}
+
+/// Why a user ID cannot be given to a new user ([`validate_new_user_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NewUserIdProblem {
+    /// `@:server_name`.
+    #[error("the localpart is empty")]
+    EmptyLocalpart,
+    /// A character outside `a-z 0-9 . _ = - / +` (upper case included).
+    #[error("the localpart may only contain a-z, 0-9 and . _ = - / +")]
+    LocalpartCharacters,
+    /// Over [`MAX_ID_BYTES`].
+    #[error("the user ID is {bytes} bytes long, over the 255 allowed")]
+    TooLong {
+        /// Its length in bytes.
+        bytes: usize,
+    },
 }
 
 impl IdError {
@@ -28,6 +56,7 @@ impl IdError {
             IdError::ServerName(_) => "bad_server_name",
             IdError::UserId(_) => "bad_user_id",
             IdError::EventId(_) => "bad_event_id",
+            IdError::NewUserId { .. } => "bad_new_user_id",
         }
     }
 }
@@ -104,6 +133,46 @@ pub fn user_server_name(user_id: &str) -> Result<&str, IdError> {
     Ok(server)
 }
 
+/// Checks a user ID for a new user of this server: a valid user ID whose localpart is not
+/// empty and uses only today's grammar (`a-z 0-9 . _ = - / +`: no upper case), at most 255
+/// bytes in all. Only for IDs a server makes: historical IDs from other servers (any character
+/// but `:`, even an empty localpart) must still be accepted where IDs are read
+/// ([`user_server_name`]).
+///
+/// # Errors
+/// [`IdError::UserId`] for what is no user ID at all, else [`IdError::NewUserId`].
+///
+/// ```
+/// use mxfed_core::identifiers::validate_new_user_id;
+/// assert!(validate_new_user_id("@alice.smith_2=x/y+z-:example.org").is_ok());
+/// assert!(validate_new_user_id("@:example.org").is_err());
+/// assert!(validate_new_user_id("@Alice Smith:example.org").is_err());
+/// assert!(validate_new_user_id(&format!("@{}:example.org", "a".repeat(300))).is_err());
+/// ```
+pub fn validate_new_user_id(user_id: &str) -> Result<(), IdError> {
+    user_server_name(user_id)?;
+    let problem = |problem| IdError::NewUserId {
+        user_id: user_id.to_owned(),
+        problem,
+    };
+    let localpart = split_user_id(user_id).map_or("", |(l, _)| l);
+    if localpart.is_empty() {
+        return Err(problem(NewUserIdProblem::EmptyLocalpart));
+    }
+    if !localpart
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".=_-/+".contains(&b))
+    {
+        return Err(problem(NewUserIdProblem::LocalpartCharacters));
+    }
+    if user_id.len() > MAX_ID_BYTES {
+        return Err(problem(NewUserIdProblem::TooLong {
+            bytes: user_id.len(),
+        }));
+    }
+    Ok(())
+}
+
 /// Splits `@localpart:domain` at the first `:` and checks nothing else, as Synapse's
 /// `UserID.from_string`: what the power-levels rule requires of the keys of `users` (Synapse
 /// validates no more there, so `@x:bad host` and `@x:` pass).
@@ -129,4 +198,49 @@ pub fn event_id_server_name(event_id: &str) -> Result<&str, IdError> {
     let (_, server) = rest.split_once(':').ok_or_else(bad)?;
     validate_server_name(server).map_err(|_| bad())?;
     Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_user_ids_follow_todays_grammar_and_length() {
+        let at_limit = format!("@{}:example.org", "a".repeat(MAX_ID_BYTES - 13));
+        assert_eq!(at_limit.len(), MAX_ID_BYTES);
+        assert_eq!(validate_new_user_id(&at_limit), Ok(()));
+        let over = format!("@{}:example.org", "a".repeat(MAX_ID_BYTES - 12));
+        assert!(matches!(
+            validate_new_user_id(&over),
+            Err(IdError::NewUserId {
+                problem: NewUserIdProblem::TooLong { bytes: 256 },
+                ..
+            })
+        ));
+        for bad in ["@Alice:example.org", "@a b:example.org", "@é:example.org"] {
+            assert!(matches!(
+                validate_new_user_id(bad),
+                Err(IdError::NewUserId {
+                    problem: NewUserIdProblem::LocalpartCharacters,
+                    ..
+                })
+            ));
+        }
+        assert!(matches!(
+            validate_new_user_id("@:example.org"),
+            Err(IdError::NewUserId {
+                problem: NewUserIdProblem::EmptyLocalpart,
+                ..
+            })
+        ));
+        assert!(matches!(
+            validate_new_user_id("alice"),
+            Err(IdError::UserId(_))
+        ));
+        // What is refused to a new user is still read from other servers.
+        assert_eq!(
+            user_server_name("@Alice Smith:example.org"),
+            Ok("example.org")
+        );
+    }
 }

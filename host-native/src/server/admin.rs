@@ -153,6 +153,9 @@ async fn create_user(
             "{user} is not a user of this server"
         )));
     }
+    // Today's grammar for the users we make (other servers' historical IDs are still read).
+    mxfed_core::identifiers::validate_new_user_id(&user)
+        .map_err(|e| ApiError::new(400, "M_INVALID_USERNAME", format!("{e} ({})", e.code())))?;
     let display = v.get("display_name").and_then(serde_json::Value::as_str);
     let auto = flag(&v, "auto_accept").unwrap_or(false);
     if !state.write(|db| db.create_user(&user, display, auto))? {
