@@ -124,3 +124,66 @@ fn cli_user_create_refuses_invalid_localparts() {
         format!("@alice:{}", server.name())
     );
 }
+
+/// A `room create` that fails leaves no room behind, in memory or in storage (after a restart):
+/// its creator's ID too long for any event (a user stored before `user create` checked), or
+/// its display name too long for the join that follows the create event, or the database
+/// refusing the events.
+#[tokio::test]
+async fn failed_room_create_leaves_no_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let long_id = format!("@{}:{ME}", "a".repeat(300));
+    let big_name = format!("@big:{ME}");
+    state.db().create_user(&long_id, None, false).unwrap();
+    state
+        .db()
+        .create_user(&big_name, Some(&"x".repeat(70_000)), false)
+        .unwrap();
+    state
+        .db()
+        .create_user(&format!("@alice:{ME}"), None, false)
+        .unwrap();
+    let create = |user: &str, version: &str| {
+        admin(
+            &state,
+            "POST",
+            "/admin/v1/rooms",
+            Some(serde_json::json!({ "as": user, "version": version })),
+        )
+    };
+    let ok = create("alice", "12").await;
+    assert_eq!(ok.0, StatusCode::OK, "{}", ok.1);
+    let list =
+        |state: Arc<AppState>| async move { admin(&state, "GET", "/admin/v1/rooms", None).await };
+    let before = list(state.clone()).await;
+    assert_eq!(
+        before.1["rooms"].as_array().unwrap().len(),
+        1,
+        "{}",
+        before.1
+    );
+    for (user, code) in [
+        (long_id.as_str(), "pdu_field_too_long"),
+        (big_name.as_str(), "pdu_too_large"),
+    ] {
+        for version in ["12", "10"] {
+            let got = create(user, version).await;
+            assert_matrix_error(&got, 400, "M_INVALID_PARAM");
+            assert!(got.1["error"].as_str().unwrap().contains(code), "{}", got.1);
+        }
+    }
+    assert_eq!(list(state.clone()).await, before);
+    // The events refused by the database: the room's row goes too.
+    rusqlite::Connection::open(dir.path().join("data/mxfed.sqlite"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'full'); END;",
+        )
+        .unwrap();
+    assert_matrix_error(&create("alice", "12").await, 500, "M_UNKNOWN");
+    assert_eq!(list(state.clone()).await, before);
+    drop(state);
+    let state = setup(&dir);
+    assert_eq!(list(state).await, before, "after a restart");
+}
