@@ -187,3 +187,23 @@ async fn failed_room_create_leaves_no_room() {
     let state = setup(&dir);
     assert_eq!(list(state).await, before, "after a restart");
 }
+
+/// A method an admin path does not take gets 405 `M_UNRECOGNIZED` as JSON, as on the
+/// federation listener; an unknown path 404 `M_UNRECOGNIZED`.
+#[tokio::test]
+async fn wrong_methods_get_a_matrix_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    for (method, uri) in [
+        ("GET", "/admin/v1/rooms/x/send"),
+        ("DELETE", "/admin/v1/users"),
+        ("PUT", "/admin/v1/rooms"),
+        ("POST", "/admin/v1/status"),
+        ("POST", "/metrics"),
+    ] {
+        let got = admin(&state, method, uri, None).await;
+        assert_matrix_error(&got, 405, "M_UNRECOGNIZED");
+    }
+    let got = admin(&state, "GET", "/admin/v1/nothing", None).await;
+    assert_matrix_error(&got, 404, "M_UNRECOGNIZED");
+}

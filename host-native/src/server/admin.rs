@@ -50,6 +50,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/invites", get(invites))
         .route("/admin/v1/invites/{room}/accept", post(accept_invite))
         .fallback(|| async { ApiError::unrecognized() })
+        .method_not_allowed_fallback(super::fed::method_not_allowed)
         .layer(axum::middleware::from_fn(super::detached))
         .layer(axum::middleware::from_fn_with_state(state.clone(), bearer))
         .with_state(state)

@@ -370,12 +370,9 @@ async fn unrecognized() -> ApiError {
     ApiError::unrecognized()
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        405,
-        "M_UNRECOGNIZED",
-        "Unrecognized request: method not allowed",
-    )
+/// The answer to a method a path does not take (also on the admin listener).
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
 }
 
 async fn well_known(State(state): St) -> Response {
