@@ -784,8 +784,7 @@ async fn wait(
     MPath(room_id): MPath<String>,
     MQuery(q): MQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_millis(q.timeout_ms.unwrap_or(30_000));
+    let deadline = super::deadline_in(Duration::from_millis(q.timeout_ms.unwrap_or(30_000)));
     loop {
         let notified = state.changed.notified();
         // What the room says, then whether the events it rests on are stored: a room takes an

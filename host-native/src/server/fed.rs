@@ -583,8 +583,9 @@ async fn process_txn(
         state.metrics.pdu_checks.observe(checking.elapsed());
     }
     {
-        let until = tokio::time::Instant::now()
-            + std::time::Duration::from_secs(state.config.limits.gap_fill_seconds);
+        let until = super::deadline_in(std::time::Duration::from_secs(
+            state.config.limits.gap_fill_seconds,
+        ));
         rooms::retry_deferred(&state, &s.origin, until).await;
         for (room_id, version, pdus) in rooms_in {
             let _guard = state.lock_room(&room_id).await;
