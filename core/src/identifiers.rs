@@ -1,8 +1,11 @@
 //! Matrix identifiers ([spec appendix § Identifier grammar]): just enough validation to trust a
 //! server name taken from a user ID, an event ID or a key response, and the stricter grammar a
-//! server applies to the user IDs it makes itself.
+//! server applies to identifiers it makes itself (new users) or is asked to name (an event to
+//! redact).
 //!
 //! [spec appendix § Identifier grammar]: https://spec.matrix.org/latest/appendices/#identifier-grammar
+
+use crate::room_version::{EventIdFormat, RoomVersion};
 
 /// Longest user, room or event ID, `type` or `state_key`, in bytes.
 pub const MAX_ID_BYTES: usize = 255;
@@ -17,7 +20,8 @@ pub enum IdError {
     /// Not `@localpart:server_name`.
     #[error("invalid user ID {0:?}")]
     UserId(String),
-    /// Not `$opaque:server_name` (room versions 1–2).
+    /// Not an event ID of the room version's format: `$opaque:server_name` (room versions
+    /// 1–2), `$` and 43 characters of unpadded base64 (v3), of URL-safe unpadded base64 (v4+).
     #[error("invalid event ID {0:?}")]
     EventId(String),
     /// A user ID this server may not give a new user: it would be valid as a historical ID
@@ -200,6 +204,43 @@ pub fn event_id_server_name(event_id: &str) -> Result<&str, IdError> {
     Ok(server)
 }
 
+/// Checks an event ID against the format of its room's version: `$opaque:server_name` (v1–2,
+/// [`event_id_server_name`]), else `$` and the 43 characters of the unpadded base64 of a
+/// SHA-256 reference hash, standard (v3) or URL-safe (v4+); at most 255 bytes.
+///
+/// # Errors
+/// [`IdError::EventId`].
+///
+/// ```
+/// use mxfed_core::identifiers::validate_event_id;
+/// use mxfed_core::RoomVersion;
+/// let v12 = RoomVersion::get("12").unwrap();
+/// assert!(validate_event_id("$Ws5wI8VQ4U-2yZRDPy6GRBMmovN_-Uq2uwJRWu-qJs4", v12).is_ok());
+/// assert!(validate_event_id("not-an-id", v12).is_err());
+/// assert!(validate_event_id("$x:example.org", RoomVersion::get("1").unwrap()).is_ok());
+/// ```
+pub fn validate_event_id(event_id: &str, v: &RoomVersion) -> Result<(), IdError> {
+    let bad = || IdError::EventId(event_id.to_owned());
+    if event_id.len() > MAX_ID_BYTES {
+        return Err(bad());
+    }
+    let extra: &[u8] = match v.event_id_format {
+        EventIdFormat::Explicit => return event_id_server_name(event_id).map(|_| ()),
+        EventIdFormat::ReferenceHashStd => b"+/",
+        _ => b"-_",
+    };
+    let hash = event_id.strip_prefix('$').ok_or_else(bad)?;
+    // 32 bytes of SHA-256 are 43 characters of unpadded base64.
+    if hash.len() != 43
+        || !hash
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +283,21 @@ mod tests {
             user_server_name("@Alice Smith:example.org"),
             Ok("example.org")
         );
+    }
+
+    #[test]
+    fn event_ids_follow_the_room_versions_format() {
+        let v = |id| RoomVersion::get(id).unwrap();
+        let std = format!("${}", "A+/".repeat(14) + "a");
+        let url = format!("${}", "A-_".repeat(14) + "a");
+        assert_eq!(validate_event_id(&std, v("3")), Ok(()));
+        assert!(validate_event_id(&url, v("3")).is_err());
+        assert_eq!(validate_event_id(&url, v("4")), Ok(()));
+        assert!(validate_event_id(&std, v("11")).is_err());
+        assert!(validate_event_id(&url[..url.len() - 1], v("12")).is_err());
+        assert!(validate_event_id("$x:example.org", v("12")).is_err());
+        assert_eq!(validate_event_id("$x:example.org", v("2")), Ok(()));
+        assert!(validate_event_id("$x", v("1")).is_err());
+        assert!(validate_event_id("", v("12")).is_err());
     }
 }

@@ -207,3 +207,95 @@ async fn wrong_methods_get_a_matrix_error() {
     let got = admin(&state, "GET", "/admin/v1/nothing", None).await;
     assert_matrix_error(&got, 404, "M_UNRECOGNIZED");
 }
+
+/// A local user of the test server and a room of `version` they created: `(user, room)`.
+async fn alice_room(state: &Arc<AppState>, version: &str) -> (String, String) {
+    let alice = format!("@alice:{ME}");
+    state.db().create_user(&alice, None, false).unwrap();
+    let got = admin(
+        state,
+        "POST",
+        "/admin/v1/rooms",
+        Some(serde_json::json!({ "as": "alice", "version": version })),
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    (alice, got.1["room_id"].as_str().unwrap().to_owned())
+}
+
+fn enc(s: &str) -> String {
+    mxfed_native::server::client::encode_segment(s)
+}
+
+/// The room's timeline, one PDU per line.
+async fn timeline(state: &Arc<AppState>, room: &str) -> Vec<String> {
+    let req = Request::builder()
+        .uri(format!("/admin/v1/rooms/{}/timeline", enc(room)))
+        .header("authorization", format!("Bearer {}", state.admin_token))
+        .body(Body::empty())
+        .unwrap();
+    let resp = mxfed_native::server::metrics::admin_app(state.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `room redact` of something that is no event ID of the room's version is 400
+/// `M_INVALID_PARAM`, and no redaction is stored or sent; a real event is still redacted.
+#[tokio::test]
+async fn redact_refuses_malformed_event_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let (_, room) = alice_room(&state, "12").await;
+    let uri = format!("/admin/v1/rooms/{}/redact", enc(&room));
+    let redact = |id: &str| {
+        admin(
+            &state,
+            "POST",
+            &uri,
+            Some(serde_json::json!({ "as": "alice", "event_id": id })),
+        )
+    };
+    let before = timeline(&state, &room).await;
+    let v1_style = format!("$abc:{ME}");
+    for bad in [
+        "not-an-id",
+        "",
+        "$",
+        "$not base64 at all",
+        v1_style.as_str(),
+    ] {
+        assert_matrix_error(&redact(bad).await, 400, "M_INVALID_PARAM");
+    }
+    assert_eq!(timeline(&state, &room).await, before);
+    let sent = admin(
+        &state,
+        "POST",
+        &format!("/admin/v1/rooms/{}/send", enc(&room)),
+        Some(serde_json::json!({ "as": "alice", "text": "oops" })),
+    )
+    .await;
+    let id = sent.1["event_id"].as_str().unwrap().to_owned();
+    let got = redact(&id).await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    assert_eq!(timeline(&state, &room).await.len(), before.len() + 2);
+    // A room of version 2 takes its own format, `$opaque:server`.
+    let (_, old) = alice_room(&state, "2").await;
+    let got = admin(
+        &state,
+        "POST",
+        &format!("/admin/v1/rooms/{}/redact", enc(&old)),
+        Some(serde_json::json!({ "as": "alice", "event_id": "not-an-id" })),
+    )
+    .await;
+    assert_matrix_error(&got, 400, "M_INVALID_PARAM");
+}

@@ -509,6 +509,13 @@ async fn redact(
     let v = body_json(&state, &headers, body).await?;
     let user = acting_user(&state, &v)?;
     let target = field(&v, "event_id")?.to_owned();
+    // A redaction names an event of its room: an ID of the room version's format.
+    let version = state
+        .rooms()
+        .get(&room_id)
+        .map(|r| r.version())
+        .ok_or_else(|| unknown_room(&room_id))?;
+    mxfed_core::identifiers::validate_event_id(&target, version)?;
     let mut content = Object::new();
     if let Some(r) = v.get("reason").and_then(serde_json::Value::as_str) {
         content.insert("reason", r);
