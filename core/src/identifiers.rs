@@ -1,7 +1,7 @@
 //! Matrix identifiers ([spec appendix § Identifier grammar]): just enough validation to trust a
 //! server name taken from a user ID, an event ID or a key response, and the stricter grammar a
 //! server applies to identifiers it makes itself (new users) or is asked to name (an event to
-//! redact).
+//! redact, a room to join).
 //!
 //! [spec appendix § Identifier grammar]: https://spec.matrix.org/latest/appendices/#identifier-grammar
 
@@ -24,6 +24,9 @@ pub enum IdError {
     /// 1–2), `$` and 43 characters of unpadded base64 (v3), of URL-safe unpadded base64 (v4+).
     #[error("invalid event ID {0:?}")]
     EventId(String),
+    /// Not `!opaque` (with `:server_name` before room version 12) of at most 255 bytes.
+    #[error("invalid room ID {0:?}")]
+    RoomId(String),
     /// A user ID this server may not give a new user: it would be valid as a historical ID
     /// from another server, but not under today's grammar.
     #[error("user ID {user_id:?} cannot be given to a new user: {problem}")]
@@ -60,6 +63,7 @@ impl IdError {
             IdError::ServerName(_) => "bad_server_name",
             IdError::UserId(_) => "bad_user_id",
             IdError::EventId(_) => "bad_event_id",
+            IdError::RoomId(_) => "bad_room_id",
             IdError::NewUserId { .. } => "bad_new_user_id",
         }
     }
@@ -241,6 +245,37 @@ pub fn validate_event_id(event_id: &str, v: &RoomVersion) -> Result<(), IdError>
     Ok(())
 }
 
+/// Checks a room ID whose room version is not known yet (a room to join): `!` and a non-empty
+/// opaque part, at most 255 bytes; when it names a server (`!opaque:server_name`, before room
+/// version 12), a valid server name.
+///
+/// # Errors
+/// [`IdError::RoomId`].
+///
+/// ```
+/// use mxfed_core::identifiers::validate_room_id;
+/// assert!(validate_room_id("!abc:example.org").is_ok());
+/// assert!(validate_room_id("!Ws5wI8VQ4U-2yZRDPy6GRBMmovN_-Uq2uwJRWu-qJs4").is_ok());
+/// assert!(validate_room_id("notaroom").is_err());
+/// assert!(validate_room_id("!").is_err());
+/// assert!(validate_room_id("!abc:bad host").is_err());
+/// ```
+pub fn validate_room_id(room_id: &str) -> Result<(), IdError> {
+    let bad = || IdError::RoomId(room_id.to_owned());
+    let rest = room_id.strip_prefix('!').ok_or_else(bad)?;
+    let opaque = match rest.split_once(':') {
+        Some((opaque, server)) => {
+            validate_server_name(server).map_err(|_| bad())?;
+            opaque
+        }
+        None => rest,
+    };
+    if opaque.is_empty() || room_id.len() > MAX_ID_BYTES {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +318,25 @@ mod tests {
             user_server_name("@Alice Smith:example.org"),
             Ok("example.org")
         );
+    }
+
+    #[test]
+    fn room_ids_have_a_sigil_an_opaque_part_and_at_most_255_bytes() {
+        let at_limit = format!("!{}:example.org", "a".repeat(MAX_ID_BYTES - 13));
+        assert_eq!(validate_room_id(&at_limit), Ok(()));
+        assert!(validate_room_id(&format!("{at_limit}a")).is_err());
+        assert_eq!(validate_room_id(&format!("!{}", "a".repeat(254))), Ok(()));
+        assert!(validate_room_id(&format!("!{}", "a".repeat(255))).is_err());
+        for bad in [
+            "",
+            "!",
+            "!:example.org",
+            "!abc:",
+            "notaroom",
+            "$abc:example.org",
+        ] {
+            assert_eq!(validate_room_id(bad), Err(IdError::RoomId(bad.into())));
+        }
     }
 
     #[test]

@@ -299,3 +299,36 @@ async fn redact_refuses_malformed_event_ids() {
     .await;
     assert_matrix_error(&got, 400, "M_INVALID_PARAM");
 }
+
+/// `room join` with an empty or invalid `--via`, or a room ID that is none, is 400
+/// `M_INVALID_PARAM` before any server is asked (it was 502 "builder error: empty host").
+#[tokio::test]
+async fn join_refuses_bad_room_ids_and_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    state
+        .db()
+        .create_user(&format!("@alice:{ME}"), None, false)
+        .unwrap();
+    for (room, via) in [
+        ("notaroom", serde_json::json!([""])),
+        ("notaroom", serde_json::json!(["example.org"])),
+        ("notaroom", serde_json::json!([])),
+        ("!", serde_json::json!(["example.org"])),
+        ("!abc:example.org", serde_json::json!([""])),
+        ("!abc:example.org", serde_json::json!("bad host")),
+        (
+            "!abc:example.org",
+            serde_json::json!(["example.org", "a/b"]),
+        ),
+    ] {
+        let got = admin(
+            &state,
+            "POST",
+            &format!("/admin/v1/rooms/{}/join", enc(room)),
+            Some(serde_json::json!({ "as": "alice", "via": via })),
+        )
+        .await;
+        assert_matrix_error(&got, 400, "M_INVALID_PARAM");
+    }
+}

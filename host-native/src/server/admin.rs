@@ -356,6 +356,13 @@ async fn join(
             .collect(),
         _ => Vec::new(),
     };
+    // Checked before any of them is asked: a request to "" or to a room ID that is none is no
+    // failure of a remote server.
+    mxfed_core::identifiers::validate_room_id(&room_id)?;
+    for server in &via {
+        mxfed_core::identifiers::validate_server_name(server)
+            .map_err(|e| ApiError::invalid(format!("via: {e} ({})", e.code())))?;
+    }
     Ok(event_id_answer(
         do_join(&state, &room_id, &user, &via).await?,
     ))
