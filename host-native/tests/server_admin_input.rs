@@ -332,3 +332,31 @@ async fn join_refuses_bad_room_ids_and_servers() {
         assert_matrix_error(&got, 400, "M_INVALID_PARAM");
     }
 }
+
+/// An empty `admin.token` (or one a bearer header cannot carry) stops the server at start with
+/// one line saying what to do, instead of a server whose every admin call is 401; a token made
+/// at first run is read back.
+#[test]
+fn empty_admin_token_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ServeArgs {
+        config: None,
+        data_dir: Some(dir.path().join("data")),
+        server_name: Some(ME.into()),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        dev: true,
+    };
+    let made = prepare(&args).unwrap().state.admin_token.clone();
+    assert!(made.len() >= 32, "{made:?}");
+    let path = dir.path().join("data/admin.token");
+    for bad in ["", "\n", "  \n", "two words\n"] {
+        std::fs::write(&path, bad).unwrap();
+        let Err(e) = prepare(&args).map(|_| ()) else {
+            panic!("started with the token {bad:?}");
+        };
+        assert!(e.contains("admin.token"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    std::fs::write(&path, format!("{made}\n")).unwrap();
+    assert_eq!(prepare(&args).unwrap().state.admin_token, made);
+}
