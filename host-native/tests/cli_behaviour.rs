@@ -497,3 +497,22 @@ fn room_restricted_join_prints_via_and_exits_1_on_refusal() {
     ]);
     assert_error(&out, 2, "bad_joined_to_arg");
 }
+
+/// `mxfed serve` refuses a config whose limits it cannot use (a `gap_fill_seconds` the clock
+/// cannot add made every `/send` panic): exit status 2, one line naming the key, before
+/// anything is created or bound.
+#[test]
+fn serve_refuses_absurd_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mxfed.toml"),
+        "server_name = \"localhost\"\n[limits]\ngap_fill_seconds = 9223372036854775807\n",
+    )
+    .unwrap();
+    let data = dir.path().to_str().unwrap();
+    let out = mxfed(&["serve", "--dev", "--data-dir", data], b"");
+    assert_error(&out, 2, "serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[limits] gap_fill_seconds"), "{stderr}");
+    assert!(!dir.path().join("signing.key").exists());
+}

@@ -50,6 +50,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/invites", get(invites))
         .route("/admin/v1/invites/{room}/accept", post(accept_invite))
         .fallback(|| async { ApiError::unrecognized() })
+        .method_not_allowed_fallback(super::fed::method_not_allowed)
         .layer(axum::middleware::from_fn(super::detached))
         .layer(axum::middleware::from_fn_with_state(state.clone(), bearer))
         .with_state(state)
@@ -153,6 +154,9 @@ async fn create_user(
             "{user} is not a user of this server"
         )));
     }
+    // Today's grammar for the users we make (other servers' historical IDs are still read).
+    mxfed_core::identifiers::validate_new_user_id(&user)
+        .map_err(|e| ApiError::new(400, "M_INVALID_USERNAME", format!("{e} ({})", e.code())))?;
     let display = v.get("display_name").and_then(serde_json::Value::as_str);
     let auto = flag(&v, "auto_accept").unwrap_or(false);
     if !state.write(|db| db.create_user(&user, display, auto))? {
@@ -352,6 +356,13 @@ async fn join(
             .collect(),
         _ => Vec::new(),
     };
+    // Checked before any of them is asked: a request to "" or to a room ID that is none is no
+    // failure of a remote server.
+    mxfed_core::identifiers::validate_room_id(&room_id)?;
+    for server in &via {
+        mxfed_core::identifiers::validate_server_name(server)
+            .map_err(|e| ApiError::invalid(format!("via: {e} ({})", e.code())))?;
+    }
     Ok(event_id_answer(
         do_join(&state, &room_id, &user, &via).await?,
     ))
@@ -505,6 +516,13 @@ async fn redact(
     let v = body_json(&state, &headers, body).await?;
     let user = acting_user(&state, &v)?;
     let target = field(&v, "event_id")?.to_owned();
+    // A redaction names an event of its room: an ID of the room version's format.
+    let version = state
+        .rooms()
+        .get(&room_id)
+        .map(|r| r.version())
+        .ok_or_else(|| unknown_room(&room_id))?;
+    mxfed_core::identifiers::validate_event_id(&target, version)?;
     let mut content = Object::new();
     if let Some(r) = v.get("reason").and_then(serde_json::Value::as_str) {
         content.insert("reason", r);
@@ -780,8 +798,7 @@ async fn wait(
     MPath(room_id): MPath<String>,
     MQuery(q): MQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_millis(q.timeout_ms.unwrap_or(30_000));
+    let deadline = super::deadline_in(Duration::from_millis(q.timeout_ms.unwrap_or(30_000)));
     loop {
         let notified = state.changed.notified();
         // What the room says, then whether the events it rests on are stored: a room takes an

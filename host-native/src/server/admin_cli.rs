@@ -50,7 +50,7 @@ enum AdminCommand {
 enum UserCommand {
     /// Creates a local user; prints its user ID.
     Create {
-        /// The local part (or full user ID).
+        /// The local part (a-z, 0-9 and . _ = - / +) or full user ID (255 bytes at most).
         name: String,
         /// The display name.
         #[arg(long)]

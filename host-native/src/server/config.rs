@@ -9,6 +9,12 @@ use serde::Deserialize;
 /// The config file's name inside the data directory.
 pub const CONFIG_FILE: &str = "mxfed.toml";
 
+/// The largest `[limits] gap_fill_seconds`: an hour, far past any sender's patience (Synapse
+/// gives up on a transaction after 60 s).
+pub const MAX_GAP_FILL_SECONDS: u64 = 3600;
+/// The largest `[federation] request_timeout_secs`: a day.
+pub const MAX_REQUEST_TIMEOUT_SECS: u64 = 86_400;
+
 /// One listener.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -386,7 +392,46 @@ impl Config {
             .map_err(|e| format!("{}: server_name: {e}", path.display()))?;
         IpPolicy::new(&c.federation.ip_blocklist, &c.federation.ip_allowlist)
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        c.check_values()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(c)
+    }
+
+    /// What the types let through but the server cannot use: a wait the clock cannot add to
+    /// now or no one would wait for, and a byte limit of 0, which refuses everything.
+    fn check_values(&self) -> Result<(), String> {
+        let waits = [
+            (
+                "[limits] gap_fill_seconds",
+                self.limits.gap_fill_seconds,
+                MAX_GAP_FILL_SECONDS,
+            ),
+            (
+                "[federation] request_timeout_secs",
+                self.federation.request_timeout_secs,
+                MAX_REQUEST_TIMEOUT_SECS,
+            ),
+        ];
+        for (name, secs, max) in waits {
+            if !(1..=max).contains(&secs) {
+                return Err(format!("{name} = {secs}: must be 1 to {max} seconds"));
+            }
+        }
+        let sizes = [
+            ("[limits] max_body_bytes", self.limits.max_body_bytes),
+            (
+                "[limits] max_response_bytes",
+                self.limits.max_response_bytes,
+            ),
+            (
+                "[limits] max_state_response_bytes",
+                self.limits.max_state_response_bytes,
+            ),
+        ];
+        if let Some((name, _)) = sizes.iter().find(|(_, bytes)| *bytes == 0) {
+            return Err(format!("{name} = 0: must be at least 1 byte"));
+        }
+        Ok(())
     }
 
     /// A path from the config, relative to the data directory unless absolute.
@@ -443,7 +488,7 @@ verify_tls = true
 # Never connect to these ranges (private networks, loopback, ...), unless allowed below.
 # ip_blocklist = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7", ...]
 ip_allowlist = []
-# Seconds to wait for another server's answer.
+# Seconds to wait for another server's answer (1 to 86400).
 request_timeout_secs = 30
 # Notaries asked for a server's keys when it cannot be reached directly, e.g.
 # [[federation.trusted_notaries]]
@@ -457,7 +502,7 @@ max_body_bytes = {max_body}
 max_missing_events = 50
 # Seconds an incoming transaction may spend fetching what its events lack from other servers;
 # what is still missing then is kept and tried again with the origin's next transaction (the
-# sender waits for our answer: Synapse gives up after 60 s).
+# sender waits for our answer: Synapse gives up after 60 s). 1 to 3600.
 gap_fill_seconds = 20
 # Per origin server: federation requests per second on average (0 turns the limit off), and the
 # burst allowed at once. Over it: 429 M_LIMIT_EXCEEDED with retry_after_ms. Transactions
@@ -506,6 +551,61 @@ mod tests {
         assert!(c.federation.verify_tls && !c.dev);
         assert_eq!(c.listeners.len(), 1);
         assert_eq!(c.limits, default_limits());
+    }
+
+    /// Loads `mxfed.toml` holding `text` (after a server name).
+    fn load(text: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        std::fs::write(&path, format!("server_name = \"localhost\"\n{text}")).unwrap();
+        Config::load(&path)
+    }
+
+    /// A wait the clock cannot add (it made every /send panic) or no one would wait for, and a
+    /// byte limit of 0, are config errors of one line naming the key; the bounds load.
+    #[test]
+    fn absurd_limits_are_config_errors() {
+        for (text, key) in [
+            (
+                "[limits]\ngap_fill_seconds = 9223372036854775807",
+                "[limits] gap_fill_seconds",
+            ),
+            (
+                "[limits]\ngap_fill_seconds = 3601",
+                "[limits] gap_fill_seconds",
+            ),
+            (
+                "[limits]\ngap_fill_seconds = 0",
+                "[limits] gap_fill_seconds",
+            ),
+            (
+                "[federation]\nrequest_timeout_secs = 9223372036854775807",
+                "[federation] request_timeout_secs",
+            ),
+            (
+                "[federation]\nrequest_timeout_secs = 0",
+                "[federation] request_timeout_secs",
+            ),
+            ("[limits]\nmax_body_bytes = 0", "[limits] max_body_bytes"),
+            (
+                "[limits]\nmax_response_bytes = 0",
+                "[limits] max_response_bytes",
+            ),
+            (
+                "[limits]\nmax_state_response_bytes = 0",
+                "[limits] max_state_response_bytes",
+            ),
+        ] {
+            let e = load(text).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        let c =
+            load("[limits]\ngap_fill_seconds = 3600\n[federation]\nrequest_timeout_secs = 86400")
+                .unwrap();
+        assert_eq!(c.limits.gap_fill_seconds, MAX_GAP_FILL_SECONDS);
+        assert_eq!(c.federation.request_timeout_secs, MAX_REQUEST_TIMEOUT_SECS);
+        assert!(load("[limits]\ngap_fill_seconds = 1\nmax_body_bytes = 1").is_ok());
     }
 
     #[test]

@@ -61,6 +61,14 @@ impl ApiError {
     pub fn unrecognized() -> ApiError {
         ApiError::new(404, "M_UNRECOGNIZED", "Unrecognized request")
     }
+    /// 405 `M_UNRECOGNIZED`: a path we have, with a method it does not take.
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            405,
+            "M_UNRECOGNIZED",
+            "Unrecognized request: method not allowed",
+        )
+    }
     /// 500 `M_UNKNOWN`: the details are logged here and not sent.
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!("internal error: {e}");

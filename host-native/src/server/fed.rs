@@ -370,12 +370,9 @@ async fn unrecognized() -> ApiError {
     ApiError::unrecognized()
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        405,
-        "M_UNRECOGNIZED",
-        "Unrecognized request: method not allowed",
-    )
+/// The answer to a method a path does not take (also on the admin listener).
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
 }
 
 async fn well_known(State(state): St) -> Response {
@@ -582,8 +579,9 @@ async fn process_txn(
         state.metrics.pdu_checks.observe(checking.elapsed());
     }
     {
-        let until = tokio::time::Instant::now()
-            + std::time::Duration::from_secs(state.config.limits.gap_fill_seconds);
+        let until = super::deadline_in(std::time::Duration::from_secs(
+            state.config.limits.gap_fill_seconds,
+        ));
         rooms::retry_deferred(&state, &s.origin, until).await;
         for (room_id, version, pdus) in rooms_in {
             let _guard = state.lock_room(&room_id).await;

@@ -327,6 +327,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(super::fed::method_not_allowed)
         .with_state(state)
 }
 

@@ -66,6 +66,15 @@ pub fn log(msg: &str) {
     tracing::info!("{msg}");
 }
 
+/// `d` from now, as a deadline for tokio's timers. A duration the clock cannot add (a
+/// configured or requested wait of `u64::MAX` seconds) waits about 30 years instead, as
+/// tokio's own `sleep` does: no duration makes a deadline panic.
+pub fn deadline_in(d: std::time::Duration) -> tokio::time::Instant {
+    const FAR: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
+    let now = tokio::time::Instant::now();
+    now.checked_add(d.min(FAR)).unwrap_or(now)
+}
+
 /// A log line about something that went wrong but was handled (a peer's failure, a refused
 /// event, a failed write that is retried).
 pub fn warn(msg: &str) {
@@ -381,6 +390,17 @@ pub async fn run(
 mod tests {
     use super::may_block;
     use std::time::Duration;
+
+    /// A duration the clock cannot add gives a far deadline, not a panic.
+    #[test]
+    fn deadlines_never_overflow() {
+        let year = Duration::from_secs(86_400 * 365);
+        for d in [Duration::MAX, Duration::from_secs(u64::MAX), 1000 * year] {
+            assert!(super::deadline_in(d) > tokio::time::Instant::now() + year);
+        }
+        let soon = super::deadline_in(Duration::from_secs(1));
+        assert!(soon <= tokio::time::Instant::now() + Duration::from_secs(1));
+    }
 
     /// On a runtime with one worker, a task that waits inside `may_block` for another task does
     /// not keep that task from running (blocking the worker plainly would wait forever).

@@ -778,38 +778,44 @@ pub fn accept_local_unsent(state: &Arc<AppState>, built: &BuiltEvent) -> Result<
     take_and_store_local(state, built, false)
 }
 
-fn take_and_store_local(
-    state: &Arc<AppState>,
-    built: &BuiltEvent,
-    send: bool,
-) -> Result<(), ApiError> {
-    let verdict = {
-        let mut rooms = state.rooms();
-        let room = rooms
-            .get_mut(&built.room_id)
-            .ok_or_else(|| ApiError::not_found("unknown room"))?;
-        // What other servers would refuse (over 64 KiB, fields too long) is refused here.
-        mxfed_core::pdu::check_format(&built.pdu, room.version())?;
-        // Straight into the room, without a trial copy: copying the room costs O(its events)
-        // per event, which made sending quadratic (most of the CPU time of a 4,000-message
-        // run). Our event cites the current extremities, so it cannot be soft-failed; if the
-        // rules reject it, it stays in memory as a rejected event, which is never stored, sent,
-        // served or cited as a prev event, and is not replayed after a restart.
-        room.receive(&checked(&built.event_id, built.pdu.clone(), false))
-    };
+/// Takes one of our own events into `room` (not stored): the entry to store, or 403 when the
+/// room's rules refuse it.
+fn take_local(state: &AppState, room: &mut Room, built: &BuiltEvent) -> Result<Entry, ApiError> {
+    // What other servers would refuse (over 64 KiB, fields too long) is refused here.
+    mxfed_core::pdu::check_format(&built.pdu, room.version())?;
+    // Straight into the room, without a trial copy: copying the room costs O(its events)
+    // per event, which made sending quadratic (most of the CPU time of a 4,000-message
+    // run). Our event cites the current extremities, so it cannot be soft-failed; if the
+    // rules reject it, it stays in memory as a rejected event, which is never stored, sent,
+    // served or cited as a prev event, and is not replayed after a restart.
+    let verdict = room.receive(&checked(&built.event_id, built.pdu.clone(), false));
     if verdict != RoomVerdict::Accepted {
         return Err(ApiError::forbidden(format!(
             "the room's rules refuse this event ({})",
             verdict.code().unwrap_or("not accepted")
         )));
     }
-    let entry = Entry {
+    Ok(Entry {
         event_id: built.event_id.clone(),
         event: Kept::of(&built.pdu),
         verdict,
         outlier: false,
         state_before: None,
         origin: state.server_name.clone(),
+    })
+}
+
+fn take_and_store_local(
+    state: &Arc<AppState>,
+    built: &BuiltEvent,
+    send: bool,
+) -> Result<(), ApiError> {
+    let entry = {
+        let mut rooms = state.rooms();
+        let room = rooms
+            .get_mut(&built.room_id)
+            .ok_or_else(|| ApiError::not_found("unknown room"))?;
+        take_local(state, room, built)?
     };
     let pdus = [(built.event_id.as_str(), &built.pdu)];
     // Every server in the room before or after the event (a kicked or banned server gets its
@@ -895,8 +901,10 @@ fn obj(json: &str) -> Object {
 }
 
 /// Creates a room: create, the creator's join, power levels, join rules (invite) and history
-/// visibility (shared). Returns the room ID. Takes no room lock: no one else knows the new
-/// room yet.
+/// visibility (shared). Returns the room ID. All five events are built and taken into a room
+/// of their own first; only when the room's rules accept them all is the room stored (one
+/// commit) and made known, so a refused event leaves nothing behind. Takes no room lock: no
+/// one else knows the new room yet.
 pub fn create_room(
     state: &Arc<AppState>,
     creator: &str,
@@ -918,36 +926,26 @@ pub fn create_room(
             state.server_name
         ))
     };
-    let t = template(
-        room_id_for_create.as_deref(),
-        "m.room.create",
-        creator,
-        Some(""),
-        content,
-    );
-    let scratch = new_room(v);
-    let built = build_in(state, &scratch, &t)?;
-    let room_id = built.room_id.clone();
-    state.write(|db| db.add_room(&room_id, version))?;
-    state.rooms().insert(room_id.clone(), scratch);
-    accept_local(state, &built)?;
+    let mut room = new_room(v);
+    let create = build_in(
+        state,
+        &room,
+        &template(
+            room_id_for_create.as_deref(),
+            "m.room.create",
+            creator,
+            Some(""),
+            content,
+        ),
+    )?;
+    let room_id = create.room_id.clone();
+    let mut entries = vec![take_local(state, &mut room, &create)?];
 
     let display = state.reads().user(creator)?.and_then(|(d, _)| d);
     let mut join = obj(r#"{"membership":"join"}"#);
     if let Some(d) = display {
         join.insert("displayname", d);
     }
-    send_local(
-        state,
-        &room_id,
-        template(
-            Some(&room_id),
-            "m.room.member",
-            creator,
-            Some(creator),
-            join,
-        ),
-    )?;
     let mut users = Object::new();
     // From v12 creators have infinite power and must not be listed.
     if !v.room_id_from_create_event {
@@ -957,33 +955,34 @@ pub fn create_room(
         r#"{"ban":50,"events":{"m.room.history_visibility":100,"m.room.power_levels":100,"m.room.name":50,"m.room.topic":50},"events_default":0,"invite":0,"kick":50,"redact":50,"state_default":50,"users_default":0}"#,
     );
     pl.insert("users", users);
-    send_local(
-        state,
-        &room_id,
-        template(Some(&room_id), "m.room.power_levels", creator, Some(""), pl),
-    )?;
-    send_local(
-        state,
-        &room_id,
-        template(
-            Some(&room_id),
-            "m.room.join_rules",
-            creator,
-            Some(""),
-            obj(r#"{"join_rule":"invite"}"#),
-        ),
-    )?;
-    send_local(
-        state,
-        &room_id,
-        template(
-            Some(&room_id),
+    let rest = [
+        ("m.room.member", creator, join),
+        ("m.room.power_levels", "", pl),
+        ("m.room.join_rules", "", obj(r#"{"join_rule":"invite"}"#)),
+        (
             "m.room.history_visibility",
-            creator,
-            Some(""),
+            "",
             obj(r#"{"history_visibility":"shared"}"#),
         ),
-    )?;
+    ];
+    for (kind, key, content) in rest {
+        let t = template(Some(&room_id), kind, creator, Some(key), content);
+        let built = build_in(state, &room, &t)?;
+        entries.push(take_local(state, &mut room, &built)?);
+    }
+
+    // No other server is in the room yet: nothing to send.
+    state.write(|db| db.add_room(&room_id, version))?;
+    state.rooms().insert(room_id.clone(), room);
+    if let Err(e) = commit(state, &room_id, &entries) {
+        state.rooms().remove(&room_id);
+        if let Err(forget) = state.write(|db| db.remove_room(&room_id)) {
+            warn(&format!(
+                "room {room_id} not stored and its row not removed: {forget}"
+            ));
+        }
+        return Err(e);
+    }
     Ok(room_id)
 }
 

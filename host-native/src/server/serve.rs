@@ -134,6 +134,27 @@ fn first_run(data_dir: &Path, args: &ServeArgs, config_path: &Path) -> Result<Ve
     Ok(made)
 }
 
+/// The admin token from its file (made on first run when missing). An empty one, or one a
+/// bearer header cannot carry, would lock every admin call out (401): the server does not
+/// start with it.
+fn admin_token(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("admin token {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "admin token {}: {}; delete the file to have a new token made at start",
+            path.display(),
+            if token.is_empty() {
+                "the file is empty"
+            } else {
+                "only printable ASCII without spaces can be a bearer token"
+            }
+        ));
+    }
+    Ok(token.to_owned())
+}
+
 /// Everything `serve` prepared, before binding.
 pub struct Prepared {
     /// The shared state.
@@ -187,10 +208,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
     if keys.is_empty() {
         return Err("the signing key file holds no key".into());
     }
-    let token = std::fs::read_to_string(data_dir.join(TOKEN_FILE))
-        .map_err(|e| format!("admin token: {e}"))?
-        .trim()
-        .to_owned();
+    let token = admin_token(&data_dir.join(TOKEN_FILE))?;
     let db = store::Store::open(&Config::resolve(&data_dir, &cfg.database))
         .map_err(|e| format!("database: {e}"))?;
     // Two for the federation's reads and two for the admin API's, whose reads can be long

@@ -859,6 +859,15 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a room none of whose events were stored (its creation failed).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn remove_room(&self, room_id: &str) -> rusqlite::Result<()> {
+        self.exec("DELETE FROM rooms WHERE room_id = ?1", params![room_id])?;
+        Ok(())
+    }
+
     /// Every room with its version.
     ///
     /// # Errors
