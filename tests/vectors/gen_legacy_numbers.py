@@ -37,6 +37,8 @@ def redact(ev):
 RAW = [
     ("1", '{"type":"m.room.power_levels","room_id":"!r:domain","sender":"@u:domain","state_key":"","event_id":"$pl:domain","origin":"domain","origin_server_ts":1000000,"depth":4,"prev_events":[],"auth_events":[],"content":{"users":{"@u:domain":100.0,"@v:domain":50.5},"users_default":0.0,"ban":1e2,"kick":"50","events":{"m.room.name":1.5e1}},"hashes":{},"signatures":{}}'),
     ("5", '{"type":"m.room.message","room_id":"!r:domain","sender":"@u:domain","origin":"domain","origin_server_ts":1000000,"depth":7,"prev_events":[],"auth_events":[],"content":{"body":"floats","f":0.1,"tiny":1e-7,"huge":1.5e300,"big":18446744073709551616,"neg":-9007199254740993,"exp":1E+16,"trail":2.50},"hashes":{},"signatures":{}}'),
+    # Ties: each exact value lies halfway between two 17-digit decimals; repr takes the even one.
+    ("4", '{"type":"m.room.message","room_id":"!r:domain","sender":"@u:domain","origin":"domain","origin_server_ts":1000000,"depth":8,"prev_events":[],"auth_events":[],"content":{"body":"ties","a":132783019801936.625,"b":-1554135830000000.25,"c":165106605853604.625,"d":821266108446277.25},"hashes":{},"signatures":{}}'),
     ("3", '{"type":"m.room.power_levels","room_id":"!r:domain","sender":"@u:domain","state_key":"","origin":"domain","origin_server_ts":1000000,"depth":4,"prev_events":[],"auth_events":[],"content":{"users":{"@u:domain":9007199254740992},"redact":50.0,"state_default":-0.0},"hashes":{},"signatures":{}}'),
 ]
 
