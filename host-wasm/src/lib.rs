@@ -130,6 +130,17 @@ fn fetch_json(f: &server_keys::KeyFetch) -> String {
         "minimum_valid_until_ts",
         canonical::Int::saturating(f.minimum_valid_until_ts.as_i64()),
     );
+    o.insert(
+        "key_ids",
+        canonical::Value::Array(
+            f.key_ids
+                .iter()
+                .map(|k| canonical::Value::from(k.as_str()))
+                .collect(),
+        ),
+    );
+    // The body to POST to a notary for it (the core's query: each key ID with the minimum).
+    o.insert("notary_query", f.notary_query().to_json());
     o.to_canonical_string()
 }
 

@@ -23,12 +23,18 @@ const EDGE_KEY = 'ed25519 e1 YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1\n';
 const REMOTE_KEY = 'ed25519 r1 nJ8f0Kp7Vtq8Qm2l5Wc3YxZa1Bb2Cc3Dd4Ee5Ff6Gg7\ned25519 r2 Hh8Ii9Jj0Kk1Ll2Mm3Nn4Oo5Pp6Qq7Rr8Ss9Tt0Uu1V\n';
 const THIRD_KEY = 'ed25519 t1 Ww2Xx3Yy4Zz5Aa6Bb7Cc8Dd9Ee0Ff1Gg2Hh3Ii4Jj5K\n';
 const FORGER_KEY = 'ed25519 r1 Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2Rr1Qq0Pp9Oo8Nn7Mm6L\n';
+// A server whose keys only the notary gives (it is not among the dev key servers).
+const FAR = 'far.test';
+const FAR_KEY = 'ed25519 f1 Pp1Oo2Nn3Mm4Ll5Kk6Jj7Ii8Hh9Gg0Ff1Ee2Dd3Cc4B\n';
+const NOTARY = 'notary.test';
+const NOTARY_KEY = 'ed25519 n1 Aa9Bb8Cc7Dd6Ee5Ff4Gg3Hh2Ii1Jj0Kk9Ll8Mm7Nn6O\n';
 const ROOM = '!room:remote.test';
 const UNKNOWN_ROOM = '!elsewhere:remote.test';
 
 const servers = [];
 const origin = { requests: [] };
 const keyFetches = { [REMOTE]: 0, [THIRD]: 0 };
+const notaryQueries = [];
 let base;
 let worker;
 let workDir;
@@ -77,6 +83,16 @@ before(async () => {
   writeFileSync(keyFile, EDGE_KEY);
   const remoteKeys = await keyServer(REMOTE, REMOTE_KEY);
   const thirdKeys = await keyServer(THIRD, THIRD_KEY);
+  // The notary: far.test's own response, countersigned; nothing for anyone else.
+  const notaryUrl = await listen(async (req, res) => {
+    const body = JSON.parse((await readBody(req)).toString() || '{}');
+    notaryQueries.push({ method: req.method, url: req.url, body });
+    const keys = [];
+    if (req.url === '/_matrix/key/v2/query' && body.server_keys?.[FAR]) {
+      keys.push(JSON.parse(m.signJson(m.serverKeys(FAR, FAR_KEY, Date.now() + 86_400_000), NOTARY, NOTARY_KEY)));
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ server_keys: keys }));
+  });
   // The recording origin: answers /send with {} for every PDU it got (as a homeserver that
   // accepted them), room versions for the admin API, and echoes anything else.
   const originUrl = await listen(async (req, res) => {
@@ -105,6 +121,8 @@ before(async () => {
       '--key-server', `${REMOTE}=${remoteKeys}`, '--key-server', `${THIRD}=${thirdKeys}`,
       '--var', `ROOM_VERSION_URL=${originUrl}/_synapse/admin/v1/rooms/{room_id}`,
       '--var', 'ORIGIN_SHARED_SECRET=s3cret',
+      '--var', `KEY_NOTARY=${notaryUrl}`, '--var', `KEY_NOTARY_NAME=${NOTARY}`,
+      '--var', `KEY_NOTARY_KEYS=${JSON.stringify(m.publicKeys(NOTARY_KEY))}`,
     ],
     { stdio: ['ignore', 'inherit', 'inherit'] },
   );
@@ -181,6 +199,19 @@ test('a genuine request is verified and forwarded with the authenticated origin'
   assert.equal(fwd.headers['x-mxfed-edge-secret'], 's3cret');
   // Both X-Matrix headers reach the origin.
   assert.match(fwd.headers.authorization, /key="ed25519:r1".*key="ed25519:r2"/);
+});
+
+test('keys of a server without a dev mapping come from the notary, asked for the key with a minimum validity', async () => {
+  const before = Date.now();
+  const r = await signed('GET', '/_matrix/federation/v1/query/far?x=1', undefined, { key: FAR_KEY, from: FAR });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  assert.equal(lastForwarded().headers['x-mxfed-edge-origin'], FAR);
+  const q = notaryQueries.find((n) => n.body.server_keys?.[FAR]);
+  assert.ok(q, 'the notary was asked');
+  assert.equal(q.method, 'POST');
+  const criteria = q.body.server_keys[FAR]['ed25519:f1'];
+  assert.ok(criteria, `asked for the request's key: ${JSON.stringify(q.body)}`);
+  assert.ok(criteria.minimum_valid_until_ts >= before, `with a minimum validity: ${JSON.stringify(q.body)}`);
 });
 
 test('keys are fetched once and then served from the cache', async () => {

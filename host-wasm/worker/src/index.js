@@ -26,7 +26,10 @@ const DAY_MS = 86_400_000;
 // Per-isolate state: the key cache lives as long as the isolate does.
 const keyCache = new KeyCache();
 const inflightKeys = new Map();
-const roomVersions = new Map(); // room ID -> { version, until }
+const roomVersions = new Map(); // room ID -> { version, until }, oldest first
+// Room IDs come from signed but otherwise arbitrary requests: the cache is bounded, the oldest
+// entry going first.
+const ROOM_VERSION_CACHE_MAX = 10_000;
 let ourKeys = null; // [SIGNING_KEY text, SigningKeys]
 let ourKeyResponse = null; // { body, refreshAt }
 
@@ -154,14 +157,19 @@ async function serverBase(cfg, server) {
   return `https://${host}:${port}`;
 }
 
-async function fetchKeysNow(env, cfg, server) {
+// `need`: what the core asks for ({server, minimum_valid_until_ts, key_ids, notary_query}).
+async function fetchKeysNow(env, cfg, need) {
+  const { server } = need;
   const now = Date.now();
   if (cfg.notary && !cfg.devKeyServers[server]) {
     const notaryKeys = cfg.notaryKeys ?? JSON.parse(signingKeys(env).publicKeysJson());
+    // The core's query: each key ID needed with the minimum validity, as Synapse asks (a notary
+    // may otherwise answer from a cache that expires before the request's own timestamp).
+    const query = need.notary_query ? JSON.stringify(need.notary_query) : KeyCache.notaryQuery(server);
     const body = await fetchBytes(`${cfg.notary}/_matrix/key/v2/query`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: KeyCache.notaryQuery(server),
+      body: query,
     });
     keyCache.insertNotaryAnswer(body, cfg.notaryName, encoder.encode(JSON.stringify(notaryKeys)), now);
     return;
@@ -174,12 +182,18 @@ async function fetchKeysNow(env, cfg, server) {
 async function fetchKeys(env, cfg, fetch) {
   const { server } = fetch;
   if (!inflightKeys.has(server)) {
-    const p = fetchKeysNow(env, cfg, server)
+    const p = fetchKeysNow(env, cfg, fetch)
       .catch((e) => console.warn(`mxfed edge: keys of ${server}: ${e?.message ?? e}`))
       .finally(() => inflightKeys.delete(server));
     inflightKeys.set(server, p);
   }
   return inflightKeys.get(server);
+}
+
+function rememberRoomVersion(room, entry) {
+  roomVersions.delete(room);
+  roomVersions.set(room, entry);
+  while (roomVersions.size > ROOM_VERSION_CACHE_MAX) roomVersions.delete(roomVersions.keys().next().value);
 }
 
 // Room versions, by policy: ROOM_VERSIONS, then ROOM_VERSION_URL (cached; a room's version
@@ -196,7 +210,7 @@ async function lookupRoomVersion(cfg, room) {
       if (r.status === 200) {
         const v = (await r.json())?.room_version;
         if (typeof v === 'string' && v) {
-          roomVersions.set(room, { version: v, until: Infinity });
+          rememberRoomVersion(room, { version: v, until: Infinity });
           return v;
         }
       } else {
@@ -206,7 +220,7 @@ async function lookupRoomVersion(cfg, room) {
       console.warn(`mxfed edge: room version of ${room}: ${e?.message ?? e}`);
     }
     // Not known to the origin (yet): ask again in a minute.
-    roomVersions.set(room, { version: cfg.defaultRoomVersion, until: Date.now() + 60_000 });
+    rememberRoomVersion(room, { version: cfg.defaultRoomVersion, until: Date.now() + 60_000 });
   }
   return cfg.defaultRoomVersion;
 }
