@@ -32,7 +32,7 @@ mod testing;
 
 pub use batch::{restricted_join_json, state_rows};
 pub use history::{server_may_see, server_may_see_json, HistoryVisibility, ServerView};
-pub use invite::{invite_fallback, InviteFallback};
+pub use invite::{invite_fallback, rescinds_invite, InviteFallback};
 pub use restricted::{RestrictedJoin, RestrictedJoinError};
 
 /// What became of a received event.

@@ -444,3 +444,47 @@ fn a_pending_auto_accept_resumes_after_a_restart() {
     b.joined(&room, &bob);
     a.joined(&room, &bob);
 }
+
+/// An invite withdrawn by whoever sent it reaches the invitee's server, which is not in the
+/// room: it marks the invite `rescinded` (Synapse's out-of-band leave) and will not accept it.
+#[test]
+fn a_withdrawn_invite_is_marked_rescinded() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Server::start(&dir.path().join("a"), free_port());
+    let b = Server::start(&dir.path().join("b"), free_port());
+    a.admin(&["user", "create", "alice"]);
+    let bob = b.admin(&["user", "create", "bob"]);
+    let room = a.admin(&["room", "create", "--as", "alice"]);
+    a.admin(&["room", "invite", &room, &bob, "--as", "alice"]);
+    let status = |b: &Server| -> String {
+        b.admin(&["invites", "--as", "bob"])
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|i| i["room_id"] == room.as_str())
+            .map(|i| i["status"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(status(&b), "pending");
+    let leave = a.admin(&[
+        "room",
+        "state-set",
+        &room,
+        "m.room.member",
+        &bob,
+        r#"{"membership":"leave"}"#,
+        "--as",
+        "alice",
+    ]);
+    a.wait_event(&room, &leave);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while status(&b) != "rescinded" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not withdrawn on B: {}",
+            b.admin(&["invites", "--as", "bob"])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let refused = b.admin_fails(&["invite", "accept", &room, "--as", "bob"]);
+    assert!(refused.contains("withdrawn"), "{refused}");
+}

@@ -13,6 +13,7 @@
 //! assert_eq!(invite_fallback(403, Some("M_FORBIDDEN"), v1), InviteFallback::No);
 //! ```
 
+use crate::canonical::{Object, Value};
 use crate::room_version::{EventIdFormat, RoomVersion};
 
 /// What to do after `/v2/invite` failed.
@@ -64,5 +65,109 @@ mod tests {
             InviteFallback::No
         );
         assert_eq!(invite_fallback(500, None, v1), InviteFallback::No);
+    }
+}
+
+/// Whether `pdu` withdraws `invite` (whose event ID is `invite_id`), for the invitee's server
+/// when it is not in the room: a leave of the invitee sent by the invite's sender, citing the
+/// invite among its auth events. Such a server cannot check the leave against the room's rules
+/// (it has none of the room's state), only that whoever invited withdraws it — Synapse's rule
+/// (`FederationEventHandler.on_receive_pdu`); the PDU's signatures and hashes are checked
+/// before. Auth events of room versions 1 and 2 (`[id, hashes]` pairs) and later (IDs) are read.
+pub fn rescinds_invite(pdu: &Object, invite: &Object, invite_id: &str) -> bool {
+    let membership = |e: &Object| {
+        e.get_object("content")
+            .and_then(|c| c.get_str("membership"))
+            .map(str::to_owned)
+    };
+    let cites_invite = pdu
+        .get("auth_events")
+        .and_then(Value::as_array)
+        .is_some_and(|auth| {
+            auth.iter().any(|a| {
+                let id = match a {
+                    Value::Array(pair) => pair.first().and_then(Value::as_str),
+                    other => other.as_str(),
+                };
+                id == Some(invite_id)
+            })
+        });
+    let invitee = invite.get_str("state_key");
+    pdu.get_str("type") == Some("m.room.member")
+        && invite.get_str("type") == Some("m.room.member")
+        && membership(invite).as_deref() == Some("invite")
+        && membership(pdu).as_deref() == Some("leave")
+        && invitee.is_some()
+        && pdu.get_str("state_key") == invitee
+        && pdu.get_str("sender") != invitee
+        && pdu.get_str("sender").is_some()
+        && pdu.get_str("sender") == invite.get_str("sender")
+        && pdu.get_str("room_id").is_some()
+        && pdu.get_str("room_id") == invite.get_str("room_id")
+        && cites_invite
+}
+
+#[cfg(test)]
+mod rescission_tests {
+    use super::*;
+    use crate::canonical::{parse_object, ParseOptions};
+
+    fn obj(s: &str) -> Object {
+        parse_object(s.as_bytes(), &ParseOptions::LEGACY).unwrap_or_default()
+    }
+
+    const INVITE: &str = r#"{"type":"m.room.member","room_id":"!r:a","sender":"@a:a","state_key":"@b:b","content":{"membership":"invite"}}"#;
+
+    fn leave(sender: &str, auth: &str) -> Object {
+        obj(&format!(
+            r#"{{"type":"m.room.member","room_id":"!r:a","sender":"{sender}","state_key":"@b:b","content":{{"membership":"leave"}},"auth_events":{auth}}}"#
+        ))
+    }
+
+    #[test]
+    fn the_inviter_withdraws_an_invite_it_cites() {
+        let invite = obj(INVITE);
+        assert!(rescinds_invite(
+            &leave("@a:a", r#"["$c","$inv"]"#),
+            &invite,
+            "$inv"
+        ));
+        // Room versions 1 and 2 cite auth events as [id, hashes] pairs.
+        let v1 = leave("@a:a", r#"[["$c",{}],["$inv",{"sha256":"x"}]]"#);
+        assert!(rescinds_invite(&v1, &invite, "$inv"));
+    }
+
+    #[test]
+    fn anything_else_withdraws_nothing() {
+        let invite = obj(INVITE);
+        // Not citing the invite; someone else; the invitee's own leave (a rejection).
+        assert!(!rescinds_invite(
+            &leave("@a:a", r#"["$c"]"#),
+            &invite,
+            "$inv"
+        ));
+        assert!(!rescinds_invite(
+            &leave("@x:a", r#"["$inv"]"#),
+            &invite,
+            "$inv"
+        ));
+        assert!(!rescinds_invite(
+            &leave("@b:b", r#"["$inv"]"#),
+            &invite,
+            "$inv"
+        ));
+        // Another room; a ban; an invite that is none.
+        let mut other_room = leave("@a:a", r#"["$inv"]"#);
+        other_room.insert("room_id", "!s:a");
+        assert!(!rescinds_invite(&other_room, &invite, "$inv"));
+        let mut ban = leave("@a:a", r#"["$inv"]"#);
+        ban.insert("content", obj(r#"{"membership":"ban"}"#));
+        assert!(!rescinds_invite(&ban, &invite, "$inv"));
+        let join = obj(&INVITE.replace("\"invite\"", "\"join\""));
+        assert!(!rescinds_invite(
+            &leave("@a:a", r#"["$inv"]"#),
+            &join,
+            "$inv"
+        ));
     }
 }

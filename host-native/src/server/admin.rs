@@ -376,15 +376,24 @@ async fn accept_invite(
 ) -> Result<Response, ApiError> {
     let v = body_json(&state, &headers, body).await?;
     let user = acting_user(&state, &v)?;
-    let has = state
+    let status = state
         .reads()
         .invites(&user)?
-        .iter()
-        .any(|i| i.room_id == room_id);
-    if !has {
-        return Err(ApiError::not_found(format!(
-            "{user} has no invite to {room_id}"
-        )));
+        .into_iter()
+        .find(|i| i.room_id == room_id)
+        .map(|i| i.status);
+    match status.as_deref() {
+        None => {
+            return Err(ApiError::not_found(format!(
+                "{user} has no invite to {room_id}"
+            )))
+        }
+        Some("rescinded") => {
+            return Err(ApiError::not_found(format!(
+                "{user}'s invite to {room_id} was withdrawn"
+            )))
+        }
+        Some(_) => {}
     }
     Ok(event_id_answer(
         do_join(&state, &room_id, &user, &[]).await?,

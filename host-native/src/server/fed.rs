@@ -458,7 +458,7 @@ async fn send(
     };
     // The versions of this transaction's rooms only (at most 50 lookups, whatever the number of
     // rooms the server is in).
-    let versions: BTreeMap<String, &'static RoomVersion> = {
+    let mut versions: BTreeMap<String, &'static RoomVersion> = {
         let rooms = state.rooms();
         tx.pdus()
             .iter()
@@ -466,6 +466,21 @@ async fn send(
             .filter_map(|r| rooms.get(r).map(|room| (r.to_owned(), room.version())))
             .collect()
     };
+    // A room we are only invited to: its version is the invite's (the leave that withdraws the
+    // invite comes this way, see `rescinded_invites`).
+    for p in tx.pdus() {
+        let (Some(r), Some(user)) = (p.get_str("room_id"), p.get_str("state_key")) else {
+            continue;
+        };
+        if versions.contains_key(r) || p.get_str("type") != Some("m.room.member") {
+            continue;
+        }
+        if let Some(v) =
+            pending_invite(&state, r, user).and_then(|i| RoomVersion::get(&i.room_version).ok())
+        {
+            versions.insert(r.to_owned(), v);
+        }
+    }
     // A retry of the transaction being processed (its sender timed out and sent it again) waits
     // for that processing and gets its answer, as Synapse's response cache gives it: a 429 would
     // make a Synapse sender back off from us for minutes.
@@ -555,6 +570,7 @@ async fn process_txn(
         // Synapse ignores them (answered `{}`); taking them in would mean filling gaps from
         // servers that no longer answer us for that room.
         if !rooms::resident_or_joining(&state, &room.room_id) {
+            rescinded_invites(&state, &s.origin, &room).await;
             log(&format!(
                 "txn {txn} from {}: {} PDUs for {}, which we are not in: ignored",
                 s.origin,
@@ -726,6 +742,76 @@ fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
             }
         }
         _ => out.push(row(None, content.to_canonical_string())),
+    }
+}
+
+/// Our user's invite to `room_id`, if still pending.
+fn pending_invite(state: &AppState, room_id: &str, user: &str) -> Option<super::store::Invite> {
+    if !state.is_local_user(user) {
+        return None;
+    }
+    let invites = state.reads().invites(user).ok()?;
+    invites
+        .into_iter()
+        .find(|i| i.room_id == room_id && i.status == "pending")
+}
+
+/// PDUs of a room we are not in that withdraw a pending invite of one of our users (the core's
+/// `rescinds_invite`, after the PDU's signatures and hashes are checked): the invite is marked
+/// `rescinded`, as Synapse records such a leave as an out-of-band membership. Everything else
+/// of such a room is ignored.
+async fn rescinded_invites(
+    state: &Arc<AppState>,
+    origin: &str,
+    room: &mxfed_core::inbound::RoomPdus,
+) {
+    for p in &room.pdus {
+        let Some(user) = p.pdu.get_str("state_key") else {
+            continue;
+        };
+        let Some(invite) = pending_invite(state, &room.room_id, user) else {
+            continue;
+        };
+        let Some(invite_ev) = mxfed_core::canonical::parse_object(
+            invite.event.as_bytes(),
+            &mxfed_core::canonical::ParseOptions::LEGACY,
+        )
+        .ok() else {
+            continue;
+        };
+        let Ok(invite_id) = event::event_id(&invite_ev, room.room_version) else {
+            continue;
+        };
+        if !mxfed_core::room::rescinds_invite(&p.pdu, &invite_ev, &invite_id) {
+            continue;
+        }
+        let checked = rooms::check_pdus(
+            state,
+            room.room_version,
+            vec![(p.event_id.clone(), p.pdu.clone())],
+        )
+        .await;
+        let genuine = checked
+            .first()
+            .is_some_and(|(_, c)| c.verdict == mxfed_core::pdu::Verdict::Accepted);
+        if !genuine {
+            log(&format!(
+                "{origin}: withdrawal {} of {user}'s invite to {}: refused (signature or hash)",
+                p.event_id, room.room_id
+            ));
+            continue;
+        }
+        let marked = state.write(|db| db.set_invite_status(&room.room_id, user, "rescinded"));
+        match marked {
+            Ok(()) => {
+                log(&format!(
+                    "{user}'s invite to {} withdrawn by {origin} ({})",
+                    room.room_id, p.event_id
+                ));
+                state.changed.notify_waiters();
+            }
+            Err(e) => super::warn(&format!("marking an invite withdrawn: {e}")),
+        }
     }
 }
 
