@@ -10,9 +10,9 @@
 //! construction, so a run is a pure function of its inputs.
 //!
 //! # Guarantees
-//! - **One transaction in flight** per destination. Until it is answered with a 200 (or refused
-//!   for good, below), it is retried with the **same transaction ID and the same body bytes**
-//!   (the receiver de-duplicates on them; the spec requires it).
+//! - **One transaction in flight** per destination. Until it is answered with a 200 (or
+//!   abandoned after repeated refusals, below), it is retried with the **same transaction ID and
+//!   the same body bytes** (the receiver de-duplicates on them; the spec requires it).
 //! - **Batching** follows Synapse's priorities: one presence EDU (≤ 50 users), up to 5 receipt
 //!   EDUs, reliable EDUs (leaving 10 slots spare), typing and other EDUs, more reliable EDUs to
 //!   fill up to [`MAX_EDUS`]; then the oldest [`MAX_PDUS`] PDUs, in queue order.
@@ -25,29 +25,39 @@
 //!
 //! # Backoff
 //! After the k-th consecutive failure (k = 0, 1, …) the same transaction is retried after
-//! `min(cap, base·2^k + U[0, base·2^k / 2])`, never less than the previous delay and never
-//! less than a 429's `retry_after_ms` (itself capped). The jitter multiplier is in [1, 1.5], less
-//! than the doubling, so delays are monotone non-decreasing until a success; at the cap they stay
-//! at the cap. Defaults: 5 s base, 24 h cap. A success resets it, and so does
+//! `min(cap, I_k + U[0, I_k / 2])`, where `I_0 = base` and `I_k = 2·I_{k-1}` (so
+//! `I_k = base·2^k`), except that a refusal raises `I_k` to at least
+//! [`OutboundConfig::refusal_backoff_floor`] (below); the delay is never less than the previous
+//! one and never less than a 429's `retry_after_ms` (itself capped). The jitter multiplier is in
+//! [1, 1.5], less than the doubling, so delays are monotone non-decreasing until a success; at
+//! the cap they stay at the cap. Defaults: 5 s base, 24 h cap. A success resets it, and so does
 //! [`DestinationQueue::mark_reachable`] (call it when the destination contacts us, as Synapse
 //! does). The jitter comes from [`SplitMix64`] seeded by the caller.
 //!
 //! # Which failures are retried (the 4xx policy)
-//! - Retried with backoff: network errors, timeouts, every 5xx, 429 (honouring `retry_after_ms`),
-//!   401 (the destination may not have fetched our new key yet; Synapse backs off on it too) and
-//!   408 (a proxy gave up).
-//! - **Every other status** (400, 403, 404, 413, …, and anything that is neither success nor
-//!   5xx): the destination has understood the request and refused it, and the identical bytes
-//!   will be refused again. Retrying them "until a 200" would wedge the destination forever
-//!   behind one transaction, so the transaction is **abandoned**: [`Event::TransactionRejected`],
-//!   then each PDU as [`Event::PduDropped`] (with `catch_up` set when no newer PDU of its room is
-//!   still queued, i.e. the host must run catch-up for that room later, as Synapse does after a
-//!   failed transaction), each ephemeral EDU as [`Event::EduDropped`], and each reliable EDU
-//!   handed back as [`Event::ReliableEduReturned`] so the host, which holds them durably, decides
-//!   when to queue them again (re-queueing one that caused the refusal would just loop). The
-//!   destination did answer, so it counts as up and the next transaction goes at once, but the
-//!   backoff is left as it was (neither reset nor grown), as Synapse's retry limiter leaves it
-//!   on such an answer: a deprovisioned server may answer every request with 403 or 404.
+//! Every failure is retried with backoff, as Synapse does for `/send` (its transport asks the
+//! retry limiter to back off on every error code, `backoff_on_all_error_codes`, and the
+//! transaction's PDUs stay pending until a success):
+//! - network errors, timeouts, every 5xx, 429 (honouring `retry_after_ms`), 401 (the destination
+//!   may not have fetched our new key yet) and 408 (a proxy gave up) are plain failures;
+//! - **every other status** (400, 403, 404, 413, …, and anything that is neither a 2xx nor a
+//!   5xx) is a **refusal** ([`Failure::is_refusal`]): a proxy answering 404, a whitelist
+//!   answering 403, a deprovisioned server. It grows the backoff like any failure, from at least
+//!   [`OutboundConfig::refusal_backoff_floor`] (default 10 minutes, Synapse's first interval),
+//!   so such a destination is asked again rarely instead of being sent the whole backlog
+//!   back to back, and the transaction keeps its PDUs for the retry.
+//!
+//! The identical bytes may be refused for ever, though (one poisoned PDU), and retrying them
+//! "until a 200" would wedge the destination behind one transaction. So a transaction refused
+//! [`OutboundConfig::max_refusals`] times in a row (default 3; another kind of failure in
+//! between starts the count again) is **abandoned**: [`Event::TransactionRejected`], then each
+//! PDU as [`Event::PduDropped`] (with `catch_up` set when no newer PDU of its room is still
+//! queued, i.e. the host must run catch-up for that room later, as Synapse does after a failed
+//! transaction), each ephemeral EDU as [`Event::EduDropped`], and each reliable EDU handed back
+//! as [`Event::ReliableEduReturned`] so the host, which holds them durably, decides when to
+//! queue them again (re-queueing one that caused the refusal would just loop). The backoff is
+//! kept: the next transaction waits for the retry time the last refusal set
+//! ([`DestinationQueue::poll_timeout`]).
 //!
 //! # Overflow
 //! - **PDUs** (bound: [`OutboundConfig::max_pending_pdus`], counting queued PDUs not in flight):
@@ -132,6 +142,12 @@ pub struct OutboundConfig {
     pub max_pending_edus: usize,
     /// Reliable EDUs queued at most; more are handed back to the host.
     pub max_pending_reliable_edus: usize,
+    /// Shortest retry interval (before jitter) after a refusal (a 4xx other than 401, 408 and
+    /// 429): a destination that refuses is not asked again sooner, however short the backoff
+    /// was. Synapse's first interval for every failure.
+    pub refusal_backoff_floor: Millis,
+    /// A transaction refused this many times in a row is abandoned (at least 1 is used).
+    pub max_refusals: u32,
 }
 
 impl Default for OutboundConfig {
@@ -142,6 +158,8 @@ impl Default for OutboundConfig {
             max_pending_pdus: 1000,
             max_pending_edus: 1000,
             max_pending_reliable_edus: 1000,
+            refusal_backoff_floor: Millis::from_secs(600),
+            max_refusals: 3,
         }
     }
 }
@@ -199,6 +217,8 @@ pub struct Backoff {
     cap: Millis,
     rng: SplitMix64,
     failures: u32,
+    /// The last interval before jitter: the next one doubles it.
+    interval: Millis,
     last: Millis,
 }
 
@@ -211,6 +231,7 @@ impl Backoff {
             cap: Millis(cap.0.max(base.0)),
             rng: SplitMix64::new(seed),
             failures: 0,
+            interval: Millis(0),
             last: Millis(0),
         }
     }
@@ -218,8 +239,28 @@ impl Backoff {
     /// Records a failure and returns how long to wait before the retry: at least `at_least`
     /// (a 429's `retry_after_ms`) and the previous delay, at most the cap.
     pub fn failure(&mut self, at_least: Millis) -> Millis {
-        let shift = self.failures.min(63);
-        let interval = self.base.0.saturating_mul(1u64 << shift).min(self.cap.0);
+        self.failure_with_floor(Millis(0), at_least)
+    }
+
+    /// As [`Backoff::failure`], with the interval before jitter raised to at least `floor`
+    /// (capped): the following failures double from there, so a floor starts the backoff
+    /// higher rather than holding it at the floor.
+    ///
+    /// ```
+    /// use mxfed_core::outbound::Backoff;
+    /// use mxfed_core::Millis;
+    /// let mut b = Backoff::new(Millis(1000), Millis(1_000_000), 1);
+    /// let first = b.failure_with_floor(Millis(60_000), Millis(0)).0;
+    /// assert!((60_000..=90_000).contains(&first));
+    /// assert!(b.failure(Millis(0)).0 >= 120_000, "doubles from the floor");
+    /// ```
+    pub fn failure_with_floor(&mut self, floor: Millis, at_least: Millis) -> Millis {
+        let doubled = if self.failures == 0 {
+            self.base.0
+        } else {
+            self.interval.0.saturating_mul(2)
+        };
+        let interval = doubled.max(floor.0).min(self.cap.0);
         let jitter = self.rng.below(interval / 2 + 1);
         let delay = interval
             .saturating_add(jitter)
@@ -227,6 +268,7 @@ impl Backoff {
             .max(self.last.0)
             .min(self.cap.0);
         self.failures = self.failures.saturating_add(1);
+        self.interval = Millis(interval);
         self.last = Millis(delay);
         self.last
     }
@@ -234,6 +276,7 @@ impl Backoff {
     /// Forgets the failures: the next delay starts from `base` again. The PRNG carries on.
     pub fn reset(&mut self) {
         self.failures = 0;
+        self.interval = Millis(0);
         self.last = Millis(0);
     }
 
@@ -298,8 +341,9 @@ pub enum Failure {
         /// How long the destination asked us to wait.
         retry_after: Option<Millis>,
     },
-    /// Any other non-200 status. 401 and 408 are retried; the rest abandon the transaction
-    /// (see the module docs).
+    /// Any other status. Retried; every one but 401 and 408 is a refusal (see the module
+    /// docs): the backoff starts at least at [`OutboundConfig::refusal_backoff_floor`] and the
+    /// transaction is abandoned after [`OutboundConfig::max_refusals`] in a row.
     ClientError {
         /// The status.
         status: u16,
@@ -316,11 +360,13 @@ impl Failure {
         }
     }
 
-    /// Whether the same transaction is retried after it (otherwise it is abandoned).
-    pub fn is_retryable(&self) -> bool {
+    /// Whether this is a refusal: the destination understood the request and said no (any
+    /// status that is not a 2xx, 5xx, 401, 408 or 429). Refusals are retried too, but no
+    /// sooner than the floor, and a transaction refused too often is abandoned.
+    pub fn is_refusal(&self) -> bool {
         match self {
-            Failure::ClientError { status } => matches!(status, 401 | 408 | 429),
-            _ => true,
+            Failure::ClientError { status } => !matches!(status, 401 | 408 | 429),
+            _ => false,
         }
     }
 }
@@ -351,7 +397,7 @@ pub struct PduRef {
 pub enum DropReason {
     /// The queue was over its bound.
     Overflow,
-    /// The transaction holding it was refused with this status.
+    /// The transaction holding it was refused with this status too many times in a row.
     Rejected {
         /// The HTTP status.
         status: u16,
@@ -405,20 +451,21 @@ pub enum Event {
         /// Why.
         reason: DropReason,
     },
-    /// The in-flight transaction was refused for good (see the 4xx policy); the events about its
-    /// contents follow.
+    /// The in-flight transaction was refused too many times in a row and is abandoned (see the
+    /// 4xx policy); the events about its contents follow.
     TransactionRejected {
         /// The transaction.
         txn_id: String,
         /// The HTTP status.
         status: u16,
     },
-    /// The destination stopped answering (first failure after a success, or at the start).
+    /// Sending to the destination started failing (the first failure, or refusal, after a
+    /// success or at the start).
     DestinationDown {
         /// When the transaction is retried.
         retry_at: Timestamp,
     },
-    /// The destination answers again.
+    /// The destination accepted a transaction again (or contacted us).
     DestinationUp,
 }
 
@@ -501,6 +548,8 @@ struct InFlight {
     pdus: Vec<PduRef>,
     edus: Vec<Edu>,
     attempts: u32,
+    /// Refusals of this transaction in a row (another kind of failure resets it).
+    refusals: u32,
     state: FlightState,
 }
 
@@ -526,6 +575,8 @@ pub struct DestinationQueue {
     /// Reliable EDUs, FIFO, never coalesced.
     reliable: VecDeque<Edu>,
     in_flight: Option<InFlight>,
+    /// After a transaction was abandoned: no new one before this (the backoff still holds).
+    not_before: Option<Timestamp>,
     backoff: Backoff,
     /// Whether the last attempt failed (for the down/up events).
     down: bool,
@@ -555,6 +606,7 @@ impl DestinationQueue {
             eph_order: BTreeMap::new(),
             reliable: VecDeque::new(),
             in_flight: None,
+            not_before: None,
             backoff: Backoff::new(config.backoff_base, config.backoff_cap, seed),
             down: false,
             events: VecDeque::new(),
@@ -704,50 +756,67 @@ impl DestinationQueue {
                 }
                 self.reachable();
             }
-            Outcome::Failure(failure) if failure.is_retryable() => {
+            Outcome::Failure(failure) => {
                 let at_least = match failure {
                     Failure::RateLimited {
                         retry_after: Some(d),
                     } => d,
                     _ => Millis(0),
                 };
-                let retry_at = now + self.backoff.failure(at_least);
-                flight.state = FlightState::RetryAt(retry_at);
-                self.in_flight = Some(flight);
+                let refused = failure.is_refusal();
+                let floor = if refused {
+                    self.config.refusal_backoff_floor
+                } else {
+                    Millis(0)
+                };
+                let retry_at = now + self.backoff.failure_with_floor(floor, at_least);
                 if !self.down {
                     self.down = true;
                     self.events.push_back(Event::DestinationDown { retry_at });
                 }
-            }
-            Outcome::Failure(failure) => {
-                let status = match failure {
-                    Failure::ClientError { status } | Failure::ServerError { status } => status,
-                    _ => 0,
+                flight.refusals = if refused {
+                    flight.refusals.saturating_add(1)
+                } else {
+                    0
                 };
-                let reason = DropReason::Rejected { status };
-                self.events.push_back(Event::TransactionRejected {
-                    txn_id: flight.txn_id,
-                    status,
-                });
-                for pdu in flight.pdus {
-                    let catch_up = !self.newest_pdu.contains_key(&pdu.room_id);
-                    self.events.push_back(Event::PduDropped {
-                        pdu,
-                        reason,
-                        catch_up,
-                    });
+                if refused && flight.refusals >= self.config.max_refusals.max(1) {
+                    let status = match failure {
+                        Failure::ClientError { status } => status,
+                        _ => 0,
+                    };
+                    self.abandon(flight, status);
+                    self.not_before = Some(retry_at);
+                } else {
+                    flight.state = FlightState::RetryAt(retry_at);
+                    self.in_flight = Some(flight);
                 }
-                for edu in flight.edus {
-                    self.events.push_back(if edu.is_reliable() {
-                        Event::ReliableEduReturned { edu, reason }
-                    } else {
-                        Event::EduDropped { edu, reason }
-                    });
-                }
-                self.answered();
             }
         }
         Ok(())
+    }
+
+    /// Lets go of a transaction refused too often: events for everything in it.
+    fn abandon(&mut self, flight: InFlight, status: u16) {
+        let reason = DropReason::Rejected { status };
+        self.events.push_back(Event::TransactionRejected {
+            txn_id: flight.txn_id,
+            status,
+        });
+        for pdu in flight.pdus {
+            let catch_up = !self.newest_pdu.contains_key(&pdu.room_id);
+            self.events.push_back(Event::PduDropped {
+                pdu,
+                reason,
+                catch_up,
+            });
+        }
+        for edu in flight.edus {
+            self.events.push_back(if edu.is_reliable() {
+                Event::ReliableEduReturned { edu, reason }
+            } else {
+                Event::EduDropped { edu, reason }
+            });
+        }
     }
 
     /// Processes timers: a retry that is due becomes ready to transmit.
@@ -769,11 +838,7 @@ impl DestinationQueue {
 
     fn reachable(&mut self) {
         self.backoff.reset();
-        self.answered();
-    }
-
-    /// The destination answered (perhaps with a refusal): it is up, the backoff as it was.
-    fn answered(&mut self) {
+        self.not_before = None;
         if self.down {
             self.down = false;
             self.events.push_back(Event::DestinationUp);
@@ -786,7 +851,7 @@ impl DestinationQueue {
     /// new transaction when nothing is in flight and something is queued.
     pub fn poll_transmit(&mut self, now: Timestamp) -> Option<Transmit> {
         self.advance(now);
-        if self.in_flight.is_none() {
+        if self.in_flight.is_none() && self.not_before.is_none() {
             self.in_flight = self.build(now);
         }
         let f = self.in_flight.as_mut()?;
@@ -807,11 +872,15 @@ impl DestinationQueue {
     }
 
     /// When [`DestinationQueue::handle_timeout`] must next be called: the retry time of a
-    /// failed transaction, if one is waiting.
+    /// failed transaction, if one is waiting, or after an abandoned one, the time the next
+    /// transaction may go.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        match self.in_flight.as_ref()?.state {
-            FlightState::RetryAt(t) => Some(t),
-            _ => None,
+        match &self.in_flight {
+            Some(f) => match f.state {
+                FlightState::RetryAt(t) => Some(t),
+                _ => None,
+            },
+            None => self.not_before,
         }
     }
 
@@ -871,7 +940,8 @@ impl DestinationQueue {
             .is_some_and(|f| f.state == FlightState::Awaiting)
     }
 
-    /// Consecutive failures of the current transaction.
+    /// Consecutive failures (refusals included) since the last success or
+    /// [`DestinationQueue::mark_reachable`].
     pub fn failures(&self) -> u32 {
         self.backoff.failures()
     }
@@ -891,8 +961,11 @@ impl DestinationQueue {
         self.seq
     }
 
-    /// Turns a due retry into a ready one.
+    /// Turns a due retry into a ready one, and ends the wait after an abandoned transaction.
     fn advance(&mut self, now: Timestamp) {
+        if self.not_before.is_some_and(|t| t <= now) {
+            self.not_before = None;
+        }
         if let Some(f) = &mut self.in_flight {
             if matches!(f.state, FlightState::RetryAt(t) if t <= now) {
                 f.state = FlightState::Ready;
@@ -1022,6 +1095,7 @@ impl DestinationQueue {
             pdus: refs,
             edus,
             attempts: 0,
+            refusals: 0,
             state: FlightState::Ready,
         })
     }
@@ -1049,12 +1123,14 @@ mod tests {
 
     #[test]
     fn failure_classes() {
-        assert!(Failure::from_status(503, None).is_retryable());
-        assert!(Failure::from_status(429, Some(Millis(5))).is_retryable());
-        assert!(Failure::from_status(401, None).is_retryable());
-        assert!(Failure::from_status(408, None).is_retryable());
-        assert!(!Failure::from_status(400, None).is_retryable());
-        assert!(!Failure::from_status(403, None).is_retryable());
-        assert!(!Failure::from_status(302, None).is_retryable());
+        assert!(!Failure::from_status(503, None).is_refusal());
+        assert!(!Failure::from_status(429, Some(Millis(5))).is_refusal());
+        assert!(!Failure::from_status(401, None).is_refusal());
+        assert!(!Failure::from_status(408, None).is_refusal());
+        assert!(!Failure::Network.is_refusal());
+        assert!(Failure::from_status(400, None).is_refusal());
+        assert!(Failure::from_status(403, None).is_refusal());
+        assert!(Failure::from_status(404, None).is_refusal());
+        assert!(Failure::from_status(302, None).is_refusal());
     }
 }

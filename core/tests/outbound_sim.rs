@@ -6,10 +6,15 @@
 //! - a retry re-sends the same txn ID and the same body; new txn IDs never repeat;
 //! - every transaction takes the oldest queued PDUs in queue order, ≤ 50 PDUs, ≤ 100 EDUs;
 //! - no PDU is acknowledged twice, and at the end every PDU was acknowledged exactly once or
-//!   reported dropped exactly once (overflow: never the newest of its room; rejection: with
-//!   `catch_up` exactly when no newer PDU of the room is queued);
+//!   reported dropped exactly once (overflow: never the newest of its room; rejection: only
+//!   when its transaction was refused `max_refusals` times in a row, with `catch_up` exactly
+//!   when no newer PDU of the room is queued);
+//! - every failure, refusals included, is retried with the same transaction until it is
+//!   abandoned, and nothing is sent before the retry time, not even a new transaction after an
+//!   abandoned one;
 //! - backoff delays are monotone non-decreasing across consecutive failures, at most the cap,
-//!   at least a 429's `retry_after`, and start again from the base after a success;
+//!   at least a 429's `retry_after`, at least the refusal floor after a refusal, and start again
+//!   from the base (or the floor) after a success;
 //! - coalescing never loses the latest state: for every typing/presence/receipt key, the last
 //!   state queued is the last one delivered, unless it was reported dropped; states for one key
 //!   are delivered in the order queued;
@@ -288,8 +293,12 @@ struct Sim {
     latest_in_room: BTreeMap<String, String>,
     /// The request the queue is waiting on an answer for.
     outstanding: Option<Transmit>,
-    /// After a retryable failure: the request the next transmit must repeat.
+    /// After a failure: the request the next transmit must repeat.
     must_repeat: Option<Transmit>,
+    /// Refusals in a row of the transaction in flight.
+    refusals: u32,
+    /// `TransactionRejected` events seen.
+    rejections_seen: u64,
     txn_ids: BTreeSet<String>,
     /// Backoff delays of the current failure streak.
     streak: Vec<u64>,
@@ -324,6 +333,8 @@ impl Sim {
             latest_in_room: BTreeMap::new(),
             outstanding: None,
             must_repeat: None,
+            refusals: 0,
+            rejections_seen: 0,
             txn_ids: BTreeSet::new(),
             streak: Vec::new(),
             down: false,
@@ -417,6 +428,7 @@ impl Sim {
         } else {
             assert!(self.txn_ids.insert(t.txn_id.clone()), "txn ID reused");
             assert_eq!(t.attempt, 1);
+            self.refusals = 0;
             self.check_new_transaction(&t);
         }
         self.outstanding = Some(t);
@@ -481,17 +493,23 @@ impl Sim {
                 self.streak.clear();
                 self.drain_events(Some(&t));
             }
-            Outcome::Failure(f) if f.is_retryable() => {
+            Outcome::Failure(f) => {
                 self.check_backoff(f);
-                self.must_repeat = Some(t.clone());
-                self.drain_events(Some(&t));
-                // Not before the retry time.
-                assert!(self.q.poll_transmit(self.now).is_none() || self.streak.last() == Some(&0));
-            }
-            Outcome::Failure(_) => {
-                // A refusal leaves the backoff as it was: the streak of delays goes on.
-                self.stats.rejected_txns += 1;
-                self.drain_events(Some(&t));
+                self.refusals = if f.is_refusal() { self.refusals + 1 } else { 0 };
+                let rejections = self.rejections_seen;
+                if self.refusals >= self.cfg.max_refusals.max(1) {
+                    // Abandoned; the backoff goes on for the next transaction.
+                    self.stats.rejected_txns += 1;
+                    self.drain_events(Some(&t));
+                    assert_eq!(self.rejections_seen, rejections + 1, "abandoned");
+                } else {
+                    self.must_repeat = Some(t.clone());
+                    self.drain_events(Some(&t));
+                    assert_eq!(self.rejections_seen, rejections, "not abandoned yet");
+                }
+                // Nothing before the retry time, neither the retry nor a new transaction.
+                assert!(self.q.poll_timeout().unwrap() > self.now);
+                assert!(self.q.poll_transmit(self.now).is_none());
             }
             _ => unreachable!(),
         }
@@ -506,6 +524,12 @@ impl Sim {
         let delay = (retry_at - self.now).0;
         let (base, cap) = (self.cfg.backoff_base.0, self.cfg.backoff_cap.0);
         assert!(delay <= cap, "delay {delay} over the cap {cap}");
+        let floor = if f.is_refusal() {
+            self.cfg.refusal_backoff_floor.0.min(cap)
+        } else {
+            0
+        };
+        assert!(delay >= floor, "a refusal waits at least the floor");
         if let Failure::RateLimited {
             retry_after: Some(d),
         } = f
@@ -528,9 +552,10 @@ impl Sim {
                 }
             )
         {
+            let first = base.max(floor).min(cap);
             assert!(
-                delay <= base + base / 2,
-                "first delay restarts from the base"
+                delay <= first + first / 2,
+                "first delay restarts from the base (or the floor)"
             );
         }
         if delay == cap {
@@ -641,6 +666,7 @@ impl Sim {
                 }
                 Event::TransactionRejected { txn_id, .. } => {
                     assert_eq!(txn_id, answered.unwrap().txn_id);
+                    self.rejections_seen += 1;
                 }
                 Event::RemotePduError { event_id, .. } => {
                     assert!(self.acked.contains(&event_id));
@@ -726,6 +752,12 @@ fn random_config(rng: &mut Rng) -> OutboundConfig {
         },
         max_pending_edus: rng.range(1, 12) as usize,
         max_pending_reliable_edus: rng.range(1, 10) as usize,
+        refusal_backoff_floor: Millis(if rng.percent(30) {
+            0
+        } else {
+            rng.range(1, base * 20)
+        }),
+        max_refusals: rng.range(0, 3) as u32,
     }
 }
 
@@ -1147,25 +1179,84 @@ fn batching_follows_synapse_priorities() {
     assert_eq!((t.pdu_count, t.edu_count), (50, 100));
 }
 
-/// A 4xx abandons the transaction: events for everything in it, catch-up flagged only for rooms
-/// with nothing newer queued, reliable EDUs handed back, the destination up with its backoff
-/// as it was (as Synapse leaves it), next transaction new and at once.
+/// A refusal (a proxy's 404, a whitelist's 403) is a failure like any other: nothing more goes
+/// at once, the transaction keeps its PDUs and is retried with the same bytes no sooner than
+/// the floor, and the backoff grows from the floor.
 #[test]
-fn client_error_abandons_the_transaction() {
+fn refusals_back_off_from_the_floor_and_keep_the_transaction() {
+    let now = Timestamp(1_000);
+    let cfg = OutboundConfig::default();
+    let floor = cfg.refusal_backoff_floor;
+    assert_eq!(floor, Millis::from_secs(600), "Synapse's first interval");
+    let mut q = queue(cfg);
+    for i in 0..120 {
+        let e = format!("$e{i}");
+        q.queue_pdu(now, &e, "!r", pdu("!r", &e));
+    }
+    let t = q.poll_transmit(now).unwrap();
+    q.handle_response(now, Outcome::Failure(Failure::ClientError { status: 404 }))
+        .unwrap();
+    assert!(
+        q.poll_transmit(now).is_none(),
+        "the backlog is not sent at once"
+    );
+    let retry_at = q.poll_timeout().unwrap();
+    assert!(retry_at >= now + floor, "not before the floor");
+    assert_eq!(events(&mut q), [Event::DestinationDown { retry_at }]);
+    assert!(q.poll_transmit(Timestamp(retry_at.0 - 1)).is_none());
+    let r = q.poll_transmit(retry_at).unwrap();
+    assert_eq!(
+        (&r.txn_id, &r.body),
+        (&t.txn_id, &t.body),
+        "the same transaction"
+    );
+
+    q.handle_response(
+        retry_at,
+        Outcome::Failure(Failure::ClientError { status: 403 }),
+    )
+    .unwrap();
+    let second = q.poll_timeout().unwrap() - retry_at;
+    assert!(second.0 >= 2 * floor.0, "grows from the floor: {second:?}");
+    assert!(events(&mut q).is_empty(), "nothing dropped");
+    assert_eq!(q.pending_pdus(), 70);
+
+    let at = q.poll_timeout().unwrap();
+    assert_eq!(q.poll_transmit(at).unwrap().txn_id, t.txn_id);
+    q.handle_response(at, Outcome::Success(TransactionResponse::new()))
+        .unwrap();
+    let evs = events(&mut q);
+    assert!(matches!(&evs[0], Event::Delivered { pdus, .. } if pdus.len() == 50));
+    assert_eq!(evs[1], Event::DestinationUp);
+    assert_eq!(q.failures(), 0);
+}
+
+/// A transaction refused `max_refusals` times in a row is abandoned: events for everything in
+/// it, catch-up flagged only for rooms with nothing newer queued, reliable EDUs handed back.
+/// Another kind of failure in between starts the count again. The backoff is kept: the next
+/// transaction waits for the retry time.
+#[test]
+fn repeated_refusals_abandon_the_transaction() {
     let mut now = Timestamp(1_000);
-    let mut q = queue(OutboundConfig::default());
+    let cfg = OutboundConfig::default();
+    assert_eq!(cfg.max_refusals, 3);
+    let mut q = queue(cfg);
     q.queue_pdu(now, "$a1", "!a", pdu("!a", "$a1"));
     q.queue_pdu(now, "$b1", "!b", pdu("!b", "$b1"));
     q.queue_edu(now, to_device(1));
     q.queue_edu(now, typing("!a", &user(1), true, 1));
     let t1 = q.poll_transmit(now).unwrap();
-    // A failure first: the rejection leaves its backoff as it is.
-    q.handle_response(now, Outcome::Failure(Failure::Timeout))
-        .unwrap();
-    now = q.poll_timeout().unwrap();
-    q.poll_transmit(now).unwrap();
     q.queue_pdu(now, "$a2", "!a", pdu("!a", "$a2"));
-    events(&mut q);
+    for status in [403, 502, 403, 403] {
+        q.handle_response(now, Outcome::Failure(Failure::from_status(status, None)))
+            .unwrap();
+        assert!(
+            dropped_pdus(&events(&mut q)).is_empty(),
+            "kept after {status}"
+        );
+        now = q.poll_timeout().unwrap();
+        assert_eq!(q.poll_transmit(now).unwrap().txn_id, t1.txn_id);
+    }
     q.handle_response(now, Outcome::Failure(Failure::from_status(403, None)))
         .unwrap();
     let evs = events(&mut q);
@@ -1191,9 +1282,12 @@ fn client_error_abandons_the_transaction() {
             ..
         }
     )));
-    assert_eq!(evs.last(), Some(&Event::DestinationUp));
-    assert_eq!(q.failures(), 1);
-    let t2 = q.poll_transmit(now).unwrap();
+    assert!(!evs.contains(&Event::DestinationUp));
+    assert_eq!(q.failures(), 5);
+    assert!(q.poll_transmit(now).is_none(), "the backoff holds");
+    let at = q.poll_timeout().unwrap();
+    assert!(at >= now + Millis(4 * 600_000));
+    let t2 = q.poll_transmit(at).unwrap();
     assert_ne!(t2.txn_id, t1.txn_id);
     assert_eq!(sent_pdus(&t2), ["$a2"]);
 }

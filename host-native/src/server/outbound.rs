@@ -1,7 +1,8 @@
 //! Outbound transactions: one core `DestinationQueue` per destination, driven by a tokio task
 //! (`poll_transmit` → signed `PUT /send` → `handle_response`; sleep until `poll_timeout`). Every
-//! queued PDU is in the `outbound` table until the destination acknowledged it (or refused it
-//! for good), so a restart loses nothing: the queue is filled again from the table.
+//! queued PDU is in the `outbound` table until the destination acknowledged it (or the queue
+//! dropped it: its transaction refused too many times in a row, or overflow), so a restart loses
+//! nothing: the queue is filled again from the table.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -145,6 +146,8 @@ fn config() -> OutboundConfig {
         // `max_missing_events` and then `/state`, would never see them. They are in the
         // `outbound` table anyway; 10,000 of ~1 KB is about 10 MB of memory per destination.
         max_pending_pdus: 10_000,
+        // Refusals (a proxy's 404, a whitelist's 403) keep the core's defaults: retried no
+        // sooner than 10 minutes (Synapse's first interval), abandoned after 3 in a row.
         ..OutboundConfig::default()
     }
 }
@@ -221,7 +224,8 @@ fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) {
             }
             Event::TransactionRejected { txn_id, status } => {
                 warn(&format!(
-                    "{dest} refused transaction {txn_id} with HTTP {status}"
+                    "{dest} refused transaction {txn_id} with HTTP {status} too many times; \
+                     its PDUs are dropped"
                 ));
             }
             Event::DestinationDown { retry_at } => {

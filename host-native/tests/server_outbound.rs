@@ -1,0 +1,120 @@
+//! The outbound queue against peers whose `/send` answers are not acknowledgements: two
+//! in-process servers on loopback, B's router wrapped to answer A's transactions at will.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use mxfed_native::server::{rooms, AppState};
+
+use common::inproc::{joined_public_room, message, send_txn, two_servers, until};
+
+/// Whether B answers `/send` with 404, as a proxy in front of a removed server does.
+static REFUSE: AtomicBool = AtomicBool::new(false);
+/// `/send` requests B refused.
+static REFUSED: AtomicUsize = AtomicUsize::new(0);
+
+fn is_send(req: &axum::extract::Request) -> bool {
+    req.uri().path().starts_with("/_matrix/federation/v1/send/")
+}
+
+async fn refuse_send(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if is_send(&req) && REFUSE.load(Ordering::SeqCst) {
+        REFUSED.fetch_add(1, Ordering::SeqCst);
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            r#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#,
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+fn refusing(r: axum::Router) -> axum::Router {
+    r.layer(axum::middleware::from_fn(refuse_send))
+}
+
+/// A's queued PDUs for `dest` (rows of the `outbound` table).
+fn queued_for(a: &AppState, dest: &str) -> usize {
+    a.db()
+        .outbound()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, d, kind, ..)| d == dest && kind == "pdu")
+        .count()
+}
+
+/// Polls `pred` every 20 ms, for 60 s at most.
+async fn wait_for(what: &str, pred: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !pred() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A room on A that B's user joined, with A's queue for B empty.
+async fn shared_room(a: &Arc<AppState>, b: &Arc<AppState>, alice: &str, bob: &str) -> String {
+    let room = joined_public_room(a, b, alice, bob, "10").await;
+    until(a, "bob joined on A", |s| {
+        s.rooms()[&room].membership(bob).as_deref() == Some("join")
+    })
+    .await;
+    wait_for("A's queue for B empty", || {
+        queued_for(a, &b.server_name) == 0
+    })
+    .await;
+    room
+}
+
+/// A peer refusing `/send` with 404 is not sent the backlog back to back, and nothing is lost:
+/// after the first refusal A waits (10 minutes at least, as Synapse), every PDU stays queued,
+/// and when B contacts A the transaction is retried and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_transactions_are_kept_and_not_hammered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), refusing, None);
+    let room = shared_room(&a, &b, &alice, &bob).await;
+
+    REFUSE.store(true, Ordering::SeqCst);
+    let mut sent = Vec::new();
+    for i in 0..60 {
+        let _g = a.lock_room(&room).await;
+        sent.push(rooms::send_local(&a, &room, message(&room, &alice, &format!("m{i}"))).unwrap());
+    }
+    wait_for("B's first refusal", || REFUSED.load(Ordering::SeqCst) >= 1).await;
+    // Before, each refusal dropped its transaction and the next went at once: 60 messages
+    // were two or more refused requests within milliseconds, and no rows left.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        REFUSED.load(Ordering::SeqCst),
+        1,
+        "one request, then backoff"
+    );
+    assert_eq!(queued_for(&a, &b.server_name), 60, "nothing dropped");
+
+    // B answers again and contacts A: A retries at once and delivers everything.
+    REFUSE.store(false, Ordering::SeqCst);
+    send_txn(&b, &a, "poke", Vec::new()).await;
+    wait_for("A's queue for B empty", || {
+        queued_for(&a, &b.server_name) == 0
+    })
+    .await;
+    until(&b, "every message on B", |s| {
+        let rooms = s.rooms();
+        sent.iter().all(|e| rooms[&room].contains(e))
+    })
+    .await;
+    assert_eq!(REFUSED.load(Ordering::SeqCst), 1);
+}
