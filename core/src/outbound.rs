@@ -10,8 +10,9 @@
 //! construction, so a run is a pure function of its inputs.
 //!
 //! # Guarantees
-//! - **One transaction in flight** per destination. Until it is answered with a 200 (or
-//!   abandoned after repeated refusals, below), it is retried with the **same transaction ID and
+//! - **One transaction in flight** per destination. Until it is acknowledged (a 2xx with a
+//!   JSON object body, [`Outcome::from_http`]) or abandoned after repeated refusals (below), it
+//!   is retried with the **same transaction ID and
 //!   the same body bytes** (the receiver de-duplicates on them; the spec requires it).
 //! - **Batching** follows Synapse's priorities: one presence EDU (≤ 50 users), up to 5 receipt
 //!   EDUs, reliable EDUs (leaving 10 slots spare), typing and other EDUs, more reliable EDUs to
@@ -39,7 +40,9 @@
 //! retry limiter to back off on every error code, `backoff_on_all_error_codes`, and the
 //! transaction's PDUs stay pending until a success):
 //! - network errors, timeouts, every 5xx, 429 (honouring `retry_after_ms`), 401 (the destination
-//!   may not have fetched our new key yet) and 408 (a proxy gave up) are plain failures;
+//!   may not have fetched our new key yet), 408 (a proxy gave up) and a 2xx whose body is not a
+//!   JSON object ([`Failure::InvalidResponse`]: a catch-all HTML page is no acknowledgement)
+//!   are plain failures;
 //! - **every other status** (400, 403, 404, 413, …, and anything that is neither a 2xx nor a
 //!   5xx) is a **refusal** ([`Failure::is_refusal`]): a proxy answering 404, a whitelist
 //!   answering 403, a deprovisioned server. It grows the backoff like any failure, from at least
@@ -48,8 +51,8 @@
 //!   back to back, and the transaction keeps its PDUs for the retry.
 //!
 //! The identical bytes may be refused for ever, though (one poisoned PDU), and retrying them
-//! "until a 200" would wedge the destination behind one transaction. So a transaction refused
-//! [`OutboundConfig::max_refusals`] times in a row (default 3; another kind of failure in
+//! "until a success" would wedge the destination behind one transaction. So a transaction
+//! refused [`OutboundConfig::max_refusals`] times in a row (default 3; another kind of failure in
 //! between starts the count again) is **abandoned**: [`Event::TransactionRejected`], then each
 //! PDU as [`Event::PduDropped`] (with `catch_up` set when no newer PDU of its room is still
 //! queued, i.e. the host must run catch-up for that room later, as Synapse does after a failed
@@ -341,6 +344,12 @@ pub enum Failure {
         /// How long the destination asked us to wait.
         retry_after: Option<Millis>,
     },
+    /// A 2xx whose body is not a JSON object (a proxy's HTML catch-all page, an empty 204): not
+    /// an acknowledgement, as Synapse requires a JSON body. Retried.
+    InvalidResponse {
+        /// The status.
+        status: u16,
+    },
     /// Any other status. Retried; every one but 401 and 408 is a refusal (see the module
     /// docs): the backoff starts at least at [`OutboundConfig::refusal_backoff_floor`] and the
     /// transaction is abandoned after [`OutboundConfig::max_refusals`] in a row.
@@ -351,9 +360,12 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// Classifies an HTTP status other than 200 (`retry_after` is only used with 429).
+    /// Classifies the status of an answer that is not an acknowledgement (`retry_after` is only
+    /// used with 429); a 2xx here is one without a JSON object body. See [`Outcome::from_http`]
+    /// for a whole answer.
     pub fn from_status(status: u16, retry_after: Option<Millis>) -> Failure {
         match status {
+            200..=299 => Failure::InvalidResponse { status },
             429 => Failure::RateLimited { retry_after },
             500..=599 => Failure::ServerError { status },
             _ => Failure::ClientError { status },
@@ -375,11 +387,54 @@ impl Failure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// 200, with the parsed response (use an empty one if the body could not be read: the 200
-    /// alone acknowledges the transaction).
+    /// A 2xx with a JSON object body, with the parsed response (an empty one if its `pdus`
+    /// could not be read: the answer alone acknowledges the transaction).
     Success(TransactionResponse),
     /// Anything else.
     Failure(Failure),
+}
+
+impl Outcome {
+    /// Classifies an HTTP answer to `PUT /send`: a 2xx whose body is a JSON object acknowledges
+    /// the transaction (Synapse takes every 2xx, and requires a JSON body); a 2xx with any
+    /// other body is [`Failure::InvalidResponse`], retried; any other status goes through
+    /// [`Failure::from_status`], with a 429's `retry_after_ms` read from its body.
+    ///
+    /// ```
+    /// use mxfed_core::outbound::{Failure, Outcome};
+    /// use mxfed_core::Millis;
+    /// assert!(matches!(Outcome::from_http(200, br#"{"pdus":{}}"#), Outcome::Success(_)));
+    /// assert!(matches!(Outcome::from_http(202, b"{}"), Outcome::Success(_)));
+    /// assert_eq!(
+    ///     Outcome::from_http(200, b"<html>hello</html>"),
+    ///     Outcome::Failure(Failure::InvalidResponse { status: 200 })
+    /// );
+    /// assert_eq!(
+    ///     Outcome::from_http(429, br#"{"errcode":"M_LIMIT_EXCEEDED","retry_after_ms":2000}"#),
+    ///     Outcome::Failure(Failure::RateLimited { retry_after: Some(Millis(2000)) })
+    /// );
+    /// assert_eq!(
+    ///     Outcome::from_http(404, b"not found"),
+    ///     Outcome::Failure(Failure::ClientError { status: 404 })
+    /// );
+    /// ```
+    pub fn from_http(status: u16, body: &[u8]) -> Outcome {
+        let object = parse_object(body, &ParseOptions::LEGACY).ok();
+        match (status, object) {
+            (200..=299, Some(o)) => {
+                Outcome::Success(TransactionResponse::from_object(&o).unwrap_or_default())
+            }
+            (_, object) => {
+                let retry_after = object
+                    .as_ref()
+                    .and_then(|o| o.get("retry_after_ms"))
+                    .and_then(Value::as_int)
+                    .and_then(|ms| u64::try_from(ms).ok())
+                    .map(Millis);
+                Outcome::Failure(Failure::from_status(status, retry_after))
+            }
+        }
+    }
 }
 
 /// A PDU named by its room and event ID.
@@ -408,8 +463,8 @@ pub enum DropReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A transaction was acknowledged (200): its PDUs and EDUs are delivered. Reliable EDUs can
-    /// now be deleted from the host's durable store.
+    /// A transaction was acknowledged (a 2xx with a JSON object): its PDUs and EDUs are
+    /// delivered. Reliable EDUs can now be deleted from the host's durable store.
     Delivered {
         /// The transaction.
         txn_id: String,
@@ -1132,5 +1187,35 @@ mod tests {
         assert!(Failure::from_status(403, None).is_refusal());
         assert!(Failure::from_status(404, None).is_refusal());
         assert!(Failure::from_status(302, None).is_refusal());
+        assert_eq!(
+            Failure::from_status(204, None),
+            Failure::InvalidResponse { status: 204 }
+        );
+        assert!(!Failure::InvalidResponse { status: 200 }.is_refusal());
+    }
+
+    #[test]
+    fn answers_to_send() {
+        let ok = |s, b: &[u8]| matches!(Outcome::from_http(s, b), Outcome::Success(_));
+        assert!(ok(200, br#"{"pdus":{"$e":{}}}"#));
+        assert!(
+            ok(200, br#"{"pdus":"garbled"}"#),
+            "a JSON object acknowledges"
+        );
+        assert!(ok(201, b"{}") && ok(204, b"{}"));
+        for body in [&b""[..], b"<html></html>", b"[]", b"\"ok\""] {
+            assert_eq!(
+                Outcome::from_http(200, body),
+                Outcome::Failure(Failure::InvalidResponse { status: 200 })
+            );
+        }
+        assert_eq!(
+            Outcome::from_http(429, b"<html>slow down</html>"),
+            Outcome::Failure(Failure::RateLimited { retry_after: None })
+        );
+        assert_eq!(
+            Outcome::from_http(503, br#"{"retry_after_ms":5}"#),
+            Outcome::Failure(Failure::ServerError { status: 503 })
+        );
     }
 }

@@ -42,6 +42,31 @@ fn refusing(r: axum::Router) -> axum::Router {
     r.layer(axum::middleware::from_fn(refuse_send))
 }
 
+/// Whether B answers `/send` with a 200 HTML page, as a catch-all in front of it may.
+static HTML: AtomicBool = AtomicBool::new(false);
+/// `/send` requests B answered with HTML.
+static HTML_SENT: AtomicUsize = AtomicUsize::new(0);
+
+async fn html_send(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if is_send(&req) && HTML.load(Ordering::SeqCst) {
+        HTML_SENT.fetch_add(1, Ordering::SeqCst);
+        return (
+            axum::http::StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "text/html")],
+            "<html><body>Welcome</body></html>",
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+fn html_pages(r: axum::Router) -> axum::Router {
+    r.layer(axum::middleware::from_fn(html_send))
+}
+
 /// A's queued PDUs for `dest` (rows of the `outbound` table).
 fn queued_for(a: &AppState, dest: &str) -> usize {
     a.db()
@@ -117,4 +142,33 @@ async fn refused_transactions_are_kept_and_not_hammered() {
     })
     .await;
     assert_eq!(REFUSED.load(Ordering::SeqCst), 1);
+}
+
+/// A `/send` answered 200 with an HTML page is no acknowledgement (Synapse requires a JSON
+/// body): the PDU's row stays and the transaction is retried, and it is delivered once the
+/// peer answers properly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_that_is_not_json_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), html_pages, None);
+    let room = shared_room(&a, &b, &alice, &bob).await;
+
+    HTML.store(true, Ordering::SeqCst);
+    let sent = {
+        let _g = a.lock_room(&room).await;
+        rooms::send_local(&a, &room, message(&room, &alice, "through a catch-all")).unwrap()
+    };
+    wait_for("a retry after the HTML answer", || {
+        HTML_SENT.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    assert_eq!(queued_for(&a, &b.server_name), 1, "the row stays");
+    assert!(!b.rooms()[&room].contains(&sent));
+
+    HTML.store(false, Ordering::SeqCst);
+    wait_for("A's queue for B empty", || {
+        queued_for(&a, &b.server_name) == 0
+    })
+    .await;
+    until(&b, "the message on B", |s| s.rooms()[&room].contains(&sent)).await;
 }

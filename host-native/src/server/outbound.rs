@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use mxfed_core::canonical::{self, Object, ParseOptions};
 use mxfed_core::edu::Edu;
 use mxfed_core::outbound::{DestinationQueue, Event, Failure, OutboundConfig, Outcome};
-use mxfed_core::transaction::TransactionResponse;
 use mxfed_core::{Millis, Timestamp};
 use tokio::sync::mpsc;
 
@@ -161,7 +160,6 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: Vec<u8>) -> Ou
         .await;
     let took = started.elapsed();
     state.metrics.txn_send.observe(took);
-    state.metrics.txn_sent(matches!(result, Ok((200, _))));
     tracing::debug!(
         destination = dest,
         path,
@@ -169,18 +167,18 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: Vec<u8>) -> Ou
         ms = took.as_secs_f64() * 1000.0,
         "transaction sent"
     );
-    match result {
-        Ok((200, bytes)) => {
-            Outcome::Success(TransactionResponse::parse(&bytes).unwrap_or_default())
-        }
+    let outcome = match result {
+        // The core decides what acknowledges a transaction (a 2xx with a JSON object).
         Ok((status, bytes)) => {
-            let retry = canonical::parse_object(&bytes, &ParseOptions::LEGACY)
-                .ok()
-                .and_then(|o| o.get("retry_after_ms").and_then(|v| v.as_int()))
-                .and_then(|ms| u64::try_from(ms).ok())
-                .map(Millis);
-            warn(&format!("send to {dest}: HTTP {status}"));
-            Outcome::Failure(Failure::from_status(status, retry))
+            let outcome = Outcome::from_http(status, &bytes);
+            match &outcome {
+                Outcome::Failure(Failure::InvalidResponse { .. }) => warn(&format!(
+                    "send to {dest}: HTTP {status} with a body that is not a JSON object"
+                )),
+                Outcome::Failure(_) => warn(&format!("send to {dest}: HTTP {status}")),
+                _ => {}
+            }
+            outcome
         }
         Err(FetchError::Timeout) => Outcome::Failure(Failure::Timeout),
         // Not JSON: never sendable (the core writes canonical JSON, so this does not happen).
@@ -192,7 +190,11 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: Vec<u8>) -> Ou
             warn(&format!("send to {dest}: {e}"));
             Outcome::Failure(Failure::Network)
         }
-    }
+    };
+    state
+        .metrics
+        .txn_sent(matches!(outcome, Outcome::Success(_)));
+    outcome
 }
 
 /// Acts on the queue's events. The rows of delivered and dropped PDUs are deleted in one SQLite
