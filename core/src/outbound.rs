@@ -62,6 +62,18 @@
 //! kept: the next transaction waits for the retry time the last refusal set
 //! ([`DestinationQueue::poll_timeout`]).
 //!
+//! # Catch-up mode
+//! Once a failure's retry delay reaches [`OutboundConfig::catch_up_after`] (default 1 h, as
+//! Synapse's `CATCHUP_RETRY_INTERVAL`), the destination has been failing for long and may stay
+//! down for days: keeping every PDU for it would grow the queue (and the host's rows) by every
+//! event of every shared room. The queue then keeps only the **newest queued PDU of each room**:
+//! the others are dropped as [`Event::PduDropped`] (reason [`DropReason::CatchUp`], `catch_up:
+//! false`, since the newest stays), and so is a room's queued PDU whenever a newer one is queued
+//! while in the mode. When it comes back, the destination receives the latest event of each
+//! room and fetches what it lacks with `/get_missing_events`, which is Synapse's catch-up (it
+//! sends the latest event per room from its database). The transaction in flight is not
+//! touched. The mode ends with the next success ([`DestinationQueue::is_catching_up`]).
+//!
 //! # Overflow
 //! - **PDUs** (bound: [`OutboundConfig::max_pending_pdus`], counting queued PDUs not in flight):
 //!   when over, the oldest queued PDU that is **not the newest queued PDU of its room** is dropped
@@ -151,6 +163,9 @@ pub struct OutboundConfig {
     pub refusal_backoff_floor: Millis,
     /// A transaction refused this many times in a row is abandoned (at least 1 is used).
     pub max_refusals: u32,
+    /// Once a failure's retry delay is this long, the queue keeps only the newest PDU of each
+    /// room until the next success (catch-up mode, see the module docs). Synapse's is 1 h.
+    pub catch_up_after: Millis,
 }
 
 impl Default for OutboundConfig {
@@ -163,6 +178,7 @@ impl Default for OutboundConfig {
             max_pending_reliable_edus: 1000,
             refusal_backoff_floor: Millis::from_secs(600),
             max_refusals: 3,
+            catch_up_after: Millis::from_secs(3600),
         }
     }
 }
@@ -457,6 +473,9 @@ pub enum DropReason {
         /// The HTTP status.
         status: u16,
     },
+    /// The destination has been failing for long (catch-up mode): a newer PDU of the same room
+    /// is queued and stands for it.
+    CatchUp,
 }
 
 /// Something the host must know or act on.
@@ -632,6 +651,9 @@ pub struct DestinationQueue {
     in_flight: Option<InFlight>,
     /// After a transaction was abandoned: no new one before this (the backoff still holds).
     not_before: Option<Timestamp>,
+    /// Catch-up mode: the destination has been failing for long; only the newest queued PDU of
+    /// each room is kept, until the next success.
+    catching_up: bool,
     backoff: Backoff,
     /// Whether the last attempt failed (for the down/up events).
     down: bool,
@@ -662,6 +684,7 @@ impl DestinationQueue {
             reliable: VecDeque::new(),
             in_flight: None,
             not_before: None,
+            catching_up: false,
             backoff: Backoff::new(config.backoff_base, config.backoff_cap, seed),
             down: false,
             events: VecDeque::new(),
@@ -681,7 +704,12 @@ impl DestinationQueue {
         self.advance(now);
         let seq = self.next_seq();
         let room_id = room_id.into();
-        self.newest_pdu.insert(room_id.clone(), seq);
+        if let Some(older) = self.newest_pdu.insert(room_id.clone(), seq) {
+            if self.catching_up {
+                // The room's one queued PDU gives way to this newer one.
+                self.drop_queued(older, DropReason::CatchUp);
+            }
+        }
         self.pdus.push_back(QueuedPdu {
             seq,
             room_id,
@@ -704,6 +732,38 @@ impl DestinationQueue {
                 reason: DropReason::Overflow,
                 catch_up: false,
             });
+        }
+    }
+
+    /// Drops the queued PDU with this sequence number, superseded by a newer one of its room.
+    fn drop_queued(&mut self, seq: u64, reason: DropReason) {
+        // Queue order is sequence order.
+        let Ok(i) = self.pdus.binary_search_by_key(&seq, |q| q.seq) else {
+            return;
+        };
+        if let Some(q) = self.pdus.remove(i) {
+            self.events.push_back(Event::PduDropped {
+                pdu: PduRef {
+                    room_id: q.room_id,
+                    event_id: q.event_id,
+                },
+                reason,
+                catch_up: false,
+            });
+        }
+    }
+
+    /// Enters catch-up mode: every queued PDU but the newest of its room is dropped.
+    fn start_catching_up(&mut self) {
+        self.catching_up = true;
+        let superseded: Vec<u64> = self
+            .pdus
+            .iter()
+            .filter(|q| self.newest_pdu.get(&q.room_id) != Some(&q.seq))
+            .map(|q| q.seq)
+            .collect();
+        for seq in superseded {
+            self.drop_queued(seq, DropReason::CatchUp);
         }
     }
 
@@ -809,6 +869,7 @@ impl DestinationQueue {
                         });
                     }
                 }
+                self.catching_up = false;
                 self.reachable();
             }
             Outcome::Failure(failure) => {
@@ -824,7 +885,8 @@ impl DestinationQueue {
                 } else {
                     Millis(0)
                 };
-                let retry_at = now + self.backoff.failure_with_floor(floor, at_least);
+                let delay = self.backoff.failure_with_floor(floor, at_least);
+                let retry_at = now + delay;
                 if !self.down {
                     self.down = true;
                     self.events.push_back(Event::DestinationDown { retry_at });
@@ -844,6 +906,9 @@ impl DestinationQueue {
                 } else {
                     flight.state = FlightState::RetryAt(retry_at);
                     self.in_flight = Some(flight);
+                }
+                if delay >= self.config.catch_up_after && !self.catching_up {
+                    self.start_catching_up();
                 }
             }
         }
@@ -993,6 +1058,11 @@ impl DestinationQueue {
         self.in_flight
             .as_ref()
             .is_some_and(|f| f.state == FlightState::Awaiting)
+    }
+
+    /// Whether the queue is in catch-up mode (only the newest PDU of each room is kept).
+    pub fn is_catching_up(&self) -> bool {
+        self.catching_up
     }
 
     /// Consecutive failures (refusals included) since the last success or

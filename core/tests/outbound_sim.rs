@@ -8,7 +8,8 @@
 //! - no PDU is acknowledged twice, and at the end every PDU was acknowledged exactly once or
 //!   reported dropped exactly once (overflow: never the newest of its room; rejection: only
 //!   when its transaction was refused `max_refusals` times in a row, with `catch_up` exactly
-//!   when no newer PDU of the room is queued);
+//!   when no newer PDU of the room is queued; catch-up: never the newest of its room, and only
+//!   in catch-up mode);
 //! - every failure, refusals included, is retried with the same transaction until it is
 //!   abandoned, and nothing is sent before the retry time, not even a new transaction after an
 //!   abandoned one;
@@ -19,7 +20,8 @@
 //!   state queued is the last one delivered, unless it was reported dropped; states for one key
 //!   are delivered in the order queued;
 //! - reliable EDUs are delivered exactly once, in order, or handed back, never lost;
-//! - the queue bounds hold.
+//! - the queue bounds hold, and in catch-up mode (entered when a retry delay reaches
+//!   `catch_up_after`, left on a success) at most one PDU per room is queued.
 //!
 //! The other tests pin down each documented policy on small hand-made cases.
 
@@ -261,6 +263,7 @@ struct Stats {
     delivered_txns: u64,
     rejected_txns: u64,
     pdus_dropped_overflow: u64,
+    pdus_dropped_catch_up: u64,
     edus_dropped_overflow: u64,
     reliable_returned: u64,
     capped_delays: u64,
@@ -276,6 +279,7 @@ impl Stats {
         self.delivered_txns += o.delivered_txns;
         self.rejected_txns += o.rejected_txns;
         self.pdus_dropped_overflow += o.pdus_dropped_overflow;
+        self.pdus_dropped_catch_up += o.pdus_dropped_catch_up;
         self.edus_dropped_overflow += o.edus_dropped_overflow;
         self.reliable_returned += o.reliable_returned;
         self.capped_delays += o.capped_delays;
@@ -398,6 +402,13 @@ impl Sim {
             .map(|p| p.room_id.as_str())
             .collect();
         assert!(self.q.pending_pdus() <= self.cfg.max_pending_pdus.max(rooms_queued.len()));
+        if self.q.is_catching_up() {
+            assert_eq!(
+                self.q.pending_pdus(),
+                rooms_queued.len(),
+                "one PDU per room"
+            );
+        }
         assert!(self.q.pending_edus() <= self.cfg.max_pending_edus);
         assert!(self.q.pending_reliable_edus() <= self.cfg.max_pending_reliable_edus);
         assert_eq!(self.q.awaiting_response(), self.outstanding.is_some());
@@ -619,6 +630,16 @@ impl Sim {
                             assert!(!catch_up);
                             self.stats.pdus_dropped_overflow += 1;
                         }
+                        DropReason::CatchUp => {
+                            assert!(self.q.is_catching_up());
+                            assert_eq!(state, State::Queued);
+                            assert_ne!(
+                                self.latest_in_room[&pdu.room_id], pdu.event_id,
+                                "catch-up keeps the newest PDU of a room"
+                            );
+                            assert!(!catch_up);
+                            self.stats.pdus_dropped_catch_up += 1;
+                        }
                         DropReason::Rejected { .. } => {
                             assert_eq!(state, State::InTxn);
                             assert!(sent.as_ref().unwrap().0.contains(&pdu));
@@ -758,6 +779,7 @@ fn random_config(rng: &mut Rng) -> OutboundConfig {
             rng.range(1, base * 20)
         }),
         max_refusals: rng.range(0, 3) as u32,
+        catch_up_after: Millis(base << rng.range(0, 10)),
     }
 }
 
@@ -888,6 +910,7 @@ fn random_interleavings_keep_every_invariant() {
     assert!(total.retries > 1_000 && total.rejected_txns > 100);
     assert!(total.pdus_dropped_overflow > 100 && total.edus_dropped_overflow > 100);
     assert!(total.reliable_returned > 100 && total.capped_delays > 100);
+    assert!(total.pdus_dropped_catch_up > 100);
 }
 
 /// Same scenario seed and queue seed → the same run, event for event; a different queue seed
@@ -1290,6 +1313,74 @@ fn repeated_refusals_abandon_the_transaction() {
     let t2 = q.poll_transmit(at).unwrap();
     assert_ne!(t2.txn_id, t1.txn_id);
     assert_eq!(sent_pdus(&t2), ["$a2"]);
+}
+
+/// Catch-up mode: once a retry delay reaches `catch_up_after` (1 h), only the newest queued PDU
+/// of each room is kept (the others dropped, `catch_up` false: the newest stands for them), also
+/// for PDUs queued while in the mode; the transaction in flight is not touched; a success ends
+/// the mode.
+#[test]
+fn catch_up_mode_keeps_the_newest_pdu_of_each_room() {
+    let mut now = Timestamp(1_000);
+    let cfg = OutboundConfig {
+        max_pending_pdus: 10_000,
+        ..OutboundConfig::default()
+    };
+    assert_eq!(cfg.catch_up_after, Millis::from_secs(3600));
+    let mut q = queue(cfg);
+    q.queue_pdu(now, "$first", "!a", pdu("!a", "$first"));
+    let t = q.poll_transmit(now).unwrap();
+    for (i, r) in [(0, "!a"), (1, "!b"), (2, "!a")] {
+        let e = format!("$early{i}");
+        q.queue_pdu(now, &e, r, pdu(r, &e));
+    }
+    // Fail until the retry delay reaches an hour; nothing is dropped before.
+    loop {
+        q.handle_response(now, Outcome::Failure(Failure::Network))
+            .unwrap();
+        let retry_at = q.poll_timeout().unwrap();
+        if retry_at - now >= Millis::from_secs(3600) {
+            break;
+        }
+        assert!(!q.is_catching_up());
+        assert!(dropped_pdus(&events(&mut q)).is_empty());
+        now = retry_at;
+        q.poll_transmit(now).unwrap();
+    }
+    assert!(q.is_catching_up());
+    let evs = events(&mut q);
+    assert_eq!(dropped_pdus(&evs), [("$early0".to_owned(), false)]);
+    assert!(evs.iter().all(|e| !matches!(
+        e,
+        Event::PduDropped { reason, .. } if *reason != DropReason::CatchUp
+    )));
+
+    for i in 0..1_000 {
+        let (e, r) = (format!("$e{i}"), ["!a", "!b"][i % 2]);
+        q.queue_pdu(now, &e, r, pdu(r, &e));
+    }
+    assert_eq!(q.pending_pdus(), 2, "one PDU for each of the two rooms");
+    let dropped = dropped_pdus(&events(&mut q));
+    assert_eq!(
+        dropped.len(),
+        2 + 998,
+        "$early1, $early2 and all but the last two"
+    );
+    assert!(dropped.iter().all(|(_, catch_up)| !catch_up));
+
+    // The transaction in flight is the one retried; its success ends the mode.
+    now = q.poll_timeout().unwrap();
+    assert_eq!(q.poll_transmit(now).unwrap().body, t.body);
+    q.handle_response(now, Outcome::Success(TransactionResponse::new()))
+        .unwrap();
+    assert!(!q.is_catching_up());
+    let next = q.poll_transmit(now).unwrap();
+    assert_eq!(sent_pdus(&next), ["$e998", "$e999"]);
+    for i in 0..3 {
+        let e = format!("$after{i}");
+        q.queue_pdu(now, &e, "!a", pdu("!a", &e));
+    }
+    assert_eq!(q.pending_pdus(), 3, "every PDU kept again");
 }
 
 /// 429 honours `retry_after_ms` (capped); 401 and 408 are retried like 5xx.

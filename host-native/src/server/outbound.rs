@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use mxfed_core::canonical::{self, Object, ParseOptions};
 use mxfed_core::edu::Edu;
-use mxfed_core::outbound::{DestinationQueue, Event, Failure, OutboundConfig, Outcome};
+use mxfed_core::outbound::{DestinationQueue, DropReason, Event, Failure, OutboundConfig, Outcome};
 use mxfed_core::{Millis, Timestamp};
 use tokio::sync::mpsc;
 
@@ -146,7 +146,9 @@ fn config() -> OutboundConfig {
         // `outbound` table anyway; 10,000 of ~1 KB is about 10 MB of memory per destination.
         max_pending_pdus: 10_000,
         // Refusals (a proxy's 404, a whitelist's 403) keep the core's defaults: retried no
-        // sooner than 10 minutes (Synapse's first interval), abandoned after 3 in a row.
+        // sooner than 10 minutes (Synapse's first interval), abandoned after 3 in a row. So
+        // does catch-up mode: once a retry is an hour away, only the newest PDU of each room
+        // stays queued (the others' rows are deleted), whatever the bound above.
         ..OutboundConfig::default()
     }
 }
@@ -215,10 +217,20 @@ fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) {
                 done.extend(pdus.into_iter().map(|p| p.event_id));
             }
             Event::PduDropped { pdu, reason, .. } => {
-                log(&format!(
-                    "PDU {} for {dest} dropped: {reason:?}",
-                    pdu.event_id
-                ));
+                // In catch-up mode every new event of a room drops the one before it, for
+                // every such destination: not worth a line each.
+                if reason == DropReason::CatchUp {
+                    tracing::debug!(
+                        destination = dest.as_str(),
+                        event_id = pdu.event_id.as_str(),
+                        "PDU dropped in catch-up mode (a newer one of its room is queued)"
+                    );
+                } else {
+                    log(&format!(
+                        "PDU {} for {dest} dropped: {reason:?}",
+                        pdu.event_id
+                    ));
+                }
                 done.push(pdu.event_id);
             }
             Event::RemotePduError { event_id, error } => {
