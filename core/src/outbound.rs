@@ -127,6 +127,7 @@
 //! ```
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use crate::canonical::{encode_object_into, parse_object, Int, Object, ParseOptions, Value};
 use crate::edu::{Edu, Presence, PresenceUpdate, Receipt, ReceiptEntry};
@@ -571,7 +572,8 @@ struct QueuedPdu {
     seq: u64,
     room_id: String,
     event_id: String,
-    pdu: Object,
+    /// Shared: a host queueing one event for many destinations keeps one copy.
+    pdu: Arc<Object>,
 }
 
 /// What an ephemeral EDU entry supersedes: a newer entry with the same key replaces it.
@@ -693,13 +695,14 @@ impl DestinationQueue {
 
     // -- inputs ----------------------------------------------------------------------------------
 
-    /// Queues a PDU. Queue order is send order. May drop an older, superseded PDU (Overflow).
+    /// Queues a PDU. Queue order is send order. May drop an older, superseded PDU (Overflow,
+    /// catch-up mode). An `Arc<Object>` shares one copy among the queues of every destination.
     pub fn queue_pdu(
         &mut self,
         now: Timestamp,
         event_id: impl Into<String>,
         room_id: impl Into<String>,
-        pdu: Object,
+        pdu: impl Into<Arc<Object>>,
     ) {
         self.advance(now);
         let seq = self.next_seq();
@@ -714,7 +717,7 @@ impl DestinationQueue {
             seq,
             room_id,
             event_id: event_id.into(),
-            pdu,
+            pdu: pdu.into(),
         });
         while self.pdus.len() > self.config.max_pending_pdus {
             let superseded = self
@@ -1198,7 +1201,7 @@ impl DestinationQueue {
                 room_id: q.room_id,
                 event_id: q.event_id,
             });
-            pdus.push(Value::Object(q.pdu));
+            pdus.push(Value::Object(Arc::unwrap_or_clone(q.pdu)));
         }
 
         let mut body = Object::new();

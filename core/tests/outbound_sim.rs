@@ -1383,6 +1383,26 @@ fn catch_up_mode_keeps_the_newest_pdu_of_each_room() {
     assert_eq!(q.pending_pdus(), 3, "every PDU kept again");
 }
 
+/// One PDU queued for several destinations is one shared copy (`Arc`), released by each queue
+/// once it is sent; the transaction carries it whole.
+#[test]
+fn queued_pdus_are_shared_between_queues() {
+    let now = Timestamp(1_000);
+    let shared = std::sync::Arc::new(pdu("!r", "$e"));
+    let mut queues: Vec<_> = (0..3).map(|_| queue(OutboundConfig::default())).collect();
+    for q in &mut queues {
+        q.queue_pdu(now, "$e", "!r", std::sync::Arc::clone(&shared));
+    }
+    assert_eq!(std::sync::Arc::strong_count(&shared), 4, "no copies");
+    let t = queues[0].poll_transmit(now).unwrap();
+    assert_eq!(std::sync::Arc::strong_count(&shared), 3);
+    assert_eq!(sent_pdus(&t), ["$e"]);
+    assert_eq!(
+        t.body_object().unwrap().get("pdus"),
+        Some(&Value::Array(vec![Value::Object((*shared).clone())]))
+    );
+}
+
 /// 429 honours `retry_after_ms` (capped); 401 and 408 are retried like 5xx.
 #[test]
 fn rate_limits_and_retryable_client_errors() {

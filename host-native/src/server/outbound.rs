@@ -20,11 +20,11 @@ use super::{log, now, warn, AppState};
 /// What the host tells a destination's task.
 #[derive(Debug)]
 enum Cmd {
-    /// Send this PDU.
+    /// Send this PDU (one parsed copy shared by every destination's queue).
     Pdu {
         event_id: String,
         room_id: String,
-        pdu: Object,
+        pdu: Arc<Object>,
     },
     /// Send this EDU (ephemeral ones are not persisted: a typing notification or receipt lost
     /// with a restart is superseded by the next one anyway).
@@ -64,22 +64,31 @@ impl Outbound {
         }
     }
 
-    /// Hands PDUs already persisted for `dest` (with their events, [`super::rooms::send_stored`])
-    /// to its task.
+    /// Hands PDUs already persisted for `dests` (with their events,
+    /// [`super::rooms::send_stored`]) to their tasks, one copy of each shared by all.
     pub fn hand_over(
         &self,
         state: &Arc<AppState>,
-        dest: &str,
+        dests: &[String],
         room_id: &str,
         pdus: &[(&str, &Object)],
     ) {
-        if let Some(tx) = self.sender(state, dest) {
-            for &(id, pdu) in pdus {
-                let _ = tx.send(Cmd::Pdu {
-                    event_id: id.to_owned(),
-                    room_id: room_id.to_owned(),
-                    pdu: pdu.clone(),
-                });
+        if dests.is_empty() {
+            return;
+        }
+        let shared: Vec<(&str, Arc<Object>)> = pdus
+            .iter()
+            .map(|&(id, pdu)| (id, Arc::new(pdu.clone())))
+            .collect();
+        for dest in dests {
+            if let Some(tx) = self.sender(state, dest) {
+                for (id, pdu) in &shared {
+                    let _ = tx.send(Cmd::Pdu {
+                        event_id: (*id).to_owned(),
+                        room_id: room_id.to_owned(),
+                        pdu: Arc::clone(pdu),
+                    });
+                }
             }
         }
     }
@@ -101,6 +110,8 @@ impl Outbound {
     pub fn restore(&self, state: &Arc<AppState>) {
         let rows = state.db().outbound().unwrap_or_default();
         let mut count = 0usize;
+        // An event queued for several destinations is parsed once and shared.
+        let mut parsed: BTreeMap<String, Arc<Object>> = BTreeMap::new();
         for (row, dest, kind, event_id, room_id, json) in rows {
             if kind != "pdu" {
                 continue;
@@ -108,6 +119,17 @@ impl Outbound {
             let (Some(event_id), Some(room_id)) = (event_id, room_id) else {
                 continue;
             };
+            if let Some(pdu) = parsed.get(&event_id) {
+                if let Some(tx) = self.sender(state, &dest) {
+                    let _ = tx.send(Cmd::Pdu {
+                        event_id,
+                        room_id,
+                        pdu: Arc::clone(pdu),
+                    });
+                    count += 1;
+                }
+                continue;
+            }
             let Some(stored) = state.reads().event(&event_id).ok().flatten() else {
                 log(&format!(
                     "queued PDU {event_id} for {dest} was never stored; dropped"
@@ -120,6 +142,8 @@ impl Outbound {
             let Ok(pdu) = canonical::parse_object(json.as_bytes(), &ParseOptions::LEGACY) else {
                 continue;
             };
+            let pdu = Arc::new(pdu);
+            parsed.insert(event_id.clone(), Arc::clone(&pdu));
             if let Some(tx) = self.sender(state, &dest) {
                 let _ = tx.send(Cmd::Pdu {
                     event_id,
