@@ -33,7 +33,11 @@
 //! [1, 1.5], less than the doubling, so delays are monotone non-decreasing until a success; at
 //! the cap they stay at the cap. Defaults: 5 s base, 24 h cap. A success resets it, and so does
 //! [`DestinationQueue::mark_reachable`] (call it when the destination contacts us, as Synapse
-//! does). The jitter comes from [`SplitMix64`] seeded by the caller.
+//! does). The jitter comes from [`SplitMix64`] seeded by the caller. The backoff can outlive
+//! the queue: [`Event::BackoffChanged`] reports it after every failure as a [`RetryState`], and
+//! [`DestinationQueue::restore_backoff`] resumes it in a new queue (after a restart), which then
+//! sends nothing before the saved retry time, as Synapse keeps its retry timings in its
+//! database rather than contacting every failing destination at once when it starts.
 //!
 //! # Which failures are retried (the 4xx policy)
 //! Every failure is retried with backoff, as Synapse does for `/send` (its transport asks the
@@ -115,6 +119,7 @@
 //!
 //! q.handle_response(now, Outcome::Failure(Failure::Timeout)).unwrap();
 //! assert!(matches!(q.poll_event(), Some(Event::DestinationDown { .. })));
+//! assert!(matches!(q.poll_event(), Some(Event::BackoffChanged { retry: Some(_) })));
 //! now = q.poll_timeout().unwrap();
 //! q.handle_timeout(now);
 //! let retry = q.poll_transmit(now).unwrap();
@@ -123,6 +128,7 @@
 //! q.handle_response(now, Outcome::Success(TransactionResponse::new())).unwrap();
 //! assert!(matches!(q.poll_event(), Some(Event::Delivered { .. })));
 //! assert!(matches!(q.poll_event(), Some(Event::DestinationUp)));
+//! assert!(matches!(q.poll_event(), Some(Event::BackoffChanged { retry: None })));
 //! assert!(q.is_idle());
 //! ```
 
@@ -454,6 +460,22 @@ impl Outcome {
     }
 }
 
+/// A failing destination's backoff, for the host to keep across restarts as Synapse keeps its
+/// retry timings: [`Event::BackoffChanged`] gives it after every failure, and
+/// [`DestinationQueue::restore_backoff`] hands it to the next process's queue, which then
+/// sends nothing before `retry_at` and goes on growing the backoff from where it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryState {
+    /// When the destination may be tried again.
+    pub retry_at: Timestamp,
+    /// Consecutive failures so far.
+    pub failures: u32,
+    /// The last retry interval before jitter (the next failure doubles it).
+    pub interval: Millis,
+    /// The last retry delay (the next one is at least as long).
+    pub delay: Millis,
+}
+
 /// A PDU named by its room and event ID.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PduRef {
@@ -542,6 +564,13 @@ pub enum Event {
     },
     /// The destination accepted a transaction again (or contacted us).
     DestinationUp,
+    /// The backoff changed: after every failure (`Some`: persist it, see [`RetryState`]), and
+    /// when a success or [`DestinationQueue::mark_reachable`] reset it after failures (`None`:
+    /// forget it).
+    BackoffChanged {
+        /// The backoff now, if the destination is failing.
+        retry: Option<RetryState>,
+    },
 }
 
 /// Misuse of the queue by the host.
@@ -894,6 +923,14 @@ impl DestinationQueue {
                     self.down = true;
                     self.events.push_back(Event::DestinationDown { retry_at });
                 }
+                self.events.push_back(Event::BackoffChanged {
+                    retry: Some(RetryState {
+                        retry_at,
+                        failures: self.backoff.failures,
+                        interval: self.backoff.interval,
+                        delay,
+                    }),
+                });
                 flight.refusals = if refused {
                     flight.refusals.saturating_add(1)
                 } else {
@@ -942,6 +979,35 @@ impl DestinationQueue {
         }
     }
 
+    /// Resumes the backoff a previous queue for this destination had ([`RetryState`], saved
+    /// from [`Event::BackoffChanged`]): nothing is sent before `retry_at` (at most the cap from
+    /// `now`, should the clock have gone back), the next failure grows the backoff from where
+    /// it was, and a delay that reached [`OutboundConfig::catch_up_after`] resumes catch-up
+    /// mode. Call it on a new queue, before transmitting. No event is emitted.
+    pub fn restore_backoff(&mut self, now: Timestamp, retry: RetryState) {
+        if retry.failures == 0 {
+            return;
+        }
+        let cap = self.backoff.cap;
+        self.backoff.failures = retry.failures;
+        self.backoff.interval = Millis(retry.interval.0.min(cap.0));
+        self.backoff.last = Millis(retry.delay.0.min(cap.0));
+        self.down = true;
+        let retry_at = retry.retry_at.min(now + cap);
+        if retry_at > now {
+            match &mut self.in_flight {
+                Some(f) if f.state != FlightState::Awaiting => {
+                    f.state = FlightState::RetryAt(retry_at);
+                }
+                Some(_) => {}
+                None => self.not_before = Some(retry_at),
+            }
+        }
+        if self.backoff.last >= self.config.catch_up_after && !self.catching_up {
+            self.start_catching_up();
+        }
+    }
+
     /// Processes timers: a retry that is due becomes ready to transmit.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.advance(now);
@@ -960,12 +1026,15 @@ impl DestinationQueue {
     }
 
     fn reachable(&mut self) {
-        self.backoff.reset();
-        self.not_before = None;
         if self.down {
             self.down = false;
             self.events.push_back(Event::DestinationUp);
         }
+        if self.backoff.failures > 0 {
+            self.events.push_back(Event::BackoffChanged { retry: None });
+        }
+        self.backoff.reset();
+        self.not_before = None;
     }
 
     // -- outputs ---------------------------------------------------------------------------------

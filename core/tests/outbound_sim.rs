@@ -36,7 +36,7 @@ use mxfed_core::edu::{
 };
 use mxfed_core::outbound::{
     Backoff, DestinationQueue, DropReason, Event, Failure, OutboundConfig, OutboundError, Outcome,
-    PduRef, SplitMix64, Transmit,
+    PduRef, RetryState, SplitMix64, Transmit,
 };
 use mxfed_core::transaction::{parse_transaction, TransactionResponse, MAX_EDUS, MAX_PDUS};
 use mxfed_core::{Millis, Timestamp};
@@ -701,6 +701,15 @@ impl Sim {
                     assert!(self.down);
                     self.down = false;
                 }
+                Event::BackoffChanged { retry: Some(r) } => {
+                    assert_eq!(Some(r.retry_at), self.q.poll_timeout());
+                    assert_eq!(r.failures, self.q.failures());
+                    assert_eq!(self.streak.last(), Some(&r.delay.0));
+                }
+                Event::BackoffChanged { retry: None } => {
+                    assert_eq!(self.q.failures(), 0);
+                    assert!(self.streak.is_empty());
+                }
                 other => panic!("unexpected event {other:?}"),
             }
         }
@@ -1225,7 +1234,9 @@ fn refusals_back_off_from_the_floor_and_keep_the_transaction() {
     );
     let retry_at = q.poll_timeout().unwrap();
     assert!(retry_at >= now + floor, "not before the floor");
-    assert_eq!(events(&mut q), [Event::DestinationDown { retry_at }]);
+    let evs = events(&mut q);
+    assert_eq!(evs[0], Event::DestinationDown { retry_at });
+    assert!(dropped_pdus(&evs).is_empty(), "nothing dropped");
     assert!(q.poll_transmit(Timestamp(retry_at.0 - 1)).is_none());
     let r = q.poll_transmit(retry_at).unwrap();
     assert_eq!(
@@ -1241,7 +1252,7 @@ fn refusals_back_off_from_the_floor_and_keep_the_transaction() {
     .unwrap();
     let second = q.poll_timeout().unwrap() - retry_at;
     assert!(second.0 >= 2 * floor.0, "grows from the floor: {second:?}");
-    assert!(events(&mut q).is_empty(), "nothing dropped");
+    assert!(dropped_pdus(&events(&mut q)).is_empty(), "nothing dropped");
     assert_eq!(q.pending_pdus(), 70);
 
     let at = q.poll_timeout().unwrap();
@@ -1283,8 +1294,9 @@ fn repeated_refusals_abandon_the_transaction() {
     q.handle_response(now, Outcome::Failure(Failure::from_status(403, None)))
         .unwrap();
     let evs = events(&mut q);
+    assert!(matches!(evs[0], Event::BackoffChanged { retry: Some(_) }));
     assert_eq!(
-        evs[0],
+        evs[1],
         Event::TransactionRejected {
             txn_id: t1.txn_id.clone(),
             status: 403
@@ -1401,6 +1413,89 @@ fn queued_pdus_are_shared_between_queues() {
         t.body_object().unwrap().get("pdus"),
         Some(&Value::Array(vec![Value::Object((*shared).clone())]))
     );
+}
+
+/// The last backoff change reported, if any.
+fn saved_backoff(evs: &[Event]) -> Option<Option<RetryState>> {
+    evs.iter().rev().find_map(|e| match e {
+        Event::BackoffChanged { retry } => Some(*retry),
+        _ => None,
+    })
+}
+
+/// The backoff survives a restart: every failure reports it, and a new queue given it sends
+/// nothing before the saved retry time, grows it on from where it was, resumes catch-up mode
+/// when it had reached it, and reports its reset on success.
+#[test]
+fn a_restored_backoff_holds_the_queue_and_grows_on() {
+    let mut now = Timestamp(1_000);
+    let cfg = OutboundConfig::default();
+    let mut q = queue(cfg);
+    q.queue_pdu(now, "$e", "!r", pdu("!r", "$e"));
+    q.poll_transmit(now).unwrap();
+    for k in 1..=5 {
+        q.handle_response(now, Outcome::Failure(Failure::Network))
+            .unwrap();
+        let saved = saved_backoff(&events(&mut q)).unwrap().unwrap();
+        assert_eq!(saved.failures, k, "reported after every failure");
+        now = q.poll_timeout().unwrap();
+        q.poll_transmit(now).unwrap();
+    }
+    q.handle_response(now, Outcome::Failure(Failure::Network))
+        .unwrap();
+    let saved = saved_backoff(&events(&mut q)).unwrap().unwrap();
+    assert!(saved_backoff(&[]).is_none() && saved.failures == 6);
+    assert_eq!(Some(saved.retry_at), q.poll_timeout());
+
+    // A restart just after: a new queue, the same PDU, the saved backoff.
+    let start = now + Millis(10);
+    let mut q = DestinationQueue::new(ORIGIN, "b.example", cfg, start, 9);
+    q.restore_backoff(start, saved);
+    q.queue_pdu(start, "$e", "!r", pdu("!r", "$e"));
+    assert!(
+        q.poll_transmit(start).is_none(),
+        "nothing before the retry time"
+    );
+    assert_eq!(q.poll_timeout(), Some(saved.retry_at));
+    assert!(q.poll_transmit(Timestamp(saved.retry_at.0 - 1)).is_none());
+    let at = saved.retry_at;
+    q.poll_transmit(at).unwrap();
+    q.handle_response(at, Outcome::Failure(Failure::Network))
+        .unwrap();
+    let next = q.poll_timeout().unwrap() - at;
+    assert!(
+        next >= saved.delay && next.0 >= 2 * saved.interval.0,
+        "grows on"
+    );
+    assert_eq!(q.failures(), 7);
+    assert!(!q.is_catching_up());
+    let at = q.poll_timeout().unwrap();
+    q.poll_transmit(at).unwrap();
+    q.handle_response(at, Outcome::Success(TransactionResponse::new()))
+        .unwrap();
+    let evs = events(&mut q);
+    assert_eq!(saved_backoff(&evs), Some(None), "forget it");
+    assert!(evs.contains(&Event::DestinationUp));
+
+    // A saved delay past `catch_up_after` resumes catch-up mode; a retry time absurdly far
+    // away (a clock gone back) is held to the cap.
+    let mut q = DestinationQueue::new(ORIGIN, "b.example", cfg, start, 9);
+    q.restore_backoff(
+        start,
+        RetryState {
+            retry_at: Timestamp(u64::MAX),
+            failures: 12,
+            interval: Millis::from_secs(7200),
+            delay: Millis::from_secs(7200),
+        },
+    );
+    assert!(q.is_catching_up());
+    assert_eq!(q.poll_timeout(), Some(start + cfg.backoff_cap));
+    for i in 0..3 {
+        let e = format!("$c{i}");
+        q.queue_pdu(start, &e, "!r", pdu("!r", &e));
+    }
+    assert_eq!(q.pending_pdus(), 1);
 }
 
 /// 429 honours `retry_after_ms` (capped); 401 and 408 are retried like 5xx.

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::IntoResponse;
-use mxfed_native::server::{rooms, AppState};
+use mxfed_native::server::serve::{prepare, ServeArgs};
+use mxfed_native::server::store::Reads as _;
+use mxfed_native::server::{now, rooms, AppState};
 
 use common::inproc::{joined_public_room, message, send_txn, two_servers, until};
 
@@ -65,6 +67,30 @@ async fn html_send(
 
 fn html_pages(r: axum::Router) -> axum::Router {
     r.layer(axum::middleware::from_fn(html_send))
+}
+
+/// As [`REFUSE`] and [`REFUSED`], for the restart test (tests run in parallel).
+static REFUSE_AGAIN: AtomicBool = AtomicBool::new(false);
+static REFUSED_AGAIN: AtomicUsize = AtomicUsize::new(0);
+
+async fn refuse_send_again(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if is_send(&req) && REFUSE_AGAIN.load(Ordering::SeqCst) {
+        REFUSED_AGAIN.fetch_add(1, Ordering::SeqCst);
+        return (
+            axum::http::StatusCode::FORBIDDEN,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            r#"{"errcode":"M_FORBIDDEN","error":"not on the list"}"#,
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+fn refusing_again(r: axum::Router) -> axum::Router {
+    r.layer(axum::middleware::from_fn(refuse_send_again))
 }
 
 /// A's queued PDUs for `dest` (rows of the `outbound` table).
@@ -171,4 +197,56 @@ async fn a_200_that_is_not_json_is_retried() {
     })
     .await;
     until(&b, "the message on B", |s| s.rooms()[&room].contains(&sent)).await;
+}
+
+/// The backoff survives a restart: after B refused A's transaction (403), A's retry time is in
+/// its database, and a restarted A (a second process state on the same data directory, its
+/// queues restored) sends B nothing before it; before, every restart contacted every
+/// backlogged destination at once. Once B takes a transaction, the saved backoff is forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backoff_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, alice, bob) = two_servers(dir.path(), refusing_again, None);
+    let room = shared_room(&a, &b, &alice, &bob).await;
+
+    REFUSE_AGAIN.store(true, Ordering::SeqCst);
+    let sent = {
+        let _g = a.lock_room(&room).await;
+        rooms::send_local(&a, &room, message(&room, &alice, "while refused")).unwrap()
+    };
+    wait_for("B's refusal", || REFUSED_AGAIN.load(Ordering::SeqCst) >= 1).await;
+    let refused_at = now();
+    wait_for("A's backoff for B saved", || {
+        a.reads().backoff(&b.server_name).unwrap().is_some()
+    })
+    .await;
+    let saved = a.reads().backoff(&b.server_name).unwrap().unwrap();
+    assert_eq!(saved.failures, 1);
+    assert!(saved.retry_at.as_millis() >= refused_at.as_millis() + 500_000);
+
+    let again = prepare(&ServeArgs {
+        config: None,
+        data_dir: Some(dir.path().join("a")),
+        server_name: Some(a.server_name.clone()),
+        listen: Some(a.config.listeners[0].addr),
+        dev: true,
+    })
+    .unwrap()
+    .state;
+    again.outbound.restore(&again);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        REFUSED_AGAIN.load(Ordering::SeqCst),
+        1,
+        "the restarted queue waits for the saved retry time"
+    );
+    assert_eq!(queued_for(&a, &b.server_name), 1);
+
+    REFUSE_AGAIN.store(false, Ordering::SeqCst);
+    send_txn(&b, &a, "poke", Vec::new()).await;
+    until(&b, "the message on B", |s| s.rooms()[&room].contains(&sent)).await;
+    wait_for("the saved backoff forgotten", || {
+        a.reads().backoff(&b.server_name).unwrap().is_none()
+    })
+    .await;
 }

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use mxfed_core::canonical::{self, Object, ParseOptions};
 use mxfed_core::edu::Edu;
-use mxfed_core::outbound::{DestinationQueue, DropReason, Event, Failure, OutboundConfig, Outcome};
+use mxfed_core::outbound::{
+    DestinationQueue, DropReason, Event, Failure, OutboundConfig, Outcome, RetryState,
+};
 use mxfed_core::{Millis, Timestamp};
 use tokio::sync::mpsc;
 
@@ -232,11 +234,16 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: Vec<u8>) -> Ou
 /// without storing anything twice (it de-duplicates by event ID, as every server must, since a
 /// sender retries a transaction whose answer it did not get). Nothing can be lost this way: the
 /// rows only go away, never appear.
-fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) {
+///
+/// Returns the last change of the backoff, if any, for [`save_backoff`]: unlike the deletions,
+/// those writes must land in order.
+fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) -> Option<Option<RetryState>> {
     let dest = q.destination().to_owned();
     let mut done: Vec<String> = Vec::new();
+    let mut backoff = None;
     while let Some(ev) = q.poll_event() {
         match ev {
+            Event::BackoffChanged { retry } => backoff = Some(retry),
             Event::Delivered { pdus, .. } => {
                 done.extend(pdus.into_iter().map(|p| p.event_id));
             }
@@ -277,7 +284,7 @@ fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) {
         }
     }
     if done.is_empty() {
-        return;
+        return backoff;
     }
     let state = state.clone();
     tokio::task::spawn_blocking(move || {
@@ -294,6 +301,26 @@ fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) {
             ));
         }
     });
+    backoff
+}
+
+/// Saves (or forgets) the destination's backoff, so that the next process resumes it
+/// ([`DestinationQueue::restore_backoff`]) rather than contacting every failing destination at
+/// once. Awaited, so that the writes of one destination land in order; it happens only when
+/// sending failed (the retry waits anyway) or first succeeded again. Unsynced: a write lost to
+/// a power failure only costs an early retry or an old backoff after the restart.
+async fn save_backoff(state: &Arc<AppState>, dest: &str, retry: Option<RetryState>) {
+    let (state, dest) = (state.clone(), dest.to_owned());
+    let saved = tokio::task::spawn_blocking(move || {
+        state
+            .db()
+            .in_unsynced_transaction(|db| db.set_backoff(&dest, retry.as_ref()))
+            .map_err(|e| format!("cannot save the backoff for {dest}: {e}"))
+    })
+    .await;
+    if let Ok(Err(e)) = saved {
+        warn(&e);
+    }
 }
 
 fn sleep_until(t: Option<Timestamp>) -> std::time::Duration {
@@ -312,6 +339,12 @@ async fn run_destination(state: Arc<AppState>, dest: String, mut rx: mpsc::Unbou
         now(),
         seed,
     );
+    // A previous process's backoff: nothing goes before its retry time.
+    match state.reads().backoff(&dest) {
+        Ok(Some(retry)) => q.restore_backoff(now(), retry),
+        Ok(None) => {}
+        Err(e) => warn(&format!("cannot read the backoff for {dest}: {e}")),
+    }
     let apply = |q: &mut DestinationQueue, cmd: Cmd| match cmd {
         Cmd::Pdu {
             event_id,
@@ -333,14 +366,18 @@ async fn run_destination(state: Arc<AppState>, dest: String, mut rx: mpsc::Unbou
                 let (state, dest) = (state.clone(), dest.clone());
                 tokio::spawn(async move { transmit(&state, &dest, &t.path, t.body).await })
             };
-            handle_events(&state, &mut q);
+            if let Some(retry) = handle_events(&state, &mut q) {
+                save_backoff(&state, &dest, retry).await;
+            }
             let outcome = sending.await.unwrap_or(Outcome::Failure(Failure::Network));
             if let Err(e) = q.handle_response(now(), outcome) {
                 warn(&format!("outbound queue for {dest}: {e}"));
             }
             continue;
         }
-        handle_events(&state, &mut q);
+        if let Some(retry) = handle_events(&state, &mut q) {
+            save_backoff(&state, &dest, retry).await;
+        }
         let wait = sleep_until(q.poll_timeout());
         tokio::select! {
             cmd = rx.recv() => match cmd {
