@@ -12,8 +12,8 @@
 //! # Guarantees
 //! - **One transaction in flight** per destination. Until it is acknowledged (a 2xx with a
 //!   JSON object body, [`Outcome::from_http`]) or abandoned after repeated refusals (below), it
-//!   is retried with the **same transaction ID and
-//!   the same body bytes** (the receiver de-duplicates on them; the spec requires it).
+//!   is retried with the **same transaction ID and the same body bytes** (the receiver
+//!   de-duplicates on them; the spec requires it).
 //! - **Batching** follows Synapse's priorities: one presence EDU (≤ 50 users), up to 5 receipt
 //!   EDUs, reliable EDUs (leaving 10 slots spare), typing and other EDUs, more reliable EDUs to
 //!   fill up to [`MAX_EDUS`]; then the oldest [`MAX_PDUS`] PDUs, in queue order.
