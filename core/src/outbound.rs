@@ -10,9 +10,10 @@
 //! construction, so a run is a pure function of its inputs.
 //!
 //! # Guarantees
-//! - **One transaction in flight** per destination. Until it is answered with a 200 (or refused
-//!   for good, below), it is retried with the **same transaction ID and the same body bytes**
-//!   (the receiver de-duplicates on them; the spec requires it).
+//! - **One transaction in flight** per destination. Until it is acknowledged (a 2xx with a
+//!   JSON object body, [`Outcome::from_http`]) or abandoned after repeated refusals (below), it
+//!   is retried with the **same transaction ID and the same body bytes** (the receiver
+//!   de-duplicates on them; the spec requires it).
 //! - **Batching** follows Synapse's priorities: one presence EDU (≤ 50 users), up to 5 receipt
 //!   EDUs, reliable EDUs (leaving 10 slots spare), typing and other EDUs, more reliable EDUs to
 //!   fill up to [`MAX_EDUS`]; then the oldest [`MAX_PDUS`] PDUs, in queue order.
@@ -25,29 +26,57 @@
 //!
 //! # Backoff
 //! After the k-th consecutive failure (k = 0, 1, …) the same transaction is retried after
-//! `min(cap, base·2^k + U[0, base·2^k / 2])`, never less than the previous delay and never
-//! less than a 429's `retry_after_ms` (itself capped). The jitter multiplier is in [1, 1.5], less
-//! than the doubling, so delays are monotone non-decreasing until a success; at the cap they stay
-//! at the cap. Defaults: 5 s base, 24 h cap. A success resets it, and so does
+//! `min(cap, I_k + U[0, I_k / 2])`, where `I_0 = base` and `I_k = 2·I_{k-1}` (so
+//! `I_k = base·2^k`), except that a refusal raises `I_k` to at least
+//! [`OutboundConfig::refusal_backoff_floor`] (below); the delay is never less than the previous
+//! one and never less than a 429's `retry_after_ms` (itself capped). The jitter multiplier is in
+//! [1, 1.5], less than the doubling, so delays are monotone non-decreasing until a success; at
+//! the cap they stay at the cap. Defaults: 5 s base, 24 h cap. A success resets it, and so does
 //! [`DestinationQueue::mark_reachable`] (call it when the destination contacts us, as Synapse
-//! does). The jitter comes from [`SplitMix64`] seeded by the caller.
+//! does). The jitter comes from [`SplitMix64`] seeded by the caller. The backoff can outlive
+//! the queue: [`Event::BackoffChanged`] reports it after every failure as a [`RetryState`], and
+//! [`DestinationQueue::restore_backoff`] resumes it in a new queue (after a restart), which then
+//! sends nothing before the saved retry time, as Synapse keeps its retry timings in its
+//! database rather than contacting every failing destination at once when it starts.
 //!
 //! # Which failures are retried (the 4xx policy)
-//! - Retried with backoff: network errors, timeouts, every 5xx, 429 (honouring `retry_after_ms`),
-//!   401 (the destination may not have fetched our new key yet; Synapse backs off on it too) and
-//!   408 (a proxy gave up).
-//! - **Every other status** (400, 403, 404, 413, …, and anything that is neither success nor
-//!   5xx): the destination has understood the request and refused it, and the identical bytes
-//!   will be refused again. Retrying them "until a 200" would wedge the destination forever
-//!   behind one transaction, so the transaction is **abandoned**: [`Event::TransactionRejected`],
-//!   then each PDU as [`Event::PduDropped`] (with `catch_up` set when no newer PDU of its room is
-//!   still queued, i.e. the host must run catch-up for that room later, as Synapse does after a
-//!   failed transaction), each ephemeral EDU as [`Event::EduDropped`], and each reliable EDU
-//!   handed back as [`Event::ReliableEduReturned`] so the host, which holds them durably, decides
-//!   when to queue them again (re-queueing one that caused the refusal would just loop). The
-//!   destination did answer, so it counts as up and the next transaction goes at once, but the
-//!   backoff is left as it was (neither reset nor grown), as Synapse's retry limiter leaves it
-//!   on such an answer: a deprovisioned server may answer every request with 403 or 404.
+//! Every failure is retried with backoff, as Synapse does for `/send` (its transport asks the
+//! retry limiter to back off on every error code, `backoff_on_all_error_codes`, and the
+//! transaction's PDUs stay pending until a success):
+//! - network errors, timeouts, every 5xx, 429 (honouring `retry_after_ms`), 401 (the destination
+//!   may not have fetched our new key yet), 408 (a proxy gave up) and a 2xx whose body is not a
+//!   JSON object ([`Failure::InvalidResponse`]: a catch-all HTML page is no acknowledgement)
+//!   are plain failures;
+//! - **every other status** (400, 403, 404, 413, …, and anything that is neither a 2xx nor a
+//!   5xx) is a **refusal** ([`Failure::is_refusal`]): a proxy answering 404, a whitelist
+//!   answering 403, a deprovisioned server. It grows the backoff like any failure, from at least
+//!   [`OutboundConfig::refusal_backoff_floor`] (default 10 minutes, Synapse's first interval),
+//!   so such a destination is asked again rarely instead of being sent the whole backlog
+//!   back to back, and the transaction keeps its PDUs for the retry.
+//!
+//! The identical bytes may be refused for ever, though (one poisoned PDU), and retrying them
+//! "until a success" would wedge the destination behind one transaction. So a transaction
+//! refused [`OutboundConfig::max_refusals`] times in a row (default 3; another kind of failure in
+//! between starts the count again) is **abandoned**: [`Event::TransactionRejected`], then each
+//! PDU as [`Event::PduDropped`] (with `catch_up` set when no newer PDU of its room is still
+//! queued, i.e. the host must run catch-up for that room later, as Synapse does after a failed
+//! transaction), each ephemeral EDU as [`Event::EduDropped`], and each reliable EDU handed back
+//! as [`Event::ReliableEduReturned`] so the host, which holds them durably, decides when to
+//! queue them again (re-queueing one that caused the refusal would just loop). The backoff is
+//! kept: the next transaction waits for the retry time the last refusal set
+//! ([`DestinationQueue::poll_timeout`]).
+//!
+//! # Catch-up mode
+//! Once a failure's retry delay reaches [`OutboundConfig::catch_up_after`] (default 1 h, as
+//! Synapse's `CATCHUP_RETRY_INTERVAL`), the destination has been failing for long and may stay
+//! down for days: keeping every PDU for it would grow the queue (and the host's rows) by every
+//! event of every shared room. The queue then keeps only the **newest queued PDU of each room**:
+//! the others are dropped as [`Event::PduDropped`] (reason [`DropReason::CatchUp`], `catch_up:
+//! false`, since the newest stays), and so is a room's queued PDU whenever a newer one is queued
+//! while in the mode. When it comes back, the destination receives the latest event of each
+//! room and fetches what it lacks with `/get_missing_events`, which is Synapse's catch-up (it
+//! sends the latest event per room from its database). The transaction in flight is not
+//! touched. The mode ends with the next success ([`DestinationQueue::is_catching_up`]).
 //!
 //! # Overflow
 //! - **PDUs** (bound: [`OutboundConfig::max_pending_pdus`], counting queued PDUs not in flight):
@@ -90,6 +119,7 @@
 //!
 //! q.handle_response(now, Outcome::Failure(Failure::Timeout)).unwrap();
 //! assert!(matches!(q.poll_event(), Some(Event::DestinationDown { .. })));
+//! assert!(matches!(q.poll_event(), Some(Event::BackoffChanged { retry: Some(_) })));
 //! now = q.poll_timeout().unwrap();
 //! q.handle_timeout(now);
 //! let retry = q.poll_transmit(now).unwrap();
@@ -98,10 +128,12 @@
 //! q.handle_response(now, Outcome::Success(TransactionResponse::new())).unwrap();
 //! assert!(matches!(q.poll_event(), Some(Event::Delivered { .. })));
 //! assert!(matches!(q.poll_event(), Some(Event::DestinationUp)));
+//! assert!(matches!(q.poll_event(), Some(Event::BackoffChanged { retry: None })));
 //! assert!(q.is_idle());
 //! ```
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use crate::canonical::{encode_object_into, parse_object, Int, Object, ParseOptions, Value};
 use crate::edu::{Edu, Presence, PresenceUpdate, Receipt, ReceiptEntry};
@@ -132,6 +164,15 @@ pub struct OutboundConfig {
     pub max_pending_edus: usize,
     /// Reliable EDUs queued at most; more are handed back to the host.
     pub max_pending_reliable_edus: usize,
+    /// Shortest retry interval (before jitter) after a refusal (a 4xx other than 401, 408 and
+    /// 429): a destination that refuses is not asked again sooner, however short the backoff
+    /// was. Synapse's first interval for every failure.
+    pub refusal_backoff_floor: Millis,
+    /// A transaction refused this many times in a row is abandoned (at least 1 is used).
+    pub max_refusals: u32,
+    /// Once a failure's retry delay is this long, the queue keeps only the newest PDU of each
+    /// room until the next success (catch-up mode, see the module docs). Synapse's is 1 h.
+    pub catch_up_after: Millis,
 }
 
 impl Default for OutboundConfig {
@@ -142,6 +183,9 @@ impl Default for OutboundConfig {
             max_pending_pdus: 1000,
             max_pending_edus: 1000,
             max_pending_reliable_edus: 1000,
+            refusal_backoff_floor: Millis::from_secs(600),
+            max_refusals: 3,
+            catch_up_after: Millis::from_secs(3600),
         }
     }
 }
@@ -199,6 +243,8 @@ pub struct Backoff {
     cap: Millis,
     rng: SplitMix64,
     failures: u32,
+    /// The last interval before jitter: the next one doubles it.
+    interval: Millis,
     last: Millis,
 }
 
@@ -211,6 +257,7 @@ impl Backoff {
             cap: Millis(cap.0.max(base.0)),
             rng: SplitMix64::new(seed),
             failures: 0,
+            interval: Millis(0),
             last: Millis(0),
         }
     }
@@ -218,8 +265,28 @@ impl Backoff {
     /// Records a failure and returns how long to wait before the retry: at least `at_least`
     /// (a 429's `retry_after_ms`) and the previous delay, at most the cap.
     pub fn failure(&mut self, at_least: Millis) -> Millis {
-        let shift = self.failures.min(63);
-        let interval = self.base.0.saturating_mul(1u64 << shift).min(self.cap.0);
+        self.failure_with_floor(Millis(0), at_least)
+    }
+
+    /// As [`Backoff::failure`], with the interval before jitter raised to at least `floor`
+    /// (capped): the following failures double from there, so a floor starts the backoff
+    /// higher rather than holding it at the floor.
+    ///
+    /// ```
+    /// use mxfed_core::outbound::Backoff;
+    /// use mxfed_core::Millis;
+    /// let mut b = Backoff::new(Millis(1000), Millis(1_000_000), 1);
+    /// let first = b.failure_with_floor(Millis(60_000), Millis(0)).0;
+    /// assert!((60_000..=90_000).contains(&first));
+    /// assert!(b.failure(Millis(0)).0 >= 120_000, "doubles from the floor");
+    /// ```
+    pub fn failure_with_floor(&mut self, floor: Millis, at_least: Millis) -> Millis {
+        let doubled = if self.failures == 0 {
+            self.base.0
+        } else {
+            self.interval.0.saturating_mul(2)
+        };
+        let interval = doubled.max(floor.0).min(self.cap.0);
         let jitter = self.rng.below(interval / 2 + 1);
         let delay = interval
             .saturating_add(jitter)
@@ -227,6 +294,7 @@ impl Backoff {
             .max(self.last.0)
             .min(self.cap.0);
         self.failures = self.failures.saturating_add(1);
+        self.interval = Millis(interval);
         self.last = Millis(delay);
         self.last
     }
@@ -234,6 +302,7 @@ impl Backoff {
     /// Forgets the failures: the next delay starts from `base` again. The PRNG carries on.
     pub fn reset(&mut self) {
         self.failures = 0;
+        self.interval = Millis(0);
         self.last = Millis(0);
     }
 
@@ -298,8 +367,15 @@ pub enum Failure {
         /// How long the destination asked us to wait.
         retry_after: Option<Millis>,
     },
-    /// Any other non-200 status. 401 and 408 are retried; the rest abandon the transaction
-    /// (see the module docs).
+    /// A 2xx whose body is not a JSON object (a proxy's HTML catch-all page, an empty 204): not
+    /// an acknowledgement, as Synapse requires a JSON body. Retried.
+    InvalidResponse {
+        /// The status.
+        status: u16,
+    },
+    /// Any other status. Retried; every one but 401 and 408 is a refusal (see the module
+    /// docs): the backoff starts at least at [`OutboundConfig::refusal_backoff_floor`] and the
+    /// transaction is abandoned after [`OutboundConfig::max_refusals`] in a row.
     ClientError {
         /// The status.
         status: u16,
@@ -307,20 +383,25 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// Classifies an HTTP status other than 200 (`retry_after` is only used with 429).
+    /// Classifies the status of an answer that is not an acknowledgement (`retry_after` is only
+    /// used with 429); a 2xx here is one without a JSON object body. See [`Outcome::from_http`]
+    /// for a whole answer.
     pub fn from_status(status: u16, retry_after: Option<Millis>) -> Failure {
         match status {
+            200..=299 => Failure::InvalidResponse { status },
             429 => Failure::RateLimited { retry_after },
             500..=599 => Failure::ServerError { status },
             _ => Failure::ClientError { status },
         }
     }
 
-    /// Whether the same transaction is retried after it (otherwise it is abandoned).
-    pub fn is_retryable(&self) -> bool {
+    /// Whether this is a refusal: the destination understood the request and said no (any
+    /// status that is not a 2xx, 5xx, 401, 408 or 429). Refusals are retried too, but no
+    /// sooner than the floor, and a transaction refused too often is abandoned.
+    pub fn is_refusal(&self) -> bool {
         match self {
-            Failure::ClientError { status } => matches!(status, 401 | 408 | 429),
-            _ => true,
+            Failure::ClientError { status } => !matches!(status, 401 | 408 | 429),
+            _ => false,
         }
     }
 }
@@ -329,11 +410,70 @@ impl Failure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// 200, with the parsed response (use an empty one if the body could not be read: the 200
-    /// alone acknowledges the transaction).
+    /// A 2xx with a JSON object body, with the parsed response (an empty one if its `pdus`
+    /// could not be read: the answer alone acknowledges the transaction).
     Success(TransactionResponse),
     /// Anything else.
     Failure(Failure),
+}
+
+impl Outcome {
+    /// Classifies an HTTP answer to `PUT /send`: a 2xx whose body is a JSON object acknowledges
+    /// the transaction (Synapse takes every 2xx, and requires a JSON body); a 2xx with any
+    /// other body is [`Failure::InvalidResponse`], retried; any other status goes through
+    /// [`Failure::from_status`], with a 429's `retry_after_ms` read from its body.
+    ///
+    /// ```
+    /// use mxfed_core::outbound::{Failure, Outcome};
+    /// use mxfed_core::Millis;
+    /// assert!(matches!(Outcome::from_http(200, br#"{"pdus":{}}"#), Outcome::Success(_)));
+    /// assert!(matches!(Outcome::from_http(202, b"{}"), Outcome::Success(_)));
+    /// assert_eq!(
+    ///     Outcome::from_http(200, b"<html>hello</html>"),
+    ///     Outcome::Failure(Failure::InvalidResponse { status: 200 })
+    /// );
+    /// assert_eq!(
+    ///     Outcome::from_http(429, br#"{"errcode":"M_LIMIT_EXCEEDED","retry_after_ms":2000}"#),
+    ///     Outcome::Failure(Failure::RateLimited { retry_after: Some(Millis(2000)) })
+    /// );
+    /// assert_eq!(
+    ///     Outcome::from_http(404, b"not found"),
+    ///     Outcome::Failure(Failure::ClientError { status: 404 })
+    /// );
+    /// ```
+    pub fn from_http(status: u16, body: &[u8]) -> Outcome {
+        let object = parse_object(body, &ParseOptions::LEGACY).ok();
+        match (status, object) {
+            (200..=299, Some(o)) => {
+                Outcome::Success(TransactionResponse::from_object(&o).unwrap_or_default())
+            }
+            (_, object) => {
+                let retry_after = object
+                    .as_ref()
+                    .and_then(|o| o.get("retry_after_ms"))
+                    .and_then(Value::as_int)
+                    .and_then(|ms| u64::try_from(ms).ok())
+                    .map(Millis);
+                Outcome::Failure(Failure::from_status(status, retry_after))
+            }
+        }
+    }
+}
+
+/// A failing destination's backoff, for the host to keep across restarts as Synapse keeps its
+/// retry timings: [`Event::BackoffChanged`] gives it after every failure, and
+/// [`DestinationQueue::restore_backoff`] hands it to the next process's queue, which then
+/// sends nothing before `retry_at` and goes on growing the backoff from where it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryState {
+    /// When the destination may be tried again.
+    pub retry_at: Timestamp,
+    /// Consecutive failures so far.
+    pub failures: u32,
+    /// The last retry interval before jitter (the next failure doubles it).
+    pub interval: Millis,
+    /// The last retry delay (the next one is at least as long).
+    pub delay: Millis,
 }
 
 /// A PDU named by its room and event ID.
@@ -351,19 +491,22 @@ pub struct PduRef {
 pub enum DropReason {
     /// The queue was over its bound.
     Overflow,
-    /// The transaction holding it was refused with this status.
+    /// The transaction holding it was refused with this status too many times in a row.
     Rejected {
         /// The HTTP status.
         status: u16,
     },
+    /// The destination has been failing for long (catch-up mode): a newer PDU of the same room
+    /// is queued and stands for it.
+    CatchUp,
 }
 
 /// Something the host must know or act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A transaction was acknowledged (200): its PDUs and EDUs are delivered. Reliable EDUs can
-    /// now be deleted from the host's durable store.
+    /// A transaction was acknowledged (a 2xx with a JSON object): its PDUs and EDUs are
+    /// delivered. Reliable EDUs can now be deleted from the host's durable store.
     Delivered {
         /// The transaction.
         txn_id: String,
@@ -405,21 +548,29 @@ pub enum Event {
         /// Why.
         reason: DropReason,
     },
-    /// The in-flight transaction was refused for good (see the 4xx policy); the events about its
-    /// contents follow.
+    /// The in-flight transaction was refused too many times in a row and is abandoned (see the
+    /// 4xx policy); the events about its contents follow.
     TransactionRejected {
         /// The transaction.
         txn_id: String,
         /// The HTTP status.
         status: u16,
     },
-    /// The destination stopped answering (first failure after a success, or at the start).
+    /// Sending to the destination started failing (the first failure, or refusal, after a
+    /// success or at the start).
     DestinationDown {
         /// When the transaction is retried.
         retry_at: Timestamp,
     },
-    /// The destination answers again.
+    /// The destination accepted a transaction again (or contacted us).
     DestinationUp,
+    /// The backoff changed: after every failure (`Some`: persist it, see [`RetryState`]), and
+    /// when a success or [`DestinationQueue::mark_reachable`] reset it after failures (`None`:
+    /// forget it).
+    BackoffChanged {
+        /// The backoff now, if the destination is failing.
+        retry: Option<RetryState>,
+    },
 }
 
 /// Misuse of the queue by the host.
@@ -450,7 +601,8 @@ struct QueuedPdu {
     seq: u64,
     room_id: String,
     event_id: String,
-    pdu: Object,
+    /// Shared: a host queueing one event for many destinations keeps one copy.
+    pdu: Arc<Object>,
 }
 
 /// What an ephemeral EDU entry supersedes: a newer entry with the same key replaces it.
@@ -501,6 +653,8 @@ struct InFlight {
     pdus: Vec<PduRef>,
     edus: Vec<Edu>,
     attempts: u32,
+    /// Refusals of this transaction in a row (another kind of failure resets it).
+    refusals: u32,
     state: FlightState,
 }
 
@@ -526,6 +680,11 @@ pub struct DestinationQueue {
     /// Reliable EDUs, FIFO, never coalesced.
     reliable: VecDeque<Edu>,
     in_flight: Option<InFlight>,
+    /// After a transaction was abandoned: no new one before this (the backoff still holds).
+    not_before: Option<Timestamp>,
+    /// Catch-up mode: the destination has been failing for long; only the newest queued PDU of
+    /// each room is kept, until the next success.
+    catching_up: bool,
     backoff: Backoff,
     /// Whether the last attempt failed (for the down/up events).
     down: bool,
@@ -555,6 +714,8 @@ impl DestinationQueue {
             eph_order: BTreeMap::new(),
             reliable: VecDeque::new(),
             in_flight: None,
+            not_before: None,
+            catching_up: false,
             backoff: Backoff::new(config.backoff_base, config.backoff_cap, seed),
             down: false,
             events: VecDeque::new(),
@@ -563,23 +724,29 @@ impl DestinationQueue {
 
     // -- inputs ----------------------------------------------------------------------------------
 
-    /// Queues a PDU. Queue order is send order. May drop an older, superseded PDU (Overflow).
+    /// Queues a PDU. Queue order is send order. May drop an older, superseded PDU (Overflow,
+    /// catch-up mode). An `Arc<Object>` shares one copy among the queues of every destination.
     pub fn queue_pdu(
         &mut self,
         now: Timestamp,
         event_id: impl Into<String>,
         room_id: impl Into<String>,
-        pdu: Object,
+        pdu: impl Into<Arc<Object>>,
     ) {
         self.advance(now);
         let seq = self.next_seq();
         let room_id = room_id.into();
-        self.newest_pdu.insert(room_id.clone(), seq);
+        if let Some(older) = self.newest_pdu.insert(room_id.clone(), seq) {
+            if self.catching_up {
+                // The room's one queued PDU gives way to this newer one.
+                self.drop_queued(older, DropReason::CatchUp);
+            }
+        }
         self.pdus.push_back(QueuedPdu {
             seq,
             room_id,
             event_id: event_id.into(),
-            pdu,
+            pdu: pdu.into(),
         });
         while self.pdus.len() > self.config.max_pending_pdus {
             let superseded = self
@@ -597,6 +764,38 @@ impl DestinationQueue {
                 reason: DropReason::Overflow,
                 catch_up: false,
             });
+        }
+    }
+
+    /// Drops the queued PDU with this sequence number, superseded by a newer one of its room.
+    fn drop_queued(&mut self, seq: u64, reason: DropReason) {
+        // Queue order is sequence order.
+        let Ok(i) = self.pdus.binary_search_by_key(&seq, |q| q.seq) else {
+            return;
+        };
+        if let Some(q) = self.pdus.remove(i) {
+            self.events.push_back(Event::PduDropped {
+                pdu: PduRef {
+                    room_id: q.room_id,
+                    event_id: q.event_id,
+                },
+                reason,
+                catch_up: false,
+            });
+        }
+    }
+
+    /// Enters catch-up mode: every queued PDU but the newest of its room is dropped.
+    fn start_catching_up(&mut self) {
+        self.catching_up = true;
+        let superseded: Vec<u64> = self
+            .pdus
+            .iter()
+            .filter(|q| self.newest_pdu.get(&q.room_id) != Some(&q.seq))
+            .map(|q| q.seq)
+            .collect();
+        for seq in superseded {
+            self.drop_queued(seq, DropReason::CatchUp);
         }
     }
 
@@ -702,52 +901,111 @@ impl DestinationQueue {
                         });
                     }
                 }
+                self.catching_up = false;
                 self.reachable();
             }
-            Outcome::Failure(failure) if failure.is_retryable() => {
+            Outcome::Failure(failure) => {
                 let at_least = match failure {
                     Failure::RateLimited {
                         retry_after: Some(d),
                     } => d,
                     _ => Millis(0),
                 };
-                let retry_at = now + self.backoff.failure(at_least);
-                flight.state = FlightState::RetryAt(retry_at);
-                self.in_flight = Some(flight);
+                let refused = failure.is_refusal();
+                let floor = if refused {
+                    self.config.refusal_backoff_floor
+                } else {
+                    Millis(0)
+                };
+                let delay = self.backoff.failure_with_floor(floor, at_least);
+                let retry_at = now + delay;
                 if !self.down {
                     self.down = true;
                     self.events.push_back(Event::DestinationDown { retry_at });
                 }
-            }
-            Outcome::Failure(failure) => {
-                let status = match failure {
-                    Failure::ClientError { status } | Failure::ServerError { status } => status,
-                    _ => 0,
-                };
-                let reason = DropReason::Rejected { status };
-                self.events.push_back(Event::TransactionRejected {
-                    txn_id: flight.txn_id,
-                    status,
+                self.events.push_back(Event::BackoffChanged {
+                    retry: Some(RetryState {
+                        retry_at,
+                        failures: self.backoff.failures,
+                        interval: self.backoff.interval,
+                        delay,
+                    }),
                 });
-                for pdu in flight.pdus {
-                    let catch_up = !self.newest_pdu.contains_key(&pdu.room_id);
-                    self.events.push_back(Event::PduDropped {
-                        pdu,
-                        reason,
-                        catch_up,
-                    });
+                flight.refusals = if refused {
+                    flight.refusals.saturating_add(1)
+                } else {
+                    0
+                };
+                if refused && flight.refusals >= self.config.max_refusals.max(1) {
+                    let status = match failure {
+                        Failure::ClientError { status } => status,
+                        _ => 0,
+                    };
+                    self.abandon(flight, status);
+                    self.not_before = Some(retry_at);
+                } else {
+                    flight.state = FlightState::RetryAt(retry_at);
+                    self.in_flight = Some(flight);
                 }
-                for edu in flight.edus {
-                    self.events.push_back(if edu.is_reliable() {
-                        Event::ReliableEduReturned { edu, reason }
-                    } else {
-                        Event::EduDropped { edu, reason }
-                    });
+                if delay >= self.config.catch_up_after && !self.catching_up {
+                    self.start_catching_up();
                 }
-                self.answered();
             }
         }
         Ok(())
+    }
+
+    /// Lets go of a transaction refused too often: events for everything in it.
+    fn abandon(&mut self, flight: InFlight, status: u16) {
+        let reason = DropReason::Rejected { status };
+        self.events.push_back(Event::TransactionRejected {
+            txn_id: flight.txn_id,
+            status,
+        });
+        for pdu in flight.pdus {
+            let catch_up = !self.newest_pdu.contains_key(&pdu.room_id);
+            self.events.push_back(Event::PduDropped {
+                pdu,
+                reason,
+                catch_up,
+            });
+        }
+        for edu in flight.edus {
+            self.events.push_back(if edu.is_reliable() {
+                Event::ReliableEduReturned { edu, reason }
+            } else {
+                Event::EduDropped { edu, reason }
+            });
+        }
+    }
+
+    /// Resumes the backoff a previous queue for this destination had ([`RetryState`], saved
+    /// from [`Event::BackoffChanged`]): nothing is sent before `retry_at` (at most the cap from
+    /// `now`, should the clock have gone back), the next failure grows the backoff from where
+    /// it was, and a delay that reached [`OutboundConfig::catch_up_after`] resumes catch-up
+    /// mode. Call it on a new queue, before transmitting. No event is emitted.
+    pub fn restore_backoff(&mut self, now: Timestamp, retry: RetryState) {
+        if retry.failures == 0 {
+            return;
+        }
+        let cap = self.backoff.cap;
+        self.backoff.failures = retry.failures;
+        self.backoff.interval = Millis(retry.interval.0.min(cap.0));
+        self.backoff.last = Millis(retry.delay.0.min(cap.0));
+        self.down = true;
+        let retry_at = retry.retry_at.min(now + cap);
+        if retry_at > now {
+            match &mut self.in_flight {
+                Some(f) if f.state != FlightState::Awaiting => {
+                    f.state = FlightState::RetryAt(retry_at);
+                }
+                Some(_) => {}
+                None => self.not_before = Some(retry_at),
+            }
+        }
+        if self.backoff.last >= self.config.catch_up_after && !self.catching_up {
+            self.start_catching_up();
+        }
     }
 
     /// Processes timers: a retry that is due becomes ready to transmit.
@@ -768,16 +1026,15 @@ impl DestinationQueue {
     }
 
     fn reachable(&mut self) {
-        self.backoff.reset();
-        self.answered();
-    }
-
-    /// The destination answered (perhaps with a refusal): it is up, the backoff as it was.
-    fn answered(&mut self) {
         if self.down {
             self.down = false;
             self.events.push_back(Event::DestinationUp);
         }
+        if self.backoff.failures > 0 {
+            self.events.push_back(Event::BackoffChanged { retry: None });
+        }
+        self.backoff.reset();
+        self.not_before = None;
     }
 
     // -- outputs ---------------------------------------------------------------------------------
@@ -786,7 +1043,7 @@ impl DestinationQueue {
     /// new transaction when nothing is in flight and something is queued.
     pub fn poll_transmit(&mut self, now: Timestamp) -> Option<Transmit> {
         self.advance(now);
-        if self.in_flight.is_none() {
+        if self.in_flight.is_none() && self.not_before.is_none() {
             self.in_flight = self.build(now);
         }
         let f = self.in_flight.as_mut()?;
@@ -807,11 +1064,15 @@ impl DestinationQueue {
     }
 
     /// When [`DestinationQueue::handle_timeout`] must next be called: the retry time of a
-    /// failed transaction, if one is waiting.
+    /// failed transaction, if one is waiting, or after an abandoned one, the time the next
+    /// transaction may go.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        match self.in_flight.as_ref()?.state {
-            FlightState::RetryAt(t) => Some(t),
-            _ => None,
+        match &self.in_flight {
+            Some(f) => match f.state {
+                FlightState::RetryAt(t) => Some(t),
+                _ => None,
+            },
+            None => self.not_before,
         }
     }
 
@@ -871,7 +1132,13 @@ impl DestinationQueue {
             .is_some_and(|f| f.state == FlightState::Awaiting)
     }
 
-    /// Consecutive failures of the current transaction.
+    /// Whether the queue is in catch-up mode (only the newest PDU of each room is kept).
+    pub fn is_catching_up(&self) -> bool {
+        self.catching_up
+    }
+
+    /// Consecutive failures (refusals included) since the last success or
+    /// [`DestinationQueue::mark_reachable`].
     pub fn failures(&self) -> u32 {
         self.backoff.failures()
     }
@@ -891,8 +1158,11 @@ impl DestinationQueue {
         self.seq
     }
 
-    /// Turns a due retry into a ready one.
+    /// Turns a due retry into a ready one, and ends the wait after an abandoned transaction.
     fn advance(&mut self, now: Timestamp) {
+        if self.not_before.is_some_and(|t| t <= now) {
+            self.not_before = None;
+        }
         if let Some(f) = &mut self.in_flight {
             if matches!(f.state, FlightState::RetryAt(t) if t <= now) {
                 f.state = FlightState::Ready;
@@ -1000,7 +1270,7 @@ impl DestinationQueue {
                 room_id: q.room_id,
                 event_id: q.event_id,
             });
-            pdus.push(Value::Object(q.pdu));
+            pdus.push(Value::Object(Arc::unwrap_or_clone(q.pdu)));
         }
 
         let mut body = Object::new();
@@ -1022,6 +1292,7 @@ impl DestinationQueue {
             pdus: refs,
             edus,
             attempts: 0,
+            refusals: 0,
             state: FlightState::Ready,
         })
     }
@@ -1049,12 +1320,44 @@ mod tests {
 
     #[test]
     fn failure_classes() {
-        assert!(Failure::from_status(503, None).is_retryable());
-        assert!(Failure::from_status(429, Some(Millis(5))).is_retryable());
-        assert!(Failure::from_status(401, None).is_retryable());
-        assert!(Failure::from_status(408, None).is_retryable());
-        assert!(!Failure::from_status(400, None).is_retryable());
-        assert!(!Failure::from_status(403, None).is_retryable());
-        assert!(!Failure::from_status(302, None).is_retryable());
+        assert!(!Failure::from_status(503, None).is_refusal());
+        assert!(!Failure::from_status(429, Some(Millis(5))).is_refusal());
+        assert!(!Failure::from_status(401, None).is_refusal());
+        assert!(!Failure::from_status(408, None).is_refusal());
+        assert!(!Failure::Network.is_refusal());
+        assert!(Failure::from_status(400, None).is_refusal());
+        assert!(Failure::from_status(403, None).is_refusal());
+        assert!(Failure::from_status(404, None).is_refusal());
+        assert!(Failure::from_status(302, None).is_refusal());
+        assert_eq!(
+            Failure::from_status(204, None),
+            Failure::InvalidResponse { status: 204 }
+        );
+        assert!(!Failure::InvalidResponse { status: 200 }.is_refusal());
+    }
+
+    #[test]
+    fn answers_to_send() {
+        let ok = |s, b: &[u8]| matches!(Outcome::from_http(s, b), Outcome::Success(_));
+        assert!(ok(200, br#"{"pdus":{"$e":{}}}"#));
+        assert!(
+            ok(200, br#"{"pdus":"garbled"}"#),
+            "a JSON object acknowledges"
+        );
+        assert!(ok(201, b"{}") && ok(204, b"{}"));
+        for body in [&b""[..], b"<html></html>", b"[]", b"\"ok\""] {
+            assert_eq!(
+                Outcome::from_http(200, body),
+                Outcome::Failure(Failure::InvalidResponse { status: 200 })
+            );
+        }
+        assert_eq!(
+            Outcome::from_http(429, b"<html>slow down</html>"),
+            Outcome::Failure(Failure::RateLimited { retry_after: None })
+        );
+        assert_eq!(
+            Outcome::from_http(503, br#"{"retry_after_ms":5}"#),
+            Outcome::Failure(Failure::ServerError { status: 503 })
+        );
     }
 }

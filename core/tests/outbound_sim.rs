@@ -6,15 +6,22 @@
 //! - a retry re-sends the same txn ID and the same body; new txn IDs never repeat;
 //! - every transaction takes the oldest queued PDUs in queue order, ≤ 50 PDUs, ≤ 100 EDUs;
 //! - no PDU is acknowledged twice, and at the end every PDU was acknowledged exactly once or
-//!   reported dropped exactly once (overflow: never the newest of its room; rejection: with
-//!   `catch_up` exactly when no newer PDU of the room is queued);
+//!   reported dropped exactly once (overflow: never the newest of its room; rejection: only
+//!   when its transaction was refused `max_refusals` times in a row, with `catch_up` exactly
+//!   when no newer PDU of the room is queued; catch-up: never the newest of its room, and only
+//!   in catch-up mode);
+//! - every failure, refusals included, is retried with the same transaction until it is
+//!   abandoned, and nothing is sent before the retry time, not even a new transaction after an
+//!   abandoned one;
 //! - backoff delays are monotone non-decreasing across consecutive failures, at most the cap,
-//!   at least a 429's `retry_after`, and start again from the base after a success;
+//!   at least a 429's `retry_after`, at least the refusal floor after a refusal, and start again
+//!   from the base (or the floor) after a success;
 //! - coalescing never loses the latest state: for every typing/presence/receipt key, the last
 //!   state queued is the last one delivered, unless it was reported dropped; states for one key
 //!   are delivered in the order queued;
 //! - reliable EDUs are delivered exactly once, in order, or handed back, never lost;
-//! - the queue bounds hold.
+//! - the queue bounds hold, and in catch-up mode (entered when a retry delay reaches
+//!   `catch_up_after`, left on a success) at most one PDU per room is queued.
 //!
 //! The other tests pin down each documented policy on small hand-made cases.
 
@@ -29,7 +36,7 @@ use mxfed_core::edu::{
 };
 use mxfed_core::outbound::{
     Backoff, DestinationQueue, DropReason, Event, Failure, OutboundConfig, OutboundError, Outcome,
-    PduRef, SplitMix64, Transmit,
+    PduRef, RetryState, SplitMix64, Transmit,
 };
 use mxfed_core::transaction::{parse_transaction, TransactionResponse, MAX_EDUS, MAX_PDUS};
 use mxfed_core::{Millis, Timestamp};
@@ -256,6 +263,7 @@ struct Stats {
     delivered_txns: u64,
     rejected_txns: u64,
     pdus_dropped_overflow: u64,
+    pdus_dropped_catch_up: u64,
     edus_dropped_overflow: u64,
     reliable_returned: u64,
     capped_delays: u64,
@@ -271,6 +279,7 @@ impl Stats {
         self.delivered_txns += o.delivered_txns;
         self.rejected_txns += o.rejected_txns;
         self.pdus_dropped_overflow += o.pdus_dropped_overflow;
+        self.pdus_dropped_catch_up += o.pdus_dropped_catch_up;
         self.edus_dropped_overflow += o.edus_dropped_overflow;
         self.reliable_returned += o.reliable_returned;
         self.capped_delays += o.capped_delays;
@@ -288,8 +297,12 @@ struct Sim {
     latest_in_room: BTreeMap<String, String>,
     /// The request the queue is waiting on an answer for.
     outstanding: Option<Transmit>,
-    /// After a retryable failure: the request the next transmit must repeat.
+    /// After a failure: the request the next transmit must repeat.
     must_repeat: Option<Transmit>,
+    /// Refusals in a row of the transaction in flight.
+    refusals: u32,
+    /// `TransactionRejected` events seen.
+    rejections_seen: u64,
     txn_ids: BTreeSet<String>,
     /// Backoff delays of the current failure streak.
     streak: Vec<u64>,
@@ -324,6 +337,8 @@ impl Sim {
             latest_in_room: BTreeMap::new(),
             outstanding: None,
             must_repeat: None,
+            refusals: 0,
+            rejections_seen: 0,
             txn_ids: BTreeSet::new(),
             streak: Vec::new(),
             down: false,
@@ -387,6 +402,13 @@ impl Sim {
             .map(|p| p.room_id.as_str())
             .collect();
         assert!(self.q.pending_pdus() <= self.cfg.max_pending_pdus.max(rooms_queued.len()));
+        if self.q.is_catching_up() {
+            assert_eq!(
+                self.q.pending_pdus(),
+                rooms_queued.len(),
+                "one PDU per room"
+            );
+        }
         assert!(self.q.pending_edus() <= self.cfg.max_pending_edus);
         assert!(self.q.pending_reliable_edus() <= self.cfg.max_pending_reliable_edus);
         assert_eq!(self.q.awaiting_response(), self.outstanding.is_some());
@@ -417,6 +439,7 @@ impl Sim {
         } else {
             assert!(self.txn_ids.insert(t.txn_id.clone()), "txn ID reused");
             assert_eq!(t.attempt, 1);
+            self.refusals = 0;
             self.check_new_transaction(&t);
         }
         self.outstanding = Some(t);
@@ -481,17 +504,23 @@ impl Sim {
                 self.streak.clear();
                 self.drain_events(Some(&t));
             }
-            Outcome::Failure(f) if f.is_retryable() => {
+            Outcome::Failure(f) => {
                 self.check_backoff(f);
-                self.must_repeat = Some(t.clone());
-                self.drain_events(Some(&t));
-                // Not before the retry time.
-                assert!(self.q.poll_transmit(self.now).is_none() || self.streak.last() == Some(&0));
-            }
-            Outcome::Failure(_) => {
-                // A refusal leaves the backoff as it was: the streak of delays goes on.
-                self.stats.rejected_txns += 1;
-                self.drain_events(Some(&t));
+                self.refusals = if f.is_refusal() { self.refusals + 1 } else { 0 };
+                let rejections = self.rejections_seen;
+                if self.refusals >= self.cfg.max_refusals.max(1) {
+                    // Abandoned; the backoff goes on for the next transaction.
+                    self.stats.rejected_txns += 1;
+                    self.drain_events(Some(&t));
+                    assert_eq!(self.rejections_seen, rejections + 1, "abandoned");
+                } else {
+                    self.must_repeat = Some(t.clone());
+                    self.drain_events(Some(&t));
+                    assert_eq!(self.rejections_seen, rejections, "not abandoned yet");
+                }
+                // Nothing before the retry time, neither the retry nor a new transaction.
+                assert!(self.q.poll_timeout().unwrap() > self.now);
+                assert!(self.q.poll_transmit(self.now).is_none());
             }
             _ => unreachable!(),
         }
@@ -506,6 +535,12 @@ impl Sim {
         let delay = (retry_at - self.now).0;
         let (base, cap) = (self.cfg.backoff_base.0, self.cfg.backoff_cap.0);
         assert!(delay <= cap, "delay {delay} over the cap {cap}");
+        let floor = if f.is_refusal() {
+            self.cfg.refusal_backoff_floor.0.min(cap)
+        } else {
+            0
+        };
+        assert!(delay >= floor, "a refusal waits at least the floor");
         if let Failure::RateLimited {
             retry_after: Some(d),
         } = f
@@ -528,9 +563,10 @@ impl Sim {
                 }
             )
         {
+            let first = base.max(floor).min(cap);
             assert!(
-                delay <= base + base / 2,
-                "first delay restarts from the base"
+                delay <= first + first / 2,
+                "first delay restarts from the base (or the floor)"
             );
         }
         if delay == cap {
@@ -594,6 +630,16 @@ impl Sim {
                             assert!(!catch_up);
                             self.stats.pdus_dropped_overflow += 1;
                         }
+                        DropReason::CatchUp => {
+                            assert!(self.q.is_catching_up());
+                            assert_eq!(state, State::Queued);
+                            assert_ne!(
+                                self.latest_in_room[&pdu.room_id], pdu.event_id,
+                                "catch-up keeps the newest PDU of a room"
+                            );
+                            assert!(!catch_up);
+                            self.stats.pdus_dropped_catch_up += 1;
+                        }
                         DropReason::Rejected { .. } => {
                             assert_eq!(state, State::InTxn);
                             assert!(sent.as_ref().unwrap().0.contains(&pdu));
@@ -641,6 +687,7 @@ impl Sim {
                 }
                 Event::TransactionRejected { txn_id, .. } => {
                     assert_eq!(txn_id, answered.unwrap().txn_id);
+                    self.rejections_seen += 1;
                 }
                 Event::RemotePduError { event_id, .. } => {
                     assert!(self.acked.contains(&event_id));
@@ -653,6 +700,15 @@ impl Sim {
                 Event::DestinationUp => {
                     assert!(self.down);
                     self.down = false;
+                }
+                Event::BackoffChanged { retry: Some(r) } => {
+                    assert_eq!(Some(r.retry_at), self.q.poll_timeout());
+                    assert_eq!(r.failures, self.q.failures());
+                    assert_eq!(self.streak.last(), Some(&r.delay.0));
+                }
+                Event::BackoffChanged { retry: None } => {
+                    assert_eq!(self.q.failures(), 0);
+                    assert!(self.streak.is_empty());
                 }
                 other => panic!("unexpected event {other:?}"),
             }
@@ -726,6 +782,13 @@ fn random_config(rng: &mut Rng) -> OutboundConfig {
         },
         max_pending_edus: rng.range(1, 12) as usize,
         max_pending_reliable_edus: rng.range(1, 10) as usize,
+        refusal_backoff_floor: Millis(if rng.percent(30) {
+            0
+        } else {
+            rng.range(1, base * 20)
+        }),
+        max_refusals: rng.range(0, 3) as u32,
+        catch_up_after: Millis(base << rng.range(0, 10)),
     }
 }
 
@@ -856,6 +919,7 @@ fn random_interleavings_keep_every_invariant() {
     assert!(total.retries > 1_000 && total.rejected_txns > 100);
     assert!(total.pdus_dropped_overflow > 100 && total.edus_dropped_overflow > 100);
     assert!(total.reliable_returned > 100 && total.capped_delays > 100);
+    assert!(total.pdus_dropped_catch_up > 100);
 }
 
 /// Same scenario seed and queue seed → the same run, event for event; a different queue seed
@@ -1147,30 +1211,92 @@ fn batching_follows_synapse_priorities() {
     assert_eq!((t.pdu_count, t.edu_count), (50, 100));
 }
 
-/// A 4xx abandons the transaction: events for everything in it, catch-up flagged only for rooms
-/// with nothing newer queued, reliable EDUs handed back, the destination up with its backoff
-/// as it was (as Synapse leaves it), next transaction new and at once.
+/// A refusal (a proxy's 404, a whitelist's 403) is a failure like any other: nothing more goes
+/// at once, the transaction keeps its PDUs and is retried with the same bytes no sooner than
+/// the floor, and the backoff grows from the floor.
 #[test]
-fn client_error_abandons_the_transaction() {
+fn refusals_back_off_from_the_floor_and_keep_the_transaction() {
+    let now = Timestamp(1_000);
+    let cfg = OutboundConfig::default();
+    let floor = cfg.refusal_backoff_floor;
+    assert_eq!(floor, Millis::from_secs(600), "Synapse's first interval");
+    let mut q = queue(cfg);
+    for i in 0..120 {
+        let e = format!("$e{i}");
+        q.queue_pdu(now, &e, "!r", pdu("!r", &e));
+    }
+    let t = q.poll_transmit(now).unwrap();
+    q.handle_response(now, Outcome::Failure(Failure::ClientError { status: 404 }))
+        .unwrap();
+    assert!(
+        q.poll_transmit(now).is_none(),
+        "the backlog is not sent at once"
+    );
+    let retry_at = q.poll_timeout().unwrap();
+    assert!(retry_at >= now + floor, "not before the floor");
+    let evs = events(&mut q);
+    assert_eq!(evs[0], Event::DestinationDown { retry_at });
+    assert!(dropped_pdus(&evs).is_empty(), "nothing dropped");
+    assert!(q.poll_transmit(Timestamp(retry_at.0 - 1)).is_none());
+    let r = q.poll_transmit(retry_at).unwrap();
+    assert_eq!(
+        (&r.txn_id, &r.body),
+        (&t.txn_id, &t.body),
+        "the same transaction"
+    );
+
+    q.handle_response(
+        retry_at,
+        Outcome::Failure(Failure::ClientError { status: 403 }),
+    )
+    .unwrap();
+    let second = q.poll_timeout().unwrap() - retry_at;
+    assert!(second.0 >= 2 * floor.0, "grows from the floor: {second:?}");
+    assert!(dropped_pdus(&events(&mut q)).is_empty(), "nothing dropped");
+    assert_eq!(q.pending_pdus(), 70);
+
+    let at = q.poll_timeout().unwrap();
+    assert_eq!(q.poll_transmit(at).unwrap().txn_id, t.txn_id);
+    q.handle_response(at, Outcome::Success(TransactionResponse::new()))
+        .unwrap();
+    let evs = events(&mut q);
+    assert!(matches!(&evs[0], Event::Delivered { pdus, .. } if pdus.len() == 50));
+    assert_eq!(evs[1], Event::DestinationUp);
+    assert_eq!(q.failures(), 0);
+}
+
+/// A transaction refused `max_refusals` times in a row is abandoned: events for everything in
+/// it, catch-up flagged only for rooms with nothing newer queued, reliable EDUs handed back.
+/// Another kind of failure in between starts the count again. The backoff is kept: the next
+/// transaction waits for the retry time.
+#[test]
+fn repeated_refusals_abandon_the_transaction() {
     let mut now = Timestamp(1_000);
-    let mut q = queue(OutboundConfig::default());
+    let cfg = OutboundConfig::default();
+    assert_eq!(cfg.max_refusals, 3);
+    let mut q = queue(cfg);
     q.queue_pdu(now, "$a1", "!a", pdu("!a", "$a1"));
     q.queue_pdu(now, "$b1", "!b", pdu("!b", "$b1"));
     q.queue_edu(now, to_device(1));
     q.queue_edu(now, typing("!a", &user(1), true, 1));
     let t1 = q.poll_transmit(now).unwrap();
-    // A failure first: the rejection leaves its backoff as it is.
-    q.handle_response(now, Outcome::Failure(Failure::Timeout))
-        .unwrap();
-    now = q.poll_timeout().unwrap();
-    q.poll_transmit(now).unwrap();
     q.queue_pdu(now, "$a2", "!a", pdu("!a", "$a2"));
-    events(&mut q);
+    for status in [403, 502, 403, 403] {
+        q.handle_response(now, Outcome::Failure(Failure::from_status(status, None)))
+            .unwrap();
+        assert!(
+            dropped_pdus(&events(&mut q)).is_empty(),
+            "kept after {status}"
+        );
+        now = q.poll_timeout().unwrap();
+        assert_eq!(q.poll_transmit(now).unwrap().txn_id, t1.txn_id);
+    }
     q.handle_response(now, Outcome::Failure(Failure::from_status(403, None)))
         .unwrap();
     let evs = events(&mut q);
+    assert!(matches!(evs[0], Event::BackoffChanged { retry: Some(_) }));
     assert_eq!(
-        evs[0],
+        evs[1],
         Event::TransactionRejected {
             txn_id: t1.txn_id.clone(),
             status: 403
@@ -1191,11 +1317,185 @@ fn client_error_abandons_the_transaction() {
             ..
         }
     )));
-    assert_eq!(evs.last(), Some(&Event::DestinationUp));
-    assert_eq!(q.failures(), 1);
-    let t2 = q.poll_transmit(now).unwrap();
+    assert!(!evs.contains(&Event::DestinationUp));
+    assert_eq!(q.failures(), 5);
+    assert!(q.poll_transmit(now).is_none(), "the backoff holds");
+    let at = q.poll_timeout().unwrap();
+    assert!(at >= now + Millis(4 * 600_000));
+    let t2 = q.poll_transmit(at).unwrap();
     assert_ne!(t2.txn_id, t1.txn_id);
     assert_eq!(sent_pdus(&t2), ["$a2"]);
+}
+
+/// Catch-up mode: once a retry delay reaches `catch_up_after` (1 h), only the newest queued PDU
+/// of each room is kept (the others dropped, `catch_up` false: the newest stands for them), also
+/// for PDUs queued while in the mode; the transaction in flight is not touched; a success ends
+/// the mode.
+#[test]
+fn catch_up_mode_keeps_the_newest_pdu_of_each_room() {
+    let mut now = Timestamp(1_000);
+    let cfg = OutboundConfig {
+        max_pending_pdus: 10_000,
+        ..OutboundConfig::default()
+    };
+    assert_eq!(cfg.catch_up_after, Millis::from_secs(3600));
+    let mut q = queue(cfg);
+    q.queue_pdu(now, "$first", "!a", pdu("!a", "$first"));
+    let t = q.poll_transmit(now).unwrap();
+    for (i, r) in [(0, "!a"), (1, "!b"), (2, "!a")] {
+        let e = format!("$early{i}");
+        q.queue_pdu(now, &e, r, pdu(r, &e));
+    }
+    // Fail until the retry delay reaches an hour; nothing is dropped before.
+    loop {
+        q.handle_response(now, Outcome::Failure(Failure::Network))
+            .unwrap();
+        let retry_at = q.poll_timeout().unwrap();
+        if retry_at - now >= Millis::from_secs(3600) {
+            break;
+        }
+        assert!(!q.is_catching_up());
+        assert!(dropped_pdus(&events(&mut q)).is_empty());
+        now = retry_at;
+        q.poll_transmit(now).unwrap();
+    }
+    assert!(q.is_catching_up());
+    let evs = events(&mut q);
+    assert_eq!(dropped_pdus(&evs), [("$early0".to_owned(), false)]);
+    assert!(evs.iter().all(|e| !matches!(
+        e,
+        Event::PduDropped { reason, .. } if *reason != DropReason::CatchUp
+    )));
+
+    for i in 0..1_000 {
+        let (e, r) = (format!("$e{i}"), ["!a", "!b"][i % 2]);
+        q.queue_pdu(now, &e, r, pdu(r, &e));
+    }
+    assert_eq!(q.pending_pdus(), 2, "one PDU for each of the two rooms");
+    let dropped = dropped_pdus(&events(&mut q));
+    assert_eq!(
+        dropped.len(),
+        2 + 998,
+        "$early1, $early2 and all but the last two"
+    );
+    assert!(dropped.iter().all(|(_, catch_up)| !catch_up));
+
+    // The transaction in flight is the one retried; its success ends the mode.
+    now = q.poll_timeout().unwrap();
+    assert_eq!(q.poll_transmit(now).unwrap().body, t.body);
+    q.handle_response(now, Outcome::Success(TransactionResponse::new()))
+        .unwrap();
+    assert!(!q.is_catching_up());
+    let next = q.poll_transmit(now).unwrap();
+    assert_eq!(sent_pdus(&next), ["$e998", "$e999"]);
+    for i in 0..3 {
+        let e = format!("$after{i}");
+        q.queue_pdu(now, &e, "!a", pdu("!a", &e));
+    }
+    assert_eq!(q.pending_pdus(), 3, "every PDU kept again");
+}
+
+/// One PDU queued for several destinations is one shared copy (`Arc`), released by each queue
+/// once it is sent; the transaction carries it whole.
+#[test]
+fn queued_pdus_are_shared_between_queues() {
+    let now = Timestamp(1_000);
+    let shared = std::sync::Arc::new(pdu("!r", "$e"));
+    let mut queues: Vec<_> = (0..3).map(|_| queue(OutboundConfig::default())).collect();
+    for q in &mut queues {
+        q.queue_pdu(now, "$e", "!r", std::sync::Arc::clone(&shared));
+    }
+    assert_eq!(std::sync::Arc::strong_count(&shared), 4, "no copies");
+    let t = queues[0].poll_transmit(now).unwrap();
+    assert_eq!(std::sync::Arc::strong_count(&shared), 3);
+    assert_eq!(sent_pdus(&t), ["$e"]);
+    assert_eq!(
+        t.body_object().unwrap().get("pdus"),
+        Some(&Value::Array(vec![Value::Object((*shared).clone())]))
+    );
+}
+
+/// The last backoff change reported, if any.
+fn saved_backoff(evs: &[Event]) -> Option<Option<RetryState>> {
+    evs.iter().rev().find_map(|e| match e {
+        Event::BackoffChanged { retry } => Some(*retry),
+        _ => None,
+    })
+}
+
+/// The backoff survives a restart: every failure reports it, and a new queue given it sends
+/// nothing before the saved retry time, grows it on from where it was, resumes catch-up mode
+/// when it had reached it, and reports its reset on success.
+#[test]
+fn a_restored_backoff_holds_the_queue_and_grows_on() {
+    let mut now = Timestamp(1_000);
+    let cfg = OutboundConfig::default();
+    let mut q = queue(cfg);
+    q.queue_pdu(now, "$e", "!r", pdu("!r", "$e"));
+    q.poll_transmit(now).unwrap();
+    for k in 1..=5 {
+        q.handle_response(now, Outcome::Failure(Failure::Network))
+            .unwrap();
+        let saved = saved_backoff(&events(&mut q)).unwrap().unwrap();
+        assert_eq!(saved.failures, k, "reported after every failure");
+        now = q.poll_timeout().unwrap();
+        q.poll_transmit(now).unwrap();
+    }
+    q.handle_response(now, Outcome::Failure(Failure::Network))
+        .unwrap();
+    let saved = saved_backoff(&events(&mut q)).unwrap().unwrap();
+    assert!(saved_backoff(&[]).is_none() && saved.failures == 6);
+    assert_eq!(Some(saved.retry_at), q.poll_timeout());
+
+    // A restart just after: a new queue, the same PDU, the saved backoff.
+    let start = now + Millis(10);
+    let mut q = DestinationQueue::new(ORIGIN, "b.example", cfg, start, 9);
+    q.restore_backoff(start, saved);
+    q.queue_pdu(start, "$e", "!r", pdu("!r", "$e"));
+    assert!(
+        q.poll_transmit(start).is_none(),
+        "nothing before the retry time"
+    );
+    assert_eq!(q.poll_timeout(), Some(saved.retry_at));
+    assert!(q.poll_transmit(Timestamp(saved.retry_at.0 - 1)).is_none());
+    let at = saved.retry_at;
+    q.poll_transmit(at).unwrap();
+    q.handle_response(at, Outcome::Failure(Failure::Network))
+        .unwrap();
+    let next = q.poll_timeout().unwrap() - at;
+    assert!(
+        next >= saved.delay && next.0 >= 2 * saved.interval.0,
+        "grows on"
+    );
+    assert_eq!(q.failures(), 7);
+    assert!(!q.is_catching_up());
+    let at = q.poll_timeout().unwrap();
+    q.poll_transmit(at).unwrap();
+    q.handle_response(at, Outcome::Success(TransactionResponse::new()))
+        .unwrap();
+    let evs = events(&mut q);
+    assert_eq!(saved_backoff(&evs), Some(None), "forget it");
+    assert!(evs.contains(&Event::DestinationUp));
+
+    // A saved delay past `catch_up_after` resumes catch-up mode; a retry time absurdly far
+    // away (a clock gone back) is held to the cap.
+    let mut q = DestinationQueue::new(ORIGIN, "b.example", cfg, start, 9);
+    q.restore_backoff(
+        start,
+        RetryState {
+            retry_at: Timestamp(u64::MAX),
+            failures: 12,
+            interval: Millis::from_secs(7200),
+            delay: Millis::from_secs(7200),
+        },
+    );
+    assert!(q.is_catching_up());
+    assert_eq!(q.poll_timeout(), Some(start + cfg.backoff_cap));
+    for i in 0..3 {
+        let e = format!("$c{i}");
+        q.queue_pdu(start, &e, "!r", pdu("!r", &e));
+    }
+    assert_eq!(q.pending_pdus(), 1);
 }
 
 /// 429 honours `retry_after_ms` (capped); 401 and 408 are retried like 5xx.

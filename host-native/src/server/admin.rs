@@ -2,6 +2,7 @@
 //! token is in the data directory). Every change to a room goes through the same core calls as
 //! federation traffic.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -654,8 +655,60 @@ fn typing_edu(room_id: &str, user: &str, on: bool) -> Result<mxfed_core::edu::Ed
     Ok(mxfed_core::edu::Edu::Typing(t))
 }
 
+/// The pending `timeout_ms` stops of `typing` requests: per (room, user), the one whose deadline
+/// is the latest request's. A renewal while typing replaces the deadline (Synapse extends it),
+/// and any later request without a timeout (or a stop) cancels it, so a timer only stops typing
+/// that no later request has spoken for.
+#[derive(Debug, Default)]
+pub struct TypingTimers {
+    /// (room, user) → the generation of its pending stop; absent when none is pending.
+    pending: std::sync::Mutex<BTreeMap<(String, String), u64>>,
+    /// The last generation handed out.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl TypingTimers {
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), u64>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A typing request with a timeout: its stop replaces any pending one. Returns the
+    /// generation to hand to [`TypingTimers::expire`] when the timeout ends.
+    pub fn arm(&self, room_id: &str, user: &str) -> u64 {
+        let g = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        self.pending()
+            .insert((room_id.to_owned(), user.to_owned()), g);
+        g
+    }
+
+    /// A typing request without a timeout (or a stop): no pending stop any more.
+    pub fn disarm(&self, room_id: &str, user: &str) {
+        self.pending()
+            .remove(&(room_id.to_owned(), user.to_owned()));
+    }
+
+    /// The timeout of request `generation` ended: whether typing must stop now, i.e. no later
+    /// request came for (room, user). Forgets it when so.
+    pub fn expire(&self, room_id: &str, user: &str, generation: u64) -> bool {
+        let mut pending = self.pending();
+        let key = (room_id.to_owned(), user.to_owned());
+        if pending.get(&key) == Some(&generation) {
+            pending.remove(&key);
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// `m.typing` to the room's other servers. With `timeout_ms`, a `typing: false` follows after
-/// that long (the receivers also expire it on their own: Synapse after 60 s).
+/// that long unless another typing request for the user came meanwhile ([`TypingTimers`]; the
+/// receivers also expire it on their own: Synapse after 60 s).
 async fn typing(
     State(state): St,
     MPath(room_id): MPath<String>,
@@ -668,12 +721,18 @@ async fn typing(
     let dests = send_room_edu(&state, &room_id, &user, &typing_edu(&room_id, &user, on)?)?;
     if let (true, Some(ms)) = (on, v.get("timeout_ms").and_then(serde_json::Value::as_u64)) {
         let stop = typing_edu(&room_id, &user, false)?;
+        let generation = state.typing.arm(&room_id, &user);
         let state = state.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            // The user may have left meanwhile; then there is nothing to stop.
-            let _ = send_room_edu(&state, &room_id, &user, &stop);
+            // A later request renewed (or ended) typing: its deadline, not this one, counts.
+            if state.typing.expire(&room_id, &user, generation) {
+                // The user may have left meanwhile; then there is nothing to stop.
+                let _ = send_room_edu(&state, &room_id, &user, &stop);
+            }
         });
+    } else {
+        state.typing.disarm(&room_id, &user);
     }
     Ok(ok_json(serde_json::json!({ "destinations": dests })))
 }
@@ -849,4 +908,40 @@ async fn wait(
 /// A JSON value of the admin API as a canonical object, for printing.
 pub fn value_of(v: &serde_json::Value) -> Option<Value> {
     canonical::parse(v.to_string().as_bytes(), &ParseOptions::LEGACY).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TypingTimers;
+
+    /// A renewal replaces the deadline: the first timer does not stop typing, the renewal's
+    /// does; a request without a timeout cancels the pending stop; keys are independent.
+    #[test]
+    fn typing_renewal_extends_the_deadline() {
+        let t = TypingTimers::default();
+        let first = t.arm("!r", "@u");
+        let other = t.arm("!r", "@v");
+        let renewed = t.arm("!r", "@u");
+        assert!(
+            !t.expire("!r", "@u", first),
+            "renewed: the first deadline is void"
+        );
+        assert!(
+            t.expire("!r", "@u", renewed),
+            "the renewal's deadline stops it"
+        );
+        assert!(!t.expire("!r", "@u", renewed), "once");
+        assert!(t.expire("!r", "@v", other));
+
+        let timed = t.arm("!r", "@u");
+        t.disarm("!r", "@u");
+        assert!(
+            !t.expire("!r", "@u", timed),
+            "a later request without a timeout"
+        );
+        assert!(
+            t.pending().is_empty(),
+            "nothing kept once no stop is pending"
+        );
+    }
 }

@@ -197,6 +197,8 @@ pub struct AppState {
     /// The current state last written to the database per room: a commit that leaves it as it
     /// was (a run of messages) does not rewrite it.
     pub written_state: Mutex<HashMap<String, Arc<StateMap>>>,
+    /// The pending stops of the admin API's typing requests with a timeout.
+    pub typing: admin::TypingTimers,
 }
 
 /// The right to change one room ([`AppState::lock_room`]). Dropping it releases the room and,

@@ -1,15 +1,17 @@
 //! Outbound transactions: one core `DestinationQueue` per destination, driven by a tokio task
 //! (`poll_transmit` → signed `PUT /send` → `handle_response`; sleep until `poll_timeout`). Every
-//! queued PDU is in the `outbound` table until the destination acknowledged it (or refused it
-//! for good), so a restart loses nothing: the queue is filled again from the table.
+//! queued PDU is in the `outbound` table until the destination acknowledged it (or the queue
+//! dropped it: its transaction refused too many times in a row, or overflow), so a restart loses
+//! nothing: the queue is filled again from the table.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use mxfed_core::canonical::{self, Object, ParseOptions};
 use mxfed_core::edu::Edu;
-use mxfed_core::outbound::{DestinationQueue, Event, Failure, OutboundConfig, Outcome};
-use mxfed_core::transaction::TransactionResponse;
+use mxfed_core::outbound::{
+    DestinationQueue, DropReason, Event, Failure, OutboundConfig, Outcome, RetryState,
+};
 use mxfed_core::{Millis, Timestamp};
 use tokio::sync::mpsc;
 
@@ -20,11 +22,11 @@ use super::{log, now, warn, AppState};
 /// What the host tells a destination's task.
 #[derive(Debug)]
 enum Cmd {
-    /// Send this PDU.
+    /// Send this PDU (one parsed copy shared by every destination's queue).
     Pdu {
         event_id: String,
         room_id: String,
-        pdu: Object,
+        pdu: Arc<Object>,
     },
     /// Send this EDU (ephemeral ones are not persisted: a typing notification or receipt lost
     /// with a restart is superseded by the next one anyway).
@@ -64,22 +66,31 @@ impl Outbound {
         }
     }
 
-    /// Hands PDUs already persisted for `dest` (with their events, [`super::rooms::send_stored`])
-    /// to its task.
+    /// Hands PDUs already persisted for `dests` (with their events,
+    /// [`super::rooms::send_stored`]) to their tasks, one copy of each shared by all.
     pub fn hand_over(
         &self,
         state: &Arc<AppState>,
-        dest: &str,
+        dests: &[String],
         room_id: &str,
         pdus: &[(&str, &Object)],
     ) {
-        if let Some(tx) = self.sender(state, dest) {
-            for &(id, pdu) in pdus {
-                let _ = tx.send(Cmd::Pdu {
-                    event_id: id.to_owned(),
-                    room_id: room_id.to_owned(),
-                    pdu: pdu.clone(),
-                });
+        if dests.is_empty() {
+            return;
+        }
+        let shared: Vec<(&str, Arc<Object>)> = pdus
+            .iter()
+            .map(|&(id, pdu)| (id, Arc::new(pdu.clone())))
+            .collect();
+        for dest in dests {
+            if let Some(tx) = self.sender(state, dest) {
+                for (id, pdu) in &shared {
+                    let _ = tx.send(Cmd::Pdu {
+                        event_id: (*id).to_owned(),
+                        room_id: room_id.to_owned(),
+                        pdu: Arc::clone(pdu),
+                    });
+                }
             }
         }
     }
@@ -101,6 +112,8 @@ impl Outbound {
     pub fn restore(&self, state: &Arc<AppState>) {
         let rows = state.db().outbound().unwrap_or_default();
         let mut count = 0usize;
+        // An event queued for several destinations is parsed once and shared.
+        let mut parsed: BTreeMap<String, Arc<Object>> = BTreeMap::new();
         for (row, dest, kind, event_id, room_id, json) in rows {
             if kind != "pdu" {
                 continue;
@@ -108,6 +121,17 @@ impl Outbound {
             let (Some(event_id), Some(room_id)) = (event_id, room_id) else {
                 continue;
             };
+            if let Some(pdu) = parsed.get(&event_id) {
+                if let Some(tx) = self.sender(state, &dest) {
+                    let _ = tx.send(Cmd::Pdu {
+                        event_id,
+                        room_id,
+                        pdu: Arc::clone(pdu),
+                    });
+                    count += 1;
+                }
+                continue;
+            }
             let Some(stored) = state.reads().event(&event_id).ok().flatten() else {
                 log(&format!(
                     "queued PDU {event_id} for {dest} was never stored; dropped"
@@ -120,6 +144,8 @@ impl Outbound {
             let Ok(pdu) = canonical::parse_object(json.as_bytes(), &ParseOptions::LEGACY) else {
                 continue;
             };
+            let pdu = Arc::new(pdu);
+            parsed.insert(event_id.clone(), Arc::clone(&pdu));
             if let Some(tx) = self.sender(state, &dest) {
                 let _ = tx.send(Cmd::Pdu {
                     event_id,
@@ -145,6 +171,10 @@ fn config() -> OutboundConfig {
         // `max_missing_events` and then `/state`, would never see them. They are in the
         // `outbound` table anyway; 10,000 of ~1 KB is about 10 MB of memory per destination.
         max_pending_pdus: 10_000,
+        // Refusals (a proxy's 404, a whitelist's 403) keep the core's defaults: retried no
+        // sooner than 10 minutes (Synapse's first interval), abandoned after 3 in a row. So
+        // does catch-up mode: once a retry is an hour away, only the newest PDU of each room
+        // stays queued (the others' rows are deleted), whatever the bound above.
         ..OutboundConfig::default()
     }
 }
@@ -158,7 +188,6 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: Vec<u8>) -> Ou
         .await;
     let took = started.elapsed();
     state.metrics.txn_send.observe(took);
-    state.metrics.txn_sent(matches!(result, Ok((200, _))));
     tracing::debug!(
         destination = dest,
         path,
@@ -166,18 +195,18 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: Vec<u8>) -> Ou
         ms = took.as_secs_f64() * 1000.0,
         "transaction sent"
     );
-    match result {
-        Ok((200, bytes)) => {
-            Outcome::Success(TransactionResponse::parse(&bytes).unwrap_or_default())
-        }
+    let outcome = match result {
+        // The core decides what acknowledges a transaction (a 2xx with a JSON object).
         Ok((status, bytes)) => {
-            let retry = canonical::parse_object(&bytes, &ParseOptions::LEGACY)
-                .ok()
-                .and_then(|o| o.get("retry_after_ms").and_then(|v| v.as_int()))
-                .and_then(|ms| u64::try_from(ms).ok())
-                .map(Millis);
-            warn(&format!("send to {dest}: HTTP {status}"));
-            Outcome::Failure(Failure::from_status(status, retry))
+            let outcome = Outcome::from_http(status, &bytes);
+            match &outcome {
+                Outcome::Failure(Failure::InvalidResponse { .. }) => warn(&format!(
+                    "send to {dest}: HTTP {status} with a body that is not a JSON object"
+                )),
+                Outcome::Failure(_) => warn(&format!("send to {dest}: HTTP {status}")),
+                _ => {}
+            }
+            outcome
         }
         Err(FetchError::Timeout) => Outcome::Failure(Failure::Timeout),
         // Not JSON: never sendable (the core writes canonical JSON, so this does not happen).
@@ -189,7 +218,11 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: Vec<u8>) -> Ou
             warn(&format!("send to {dest}: {e}"));
             Outcome::Failure(Failure::Network)
         }
-    }
+    };
+    state
+        .metrics
+        .txn_sent(matches!(outcome, Outcome::Success(_)));
+    outcome
 }
 
 /// Acts on the queue's events. The rows of delivered and dropped PDUs are deleted in one SQLite
@@ -201,19 +234,34 @@ async fn transmit(state: &AppState, dest: &str, path: &str, body: Vec<u8>) -> Ou
 /// without storing anything twice (it de-duplicates by event ID, as every server must, since a
 /// sender retries a transaction whose answer it did not get). Nothing can be lost this way: the
 /// rows only go away, never appear.
-fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) {
+///
+/// Returns the last change of the backoff, if any, for [`save_backoff`]: unlike the deletions,
+/// those writes must land in order.
+fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) -> Option<Option<RetryState>> {
     let dest = q.destination().to_owned();
     let mut done: Vec<String> = Vec::new();
+    let mut backoff = None;
     while let Some(ev) = q.poll_event() {
         match ev {
+            Event::BackoffChanged { retry } => backoff = Some(retry),
             Event::Delivered { pdus, .. } => {
                 done.extend(pdus.into_iter().map(|p| p.event_id));
             }
             Event::PduDropped { pdu, reason, .. } => {
-                log(&format!(
-                    "PDU {} for {dest} dropped: {reason:?}",
-                    pdu.event_id
-                ));
+                // In catch-up mode every new event of a room drops the one before it, for
+                // every such destination: not worth a line each.
+                if reason == DropReason::CatchUp {
+                    tracing::debug!(
+                        destination = dest.as_str(),
+                        event_id = pdu.event_id.as_str(),
+                        "PDU dropped in catch-up mode (a newer one of its room is queued)"
+                    );
+                } else {
+                    log(&format!(
+                        "PDU {} for {dest} dropped: {reason:?}",
+                        pdu.event_id
+                    ));
+                }
                 done.push(pdu.event_id);
             }
             Event::RemotePduError { event_id, error } => {
@@ -221,7 +269,8 @@ fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) {
             }
             Event::TransactionRejected { txn_id, status } => {
                 warn(&format!(
-                    "{dest} refused transaction {txn_id} with HTTP {status}"
+                    "{dest} refused transaction {txn_id} with HTTP {status} too many times; \
+                     its PDUs are dropped"
                 ));
             }
             Event::DestinationDown { retry_at } => {
@@ -235,7 +284,7 @@ fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) {
         }
     }
     if done.is_empty() {
-        return;
+        return backoff;
     }
     let state = state.clone();
     tokio::task::spawn_blocking(move || {
@@ -252,6 +301,26 @@ fn handle_events(state: &Arc<AppState>, q: &mut DestinationQueue) {
             ));
         }
     });
+    backoff
+}
+
+/// Saves (or forgets) the destination's backoff, so that the next process resumes it
+/// ([`DestinationQueue::restore_backoff`]) rather than contacting every failing destination at
+/// once. Awaited, so that the writes of one destination land in order; it happens only when
+/// sending failed (the retry waits anyway) or first succeeded again. Unsynced: a write lost to
+/// a power failure only costs an early retry or an old backoff after the restart.
+async fn save_backoff(state: &Arc<AppState>, dest: &str, retry: Option<RetryState>) {
+    let (state, dest) = (state.clone(), dest.to_owned());
+    let saved = tokio::task::spawn_blocking(move || {
+        state
+            .db()
+            .in_unsynced_transaction(|db| db.set_backoff(&dest, retry.as_ref()))
+            .map_err(|e| format!("cannot save the backoff for {dest}: {e}"))
+    })
+    .await;
+    if let Ok(Err(e)) = saved {
+        warn(&e);
+    }
 }
 
 fn sleep_until(t: Option<Timestamp>) -> std::time::Duration {
@@ -270,6 +339,12 @@ async fn run_destination(state: Arc<AppState>, dest: String, mut rx: mpsc::Unbou
         now(),
         seed,
     );
+    // A previous process's backoff: nothing goes before its retry time.
+    match state.reads().backoff(&dest) {
+        Ok(Some(retry)) => q.restore_backoff(now(), retry),
+        Ok(None) => {}
+        Err(e) => warn(&format!("cannot read the backoff for {dest}: {e}")),
+    }
     let apply = |q: &mut DestinationQueue, cmd: Cmd| match cmd {
         Cmd::Pdu {
             event_id,
@@ -291,14 +366,18 @@ async fn run_destination(state: Arc<AppState>, dest: String, mut rx: mpsc::Unbou
                 let (state, dest) = (state.clone(), dest.clone());
                 tokio::spawn(async move { transmit(&state, &dest, &t.path, t.body).await })
             };
-            handle_events(&state, &mut q);
+            if let Some(retry) = handle_events(&state, &mut q) {
+                save_backoff(&state, &dest, retry).await;
+            }
             let outcome = sending.await.unwrap_or(Outcome::Failure(Failure::Network));
             if let Err(e) = q.handle_response(now(), outcome) {
                 warn(&format!("outbound queue for {dest}: {e}"));
             }
             continue;
         }
-        handle_events(&state, &mut q);
+        if let Some(retry) = handle_events(&state, &mut q) {
+            save_backoff(&state, &dest, retry).await;
+        }
         let wait = sleep_until(q.poll_timeout());
         tokio::select! {
             cmd = rx.recv() => match cmd {

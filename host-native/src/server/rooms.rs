@@ -543,9 +543,7 @@ pub fn send_stored_together(
         }
     });
     result?;
-    for dest in dests {
-        state.outbound.hand_over(state, dest, room_id, pdus);
-    }
+    state.outbound.hand_over(state, dests, room_id, pdus);
     Ok(())
 }
 
@@ -850,7 +848,7 @@ pub fn destinations(state: &AppState, room_id: &str, exclude: &[&str]) -> Vec<St
 
 /// Stores events the room has taken in together with their outbound rows for `dests`, in one
 /// commit (one fsync: an event is queued exactly when it is stored), then hands the PDUs to
-/// the destinations' queues (each gets its own copy; none is made without destinations).
+/// the destinations' queues (one copy shared by all; none is made without destinations).
 /// Nothing is sent if the commit fails.
 pub fn send_stored(
     state: &Arc<AppState>,
@@ -860,9 +858,7 @@ pub fn send_stored(
     dests: &[String],
 ) -> Result<(), ApiError> {
     commit_and_queue(state, room_id, entries, dests)?;
-    for dest in dests {
-        state.outbound.hand_over(state, dest, room_id, pdus);
-    }
+    state.outbound.hand_over(state, dests, room_id, pdus);
     Ok(())
 }
 

@@ -261,6 +261,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
         metrics: Default::default(),
         limiter,
         written_state: Mutex::default(),
+        typing: Default::default(),
     });
     keys::load(&state);
     rooms::load(&state)?;

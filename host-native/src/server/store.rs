@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
+use mxfed_core::outbound::RetryState;
+use mxfed_core::{Millis, Timestamp};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 /// What the writer and the readers share in memory. The writer changes it only after the
@@ -169,6 +171,15 @@ CREATE INDEX IF NOT EXISTS outbound_by_dest ON outbound(destination, id);
 -- Delivered PDUs are deleted by (destination, event ID): without this, each delete scanned every
 -- row queued for the destination (thousands of ~1 KB rows in a burst, per PDU).
 CREATE INDEX IF NOT EXISTS outbound_by_event ON outbound(destination, event_id);
+-- The backoff of each destination sending to fails (the core's RetryState), so that a restart
+-- neither contacts every failing destination at once nor starts their backoff again.
+CREATE TABLE IF NOT EXISTS destinations (
+    destination TEXT PRIMARY KEY,
+    retry_at INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    interval_ms INTEGER NOT NULL,
+    delay_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS txns (
     origin TEXT NOT NULL,
     txn_id TEXT NOT NULL,
@@ -389,6 +400,28 @@ pub trait Reads {
             .unwrap_or_else(PoisonError::into_inner)
             .get(user_id)
             .cloned())
+    }
+
+    /// The saved backoff of a destination sending to fails ([`Store::set_backoff`]).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn backoff(&self, destination: &str) -> rusqlite::Result<Option<RetryState>> {
+        let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
+        self.conn()
+            .prepare_cached(
+                "SELECT retry_at, failures, interval_ms, delay_ms FROM destinations \
+                 WHERE destination = ?1",
+            )?
+            .query_row(params![destination], |r| {
+                Ok(RetryState {
+                    retry_at: Timestamp(as_u64(r.get(0)?)),
+                    failures: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    interval: Millis(as_u64(r.get(2)?)),
+                    delay: Millis(as_u64(r.get(3)?)),
+                })
+            })
+            .optional()
     }
 
     /// Every user ID, sorted (from memory).
@@ -1316,6 +1349,37 @@ impl Store {
             "DELETE FROM outbound WHERE destination = ?1 AND kind = 'pdu' AND event_id = ?2",
             params![destination, event_id],
         )?;
+        Ok(())
+    }
+
+    /// Saves a destination's backoff (`Some`), or forgets it once sending succeeds (`None`).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_backoff(
+        &self,
+        destination: &str,
+        retry: Option<&RetryState>,
+    ) -> rusqlite::Result<()> {
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        match retry {
+            Some(r) => self.exec(
+                "INSERT OR REPLACE INTO destinations \
+                 (destination, retry_at, failures, interval_ms, delay_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    destination,
+                    as_i64(r.retry_at.as_millis()),
+                    i64::from(r.failures),
+                    as_i64(r.interval.0),
+                    as_i64(r.delay.0)
+                ],
+            )?,
+            None => self.exec(
+                "DELETE FROM destinations WHERE destination = ?1",
+                params![destination],
+            )?,
+        };
         Ok(())
     }
 
