@@ -533,6 +533,59 @@ async fn send_gives_per_pdu_results_and_dedups() {
     );
 }
 
+/// A read-write connection to the server's database beside its own, for a test to change the
+/// schema under it.
+fn side_connection(state: &AppState) -> rusqlite::Connection {
+    let path = mxfed_native::server::Config::resolve(&state.data_dir, &state.config.database);
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    c
+}
+
+/// A transaction's answer is given (and remembered for retries) only once its EDUs are stored:
+/// while they cannot be (a trigger refuses every EDU row), it is answered 500 and not
+/// remembered, so the sender's retry of the same transaction ID stores them.
+#[tokio::test]
+async fn a_transaction_whose_edus_cannot_be_stored_is_answered_500_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let (room, _) = room_with_eve(&state).await;
+    let typing = obj(&format!(
+        r#"{{"edu_type":"m.typing","content":{{"room_id":"{room}","user_id":"@eve:remote.test","typing":true}}}}"#
+    ));
+    let body = txn(vec![], vec![typing]);
+    let side = side_connection(&state);
+    side.execute_batch(
+        "CREATE TRIGGER no_edus BEFORE INSERT ON edus BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let r = send_txn(&state, "edu-1", &body).await;
+        assert_eq!(
+            (r.status.as_u16(), r.body.get_str("errcode")),
+            (500, Some("M_UNKNOWN")),
+            "{}",
+            r.body
+        );
+    }
+    assert!(state.reads().edus(&room).unwrap().is_empty());
+    side.execute_batch("DROP TRIGGER no_edus").unwrap();
+    let r = send_txn(&state, "edu-1", &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let kinds: Vec<String> = state
+        .reads()
+        .edus(&room)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(kinds, ["m.typing"]);
+    // Answered from the dedup now: not stored twice.
+    let r = send_txn(&state, "edu-1", &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(state.reads().edus(&room).unwrap().len(), 1);
+}
+
 /// Eve sends `n` messages (`m0`, `m1`, …), one transaction each, all accepted; their IDs.
 async fn eve_says(state: &Arc<AppState>, room: &str, n: usize) -> Vec<String> {
     let mut ids = Vec::new();

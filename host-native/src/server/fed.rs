@@ -510,7 +510,8 @@ async fn send(
 }
 
 /// Clears a transaction's in-progress mark when its processing ends: after the answer was
-/// recorded this does nothing; after a panic (or a cancellation) it lets the origin's retry in.
+/// recorded this does nothing; after a failure (a 5xx), a panic or a cancellation it lets the
+/// origin's retry in, to be processed again.
 struct InFlight {
     state: Arc<AppState>,
     origin: String,
@@ -641,14 +642,15 @@ async fn process_txn(
         ms = took.as_secs_f64() * 1000.0,
         "transaction received"
     );
-    state.dedup().complete(&s.origin, &txn, response.clone());
     let bytes = response.to_bytes();
     let answer = String::from_utf8_lossy(&bytes).into_owned();
     if edus.is_empty() {
-        // Everything it did is in the rooms' committed events: the answer rides on the next
-        // commit (a lost answer only makes a retry be processed again, with the same result).
-        // Put without the writer, which a commit may hold through its fsync; written at once,
-        // off the runtime's threads, when too many wait.
+        // Everything it did is in the rooms' committed events, so a retry may be answered from
+        // the dedup at once. The answer rides on the next commit (a lost answer only makes a
+        // retry be processed again, with the same result). Put without the writer, which a
+        // commit may hold through its fsync; written at once, off the runtime's threads, when
+        // too many wait.
+        state.dedup().complete(&s.origin, &txn, response);
         if state.txn_answers.put(&s.origin, &txn, &answer) {
             let st = Arc::clone(&state);
             let flushed = rooms::blocking(move || Ok(st.db().flush_txns()?)).await;
@@ -659,14 +661,22 @@ async fn process_txn(
     } else {
         // Its EDUs and its answer in one commit (one fsync, on a blocking thread): a retry
         // finds both, or neither and stores the EDUs once.
-        let (st, origin) = (Arc::clone(&state), s.origin.clone());
-        let stored = rooms::blocking(move || {
-            Ok(st.db().put_txn_with_edus(&origin, &txn, &answer, &edus)?)
-        })
-        .await;
+        let (st, origin, id) = (Arc::clone(&state), s.origin.clone(), txn.clone());
+        let stored =
+            rooms::blocking(move || Ok(st.db().put_txn_with_edus(&origin, &id, &answer, &edus)?))
+                .await;
         if let Err(e) = stored {
-            tracing::warn!(origin = %s.origin, "storing a transaction's EDUs: {}", e.error);
+            // Not recorded: the in-flight guard forgets the transaction, so the sender's retry
+            // (a 5xx makes it retry) is processed again and stores the EDUs then. A 200 here
+            // would lose them for good (reliable ones included).
+            return Err(ApiError::internal(format_args!(
+                "storing the EDUs of txn {txn} from {}: {}",
+                s.origin, e.error
+            )));
         }
+        // Recorded only once the EDUs are durable: a retry answered from the dedup must not get
+        // the answer before the commit that its EDUs are in.
+        state.dedup().complete(&s.origin, &txn, response);
     }
     Ok(json_bytes(bytes))
 }
