@@ -586,6 +586,41 @@ async fn a_transaction_whose_edus_cannot_be_stored_is_answered_500_and_retried()
     assert_eq!(state.reads().edus(&room).unwrap().len(), 1);
 }
 
+/// An `m.direct_to_device` EDU from `@eve:remote.test` to `to`'s device `D`, with message ID
+/// `id` and the message `message` (JSON text).
+fn to_device(to: &str, id: &str, message: &str) -> Object {
+    let text = format!(
+        r#"{{"edu_type":"m.direct_to_device","content":{{"sender":"@eve:remote.test","type":"m.room_key_request","message_id":"{id}","messages":{{"{to}":{{"D":{message}}}}}}}}}"#
+    );
+    let opts = ParseOptions {
+        max_depth: mxfed_core::transaction::MAX_DEPTH,
+        ..ParseOptions::STRICT
+    };
+    parse_object(text.as_bytes(), &opts).unwrap()
+}
+
+/// A to-device message nested deeper than other request bodies may be (as Synapse forwards one
+/// from a client) does not make the transaction unreadable: it is answered 200 and the message
+/// kept, where the whole transaction used to be refused (and sent again forever).
+#[tokio::test]
+async fn a_deeply_nested_to_device_message_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let alice = "@alice:localhost:18999";
+    state.db().create_user(alice, None, false).unwrap();
+    let deep = format!("{}1{}", r#"{"a":["#.repeat(65), "]}".repeat(65));
+    let r = send_txn(
+        &state,
+        "deep-1",
+        &txn(vec![], vec![to_device(alice, "m-deep", &deep)]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let stored = state.reads().edus_of_type("m.direct_to_device").unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].2.contains(&deep), "kept whole");
+}
+
 /// Eve sends `n` messages (`m0`, `m1`, …), one transaction each, all accepted; their IDs.
 async fn eve_says(state: &Arc<AppState>, room: &str, n: usize) -> Vec<String> {
     let mut ids = Vec::new();

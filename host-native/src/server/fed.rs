@@ -200,11 +200,12 @@ pub async fn authenticate(
         .collect();
     let parsed = xmatrix::parse_authorization(&values)?;
     // Kept with its bytes: a canonical body (what Synapse and mxfed send) is checked as
-    // received, not encoded again.
+    // received, not encoded again. Nested as deeply as the endpoint allows (a transaction's EDUs
+    // carry what clients sent).
     let content = if body.is_empty() {
         None
     } else {
-        Some(xmatrix::RequestBody::parse(body)?)
+        Some(xmatrix::RequestBody::parse_request(method, uri, body)?)
     };
     for attempt in 0..2 {
         let ring = keys::key_ring(state);

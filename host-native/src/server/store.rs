@@ -76,6 +76,10 @@ impl PendingTxns {
 /// A user's display name and auto-accept setting.
 pub type UserRow = (Option<String>, bool);
 
+/// A stored EDU as [`Reads::edus_of_type`] reads it: origin, room (typing and receipts), content
+/// JSON, received ms.
+pub type EduRow = (String, Option<String>, String, i64);
+
 /// The events table, created on first open (before [`SCHEMA`], whose index is on it). `stream`
 /// orders events as they were stored: replaying a room in that order rebuilds its in-memory
 /// state exactly. No index on `event_id`: see [`Store`]'s `ids`.
@@ -595,6 +599,20 @@ pub trait Reads {
             "SELECT origin, edu_type, content, received_ts FROM edus WHERE room_id = ?1 ORDER BY id",
         )?;
         let rows = st.query_map(params![room_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        rows.collect()
+    }
+
+    /// EDUs of one type received, in any room or none, in the order stored.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn edus_of_type(&self, edu_type: &str) -> rusqlite::Result<Vec<EduRow>> {
+        let mut st = self.conn().prepare_cached(
+            "SELECT origin, room_id, content, received_ts FROM edus WHERE edu_type = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map(params![edu_type], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
         rows.collect()
