@@ -621,6 +621,29 @@ async fn a_deeply_nested_to_device_message_is_taken() {
     assert!(stored[0].2.contains(&deep), "kept whole");
 }
 
+/// A to-device message its sender sends again in another transaction (it did not see our
+/// answer) is stored once: messages are told apart by origin and message ID, as in Synapse.
+#[tokio::test]
+async fn a_to_device_message_sent_again_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let alice = "@alice:localhost:18999";
+    state.db().create_user(alice, None, false).unwrap();
+    for (txn_id, id) in [("td-1", "m1"), ("td-2", "m1"), ("td-3", "m2")] {
+        let body = txn(vec![], vec![to_device(alice, id, r#"{"k":1}"#)]);
+        let r = send_txn(&state, txn_id, &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let ids: Vec<String> = state
+        .reads()
+        .edus_of_type("m.direct_to_device")
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, content, _)| obj(&content).get_str("message_id").unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["m1", "m2"]);
+}
+
 /// Eve sends `n` messages (`m0`, `m1`, …), one transaction each, all accepted; their IDs.
 async fn eve_says(state: &Arc<AppState>, room: &str, n: usize) -> Vec<String> {
     let mut ids = Vec::new();

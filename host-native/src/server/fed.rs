@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::metrics::PduOutcome;
 use super::rooms::{self, checked, served_list, Entry};
-use super::store::{NewEdu, Reads as _};
+use super::store::{EduKey, NewEdu, Reads as _};
 use super::{keys, log, now, AppState};
 
 type St = State<Arc<AppState>>;
@@ -715,6 +715,7 @@ fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
         edu_type: kind.to_owned(),
         room_id: room.map(str::to_owned),
         content,
+        key: None,
     };
     match edu {
         Edu::Typing(t) => {
@@ -731,6 +732,12 @@ fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
                 }
             }
         }
+        // Once per (origin, message ID), as Synapse keys them: a sender sends a message again
+        // (in another transaction) when it did not see our answer.
+        Edu::DirectToDevice(d) => out.push(NewEdu {
+            key: Some(EduKey::Once(d.message_id().to_owned())),
+            ..row(None, content.to_canonical_string())
+        }),
         _ => out.push(row(None, content.to_canonical_string())),
     }
 }
