@@ -977,6 +977,42 @@ impl DirectToDevice {
         self.content.get_object("messages").unwrap_or(&EMPTY_OBJECT)
     }
 
+    /// The same batch with only the messages for the users `keep` accepts, or `None` when no
+    /// message is left: what a server keeps of a batch, the messages for its own users. A user
+    /// with no device named gets nothing, and is left out (as Synapse skips one).
+    ///
+    /// ```
+    /// use mxfed_core::canonical::{parse_object, ParseOptions};
+    /// use mxfed_core::edu::DirectToDevice;
+    /// let messages = parse_object(br#"{"@a:us":{"D":{}},"@b:them":{"E":{}},"@c:us":{}}"#, &ParseOptions::STRICT).unwrap();
+    /// let d = DirectToDevice::new("@s:them", "m.x", "id1", messages).unwrap();
+    /// let ours = d.only_for(|u| u.ends_with(":us")).unwrap();
+    /// assert_eq!(ours.messages().keys().collect::<Vec<_>>(), ["@a:us"]);
+    /// assert_eq!((ours.sender(), ours.message_id()), ("@s:them", "id1"));
+    /// assert!(d.only_for(|u| u == "@c:us").is_none());
+    /// ```
+    pub fn only_for(&self, mut keep: impl FnMut(&str) -> bool) -> Option<DirectToDevice> {
+        let messages: Object = self
+            .messages()
+            .iter()
+            .filter(|(user, devices)| {
+                devices.as_object().is_some_and(|d| !d.is_empty()) && keep(user)
+            })
+            .map(|(user, devices)| (user.to_owned(), devices.clone()))
+            .collect();
+        if messages.is_empty() {
+            return None;
+        }
+        let mut content: Object = self
+            .content
+            .iter()
+            .filter(|(k, _)| *k != "messages")
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect();
+        content.insert("messages", messages);
+        Some(DirectToDevice { content })
+    }
+
     /// Every (user, device or `*`, message content), in order.
     pub fn recipients(&self) -> impl Iterator<Item = (&str, &str, &Object)> {
         self.messages().iter().flat_map(|(user, devices)| {

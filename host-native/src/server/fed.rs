@@ -698,9 +698,17 @@ impl Pdus {
     }
 }
 
-/// The rows to store for an EDU: a typing or receipt EDU gives one for each room it concerns
-/// that we are in, the origin has a member joined to, and whose server ACL lets the origin in
-/// (others are dropped, as Synapse drops them); any other EDU one row without a room.
+/// The rows to store for an EDU: only what concerns us, so that what a peer can make us keep is
+/// bounded by our users and rooms, as in Synapse, which drops or ignores the rest.
+/// - typing and receipts: one row for each room it concerns that we are in, the origin has a
+///   member joined to, and whose server ACL lets the origin in;
+/// - to-device messages: one row with only the messages for our users, once per (origin,
+///   message ID) (Synapse refuses messages for other servers' users);
+/// - device-list and signing-key updates: one row when the user shares a room with us (Synapse
+///   ignores the others: it will not hear of the user's later changes either);
+/// - presence: one row per update of a user who shares a room with us, replacing that user's
+///   earlier one;
+/// - other types: nothing (Synapse has no handler for them and drops them).
 fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
     let known = |r: &str| {
         state.rooms().get(r).is_some_and(|room| {
@@ -711,16 +719,16 @@ fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
     };
     let kind = edu.edu_type();
     let content = edu.content();
-    let row = |room: Option<&str>, content: String| NewEdu {
+    let row = |room: Option<&str>, content: String, key: Option<EduKey>| NewEdu {
         edu_type: kind.to_owned(),
         room_id: room.map(str::to_owned),
         content,
-        key: None,
+        key,
     };
     match edu {
         Edu::Typing(t) => {
             if known(t.room_id()) {
-                out.push(row(Some(t.room_id()), content.to_canonical_string()));
+                out.push(row(Some(t.room_id()), content.to_canonical_string(), None));
             }
         }
         Edu::Receipt(_) => {
@@ -728,18 +736,50 @@ fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
                 if known(room) {
                     let mut one = Object::new();
                     one.insert(room, per_room.clone());
-                    out.push(row(Some(room), one.to_canonical_string()));
+                    out.push(row(Some(room), one.to_canonical_string(), None));
                 }
             }
         }
-        // Once per (origin, message ID), as Synapse keys them: a sender sends a message again
-        // (in another transaction) when it did not see our answer.
-        Edu::DirectToDevice(d) => out.push(NewEdu {
-            key: Some(EduKey::Once(d.message_id().to_owned())),
-            ..row(None, content.to_canonical_string())
-        }),
-        _ => out.push(row(None, content.to_canonical_string())),
+        Edu::DirectToDevice(d) => {
+            let ours = |user: &str| {
+                state.is_local_user(user) && state.reads().user(user).ok().flatten().is_some()
+            };
+            // Once per (origin, message ID), as Synapse keys them: a sender sends a message
+            // again (in another transaction) when it did not see our answer.
+            if let Some(mine) = d.only_for(ours) {
+                let key = EduKey::Once(d.message_id().to_owned());
+                out.push(row(None, mine.content().to_canonical_string(), Some(key)));
+            }
+        }
+        Edu::DeviceListUpdate(u) => {
+            if shares_a_room(state, u.user_id()) {
+                out.push(row(None, content.to_canonical_string(), None));
+            }
+        }
+        Edu::SigningKeyUpdate(u) => {
+            if shares_a_room(state, u.user_id()) {
+                out.push(row(None, content.to_canonical_string(), None));
+            }
+        }
+        Edu::Presence(p) => {
+            for u in p.updates() {
+                if shares_a_room(state, u.user_id()) {
+                    let key = EduKey::Latest(u.user_id().to_owned());
+                    let one = mxfed_core::edu::Presence::from_updates([u]);
+                    out.push(row(None, one.content().to_canonical_string(), Some(key)));
+                }
+            }
+        }
+        _ => tracing::debug!(%origin, edu_type = kind, "EDU of a type we do not handle: dropped"),
     }
+}
+
+/// Whether `user` is joined to a room we are in: whose device, key and presence changes concern
+/// us (Synapse's `get_rooms_for_user` being non-empty).
+fn shares_a_room(state: &AppState, user: &str) -> bool {
+    state.rooms().values().any(|room| {
+        room.membership(user).as_deref() == Some("join") && rooms::resident(state, room)
+    })
 }
 
 // ------------------------------------------------------------------------------------------------
