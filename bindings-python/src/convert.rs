@@ -4,9 +4,10 @@
 //! `int`, its base class) → boolean, `int` within ±(2^53−1) → integer, `str` → string,
 //! `list`/`tuple` → array, `None` → null. Everything else is a [`CanonicalJsonError`] with a code:
 //! floats `json_float` (`json_non_finite` for NaN/±inf), big integers `json_integer_out_of_range`,
-//! lone surrogates `json_lone_surrogate`, nesting past 128 levels (and so cycles)
-//! `json_too_deep`; two codes exist only here because JSON text cannot express the mistake:
-//! `json_non_string_key` and `json_unsupported_type`.
+//! lone surrogates `json_lone_surrogate`, nesting past 128 levels (1,024 for a transaction body,
+//! as the core's parser allows; and so cycles) `json_too_deep`; two codes exist only here
+//! because JSON text cannot express the mistake: `json_non_string_key` and
+//! `json_unsupported_type`.
 //!
 //! Events of room versions 1–5 may hold floats and big integers (Synapse accepts them there): in
 //! [`Numbers::Legacy`] a float is written with Python's `repr` and an integer with all its

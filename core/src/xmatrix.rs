@@ -344,9 +344,8 @@ impl Request<'_> {
     /// is, a transaction's [`Transmit::body`](crate::outbound::Transmit::body) among them — is
     /// signed as it is, without being parsed and encoded again; other text is parsed as a
     /// received body to the same endpoint is ([`RequestBody::parse_request`]), and its value
-    /// encoded. Either way the signed bytes
-    /// are those the receiver rebuilds from the text, and the headers those [`Request::sign`]
-    /// gives for the parsed body.
+    /// encoded. Either way the signed bytes are those the receiver rebuilds from the text, and
+    /// the headers those [`Request::sign`] gives for the parsed body.
     ///
     /// ```
     /// use mxfed_core::keys::SigningKey;

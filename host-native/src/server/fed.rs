@@ -698,8 +698,9 @@ impl Pdus {
     }
 }
 
-/// The rows to store for an EDU: only what concerns us, so that what a peer can make us keep is
-/// bounded by our users and rooms, as in Synapse, which drops or ignores the rest.
+/// The rows to store for an EDU: only what concerns our users, the rooms we are in and their
+/// members, as Synapse keeps only that and drops or ignores the rest (a peer that shares nothing
+/// with us can make us keep nothing).
 /// - typing and receipts: one row for each room it concerns that we are in, the origin has a
 ///   member joined to, and whose server ACL lets the origin in;
 /// - to-device messages: one row with only the messages for our users, once per (origin,
