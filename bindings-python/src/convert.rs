@@ -4,9 +4,10 @@
 //! `int`, its base class) → boolean, `int` within ±(2^53−1) → integer, `str` → string,
 //! `list`/`tuple` → array, `None` → null. Everything else is a [`CanonicalJsonError`] with a code:
 //! floats `json_float` (`json_non_finite` for NaN/±inf), big integers `json_integer_out_of_range`,
-//! lone surrogates `json_lone_surrogate`, nesting past 128 levels (and so cycles)
-//! `json_too_deep`; two codes exist only here because JSON text cannot express the mistake:
-//! `json_non_string_key` and `json_unsupported_type`.
+//! lone surrogates `json_lone_surrogate`, nesting past 128 levels (1,024 for a transaction body,
+//! as the core's parser allows; and so cycles) `json_too_deep`; two codes exist only here
+//! because JSON text cannot express the mistake: `json_non_string_key` and
+//! `json_unsupported_type`.
 //!
 //! Events of room versions 1–5 may hold floats and big integers (Synapse accepts them there): in
 //! [`Numbers::Legacy`] a float is written with Python's `repr` and an integer with all its
@@ -104,7 +105,13 @@ fn legacy_number(text: &str) -> Result<Value, Failure> {
         .map_err(|e| Failure::new(e.code(), e.to_string()))
 }
 
-fn convert(obj: &Bound<'_, PyAny>, numbers: Numbers, depth: usize) -> Result<Value, Failure> {
+/// `obj` as a value, `depth` containers deep in a document that may nest `max_depth`.
+fn convert(
+    obj: &Bound<'_, PyAny>,
+    numbers: Numbers,
+    depth: usize,
+    max_depth: usize,
+) -> Result<Value, Failure> {
     if obj.is_none() {
         return Ok(Value::Null);
     }
@@ -131,14 +138,14 @@ fn convert(obj: &Bound<'_, PyAny>, numbers: Numbers, depth: usize) -> Result<Val
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(Value::String(py_str(s)?));
     }
-    if depth >= DEFAULT_MAX_DEPTH
+    if depth >= max_depth
         && (obj.is_instance_of::<PyDict>()
             || obj.is_instance_of::<PyList>()
             || obj.is_instance_of::<PyTuple>())
     {
         return Err(Failure::new(
             "json_too_deep",
-            format!("nested deeper than {DEFAULT_MAX_DEPTH} levels (or a cycle)"),
+            format!("nested deeper than {max_depth} levels (or a cycle)"),
         ));
     }
     if let Ok(d) = obj.cast::<PyDict>() {
@@ -156,7 +163,7 @@ fn convert(obj: &Bound<'_, PyAny>, numbers: Numbers, depth: usize) -> Result<Val
                     ))
                 }
             };
-            let value = match convert(&v, numbers, depth + 1) {
+            let value = match convert(&v, numbers, depth + 1, max_depth) {
                 Ok(v) => v,
                 Err(f) => return Err(f.at(key)),
             };
@@ -167,14 +174,18 @@ fn convert(obj: &Bound<'_, PyAny>, numbers: Numbers, depth: usize) -> Result<Val
     if let Ok(l) = obj.cast::<PyList>() {
         let mut items = Vec::with_capacity(l.len());
         for (i, item) in l.iter().enumerate() {
-            items.push(convert(&item, numbers, depth + 1).map_err(|f| f.at(i.to_string()))?);
+            items.push(
+                convert(&item, numbers, depth + 1, max_depth).map_err(|f| f.at(i.to_string()))?,
+            );
         }
         return Ok(Value::Array(items));
     }
     if let Ok(t) = obj.cast::<PyTuple>() {
         let mut items = Vec::with_capacity(t.len());
         for (i, item) in t.iter().enumerate() {
-            items.push(convert(&item, numbers, depth + 1).map_err(|f| f.at(i.to_string()))?);
+            items.push(
+                convert(&item, numbers, depth + 1, max_depth).map_err(|f| f.at(i.to_string()))?,
+            );
         }
         return Ok(Value::Array(items));
     }
@@ -216,13 +227,36 @@ fn sorted_object(mut entries: Vec<(String, Value)>) -> Object {
 /// # Errors
 /// `mxfed.CanonicalJsonError` with the code and the JSON Pointer of the offending value.
 pub(crate) fn to_value(obj: &Bound<'_, PyAny>, numbers: Numbers) -> PyResult<Value> {
-    convert(obj, numbers, 0).map_err(Failure::into_py_err)
+    to_value_nested(obj, numbers, DEFAULT_MAX_DEPTH)
+}
+
+/// [`to_value`] for a document that may nest `max_depth` levels rather than the default (a
+/// transaction body: [`mxfed_core::transaction::MAX_DEPTH`]), as the core's parser of the same
+/// document as text allows.
+///
+/// # Errors
+/// As [`to_value`].
+pub(crate) fn to_value_nested(
+    obj: &Bound<'_, PyAny>,
+    numbers: Numbers,
+    max_depth: usize,
+) -> PyResult<Value> {
+    convert(obj, numbers, 0, max_depth).map_err(Failure::into_py_err)
 }
 
 /// A Python `dict` as a canonical [`Object`]; other values are a `json_syntax` error ("expected an
 /// object"), as the same value given as JSON text would be.
 pub(crate) fn to_object(obj: &Bound<'_, PyAny>, numbers: Numbers) -> PyResult<Object> {
-    match to_value(obj, numbers)? {
+    to_object_nested(obj, numbers, DEFAULT_MAX_DEPTH)
+}
+
+/// [`to_object`] for a document that may nest `max_depth` levels ([`to_value_nested`]).
+pub(crate) fn to_object_nested(
+    obj: &Bound<'_, PyAny>,
+    numbers: Numbers,
+    max_depth: usize,
+) -> PyResult<Object> {
+    match to_value_nested(obj, numbers, max_depth)? {
         Value::Object(o) => Ok(o),
         other => Err(coded::<CanonicalJsonError>(
             "json_syntax",

@@ -45,7 +45,9 @@ use mxfed_core::{
     Timestamp,
 };
 
-use convert::{object_to_py, to_object, to_value, to_value_compat, Numbers};
+use convert::{
+    object_to_py, to_object, to_object_nested, to_value, to_value_compat, to_value_nested, Numbers,
+};
 use error::{coded, OrRaise, SigningKeyError};
 
 // ------------------------------------------------------------------------------------ inputs
@@ -792,13 +794,25 @@ fn rejected_verdict<'py>(py: Python<'py>, e: &PyErr) -> PyResult<Bound<'py, PyDi
 
 /// Request content: JSON text (kept as bytes: canonical text is signed and verified as it is,
 /// other text parsed as Synapse parses request bodies), or a Python value.
-fn content_arg(content: Option<&Bound<'_, PyAny>>) -> PyResult<(Option<Vec<u8>>, Option<Value>)> {
+fn content_arg(
+    content: Option<&Bound<'_, PyAny>>,
+    method: &str,
+    uri: &str,
+) -> PyResult<(Option<Vec<u8>>, Option<Value>)> {
     match content {
         None => Ok((None, None)),
         Some(c) if c.is_none() => Ok((None, None)),
         Some(c) => match as_text(c)? {
             Some(text) => Ok((Some(text), None)),
-            None => Ok((None, Some(to_value(c, Numbers::Legacy)?))),
+            // As deeply nested as the endpoint's body may be, as when given as text.
+            None => Ok((
+                None,
+                Some(to_value_nested(
+                    c,
+                    Numbers::Legacy,
+                    xmatrix::body_max_depth(method, uri),
+                )?),
+            )),
         },
     }
 }
@@ -817,7 +831,7 @@ fn sign_request(
     let keys = signing_keys(key)?;
     validate_server_name(origin)?;
     validate_server_name(destination)?;
-    let (text, value) = content_arg(content)?;
+    let (text, value) = content_arg(content, method, uri)?;
     let req = xmatrix::Request {
         method,
         uri,
@@ -857,10 +871,10 @@ fn verify_request<'py>(
         .map(|h| xmatrix::XMatrix::parse(h))
         .collect::<Result<Vec<_>, _>>()
         .or_raise()?;
-    let (text, value) = content_arg(content)?;
+    let (text, value) = content_arg(content, method, uri)?;
     let body = text
         .as_deref()
-        .map(xmatrix::RequestBody::parse)
+        .map(|b| xmatrix::RequestBody::parse_request(method, uri, b))
         .transpose()
         .or_raise()?;
     let now = self::now_ms(py, now_ms)?;
@@ -948,9 +962,12 @@ fn parse_transaction<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let tx = match as_text(body)? {
         Some(b) => transaction::parse_transaction(&b).or_raise()?,
-        None => {
-            transaction::transaction_from_object(to_object(body, Numbers::Legacy)?).or_raise()?
-        }
+        None => transaction::transaction_from_object(to_object_nested(
+            body,
+            Numbers::Legacy,
+            transaction::MAX_DEPTH,
+        )?)
+        .or_raise()?,
     };
     let d = PyDict::new(py);
     d.set_item("origin", tx.origin())?;

@@ -232,6 +232,42 @@ def test_parse_transaction_items_and_refusals() -> None:
         assert e.value.code == code, body
 
 
+def _nested(levels: int) -> Any:
+    v: Any = 1
+    for _ in range(levels):
+        v = [v]
+    return v
+
+
+def test_transactions_may_nest_deeper_than_other_bodies() -> None:
+    # A to-device message nested past 128 levels (Synapse forwards one) does not make the
+    # transaction unreadable, as dict or as bytes; a PDU nested past 128 is left out on its own.
+    message = {"deep": _nested(130)}
+    content = {
+        "origin": "origin.example",
+        "origin_server_ts": 1,
+        "pdus": [{"room_id": "!r:origin.example", "content": {"x": _nested(127)}}],
+        "edus": [
+            {
+                "edu_type": "m.direct_to_device",
+                "content": {"sender": "@s:origin.example", "type": "m.x", "message_id": "m1", "messages": {"@r:dest.example": {"D": message}}},
+            }
+        ],
+    }
+    tx = mxfed.parse_transaction(content)
+    assert tx == mxfed.parse_transaction(json.dumps(content).encode())
+    assert (len(tx["edus"]), [r["code"] for r in tx["rejected"]]) == (1, ["txn_pdu_too_deep"])
+    send = "/_matrix/federation/v1/send/1"
+    headers = mxfed.sign_request(KEY, "origin.example", "dest.example", "PUT", send, content)
+    keys = [mxfed.server_keys("origin.example", KEY, 10**12)]
+    for body in (content, json.dumps(content).encode()):
+        assert mxfed.verify_request("dest.example", keys, "PUT", send, headers, body, 1000)["origin"] == "origin.example"
+    # Other bodies keep the default limit.
+    with pytest.raises(mxfed.CanonicalJsonError) as e:
+        mxfed.sign_request(KEY, "origin.example", "dest.example", "POST", "/_matrix/key/v2/query", content)
+    assert e.value.code == "json_too_deep"
+
+
 def test_check_pdus_releases_the_gil() -> None:
     """While check_pdus runs in one thread, Python code runs in another."""
     lines = [line for line in synapse_pdus() if line["room_version"] == "10"]

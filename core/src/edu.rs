@@ -171,10 +171,17 @@ fn req_user<'a>(o: &'a Object, key: &str, base: &str) -> Result<&'a str, EduErro
     Ok(u)
 }
 
-fn req_bool(o: &Object, key: &str, base: &str) -> Result<bool, EduError> {
-    match req(o, key, base)? {
-        Value::Bool(b) => Ok(*b),
-        v => Err(wrong(ptr(base, key), "a boolean", v)),
+/// Whether Python would read the value as true, as Synapse reads flags it only tests with `if`:
+/// `false`, `null`, zero, `""`, `[]` and `{}` are false, anything else true.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Int(i) => i.get() != 0,
+        Value::Legacy(n) => n.as_f64().is_none_or(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
     }
 }
 
@@ -224,8 +231,9 @@ fn same_origin(user_id: &str, origin: &str) -> Result<(), EduError> {
 // m.typing
 // ------------------------------------------------------------------------------------------------
 
-/// `m.typing`: `{"room_id", "user_id", "typing": bool}`, all three required (spec and Synapse
-/// agree).
+/// `m.typing`: `{"room_id", "user_id", "typing"}`, all three required (spec and Synapse
+/// agree). The spec makes `typing` a boolean; Synapse only tests it with `if`, so any value is
+/// accepted here and read the same way ([`Typing::typing`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Typing {
     content: Object,
@@ -251,7 +259,7 @@ impl Typing {
     pub fn from_content(content: Object) -> Result<Typing, EduError> {
         req_str(&content, "room_id", CONTENT)?;
         req_user(&content, "user_id", CONTENT)?;
-        req_bool(&content, "typing", CONTENT)?;
+        req(&content, "typing", CONTENT)?;
         Ok(Typing { content })
     }
 
@@ -265,9 +273,10 @@ impl Typing {
         self.content.get_str("user_id").unwrap_or_default()
     }
 
-    /// Whether the user is typing.
+    /// Whether the user is typing: `typing` read as Python reads a condition (`true`, but also
+    /// `1` or `"yes"`; `false`, `null`, `0`, `""`, `[]` and `{}` say not), as Synapse reads it.
     pub fn typing(&self) -> bool {
-        matches!(self.content.get("typing"), Some(Value::Bool(true)))
+        self.content.get("typing").is_some_and(truthy)
     }
 
     /// The content, as received or built.
@@ -285,7 +294,9 @@ impl Typing {
 /// The receipt object is `{"event_ids": [...], "data": {"ts", "thread_id"?, ...}}`. `event_ids`
 /// is required, a non-empty list of strings (the spec says exactly one; Synapse takes any list).
 /// `data` is optional (the spec requires it with `ts`; Synapse defaults it to `{}`), and an
-/// object when present; `data.thread_id`, when present, is a string.
+/// object when present. `data.thread_id` is a string when it names a thread; any other value is
+/// taken as no thread ([`ReceiptEntry::thread_id`] is `None`), as Synapse takes it, rather than
+/// refusing the whole EDU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptEntry {
     room_id: String,
@@ -357,12 +368,9 @@ impl ReceiptEntry {
             ));
         }
         if let Some(data) = receipt.get("data") {
-            let data = data
-                .as_object()
-                .ok_or_else(|| wrong(ptr(&base, "data"), "an object", data))?;
-            opt_check(data, "thread_id", &ptr(&base, "data"), "a string", |v| {
-                v.as_str().is_some()
-            })?;
+            if data.as_object().is_none() {
+                return Err(wrong(ptr(&base, "data"), "an object", data));
+            }
         }
         Ok(())
     }
@@ -404,7 +412,8 @@ impl ReceiptEntry {
             .and_then(Value::as_int)
     }
 
-    /// `data.thread_id`, when present (threaded receipts, spec v1.4).
+    /// `data.thread_id`, when it is a string (threaded receipts, spec v1.4); `None` for no
+    /// thread, which another value (a number, say) also means.
     pub fn thread_id(&self) -> Option<&str> {
         self.data().and_then(|d| d.get_str("thread_id"))
     }
@@ -514,6 +523,10 @@ impl Receipt {
 /// `last_active_ago` is required by the spec but optional in Synapse, so optional here; when
 /// present it is an integer. `status_msg` is a string and `currently_active` a boolean when
 /// present; `null` counts as absent for all three.
+///
+/// In a received EDU, an entry without a user or without a presence state (absent, `null`, `""`
+/// or another value Python reads as false) is skipped, as Synapse skips it, not an error:
+/// [`Presence::updates`] leaves it out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceUpdate {
     entry: Object,
@@ -560,6 +573,29 @@ impl PresenceUpdate {
     pub fn from_object(entry: Object) -> Result<PresenceUpdate, EduError> {
         PresenceUpdate::check(&entry, "/content/push/0")?;
         Ok(PresenceUpdate { entry })
+    }
+
+    /// Whether Synapse acts on a received entry, and if so whether it is well formed. Synapse
+    /// skips an entry without a user or a presence state (read as Python reads a condition), but
+    /// parses the user ID of one it skips for want of a state (a malformed one fails the EDU).
+    fn check_received(e: &Object, base: &str) -> Result<bool, EduError> {
+        let Some(user) = e.get("user_id").filter(|u| truthy(u)) else {
+            return Ok(false);
+        };
+        let user = user
+            .as_str()
+            .ok_or_else(|| wrong(ptr(base, "user_id"), "a string", user))?;
+        check_user(user, || ptr(base, "user_id"))?;
+        if !PresenceUpdate::acted_on(e) {
+            return Ok(false);
+        }
+        PresenceUpdate::check(e, base)?;
+        Ok(true)
+    }
+
+    /// Whether a received entry names a user and a presence state (see [`Presence::updates`]).
+    fn acted_on(e: &Object) -> bool {
+        e.get("user_id").is_some_and(truthy) && e.get("presence").is_some_and(truthy)
     }
 
     fn check(e: &Object, base: &str) -> Result<(), EduError> {
@@ -610,6 +646,8 @@ impl PresenceUpdate {
 
 /// `m.presence`: `{"push": [<PresenceUpdate>, ...]}`. `push` is required and must be a list
 /// (Synapse would read a missing `push` as empty; an EDU with nothing in it is a malformed EDU).
+/// Each entry is an object; one without a user or a presence state is skipped
+/// ([`PresenceUpdate`]), the others must be well formed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Presence {
     content: Object,
@@ -630,7 +668,7 @@ impl Presence {
             let e = item
                 .as_object()
                 .ok_or_else(|| wrong(base.clone(), "an object", item))?;
-            PresenceUpdate::check(e, &base)?;
+            PresenceUpdate::check_received(e, &base)?;
         }
         Ok(Presence { content })
     }
@@ -643,11 +681,13 @@ impl Presence {
         Presence { content }
     }
 
-    /// The updates, in order.
+    /// The updates, in order: every entry but those without a user or a presence state, which
+    /// are skipped (as Synapse skips them).
     pub fn updates(&self) -> Vec<PresenceUpdate> {
         self.push()
             .iter()
             .filter_map(Value::as_object)
+            .filter(|e| PresenceUpdate::acted_on(e))
             .map(|e| PresenceUpdate { entry: e.clone() })
             .collect()
     }
@@ -937,6 +977,42 @@ impl DirectToDevice {
         self.content.get_object("messages").unwrap_or(&EMPTY_OBJECT)
     }
 
+    /// The same batch with only the messages for the users `keep` accepts, or `None` when no
+    /// message is left: what a server keeps of a batch, the messages for its own users. A user
+    /// with no device named gets nothing, and is left out (as Synapse skips one).
+    ///
+    /// ```
+    /// use mxfed_core::canonical::{parse_object, ParseOptions};
+    /// use mxfed_core::edu::DirectToDevice;
+    /// let messages = parse_object(br#"{"@a:us":{"D":{}},"@b:them":{"E":{}},"@c:us":{}}"#, &ParseOptions::STRICT).unwrap();
+    /// let d = DirectToDevice::new("@s:them", "m.x", "id1", messages).unwrap();
+    /// let ours = d.only_for(|u| u.ends_with(":us")).unwrap();
+    /// assert_eq!(ours.messages().keys().collect::<Vec<_>>(), ["@a:us"]);
+    /// assert_eq!((ours.sender(), ours.message_id()), ("@s:them", "id1"));
+    /// assert!(d.only_for(|u| u == "@c:us").is_none());
+    /// ```
+    pub fn only_for(&self, mut keep: impl FnMut(&str) -> bool) -> Option<DirectToDevice> {
+        let messages: Object = self
+            .messages()
+            .iter()
+            .filter(|(user, devices)| {
+                devices.as_object().is_some_and(|d| !d.is_empty()) && keep(user)
+            })
+            .map(|(user, devices)| (user.to_owned(), devices.clone()))
+            .collect();
+        if messages.is_empty() {
+            return None;
+        }
+        let mut content: Object = self
+            .content
+            .iter()
+            .filter(|(k, _)| *k != "messages")
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect();
+        content.insert("messages", messages);
+        Some(DirectToDevice { content })
+    }
+
     /// Every (user, device or `*`, message content), in order.
     pub fn recipients(&self) -> impl Iterator<Item = (&str, &str, &Object)> {
         self.messages().iter().flat_map(|(user, devices)| {
@@ -1106,8 +1182,9 @@ impl Edu {
     }
 
     /// Every user ID the EDU speaks for (the ones that must belong to the sender): the typing
-    /// user, each receipt's user, each presence user, the device-list or signing-key owner, the
-    /// to-device sender. Empty for unknown EDUs.
+    /// user, each receipt's user, the user of each presence update (entries skipped for want of
+    /// a state speak for no one), the device-list or signing-key owner, the to-device sender.
+    /// Empty for unknown EDUs.
     pub fn user_ids(&self) -> Vec<&str> {
         match self {
             Edu::Typing(e) => vec![e.user_id()],
@@ -1116,6 +1193,7 @@ impl Edu {
                 .push()
                 .iter()
                 .filter_map(Value::as_object)
+                .filter(|o| PresenceUpdate::acted_on(o))
                 .filter_map(|o| o.get_str("user_id"))
                 .collect(),
             Edu::DeviceListUpdate(e) => vec![e.user_id()],
@@ -1254,6 +1332,85 @@ mod tests {
         let r: Vec<_> = d.recipients().map(|(u, dev, _)| (u, dev)).collect();
         assert_eq!(r, [("@r:y", "*"), ("@r:y", "DEV")]);
         assert!(Edu::from(d).is_reliable());
+    }
+
+    /// A typing EDU's `typing` is required but may be any value, read as Synapse's Python reads
+    /// it; the EDU is kept as received.
+    #[test]
+    fn typing_is_read_as_python_reads_it() {
+        let typing = |v: &str| {
+            Typing::from_content(obj(&format!(
+                r#"{{"room_id":"!r:x","user_id":"@u:x","typing":{v}}}"#
+            )))
+        };
+        for yes in ["true", "1", r#""yes""#, "[0]", r#"{"a":1}"#, "-0.5"] {
+            assert!(typing(yes).unwrap().typing(), "{yes}");
+        }
+        for no in ["false", "null", "0", r#""""#, "[]", "{}", "0.0"] {
+            assert!(!typing(no).unwrap().typing(), "{no}");
+        }
+        let t = typing(r#""yes""#).unwrap();
+        assert_eq!(t.content().get_str("typing"), Some("yes"));
+        let e = Typing::from_content(obj(r#"{"room_id":"!r:x","user_id":"@u:x"}"#)).unwrap_err();
+        assert_eq!(e.code(), "edu_missing_field");
+    }
+
+    /// A receipt whose `data.thread_id` is not a string is a receipt without a thread, not a
+    /// malformed EDU (which would lose the other receipts in it).
+    #[test]
+    fn receipt_thread_id_not_a_string_is_no_thread() {
+        let r = Receipt::from_content(obj(
+            r#"{"!a:x":{"m.read":{"@u:x":{"event_ids":["$1"],"data":{"ts":5,"thread_id":7}},
+                                  "@v:x":{"event_ids":["$2"],"data":{"thread_id":null}},
+                                  "@w:x":{"event_ids":["$3"],"data":{"thread_id":"t"}}}}}"#,
+        ))
+        .unwrap();
+        let entries = r.entries();
+        let threads: Vec<_> = entries.iter().map(ReceiptEntry::thread_id).collect();
+        assert_eq!(threads, [None, None, Some("t")]);
+        assert_eq!(entries[0].ts(), Some(5));
+        let e = Receipt::from_content(obj(
+            r#"{"!a:x":{"m.read":{"@u:x":{"event_ids":["$1"],"data":[]}}}}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.code(),
+            "edu_wrong_type",
+            "data itself must still be an object"
+        );
+    }
+
+    /// Presence entries without a user or a presence state are skipped, as Synapse skips them,
+    /// and do not take the other entries down with them; a malformed entry Synapse would act on
+    /// still refuses the EDU.
+    #[test]
+    fn presence_entries_without_a_state_are_skipped() {
+        let p = Presence::from_content(obj(r#"{"push":[{"user_id":"@a:x"},
+                        {"user_id":"@b:x","presence":null,"last_active_ago":"junk"},
+                        {"user_id":"@c:x","presence":""},
+                        {"presence":"online"},
+                        {"user_id":null,"presence":"online"},
+                        {"user_id":"@d:x","presence":"online","last_active_ago":4}]}"#))
+        .unwrap();
+        let users: Vec<_> = p.updates().iter().map(|u| u.user_id().to_owned()).collect();
+        assert_eq!(users, ["@d:x"]);
+        let edu = Edu::from(p);
+        assert_eq!(edu.user_ids(), ["@d:x"]);
+        // A skipped entry of another server's user does not make the EDU foreign.
+        let p = Presence::from_content(obj(
+            r#"{"push":[{"user_id":"@e:y"},{"user_id":"@d:x","presence":"online"}]}"#,
+        ))
+        .unwrap();
+        assert!(Edu::from(p).check_origin("x").is_ok());
+        for bad in [
+            r#"{"push":[{"user_id":"@d:x","presence":"online","last_active_ago":"5"}]}"#,
+            r#"{"push":[{"user_id":"nope","presence":null}]}"#,
+            r#"{"push":[{"user_id":5,"presence":"online"}]}"#,
+            r#"{"push":[{"user_id":"@d:x","presence":5}]}"#,
+            r#"{"push":["x"]}"#,
+        ] {
+            assert!(Presence::from_content(obj(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

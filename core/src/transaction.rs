@@ -15,6 +15,10 @@
 //!   object or has no `room_id` (Synapse logs and ignores such a PDU, and it gets no entry in the
 //!   response because it has no event ID to key one), or a malformed EDU.
 //!
+//! A body may nest [`MAX_DEPTH`] levels, far more than other documents (EDUs carry what clients
+//! sent, and a body refused is refused whole); each PDU in it is still held to the default
+//! limit on its own ([`ItemError::PduTooDeep`]).
+//!
 //! Known differences from Synapse, all stricter and all about bytes no conforming server sends:
 //! the body's `origin` and `origin_server_ts` are required (the spec requires them; Synapse
 //! ignores them and uses the X-Matrix origin), and the canonical parser refuses a body with a
@@ -40,6 +44,7 @@ use std::fmt;
 
 use crate::canonical::{
     encode_object_into, parse, CanonicalJsonError, Int, Object, ParseOptions, Value,
+    DEFAULT_MAX_DEPTH,
 };
 use crate::edu::{Edu, EduError};
 use crate::event::EventError;
@@ -52,6 +57,20 @@ pub const MAX_PDUS: usize = 50;
 pub const MAX_EDUS: usize = 100;
 /// Largest request body accepted: Synapse's limit, 200 PDUs' worth of 64 KiB.
 pub const MAX_BODY_BYTES: usize = 200 * 65_536;
+/// Deepest nesting of objects and arrays accepted in a transaction body (the body is level 1),
+/// far above the [`DEFAULT_MAX_DEPTH`] of other documents.
+///
+/// EDUs carry what clients sent: Synapse takes a to-device message nested as deeply as Python's
+/// `json` goes (994 levels on Python 3.11) and forwards it in a transaction, and a body we cannot
+/// parse is refused whole (400), with every PDU and EDU in it; Synapse then sends the same
+/// transaction again and again, and nothing more from that server reaches us. 1,024 is above
+/// anything such a server can send. PDUs in the body are still held to [`DEFAULT_MAX_DEPTH`],
+/// each on its own ([`ItemError::PduTooDeep`]), as a PDU fetched alone is.
+///
+/// The limit is safe: the parser keeps the containers it reads on the heap, not the stack, and
+/// what a host then does with such a body (encode, clone, compare and drop it) fits a 2 MiB
+/// thread stack at this depth, unoptimised (measured by a test).
+pub const MAX_DEPTH: usize = 1024;
 /// The path of the endpoint, without the transaction ID.
 pub const SEND_PATH_PREFIX: &str = "/_matrix/federation/v1/send/";
 
@@ -187,6 +206,14 @@ pub enum ItemError {
         /// The top-level field holding it.
         field: String,
     },
+    /// The PDU nests objects and arrays deeper than [`DEFAULT_MAX_DEPTH`] levels (the PDU is
+    /// level 1): refused as it would be fetched alone, without refusing the transaction, whose
+    /// body may nest deeper ([`MAX_DEPTH`]).
+    #[error("PDU nested deeper than {limit} levels")]
+    PduTooDeep {
+        /// The limit.
+        limit: usize,
+    },
     /// The same event twice in one transaction; the later copy is left out.
     #[error("event {event_id} appears twice in the transaction")]
     DuplicatePdu {
@@ -206,6 +233,7 @@ impl ItemError {
             ItemError::UnknownRoom { .. } => "txn_pdu_unknown_room",
             ItemError::EventId(e) => e.code(),
             ItemError::NonCanonicalNumber { .. } => "pdu_non_canonical_number",
+            ItemError::PduTooDeep { .. } => "txn_pdu_too_deep",
             ItemError::DuplicatePdu { .. } => "txn_pdu_duplicate",
         }
     }
@@ -382,6 +410,7 @@ pub struct TransactionParts {
 pub fn parse_transaction(bytes: &[u8]) -> Result<Transaction, TransactionError> {
     let opts = ParseOptions {
         max_bytes: MAX_BODY_BYTES,
+        max_depth: MAX_DEPTH,
         ..ParseOptions::LEGACY
     };
     match parse(bytes, &opts)? {
@@ -456,6 +485,11 @@ pub fn transaction_from_object(mut body: Object) -> Result<Transaction, Transact
     };
     for (i, v) in pdus.into_iter().enumerate() {
         let problem = match &v {
+            Value::Object(_) if v.nests_deeper_than(DEFAULT_MAX_DEPTH) => {
+                Some(ItemError::PduTooDeep {
+                    limit: DEFAULT_MAX_DEPTH,
+                })
+            }
             Value::Object(o) => match o.get("room_id") {
                 Some(Value::String(s)) if !s.is_empty() => None,
                 None | Some(Value::Null) | Some(Value::String(_)) => {
@@ -697,6 +731,79 @@ mod tests {
         );
         let parts = tx.into_parts();
         assert_eq!(parts.pdus[1].0, 3);
+    }
+
+    /// A transaction body whose one to-device EDU carries a message nested `levels` deep (the
+    /// body 7 levels more), and whose PDUs are `pdus`.
+    fn with_deep_to_device(levels: usize, pdus: &str) -> Vec<u8> {
+        let (pairs, odd) = (levels / 2, levels % 2);
+        let message = format!(
+            "{}{}1{}{}",
+            r#"{"a":["#.repeat(pairs),
+            "[".repeat(odd),
+            "]".repeat(odd),
+            "]}".repeat(pairs)
+        );
+        format!(
+            r#"{{"origin":"a","origin_server_ts":1,"pdus":[{pdus}],"edus":[{{"edu_type":"m.direct_to_device","content":{{"sender":"@s:a","type":"m.x","message_id":"m1","messages":{{"@r:b":{{"D":{{"deep":{message}}}}}}}}}}}]}}"#
+        )
+        .into_bytes()
+    }
+
+    /// A to-device message nested past the default limit (as Synapse forwards one) does not
+    /// make the transaction unreadable; a PDU nested past it is left out on its own.
+    #[test]
+    fn a_deeply_nested_edu_does_not_refuse_the_transaction() {
+        let deep_pdu = format!(
+            r#"{{"room_id":"!r","content":{}1{}}}"#,
+            "[".repeat(DEFAULT_MAX_DEPTH),
+            "]".repeat(DEFAULT_MAX_DEPTH)
+        );
+        let ok_pdu = format!(
+            r#"{{"room_id":"!r","content":{}1{}}}"#,
+            "[".repeat(DEFAULT_MAX_DEPTH - 1),
+            "]".repeat(DEFAULT_MAX_DEPTH - 1)
+        );
+        let body = with_deep_to_device(130, &format!("{deep_pdu},{ok_pdu}"));
+        let tx = parse_transaction(&body).unwrap();
+        assert_eq!(tx.edus().len(), 1);
+        assert_eq!(tx.edus()[0].edu_type(), "m.direct_to_device");
+        assert_eq!(tx.pdus().len(), 1, "the PDU nested 128 levels is kept");
+        assert_eq!(tx.pdu_item(0), Item::Pdu(1));
+        let codes: Vec<_> = tx.rejected().iter().map(|r| (r.item, r.code())).collect();
+        assert_eq!(codes, [(Item::Pdu(0), "txn_pdu_too_deep")]);
+        // The signed form is read the same way, for transactions only.
+        let uri = "/_matrix/federation/v1/send/t1";
+        assert!(crate::xmatrix::RequestBody::parse_request("PUT", uri, &body).is_ok());
+        assert!(crate::xmatrix::RequestBody::parse(&body).is_err());
+        // Past the transaction limit, the whole body is refused.
+        let e = parse_transaction(&with_deep_to_device(MAX_DEPTH - 6, "")).unwrap_err();
+        assert_eq!(e.code(), "json_too_deep");
+    }
+
+    /// At the depth limit, parsing a body and what a host does with it afterwards (verify it,
+    /// encode, clone, compare and drop it) fit the 2 MiB stack of a tokio worker thread, in an
+    /// unoptimised build: the limit is not a remote crash.
+    #[test]
+    fn transaction_bodies_at_the_depth_limit_fit_a_small_stack() {
+        let body = with_deep_to_device(MAX_DEPTH - 7, "");
+        let worker = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let uri = "/_matrix/federation/v1/send/t1";
+                let signed = crate::xmatrix::RequestBody::parse_request("PUT", uri, &body).unwrap();
+                assert!(signed.value().nests_deeper_than(MAX_DEPTH - 1));
+                assert!(!signed.value().nests_deeper_than(MAX_DEPTH));
+                let copy = signed.value().clone();
+                assert!(copy == *signed.value());
+                let tx = parse_transaction(&body).unwrap();
+                assert!(tx.rejected().is_empty());
+                let again = parse_transaction(&tx.to_bytes()).unwrap();
+                assert!(again == tx);
+                drop((signed, copy, tx, again));
+            })
+            .unwrap();
+        worker.join().unwrap();
     }
 
     #[test]

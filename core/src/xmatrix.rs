@@ -342,10 +342,10 @@ impl Request<'_> {
     /// [`Request::sign`] for a request whose body, if any, is the JSON text `body`, exactly as it
     /// is sent (`self.content` is not used). Text that is canonical already — as every body mxfed sends
     /// is, a transaction's [`Transmit::body`](crate::outbound::Transmit::body) among them — is
-    /// signed as it is, without being parsed and encoded again; other text is parsed as
-    /// [`parse_body`] parses a received body, and its value encoded. Either way the signed bytes
-    /// are those the receiver rebuilds from the text, and the headers those [`Request::sign`]
-    /// gives for the parsed body.
+    /// signed as it is, without being parsed and encoded again; other text is parsed as a
+    /// received body to the same endpoint is ([`RequestBody::parse_request`]), and its value
+    /// encoded. Either way the signed bytes are those the receiver rebuilds from the text, and
+    /// the headers those [`Request::sign`] gives for the parsed body.
     ///
     /// ```
     /// use mxfed_core::keys::SigningKey;
@@ -372,7 +372,7 @@ impl Request<'_> {
                 self.signing_bytes_with(Some(Content::Canonical(text)))
             }
             Some(text) => {
-                let value = parse_body(text)?;
+                let value = parse_body_nested(text, body_max_depth(self.method, self.uri))?;
                 self.signing_bytes_with(Some(Content::Value(&value)))
             }
         };
@@ -397,11 +397,33 @@ impl Request<'_> {
 /// # Errors
 /// [`XMatrixError::Body`].
 pub fn parse_body(body: &[u8]) -> Result<Value, XMatrixError> {
+    parse_body_nested(body, crate::canonical::DEFAULT_MAX_DEPTH)
+}
+
+fn parse_body_nested(body: &[u8], max_depth: usize) -> Result<Value, XMatrixError> {
     let opts = ParseOptions {
         numbers: NumberMode::Legacy,
+        max_depth,
         ..ParseOptions::STRICT
     };
     parse(body, &opts).map_err(XMatrixError::Body)
+}
+
+/// How deeply a request's body may nest: [`transaction::MAX_DEPTH`](crate::transaction::MAX_DEPTH)
+/// for a transaction (`PUT /_matrix/federation/v1/send/…`, whose EDUs carry what clients sent),
+/// [`DEFAULT_MAX_DEPTH`](crate::canonical::DEFAULT_MAX_DEPTH) for every other request.
+///
+/// ```
+/// use mxfed_core::xmatrix::body_max_depth;
+/// assert_eq!(body_max_depth("PUT", "/_matrix/federation/v1/send/t1"), 1024);
+/// assert_eq!(body_max_depth("PUT", "/_matrix/federation/v2/invite/!r:a/$e"), 128);
+/// ```
+pub fn body_max_depth(method: &str, uri: &str) -> usize {
+    if method.eq_ignore_ascii_case("PUT") && uri.starts_with(crate::transaction::SEND_PATH_PREFIX) {
+        crate::transaction::MAX_DEPTH
+    } else {
+        crate::canonical::DEFAULT_MAX_DEPTH
+    }
 }
 
 /// A request body parsed for verification, kept together with the bytes it was parsed from.
@@ -435,7 +457,7 @@ impl<'a> RequestBody<'a> {
     /// # Errors
     /// [`XMatrixError::Body`].
     pub fn parse(raw: &'a [u8]) -> Result<RequestBody<'a>, XMatrixError> {
-        RequestBody::from_cow(Cow::Borrowed(raw))
+        RequestBody::from_cow(Cow::Borrowed(raw), crate::canonical::DEFAULT_MAX_DEPTH)
     }
 
     /// [`RequestBody::parse`] keeping its own copy of the bytes.
@@ -443,11 +465,44 @@ impl<'a> RequestBody<'a> {
     /// # Errors
     /// [`XMatrixError::Body`].
     pub fn parse_owned(raw: Vec<u8>) -> Result<RequestBody<'static>, XMatrixError> {
-        RequestBody::from_cow(Cow::Owned(raw))
+        RequestBody::from_cow(Cow::Owned(raw), crate::canonical::DEFAULT_MAX_DEPTH)
     }
 
-    fn from_cow(raw: Cow<'a, [u8]>) -> Result<RequestBody<'a>, XMatrixError> {
-        let value = parse_body(&raw)?;
+    /// The body of a request to `uri` with `method`, nested as deeply as that endpoint allows
+    /// ([`body_max_depth`]): what a server verifying requests calls, so a transaction whose EDU
+    /// nests deeper than other bodies may is still read.
+    ///
+    /// ```
+    /// use mxfed_core::xmatrix::RequestBody;
+    /// let deep = format!(r#"{{"a":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+    /// assert!(RequestBody::parse_request("PUT", "/_matrix/federation/v1/send/t", deep.as_bytes()).is_ok());
+    /// assert!(RequestBody::parse_request("POST", "/_matrix/key/v2/query", deep.as_bytes()).is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`XMatrixError::Body`].
+    pub fn parse_request(
+        method: &str,
+        uri: &str,
+        raw: &'a [u8],
+    ) -> Result<RequestBody<'a>, XMatrixError> {
+        RequestBody::from_cow(Cow::Borrowed(raw), body_max_depth(method, uri))
+    }
+
+    /// [`RequestBody::parse_request`] keeping its own copy of the bytes.
+    ///
+    /// # Errors
+    /// [`XMatrixError::Body`].
+    pub fn parse_request_owned(
+        method: &str,
+        uri: &str,
+        raw: Vec<u8>,
+    ) -> Result<RequestBody<'static>, XMatrixError> {
+        RequestBody::from_cow(Cow::Owned(raw), body_max_depth(method, uri))
+    }
+
+    fn from_cow(raw: Cow<'a, [u8]>, max_depth: usize) -> Result<RequestBody<'a>, XMatrixError> {
+        let value = parse_body_nested(&raw, max_depth)?;
         // The parse has validated the UTF-8 already.
         let canonical = is_canonical_parsed(&raw);
         Ok(RequestBody {

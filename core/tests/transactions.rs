@@ -450,12 +450,9 @@ fn bad_input_table() {
             "edu_missing_field",
         ),
         (
-            "typing not a bool",
-            with_edu(
-                "m.typing",
-                r#"{"room_id":"!r","user_id":"@u:a.example","typing":"yes"}"#,
-            ),
-            "edu_wrong_type",
+            "typing missing",
+            with_edu("m.typing", r#"{"room_id":"!r","user_id":"@u:a.example"}"#),
+            "edu_missing_field",
         ),
         (
             "typing bad user ID",
@@ -527,14 +524,6 @@ fn bad_input_table() {
             "edu_wrong_type",
         ),
         (
-            "receipt thread_id a number",
-            with_edu(
-                "m.receipt",
-                r#"{"!r":{"m.read":{"@u:a.example":{"event_ids":["$e"],"data":{"thread_id":1}}}}}"#,
-            ),
-            "edu_wrong_type",
-        ),
-        (
             "presence push not a list",
             with_edu("m.presence", r#"{"push":{}}"#),
             "edu_wrong_type",
@@ -550,9 +539,12 @@ fn bad_input_table() {
             "edu_wrong_type",
         ),
         (
-            "presence without presence",
-            with_edu("m.presence", r#"{"push":[{"user_id":"@u:a.example"}]}"#),
-            "edu_missing_field",
+            "presence state a number",
+            with_edu(
+                "m.presence",
+                r#"{"push":[{"user_id":"@u:a.example","presence":5}]}"#,
+            ),
+            "edu_wrong_type",
         ),
         (
             "presence bad user ID",
@@ -683,6 +675,32 @@ fn bad_input_table() {
         (
             "unknown EDU with floats",
             with_edu("org.example.x", r#"{"a":1.5}"#),
+            "ok",
+        ),
+        // As Synapse: `typing` read as Python reads a condition, a thread ID that is not a
+        // string as no thread, a presence entry without a state skipped.
+        (
+            "typing not a bool",
+            with_edu(
+                "m.typing",
+                r#"{"room_id":"!r","user_id":"@u:a.example","typing":"yes"}"#,
+            ),
+            "ok",
+        ),
+        (
+            "receipt thread_id a number",
+            with_edu(
+                "m.receipt",
+                r#"{"!r":{"m.read":{"@u:a.example":{"event_ids":["$e"],"data":{"thread_id":1}}}}}"#,
+            ),
+            "ok",
+        ),
+        (
+            "presence without presence",
+            with_edu(
+                "m.presence",
+                r#"{"push":[{"user_id":"@u:a.example"},{"user_id":"@v:a.example","presence":null}]}"#,
+            ),
             "ok",
         ),
         (

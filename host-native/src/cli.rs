@@ -832,7 +832,7 @@ fn run_request(cmd: RequestCommand) -> Result<u8, CliError> {
             };
             let content = raw
                 .as_deref()
-                .map(xmatrix::RequestBody::parse)
+                .map(|b| xmatrix::RequestBody::parse_request(&request.method, &request.uri, b))
                 .transpose()?;
             let parsed = headers
                 .iter()

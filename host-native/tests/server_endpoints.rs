@@ -533,6 +533,225 @@ async fn send_gives_per_pdu_results_and_dedups() {
     );
 }
 
+/// A read-write connection to the server's database beside its own, for a test to change the
+/// schema under it.
+fn side_connection(state: &AppState) -> rusqlite::Connection {
+    let path = mxfed_native::server::Config::resolve(&state.data_dir, &state.config.database);
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    c
+}
+
+/// A transaction's answer is given (and remembered for retries) only once its EDUs are stored:
+/// while they cannot be (a trigger refuses every EDU row), it is answered 500 and not
+/// remembered, so the sender's retry of the same transaction ID stores them.
+#[tokio::test]
+async fn a_transaction_whose_edus_cannot_be_stored_is_answered_500_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let (room, _) = room_with_eve(&state).await;
+    let typing = obj(&format!(
+        r#"{{"edu_type":"m.typing","content":{{"room_id":"{room}","user_id":"@eve:remote.test","typing":true}}}}"#
+    ));
+    let body = txn(vec![], vec![typing]);
+    let side = side_connection(&state);
+    side.execute_batch(
+        "CREATE TRIGGER no_edus BEFORE INSERT ON edus BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let r = send_txn(&state, "edu-1", &body).await;
+        assert_eq!(
+            (r.status.as_u16(), r.body.get_str("errcode")),
+            (500, Some("M_UNKNOWN")),
+            "{}",
+            r.body
+        );
+    }
+    assert!(state.reads().edus(&room).unwrap().is_empty());
+    side.execute_batch("DROP TRIGGER no_edus").unwrap();
+    let r = send_txn(&state, "edu-1", &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let kinds: Vec<String> = state
+        .reads()
+        .edus(&room)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(kinds, ["m.typing"]);
+    // Answered from the dedup now: not stored twice.
+    let r = send_txn(&state, "edu-1", &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(state.reads().edus(&room).unwrap().len(), 1);
+}
+
+/// An `m.direct_to_device` EDU from `@eve:remote.test` to `to`'s device `D`, with message ID
+/// `id` and the message `message` (JSON text).
+fn to_device(to: &str, id: &str, message: &str) -> Object {
+    let text = format!(
+        r#"{{"edu_type":"m.direct_to_device","content":{{"sender":"@eve:remote.test","type":"m.room_key_request","message_id":"{id}","messages":{{"{to}":{{"D":{message}}}}}}}}}"#
+    );
+    let opts = ParseOptions {
+        max_depth: mxfed_core::transaction::MAX_DEPTH,
+        ..ParseOptions::STRICT
+    };
+    parse_object(text.as_bytes(), &opts).unwrap()
+}
+
+/// A to-device message nested deeper than other request bodies may be (as Synapse forwards one
+/// from a client) does not make the transaction unreadable: it is answered 200 and the message
+/// kept, where the whole transaction used to be refused (and sent again forever).
+#[tokio::test]
+async fn a_deeply_nested_to_device_message_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let alice = "@alice:localhost:18999";
+    state.db().create_user(alice, None, false).unwrap();
+    let deep = format!("{}1{}", r#"{"a":["#.repeat(65), "]}".repeat(65));
+    let r = send_txn(
+        &state,
+        "deep-1",
+        &txn(vec![], vec![to_device(alice, "m-deep", &deep)]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let stored = state.reads().edus_of_type("m.direct_to_device").unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].2.contains(&deep), "kept whole");
+}
+
+/// A to-device message its sender sends again in another transaction (it did not see our
+/// answer) is stored once: messages are told apart by origin and message ID, as in Synapse.
+#[tokio::test]
+async fn a_to_device_message_sent_again_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let alice = "@alice:localhost:18999";
+    state.db().create_user(alice, None, false).unwrap();
+    for (txn_id, id) in [("td-1", "m1"), ("td-2", "m1"), ("td-3", "m2")] {
+        let body = txn(vec![], vec![to_device(alice, id, r#"{"k":1}"#)]);
+        let r = send_txn(&state, txn_id, &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let ids: Vec<String> = state
+        .reads()
+        .edus_of_type("m.direct_to_device")
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, content, _)| obj(&content).get_str("message_id").unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["m1", "m2"]);
+}
+
+/// Every stored EDU, in order: (type, content).
+fn all_edus(state: &AppState) -> Vec<(String, String)> {
+    let c = side_connection(state);
+    let mut st = c
+        .prepare("SELECT edu_type, content FROM edus ORDER BY id")
+        .unwrap();
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+/// EDUs of `user` (of remote.test) of the three kinds kept only for users who share a room with
+/// us: presence (`state`), a device-list update and a signing-key update.
+fn user_edus(user: &str, state: &str) -> Vec<Object> {
+    vec![
+        obj(&format!(
+            r#"{{"edu_type":"m.presence","content":{{"push":[{{"user_id":"{user}","presence":"{state}","last_active_ago":1}}]}}}}"#
+        )),
+        obj(&format!(
+            r#"{{"edu_type":"m.device_list_update","content":{{"user_id":"{user}","device_id":"D","stream_id":1,"prev_id":[]}}}}"#
+        )),
+        obj(&format!(
+            r#"{{"edu_type":"m.signing_key_update","content":{{"user_id":"{user}","master_key":{{"user_id":"{user}","usage":["master"],"keys":{{}}}}}}}}"#
+        )),
+    ]
+}
+
+/// What a server in no room with us sends is not kept: EDUs of types we do not handle,
+/// to-device messages for users who are not ours (another server's, or an ID of ours no user
+/// has), and presence, device-list and signing-key updates of users who share no room with us.
+/// Each used to be stored whole, with no bound.
+#[tokio::test]
+async fn edus_that_do_not_concern_us_are_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let mut edus = vec![
+        obj(r#"{"edu_type":"org.example.unknown","content":{"big":"xxxxxxxx"}}"#),
+        to_device("@x:third.example", "m1", r#"{"k":1}"#),
+        to_device("@nobody:localhost:18999", "m2", r#"{"k":1}"#),
+    ];
+    edus.extend(user_edus("@eve:remote.test", "online"));
+    let r = send_txn(&state, "stranger-1", &txn(vec![], edus)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(all_edus(&state), []);
+}
+
+/// Of what a server in a room with us sends, what concerns us is kept: the messages of a
+/// to-device batch for our users (not the others), the updates of its users who share a room
+/// with us (not of those who do not), and one presence per user, the latest.
+#[tokio::test]
+async fn edus_of_users_we_share_a_room_with_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    room_with_eve(&state).await;
+    let alice = "@alice:localhost:18999";
+    let mut edus = user_edus("@eve:remote.test", "online");
+    edus.extend(user_edus("@zed:remote.test", "online"));
+    edus.push(obj(&format!(
+        r#"{{"edu_type":"m.direct_to_device","content":{{"sender":"@eve:remote.test","type":"m.x","message_id":"m1","messages":{{"{alice}":{{"D":{{"a":1}}}},"@x:third.example":{{"E":{{"b":2}}}}}}}}}}"#
+    )));
+    let r = send_txn(&state, "friend-1", &txn(vec![], edus)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = send_txn(
+        &state,
+        "friend-2",
+        &txn(
+            vec![],
+            user_edus("@eve:remote.test", "unavailable")[..1].to_vec(),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let kinds: Vec<(String, Option<String>)> = all_edus(&state)
+        .into_iter()
+        .map(|(kind, content)| {
+            let c = obj(&content);
+            let who = match kind.as_str() {
+                "m.presence" => c.get("push").and_then(Value::as_array).map(|p| {
+                    let p = p[0].as_object().unwrap();
+                    format!(
+                        "{} {}",
+                        p.get_str("user_id").unwrap(),
+                        p.get_str("presence").unwrap()
+                    )
+                }),
+                "m.direct_to_device" => Some(
+                    c.get_object("messages")
+                        .unwrap()
+                        .keys()
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+                _ => c.get_str("user_id").map(str::to_owned),
+            };
+            (kind, who)
+        })
+        .collect();
+    let row = |k: &str, who: &str| (k.to_owned(), Some(who.to_owned()));
+    assert_eq!(
+        kinds,
+        [
+            row("m.device_list_update", "@eve:remote.test"),
+            row("m.signing_key_update", "@eve:remote.test"),
+            row("m.direct_to_device", alice),
+            row("m.presence", "@eve:remote.test unavailable"),
+        ]
+    );
+}
+
 /// Eve sends `n` messages (`m0`, `m1`, …), one transaction each, all accepted; their IDs.
 async fn eve_says(state: &Arc<AppState>, room: &str, n: usize) -> Vec<String> {
     let mut ids = Vec::new();

@@ -184,7 +184,11 @@ impl EdgeRequest {
     ) -> Result<EdgeRequest, HostError> {
         let values = authorization.map(split_authorization).unwrap_or_default();
         let content = match body {
-            Some(b) if !b.is_empty() => Some(xmatrix::RequestBody::parse_owned(b.to_vec())?),
+            Some(b) if !b.is_empty() => Some(xmatrix::RequestBody::parse_request_owned(
+                method,
+                uri,
+                b.to_vec(),
+            )?),
             _ => None,
         };
         Ok(EdgeRequest {

@@ -291,7 +291,9 @@ pub fn verify_request(
     ring: &KeyRing,
     now: Timestamp,
 ) -> Result<String, HostError> {
-    let content = content.map(xmatrix::RequestBody::parse).transpose()?;
+    let content = content
+        .map(|b| xmatrix::RequestBody::parse_request(method, uri, b))
+        .transpose()?;
     let parsed = headers
         .iter()
         .map(|h| xmatrix::XMatrix::parse(h))

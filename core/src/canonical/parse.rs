@@ -2,7 +2,9 @@
 //!
 //! Hand-written rather than serde_json because canonical JSON needs things serde_json does not
 //! give: duplicate keys rejected, lone surrogate escapes rejected, the original text of numbers
-//! kept for legacy events, and a path to the offending value in every error.
+//! kept for legacy events, and a path to the offending value in every error. It does not
+//! recurse: how deeply a document may nest is bounded by [`ParseOptions::max_depth`] alone, not by
+//! the stack of the thread parsing it.
 
 use super::encode::scan_clean;
 use super::error::{CanonicalJsonError as Error, CanonicalJsonErrorKind as Kind, PathSegment};
@@ -91,7 +93,6 @@ pub fn parse(input: &[u8], opts: &ParseOptions) -> Result<Value, Error> {
         b: input,
         pos: 0,
         opts,
-        depth: 0,
     };
     p.skip_ws();
     let v = p.value()?;
@@ -126,7 +127,20 @@ struct Parser<'a> {
     b: &'a [u8],
     pos: usize,
     opts: &'a ParseOptions,
-    depth: usize,
+}
+
+/// A container being read, while one of its members is (between members it is off the
+/// parser's stack, so errors there name no member of it).
+enum Open {
+    /// An object: where it starts (duplicate keys are reported there), its members so far, and
+    /// the key whose value is being read.
+    Object {
+        start: usize,
+        entries: Vec<(String, Value)>,
+        key: String,
+    },
+    /// An array: its items so far (the one being read is `items.len()`).
+    Array { items: Vec<Value> },
 }
 
 fn syntax(expected: &'static str, pos: usize) -> Error {
@@ -162,10 +176,115 @@ impl Parser<'_> {
         }
     }
 
+    /// One value, containers included, without recursion: the open containers are a stack on
+    /// the heap ([`Open`]), so the nesting allowed is bounded by `max_depth` alone and not by
+    /// the thread's stack (transaction bodies are parsed with a limit of
+    /// [`crate::transaction::MAX_DEPTH`] on 2 MiB threads).
     fn value(&mut self) -> Result<Value, Error> {
+        let mut open: Vec<Open> = Vec::new();
+        self.values(&mut open).map_err(|mut e| {
+            // The path to the failure: every container still open, innermost first, names the
+            // member being read when it failed.
+            for o in open.iter().rev() {
+                e.path.prepend(match o {
+                    Open::Object { key, .. } => PathSegment::Key(key.clone()),
+                    Open::Array { items } => PathSegment::Index(items.len()),
+                });
+            }
+            e
+        })
+    }
+
+    fn values(&mut self, open: &mut Vec<Open>) -> Result<Value, Error> {
+        'value: loop {
+            // A value starts here: a scalar, an empty container, or the first member of one.
+            let mut done = match self.peek() {
+                Some(b'{') => {
+                    let start = self.pos;
+                    self.enter(open.len())?;
+                    self.pos += 1;
+                    self.skip_ws();
+                    if self.peek() == Some(b'}') {
+                        self.pos += 1;
+                        Value::Object(Object::new())
+                    } else {
+                        let key = self.key()?;
+                        open.push(Open::Object {
+                            start,
+                            entries: Vec::with_capacity(8),
+                            key,
+                        });
+                        continue 'value;
+                    }
+                }
+                Some(b'[') => {
+                    self.enter(open.len())?;
+                    self.pos += 1;
+                    self.skip_ws();
+                    if self.peek() == Some(b']') {
+                        self.pos += 1;
+                        Value::Array(Vec::new())
+                    } else {
+                        open.push(Open::Array { items: Vec::new() });
+                        continue 'value;
+                    }
+                }
+                _ => self.scalar()?,
+            };
+            // A value is complete: it becomes a member of the innermost open container, which
+            // goes on to its next member (back on the stack) or closes, and is then a complete
+            // value in turn.
+            loop {
+                let Some(mut top) = open.pop() else {
+                    return Ok(done);
+                };
+                self.skip_ws();
+                match &mut top {
+                    Open::Object { key, entries, .. } => {
+                        entries.push((std::mem::take(key), done));
+                        match self.peek() {
+                            Some(b',') => {
+                                self.pos += 1;
+                                self.skip_ws();
+                                *key = self.key()?;
+                                open.push(top);
+                                continue 'value;
+                            }
+                            Some(b'}') => self.pos += 1,
+                            _ => return Err(syntax("',' or '}'", self.pos)),
+                        }
+                    }
+                    Open::Array { items } => {
+                        items.push(done);
+                        match self.peek() {
+                            Some(b',') => {
+                                self.pos += 1;
+                                self.skip_ws();
+                                open.push(top);
+                                continue 'value;
+                            }
+                            Some(b']') => self.pos += 1,
+                            _ => return Err(syntax("',' or ']'", self.pos)),
+                        }
+                    }
+                }
+                done = match top {
+                    Open::Object { start, entries, .. } => {
+                        Value::Object(Object::from_unsorted(entries).map_err(|key| {
+                            let mut e = Error::new(Kind::DuplicateKey { key: key.clone() }, start);
+                            e.path.prepend(PathSegment::Key(key));
+                            e
+                        })?)
+                    }
+                    Open::Array { items, .. } => Value::Array(items),
+                };
+            }
+        }
+    }
+
+    /// A value that is not a container.
+    fn scalar(&mut self) -> Result<Value, Error> {
         match self.peek() {
-            Some(b'{') => self.object().map(Value::Object),
-            Some(b'[') => self.array(),
             Some(b'"') => self.string().map(Value::String),
             Some(b't') => self.literal(b"true", Value::Bool(true)),
             Some(b'f') => self.literal(b"false", Value::Bool(false)),
@@ -184,9 +303,10 @@ impl Parser<'_> {
         }
     }
 
-    fn enter(&mut self) -> Result<(), Error> {
-        self.depth += 1;
-        if self.depth > self.opts.max_depth {
+    /// A container opens inside `open_containers` others: refused past `max_depth` (the
+    /// top-level container is level 1).
+    fn enter(&self, open_containers: usize) -> Result<(), Error> {
+        if open_containers >= self.opts.max_depth {
             return Err(Error::new(
                 Kind::TooDeep {
                     limit: self.opts.max_depth,
@@ -197,87 +317,16 @@ impl Parser<'_> {
         Ok(())
     }
 
-    fn object(&mut self) -> Result<Object, Error> {
-        let start = self.pos;
-        self.enter()?;
-        self.pos += 1;
-        let mut entries: Vec<(String, Value)> = Vec::with_capacity(8);
+    /// An object member's key and the `:` after it, up to its value.
+    fn key(&mut self) -> Result<String, Error> {
+        if self.peek() != Some(b'"') {
+            return Err(syntax("a string key", self.pos));
+        }
+        let key = self.string()?;
         self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-            self.depth -= 1;
-            return Ok(Object::new());
-        }
-        loop {
-            if self.peek() != Some(b'"') {
-                return Err(syntax("a string key", self.pos));
-            }
-            let key = self.string()?;
-            self.skip_ws();
-            self.expect(b':', "':'")?;
-            self.skip_ws();
-            let v = match self.value() {
-                Ok(v) => v,
-                Err(mut e) => {
-                    e.path.prepend(PathSegment::Key(key));
-                    return Err(e);
-                }
-            };
-            entries.push((key, v));
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    self.skip_ws();
-                }
-                Some(b'}') => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return Err(syntax("',' or '}'", self.pos)),
-            }
-        }
-        self.depth -= 1;
-        Object::from_unsorted(entries).map_err(|key| {
-            let mut e = Error::new(Kind::DuplicateKey { key: key.clone() }, start);
-            e.path.prepend(PathSegment::Key(key));
-            e
-        })
-    }
-
-    fn array(&mut self) -> Result<Value, Error> {
-        self.enter()?;
-        self.pos += 1;
-        let mut items = Vec::new();
+        self.expect(b':', "':'")?;
         self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
-            self.depth -= 1;
-            return Ok(Value::Array(items));
-        }
-        loop {
-            match self.value() {
-                Ok(v) => items.push(v),
-                Err(mut e) => {
-                    e.path.prepend(PathSegment::Index(items.len()));
-                    return Err(e);
-                }
-            }
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    self.skip_ws();
-                }
-                Some(b']') => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return Err(syntax("',' or ']'", self.pos)),
-            }
-        }
-        self.depth -= 1;
-        Ok(Value::Array(items))
+        Ok(key)
     }
 
     fn string(&mut self) -> Result<String, Error> {

@@ -174,6 +174,31 @@ impl Value {
         }
     }
 
+    /// Whether objects and arrays nest more than `limit` levels deep (this value, when it is
+    /// one, is level 1): whether [`parse`](crate::canonical::parse) with that `max_depth` would
+    /// refuse its JSON. Looks no deeper than `limit + 1` levels, and does not recurse.
+    ///
+    /// ```
+    /// use mxfed_core::canonical::{parse, ParseOptions};
+    /// let v = parse(br#"{"a":[[1]]}"#, &ParseOptions::STRICT).unwrap();
+    /// assert!(!v.nests_deeper_than(3) && v.nests_deeper_than(2));
+    /// ```
+    pub fn nests_deeper_than(&self, limit: usize) -> bool {
+        let container = |v: &&Value| matches!(v, Value::Object(_) | Value::Array(_));
+        let mut open: Vec<(&Value, usize)> = vec![(self, 1)];
+        while let Some((v, level)) = open.pop() {
+            match v {
+                Value::Object(_) | Value::Array(_) if level > limit => return true,
+                Value::Object(o) => {
+                    open.extend(o.values().filter(container).map(|m| (m, level + 1)))
+                }
+                Value::Array(a) => open.extend(a.iter().filter(container).map(|m| (m, level + 1))),
+                _ => {}
+            }
+        }
+        false
+    }
+
     /// The canonical JSON text of this value.
     pub fn to_canonical_string(&self) -> String {
         let mut out = Vec::with_capacity(64);

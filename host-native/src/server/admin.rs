@@ -607,8 +607,12 @@ async fn edus(State(state): St, MPath(room_id): MPath<String>) -> Result<Respons
     let lines = rows
         .into_iter()
         .map(|(origin, kind, content, ts)| {
-            let content = canonical::parse_object(content.as_bytes(), &ParseOptions::LEGACY)
-                .unwrap_or_default();
+            // As deeply nested as the transaction it came in may be.
+            let opts = ParseOptions {
+                max_depth: mxfed_core::transaction::MAX_DEPTH,
+                ..ParseOptions::LEGACY
+            };
+            let content = canonical::parse_object(content.as_bytes(), &opts).unwrap_or_default();
             let mut o = Object::new();
             o.insert("origin", origin);
             o.insert("edu_type", kind);

@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::metrics::PduOutcome;
 use super::rooms::{self, checked, served_list, Entry};
-use super::store::{NewEdu, Reads as _};
+use super::store::{EduKey, NewEdu, Reads as _};
 use super::{keys, log, now, AppState};
 
 type St = State<Arc<AppState>>;
@@ -200,11 +200,12 @@ pub async fn authenticate(
         .collect();
     let parsed = xmatrix::parse_authorization(&values)?;
     // Kept with its bytes: a canonical body (what Synapse and mxfed send) is checked as
-    // received, not encoded again.
+    // received, not encoded again. Nested as deeply as the endpoint allows (a transaction's EDUs
+    // carry what clients sent).
     let content = if body.is_empty() {
         None
     } else {
-        Some(xmatrix::RequestBody::parse(body)?)
+        Some(xmatrix::RequestBody::parse_request(method, uri, body)?)
     };
     for attempt in 0..2 {
         let ring = keys::key_ring(state);
@@ -522,7 +523,8 @@ async fn send(
 }
 
 /// Clears a transaction's in-progress mark when its processing ends: after the answer was
-/// recorded this does nothing; after a panic (or a cancellation) it lets the origin's retry in.
+/// recorded this does nothing; after a failure (a 5xx), a panic or a cancellation it lets the
+/// origin's retry in, to be processed again.
 struct InFlight {
     state: Arc<AppState>,
     origin: String,
@@ -662,14 +664,15 @@ async fn process_txn(
         ms = took.as_secs_f64() * 1000.0,
         "transaction received"
     );
-    state.dedup().complete(&s.origin, &txn, response.clone());
     let bytes = response.to_bytes();
     let answer = String::from_utf8_lossy(&bytes).into_owned();
     if edus.is_empty() {
-        // Everything it did is in the rooms' committed events: the answer rides on the next
-        // commit (a lost answer only makes a retry be processed again, with the same result).
-        // Put without the writer, which a commit may hold through its fsync; written at once,
-        // off the runtime's threads, when too many wait.
+        // Everything it did is in the rooms' committed events, so a retry may be answered from
+        // the dedup at once. The answer rides on the next commit (a lost answer only makes a
+        // retry be processed again, with the same result). Put without the writer, which a
+        // commit may hold through its fsync; written at once, off the runtime's threads, when
+        // too many wait.
+        state.dedup().complete(&s.origin, &txn, response);
         if state.txn_answers.put(&s.origin, &txn, &answer) {
             let st = Arc::clone(&state);
             let flushed = rooms::blocking(move || Ok(st.db().flush_txns()?)).await;
@@ -680,14 +683,22 @@ async fn process_txn(
     } else {
         // Its EDUs and its answer in one commit (one fsync, on a blocking thread): a retry
         // finds both, or neither and stores the EDUs once.
-        let (st, origin) = (Arc::clone(&state), s.origin.clone());
-        let stored = rooms::blocking(move || {
-            Ok(st.db().put_txn_with_edus(&origin, &txn, &answer, &edus)?)
-        })
-        .await;
+        let (st, origin, id) = (Arc::clone(&state), s.origin.clone(), txn.clone());
+        let stored =
+            rooms::blocking(move || Ok(st.db().put_txn_with_edus(&origin, &id, &answer, &edus)?))
+                .await;
         if let Err(e) = stored {
-            tracing::warn!(origin = %s.origin, "storing a transaction's EDUs: {}", e.error);
+            // Not recorded: the in-flight guard forgets the transaction, so the sender's retry
+            // (a 5xx makes it retry) is processed again and stores the EDUs then. A 200 here
+            // would lose them for good (reliable ones included).
+            return Err(ApiError::internal(format_args!(
+                "storing the EDUs of txn {txn} from {}: {}",
+                s.origin, e.error
+            )));
         }
+        // Recorded only once the EDUs are durable: a retry answered from the dedup must not get
+        // the answer before the commit that its EDUs are in.
+        state.dedup().complete(&s.origin, &txn, response);
     }
     Ok(json_bytes(bytes))
 }
@@ -708,9 +719,18 @@ impl Pdus {
     }
 }
 
-/// The rows to store for an EDU: a typing or receipt EDU gives one for each room it concerns
-/// that we are in, the origin has a member joined to, and whose server ACL lets the origin in
-/// (others are dropped, as Synapse drops them); any other EDU one row without a room.
+/// The rows to store for an EDU: only what concerns our users, the rooms we are in and their
+/// members, as Synapse keeps only that and drops or ignores the rest (a peer that shares nothing
+/// with us can make us keep nothing).
+/// - typing and receipts: one row for each room it concerns that we are in, the origin has a
+///   member joined to, and whose server ACL lets the origin in;
+/// - to-device messages: one row with only the messages for our users, once per (origin,
+///   message ID) (Synapse refuses messages for other servers' users);
+/// - device-list and signing-key updates: one row when the user shares a room with us (Synapse
+///   ignores the others: it will not hear of the user's later changes either);
+/// - presence: one row per update of a user who shares a room with us, replacing that user's
+///   earlier one;
+/// - other types: nothing (Synapse has no handler for them and drops them).
 fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
     let known = |r: &str| {
         state.rooms().get(r).is_some_and(|room| {
@@ -721,15 +741,16 @@ fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
     };
     let kind = edu.edu_type();
     let content = edu.content();
-    let row = |room: Option<&str>, content: String| NewEdu {
+    let row = |room: Option<&str>, content: String, key: Option<EduKey>| NewEdu {
         edu_type: kind.to_owned(),
         room_id: room.map(str::to_owned),
         content,
+        key,
     };
     match edu {
         Edu::Typing(t) => {
             if known(t.room_id()) {
-                out.push(row(Some(t.room_id()), content.to_canonical_string()));
+                out.push(row(Some(t.room_id()), content.to_canonical_string(), None));
             }
         }
         Edu::Receipt(_) => {
@@ -737,11 +758,41 @@ fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
                 if known(room) {
                     let mut one = Object::new();
                     one.insert(room, per_room.clone());
-                    out.push(row(Some(room), one.to_canonical_string()));
+                    out.push(row(Some(room), one.to_canonical_string(), None));
                 }
             }
         }
-        _ => out.push(row(None, content.to_canonical_string())),
+        Edu::DirectToDevice(d) => {
+            let ours = |user: &str| {
+                state.is_local_user(user) && state.reads().user(user).ok().flatten().is_some()
+            };
+            // Once per (origin, message ID), as Synapse keys them: a sender sends a message
+            // again (in another transaction) when it did not see our answer.
+            if let Some(mine) = d.only_for(ours) {
+                let key = EduKey::Once(d.message_id().to_owned());
+                out.push(row(None, mine.content().to_canonical_string(), Some(key)));
+            }
+        }
+        Edu::DeviceListUpdate(u) => {
+            if shares_a_room(state, u.user_id()) {
+                out.push(row(None, content.to_canonical_string(), None));
+            }
+        }
+        Edu::SigningKeyUpdate(u) => {
+            if shares_a_room(state, u.user_id()) {
+                out.push(row(None, content.to_canonical_string(), None));
+            }
+        }
+        Edu::Presence(p) => {
+            for u in p.updates() {
+                if shares_a_room(state, u.user_id()) {
+                    let key = EduKey::Latest(u.user_id().to_owned());
+                    let one = mxfed_core::edu::Presence::from_updates([u]);
+                    out.push(row(None, one.content().to_canonical_string(), Some(key)));
+                }
+            }
+        }
+        _ => tracing::debug!(%origin, edu_type = kind, "EDU of a type we do not handle: dropped"),
     }
 }
 
@@ -852,6 +903,14 @@ pub fn resume_auto_accepts(state: &Arc<AppState>) {
         }
         Err(e) => super::warn(&format!("pending invites to accept: {e}")),
     }
+}
+
+/// Whether `user` is joined to a room we are in: whose device, key and presence changes concern
+/// us (Synapse's `get_rooms_for_user` being non-empty).
+fn shares_a_room(state: &AppState, user: &str) -> bool {
+    state.rooms().values().any(|room| {
+        room.membership(user).as_deref() == Some("join") && rooms::resident(state, room)
+    })
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -78,6 +78,10 @@ impl PendingTxns {
 /// A user's display name and auto-accept setting.
 pub type UserRow = (Option<String>, bool);
 
+/// A stored EDU as [`Reads::edus_of_type`] reads it: origin, room (typing and receipts), content
+/// JSON, received ms.
+pub type EduRow = (String, Option<String>, String, i64);
+
 /// The events table, created on first open (before [`SCHEMA`], whose index is on it). `stream`
 /// orders events as they were stored: replaying a room in that order rebuilds its in-memory
 /// state exactly. No index on `event_id`: see [`Store`]'s `ids`.
@@ -151,7 +155,8 @@ CREATE TABLE IF NOT EXISTS edus (
     edu_type TEXT NOT NULL,
     room_id TEXT,
     content TEXT NOT NULL,
-    received_ts INTEGER NOT NULL
+    received_ts INTEGER NOT NULL,
+    edu_key TEXT
 );
 CREATE INDEX IF NOT EXISTS edus_by_room ON edus(room_id, id);
 CREATE TABLE IF NOT EXISTS server_keys (
@@ -281,6 +286,21 @@ pub struct NewEdu {
     pub room_id: Option<String>,
     /// Its content as canonical JSON.
     pub content: String,
+    /// What makes it one of a kind among the EDUs of its type from its origin, if anything.
+    pub key: Option<EduKey>,
+}
+
+/// What makes a stored EDU one of a kind among those of its type from the same origin (the
+/// `edu_key` column, unique per type and origin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EduKey {
+    /// Stored once: a later EDU with the same key is dropped. A to-device message's
+    /// `message_id`, which its sender keeps when it sends the message again (as Synapse keys
+    /// them on origin and message ID).
+    Once(String),
+    /// One row per key: a later EDU replaces the earlier one (and is stored after the others).
+    /// A user's presence, of which only the latest matters.
+    Latest(String),
 }
 
 /// A new event row.
@@ -635,6 +655,20 @@ pub trait Reads {
         })?;
         rows.collect()
     }
+
+    /// EDUs of one type received, in any room or none, in the order stored.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn edus_of_type(&self, edu_type: &str) -> rusqlite::Result<Vec<EduRow>> {
+        let mut st = self.conn().prepare_cached(
+            "SELECT origin, room_id, content, received_ts FROM edus WHERE edu_type = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map(params![edu_type], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        rows.collect()
+    }
 }
 
 /// The database.
@@ -762,6 +796,20 @@ impl Store {
             conn.execute_batch("ALTER TABLE events ADD COLUMN taken_in INTEGER")?;
         }
         conn.execute_batch(DEFERRED_SCHEMA)?;
+        // Added after the first release, for EDUs kept once per key (to-device message IDs,
+        // a user's presence): databases created before get the column here, their rows none.
+        let has_edu_key: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('edus') WHERE name = 'edu_key'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_edu_key {
+            conn.execute_batch("ALTER TABLE edus ADD COLUMN edu_key TEXT")?;
+        }
+        conn.execute_batch(
+            "CREATE UNIQUE INDEX IF NOT EXISTS edus_by_key ON edus(edu_type, origin, edu_key)
+             WHERE edu_key IS NOT NULL",
+        )?;
         migrate_event_id_index(&conn)?;
         // After the migration, which copies the table without its indexes: the replay reads
         // the few de-outliered rows of a room without a pass over all of them.
@@ -1200,6 +1248,33 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a received EDU as its key says: once, or in place of the earlier one.
+    fn put_edu(&self, origin: &str, e: &NewEdu) -> rusqlite::Result<()> {
+        let (sql, key) = match &e.key {
+            None => return self.add_edu(origin, &e.edu_type, e.room_id.as_deref(), &e.content),
+            // The unique index on (type, origin, key) makes a second copy a no-op.
+            Some(EduKey::Once(k)) => (
+                "INSERT OR IGNORE INTO edus (origin, edu_type, room_id, content, received_ts, edu_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                k,
+            ),
+            Some(EduKey::Latest(k)) => {
+                self.exec(
+                    "DELETE FROM edus WHERE edu_type = ?1 AND origin = ?2 AND edu_key = ?3",
+                    params![e.edu_type, origin, k],
+                )?;
+                (
+                    "INSERT INTO edus (origin, edu_type, room_id, content, received_ts, edu_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    k,
+                )
+            }
+        };
+        self.exec(
+            sql,
+            params![origin, e.edu_type, e.room_id, e.content, now_ms(), key],
+        )?;
+        Ok(())
+    }
+
     /// Stores the EDUs of a transaction from `origin` and the transaction's answer in one
     /// fsynced commit, so that a retry of the transaction finds both (and gets the answer) or
     /// neither (and its EDUs are stored once).
@@ -1216,7 +1291,7 @@ impl Store {
         self.pending_txns.put(origin, txn_id, response);
         let stored = self.in_transaction(|db| {
             for e in edus {
-                db.add_edu(origin, &e.edu_type, e.room_id.as_deref(), &e.content)?;
+                db.put_edu(origin, e)?;
             }
             Ok(())
         });
@@ -1593,7 +1668,7 @@ impl Store {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{NewEdu, NewEvent, Reads as _, Store};
+    use super::{EduKey, NewEdu, NewEvent, Reads as _, Store};
     use rusqlite::{params, Connection};
 
     /// The IDs of the transactions whose answers are stored.
@@ -1982,6 +2057,7 @@ mod tests {
             edu_type: "m.typing".into(),
             room_id: Some(room.into()),
             content: content.into(),
+            key: None,
         };
         // An answer waiting for the next commit goes out with this one.
         db.put_txn_later("a.test", "t0", "{}").unwrap();
@@ -2028,6 +2104,86 @@ mod tests {
             .unwrap();
         assert_eq!(answered(&db), ["t0", "t1"]);
         assert_eq!(contents(&db, "!r:a.test").len(), 1);
+    }
+
+    /// EDUs with a key are kept once (a to-device message ID of an origin) or once per key, the
+    /// latest (a user's presence), per type and origin; EDUs without one are all kept. A
+    /// database made before the key column gets it, and keeps its rows.
+    #[test]
+    fn keyed_edus_are_kept_once_also_in_an_older_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE edus (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    origin TEXT NOT NULL,
+                    edu_type TEXT NOT NULL,
+                    room_id TEXT,
+                    content TEXT NOT NULL,
+                    received_ts INTEGER NOT NULL
+                );
+                INSERT INTO edus (origin, edu_type, content, received_ts)
+                    VALUES ('a.test', 'm.direct_to_device', '{\"old\":1}', 1);",
+            )
+            .unwrap();
+        }
+        let mut db = Store::open(&path).unwrap();
+        let edu = |kind: &str, content: &str, key: Option<EduKey>| NewEdu {
+            edu_type: kind.into(),
+            room_id: None,
+            content: content.into(),
+            key,
+        };
+        let once = |id: &str| Some(EduKey::Once(id.into()));
+        let latest = |user: &str| Some(EduKey::Latest(user.into()));
+        let to_device = "m.direct_to_device";
+        db.put_txn_with_edus(
+            "a.test",
+            "t1",
+            "{}",
+            &[
+                edu(to_device, "{\"n\":1}", once("m1")),
+                edu(to_device, "{\"n\":2}", once("m1")),
+                edu("m.presence", "{\"u\":1}", latest("@u:a.test")),
+                edu("m.presence", "{\"v\":1}", latest("@v:a.test")),
+            ],
+        )
+        .unwrap();
+        db.put_txn_with_edus(
+            "a.test",
+            "t2",
+            "{}",
+            &[
+                edu(to_device, "{\"n\":3}", once("m1")),
+                edu("m.presence", "{\"u\":2}", latest("@u:a.test")),
+            ],
+        )
+        .unwrap();
+        // Another origin's message with the same ID is another message.
+        db.put_txn_with_edus("b.test", "t1", "{}", &[edu(to_device, "{}", once("m1"))])
+            .unwrap();
+        let contents = |kind: &str| -> Vec<(String, String)> {
+            db.edus_of_type(kind)
+                .unwrap()
+                .into_iter()
+                .map(|(o, _, c, _)| (o, c))
+                .collect()
+        };
+        let row = |o: &str, c: &str| (o.to_owned(), c.to_owned());
+        assert_eq!(
+            contents(to_device),
+            [
+                row("a.test", "{\"old\":1}"),
+                row("a.test", "{\"n\":1}"),
+                row("b.test", "{}")
+            ]
+        );
+        assert_eq!(
+            contents("m.presence"),
+            [row("a.test", "{\"v\":1}"), row("a.test", "{\"u\":2}")]
+        );
     }
 
     /// A database made with the first schema (`event_id TEXT NOT NULL UNIQUE`, no `backfilled`
