@@ -650,6 +650,9 @@ impl Drop for Joining<'_> {
                 joining.remove(self.room_id);
             }
         }
+        drop(joining);
+        // Waits for the join (the admin API's) end with it.
+        self.state.changed.notify_waiters();
     }
 }
 
