@@ -142,8 +142,15 @@ fn convert(obj: &Bound<'_, PyAny>, numbers: Numbers, depth: usize) -> Result<Val
         ));
     }
     if let Ok(d) = obj.cast::<PyDict>() {
-        let mut entries: Vec<(String, Value)> = Vec::with_capacity(d.len());
-        for (k, v) in d.iter() {
+        // A snapshot of the pairs, not the dict itself: converting a value can run Python code
+        // (a subclass's hook, a finalizer) that changes the dict, and walking a dict that
+        // changes size is a panic in pyo3; a list of pairs nobody else holds cannot change.
+        let items = d.items();
+        let mut entries: Vec<(String, Value)> = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            let (k, v) = item
+                .extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()
+                .map_err(|e| Failure::new("json_unsupported_type", e.to_string()))?;
             let key = match k.cast::<PyString>() {
                 Ok(k) => py_str(k)?,
                 Err(_) => {

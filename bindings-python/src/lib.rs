@@ -519,8 +519,9 @@ fn verify_json(
     keys: &Bound<'_, PyAny>,
 ) -> PyResult<Vec<String>> {
     let mut map = BTreeMap::new();
-    for item in keys.cast::<PyDict>()?.iter() {
-        let (id, key) = item;
+    // A snapshot of the pairs: `__bytes__` of a key may run Python code that changes the dict.
+    for item in keys.cast::<PyDict>()?.items().iter() {
+        let (id, key): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
         let id = KeyId::parse(&id.extract::<String>()?).or_raise()?;
         let bytes: [u8; 32] = match as_bytes(&key)? {
             Some(b) => b.as_slice().try_into().map_err(|_| {
@@ -918,7 +919,10 @@ fn server_keys<'py>(
     let until = int(valid_until_ts, "valid_until_ts")?;
     let mut old = Vec::new();
     if let Some(old_keys) = old_keys {
-        for (id, entry) in old_keys.iter() {
+        // A snapshot of the pairs: `__index__` of a timestamp may run Python code that changes
+        // the dict.
+        for item in old_keys.items().iter() {
+            let (id, entry): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
             let id = KeyId::parse(&id.extract::<String>()?).or_raise()?;
             let entry = entry.cast::<PyDict>()?;
             let get = |k: &str| {

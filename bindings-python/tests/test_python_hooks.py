@@ -1,0 +1,50 @@
+"""Python code that runs while the bindings work (a subclass's hooks, `__bytes__`, `__index__`,
+a mapping's `items`) can neither crash them nor choose their answer: any failure is a
+MxfedError with a code, never a pyo3 PanicException."""
+
+from typing import Any, Dict
+
+import mxfed
+from conftest import SEED
+
+KEY = mxfed.SigningKey.from_seed("1", SEED)
+
+
+def test_hooks_that_change_the_dict_being_read_are_not_a_crash() -> None:
+    d: Dict[str, Any] = {}
+
+    class Evil(int):
+        def __str__(self) -> str:
+            d["z"] = 1
+            return int.__repr__(self)
+
+        __repr__ = __str__
+
+    d["a"] = Evil(2**60)
+    # What the dict held when the call began.
+    assert mxfed.canonical_json(d, room_version="1") == b'{"a":1152921504606846976}'
+    d.pop("z", None)
+    assert mxfed.content_hash(d, "1") == mxfed.content_hash(b'{"a":1152921504606846976}', "1")
+    d.pop("z", None)
+    assert mxfed.server_acl_allows(d, "a.example") is False
+
+    keys: Dict[str, Any] = {}
+
+    class Key(bytearray):
+        def __bytes__(self) -> bytes:
+            keys["ed25519:2"] = KEY.verify_key
+            return bytes(bytearray(self))
+
+    keys["ed25519:1"] = Key(KEY.verify_key_bytes)
+    assert mxfed.verify_json(mxfed.sign_json({}, "d", KEY), "d", keys) == ["ed25519:1"]
+
+    old: Dict[str, Any] = {}
+
+    class Ts:
+        def __index__(self) -> int:
+            old["ed25519:2"] = {"key": KEY.verify_key, "expired_ts": 1}
+            return 5
+
+    old["ed25519:0"] = {"key": KEY.verify_key, "expired_ts": Ts()}
+    out = mxfed.server_keys("d", KEY, 10, old)
+    assert out["old_verify_keys"] == {"ed25519:0": {"key": KEY.verify_key, "expired_ts": 5}}
