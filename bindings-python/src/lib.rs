@@ -30,6 +30,7 @@ mod error;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use pyo3::exceptions::{PyOSError, PyTypeError};
 use pyo3::prelude::*;
@@ -145,13 +146,16 @@ fn key_response(obj: &Bound<'_, PyAny>) -> PyResult<ServerKeys> {
     ServerKeys::from_response(&o).or_raise()
 }
 
-/// A `KeyRing`, or an iterable of key responses (each verified as self-signed).
-fn with_key_ring<T>(
+/// `f` on the keys of `obj`, run with the GIL released: a `KeyRing` (read-locked meanwhile), or
+/// key responses (each verified as self-signed). `f` runs no Python code (see [`read`]).
+fn with_key_ring<R: Send>(
+    py: Python<'_>,
     obj: &Bound<'_, PyAny>,
-    f: impl FnOnce(&KeyRing) -> PyResult<T>,
-) -> PyResult<T> {
+    f: impl FnOnce(&KeyRing) -> R + Send,
+) -> PyResult<R> {
     if let Ok(r) = obj.cast::<PyKeyRing>() {
-        return f(&r.borrow().ring);
+        let shared = &r.get().inner;
+        return Ok(py.detach(|| f(&read(shared).ring)));
     }
     let mut ring = KeyRing::new();
     if obj.is_instance_of::<PyDict>()
@@ -164,7 +168,54 @@ fn with_key_ring<T>(
             ring.add(&key_response(&item?)?);
         }
     }
-    f(&ring)
+    Ok(py.detach(|| f(&ring)))
+}
+
+// ------------------------------------------------------------------------------------ sharing
+
+// A `KeyRing` is shared between Python threads, and calls release the GIL while the core works,
+// so its state sits behind an `RwLock`. Two rules keep that free of panics and deadlocks: no
+// Python code runs while a lock is held (arguments are read before locking, Python objects and
+// exceptions are made after unlocking), so a hook such as `__bytes__` can use the same object
+// again; and a thread waits for a lock with the GIL released, so the holder can always finish.
+// A poisoned lock (a panic while it was held, which the core does not do) is used as it is.
+
+/// A read lock, waiting for it (callers wait with the GIL released: [`with_read`]).
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A write lock, waiting for it (callers wait with the GIL released: [`with_write`]).
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `f` on the value behind `lock`: at once when no writer holds it, else once it is free, waiting
+/// with the GIL released. `f` must not run Python code.
+fn with_read<T: Send + Sync, R: Send>(
+    py: Python<'_>,
+    lock: &RwLock<T>,
+    f: impl FnOnce(&T) -> R + Send,
+) -> R {
+    match lock.try_read() {
+        Ok(guard) => f(&guard),
+        Err(TryLockError::Poisoned(p)) => f(&p.into_inner()),
+        Err(TryLockError::WouldBlock) => py.detach(|| f(&read(lock))),
+    }
+}
+
+/// `f` on the value behind `lock`, mutably: at once when the lock is free, else once it is,
+/// waiting with the GIL released. `f` must not run Python code.
+fn with_write<T: Send + Sync, R: Send>(
+    py: Python<'_>,
+    lock: &RwLock<T>,
+    f: impl FnOnce(&mut T) -> R + Send,
+) -> R {
+    match lock.try_write() {
+        Ok(mut guard) => f(&mut guard),
+        Err(TryLockError::Poisoned(p)) => f(&mut p.into_inner()),
+        Err(TryLockError::WouldBlock) => py.detach(|| f(&mut write(lock))),
+    }
 }
 
 fn seed_arg(seed: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
@@ -378,11 +429,28 @@ impl PyVerifyKey {
     }
 }
 
-/// What is known of other servers' keys: verified `/_matrix/key/v2/server` responses.
-#[pyclass(module = "mxfed", name = "KeyRing")]
+/// What is known of other servers' keys: verified `/_matrix/key/v2/server` responses. Frozen,
+/// with its state behind a lock, so threads can share one (see [`with_read`]).
+#[pyclass(module = "mxfed", name = "KeyRing", frozen)]
 struct PyKeyRing {
+    inner: RwLock<Ring>,
+}
+
+/// A key ring and the order its servers were added in.
+#[derive(Default)]
+struct Ring {
     ring: KeyRing,
+    /// `servers()` lists servers in the order they were added; the core's ring is sorted.
     servers: Vec<String>,
+}
+
+impl Ring {
+    fn add(&mut self, keys: &ServerKeys) {
+        self.ring.add(keys);
+        if !self.servers.contains(&keys.server_name) {
+            self.servers.push(keys.server_name.clone());
+        }
+    }
 }
 
 #[pymethods]
@@ -390,48 +458,48 @@ impl PyKeyRing {
     #[new]
     #[pyo3(signature = (responses=None))]
     fn new(responses: Option<&Bound<'_, PyAny>>) -> PyResult<PyKeyRing> {
-        let mut r = PyKeyRing {
-            ring: KeyRing::new(),
-            servers: Vec::new(),
-        };
+        let mut r = Ring::default();
         if let Some(responses) = responses {
             for item in responses.try_iter()? {
-                r.add(&item?)?;
+                r.add(&key_response(&item?)?);
             }
         }
-        Ok(r)
+        Ok(PyKeyRing {
+            inner: RwLock::new(r),
+        })
     }
 
     /// Adds a key response (dict or JSON text) after checking it is self-signed; returns the
     /// server name.
-    fn add(&mut self, response: &Bound<'_, PyAny>) -> PyResult<String> {
+    fn add(&self, py: Python<'_>, response: &Bound<'_, PyAny>) -> PyResult<String> {
+        // Read (Python code may run) before locking.
         let keys = key_response(response)?;
-        self.ring.add(&keys);
-        if !self.servers.contains(&keys.server_name) {
-            self.servers.push(keys.server_name.clone());
-        }
+        with_write(py, &self.inner, |r| r.add(&keys));
         Ok(keys.server_name)
     }
 
     /// The servers with known keys, in the order they were added.
-    fn servers(&self) -> Vec<String> {
-        self.servers.clone()
+    fn servers(&self, py: Python<'_>) -> Vec<String> {
+        with_read(py, &self.inner, |r| r.servers.clone())
     }
 
     /// A server's keys: key ID → unpadded base64 public key.
-    fn keys(&self, server_name: &str) -> BTreeMap<String, String> {
-        self.ring
-            .server(server_name)
-            .map(|m| {
-                m.iter()
-                    .map(|(id, e)| (id.as_str().to_owned(), e.key.to_base64()))
-                    .collect()
-            })
-            .unwrap_or_default()
+    fn keys(&self, py: Python<'_>, server_name: &str) -> BTreeMap<String, String> {
+        with_read(py, &self.inner, |r| {
+            r.ring
+                .server(server_name)
+                .map(|m| {
+                    m.iter()
+                        .map(|(id, e)| (id.as_str().to_owned(), e.key.to_base64()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
     }
 
-    fn __repr__(&self) -> String {
-        format!("<mxfed.KeyRing {:?}>", self.servers)
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let servers = self.servers(py);
+        format!("<mxfed.KeyRing {servers:?}>")
     }
 }
 
@@ -757,10 +825,8 @@ fn check_pdus<'py>(
             }
         });
     }
-    let results = with_key_ring(keys, |ring| {
-        py.detach(|| check_all(&pending, v, ring, threads))
-            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("a check thread failed"))
-    })?;
+    let results = with_key_ring(py, keys, |ring| check_all(&pending, v, ring, threads))?
+        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("a check thread failed"))?;
     let out = PyList::empty(py);
     let mut failures = failures.into_iter();
     for r in results {
@@ -865,29 +931,15 @@ fn verify_request<'py>(
         .transpose()
         .or_raise()?;
     let now = self::now_ms(py, now_ms)?;
-    let auth = with_key_ring(keys, |ring| {
-        match &body {
-            Some(body) => xmatrix::verify_request_body(
-                &parsed,
-                destination,
-                method,
-                uri,
-                Some(body),
-                ring,
-                now,
-            ),
-            None => xmatrix::verify_request(
-                &parsed,
-                destination,
-                method,
-                uri,
-                value.as_ref(),
-                ring,
-                now,
-            ),
+    let auth = with_key_ring(py, keys, |ring| match &body {
+        Some(body) => {
+            xmatrix::verify_request_body(&parsed, destination, method, uri, Some(body), ring, now)
         }
-        .or_raise()
-    })?;
+        None => {
+            xmatrix::verify_request(&parsed, destination, method, uri, value.as_ref(), ring, now)
+        }
+    })?
+    .or_raise()?;
     let d = PyDict::new(py);
     d.set_item("origin", auth.origin)?;
     let ids: Vec<&str> = auth.key_ids.iter().map(KeyId::as_str).collect();
@@ -1154,9 +1206,9 @@ fn receive_into<'py>(
             Err(e) => out.append(rejected_verdict(py, &e)?)?,
         }
     }
-    let verdicts = with_key_ring(keys, |ring| {
+    let verdicts = with_key_ring(py, keys, |ring| {
         let lines: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
-        Ok(py.detach(|| room.receive_pdus(&lines, ring)))
+        room.receive_pdus(&lines, ring)
     })?;
     for v in &verdicts {
         out.append(object_to_py(py, v)?)?;
@@ -1196,12 +1248,10 @@ fn room_verdict<'py>(
         Ok(b) => b,
         Err(e) => return rejected_verdict(py, &e),
     };
-    let verdict = with_key_ring(keys, |ring| {
-        Ok(py.detach(|| {
-            let check = pdu::check_pdu(&bytes, v, ring);
-            let verdict = decide(&check);
-            room::verdict_json(&check, &verdict)
-        }))
+    let verdict = with_key_ring(py, keys, |ring| {
+        let check = pdu::check_pdu(&bytes, v, ring);
+        let verdict = decide(&check);
+        room::verdict_json(&check, &verdict)
     })?;
     object_to_py(py, &verdict)
 }

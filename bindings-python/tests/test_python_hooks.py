@@ -48,3 +48,19 @@ def test_hooks_that_change_the_dict_being_read_are_not_a_crash() -> None:
     old["ed25519:0"] = {"key": KEY.verify_key, "expired_ts": Ts()}
     out = mxfed.server_keys("d", KEY, 10, old)
     assert out["old_verify_keys"] == {"ed25519:0": {"key": KEY.verify_key, "expired_ts": 5}}
+
+
+def test_a_key_ring_used_again_by_a_hook_of_its_own_add() -> None:
+    ring = mxfed.KeyRing()
+    response = mxfed.canonical_json(mxfed.server_keys("d", KEY, 10**13))
+    seen = []
+
+    class Response(bytearray):
+        def __bytes__(self) -> bytes:
+            seen.append(mxfed.check_pdus([], "10", ring))
+            seen.append(ring.servers())
+            return bytes(bytearray(self))
+
+    assert ring.add(Response(response)) == "d"
+    assert seen == [[], []]
+    assert ring.servers() == ["d"]
