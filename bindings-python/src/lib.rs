@@ -40,7 +40,6 @@ use mxfed_core::acl::ServerAcl;
 use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
 use mxfed_core::server_keys::{build_server_keys, KeyRing, ServerKeys};
-use mxfed_core::state_res::StateMap;
 use mxfed_core::{
     base64, discovery, event, identifiers, pdu, room, signing, transaction, xmatrix, RoomVersion,
     Timestamp,
@@ -173,8 +172,8 @@ fn with_key_ring<R: Send>(
 
 // ------------------------------------------------------------------------------------ sharing
 
-// A `KeyRing` is shared between Python threads, and calls release the GIL while the core works,
-// so its state sits behind an `RwLock`. Two rules keep that free of panics and deadlocks: no
+// A `KeyRing` or a `Room` is shared between Python threads, and calls release the GIL while the
+// core works, so its state sits behind an `RwLock`. Two rules keep that free of panics and deadlocks: no
 // Python code runs while a lock is held (arguments are read before locking, Python objects and
 // exceptions are made after unlocking), so a hook such as `__bytes__` can use the same object
 // again; and a thread waits for a lock with the GIL released, so the holder can always finish.
@@ -1190,13 +1189,13 @@ fn one_pdu(item: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     }
 }
 
-/// Receives PDUs in causal order (the core's `Room::receive_pdus`), the GIL released; PDUs that
+/// Receives PDUs with `receive` (the core's `Room::receive_pdus`), the GIL released; PDUs that
 /// could not be converted come first, as rejected verdicts.
 fn receive_into<'py>(
     py: Python<'py>,
-    room: &mut room::Room,
     pdus: Vec<PyResult<Vec<u8>>>,
     keys: &Bound<'py, PyAny>,
+    receive: impl FnOnce(&[&[u8]], &KeyRing) -> Vec<Object> + Send,
 ) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
     let mut good = Vec::with_capacity(pdus.len());
@@ -1208,7 +1207,7 @@ fn receive_into<'py>(
     }
     let verdicts = with_key_ring(py, keys, |ring| {
         let lines: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
-        room.receive_pdus(&lines, ring)
+        receive(&lines, ring)
     })?;
     for v in &verdicts {
         out.append(object_to_py(py, v)?)?;
@@ -1216,12 +1215,12 @@ fn receive_into<'py>(
     Ok(out)
 }
 
-/// A state map as a list of `{"event_id", "state_key", "type"}` dicts, sorted by type and
-/// state key.
-fn state_list<'py>(py: Python<'py>, state: &StateMap) -> PyResult<Bound<'py, PyList>> {
+/// A state map's rows (`room::state_rows`: `{"event_id", "state_key", "type"}`, sorted by type
+/// and state key) as a list of dicts.
+fn state_list<'py>(py: Python<'py>, rows: &[Value]) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
-    for row in room::state_rows(state) {
-        out.append(convert::to_py(py, &row)?)?;
+    for row in rows {
+        out.append(convert::to_py(py, row)?)?;
     }
     Ok(out)
 }
@@ -1229,10 +1228,13 @@ fn state_list<'py>(py: Python<'py>, state: &StateMap) -> PyResult<Bound<'py, PyL
 /// One room's events in memory with the state after each, its forward extremities and its
 /// current state: the core's receipt pipeline (spec checks 1–6: format, signatures, hashes,
 /// auth against the auth events, the state before the event, and soft failure against the
-/// current state), as `mxfed room replay` and the server run it.
-#[pyclass(module = "mxfed", name = "Room")]
+/// current state), as `mxfed room replay` and the server run it. Frozen, with the room behind a
+/// lock, so threads can share one (see [`with_read`]).
+#[pyclass(module = "mxfed", name = "Room", frozen)]
 struct PyRoom {
-    room: room::Room,
+    /// Fixed for the room's life, so read without the lock.
+    version: &'static RoomVersion,
+    room: RwLock<room::Room>,
 }
 
 /// One PDU checked against `keys` (without the GIL), then `decide`d by a room: the verdict
@@ -1261,15 +1263,17 @@ impl PyRoom {
     /// An empty room of a version. Raises `RoomVersionError` for an unknown version.
     #[new]
     fn new(room_version: &str) -> PyResult<PyRoom> {
+        let version = self::room_version(room_version)?;
         Ok(PyRoom {
-            room: room::Room::new(self::room_version(room_version)?),
+            version,
+            room: RwLock::new(room::Room::new(version)),
         })
     }
 
     /// The room version.
     #[getter]
     fn room_version(&self) -> &'static str {
-        self.room.version().id
+        self.version.id
     }
 
     /// Checks one PDU (a dict or JSON text) against `keys` (a `KeyRing` or key responses) and
@@ -1279,14 +1283,15 @@ impl PyRoom {
     /// not an exception. Its prev and auth events must have been received first (see
     /// `receive_all` for a batch in any order).
     fn receive<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         pdu: &Bound<'py, PyAny>,
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let v = self.room.version();
-        let room = &mut self.room;
-        room_verdict(py, v, pdu, keys, |check| room.receive(check))
+        // Locked for the decision only: the PDU's own checks need the keys, not the room.
+        room_verdict(py, self.version, pdu, keys, |check| {
+            write(&self.room).receive(check)
+        })
     }
 
     /// The verdict `receive` would give the PDU, without taking it in (the room is unchanged):
@@ -1297,31 +1302,39 @@ impl PyRoom {
         pdu: &Bound<'py, PyAny>,
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let room = &self.room;
-        room_verdict(py, room.version(), pdu, keys, |check| room.check(check))
+        room_verdict(py, self.version, pdu, keys, |check| {
+            read(&self.room).check(check)
+        })
     }
 
     /// Checks a batch of PDUs (any order), orders them causally and receives each, as `replay`
     /// does: one verdict dict per PDU, in processing order.
     fn receive_all<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         pdus: &Bound<'py, PyAny>,
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
         let pdus = pdu_bytes(pdus, "receive_all")?;
-        receive_into(py, &mut self.room, pdus, keys)
+        receive_into(py, pdus, keys, |lines, ring| {
+            write(&self.room).receive_pdus(lines, ring)
+        })
     }
 
     /// The current state (the resolution of the forward extremities' states): a list of
     /// `{"event_id", "state_key", "type"}` dicts sorted by type and state key.
     fn current_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        state_list(py, &self.room.current_state())
+        let rows = with_read(py, &self.room, |room| {
+            room::state_rows(&room.current_state())
+        });
+        state_list(py, &rows)
     }
 
     /// The forward extremities (accepted events no accepted event cites yet), sorted.
-    fn forward_extremities(&self) -> Vec<String> {
-        self.room.forward_extremities().iter().cloned().collect()
+    fn forward_extremities(&self, py: Python<'_>) -> Vec<String> {
+        with_read(py, &self.room, |room| {
+            room.forward_extremities().iter().cloned().collect()
+        })
     }
 
     /// The state after a known event (before it, plus the event unless it was rejected), as
@@ -1331,15 +1344,15 @@ impl PyRoom {
         py: Python<'py>,
         event_id: &str,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
-        self.room
-            .state_after(event_id)
-            .map(|s| state_list(py, s))
-            .transpose()
+        let rows = with_read(py, &self.room, |room| {
+            room.state_after(event_id).map(room::state_rows)
+        });
+        rows.map(|rows| state_list(py, &rows)).transpose()
     }
 
     /// Whether the room has an event (accepted, soft-failed or rejected).
-    fn __contains__(&self, event_id: &str) -> bool {
-        self.room.contains(event_id)
+    fn __contains__(&self, py: Python<'_>, event_id: &str) -> bool {
+        with_read(py, &self.room, |room| room.contains(event_id))
     }
 
     /// The decision of `server_name`, resident in this room, on a `make_join` of `user_id` when
@@ -1356,6 +1369,7 @@ impl PyRoom {
     #[pyo3(signature = (user_id, server_name, joined_to=None))]
     fn restricted_join(
         &self,
+        py: Python<'_>,
         user_id: &str,
         server_name: &str,
         joined_to: Option<&Bound<'_, PyAny>>,
@@ -1378,21 +1392,20 @@ impl PyRoom {
                 known.insert(room, joined);
             }
         }
-        match self
-            .room
-            .restricted_join_for(user_id, server_name, &known)
-            .or_raise()?
-        {
+        let decision = with_read(py, &self.room, |room| {
+            room.restricted_join_for(user_id, server_name, &known)
+        });
+        match decision.or_raise()? {
             room::RestrictedJoin::Via(u) => Ok(Some(u)),
             _ => Ok(None),
         }
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let extremities = with_read(py, &self.room, |room| room.forward_extremities().len());
         format!(
-            "mxfed.Room(room_version={:?}, forward_extremities={})",
-            self.room.version().id,
-            self.room.forward_extremities().len()
+            "mxfed.Room(room_version={:?}, forward_extremities={extremities})",
+            self.version.id
         )
     }
 }
@@ -1411,8 +1424,9 @@ fn replay<'py>(
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
     let mut room = room::Room::new(self::room_version(room_version)?);
     let pdus = pdu_bytes(pdus, "replay")?;
-    let verdicts = receive_into(py, &mut room, pdus, keys)?;
-    Ok((verdicts, state_list(py, &room.current_state())?))
+    let verdicts = receive_into(py, pdus, keys, |lines, ring| room.receive_pdus(lines, ring))?;
+    let state = room::state_rows(&room.current_state());
+    Ok((verdicts, state_list(py, &state)?))
 }
 
 /// Compat fast path of `canonicaljson.encode_canonical_json`: the bytes, or None when Python's
