@@ -9,9 +9,10 @@
 //! `json_non_string_key` and `json_unsupported_type`.
 //!
 //! Events of room versions 1–5 may hold floats and big integers (Synapse accepts them there): in
-//! [`Numbers::Legacy`] a float is written with Python's `repr` and an integer with all its
-//! digits, and that text goes through the core's own legacy number parser, exactly as if the
-//! event had arrived as bytes.
+//! [`Numbers::Legacy`] a float is written with `float.__repr__` and an integer with all its
+//! digits (`int.__repr__`), from the value and never by a subclass's own `str`/`repr`, as
+//! Python's `json` does; that text goes through the core's own legacy number parser, exactly as
+//! if the event had arrived as bytes.
 //!
 //! The compat fast path ([`to_value_compat`]) takes only exact `dict`/`list`/`tuple`/`str`/
 //! `bool`/in-range `int`/`None` and gives up (returns `None`) on anything else, so the caller can
@@ -21,6 +22,7 @@
 //! (all digits) or `float` (the nearest double, as Python's `json` reads it).
 
 use pyo3::exceptions::PyOverflowError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
@@ -116,12 +118,7 @@ fn convert(obj: &Bound<'_, PyAny>, numbers: Numbers, depth: usize) -> Result<Val
         let int = obj.extract::<i64>().ok().and_then(Int::new);
         return match (int, numbers) {
             (Some(i), _) => Ok(Value::Int(i)),
-            (None, Numbers::Legacy) => {
-                let text = obj
-                    .str()
-                    .map_err(|e| Failure::new("json_syntax", e.to_string()))?;
-                legacy_number(&text.to_string_lossy())
-            }
+            (None, Numbers::Legacy) => legacy_number(&int_digits(obj)?),
             (None, Numbers::Strict) => Err(Failure::new(
                 "json_integer_out_of_range",
                 format!("integer outside canonical range ±(2^53-1) ({MAX_SAFE_INT})"),
@@ -194,12 +191,7 @@ fn convert(obj: &Bound<'_, PyAny>, numbers: Numbers, depth: usize) -> Result<Val
             ));
         }
         return match numbers {
-            Numbers::Legacy => {
-                let text = obj
-                    .repr()
-                    .map_err(|e| Failure::new("json_syntax", e.to_string()))?;
-                legacy_number(&text.to_string_lossy())
-            }
+            Numbers::Legacy => legacy_number(&float_repr(obj.py(), x)?),
             Numbers::Strict => Err(Failure::new(
                 "json_float",
                 format!("float {x:?} not allowed in canonical JSON"),
@@ -210,6 +202,34 @@ fn convert(obj: &Bound<'_, PyAny>, numbers: Numbers, depth: usize) -> Result<Val
         "json_unsupported_type",
         format!("a {} is not a JSON value", type_name(obj)),
     ))
+}
+
+/// The digits of a big integer, written by `int.__repr__` on its value, as Python's `json` writes
+/// it: never by the object's own `str()`/`repr()`, which an `int` subclass may override to put
+/// any text (even JSON structure) in place of the number.
+fn int_digits(obj: &Bound<'_, PyAny>) -> Result<String, Failure> {
+    let py = obj.py();
+    py.get_type::<PyInt>()
+        .getattr(intern!(py, "__repr__"))
+        .and_then(|repr| repr.call1((obj,)))
+        .and_then(|text| text.extract::<String>())
+        .map_err(|e| {
+            // Python writes at most `sys.get_int_max_str_digits()` digits (and its `json` reads
+            // no longer number either).
+            Failure::new(
+                "json_integer_out_of_range",
+                format!("integer too long to write in decimal ({})", e.value(py)),
+            )
+        })
+}
+
+/// A float written as `float.__repr__` writes its value (what Synapse's canonicaljson writes):
+/// a `float` subclass's own `__repr__` does not decide its JSON.
+fn float_repr(py: Python<'_>, x: f64) -> Result<String, Failure> {
+    PyFloat::new(py, x)
+        .repr()
+        .and_then(|text| text.extract::<String>())
+        .map_err(|e| Failure::new("json_syntax", e.to_string()))
 }
 
 /// Builds an object from entries with unique keys: sorting first makes every insert an append.

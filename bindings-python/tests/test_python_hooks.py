@@ -64,3 +64,32 @@ def test_a_key_ring_used_again_by_a_hook_of_its_own_add() -> None:
     assert ring.add(Response(response)) == "d"
     assert seen == [[], []]
     assert ring.servers() == ["d"]
+
+
+def test_number_subclasses_do_not_choose_their_json() -> None:
+    """Room versions 1-5 keep floats and big integers: written from their values, as Python's
+    json writes them (int.__repr__, float.__repr__), never from the object's own str/repr."""
+    import canonicaljson
+
+    class I(int):
+        def __str__(self) -> str:
+            return '{"injected":[1]}'
+
+        __repr__ = __str__
+
+    class F(float):
+        def __repr__(self) -> str:
+            return "1.5"
+
+        __str__ = __repr__
+
+    value = {"a": I(2**60), "b": F(2.5), "c": I(-(2**70)), "d": [F(1e300)]}
+    plain = {"a": 2**60, "b": 2.5, "c": -(2**70), "d": [1e300]}
+    want = b'{"a":1152921504606846976,"b":2.5,"c":-1180591620717411303424,"d":[1e+300]}'
+    assert mxfed.canonical_json(value, room_version="1") == want
+    assert canonicaljson.encode_canonical_json(value) == want
+    ev = {"type": "m.x", "content": value}
+    assert mxfed.content_hash(ev, "1") == mxfed.content_hash({"type": "m.x", "content": plain}, "1")
+    signed = mxfed.hash_and_sign_event(ev, "3", "domain", KEY)
+    assert signed == mxfed.hash_and_sign_event({"type": "m.x", "content": plain}, "3", "domain", KEY)
+    assert signed["content"] == plain
