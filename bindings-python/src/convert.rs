@@ -166,7 +166,7 @@ fn convert(obj: &Bound<'_, PyAny>, numbers: Numbers, depth: usize) -> Result<Val
             };
             entries.push((key, value));
         }
-        return Ok(Value::Object(sorted_object(entries)));
+        return Ok(Value::Object(unique_object(entries)?));
     }
     if let Ok(l) = obj.cast::<PyList>() {
         let mut items = Vec::with_capacity(l.len());
@@ -232,7 +232,20 @@ fn float_repr(py: Python<'_>, x: f64) -> Result<String, Failure> {
         .map_err(|e| Failure::new("json_syntax", e.to_string()))
 }
 
-/// Builds an object from entries with unique keys: sorting first makes every insert an append.
+/// Builds an object from entries, refusing a key given twice (what the same object as JSON text
+/// gives): `str` subclasses with their own `__eq__`/`__hash__` can put one key in a dict twice.
+/// Sorting first makes every insert an append.
+fn unique_object(mut entries: Vec<(String, Value)>) -> Result<Object, Failure> {
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+        let key = w[0].0.clone();
+        return Err(Failure::new("json_duplicate_key", format!("duplicate key {key:?}")).at(key));
+    }
+    Ok(entries.into_iter().collect())
+}
+
+/// Builds an object from entries with unique keys (exact `str` keys of an exact `dict`):
+/// sorting first makes every insert an append.
 fn sorted_object(mut entries: Vec<(String, Value)>) -> Object {
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     entries.into_iter().collect()

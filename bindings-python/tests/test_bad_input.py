@@ -32,6 +32,17 @@ def _cycle() -> Any:
     return d
 
 
+class Twin(str):
+    """A str that equals only itself: one key twice in a dict."""
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+
+def _twins() -> Any:
+    return {Twin("a"): 1, Twin("a"): 2}
+
+
 def _deep(n: int) -> Any:
     v: Any = 1
     for _ in range(n):
@@ -58,6 +69,9 @@ ROWS = [
     ("invalid JSON", lambda: E.canonical_json(b'{"a":'), E.CanonicalJsonError, "json_syntax"),
     ("trailing data", lambda: E.canonical_json(b"{} {}"), E.CanonicalJsonError, "json_trailing_data"),
     ("duplicate key", lambda: E.canonical_json(b'{"a":1,"a":2}'), E.CanonicalJsonError, "json_duplicate_key"),
+    ("duplicate str subclass key", lambda: E.canonical_json({"x": _twins()}), E.CanonicalJsonError, "json_duplicate_key"),
+    ("duplicate key in event", lambda: E.event_id(dict(EV, content=_twins()), "10"), E.CanonicalJsonError, "json_duplicate_key"),
+    ("duplicate key to sign", lambda: E.sign_json(_twins(), "domain", KEY), E.CanonicalJsonError, "json_duplicate_key"),
     ("invalid UTF-8", lambda: E.canonical_json(b'"\xff"'), E.CanonicalJsonError, "json_invalid_utf8"),
     ("lone surrogate escape", lambda: E.canonical_json(b'"\\ud800"'), E.CanonicalJsonError, "json_lone_surrogate"),
     ("not integer", lambda: E.canonical_json(b"1.5"), E.CanonicalJsonError, "json_not_integer"),
@@ -123,6 +137,12 @@ def test_bad_input(name: str, call: Callable[[], Any], cls: Type[Exception], cod
     assert isinstance(e.value, mxfed.MxfedError) and isinstance(e.value, ValueError)
     assert e.value.code == code
     assert "\n" not in str(e.value)
+
+
+def test_duplicate_keys_are_named_as_in_json_text() -> None:
+    with pytest.raises(mxfed.CanonicalJsonError) as e:
+        mxfed.canonical_json({"x": _twins()})
+    assert str(e.value) == 'duplicate key "a" at /x/a'
 
 
 def test_table_size() -> None:
