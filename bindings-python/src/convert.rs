@@ -42,7 +42,7 @@ pub(crate) enum Numbers {
 }
 
 /// A conversion failure: a code, a message and where.
-struct Failure {
+pub(crate) struct Failure {
     code: &'static str,
     message: String,
     /// JSON Pointer segments, innermost last once unwound.
@@ -63,7 +63,14 @@ impl Failure {
         self
     }
 
-    fn into_py_err(self) -> PyErr {
+    /// Whether this is a number canonical JSON cannot hold (a float, an integer out of range)
+    /// somewhere under the top-level field `field`.
+    pub(crate) fn is_number_under(&self, field: &str) -> bool {
+        matches!(self.code, "json_float" | "json_integer_out_of_range")
+            && self.path.last().is_some_and(|top| top == field)
+    }
+
+    pub(crate) fn into_py_err(self) -> PyErr {
         let mut path = String::new();
         for seg in self.path.iter().rev() {
             path.push('/');
@@ -262,9 +269,14 @@ pub(crate) fn to_value(obj: &Bound<'_, PyAny>, numbers: Numbers) -> PyResult<Val
 /// A Python `dict` as a canonical [`Object`]; other values are a `json_syntax` error ("expected an
 /// object"), as the same value given as JSON text would be.
 pub(crate) fn to_object(obj: &Bound<'_, PyAny>, numbers: Numbers) -> PyResult<Object> {
-    match to_value(obj, numbers)? {
+    try_object(obj, numbers).map_err(Failure::into_py_err)
+}
+
+/// [`to_object`], with the failure still inspectable.
+pub(crate) fn try_object(obj: &Bound<'_, PyAny>, numbers: Numbers) -> Result<Object, Failure> {
+    match convert(obj, numbers, 0)? {
         Value::Object(o) => Ok(o),
-        other => Err(coded::<CanonicalJsonError>(
+        other => Err(Failure::new(
             "json_syntax",
             format!("invalid JSON: expected an object, found {}", other.kind()),
         )),

@@ -97,7 +97,19 @@ fn numbers_for(v: &RoomVersion) -> Numbers {
 fn event_arg(obj: &Bound<'_, PyAny>, v: &RoomVersion) -> PyResult<Object> {
     match as_text(obj)? {
         Some(bytes) => pdu::parse_pdu(&bytes, v).or_raise(),
-        None => to_object(obj, numbers_for(v)),
+        None => match convert::try_object(obj, numbers_for(v)) {
+            Ok(o) => Ok(o),
+            // A float or big integer under `unsigned`, which is neither hashed nor signed: the
+            // core's `parse_pdu` decides on such an event's bytes (it reduces `unsigned` first),
+            // so the dict is judged, and comes out, exactly as its JSON text would.
+            Err(f) if f.is_number_under("unsigned") => {
+                let o = to_object(obj, Numbers::Legacy)?;
+                let mut bytes = Vec::with_capacity(2048);
+                canonical::encode_object_into(&o, &mut bytes);
+                pdu::parse_pdu(&bytes, v).or_raise()
+            }
+            Err(f) => Err(f.into_py_err()),
+        },
     }
 }
 

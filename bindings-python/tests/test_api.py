@@ -156,6 +156,49 @@ def test_events_accept_dict_bytes_and_str() -> None:
     assert v["verdict"] == "accepted"
 
 
+def _outcome(call: Any) -> Any:
+    try:
+        return ("ok", call())
+    except mxfed.MxfedError as e:
+        return (type(e).__name__, e.code)
+
+
+@pytest.mark.parametrize(
+    "unsigned",
+    [
+        {"age": 1.5},
+        {"age": 2**60},
+        {"a": [0.5], "age": 7},
+        2**60,
+        {"invite_room_state": [{"n": 1.5}]},  # kept by the core's reduction: refused
+        {"x": float("nan")},
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("version", ["1", "3", "10", "12"])
+def test_numbers_under_unsigned_are_judged_as_in_json_text(unsigned: Any, version: str) -> None:
+    """`unsigned` is neither hashed nor signed: a float or a big integer under it is judged the
+    same way whether the event is a dict or JSON text (the core's parse_pdu), with the same
+    output (the outputs that carry `unsigned` included)."""
+    ev = dict(EVENT, type="m.room.member", state_key="@u:domain", content={"membership": "join"})
+    ev.update(event_id="$e:domain", unsigned=unsigned)
+    text = json.dumps(ev).encode()
+    calls = [
+        lambda e: mxfed.content_hash(e, version),
+        lambda e: mxfed.reference_hash(e, version),
+        lambda e: mxfed.event_id(e, version),
+        lambda e: mxfed.redact(e, version),
+        lambda e: mxfed.room_id(e, version),
+        lambda e: mxfed.hash_and_sign_event(e, version, "domain", KEY),
+    ]
+    for call in calls:
+        assert _outcome(lambda: call(ev)) == _outcome(lambda: call(text))
+    # What is kept of `unsigned` comes out the same too.
+    signed = _outcome(lambda: mxfed.hash_and_sign_event(ev, version, "domain", KEY))
+    if version == "10" and unsigned == {"a": [0.5], "age": 7}:
+        assert signed[1]["unsigned"] == {"age": 7}
+
+
 def test_check_pdus_rejects_unconvertible_dicts_per_item() -> None:
     signed = mxfed.hash_and_sign_event(EVENT, "10", "domain", KEY)
     bad = dict(signed, depth=1.5)
