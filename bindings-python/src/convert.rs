@@ -24,7 +24,8 @@
 use pyo3::exceptions::PyOverflowError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
 use mxfed_core::canonical::{
     self, Int, Object, ParseOptions, Value, DEFAULT_MAX_DEPTH, MAX_SAFE_INT,
@@ -140,40 +141,10 @@ fn convert(obj: &Bound<'_, PyAny>, numbers: Numbers, depth: usize) -> Result<Val
             || obj.is_instance_of::<PyList>()
             || obj.is_instance_of::<PyTuple>())
     {
-        return Err(Failure::new(
-            "json_too_deep",
-            format!("nested deeper than {DEFAULT_MAX_DEPTH} levels (or a cycle)"),
-        ));
+        return Err(too_deep());
     }
     if let Ok(d) = obj.cast::<PyDict>() {
-        // A snapshot of the pairs, not the dict itself: converting a value can run Python code
-        // (a subclass's hook, a finalizer) that changes the dict, and walking a dict that
-        // changes size is a panic in pyo3; a list of pairs nobody else holds cannot change.
-        let items = d.items();
-        let mut entries: Vec<(String, Value)> = Vec::with_capacity(items.len());
-        for item in items.iter() {
-            let (k, v) = item
-                .extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()
-                .map_err(|e| Failure::new("json_unsupported_type", e.to_string()))?;
-            let key = match k.cast::<PyString>() {
-                Ok(k) => py_str(k)?,
-                Err(_) => {
-                    return Err(Failure::new(
-                        "json_non_string_key",
-                        format!(
-                            "object key of type {} (JSON keys are strings)",
-                            type_name(&k)
-                        ),
-                    ))
-                }
-            };
-            let value = match convert(&v, numbers, depth + 1) {
-                Ok(v) => v,
-                Err(f) => return Err(f.at(key)),
-            };
-            entries.push((key, value));
-        }
-        return Ok(Value::Object(unique_object(entries)?));
+        return object(&d.items(), numbers, depth);
     }
     if let Ok(l) = obj.cast::<PyList>() {
         let mut items = Vec::with_capacity(l.len());
@@ -205,10 +176,94 @@ fn convert(obj: &Bound<'_, PyAny>, numbers: Numbers, depth: usize) -> Result<Val
             )),
         };
     }
+    // Any other mapping (`MappingProxyType`, `UserDict`, `immutabledict`...) is an object too,
+    // read through its own `items()`: checked last, as the check runs Python code.
+    let unreadable = |e: PyErr| {
+        Failure::new(
+            "json_unsupported_type",
+            format!(
+                "a {} could not be read as a mapping ({})",
+                type_name(obj),
+                e.value(obj.py())
+            ),
+        )
+    };
+    if is_mapping(obj).map_err(unreadable)? {
+        if depth >= DEFAULT_MAX_DEPTH {
+            return Err(too_deep());
+        }
+        let items = mapping_items(obj).map_err(unreadable)?;
+        return object(&items, numbers, depth);
+    }
     Err(Failure::new(
         "json_unsupported_type",
         format!("a {} is not a JSON value", type_name(obj)),
     ))
+}
+
+fn too_deep() -> Failure {
+    Failure::new(
+        "json_too_deep",
+        format!("nested deeper than {DEFAULT_MAX_DEPTH} levels (or a cycle)"),
+    )
+}
+
+/// An object from a snapshot of a mapping's `(key, value)` pairs ([`mapping_items`]).
+fn object(items: &Bound<'_, PyList>, numbers: Numbers, depth: usize) -> Result<Value, Failure> {
+    let mut entries: Vec<(String, Value)> = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let (k, v) = item
+            .extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()
+            .map_err(|_| {
+                Failure::new(
+                    "json_unsupported_type",
+                    format!("a mapping item of type {} (not a pair)", type_name(&item)),
+                )
+            })?;
+        let key = match k.cast::<PyString>() {
+            Ok(k) => py_str(k)?,
+            Err(_) => {
+                return Err(Failure::new(
+                    "json_non_string_key",
+                    format!(
+                        "object key of type {} (JSON keys are strings)",
+                        type_name(&k)
+                    ),
+                ))
+            }
+        };
+        let value = match convert(&v, numbers, depth + 1) {
+            Ok(v) => v,
+            Err(f) => return Err(f.at(key)),
+        };
+        entries.push((key, value));
+    }
+    Ok(Value::Object(unique_object(entries)?))
+}
+
+/// Whether `obj` is a `dict` or another `collections.abc.Mapping`.
+pub(crate) fn is_mapping(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    static MAPPING: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    if obj.is_instance_of::<PyDict>() {
+        return Ok(true);
+    }
+    obj.is_instance(MAPPING.import(obj.py(), "collections.abc", "Mapping")?)
+}
+
+/// A snapshot of a mapping's `(key, value)` pairs: a new list (`dict.items()`, or
+/// `list(m.items())` for another mapping). Not the mapping itself: converting a value can run
+/// Python code (a subclass's hook, a finalizer) that changes it, and walking a dict that changes
+/// size is a panic in pyo3; a list nobody else holds cannot change.
+pub(crate) fn mapping_items<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    if let Ok(d) = obj.cast::<PyDict>() {
+        return Ok(d.items());
+    }
+    let py = obj.py();
+    let items = obj.call_method0(intern!(py, "items"))?;
+    Ok(py
+        .get_type::<PyList>()
+        .call1((items,))?
+        .cast_into::<PyList>()?)
 }
 
 /// The digits of a big integer, written by `int.__repr__` on its value, as Python's `json` writes

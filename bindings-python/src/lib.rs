@@ -32,7 +32,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
-use pyo3::exceptions::{PyOSError, PyTypeError};
+use pyo3::exceptions::{PyKeyError, PyOSError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString};
 
@@ -169,17 +169,28 @@ fn with_key_ring<R: Send>(
         return Ok(py.detach(|| f(&read(shared).ring)));
     }
     let mut ring = KeyRing::new();
-    if obj.is_instance_of::<PyDict>()
-        || obj.is_instance_of::<PyString>()
-        || as_bytes(obj)?.is_some()
-    {
-        ring.add(&key_response(obj)?);
-    } else {
-        for item in obj.try_iter()? {
-            ring.add(&key_response(&item?)?);
-        }
+    for keys in key_responses(obj)? {
+        ring.add(&keys);
     }
     Ok(py.detach(|| f(&ring)))
+}
+
+/// Whether `obj` is one JSON object (a mapping, or JSON text) rather than a collection of them.
+fn is_one_object(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(obj.is_instance_of::<PyString>() || as_bytes(obj)?.is_some() || convert::is_mapping(obj)?)
+}
+
+/// One key response (a mapping or JSON text), or an iterable of them: each verified as
+/// self-signed.
+fn key_responses(obj: &Bound<'_, PyAny>) -> PyResult<Vec<ServerKeys>> {
+    if is_one_object(obj)? {
+        return Ok(vec![key_response(obj)?]);
+    }
+    let mut out = Vec::new();
+    for item in obj.try_iter()? {
+        out.push(key_response(&item?)?);
+    }
+    Ok(out)
 }
 
 // ------------------------------------------------------------------------------------ sharing
@@ -471,8 +482,8 @@ impl PyKeyRing {
     fn new(responses: Option<&Bound<'_, PyAny>>) -> PyResult<PyKeyRing> {
         let mut r = Ring::default();
         if let Some(responses) = responses {
-            for item in responses.try_iter()? {
-                r.add(&key_response(&item?)?);
+            for keys in key_responses(responses)? {
+                r.add(&keys);
             }
         }
         Ok(PyKeyRing {
@@ -598,8 +609,13 @@ fn verify_json(
     keys: &Bound<'_, PyAny>,
 ) -> PyResult<Vec<String>> {
     let mut map = BTreeMap::new();
+    if !convert::is_mapping(keys)? {
+        return Err(PyTypeError::new_err(
+            "keys: expected a mapping of key ID to public key",
+        ));
+    }
     // A snapshot of the pairs: `__bytes__` of a key may run Python code that changes the dict.
-    for item in keys.cast::<PyDict>()?.items().iter() {
+    for item in convert::mapping_items(keys)?.iter() {
         let (id, key): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
         let id = KeyId::parse(&id.extract::<String>()?).or_raise()?;
         let bytes: [u8; 32] = match as_bytes(&key)? {
@@ -814,10 +830,7 @@ fn check_pdus<'py>(
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyList>> {
     let v = self::room_version(room_version)?;
-    if pdus.is_instance_of::<PyString>()
-        || pdus.is_instance_of::<PyDict>()
-        || as_bytes(pdus)?.is_some()
-    {
+    if is_one_object(pdus)? {
         return Err(PyTypeError::new_err(
             "check_pdus takes a list of PDUs (dicts or JSON text)",
         ));
@@ -967,7 +980,7 @@ fn server_keys<'py>(
     server_name: &str,
     key: &Bound<'py, PyAny>,
     valid_until_ts: i64,
-    old_keys: Option<&Bound<'py, PyDict>>,
+    old_keys: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let keys = signing_keys(key)?;
     validate_server_name(server_name)?;
@@ -981,20 +994,32 @@ fn server_keys<'py>(
     };
     let until = int(valid_until_ts, "valid_until_ts")?;
     let mut old = Vec::new();
-    if let Some(old_keys) = old_keys {
+    if let Some(old_keys) = old_keys.filter(|o| !o.is_none()) {
+        let not_mapping = || {
+            PyTypeError::new_err(
+                "old_keys: expected a mapping of key ID to {\"key\": ..., \"expired_ts\": ...}",
+            )
+        };
+        if !convert::is_mapping(old_keys)? {
+            return Err(not_mapping());
+        }
         // A snapshot of the pairs: `__index__` of a timestamp may run Python code that changes
-        // the dict.
-        for item in old_keys.items().iter() {
+        // the mapping.
+        for item in convert::mapping_items(old_keys)?.iter() {
             let (id, entry): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
             let id = KeyId::parse(&id.extract::<String>()?).or_raise()?;
-            let entry = entry.cast::<PyDict>()?;
-            let get = |k: &str| {
-                entry.get_item(k)?.ok_or_else(|| {
-                    coded::<error::ServerKeysError>(
+            if !convert::is_mapping(&entry)? {
+                return Err(not_mapping());
+            }
+            let get = |k: &str| match entry.get_item(k) {
+                Ok(v) => Ok(v),
+                Err(e) if e.is_instance_of::<PyKeyError>(py) => {
+                    Err(coded::<error::ServerKeysError>(
                         "keys_bad_field",
                         format!("old key {id}: no `{k}`"),
-                    )
-                })
+                    ))
+                }
+                Err(e) => Err(e),
             };
             let vk = VerifyKey::from_base64(&get("key")?.extract::<String>()?).or_raise()?;
             let expired = int(get("expired_ts")?.extract()?, "expired_ts")?;
@@ -1171,10 +1196,7 @@ fn server_may_see(
 /// PDUs as the core reads them: JSON text as is, dicts converted and encoded ([`one_pdu`]). A
 /// dict that cannot be converted is its error (made a rejected verdict).
 fn pdu_bytes(pdus: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<PyResult<Vec<u8>>>> {
-    if pdus.is_instance_of::<PyString>()
-        || pdus.is_instance_of::<PyDict>()
-        || as_bytes(pdus)?.is_some()
-    {
+    if is_one_object(pdus)? {
         return Err(PyTypeError::new_err(format!(
             "{what} takes a list of PDUs (dicts or JSON text)"
         )));

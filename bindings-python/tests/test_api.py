@@ -1,8 +1,11 @@
 """The Pythonic API: inputs in every accepted form, keys and key files, key rings, requests,
 server keys, transactions, the exception hierarchy, and the GIL released by check_pdus."""
 
+import collections
 import copy
 import json
+import types
+from collections.abc import Mapping
 import threading
 import time
 from pathlib import Path
@@ -208,6 +211,53 @@ def test_check_pdus_rejects_unconvertible_dicts_per_item() -> None:
     assert (rejected["verdict"], rejected["reason"], rejected["event_id"]) == ("rejected", "json_float", None)
     assert (text_rejected["verdict"], text_rejected["reason"]) == ("rejected", "json_syntax")
     assert set(rejected) == set(text_rejected)
+
+
+class _Frozen(Mapping):  # type: ignore[type-arg]
+    """A read-only Mapping that is not a dict (as immutabledict is)."""
+
+    def __init__(self, d: Dict[str, Any]) -> None:
+        self._d = dict(d)
+
+    def __getitem__(self, k: str) -> Any:
+        return self._d[k]
+
+    def __iter__(self) -> Any:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+@pytest.mark.parametrize("wrap", [types.MappingProxyType, collections.UserDict, collections.OrderedDict, _Frozen])
+def test_any_mapping_is_taken_where_a_dict_is(wrap: Any) -> None:
+    """What the stubs promise (Mapping), the functions take: any collections.abc.Mapping."""
+    assert mxfed.canonical_json(wrap({"b": [wrap({"x": 1})], "a": 1})) == b'{"a":1,"b":[{"x":1}]}'
+    signed = mxfed.sign_json(wrap({"one": 1}), "domain", KEY)
+    assert signed == mxfed.sign_json({"one": 1}, "domain", KEY)
+    assert mxfed.verify_json(wrap(signed), "domain", wrap({"ed25519:1": KEY.verify_key})) == ["ed25519:1"]
+    assert mxfed.event_id(wrap(EVENT), "10") == mxfed.event_id(EVENT, "10")
+    old = wrap({"ed25519:0": wrap({"key": KEY.verify_key, "expired_ts": 5})})
+    response = mxfed.server_keys("domain", KEY, 2000000, old)
+    assert response == mxfed.server_keys("domain", KEY, 2000000, {"ed25519:0": {"key": KEY.verify_key, "expired_ts": 5}})
+    for ring in (mxfed.KeyRing(wrap(response)), mxfed.KeyRing([wrap(response)])):
+        assert ring.servers() == ["domain"]
+        assert ring.add(wrap(response)) == "domain"
+    ev = mxfed.hash_and_sign_event(EVENT, "10", "domain", KEY)
+    (verdict,) = mxfed.check_pdus([wrap(ev)], "10", wrap(response))
+    assert verdict["verdict"] == "accepted"
+    assert mxfed.server_acl_allows(wrap({"allow": ["*"]}), "a.example") is True
+    with pytest.raises(TypeError):
+        mxfed.check_pdus(wrap(ev), "10", [])  # one PDU, not a list of them
+
+
+def test_key_ring_takes_one_response_or_many() -> None:
+    text = key_responses()[0]
+    assert mxfed.KeyRing(text).servers() == mxfed.KeyRing([text]).servers() == mxfed.KeyRing(text.decode()).servers()
+    with pytest.raises(TypeError):
+        mxfed.verify_json({}, "d", [("ed25519:1", KEY.verify_key)])
+    with pytest.raises(TypeError):
+        mxfed.server_keys("domain", KEY, 1, [("ed25519:0", {})])
 
 
 def test_key_ring() -> None:

@@ -93,3 +93,23 @@ def test_number_subclasses_do_not_choose_their_json() -> None:
     signed = mxfed.hash_and_sign_event(ev, "3", "domain", KEY)
     assert signed == mxfed.hash_and_sign_event({"type": "m.x", "content": plain}, "3", "domain", KEY)
     assert signed["content"] == plain
+
+
+def test_a_mapping_whose_items_change_the_dict_being_read() -> None:
+    from collections.abc import Mapping
+
+    outer: Dict[str, Any] = {}
+
+    class Sneaky(Mapping):  # type: ignore[type-arg]
+        def __getitem__(self, k: str) -> int:
+            return {"x": 1}[k]
+
+        def __iter__(self) -> Any:
+            outer["zz"] = 1
+            return iter(["x"])
+
+        def __len__(self) -> int:
+            return 1
+
+    outer.update(a=Sneaky(), b=2)
+    assert mxfed.canonical_json(outer) == b'{"a":{"x":1},"b":2}'
