@@ -32,7 +32,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
-use pyo3::exceptions::{PyKeyError, PyOSError, PyTypeError};
+use pyo3::exceptions::{PyKeyError, PyOSError, PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString};
 
@@ -46,9 +46,74 @@ use mxfed_core::{
 };
 
 use convert::{object_to_py, to_object, to_value, to_value_compat, Numbers};
-use error::{coded, OrRaise, SigningKeyError};
+use error::{coded, MxfedError, OrRaise, SigningKeyError};
 
 // ------------------------------------------------------------------------------------ inputs
+
+/// A `str` argument. A Python `str` may hold a lone surrogate, which is not Unicode (no name,
+/// ID, version or header can hold one): that is `MxfedError` `bad_argument`, not the
+/// `UnicodeEncodeError` a `&str` argument gives. Anything but a `str` is still a `TypeError`.
+struct Text(String);
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Text {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Text> {
+        let s = obj.cast::<PyString>()?;
+        match s.to_cow() {
+            Ok(text) => Ok(Text(text.into_owned())),
+            Err(_) => Err(coded::<MxfedError>(
+                "bad_argument",
+                "a str argument holds a lone surrogate (not valid Unicode)",
+            )),
+        }
+    }
+}
+
+/// A fixed-size integer argument (milliseconds, a thread count). One out of the type's range
+/// (negative, or 2^64 and more) is `MxfedError` `bad_argument`, not `OverflowError`; anything
+/// but an integer is still a `TypeError`.
+struct Num<T>(T);
+
+impl<'a, 'py, T: FromPyObject<'a, 'py, Error = PyErr>> FromPyObject<'a, 'py> for Num<T> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Num<T>> {
+        T::extract(obj).map(Num).map_err(|e| {
+            if e.is_instance_of::<PyOverflowError>(obj.py()) {
+                coded::<MxfedError>(
+                    "bad_argument",
+                    format!("integer argument out of range ({})", e.value(obj.py())),
+                )
+            } else {
+                e
+            }
+        })
+    }
+}
+
+/// A timestamp or other integer that goes into canonical JSON: outside ±(2^53 − 1), even past
+/// what an `i64` holds, is `json_integer_out_of_range` (as it is in a JSON value).
+fn canonical_int(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Int> {
+    let out_of_range = || {
+        coded::<error::CanonicalJsonError>(
+            "json_integer_out_of_range",
+            format!("{field} outside canonical range ±(2^53-1)"),
+        )
+    };
+    match obj.extract::<i64>() {
+        Ok(ms) => Int::new(ms).ok_or_else(out_of_range),
+        Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => Err(out_of_range()),
+        Err(e) => Err(e),
+    }
+}
 
 /// The bytes of a bytes-like argument (`bytes`, `bytearray`, `memoryview`), if it is one.
 fn as_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
@@ -249,7 +314,11 @@ fn seed_arg(seed: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
             )
         });
     }
-    if let Ok(s) = seed.extract::<String>() {
+    if let Ok(s) = seed.cast::<PyString>() {
+        // A lone surrogate is no base64 character.
+        let s = s
+            .to_cow()
+            .map_err(|_| coded::<SigningKeyError>("bad_base64", "key is not valid base64"))?;
         return base64::decode_array::<32>(&s).map_err(|e| match e {
             base64::Base64Error::WrongLength { expected, found } => coded::<SigningKeyError>(
                 "bad_key_length",
@@ -267,8 +336,8 @@ fn validate_server_name(name: &str) -> PyResult<()> {
     identifiers::validate_server_name(name).or_raise()
 }
 
-fn now_ms(py: Python<'_>, now: Option<u64>) -> PyResult<Timestamp> {
-    if let Some(ms) = now {
+fn now_ms(py: Python<'_>, now: Option<Num<u64>>) -> PyResult<Timestamp> {
+    if let Some(Num(ms)) = now {
         return Ok(Timestamp(ms));
     }
     // A host reads the clock; the core never does. Python's clock, so tests can patch it.
@@ -288,15 +357,15 @@ struct PySigningKey {
 impl PySigningKey {
     /// A key from a 32-byte seed (raw bytes or unpadded base64) and a version.
     #[staticmethod]
-    fn from_seed(version: &str, seed: &Bound<'_, PyAny>) -> PyResult<PySigningKey> {
-        let key = SigningKey::from_seed(version, &seed_arg(seed)?).or_raise()?;
+    fn from_seed(version: Text, seed: &Bound<'_, PyAny>) -> PyResult<PySigningKey> {
+        let key = SigningKey::from_seed(&version, &seed_arg(seed)?).or_raise()?;
         Ok(PySigningKey { key })
     }
 
     /// A new key from the OS random source; version `a_` + four letters or digits (as Synapse makes) unless given.
     #[staticmethod]
     #[pyo3(signature = (version=None))]
-    fn generate(py: Python<'_>, version: Option<&str>) -> PyResult<PySigningKey> {
+    fn generate(py: Python<'_>, version: Option<Text>) -> PyResult<PySigningKey> {
         let entropy = py.import("os")?.call_method1("urandom", (36,))?;
         let entropy: [u8; 36] = entropy
             .cast::<PyBytes>()?
@@ -308,7 +377,7 @@ impl PySigningKey {
             Some(v) => {
                 let mut seed = [0u8; 32];
                 seed.copy_from_slice(&entropy[..32]);
-                SigningKey::from_seed(v, &seed).or_raise()?
+                SigningKey::from_seed(&v, &seed).or_raise()?
             }
         };
         Ok(PySigningKey { key })
@@ -316,8 +385,8 @@ impl PySigningKey {
 
     /// Every key in the text of a Synapse `signing.key` file.
     #[staticmethod]
-    fn parse_synapse(text: &str) -> PyResult<Vec<PySigningKey>> {
-        Ok(SigningKey::parse_synapse(text)
+    fn parse_synapse(text: Text) -> PyResult<Vec<PySigningKey>> {
+        Ok(SigningKey::parse_synapse(&text)
             .or_raise()?
             .into_iter()
             .map(|key| PySigningKey { key })
@@ -332,7 +401,7 @@ impl PySigningKey {
         let text = String::from_utf8(bytes).map_err(|_| {
             coded::<SigningKeyError>("bad_key_file", "signing key file is not UTF-8")
         })?;
-        PySigningKey::parse_synapse(&text)
+        PySigningKey::parse_synapse(Text(text))
     }
 
     /// Writes this key as a `signing.key` file. Never replaces an existing file unless
@@ -506,10 +575,10 @@ impl PyKeyRing {
     }
 
     /// A server's keys: key ID → unpadded base64 public key.
-    fn keys(&self, py: Python<'_>, server_name: &str) -> BTreeMap<String, String> {
+    fn keys(&self, py: Python<'_>, server_name: Text) -> BTreeMap<String, String> {
         with_read(py, &self.inner, |r| {
             r.ring
-                .server(server_name)
+                .server(&server_name)
                 .map(|m| {
                     m.iter()
                         .map(|(id, e)| (id.as_str().to_owned(), e.key.to_base64()))
@@ -535,9 +604,12 @@ impl PyKeyRing {
 fn canonical_json<'py>(
     py: Python<'py>,
     value: &Bound<'py, PyAny>,
-    room_version: Option<&str>,
+    room_version: Option<Text>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let v = room_version.map(self::room_version).transpose()?;
+    let v = room_version
+        .as_deref()
+        .map(self::room_version)
+        .transpose()?;
     let out = match (as_bytes(value)?, v) {
         (Some(b), None) => canonical::canonicalize(&b).or_raise()?,
         (Some(b), Some(v)) => {
@@ -569,14 +641,14 @@ fn is_canonical_json(data: &Bound<'_, PyAny>) -> PyResult<bool> {
 fn sign_json<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
-    server_name: &str,
+    server_name: Text,
     key: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let keys = signing_keys(key)?;
-    validate_server_name(server_name)?;
+    validate_server_name(&server_name)?;
     let mut o = object_arg(obj)?;
     for k in &keys {
-        signing::sign_json(&mut o, server_name, k).or_raise()?;
+        signing::sign_json(&mut o, &server_name, k).or_raise()?;
     }
     object_to_py(py, &o)
 }
@@ -605,7 +677,7 @@ fn cached_verify_key(bytes: &[u8; 32]) -> PyResult<VerifyKey> {
 #[pyfunction]
 fn verify_json(
     obj: &Bound<'_, PyAny>,
-    server_name: &str,
+    server_name: Text,
     keys: &Bound<'_, PyAny>,
 ) -> PyResult<Vec<String>> {
     let mut map = BTreeMap::new();
@@ -617,7 +689,7 @@ fn verify_json(
     // A snapshot of the pairs: `__bytes__` of a key may run Python code that changes the dict.
     for item in convert::mapping_items(keys)?.iter() {
         let (id, key): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
-        let id = KeyId::parse(&id.extract::<String>()?).or_raise()?;
+        let id = KeyId::parse(&id.extract::<Text>()?).or_raise()?;
         let bytes: [u8; 32] = match as_bytes(&key)? {
             Some(b) => b.as_slice().try_into().map_err(|_| {
                 coded::<SigningKeyError>(
@@ -626,7 +698,7 @@ fn verify_json(
                 )
             })?,
             None => {
-                let b64 = key.extract::<String>()?;
+                let b64 = key.extract::<Text>()?;
                 // Decoding is cheap; decompressing the point is not, and is cached below.
                 match base64::decode_array::<32>(&b64) {
                     Ok(b) => b,
@@ -641,7 +713,7 @@ fn verify_json(
         map.insert(id, cached_verify_key(&bytes)?);
     }
     let o = object_arg(obj)?;
-    Ok(signing::verify_json(&o, server_name, &map)
+    Ok(signing::verify_json(&o, &server_name, &map)
         .or_raise()?
         .iter()
         .map(|k| k.as_str().to_owned())
@@ -650,15 +722,15 @@ fn verify_json(
 
 /// The content hash (unpadded base64 SHA-256) of an event.
 #[pyfunction]
-fn content_hash(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<String> {
-    let v = self::room_version(room_version)?;
+fn content_hash(event: &Bound<'_, PyAny>, room_version: Text) -> PyResult<String> {
+    let v = self::room_version(&room_version)?;
     Ok(base64::encode(event::content_hash(&event_arg(event, v)?)))
 }
 
 /// The reference hash (unpadded base64 SHA-256 of the redacted event) of an event.
 #[pyfunction]
-fn reference_hash(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<String> {
-    let v = self::room_version(room_version)?;
+fn reference_hash(event: &Bound<'_, PyAny>, room_version: Text) -> PyResult<String> {
+    let v = self::room_version(&room_version)?;
     Ok(base64::encode(event::reference_hash(
         &event_arg(event, v)?,
         v,
@@ -667,15 +739,15 @@ fn reference_hash(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<Stri
 
 /// The event ID: carried in the event in room versions 1–2, its reference hash from v3 on.
 #[pyfunction]
-fn event_id(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<String> {
-    let v = self::room_version(room_version)?;
+fn event_id(event: &Bound<'_, PyAny>, room_version: Text) -> PyResult<String> {
+    let v = self::room_version(&room_version)?;
     event::event_id(&event_arg(event, v)?, v).or_raise()
 }
 
 /// The room ID a room version 12+ `m.room.create` event defines.
 #[pyfunction]
-fn room_id(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<String> {
-    let v = self::room_version(room_version)?;
+fn room_id(event: &Bound<'_, PyAny>, room_version: Text) -> PyResult<String> {
+    let v = self::room_version(&room_version)?;
     event::room_id_from_create(&event_arg(event, v)?, v).or_raise()
 }
 
@@ -684,9 +756,9 @@ fn room_id(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<String> {
 fn redact<'py>(
     py: Python<'py>,
     event: &Bound<'py, PyAny>,
-    room_version: &str,
+    room_version: Text,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let v = self::room_version(room_version)?;
+    let v = self::room_version(&room_version)?;
     object_to_py(py, &event::redact(&event_arg(event, v)?, v))
 }
 
@@ -695,16 +767,16 @@ fn redact<'py>(
 fn hash_and_sign_event<'py>(
     py: Python<'py>,
     event: &Bound<'py, PyAny>,
-    room_version: &str,
-    server_name: &str,
+    room_version: Text,
+    server_name: Text,
     key: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let keys = signing_keys(key)?;
-    validate_server_name(server_name)?;
-    let v = self::room_version(room_version)?;
+    validate_server_name(&server_name)?;
+    let v = self::room_version(&room_version)?;
     let mut ev = event_arg(event, v)?;
     for k in &keys {
-        event::hash_and_sign_event(&mut ev, v, server_name, k).or_raise()?;
+        event::hash_and_sign_event(&mut ev, v, &server_name, k).or_raise()?;
     }
     object_to_py(py, &ev)
 }
@@ -720,19 +792,19 @@ fn hash_and_sign_event<'py>(
 fn membership_from_template<'py>(
     py: Python<'py>,
     answer: &Bound<'py, PyAny>,
-    room_id: &str,
-    user_id: &str,
-    membership: &str,
-    server_name: &str,
+    room_id: Text,
+    user_id: Text,
+    membership: Text,
+    server_name: Text,
     key: &Bound<'py, PyAny>,
-    now_ms: Option<u64>,
+    now_ms: Option<Num<u64>>,
     content: Option<&Bound<'py, PyAny>>,
-    event_id_localpart: Option<String>,
+    event_id_localpart: Option<Text>,
 ) -> PyResult<Bound<'py, PyDict>> {
     // Never empty: `signing_keys` refuses an empty list.
     let keys = signing_keys(key)?;
     let key = &keys[0];
-    validate_server_name(server_name)?;
+    validate_server_name(&server_name)?;
     let answer = match as_text(answer)? {
         Some(bytes) => canonical::parse_object(&bytes, &ParseOptions::LEGACY).or_raise()?,
         None => to_object(answer, Numbers::Legacy)?,
@@ -742,7 +814,7 @@ fn membership_from_template<'py>(
         .map(object_arg)
         .transpose()?;
     let local = match event_id_localpart {
-        Some(l) => l,
+        Some(Text(l)) => l,
         None => {
             const ALPHABET: &[u8] =
                 b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -754,10 +826,10 @@ fn membership_from_template<'py>(
         }
     };
     let req = event::MembershipRequest {
-        room_id,
-        user_id,
-        membership,
-        origin: server_name,
+        room_id: &room_id,
+        user_id: &user_id,
+        membership: &membership,
+        origin: &server_name,
         content: content.as_ref(),
         now: self::now_ms(py, now_ms)?,
         event_id_localpart: Some(&local),
@@ -825,17 +897,17 @@ fn check_all(
 fn check_pdus<'py>(
     py: Python<'py>,
     pdus: &Bound<'py, PyAny>,
-    room_version: &str,
+    room_version: Text,
     keys: &Bound<'py, PyAny>,
-    threads: Option<usize>,
+    threads: Option<Num<usize>>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let v = self::room_version(room_version)?;
+    let v = self::room_version(&room_version)?;
     if is_one_object(pdus)? {
         return Err(PyTypeError::new_err(
             "check_pdus takes a list of PDUs (dicts or JSON text)",
         ));
     }
-    let threads = threads.unwrap_or_else(cpus).max(1);
+    let threads = threads.map_or_else(cpus, |Num(t)| t).max(1);
     // Dicts are converted and encoded ([`one_pdu`]): the core's batch check reads bytes, and
     // re-reading canonical bytes gives back the same event.
     let mut pending: Vec<Option<Vec<u8>>> = Vec::new();
@@ -899,21 +971,21 @@ fn content_arg(content: Option<&Bound<'_, PyAny>>) -> PyResult<(Option<Vec<u8>>,
 #[pyo3(signature = (key, origin, destination, method, uri, content=None))]
 fn sign_request(
     key: &Bound<'_, PyAny>,
-    origin: &str,
-    destination: &str,
-    method: &str,
-    uri: &str,
+    origin: Text,
+    destination: Text,
+    method: Text,
+    uri: Text,
     content: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<String>> {
     let keys = signing_keys(key)?;
-    validate_server_name(origin)?;
-    validate_server_name(destination)?;
+    validate_server_name(&origin)?;
+    validate_server_name(&destination)?;
     let (text, value) = content_arg(content)?;
     let req = xmatrix::Request {
-        method,
-        uri,
-        origin,
-        destination,
+        method: &method,
+        uri: &uri,
+        origin: &origin,
+        destination: &destination,
         content: value.as_ref(),
     };
     let headers = match &value {
@@ -930,16 +1002,16 @@ fn sign_request(
 #[allow(clippy::too_many_arguments)]
 fn verify_request<'py>(
     py: Python<'py>,
-    destination: &str,
+    destination: Text,
     keys: &Bound<'py, PyAny>,
-    method: &str,
-    uri: &str,
+    method: Text,
+    uri: Text,
     headers: &Bound<'py, PyAny>,
     content: Option<&Bound<'py, PyAny>>,
-    now_ms: Option<u64>,
+    now_ms: Option<Num<u64>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let headers: Vec<String> = if let Ok(s) = headers.cast::<PyString>() {
-        vec![s.to_cow()?.into_owned()]
+    let headers: Vec<Text> = if headers.is_instance_of::<PyString>() {
+        vec![headers.extract()?]
     } else {
         headers.extract()?
     };
@@ -956,12 +1028,24 @@ fn verify_request<'py>(
         .or_raise()?;
     let now = self::now_ms(py, now_ms)?;
     let auth = with_key_ring(py, keys, |ring| match &body {
-        Some(body) => {
-            xmatrix::verify_request_body(&parsed, destination, method, uri, Some(body), ring, now)
-        }
-        None => {
-            xmatrix::verify_request(&parsed, destination, method, uri, value.as_ref(), ring, now)
-        }
+        Some(body) => xmatrix::verify_request_body(
+            &parsed,
+            &destination,
+            &method,
+            &uri,
+            Some(body),
+            ring,
+            now,
+        ),
+        None => xmatrix::verify_request(
+            &parsed,
+            &destination,
+            &method,
+            &uri,
+            value.as_ref(),
+            ring,
+            now,
+        ),
     })?
     .or_raise()?;
     let d = PyDict::new(py);
@@ -977,22 +1061,14 @@ fn verify_request<'py>(
 #[pyo3(signature = (server_name, key, valid_until_ts, old_keys=None))]
 fn server_keys<'py>(
     py: Python<'py>,
-    server_name: &str,
+    server_name: Text,
     key: &Bound<'py, PyAny>,
-    valid_until_ts: i64,
+    valid_until_ts: &Bound<'py, PyAny>,
     old_keys: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let keys = signing_keys(key)?;
-    validate_server_name(server_name)?;
-    let int = |ms: i64, field: &str| {
-        Int::new(ms).ok_or_else(|| {
-            coded::<error::CanonicalJsonError>(
-                "json_integer_out_of_range",
-                format!("{field} {ms} outside canonical range ±(2^53-1)"),
-            )
-        })
-    };
-    let until = int(valid_until_ts, "valid_until_ts")?;
+    validate_server_name(&server_name)?;
+    let until = canonical_int(valid_until_ts, "valid_until_ts")?;
     let mut old = Vec::new();
     if let Some(old_keys) = old_keys.filter(|o| !o.is_none()) {
         let not_mapping = || {
@@ -1007,7 +1083,7 @@ fn server_keys<'py>(
         // the mapping.
         for item in convert::mapping_items(old_keys)?.iter() {
             let (id, entry): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
-            let id = KeyId::parse(&id.extract::<String>()?).or_raise()?;
+            let id = KeyId::parse(&id.extract::<Text>()?).or_raise()?;
             if !convert::is_mapping(&entry)? {
                 return Err(not_mapping());
             }
@@ -1021,12 +1097,12 @@ fn server_keys<'py>(
                 }
                 Err(e) => Err(e),
             };
-            let vk = VerifyKey::from_base64(&get("key")?.extract::<String>()?).or_raise()?;
-            let expired = int(get("expired_ts")?.extract()?, "expired_ts")?;
+            let vk = VerifyKey::from_base64(&get("key")?.extract::<Text>()?).or_raise()?;
+            let expired = canonical_int(&get("expired_ts")?, "expired_ts")?;
             old.push((id, vk, expired));
         }
     }
-    let o = build_server_keys(server_name, &keys, &old, until).or_raise()?;
+    let o = build_server_keys(&server_name, &keys, &old, until).or_raise()?;
     object_to_py(py, &o)
 }
 
@@ -1073,14 +1149,14 @@ fn parse_transaction<'py>(
 /// `server_name` (with or without a port) take part. Raises `CanonicalJsonError` for content
 /// that is not a JSON object, `IdentifierError` for a malformed server name.
 #[pyfunction]
-fn server_acl_allows(content: &Bound<'_, PyAny>, server_name: &str) -> PyResult<bool> {
+fn server_acl_allows(content: &Bound<'_, PyAny>, server_name: Text) -> PyResult<bool> {
     // Room versions 1-5 allow floats and big integers in content: legacy number rules.
     let content = match as_text(content)? {
         Some(bytes) => canonical::parse_object(&bytes, &ParseOptions::LEGACY).or_raise()?,
         None => to_object(content, Numbers::Legacy)?,
     };
     ServerAcl::from_content(&content)
-        .check(server_name)
+        .check(&server_name)
         .or_raise()
 }
 
@@ -1093,7 +1169,7 @@ fn server_acl_allows(content: &Bound<'_, PyAny>, server_name: &str) -> PyResult<
 #[pyo3(signature = (server_name, well_known=None))]
 fn discovery_plan<'py>(
     py: Python<'py>,
-    server_name: &str,
+    server_name: Text,
     well_known: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let body = match well_known {
@@ -1105,7 +1181,7 @@ fn discovery_plan<'py>(
                 .into_bytes(),
         }),
     };
-    let plan = discovery::plan_json(server_name, body.as_deref()).or_raise()?;
+    let plan = discovery::plan_json(&server_name, body.as_deref()).or_raise()?;
     object_to_py(py, &plan)
 }
 
@@ -1157,12 +1233,12 @@ fn srv_targets<'py>(py: Python<'py>, records: &Bound<'py, PyAny>) -> PyResult<Bo
 #[pyo3(signature = (cache_control=None, expires=None, *, now_ms=None))]
 fn well_known_lifetime(
     py: Python<'_>,
-    cache_control: Option<&str>,
-    expires: Option<&str>,
-    now_ms: Option<u64>,
+    cache_control: Option<Text>,
+    expires: Option<Text>,
+    now_ms: Option<Num<u64>>,
 ) -> PyResult<u64> {
     let now = self::now_ms(py, now_ms)?;
-    Ok(discovery::well_known_lifetime(cache_control, expires, now).0)
+    Ok(discovery::well_known_lifetime(cache_control.as_deref(), expires.as_deref(), now).0)
 }
 
 /// Whether a server may see an event, given the `history_visibility` value in force after it
@@ -1171,7 +1247,7 @@ fn well_known_lifetime(
 /// `TypeError` for memberships that are not an iterable of str.
 #[pyfunction]
 fn server_may_see(
-    history_visibility: Option<&str>,
+    history_visibility: Option<Text>,
     memberships: &Bound<'_, PyAny>,
 ) -> PyResult<bool> {
     let not_strings = || PyTypeError::new_err("memberships: expected an iterable of str");
@@ -1182,9 +1258,9 @@ fn server_may_see(
     for item in memberships.try_iter().map_err(|_| not_strings())? {
         let item = item?;
         let m = item.cast::<PyString>().map_err(|_| not_strings())?;
-        list.push(m.to_cow()?.into_owned());
+        list.push(m.extract::<Text>()?.0);
     }
-    let visibility = room::HistoryVisibility::parse(history_visibility);
+    let visibility = room::HistoryVisibility::parse(history_visibility.as_deref());
     Ok(room::server_may_see(
         visibility,
         list.iter().map(String::as_str),
@@ -1296,8 +1372,8 @@ fn room_verdict<'py>(
 impl PyRoom {
     /// An empty room of a version. Raises `RoomVersionError` for an unknown version.
     #[new]
-    fn new(room_version: &str) -> PyResult<PyRoom> {
-        let version = self::room_version(room_version)?;
+    fn new(room_version: Text) -> PyResult<PyRoom> {
+        let version = self::room_version(&room_version)?;
         Ok(PyRoom {
             version,
             room: RwLock::new(room::Room::new(version)),
@@ -1376,17 +1452,17 @@ impl PyRoom {
     fn state_after<'py>(
         &self,
         py: Python<'py>,
-        event_id: &str,
+        event_id: Text,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
         let rows = with_read(py, &self.room, |room| {
-            room.state_after(event_id).map(room::state_rows)
+            room.state_after(&event_id).map(room::state_rows)
         });
         rows.map(|rows| state_list(py, &rows)).transpose()
     }
 
     /// Whether the room has an event (accepted, soft-failed or rejected).
-    fn __contains__(&self, py: Python<'_>, event_id: &str) -> bool {
-        with_read(py, &self.room, |room| room.contains(event_id))
+    fn __contains__(&self, py: Python<'_>, event_id: Text) -> bool {
+        with_read(py, &self.room, |room| room.contains(&event_id))
     }
 
     /// The decision of `server_name`, resident in this room, on a `make_join` of `user_id` when
@@ -1404,12 +1480,12 @@ impl PyRoom {
     fn restricted_join(
         &self,
         py: Python<'_>,
-        user_id: &str,
-        server_name: &str,
+        user_id: Text,
+        server_name: Text,
         joined_to: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<String>> {
-        identifiers::user_server_name(user_id).or_raise()?;
-        validate_server_name(server_name)?;
+        identifiers::user_server_name(&user_id).or_raise()?;
+        validate_server_name(&server_name)?;
         let mut known = BTreeMap::new();
         if let Some(j) = joined_to.filter(|j| !j.is_none()) {
             let not_mapping =
@@ -1418,7 +1494,7 @@ impl PyRoom {
                 .cast::<pyo3::types::PyMapping>()
                 .map_err(|_| not_mapping())?;
             for item in j.items()?.try_iter()? {
-                let (room, joined): (String, Bound<'_, PyAny>) = item?.extract()?;
+                let (Text(room), joined): (Text, Bound<'_, PyAny>) = item?.extract()?;
                 let joined = joined
                     .cast::<pyo3::types::PyBool>()
                     .map_err(|_| not_mapping())?
@@ -1427,7 +1503,7 @@ impl PyRoom {
             }
         }
         let decision = with_read(py, &self.room, |room| {
-            room.restricted_join_for(user_id, server_name, &known)
+            room.restricted_join_for(&user_id, &server_name, &known)
         });
         match decision.or_raise()? {
             room::RestrictedJoin::Via(u) => Ok(Some(u)),
@@ -1453,10 +1529,10 @@ impl PyRoom {
 fn replay<'py>(
     py: Python<'py>,
     pdus: &Bound<'py, PyAny>,
-    room_version: &str,
+    room_version: Text,
     keys: &Bound<'py, PyAny>,
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-    let mut room = room::Room::new(self::room_version(room_version)?);
+    let mut room = room::Room::new(self::room_version(&room_version)?);
     let pdus = pdu_bytes(pdus, "replay")?;
     let verdicts = receive_into(py, pdus, keys, |lines, ring| room.receive_pdus(lines, ring))?;
     let state = room::state_rows(&room.current_state());
@@ -1478,8 +1554,8 @@ fn encode_base64(data: &[u8]) -> String {
 
 /// Decodes unpadded (or padded) standard or URL-safe base64, as the core reads keys and hashes.
 #[pyfunction]
-fn decode_base64<'py>(py: Python<'py>, data: &str) -> PyResult<Bound<'py, PyBytes>> {
-    let b = base64::decode(data)
+fn decode_base64<'py>(py: Python<'py>, data: Text) -> PyResult<Bound<'py, PyBytes>> {
+    let b = base64::decode(&data)
         .map_err(|e| coded::<error::CanonicalJsonError>(e.code(), e.to_string()))?;
     Ok(PyBytes::new(py, &b))
 }
