@@ -10,9 +10,10 @@
 //! `json_unsupported_type`.
 //!
 //! Events of room versions 1–5 may hold floats and big integers (Synapse accepts them there): in
-//! [`Numbers::Legacy`] a float is written with Python's `repr` and an integer with all its
-//! digits, and that text goes through the core's own legacy number parser, exactly as if the
-//! event had arrived as bytes.
+//! [`Numbers::Legacy`] a float is written with `float.__repr__` and an integer with all its
+//! digits (`int.__repr__`), from the value and never by a subclass's own `str`/`repr`, as
+//! Python's `json` does; that text goes through the core's own legacy number parser, exactly as
+//! if the event had arrived as bytes.
 //!
 //! The compat fast path ([`to_value_compat`]) takes only exact `dict`/`list`/`tuple`/`str`/
 //! `bool`/in-range `int`/`None` and gives up (returns `None`) on anything else, so the caller can
@@ -22,8 +23,10 @@
 //! (all digits) or `float` (the nearest double, as Python's `json` reads it).
 
 use pyo3::exceptions::PyOverflowError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
 use mxfed_core::canonical::{
     self, Int, Object, ParseOptions, Value, DEFAULT_MAX_DEPTH, MAX_SAFE_INT,
@@ -41,7 +44,7 @@ pub(crate) enum Numbers {
 }
 
 /// A conversion failure: a code, a message and where.
-struct Failure {
+pub(crate) struct Failure {
     code: &'static str,
     message: String,
     /// JSON Pointer segments, innermost last once unwound.
@@ -62,7 +65,14 @@ impl Failure {
         self
     }
 
-    fn into_py_err(self) -> PyErr {
+    /// Whether this is a number canonical JSON cannot hold (a float, an integer out of range)
+    /// somewhere under the top-level field `field`.
+    pub(crate) fn is_number_under(&self, field: &str) -> bool {
+        matches!(self.code, "json_float" | "json_integer_out_of_range")
+            && self.path.last().is_some_and(|top| top == field)
+    }
+
+    pub(crate) fn into_py_err(self) -> PyErr {
         let mut path = String::new();
         for seg in self.path.iter().rev() {
             path.push('/');
@@ -123,12 +133,7 @@ fn convert(
         let int = obj.extract::<i64>().ok().and_then(Int::new);
         return match (int, numbers) {
             (Some(i), _) => Ok(Value::Int(i)),
-            (None, Numbers::Legacy) => {
-                let text = obj
-                    .str()
-                    .map_err(|e| Failure::new("json_syntax", e.to_string()))?;
-                legacy_number(&text.to_string_lossy())
-            }
+            (None, Numbers::Legacy) => legacy_number(&int_digits(obj)?),
             (None, Numbers::Strict) => Err(Failure::new(
                 "json_integer_out_of_range",
                 format!("integer outside canonical range ±(2^53-1) ({MAX_SAFE_INT})"),
@@ -143,33 +148,10 @@ fn convert(
             || obj.is_instance_of::<PyList>()
             || obj.is_instance_of::<PyTuple>())
     {
-        return Err(Failure::new(
-            "json_too_deep",
-            format!("nested deeper than {max_depth} levels (or a cycle)"),
-        ));
+        return Err(too_deep(max_depth));
     }
     if let Ok(d) = obj.cast::<PyDict>() {
-        let mut entries: Vec<(String, Value)> = Vec::with_capacity(d.len());
-        for (k, v) in d.iter() {
-            let key = match k.cast::<PyString>() {
-                Ok(k) => py_str(k)?,
-                Err(_) => {
-                    return Err(Failure::new(
-                        "json_non_string_key",
-                        format!(
-                            "object key of type {} (JSON keys are strings)",
-                            type_name(&k)
-                        ),
-                    ))
-                }
-            };
-            let value = match convert(&v, numbers, depth + 1, max_depth) {
-                Ok(v) => v,
-                Err(f) => return Err(f.at(key)),
-            };
-            entries.push((key, value));
-        }
-        return Ok(Value::Object(sorted_object(entries)));
+        return object(&d.items(), numbers, depth, max_depth);
     }
     if let Ok(l) = obj.cast::<PyList>() {
         let mut items = Vec::with_capacity(l.len());
@@ -198,17 +180,31 @@ fn convert(
             ));
         }
         return match numbers {
-            Numbers::Legacy => {
-                let text = obj
-                    .repr()
-                    .map_err(|e| Failure::new("json_syntax", e.to_string()))?;
-                legacy_number(&text.to_string_lossy())
-            }
+            Numbers::Legacy => legacy_number(&float_repr(obj.py(), x)?),
             Numbers::Strict => Err(Failure::new(
                 "json_float",
                 format!("float {x:?} not allowed in canonical JSON"),
             )),
         };
+    }
+    // Any other mapping (`MappingProxyType`, `UserDict`, `immutabledict`...) is an object too,
+    // read through its own `items()`: checked last, as the check runs Python code.
+    let unreadable = |e: PyErr| {
+        Failure::new(
+            "json_unsupported_type",
+            format!(
+                "a {} could not be read as a mapping ({})",
+                type_name(obj),
+                e.value(obj.py())
+            ),
+        )
+    };
+    if is_mapping(obj).map_err(unreadable)? {
+        if depth >= max_depth {
+            return Err(too_deep(max_depth));
+        }
+        let items = mapping_items(obj).map_err(unreadable)?;
+        return object(&items, numbers, depth, max_depth);
     }
     Err(Failure::new(
         "json_unsupported_type",
@@ -216,7 +212,118 @@ fn convert(
     ))
 }
 
-/// Builds an object from entries with unique keys: sorting first makes every insert an append.
+fn too_deep(max_depth: usize) -> Failure {
+    Failure::new(
+        "json_too_deep",
+        format!("nested deeper than {max_depth} levels (or a cycle)"),
+    )
+}
+
+/// An object from a snapshot of a mapping's `(key, value)` pairs ([`mapping_items`]).
+fn object(
+    items: &Bound<'_, PyList>,
+    numbers: Numbers,
+    depth: usize,
+    max_depth: usize,
+) -> Result<Value, Failure> {
+    let mut entries: Vec<(String, Value)> = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let (k, v) = item
+            .extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()
+            .map_err(|_| {
+                Failure::new(
+                    "json_unsupported_type",
+                    format!("a mapping item of type {} (not a pair)", type_name(&item)),
+                )
+            })?;
+        let key = match k.cast::<PyString>() {
+            Ok(k) => py_str(k)?,
+            Err(_) => {
+                return Err(Failure::new(
+                    "json_non_string_key",
+                    format!(
+                        "object key of type {} (JSON keys are strings)",
+                        type_name(&k)
+                    ),
+                ))
+            }
+        };
+        let value = match convert(&v, numbers, depth + 1, max_depth) {
+            Ok(v) => v,
+            Err(f) => return Err(f.at(key)),
+        };
+        entries.push((key, value));
+    }
+    Ok(Value::Object(unique_object(entries)?))
+}
+
+/// Whether `obj` is a `dict` or another `collections.abc.Mapping`.
+pub(crate) fn is_mapping(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    static MAPPING: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    if obj.is_instance_of::<PyDict>() {
+        return Ok(true);
+    }
+    obj.is_instance(MAPPING.import(obj.py(), "collections.abc", "Mapping")?)
+}
+
+/// A snapshot of a mapping's `(key, value)` pairs: a new list (`dict.items()`, or
+/// `list(m.items())` for another mapping). Not the mapping itself: converting a value can run
+/// Python code (a subclass's hook, a finalizer) that changes it, and walking a dict that changes
+/// size is a panic in pyo3; a list nobody else holds cannot change.
+pub(crate) fn mapping_items<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    if let Ok(d) = obj.cast::<PyDict>() {
+        return Ok(d.items());
+    }
+    let py = obj.py();
+    let items = obj.call_method0(intern!(py, "items"))?;
+    Ok(py
+        .get_type::<PyList>()
+        .call1((items,))?
+        .cast_into::<PyList>()?)
+}
+
+/// The digits of a big integer, written by `int.__repr__` on its value, as Python's `json` writes
+/// it: never by the object's own `str()`/`repr()`, which an `int` subclass may override to put
+/// any text (even JSON structure) in place of the number.
+fn int_digits(obj: &Bound<'_, PyAny>) -> Result<String, Failure> {
+    let py = obj.py();
+    py.get_type::<PyInt>()
+        .getattr(intern!(py, "__repr__"))
+        .and_then(|repr| repr.call1((obj,)))
+        .and_then(|text| text.extract::<String>())
+        .map_err(|e| {
+            // Python writes at most `sys.get_int_max_str_digits()` digits (and its `json` reads
+            // no longer number either).
+            Failure::new(
+                "json_integer_out_of_range",
+                format!("integer too long to write in decimal ({})", e.value(py)),
+            )
+        })
+}
+
+/// A float written as `float.__repr__` writes its value (what Synapse's canonicaljson writes):
+/// a `float` subclass's own `__repr__` does not decide its JSON.
+fn float_repr(py: Python<'_>, x: f64) -> Result<String, Failure> {
+    PyFloat::new(py, x)
+        .repr()
+        .and_then(|text| text.extract::<String>())
+        .map_err(|e| Failure::new("json_syntax", e.to_string()))
+}
+
+/// Builds an object from entries, refusing a key given twice (what the same object as JSON text
+/// gives): `str` subclasses with their own `__eq__`/`__hash__` can put one key in a dict twice.
+/// Sorting first makes every insert an append.
+fn unique_object(mut entries: Vec<(String, Value)>) -> Result<Object, Failure> {
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+        let key = w[0].0.clone();
+        return Err(Failure::new("json_duplicate_key", format!("duplicate key {key:?}")).at(key));
+    }
+    Ok(entries.into_iter().collect())
+}
+
+/// Builds an object from entries with unique keys (exact `str` keys of an exact `dict`):
+/// sorting first makes every insert an append.
 fn sorted_object(mut entries: Vec<(String, Value)>) -> Object {
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     entries.into_iter().collect()
@@ -247,7 +354,7 @@ pub(crate) fn to_value_nested(
 /// A Python `dict` as a canonical [`Object`]; other values are a `json_syntax` error ("expected an
 /// object"), as the same value given as JSON text would be.
 pub(crate) fn to_object(obj: &Bound<'_, PyAny>, numbers: Numbers) -> PyResult<Object> {
-    to_object_nested(obj, numbers, DEFAULT_MAX_DEPTH)
+    try_object(obj, numbers, DEFAULT_MAX_DEPTH).map_err(Failure::into_py_err)
 }
 
 /// [`to_object`] for a document that may nest `max_depth` levels ([`to_value_nested`]).
@@ -256,9 +363,18 @@ pub(crate) fn to_object_nested(
     numbers: Numbers,
     max_depth: usize,
 ) -> PyResult<Object> {
-    match to_value_nested(obj, numbers, max_depth)? {
+    try_object(obj, numbers, max_depth).map_err(Failure::into_py_err)
+}
+
+/// [`to_object`], with the failure still inspectable.
+pub(crate) fn try_object(
+    obj: &Bound<'_, PyAny>,
+    numbers: Numbers,
+    max_depth: usize,
+) -> Result<Object, Failure> {
+    match convert(obj, numbers, 0, max_depth)? {
         Value::Object(o) => Ok(o),
-        other => Err(coded::<CanonicalJsonError>(
+        other => Err(Failure::new(
             "json_syntax",
             format!("invalid JSON: expected an object, found {}", other.kind()),
         )),

@@ -30,8 +30,9 @@ mod error;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
-use pyo3::exceptions::{PyOSError, PyTypeError};
+use pyo3::exceptions::{PyKeyError, PyOSError, PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString};
 
@@ -39,7 +40,6 @@ use mxfed_core::acl::ServerAcl;
 use mxfed_core::canonical::{self, Int, Object, ParseOptions, Value};
 use mxfed_core::keys::{KeyId, SigningKey, VerifyKey};
 use mxfed_core::server_keys::{build_server_keys, KeyRing, ServerKeys};
-use mxfed_core::state_res::StateMap;
 use mxfed_core::{
     base64, discovery, event, identifiers, pdu, room, signing, transaction, xmatrix, RoomVersion,
     Timestamp,
@@ -48,9 +48,74 @@ use mxfed_core::{
 use convert::{
     object_to_py, to_object, to_object_nested, to_value, to_value_compat, to_value_nested, Numbers,
 };
-use error::{coded, OrRaise, SigningKeyError};
+use error::{coded, MxfedError, OrRaise, SigningKeyError};
 
 // ------------------------------------------------------------------------------------ inputs
+
+/// A `str` argument. A Python `str` may hold a lone surrogate, which is not Unicode (no name,
+/// ID, version or header can hold one): that is `MxfedError` `bad_argument`, not the
+/// `UnicodeEncodeError` a `&str` argument gives. Anything but a `str` is still a `TypeError`.
+struct Text(String);
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Text {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Text> {
+        let s = obj.cast::<PyString>()?;
+        match s.to_cow() {
+            Ok(text) => Ok(Text(text.into_owned())),
+            Err(_) => Err(coded::<MxfedError>(
+                "bad_argument",
+                "a str argument holds a lone surrogate (not valid Unicode)",
+            )),
+        }
+    }
+}
+
+/// A fixed-size integer argument (milliseconds, a thread count). One out of the type's range
+/// (negative, or 2^64 and more) is `MxfedError` `bad_argument`, not `OverflowError`; anything
+/// but an integer is still a `TypeError`.
+struct Num<T>(T);
+
+impl<'a, 'py, T: FromPyObject<'a, 'py, Error = PyErr>> FromPyObject<'a, 'py> for Num<T> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Num<T>> {
+        T::extract(obj).map(Num).map_err(|e| {
+            if e.is_instance_of::<PyOverflowError>(obj.py()) {
+                coded::<MxfedError>(
+                    "bad_argument",
+                    format!("integer argument out of range ({})", e.value(obj.py())),
+                )
+            } else {
+                e
+            }
+        })
+    }
+}
+
+/// A timestamp or other integer that goes into canonical JSON: outside ±(2^53 − 1), even past
+/// what an `i64` holds, is `json_integer_out_of_range` (as it is in a JSON value).
+fn canonical_int(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Int> {
+    let out_of_range = || {
+        coded::<error::CanonicalJsonError>(
+            "json_integer_out_of_range",
+            format!("{field} outside canonical range ±(2^53-1)"),
+        )
+    };
+    match obj.extract::<i64>() {
+        Ok(ms) => Int::new(ms).ok_or_else(out_of_range),
+        Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => Err(out_of_range()),
+        Err(e) => Err(e),
+    }
+}
 
 /// The bytes of a bytes-like argument (`bytes`, `bytearray`, `memoryview`), if it is one.
 fn as_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
@@ -99,7 +164,19 @@ fn numbers_for(v: &RoomVersion) -> Numbers {
 fn event_arg(obj: &Bound<'_, PyAny>, v: &RoomVersion) -> PyResult<Object> {
     match as_text(obj)? {
         Some(bytes) => pdu::parse_pdu(&bytes, v).or_raise(),
-        None => to_object(obj, numbers_for(v)),
+        None => match convert::try_object(obj, numbers_for(v), canonical::DEFAULT_MAX_DEPTH) {
+            Ok(o) => Ok(o),
+            // A float or big integer under `unsigned`, which is neither hashed nor signed: the
+            // core's `parse_pdu` decides on such an event's bytes (it reduces `unsigned` first),
+            // so the dict is judged, and comes out, exactly as its JSON text would.
+            Err(f) if f.is_number_under("unsigned") => {
+                let o = to_object(obj, Numbers::Legacy)?;
+                let mut bytes = Vec::with_capacity(2048);
+                canonical::encode_object_into(&o, &mut bytes);
+                pdu::parse_pdu(&bytes, v).or_raise()
+            }
+            Err(f) => Err(f.into_py_err()),
+        },
     }
 }
 
@@ -147,26 +224,87 @@ fn key_response(obj: &Bound<'_, PyAny>) -> PyResult<ServerKeys> {
     ServerKeys::from_response(&o).or_raise()
 }
 
-/// A `KeyRing`, or an iterable of key responses (each verified as self-signed).
-fn with_key_ring<T>(
+/// `f` on the keys of `obj`, run with the GIL released: a `KeyRing` (read-locked meanwhile), or
+/// key responses (each verified as self-signed). `f` runs no Python code (see [`read`]).
+fn with_key_ring<R: Send>(
+    py: Python<'_>,
     obj: &Bound<'_, PyAny>,
-    f: impl FnOnce(&KeyRing) -> PyResult<T>,
-) -> PyResult<T> {
+    f: impl FnOnce(&KeyRing) -> R + Send,
+) -> PyResult<R> {
     if let Ok(r) = obj.cast::<PyKeyRing>() {
-        return f(&r.borrow().ring);
+        let shared = &r.get().inner;
+        return Ok(py.detach(|| f(&read(shared).ring)));
     }
     let mut ring = KeyRing::new();
-    if obj.is_instance_of::<PyDict>()
-        || obj.is_instance_of::<PyString>()
-        || as_bytes(obj)?.is_some()
-    {
-        ring.add(&key_response(obj)?);
-    } else {
-        for item in obj.try_iter()? {
-            ring.add(&key_response(&item?)?);
-        }
+    for keys in key_responses(obj)? {
+        ring.add(&keys);
     }
-    f(&ring)
+    Ok(py.detach(|| f(&ring)))
+}
+
+/// Whether `obj` is one JSON object (a mapping, or JSON text) rather than a collection of them.
+fn is_one_object(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(obj.is_instance_of::<PyString>() || as_bytes(obj)?.is_some() || convert::is_mapping(obj)?)
+}
+
+/// One key response (a mapping or JSON text), or an iterable of them: each verified as
+/// self-signed.
+fn key_responses(obj: &Bound<'_, PyAny>) -> PyResult<Vec<ServerKeys>> {
+    if is_one_object(obj)? {
+        return Ok(vec![key_response(obj)?]);
+    }
+    let mut out = Vec::new();
+    for item in obj.try_iter()? {
+        out.push(key_response(&item?)?);
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------------ sharing
+
+// A `KeyRing` or a `Room` is shared between Python threads, and calls release the GIL while the
+// core works, so its state sits behind an `RwLock`. Two rules keep that free of panics and deadlocks: no
+// Python code runs while a lock is held (arguments are read before locking, Python objects and
+// exceptions are made after unlocking), so a hook such as `__bytes__` can use the same object
+// again; and a thread waits for a lock with the GIL released, so the holder can always finish.
+// A poisoned lock (a panic while it was held, which the core does not do) is used as it is.
+
+/// A read lock, waiting for it (callers wait with the GIL released: [`with_read`]).
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A write lock, waiting for it (callers wait with the GIL released: [`with_write`]).
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `f` on the value behind `lock`: at once when no writer holds it, else once it is free, waiting
+/// with the GIL released. `f` must not run Python code.
+fn with_read<T: Send + Sync, R: Send>(
+    py: Python<'_>,
+    lock: &RwLock<T>,
+    f: impl FnOnce(&T) -> R + Send,
+) -> R {
+    match lock.try_read() {
+        Ok(guard) => f(&guard),
+        Err(TryLockError::Poisoned(p)) => f(&p.into_inner()),
+        Err(TryLockError::WouldBlock) => py.detach(|| f(&read(lock))),
+    }
+}
+
+/// `f` on the value behind `lock`, mutably: at once when the lock is free, else once it is,
+/// waiting with the GIL released. `f` must not run Python code.
+fn with_write<T: Send + Sync, R: Send>(
+    py: Python<'_>,
+    lock: &RwLock<T>,
+    f: impl FnOnce(&mut T) -> R + Send,
+) -> R {
+    match lock.try_write() {
+        Ok(mut guard) => f(&mut guard),
+        Err(TryLockError::Poisoned(p)) => f(&mut p.into_inner()),
+        Err(TryLockError::WouldBlock) => py.detach(|| f(&mut write(lock))),
+    }
 }
 
 fn seed_arg(seed: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
@@ -178,7 +316,11 @@ fn seed_arg(seed: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
             )
         });
     }
-    if let Ok(s) = seed.extract::<String>() {
+    if let Ok(s) = seed.cast::<PyString>() {
+        // A lone surrogate is no base64 character.
+        let s = s
+            .to_cow()
+            .map_err(|_| coded::<SigningKeyError>("bad_base64", "key is not valid base64"))?;
         return base64::decode_array::<32>(&s).map_err(|e| match e {
             base64::Base64Error::WrongLength { expected, found } => coded::<SigningKeyError>(
                 "bad_key_length",
@@ -196,8 +338,8 @@ fn validate_server_name(name: &str) -> PyResult<()> {
     identifiers::validate_server_name(name).or_raise()
 }
 
-fn now_ms(py: Python<'_>, now: Option<u64>) -> PyResult<Timestamp> {
-    if let Some(ms) = now {
+fn now_ms(py: Python<'_>, now: Option<Num<u64>>) -> PyResult<Timestamp> {
+    if let Some(Num(ms)) = now {
         return Ok(Timestamp(ms));
     }
     // A host reads the clock; the core never does. Python's clock, so tests can patch it.
@@ -217,15 +359,15 @@ struct PySigningKey {
 impl PySigningKey {
     /// A key from a 32-byte seed (raw bytes or unpadded base64) and a version.
     #[staticmethod]
-    fn from_seed(version: &str, seed: &Bound<'_, PyAny>) -> PyResult<PySigningKey> {
-        let key = SigningKey::from_seed(version, &seed_arg(seed)?).or_raise()?;
+    fn from_seed(version: Text, seed: &Bound<'_, PyAny>) -> PyResult<PySigningKey> {
+        let key = SigningKey::from_seed(&version, &seed_arg(seed)?).or_raise()?;
         Ok(PySigningKey { key })
     }
 
     /// A new key from the OS random source; version `a_` + four letters or digits (as Synapse makes) unless given.
     #[staticmethod]
     #[pyo3(signature = (version=None))]
-    fn generate(py: Python<'_>, version: Option<&str>) -> PyResult<PySigningKey> {
+    fn generate(py: Python<'_>, version: Option<Text>) -> PyResult<PySigningKey> {
         let entropy = py.import("os")?.call_method1("urandom", (36,))?;
         let entropy: [u8; 36] = entropy
             .cast::<PyBytes>()?
@@ -237,7 +379,7 @@ impl PySigningKey {
             Some(v) => {
                 let mut seed = [0u8; 32];
                 seed.copy_from_slice(&entropy[..32]);
-                SigningKey::from_seed(v, &seed).or_raise()?
+                SigningKey::from_seed(&v, &seed).or_raise()?
             }
         };
         Ok(PySigningKey { key })
@@ -245,8 +387,8 @@ impl PySigningKey {
 
     /// Every key in the text of a Synapse `signing.key` file.
     #[staticmethod]
-    fn parse_synapse(text: &str) -> PyResult<Vec<PySigningKey>> {
-        Ok(SigningKey::parse_synapse(text)
+    fn parse_synapse(text: Text) -> PyResult<Vec<PySigningKey>> {
+        Ok(SigningKey::parse_synapse(&text)
             .or_raise()?
             .into_iter()
             .map(|key| PySigningKey { key })
@@ -261,7 +403,7 @@ impl PySigningKey {
         let text = String::from_utf8(bytes).map_err(|_| {
             coded::<SigningKeyError>("bad_key_file", "signing key file is not UTF-8")
         })?;
-        PySigningKey::parse_synapse(&text)
+        PySigningKey::parse_synapse(Text(text))
     }
 
     /// Writes this key as a `signing.key` file. Never replaces an existing file unless
@@ -380,11 +522,28 @@ impl PyVerifyKey {
     }
 }
 
-/// What is known of other servers' keys: verified `/_matrix/key/v2/server` responses.
-#[pyclass(module = "mxfed", name = "KeyRing")]
+/// What is known of other servers' keys: verified `/_matrix/key/v2/server` responses. Frozen,
+/// with its state behind a lock, so threads can share one (see [`with_read`]).
+#[pyclass(module = "mxfed", name = "KeyRing", frozen)]
 struct PyKeyRing {
+    inner: RwLock<Ring>,
+}
+
+/// A key ring and the order its servers were added in.
+#[derive(Default)]
+struct Ring {
     ring: KeyRing,
+    /// `servers()` lists servers in the order they were added; the core's ring is sorted.
     servers: Vec<String>,
+}
+
+impl Ring {
+    fn add(&mut self, keys: &ServerKeys) {
+        self.ring.add(keys);
+        if !self.servers.contains(&keys.server_name) {
+            self.servers.push(keys.server_name.clone());
+        }
+    }
 }
 
 #[pymethods]
@@ -392,48 +551,48 @@ impl PyKeyRing {
     #[new]
     #[pyo3(signature = (responses=None))]
     fn new(responses: Option<&Bound<'_, PyAny>>) -> PyResult<PyKeyRing> {
-        let mut r = PyKeyRing {
-            ring: KeyRing::new(),
-            servers: Vec::new(),
-        };
+        let mut r = Ring::default();
         if let Some(responses) = responses {
-            for item in responses.try_iter()? {
-                r.add(&item?)?;
+            for keys in key_responses(responses)? {
+                r.add(&keys);
             }
         }
-        Ok(r)
+        Ok(PyKeyRing {
+            inner: RwLock::new(r),
+        })
     }
 
     /// Adds a key response (dict or JSON text) after checking it is self-signed; returns the
     /// server name.
-    fn add(&mut self, response: &Bound<'_, PyAny>) -> PyResult<String> {
+    fn add(&self, py: Python<'_>, response: &Bound<'_, PyAny>) -> PyResult<String> {
+        // Read (Python code may run) before locking.
         let keys = key_response(response)?;
-        self.ring.add(&keys);
-        if !self.servers.contains(&keys.server_name) {
-            self.servers.push(keys.server_name.clone());
-        }
+        with_write(py, &self.inner, |r| r.add(&keys));
         Ok(keys.server_name)
     }
 
     /// The servers with known keys, in the order they were added.
-    fn servers(&self) -> Vec<String> {
-        self.servers.clone()
+    fn servers(&self, py: Python<'_>) -> Vec<String> {
+        with_read(py, &self.inner, |r| r.servers.clone())
     }
 
     /// A server's keys: key ID → unpadded base64 public key.
-    fn keys(&self, server_name: &str) -> BTreeMap<String, String> {
-        self.ring
-            .server(server_name)
-            .map(|m| {
-                m.iter()
-                    .map(|(id, e)| (id.as_str().to_owned(), e.key.to_base64()))
-                    .collect()
-            })
-            .unwrap_or_default()
+    fn keys(&self, py: Python<'_>, server_name: Text) -> BTreeMap<String, String> {
+        with_read(py, &self.inner, |r| {
+            r.ring
+                .server(&server_name)
+                .map(|m| {
+                    m.iter()
+                        .map(|(id, e)| (id.as_str().to_owned(), e.key.to_base64()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
     }
 
-    fn __repr__(&self) -> String {
-        format!("<mxfed.KeyRing {:?}>", self.servers)
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let servers = self.servers(py);
+        format!("<mxfed.KeyRing {servers:?}>")
     }
 }
 
@@ -447,9 +606,12 @@ impl PyKeyRing {
 fn canonical_json<'py>(
     py: Python<'py>,
     value: &Bound<'py, PyAny>,
-    room_version: Option<&str>,
+    room_version: Option<Text>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let v = room_version.map(self::room_version).transpose()?;
+    let v = room_version
+        .as_deref()
+        .map(self::room_version)
+        .transpose()?;
     let out = match (as_bytes(value)?, v) {
         (Some(b), None) => canonical::canonicalize(&b).or_raise()?,
         (Some(b), Some(v)) => {
@@ -481,14 +643,14 @@ fn is_canonical_json(data: &Bound<'_, PyAny>) -> PyResult<bool> {
 fn sign_json<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
-    server_name: &str,
+    server_name: Text,
     key: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let keys = signing_keys(key)?;
-    validate_server_name(server_name)?;
+    validate_server_name(&server_name)?;
     let mut o = object_arg(obj)?;
     for k in &keys {
-        signing::sign_json(&mut o, server_name, k).or_raise()?;
+        signing::sign_json(&mut o, &server_name, k).or_raise()?;
     }
     object_to_py(py, &o)
 }
@@ -517,13 +679,19 @@ fn cached_verify_key(bytes: &[u8; 32]) -> PyResult<VerifyKey> {
 #[pyfunction]
 fn verify_json(
     obj: &Bound<'_, PyAny>,
-    server_name: &str,
+    server_name: Text,
     keys: &Bound<'_, PyAny>,
 ) -> PyResult<Vec<String>> {
     let mut map = BTreeMap::new();
-    for item in keys.cast::<PyDict>()?.iter() {
-        let (id, key) = item;
-        let id = KeyId::parse(&id.extract::<String>()?).or_raise()?;
+    if !convert::is_mapping(keys)? {
+        return Err(PyTypeError::new_err(
+            "keys: expected a mapping of key ID to public key",
+        ));
+    }
+    // A snapshot of the pairs: `__bytes__` of a key may run Python code that changes the dict.
+    for item in convert::mapping_items(keys)?.iter() {
+        let (id, key): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
+        let id = KeyId::parse(&id.extract::<Text>()?).or_raise()?;
         let bytes: [u8; 32] = match as_bytes(&key)? {
             Some(b) => b.as_slice().try_into().map_err(|_| {
                 coded::<SigningKeyError>(
@@ -532,7 +700,7 @@ fn verify_json(
                 )
             })?,
             None => {
-                let b64 = key.extract::<String>()?;
+                let b64 = key.extract::<Text>()?;
                 // Decoding is cheap; decompressing the point is not, and is cached below.
                 match base64::decode_array::<32>(&b64) {
                     Ok(b) => b,
@@ -547,7 +715,7 @@ fn verify_json(
         map.insert(id, cached_verify_key(&bytes)?);
     }
     let o = object_arg(obj)?;
-    Ok(signing::verify_json(&o, server_name, &map)
+    Ok(signing::verify_json(&o, &server_name, &map)
         .or_raise()?
         .iter()
         .map(|k| k.as_str().to_owned())
@@ -556,15 +724,15 @@ fn verify_json(
 
 /// The content hash (unpadded base64 SHA-256) of an event.
 #[pyfunction]
-fn content_hash(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<String> {
-    let v = self::room_version(room_version)?;
+fn content_hash(event: &Bound<'_, PyAny>, room_version: Text) -> PyResult<String> {
+    let v = self::room_version(&room_version)?;
     Ok(base64::encode(event::content_hash(&event_arg(event, v)?)))
 }
 
 /// The reference hash (unpadded base64 SHA-256 of the redacted event) of an event.
 #[pyfunction]
-fn reference_hash(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<String> {
-    let v = self::room_version(room_version)?;
+fn reference_hash(event: &Bound<'_, PyAny>, room_version: Text) -> PyResult<String> {
+    let v = self::room_version(&room_version)?;
     Ok(base64::encode(event::reference_hash(
         &event_arg(event, v)?,
         v,
@@ -573,15 +741,15 @@ fn reference_hash(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<Stri
 
 /// The event ID: carried in the event in room versions 1–2, its reference hash from v3 on.
 #[pyfunction]
-fn event_id(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<String> {
-    let v = self::room_version(room_version)?;
+fn event_id(event: &Bound<'_, PyAny>, room_version: Text) -> PyResult<String> {
+    let v = self::room_version(&room_version)?;
     event::event_id(&event_arg(event, v)?, v).or_raise()
 }
 
 /// The room ID a room version 12+ `m.room.create` event defines.
 #[pyfunction]
-fn room_id(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<String> {
-    let v = self::room_version(room_version)?;
+fn room_id(event: &Bound<'_, PyAny>, room_version: Text) -> PyResult<String> {
+    let v = self::room_version(&room_version)?;
     event::room_id_from_create(&event_arg(event, v)?, v).or_raise()
 }
 
@@ -590,9 +758,9 @@ fn room_id(event: &Bound<'_, PyAny>, room_version: &str) -> PyResult<String> {
 fn redact<'py>(
     py: Python<'py>,
     event: &Bound<'py, PyAny>,
-    room_version: &str,
+    room_version: Text,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let v = self::room_version(room_version)?;
+    let v = self::room_version(&room_version)?;
     object_to_py(py, &event::redact(&event_arg(event, v)?, v))
 }
 
@@ -601,16 +769,16 @@ fn redact<'py>(
 fn hash_and_sign_event<'py>(
     py: Python<'py>,
     event: &Bound<'py, PyAny>,
-    room_version: &str,
-    server_name: &str,
+    room_version: Text,
+    server_name: Text,
     key: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let keys = signing_keys(key)?;
-    validate_server_name(server_name)?;
-    let v = self::room_version(room_version)?;
+    validate_server_name(&server_name)?;
+    let v = self::room_version(&room_version)?;
     let mut ev = event_arg(event, v)?;
     for k in &keys {
-        event::hash_and_sign_event(&mut ev, v, server_name, k).or_raise()?;
+        event::hash_and_sign_event(&mut ev, v, &server_name, k).or_raise()?;
     }
     object_to_py(py, &ev)
 }
@@ -626,19 +794,19 @@ fn hash_and_sign_event<'py>(
 fn membership_from_template<'py>(
     py: Python<'py>,
     answer: &Bound<'py, PyAny>,
-    room_id: &str,
-    user_id: &str,
-    membership: &str,
-    server_name: &str,
+    room_id: Text,
+    user_id: Text,
+    membership: Text,
+    server_name: Text,
     key: &Bound<'py, PyAny>,
-    now_ms: Option<u64>,
+    now_ms: Option<Num<u64>>,
     content: Option<&Bound<'py, PyAny>>,
-    event_id_localpart: Option<String>,
+    event_id_localpart: Option<Text>,
 ) -> PyResult<Bound<'py, PyDict>> {
     // Never empty: `signing_keys` refuses an empty list.
     let keys = signing_keys(key)?;
     let key = &keys[0];
-    validate_server_name(server_name)?;
+    validate_server_name(&server_name)?;
     let answer = match as_text(answer)? {
         Some(bytes) => canonical::parse_object(&bytes, &ParseOptions::LEGACY).or_raise()?,
         None => to_object(answer, Numbers::Legacy)?,
@@ -648,7 +816,7 @@ fn membership_from_template<'py>(
         .map(object_arg)
         .transpose()?;
     let local = match event_id_localpart {
-        Some(l) => l,
+        Some(Text(l)) => l,
         None => {
             const ALPHABET: &[u8] =
                 b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -660,10 +828,10 @@ fn membership_from_template<'py>(
         }
     };
     let req = event::MembershipRequest {
-        room_id,
-        user_id,
-        membership,
-        origin: server_name,
+        room_id: &room_id,
+        user_id: &user_id,
+        membership: &membership,
+        origin: &server_name,
         content: content.as_ref(),
         now: self::now_ms(py, now_ms)?,
         event_id_localpart: Some(&local),
@@ -731,20 +899,17 @@ fn check_all(
 fn check_pdus<'py>(
     py: Python<'py>,
     pdus: &Bound<'py, PyAny>,
-    room_version: &str,
+    room_version: Text,
     keys: &Bound<'py, PyAny>,
-    threads: Option<usize>,
+    threads: Option<Num<usize>>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let v = self::room_version(room_version)?;
-    if pdus.is_instance_of::<PyString>()
-        || pdus.is_instance_of::<PyDict>()
-        || as_bytes(pdus)?.is_some()
-    {
+    let v = self::room_version(&room_version)?;
+    if is_one_object(pdus)? {
         return Err(PyTypeError::new_err(
             "check_pdus takes a list of PDUs (dicts or JSON text)",
         ));
     }
-    let threads = threads.unwrap_or_else(cpus).max(1);
+    let threads = threads.map_or_else(cpus, |Num(t)| t).max(1);
     // Dicts are converted and encoded ([`one_pdu`]): the core's batch check reads bytes, and
     // re-reading canonical bytes gives back the same event.
     let mut pending: Vec<Option<Vec<u8>>> = Vec::new();
@@ -758,10 +923,8 @@ fn check_pdus<'py>(
             }
         });
     }
-    let results = with_key_ring(keys, |ring| {
-        py.detach(|| check_all(&pending, v, ring, threads))
-            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("a check thread failed"))
-    })?;
+    let results = with_key_ring(py, keys, |ring| check_all(&pending, v, ring, threads))?
+        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("a check thread failed"))?;
     let out = PyList::empty(py);
     let mut failures = failures.into_iter();
     for r in results {
@@ -822,21 +985,21 @@ fn content_arg(
 #[pyo3(signature = (key, origin, destination, method, uri, content=None))]
 fn sign_request(
     key: &Bound<'_, PyAny>,
-    origin: &str,
-    destination: &str,
-    method: &str,
-    uri: &str,
+    origin: Text,
+    destination: Text,
+    method: Text,
+    uri: Text,
     content: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<String>> {
     let keys = signing_keys(key)?;
-    validate_server_name(origin)?;
-    validate_server_name(destination)?;
-    let (text, value) = content_arg(content, method, uri)?;
+    validate_server_name(&origin)?;
+    validate_server_name(&destination)?;
+    let (text, value) = content_arg(content, &method, &uri)?;
     let req = xmatrix::Request {
-        method,
-        uri,
-        origin,
-        destination,
+        method: &method,
+        uri: &uri,
+        origin: &origin,
+        destination: &destination,
         content: value.as_ref(),
     };
     let headers = match &value {
@@ -853,16 +1016,16 @@ fn sign_request(
 #[allow(clippy::too_many_arguments)]
 fn verify_request<'py>(
     py: Python<'py>,
-    destination: &str,
+    destination: Text,
     keys: &Bound<'py, PyAny>,
-    method: &str,
-    uri: &str,
+    method: Text,
+    uri: Text,
     headers: &Bound<'py, PyAny>,
     content: Option<&Bound<'py, PyAny>>,
-    now_ms: Option<u64>,
+    now_ms: Option<Num<u64>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let headers: Vec<String> = if let Ok(s) = headers.cast::<PyString>() {
-        vec![s.to_cow()?.into_owned()]
+    let headers: Vec<Text> = if headers.is_instance_of::<PyString>() {
+        vec![headers.extract()?]
     } else {
         headers.extract()?
     };
@@ -871,36 +1034,34 @@ fn verify_request<'py>(
         .map(|h| xmatrix::XMatrix::parse(h))
         .collect::<Result<Vec<_>, _>>()
         .or_raise()?;
-    let (text, value) = content_arg(content, method, uri)?;
+    let (text, value) = content_arg(content, &method, &uri)?;
     let body = text
         .as_deref()
-        .map(|b| xmatrix::RequestBody::parse_request(method, uri, b))
+        .map(|b| xmatrix::RequestBody::parse_request(&method, &uri, b))
         .transpose()
         .or_raise()?;
     let now = self::now_ms(py, now_ms)?;
-    let auth = with_key_ring(keys, |ring| {
-        match &body {
-            Some(body) => xmatrix::verify_request_body(
-                &parsed,
-                destination,
-                method,
-                uri,
-                Some(body),
-                ring,
-                now,
-            ),
-            None => xmatrix::verify_request(
-                &parsed,
-                destination,
-                method,
-                uri,
-                value.as_ref(),
-                ring,
-                now,
-            ),
-        }
-        .or_raise()
-    })?;
+    let auth = with_key_ring(py, keys, |ring| match &body {
+        Some(body) => xmatrix::verify_request_body(
+            &parsed,
+            &destination,
+            &method,
+            &uri,
+            Some(body),
+            ring,
+            now,
+        ),
+        None => xmatrix::verify_request(
+            &parsed,
+            &destination,
+            &method,
+            &uri,
+            value.as_ref(),
+            ring,
+            now,
+        ),
+    })?
+    .or_raise()?;
     let d = PyDict::new(py);
     d.set_item("origin", auth.origin)?;
     let ids: Vec<&str> = auth.key_ids.iter().map(KeyId::as_str).collect();
@@ -914,41 +1075,48 @@ fn verify_request<'py>(
 #[pyo3(signature = (server_name, key, valid_until_ts, old_keys=None))]
 fn server_keys<'py>(
     py: Python<'py>,
-    server_name: &str,
+    server_name: Text,
     key: &Bound<'py, PyAny>,
-    valid_until_ts: i64,
-    old_keys: Option<&Bound<'py, PyDict>>,
+    valid_until_ts: &Bound<'py, PyAny>,
+    old_keys: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let keys = signing_keys(key)?;
-    validate_server_name(server_name)?;
-    let int = |ms: i64, field: &str| {
-        Int::new(ms).ok_or_else(|| {
-            coded::<error::CanonicalJsonError>(
-                "json_integer_out_of_range",
-                format!("{field} {ms} outside canonical range ±(2^53-1)"),
-            )
-        })
-    };
-    let until = int(valid_until_ts, "valid_until_ts")?;
+    validate_server_name(&server_name)?;
+    let until = canonical_int(valid_until_ts, "valid_until_ts")?;
     let mut old = Vec::new();
-    if let Some(old_keys) = old_keys {
-        for (id, entry) in old_keys.iter() {
-            let id = KeyId::parse(&id.extract::<String>()?).or_raise()?;
-            let entry = entry.cast::<PyDict>()?;
-            let get = |k: &str| {
-                entry.get_item(k)?.ok_or_else(|| {
-                    coded::<error::ServerKeysError>(
+    if let Some(old_keys) = old_keys.filter(|o| !o.is_none()) {
+        let not_mapping = || {
+            PyTypeError::new_err(
+                "old_keys: expected a mapping of key ID to {\"key\": ..., \"expired_ts\": ...}",
+            )
+        };
+        if !convert::is_mapping(old_keys)? {
+            return Err(not_mapping());
+        }
+        // A snapshot of the pairs: `__index__` of a timestamp may run Python code that changes
+        // the mapping.
+        for item in convert::mapping_items(old_keys)?.iter() {
+            let (id, entry): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
+            let id = KeyId::parse(&id.extract::<Text>()?).or_raise()?;
+            if !convert::is_mapping(&entry)? {
+                return Err(not_mapping());
+            }
+            let get = |k: &str| match entry.get_item(k) {
+                Ok(v) => Ok(v),
+                Err(e) if e.is_instance_of::<PyKeyError>(py) => {
+                    Err(coded::<error::ServerKeysError>(
                         "keys_bad_field",
                         format!("old key {id}: no `{k}`"),
-                    )
-                })
+                    ))
+                }
+                Err(e) => Err(e),
             };
-            let vk = VerifyKey::from_base64(&get("key")?.extract::<String>()?).or_raise()?;
-            let expired = int(get("expired_ts")?.extract()?, "expired_ts")?;
+            let vk = VerifyKey::from_base64(&get("key")?.extract::<Text>()?).or_raise()?;
+            let expired = canonical_int(&get("expired_ts")?, "expired_ts")?;
             old.push((id, vk, expired));
         }
     }
-    let o = build_server_keys(server_name, &keys, &old, until).or_raise()?;
+    let o = build_server_keys(&server_name, &keys, &old, until).or_raise()?;
     object_to_py(py, &o)
 }
 
@@ -998,14 +1166,14 @@ fn parse_transaction<'py>(
 /// `server_name` (with or without a port) take part. Raises `CanonicalJsonError` for content
 /// that is not a JSON object, `IdentifierError` for a malformed server name.
 #[pyfunction]
-fn server_acl_allows(content: &Bound<'_, PyAny>, server_name: &str) -> PyResult<bool> {
+fn server_acl_allows(content: &Bound<'_, PyAny>, server_name: Text) -> PyResult<bool> {
     // Room versions 1-5 allow floats and big integers in content: legacy number rules.
     let content = match as_text(content)? {
         Some(bytes) => canonical::parse_object(&bytes, &ParseOptions::LEGACY).or_raise()?,
         None => to_object(content, Numbers::Legacy)?,
     };
     ServerAcl::from_content(&content)
-        .check(server_name)
+        .check(&server_name)
         .or_raise()
 }
 
@@ -1018,7 +1186,7 @@ fn server_acl_allows(content: &Bound<'_, PyAny>, server_name: &str) -> PyResult<
 #[pyo3(signature = (server_name, well_known=None))]
 fn discovery_plan<'py>(
     py: Python<'py>,
-    server_name: &str,
+    server_name: Text,
     well_known: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let body = match well_known {
@@ -1030,7 +1198,7 @@ fn discovery_plan<'py>(
                 .into_bytes(),
         }),
     };
-    let plan = discovery::plan_json(server_name, body.as_deref()).or_raise()?;
+    let plan = discovery::plan_json(&server_name, body.as_deref()).or_raise()?;
     object_to_py(py, &plan)
 }
 
@@ -1082,12 +1250,12 @@ fn srv_targets<'py>(py: Python<'py>, records: &Bound<'py, PyAny>) -> PyResult<Bo
 #[pyo3(signature = (cache_control=None, expires=None, *, now_ms=None))]
 fn well_known_lifetime(
     py: Python<'_>,
-    cache_control: Option<&str>,
-    expires: Option<&str>,
-    now_ms: Option<u64>,
+    cache_control: Option<Text>,
+    expires: Option<Text>,
+    now_ms: Option<Num<u64>>,
 ) -> PyResult<u64> {
     let now = self::now_ms(py, now_ms)?;
-    Ok(discovery::well_known_lifetime(cache_control, expires, now).0)
+    Ok(discovery::well_known_lifetime(cache_control.as_deref(), expires.as_deref(), now).0)
 }
 
 /// Whether a server may see an event, given the `history_visibility` value in force after it
@@ -1096,7 +1264,7 @@ fn well_known_lifetime(
 /// `TypeError` for memberships that are not an iterable of str.
 #[pyfunction]
 fn server_may_see(
-    history_visibility: Option<&str>,
+    history_visibility: Option<Text>,
     memberships: &Bound<'_, PyAny>,
 ) -> PyResult<bool> {
     let not_strings = || PyTypeError::new_err("memberships: expected an iterable of str");
@@ -1107,9 +1275,9 @@ fn server_may_see(
     for item in memberships.try_iter().map_err(|_| not_strings())? {
         let item = item?;
         let m = item.cast::<PyString>().map_err(|_| not_strings())?;
-        list.push(m.to_cow()?.into_owned());
+        list.push(m.extract::<Text>()?.0);
     }
-    let visibility = room::HistoryVisibility::parse(history_visibility);
+    let visibility = room::HistoryVisibility::parse(history_visibility.as_deref());
     Ok(room::server_may_see(
         visibility,
         list.iter().map(String::as_str),
@@ -1121,10 +1289,7 @@ fn server_may_see(
 /// PDUs as the core reads them: JSON text as is, dicts converted and encoded ([`one_pdu`]). A
 /// dict that cannot be converted is its error (made a rejected verdict).
 fn pdu_bytes(pdus: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<PyResult<Vec<u8>>>> {
-    if pdus.is_instance_of::<PyString>()
-        || pdus.is_instance_of::<PyDict>()
-        || as_bytes(pdus)?.is_some()
-    {
+    if is_one_object(pdus)? {
         return Err(PyTypeError::new_err(format!(
             "{what} takes a list of PDUs (dicts or JSON text)"
         )));
@@ -1151,13 +1316,13 @@ fn one_pdu(item: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     }
 }
 
-/// Receives PDUs in causal order (the core's `Room::receive_pdus`), the GIL released; PDUs that
+/// Receives PDUs with `receive` (the core's `Room::receive_pdus`), the GIL released; PDUs that
 /// could not be converted come first, as rejected verdicts.
 fn receive_into<'py>(
     py: Python<'py>,
-    room: &mut room::Room,
     pdus: Vec<PyResult<Vec<u8>>>,
     keys: &Bound<'py, PyAny>,
+    receive: impl FnOnce(&[&[u8]], &KeyRing) -> Vec<Object> + Send,
 ) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
     let mut good = Vec::with_capacity(pdus.len());
@@ -1167,9 +1332,9 @@ fn receive_into<'py>(
             Err(e) => out.append(rejected_verdict(py, &e)?)?,
         }
     }
-    let verdicts = with_key_ring(keys, |ring| {
+    let verdicts = with_key_ring(py, keys, |ring| {
         let lines: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
-        Ok(py.detach(|| room.receive_pdus(&lines, ring)))
+        receive(&lines, ring)
     })?;
     for v in &verdicts {
         out.append(object_to_py(py, v)?)?;
@@ -1177,12 +1342,12 @@ fn receive_into<'py>(
     Ok(out)
 }
 
-/// A state map as a list of `{"event_id", "state_key", "type"}` dicts, sorted by type and
-/// state key.
-fn state_list<'py>(py: Python<'py>, state: &StateMap) -> PyResult<Bound<'py, PyList>> {
+/// A state map's rows (`room::state_rows`: `{"event_id", "state_key", "type"}`, sorted by type
+/// and state key) as a list of dicts.
+fn state_list<'py>(py: Python<'py>, rows: &[Value]) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
-    for row in room::state_rows(state) {
-        out.append(convert::to_py(py, &row)?)?;
+    for row in rows {
+        out.append(convert::to_py(py, row)?)?;
     }
     Ok(out)
 }
@@ -1190,10 +1355,13 @@ fn state_list<'py>(py: Python<'py>, state: &StateMap) -> PyResult<Bound<'py, PyL
 /// One room's events in memory with the state after each, its forward extremities and its
 /// current state: the core's receipt pipeline (spec checks 1–6: format, signatures, hashes,
 /// auth against the auth events, the state before the event, and soft failure against the
-/// current state), as `mxfed room replay` and the server run it.
-#[pyclass(module = "mxfed", name = "Room")]
+/// current state), as `mxfed room replay` and the server run it. Frozen, with the room behind a
+/// lock, so threads can share one (see [`with_read`]).
+#[pyclass(module = "mxfed", name = "Room", frozen)]
 struct PyRoom {
-    room: room::Room,
+    /// Fixed for the room's life, so read without the lock.
+    version: &'static RoomVersion,
+    room: RwLock<room::Room>,
 }
 
 /// One PDU checked against `keys` (without the GIL), then `decide`d by a room: the verdict
@@ -1209,12 +1377,10 @@ fn room_verdict<'py>(
         Ok(b) => b,
         Err(e) => return rejected_verdict(py, &e),
     };
-    let verdict = with_key_ring(keys, |ring| {
-        Ok(py.detach(|| {
-            let check = pdu::check_pdu(&bytes, v, ring);
-            let verdict = decide(&check);
-            room::verdict_json(&check, &verdict)
-        }))
+    let verdict = with_key_ring(py, keys, |ring| {
+        let check = pdu::check_pdu(&bytes, v, ring);
+        let verdict = decide(&check);
+        room::verdict_json(&check, &verdict)
     })?;
     object_to_py(py, &verdict)
 }
@@ -1223,16 +1389,18 @@ fn room_verdict<'py>(
 impl PyRoom {
     /// An empty room of a version. Raises `RoomVersionError` for an unknown version.
     #[new]
-    fn new(room_version: &str) -> PyResult<PyRoom> {
+    fn new(room_version: Text) -> PyResult<PyRoom> {
+        let version = self::room_version(&room_version)?;
         Ok(PyRoom {
-            room: room::Room::new(self::room_version(room_version)?),
+            version,
+            room: RwLock::new(room::Room::new(version)),
         })
     }
 
     /// The room version.
     #[getter]
     fn room_version(&self) -> &'static str {
-        self.room.version().id
+        self.version.id
     }
 
     /// Checks one PDU (a dict or JSON text) against `keys` (a `KeyRing` or key responses) and
@@ -1242,14 +1410,15 @@ impl PyRoom {
     /// not an exception. Its prev and auth events must have been received first (see
     /// `receive_all` for a batch in any order).
     fn receive<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         pdu: &Bound<'py, PyAny>,
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let v = self.room.version();
-        let room = &mut self.room;
-        room_verdict(py, v, pdu, keys, |check| room.receive(check))
+        // Locked for the decision only: the PDU's own checks need the keys, not the room.
+        room_verdict(py, self.version, pdu, keys, |check| {
+            write(&self.room).receive(check)
+        })
     }
 
     /// The verdict `receive` would give the PDU, without taking it in (the room is unchanged):
@@ -1260,31 +1429,39 @@ impl PyRoom {
         pdu: &Bound<'py, PyAny>,
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let room = &self.room;
-        room_verdict(py, room.version(), pdu, keys, |check| room.check(check))
+        room_verdict(py, self.version, pdu, keys, |check| {
+            read(&self.room).check(check)
+        })
     }
 
     /// Checks a batch of PDUs (any order), orders them causally and receives each, as `replay`
     /// does: one verdict dict per PDU, in processing order.
     fn receive_all<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         pdus: &Bound<'py, PyAny>,
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
         let pdus = pdu_bytes(pdus, "receive_all")?;
-        receive_into(py, &mut self.room, pdus, keys)
+        receive_into(py, pdus, keys, |lines, ring| {
+            write(&self.room).receive_pdus(lines, ring)
+        })
     }
 
     /// The current state (the resolution of the forward extremities' states): a list of
     /// `{"event_id", "state_key", "type"}` dicts sorted by type and state key.
     fn current_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        state_list(py, &self.room.current_state())
+        let rows = with_read(py, &self.room, |room| {
+            room::state_rows(&room.current_state())
+        });
+        state_list(py, &rows)
     }
 
     /// The forward extremities (accepted events no accepted event cites yet), sorted.
-    fn forward_extremities(&self) -> Vec<String> {
-        self.room.forward_extremities().iter().cloned().collect()
+    fn forward_extremities(&self, py: Python<'_>) -> Vec<String> {
+        with_read(py, &self.room, |room| {
+            room.forward_extremities().iter().cloned().collect()
+        })
     }
 
     /// The state after a known event (before it, plus the event unless it was rejected), as
@@ -1292,17 +1469,17 @@ impl PyRoom {
     fn state_after<'py>(
         &self,
         py: Python<'py>,
-        event_id: &str,
+        event_id: Text,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
-        self.room
-            .state_after(event_id)
-            .map(|s| state_list(py, s))
-            .transpose()
+        let rows = with_read(py, &self.room, |room| {
+            room.state_after(&event_id).map(room::state_rows)
+        });
+        rows.map(|rows| state_list(py, &rows)).transpose()
     }
 
     /// Whether the room has an event (accepted, soft-failed or rejected).
-    fn __contains__(&self, event_id: &str) -> bool {
-        self.room.contains(event_id)
+    fn __contains__(&self, py: Python<'_>, event_id: Text) -> bool {
+        with_read(py, &self.room, |room| room.contains(&event_id))
     }
 
     /// The decision of `server_name`, resident in this room, on a `make_join` of `user_id` when
@@ -1319,12 +1496,13 @@ impl PyRoom {
     #[pyo3(signature = (user_id, server_name, joined_to=None))]
     fn restricted_join(
         &self,
-        user_id: &str,
-        server_name: &str,
+        py: Python<'_>,
+        user_id: Text,
+        server_name: Text,
         joined_to: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<String>> {
-        identifiers::user_server_name(user_id).or_raise()?;
-        validate_server_name(server_name)?;
+        identifiers::user_server_name(&user_id).or_raise()?;
+        validate_server_name(&server_name)?;
         let mut known = BTreeMap::new();
         if let Some(j) = joined_to.filter(|j| !j.is_none()) {
             let not_mapping =
@@ -1333,7 +1511,7 @@ impl PyRoom {
                 .cast::<pyo3::types::PyMapping>()
                 .map_err(|_| not_mapping())?;
             for item in j.items()?.try_iter()? {
-                let (room, joined): (String, Bound<'_, PyAny>) = item?.extract()?;
+                let (Text(room), joined): (Text, Bound<'_, PyAny>) = item?.extract()?;
                 let joined = joined
                     .cast::<pyo3::types::PyBool>()
                     .map_err(|_| not_mapping())?
@@ -1341,21 +1519,20 @@ impl PyRoom {
                 known.insert(room, joined);
             }
         }
-        match self
-            .room
-            .restricted_join_for(user_id, server_name, &known)
-            .or_raise()?
-        {
+        let decision = with_read(py, &self.room, |room| {
+            room.restricted_join_for(&user_id, &server_name, &known)
+        });
+        match decision.or_raise()? {
             room::RestrictedJoin::Via(u) => Ok(Some(u)),
             _ => Ok(None),
         }
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let extremities = with_read(py, &self.room, |room| room.forward_extremities().len());
         format!(
-            "mxfed.Room(room_version={:?}, forward_extremities={})",
-            self.room.version().id,
-            self.room.forward_extremities().len()
+            "mxfed.Room(room_version={:?}, forward_extremities={extremities})",
+            self.version.id
         )
     }
 }
@@ -1369,13 +1546,14 @@ impl PyRoom {
 fn replay<'py>(
     py: Python<'py>,
     pdus: &Bound<'py, PyAny>,
-    room_version: &str,
+    room_version: Text,
     keys: &Bound<'py, PyAny>,
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-    let mut room = room::Room::new(self::room_version(room_version)?);
+    let mut room = room::Room::new(self::room_version(&room_version)?);
     let pdus = pdu_bytes(pdus, "replay")?;
-    let verdicts = receive_into(py, &mut room, pdus, keys)?;
-    Ok((verdicts, state_list(py, &room.current_state())?))
+    let verdicts = receive_into(py, pdus, keys, |lines, ring| room.receive_pdus(lines, ring))?;
+    let state = room::state_rows(&room.current_state());
+    Ok((verdicts, state_list(py, &state)?))
 }
 
 /// Compat fast path of `canonicaljson.encode_canonical_json`: the bytes, or None when Python's
@@ -1393,8 +1571,8 @@ fn encode_base64(data: &[u8]) -> String {
 
 /// Decodes unpadded (or padded) standard or URL-safe base64, as the core reads keys and hashes.
 #[pyfunction]
-fn decode_base64<'py>(py: Python<'py>, data: &str) -> PyResult<Bound<'py, PyBytes>> {
-    let b = base64::decode(data)
+fn decode_base64<'py>(py: Python<'py>, data: Text) -> PyResult<Bound<'py, PyBytes>> {
+    let b = base64::decode(&data)
         .map_err(|e| coded::<error::CanonicalJsonError>(e.code(), e.to_string()))?;
     Ok(PyBytes::new(py, &b))
 }

@@ -1,8 +1,11 @@
 """The Pythonic API: inputs in every accepted form, keys and key files, key rings, requests,
 server keys, transactions, the exception hierarchy, and the GIL released by check_pdus."""
 
+import collections
 import copy
 import json
+import types
+from collections.abc import Mapping
 import threading
 import time
 from pathlib import Path
@@ -156,6 +159,49 @@ def test_events_accept_dict_bytes_and_str() -> None:
     assert v["verdict"] == "accepted"
 
 
+def _outcome(call: Any) -> Any:
+    try:
+        return ("ok", call())
+    except mxfed.MxfedError as e:
+        return (type(e).__name__, e.code)
+
+
+@pytest.mark.parametrize(
+    "unsigned",
+    [
+        {"age": 1.5},
+        {"age": 2**60},
+        {"a": [0.5], "age": 7},
+        2**60,
+        {"invite_room_state": [{"n": 1.5}]},  # kept by the core's reduction: refused
+        {"x": float("nan")},
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("version", ["1", "3", "10", "12"])
+def test_numbers_under_unsigned_are_judged_as_in_json_text(unsigned: Any, version: str) -> None:
+    """`unsigned` is neither hashed nor signed: a float or a big integer under it is judged the
+    same way whether the event is a dict or JSON text (the core's parse_pdu), with the same
+    output (the outputs that carry `unsigned` included)."""
+    ev = dict(EVENT, type="m.room.member", state_key="@u:domain", content={"membership": "join"})
+    ev.update(event_id="$e:domain", unsigned=unsigned)
+    text = json.dumps(ev).encode()
+    calls = [
+        lambda e: mxfed.content_hash(e, version),
+        lambda e: mxfed.reference_hash(e, version),
+        lambda e: mxfed.event_id(e, version),
+        lambda e: mxfed.redact(e, version),
+        lambda e: mxfed.room_id(e, version),
+        lambda e: mxfed.hash_and_sign_event(e, version, "domain", KEY),
+    ]
+    for call in calls:
+        assert _outcome(lambda: call(ev)) == _outcome(lambda: call(text))
+    # What is kept of `unsigned` comes out the same too.
+    signed = _outcome(lambda: mxfed.hash_and_sign_event(ev, version, "domain", KEY))
+    if version == "10" and unsigned == {"a": [0.5], "age": 7}:
+        assert signed[1]["unsigned"] == {"age": 7}
+
+
 def test_check_pdus_rejects_unconvertible_dicts_per_item() -> None:
     signed = mxfed.hash_and_sign_event(EVENT, "10", "domain", KEY)
     bad = dict(signed, depth=1.5)
@@ -165,6 +211,53 @@ def test_check_pdus_rejects_unconvertible_dicts_per_item() -> None:
     assert (rejected["verdict"], rejected["reason"], rejected["event_id"]) == ("rejected", "json_float", None)
     assert (text_rejected["verdict"], text_rejected["reason"]) == ("rejected", "json_syntax")
     assert set(rejected) == set(text_rejected)
+
+
+class _Frozen(Mapping):  # type: ignore[type-arg]
+    """A read-only Mapping that is not a dict (as immutabledict is)."""
+
+    def __init__(self, d: Dict[str, Any]) -> None:
+        self._d = dict(d)
+
+    def __getitem__(self, k: str) -> Any:
+        return self._d[k]
+
+    def __iter__(self) -> Any:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+@pytest.mark.parametrize("wrap", [types.MappingProxyType, collections.UserDict, collections.OrderedDict, _Frozen])
+def test_any_mapping_is_taken_where_a_dict_is(wrap: Any) -> None:
+    """What the stubs promise (Mapping), the functions take: any collections.abc.Mapping."""
+    assert mxfed.canonical_json(wrap({"b": [wrap({"x": 1})], "a": 1})) == b'{"a":1,"b":[{"x":1}]}'
+    signed = mxfed.sign_json(wrap({"one": 1}), "domain", KEY)
+    assert signed == mxfed.sign_json({"one": 1}, "domain", KEY)
+    assert mxfed.verify_json(wrap(signed), "domain", wrap({"ed25519:1": KEY.verify_key})) == ["ed25519:1"]
+    assert mxfed.event_id(wrap(EVENT), "10") == mxfed.event_id(EVENT, "10")
+    old = wrap({"ed25519:0": wrap({"key": KEY.verify_key, "expired_ts": 5})})
+    response = mxfed.server_keys("domain", KEY, 2000000, old)
+    assert response == mxfed.server_keys("domain", KEY, 2000000, {"ed25519:0": {"key": KEY.verify_key, "expired_ts": 5}})
+    for ring in (mxfed.KeyRing(wrap(response)), mxfed.KeyRing([wrap(response)])):
+        assert ring.servers() == ["domain"]
+        assert ring.add(wrap(response)) == "domain"
+    ev = mxfed.hash_and_sign_event(EVENT, "10", "domain", KEY)
+    (verdict,) = mxfed.check_pdus([wrap(ev)], "10", wrap(response))
+    assert verdict["verdict"] == "accepted"
+    assert mxfed.server_acl_allows(wrap({"allow": ["*"]}), "a.example") is True
+    with pytest.raises(TypeError):
+        mxfed.check_pdus(wrap(ev), "10", [])  # one PDU, not a list of them
+
+
+def test_key_ring_takes_one_response_or_many() -> None:
+    text = key_responses()[0]
+    assert mxfed.KeyRing(text).servers() == mxfed.KeyRing([text]).servers() == mxfed.KeyRing(text.decode()).servers()
+    with pytest.raises(TypeError):
+        mxfed.verify_json({}, "d", [("ed25519:1", KEY.verify_key)])
+    with pytest.raises(TypeError):
+        mxfed.server_keys("domain", KEY, 1, [("ed25519:0", {})])
 
 
 def test_key_ring() -> None:

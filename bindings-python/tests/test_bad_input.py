@@ -32,6 +32,17 @@ def _cycle() -> Any:
     return d
 
 
+class Twin(str):
+    """A str that equals only itself: one key twice in a dict."""
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+
+def _twins() -> Any:
+    return {Twin("a"): 1, Twin("a"): 2}
+
+
 def _deep(n: int) -> Any:
     v: Any = 1
     for _ in range(n):
@@ -58,6 +69,9 @@ ROWS = [
     ("invalid JSON", lambda: E.canonical_json(b'{"a":'), E.CanonicalJsonError, "json_syntax"),
     ("trailing data", lambda: E.canonical_json(b"{} {}"), E.CanonicalJsonError, "json_trailing_data"),
     ("duplicate key", lambda: E.canonical_json(b'{"a":1,"a":2}'), E.CanonicalJsonError, "json_duplicate_key"),
+    ("duplicate str subclass key", lambda: E.canonical_json({"x": _twins()}), E.CanonicalJsonError, "json_duplicate_key"),
+    ("duplicate key in event", lambda: E.event_id(dict(EV, content=_twins()), "10"), E.CanonicalJsonError, "json_duplicate_key"),
+    ("duplicate key to sign", lambda: E.sign_json(_twins(), "domain", KEY), E.CanonicalJsonError, "json_duplicate_key"),
     ("invalid UTF-8", lambda: E.canonical_json(b'"\xff"'), E.CanonicalJsonError, "json_invalid_utf8"),
     ("lone surrogate escape", lambda: E.canonical_json(b'"\\ud800"'), E.CanonicalJsonError, "json_lone_surrogate"),
     ("not integer", lambda: E.canonical_json(b"1.5"), E.CanonicalJsonError, "json_not_integer"),
@@ -112,6 +126,19 @@ ROWS = [
     ("srv records not a list", lambda: E.pick_srv(b"{}"), E.DiscoveryError, "bad_srv_records"),
     ("srv record port range", lambda: E.pick_srv([{"priority": 0, "weight": 0, "port": 70000, "target": "a."}]), E.DiscoveryError, "bad_srv_record"),
     ("srv record missing target", lambda: E.pick_srv([{"priority": 0, "weight": 0, "port": 1}]), E.DiscoveryError, "bad_srv_record"),
+    # Arguments out of their type's range: MxfedError codes, not UnicodeEncodeError/OverflowError.
+    ("lone surrogate server name", lambda: E.sign_json({}, "\ud800", KEY), E.MxfedError, "bad_argument"),
+    ("lone surrogate room version", lambda: E.event_id(EV, "\ud800"), E.MxfedError, "bad_argument"),
+    ("lone surrogate header", lambda: E.verify_request("d", key_responses(), "GET", "/", ["\ud800"]), E.MxfedError, "bad_argument"),
+    ("lone surrogate key ID", lambda: E.verify_json({}, "d", {"\ud800": KEY.verify_key}), E.MxfedError, "bad_argument"),
+    ("lone surrogate membership", lambda: E.server_may_see("joined", ["\ud800"]), E.MxfedError, "bad_argument"),
+    ("lone surrogate event ID", lambda: "\ud800" in E.Room("10"), E.MxfedError, "bad_argument"),
+    ("lone surrogate seed", lambda: E.SigningKey.from_seed("1", "\ud800"), E.SigningKeyError, "bad_base64"),
+    ("server keys ts 2**63", lambda: E.server_keys("domain", KEY, 2**63), E.CanonicalJsonError, "json_integer_out_of_range"),
+    ("old key ts -2**64", lambda: E.server_keys("domain", KEY, 1, {"ed25519:0": {"key": KEY.verify_key, "expired_ts": -(2**64)}}), E.CanonicalJsonError, "json_integer_out_of_range"),
+    ("now_ms negative", lambda: E.well_known_lifetime(None, None, now_ms=-1), E.MxfedError, "bad_argument"),
+    ("now_ms 2**64", lambda: E.verify_request("d", [], "GET", "/", [], now_ms=2**64), E.MxfedError, "bad_argument"),
+    ("threads negative", lambda: E.check_pdus([], "10", [], threads=-1), E.MxfedError, "bad_argument"),
     ("srv record float", lambda: E.pick_srv([{"priority": 0.5, "weight": 0, "port": 1, "target": "a."}]), E.CanonicalJsonError, "json_float"),
 ]
 
@@ -123,6 +150,12 @@ def test_bad_input(name: str, call: Callable[[], Any], cls: Type[Exception], cod
     assert isinstance(e.value, mxfed.MxfedError) and isinstance(e.value, ValueError)
     assert e.value.code == code
     assert "\n" not in str(e.value)
+
+
+def test_duplicate_keys_are_named_as_in_json_text() -> None:
+    with pytest.raises(mxfed.CanonicalJsonError) as e:
+        mxfed.canonical_json({"x": _twins()})
+    assert str(e.value) == 'duplicate key "a" at /x/a'
 
 
 def test_table_size() -> None:

@@ -2,6 +2,8 @@
 that authenticates every request with mxfed.verify_request."""
 
 import json
+import os
+import socketserver
 import subprocess
 import sys
 import threading
@@ -140,3 +142,87 @@ def test_cli_request(server: str, tmp_path: Path) -> None:
         rc, out, err = run_cli(*args)
         assert rc == 2 and out == "", (args, err)
         assert err.startswith("mxfed: error[%s]: " % code) and err.count("\n") == 1, err
+
+
+class BadRemote(socketserver.StreamRequestHandler):
+    """A remote that answers badly, by path: JSON nested too deep for Python, a body cut short,
+    a status line that is not HTTP, non-ASCII JSON."""
+
+    ANSWERS = {
+        "/deep": b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"[" * 100000,
+        "/deep-error": b"HTTP/1.1 400 Bad\r\nContent-Length: 100000\r\n\r\n" + b"[" * 100000,
+        "/cut": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\":",
+        "/cut-error": b"HTTP/1.1 500 Oops\r\nContent-Length: 100\r\n\r\n{\"errcode\":",
+        "/garbage": b"HELLO THERE\r\n\r\n",
+        "/_matrix/key/v2/server": b"SSH-2.0-OpenSSH\r\n",
+        "/accents": b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n" + '{"a":"été"}'.encode(),
+    }
+
+    def handle(self) -> None:
+        request_line = self.rfile.readline().decode("latin-1")
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        path = request_line.split(" ")[1] if " " in request_line else "/"
+        self.wfile.write(self.ANSWERS.get(path, b"HTTP/1.1 404 No\r\nContent-Length: 0\r\n\r\n"))
+
+
+@pytest.fixture(scope="module")
+def bad_remote() -> Iterator[str]:
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), BadRemote)
+    srv.daemon_threads = True
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield "http://127.0.0.1:%d" % srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize(
+    "path,code,status",
+    [
+        ("/deep", "bad_response", None),
+        ("/deep-error", "http_error", 400),
+        ("/cut", "bad_response", None),
+        ("/cut-error", "http_error", 500),
+        ("/garbage", "bad_response", None),
+    ],
+)
+def test_bad_answers_are_request_errors(bad_remote: str, path: str, code: str, status: Any) -> None:
+    c = FederationClient("origin.test", ORIGIN_KEY, base_url=bad_remote)
+    with pytest.raises(FederationRequestError) as e:
+        c.get("remote.test", path)
+    assert (e.value.code, e.value.status) == (code, status)
+    assert str(e.value).startswith("GET %s%s: " % (bad_remote, path))
+    with pytest.raises(FederationRequestError) as e:
+        c.server_keys("remote.test")
+    assert e.value.code == "bad_response"
+
+
+def test_content_that_json_cannot_carry_is_a_json_error(bad_remote: str) -> None:
+    c = FederationClient("origin.test", ORIGIN_KEY, base_url=bad_remote)
+    for content, code in [({"a": "\ud800"}, "json_lone_surrogate"), ({"a": float("nan")}, "json_non_finite")]:
+        with pytest.raises(mxfed.CanonicalJsonError) as e:
+            c.put("remote.test", "/x", content)
+        assert e.value.code == code
+
+
+def test_cli_bad_answers_are_one_line(bad_remote: str, tmp_path: Path) -> None:
+    key = tmp_path / "signing.key"
+    ORIGIN_KEY.save(key)
+    base = ["request", "--key", str(key), "--origin", "origin.test", "--destination", "remote.test", "GET"]
+    for args, code in [
+        (base + [bad_remote + "/deep"], "bad_response"),
+        (base + [bad_remote + "/cut"], "bad_response"),
+        (base + [bad_remote + "/cut-error"], "http_error"),
+        (base + [bad_remote + "/garbage"], "bad_response"),
+        (["keys", "remote.test", "--base-url", bad_remote], "bad_response"),
+    ]:
+        rc, out, err = run_cli(*args)
+        assert (rc, out) == (2, ""), (args, err)
+        assert err.startswith("mxfed: error[%s]: " % code) and err.count("\n") == 1, err
+    # Whatever the locale's encoding, the answer is written as UTF-8.
+    p = subprocess.run(
+        [sys.executable, "-m", "mxfed", *base, bad_remote + "/accents"],
+        capture_output=True, timeout=60, env=dict(os.environ, PYTHONIOENCODING="ascii"),
+    )
+    assert (p.returncode, p.stdout, p.stderr) == (0, '{"a":"été"}\n'.encode(), b"")

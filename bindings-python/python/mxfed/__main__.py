@@ -51,7 +51,7 @@ def _fail(code: str, message: str) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "keys":
         response = fetch_server_keys(args.server, base_url=args.base_url, verify_tls=not args.insecure)
-        sys.stdout.write(canonical_json(response).decode() + "\n")
+        _print(canonical_json(response))
         return 0
     url = urllib.parse.urlsplit(args.url)
     if url.scheme not in ("http", "https") or not url.netloc:
@@ -72,8 +72,15 @@ def _run(args: argparse.Namespace) -> int:
         verify_tls=not args.insecure,
     )
     answer = client.request(args.method.upper(), destination, path, content)
-    sys.stdout.write(canonical_json(answer, room_version="1").decode() + "\n")
+    _print(canonical_json(answer, room_version="1"))
     return 0
+
+
+def _print(data: bytes) -> None:
+    # The bytes themselves: canonical JSON is UTF-8 whatever the locale's encoding is.
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data + b"\n")
+    sys.stdout.buffer.flush()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

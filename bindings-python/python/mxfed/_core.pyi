@@ -7,10 +7,11 @@ from typing_extensions import TypeAlias
 
 _JsonValue: TypeAlias = Any
 _JsonObject: TypeAlias = Dict[str, Any]
-# An object argument: a dict, or JSON text as bytes-like or str.
+# An object argument: a dict or any other Mapping, or JSON text as bytes-like or str.
 _ObjectInput: TypeAlias = Union[Mapping[str, Any], bytes, bytearray, memoryview, str]
 _Keys: TypeAlias = Union["SigningKey", Sequence["SigningKey"]]
-_KeysInput: TypeAlias = Union["KeyRing", Iterable[_ObjectInput], Mapping[str, Any], bytes, str]
+# Keys to check against: a KeyRing, one key response, or an iterable of them.
+_KeysInput: TypeAlias = Union["KeyRing", _ObjectInput, Iterable[_ObjectInput]]
 
 __all__ = [
     "CanonicalJsonError",
@@ -109,7 +110,9 @@ class _VerifyKey:
 
 @final
 class KeyRing:
-    def __new__(cls, responses: Optional[Iterable[_ObjectInput]] = None) -> KeyRing: ...
+    def __new__(
+        cls, responses: Optional[Union[_ObjectInput, Iterable[_ObjectInput]]] = None
+    ) -> KeyRing: ...
     def add(self, response: _ObjectInput) -> str: ...
     def servers(self) -> List[str]: ...
     def keys(self, server_name: str) -> Dict[str, str]: ...

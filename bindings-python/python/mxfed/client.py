@@ -15,6 +15,7 @@ What it deliberately does not do: server discovery. A destination is reached at
 ``base_url`` to reach a server elsewhere (a loopback test server, a delegated host).
 """
 
+import http.client
 import json
 import ssl
 import urllib.error
@@ -22,7 +23,14 @@ import urllib.parse
 import urllib.request
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from mxfed._core import KeyRing, MxfedError, ServerKeysError, SigningKey, sign_request
+from mxfed._core import (
+    KeyRing,
+    MxfedError,
+    ServerKeysError,
+    SigningKey,
+    canonical_json,
+    sign_request,
+)
 
 __all__ = ["FederationClient", "FederationRequestError", "default_base_url"]
 
@@ -32,7 +40,8 @@ JsonValue = Any
 class FederationRequestError(MxfedError):
     """A request that failed: ``.code`` is ``http_error`` (the server answered with an error
     status; ``.status`` and ``.body`` hold it, ``.errcode`` the Matrix error code if any),
-    ``connection_error`` (no answer) or ``bad_response`` (an answer that is not JSON)."""
+    ``connection_error`` (no answer) or ``bad_response`` (an answer that is not HTTP, is cut
+    short, or is not JSON that Python can read)."""
 
     def __init__(
         self,
@@ -109,7 +118,10 @@ class FederationClient:
         """Sends a signed request and returns the decoded JSON answer.
 
         ``path`` is sent (and signed) exactly as given, so percent-encode it yourself; ``query``
-        is appended URL-encoded. Raises :class:`FederationRequestError`.
+        is appended URL-encoded. ``content`` is JSON text (``bytes``, sent as it is) or a value,
+        sent as its canonical JSON (floats and big integers as Python writes them); a value that
+        is not JSON raises :class:`mxfed.CanonicalJsonError`. Raises
+        :class:`FederationRequestError` for a failed request.
         """
         uri = path
         if query:
@@ -120,7 +132,9 @@ class FederationClient:
             if isinstance(content, (bytes, bytearray)):
                 body = bytes(content)
             else:
-                body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+                # The core's encoder: a value JSON cannot carry (a lone surrogate, a cycle, NaN)
+                # is a CanonicalJsonError with its code, not a UnicodeEncodeError from json.
+                body = canonical_json(content, room_version="1")
             headers["Content-Type"] = "application/json"
         auth = self.authorization(method, destination, uri, body if body is not None else None)
         base = self.base_url or default_base_url(destination)
@@ -131,37 +145,14 @@ class FederationClient:
         return self._send(req)
 
     def _send(self, req: urllib.request.Request) -> JsonValue:
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as resp:
-                data = resp.read()
-        except urllib.error.HTTPError as e:
-            data = e.read()
-            errcode = None
-            message = data[:200].decode("utf-8", "replace")
-            try:
-                j = json.loads(data)
-                errcode = j.get("errcode")
-                message = "%s: %s" % (errcode, j.get("error", ""))
-            except (ValueError, AttributeError):
-                pass
-            raise FederationRequestError(
-                "http_error",
-                "%s %s: HTTP %d %s" % (req.get_method(), req.full_url, e.code, message),
-                status=e.code,
-                body=data,
-                errcode=errcode,
-            ) from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise FederationRequestError(
-                "connection_error", "%s %s: %s" % (req.get_method(), req.full_url, reason)
-            ) from None
+        what = "%s %s" % (req.get_method(), req.full_url)
+        data = _fetch_raw(req, self._ssl, self.timeout, what)
         try:
             return json.loads(data) if data else None
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: nesting deeper than Python's json can read.
             raise FederationRequestError(
-                "bad_response", "%s %s: answer is not JSON" % (req.get_method(), req.full_url),
-                body=data,
+                "bad_response", "%s: answer is not JSON" % what, body=data
             ) from None
 
     def get(self, destination: str, path: str, query: Optional[Dict[str, Any]] = None) -> JsonValue:
@@ -202,7 +193,7 @@ def fetch_server_keys(
         ctx.verify_mode = ssl.CERT_NONE
     url = (base_url.rstrip("/") if base_url else default_base_url(server)) + "/_matrix/key/v2/server"
     req = urllib.request.Request(url, headers={"Accept": "application/json"})
-    raw = _fetch_raw(req, ctx, timeout)
+    raw = _fetch_raw(req, ctx, timeout, "GET %s" % url)
     ring = KeyRing()
     name = ring.add(raw)
     if name != server:
@@ -213,17 +204,54 @@ def fetch_server_keys(
     return result
 
 
-def _fetch_raw(req: urllib.request.Request, ctx: ssl.SSLContext, timeout: float) -> bytes:
+def _fetch_raw(
+    req: urllib.request.Request, ctx: ssl.SSLContext, timeout: float, what: str
+) -> bytes:
+    """The body of a 2xx answer; any failure is a :class:`FederationRequestError`."""
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
             data: bytes = resp.read()
             return data
     except urllib.error.HTTPError as e:
+        data = _read_error_body(e)
+        errcode = None
+        message = data[:200].decode("utf-8", "replace")
+        try:
+            j = json.loads(data)
+            errcode = j.get("errcode")
+            message = "%s: %s" % (errcode, j.get("error", ""))
+        except (ValueError, AttributeError, RecursionError):
+            pass
         raise FederationRequestError(
-            "http_error", "GET %s: HTTP %d" % (req.full_url, e.code), status=e.code, body=e.read()
+            "http_error",
+            "%s: HTTP %d %s" % (what, e.code, message),
+            status=e.code,
+            body=data,
+            errcode=errcode if isinstance(errcode, str) else None,
+        ) from None
+    except http.client.IncompleteRead as e:
+        raise FederationRequestError(
+            "bad_response",
+            "%s: answer cut short (%d bytes read, %s more expected)"
+            % (what, len(e.partial), e.expected if e.expected is not None else "some"),
+            body=e.partial,
+        ) from None
+    except http.client.HTTPException as e:
+        # BadStatusLine, LineTooLong, too many headers...: the answer is not HTTP.
+        raise FederationRequestError(
+            "bad_response", "%s: answer is not valid HTTP (%s: %s)" % (what, type(e).__name__, e)
         ) from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise FederationRequestError(
-            "connection_error", "GET %s: %s" % (req.full_url, reason)
-        ) from None
+        raise FederationRequestError("connection_error", "%s: %s" % (what, reason)) from None
+
+
+def _read_error_body(e: urllib.error.HTTPError) -> bytes:
+    """What can be read of an error answer's body (it may be cut short, or not arrive)."""
+    try:
+        data: bytes = e.read()
+        return data
+    except http.client.IncompleteRead as cut:
+        return cut.partial
+    except (http.client.HTTPException, OSError):
+        return b""
