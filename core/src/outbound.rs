@@ -988,10 +988,12 @@ impl DestinationQueue {
         if retry.failures == 0 {
             return;
         }
-        let cap = self.backoff.cap;
+        let (base, cap) = (self.backoff.base, self.backoff.cap);
         self.backoff.failures = retry.failures;
-        self.backoff.interval = Millis(retry.interval.0.min(cap.0));
-        self.backoff.last = Millis(retry.delay.0.min(cap.0));
+        // Held to [base, cap]: a stored 0 (a damaged row, or a base raised since) would
+        // otherwise double to 0 for good, retrying a dead destination in a tight loop.
+        self.backoff.interval = Millis(retry.interval.0.clamp(base.0, cap.0));
+        self.backoff.last = Millis(retry.delay.0.clamp(self.backoff.interval.0, cap.0));
         self.down = true;
         let retry_at = retry.retry_at.min(now + cap);
         if retry_at > now {

@@ -1496,6 +1496,28 @@ fn a_restored_backoff_holds_the_queue_and_grows_on() {
         q.queue_pdu(start, &e, "!r", pdu("!r", &e));
     }
     assert_eq!(q.pending_pdus(), 1);
+
+    // A saved interval of 0 (a damaged row) restarts from the base, not a tight loop.
+    let mut q = DestinationQueue::new(ORIGIN, "b.example", cfg, start, 9);
+    q.restore_backoff(
+        start,
+        RetryState {
+            retry_at: start,
+            failures: 5,
+            interval: Millis(0),
+            delay: Millis(0),
+        },
+    );
+    q.queue_pdu(start, "$z", "!r", pdu("!r", "$z"));
+    let mut at = start;
+    for _ in 0..3 {
+        q.poll_transmit(at).unwrap();
+        q.handle_response(at, Outcome::Failure(Failure::Network))
+            .unwrap();
+        let next = q.poll_timeout().unwrap();
+        assert!(next - at >= cfg.backoff_base, "waits at least the base");
+        at = next;
+    }
 }
 
 /// 429 honours `retry_after_ms` (capped); 401 and 408 are retried like 5xx.

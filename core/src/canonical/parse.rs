@@ -232,26 +232,37 @@ impl Parser<'_> {
                 _ => self.scalar()?,
             };
             // A value is complete: it becomes a member of the innermost open container, which
-            // goes on to its next member (back on the stack) or closes, and is then a complete
-            // value in turn.
+            // goes on to its next member (staying on the stack) or closes, and is then a complete
+            // value in turn. A container is taken off the stack before its own syntax error is
+            // returned, so that error's path ends at the container, as it names no member.
             loop {
-                let Some(mut top) = open.pop() else {
+                let Some(top) = open.last_mut() else {
                     return Ok(done);
                 };
                 self.skip_ws();
-                match &mut top {
+                match top {
                     Open::Object { key, entries, .. } => {
                         entries.push((std::mem::take(key), done));
                         match self.peek() {
                             Some(b',') => {
                                 self.pos += 1;
                                 self.skip_ws();
-                                *key = self.key()?;
-                                open.push(top);
-                                continue 'value;
+                                match self.key() {
+                                    Ok(k) => {
+                                        *key = k;
+                                        continue 'value;
+                                    }
+                                    Err(e) => {
+                                        open.pop();
+                                        return Err(e);
+                                    }
+                                }
                             }
                             Some(b'}') => self.pos += 1,
-                            _ => return Err(syntax("',' or '}'", self.pos)),
+                            _ => {
+                                open.pop();
+                                return Err(syntax("',' or '}'", self.pos));
+                            }
                         }
                     }
                     Open::Array { items } => {
@@ -260,14 +271,19 @@ impl Parser<'_> {
                             Some(b',') => {
                                 self.pos += 1;
                                 self.skip_ws();
-                                open.push(top);
                                 continue 'value;
                             }
                             Some(b']') => self.pos += 1,
-                            _ => return Err(syntax("',' or ']'", self.pos)),
+                            _ => {
+                                open.pop();
+                                return Err(syntax("',' or ']'", self.pos));
+                            }
                         }
                     }
                 }
+                let Some(top) = open.pop() else {
+                    return Err(syntax("a value", self.pos));
+                };
                 done = match top {
                     Open::Object { start, entries, .. } => {
                         Value::Object(Object::from_unsorted(entries).map_err(|key| {
