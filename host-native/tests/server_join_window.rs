@@ -99,3 +99,71 @@ async fn our_join_is_stored_before_the_history_and_events_meanwhile_are_kept() {
     assert_eq!(bodies.len(), 2, "{bodies:?}");
     assert!(bodies[0].contains("before") && bodies[1].contains("during"));
 }
+
+fn slow_send_join(r: axum::Router) -> axum::Router {
+    r.layer(axum::middleware::from_fn(
+        |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            let slow = req.uri().path().contains("/send_join/");
+            let resp = next.run(req).await;
+            if slow {
+                // The join is in A's room already; its answer takes a while to reach B.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+            resp
+        },
+    ))
+}
+
+/// Events the resident sends between taking our join in and its `send_join` answer reaching us
+/// (a large room's answer takes seconds) are kept: they wait for the join, in a room B does not
+/// know yet. Before the fix they were dropped as events of an unknown room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_sent_before_the_send_join_answer_arrives_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start_with(&dir.path().join("a"), slow_send_join);
+    let b = start(&dir.path().join("b"));
+    let alice = format!("@alice:{}", a.server_name);
+    let bob = format!("@bob:{}", b.server_name);
+    a.db().create_user(&alice, None, false).unwrap();
+    b.db().create_user(&bob, None, false).unwrap();
+    let room = rooms::create_room(&a, &alice, "10").unwrap();
+    {
+        let _g = a.lock_room(&room).await;
+        let rules = mxfed_core::canonical::parse_object(
+            br#"{"join_rule":"public"}"#,
+            &mxfed_core::canonical::ParseOptions::STRICT,
+        )
+        .unwrap();
+        rooms::send_event(
+            &a,
+            &room,
+            &alice,
+            "m.room.join_rules",
+            Some(""),
+            rules,
+            None,
+        )
+        .unwrap();
+    }
+    let joining = {
+        let (b, room, via, bob) = (b.clone(), room.clone(), a.server_name.clone(), bob.clone());
+        tokio::spawn(async move { rooms::remote_membership(&b, &room, &bob, &via, "join").await })
+    };
+    until(&a, "A takes B's join in", |a| {
+        a.rooms()
+            .get(&room)
+            .and_then(|r| r.membership(&bob))
+            .as_deref()
+            == Some("join")
+    })
+    .await;
+    let during = {
+        let _g = a.lock_room(&room).await;
+        rooms::send_local(&a, &room, message(&room, &alice, "before the answer")).unwrap()
+    };
+    joining.await.unwrap().unwrap();
+    until(&b, "the message sent before the send_join answer", |b| {
+        b.reads().event(&during).unwrap().is_some()
+    })
+    .await;
+}

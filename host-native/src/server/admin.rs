@@ -863,15 +863,6 @@ struct WaitQuery {
     timeout_ms: Option<u64>,
 }
 
-/// Whether one of our users' joins of the room through another server is under way.
-fn joining(state: &AppState, room_id: &str) -> bool {
-    state
-        .joining
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .contains_key(room_id)
-}
-
 /// Waits (up to `timeout_ms`, default 30 s) until an event is in the room's timeline or a user
 /// is joined, and stored: tests and scripts use it instead of sleeping.
 async fn wait(
@@ -900,7 +891,7 @@ async fn wait(
                     // before it is fetched: "joined" once that history is in too, as the
                     // `room join` command answers.
                     if room.membership(u).as_deref() != Some("join")
-                        || (state.is_local_user(u) && joining(&state, &room_id))
+                        || rooms::is_joining(&state, &room_id, u)
                     {
                         return None;
                     }

@@ -470,10 +470,22 @@ async fn send(
     // A room we are only invited to: its version is the invite's (the leave that withdraws the
     // invite comes this way, see `rescinded_invites`).
     for p in tx.pdus() {
-        let (Some(r), Some(user)) = (p.get_str("room_id"), p.get_str("state_key")) else {
+        let Some(r) = p.get_str("room_id") else {
             continue;
         };
-        if versions.contains_key(r) || p.get_str("type") != Some("m.room.member") {
+        if versions.contains_key(r) {
+            continue;
+        }
+        // A room one of our users is joining and we do not know yet: its events wait for the
+        // join (see `AppState::joining`).
+        if let Some(v) = rooms::joining_version(&state, r) {
+            versions.insert(r.to_owned(), v);
+            continue;
+        }
+        let Some(user) = p.get_str("state_key") else {
+            continue;
+        };
+        if p.get_str("type") != Some("m.room.member") {
             continue;
         }
         if let Some(v) =
@@ -852,9 +864,11 @@ async fn rescinded_invites(
             ));
             continue;
         }
-        let marked = state.write(|db| db.set_invite_status(&room.room_id, user, "rescinded"));
+        // Only if still pending: our user may have accepted it while the keys were fetched.
+        let marked = state.write(|db| db.rescind_invite(&room.room_id, user));
         match marked {
-            Ok(()) => {
+            Ok(false) => {}
+            Ok(true) => {
                 log(&format!(
                     "{user}'s invite to {} withdrawn by {origin} ({})",
                     room.room_id, p.event_id

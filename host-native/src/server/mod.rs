@@ -163,11 +163,11 @@ pub struct AppState {
     /// servers fetching from each other cannot deadlock, and a peer slow to fill a gap in one
     /// room holds up no other room.
     pub writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Rooms our users are joining through another server, with how many joins are under way:
-    /// from `send_join` until the join is stored the resident already sends us the room's
-    /// events, which wait for the room's lock (that the join holds) instead of being ignored as
-    /// events of a room we are not in.
-    pub joining: Mutex<BTreeMap<String, usize>>,
+    /// Rooms our users are joining through another server: the room's version and who is
+    /// joining. From `send_join` until the join is stored the resident already sends us the
+    /// room's events, which wait for the room's lock (taken by the join before `send_join`)
+    /// instead of being ignored as events of a room we are not in (or do not know yet).
+    pub joining: Mutex<BTreeMap<String, rooms::Joins>>,
     /// Serialises the group commits of our users' messages (`local`), so that messages waiting
     /// meanwhile go together into the next one.
     pub local_commit: tokio::sync::Mutex<()>,

@@ -619,21 +619,66 @@ pub fn resident_or_joining(state: &AppState, room_id: &str) -> bool {
             .contains_key(room_id)
 }
 
+/// Joins of one room by our users under way ([`AppState::joining`]).
+#[derive(Debug)]
+pub struct Joins {
+    /// The room's version (from the `make_join` answer): a transaction's events for a room we
+    /// do not know yet are planned with it.
+    pub version: &'static RoomVersion,
+    /// Our users joining, once per join.
+    pub users: Vec<String>,
+}
+
+/// The version of a room one of our users is joining.
+pub fn joining_version(state: &AppState, room_id: &str) -> Option<&'static RoomVersion> {
+    state
+        .joining
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(room_id)
+        .map(|j| j.version)
+}
+
+/// Whether `user` is joining the room through another server now.
+pub fn is_joining(state: &AppState, room_id: &str, user: &str) -> bool {
+    state
+        .joining
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(room_id)
+        .is_some_and(|j| j.users.iter().any(|u| u == user))
+}
+
 /// A join of ours under way ([`AppState::joining`]), for as long as this lives.
 struct Joining<'a> {
     state: &'a AppState,
     room_id: &'a str,
+    user: &'a str,
 }
 
 impl<'a> Joining<'a> {
-    fn start(state: &'a AppState, room_id: &'a str) -> Joining<'a> {
-        *state
+    fn start(
+        state: &'a AppState,
+        room_id: &'a str,
+        user: &'a str,
+        version: &'static RoomVersion,
+    ) -> Joining<'a> {
+        state
             .joining
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(room_id.to_owned())
-            .or_default() += 1;
-        Joining { state, room_id }
+            .or_insert_with(|| Joins {
+                version,
+                users: Vec::new(),
+            })
+            .users
+            .push(user.to_owned());
+        Joining {
+            state,
+            room_id,
+            user,
+        }
     }
 }
 
@@ -644,9 +689,11 @@ impl Drop for Joining<'_> {
             .joining
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = joining.get_mut(self.room_id) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(j) = joining.get_mut(self.room_id) {
+            if let Some(i) = j.users.iter().position(|u| u == self.user) {
+                j.users.remove(i);
+            }
+            if j.users.is_empty() {
                 joining.remove(self.room_id);
             }
         }
@@ -1770,13 +1817,17 @@ pub async fn remote_membership(
         encode_segment(room_id),
         encode_segment(&event_id)
     );
-    let _joining = (membership == "join").then(|| Joining::start(state, room_id));
-    let answer = state.client.json(via, "PUT", &path, Some(&ev)).await?;
     if membership != "join" {
+        state.client.json(via, "PUT", &path, Some(&ev)).await?;
         // Leaves and knocks reach our copy of the room (if any) through the resident's /send.
         return Ok(event_id);
     }
+    // The room's lock before `send_join`: the resident sends us the room's events as soon as it
+    // has our join, and they wait for this lock (see [`AppState::joining`]), to be taken in
+    // after the join or ignored if it fails.
+    let _joining = Joining::start(state, room_id, user_id, v);
     let _guard = state.lock_room(room_id).await;
+    let answer = state.client.json(via, "PUT", &path, Some(&ev)).await?;
     let known = state.rooms().contains_key(room_id);
     if !known {
         state.write(|db| db.add_room(room_id, version))?;

@@ -1228,6 +1228,19 @@ impl Store {
         Ok(())
     }
 
+    /// Marks a pending invite withdrawn; `false` when it is no longer pending (accepted or
+    /// rejected meanwhile: that answer stands).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn rescind_invite(&self, room_id: &str, user_id: &str) -> rusqlite::Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE invites SET status = 'rescinded' WHERE room_id = ?1 AND user_id = ?2 AND status = 'pending'",
+            params![room_id, user_id],
+        )?;
+        Ok(n > 0)
+    }
+
     // -- EDUs ------------------------------------------------------------------------------------
 
     /// Stores a received EDU.
@@ -1858,6 +1871,37 @@ mod tests {
         let b = db.event("$b").unwrap().unwrap();
         assert_eq!((b.stream, b.redacted_by.as_deref()), (2, Some("$red")));
         assert!(db.event("$d").unwrap().is_none());
+    }
+
+    /// A withdrawal marks only a pending invite: one accepted (or rejected) meanwhile keeps its
+    /// status.
+    #[test]
+    fn only_a_pending_invite_is_rescinded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let invite = |room: &str| super::Invite {
+            room_id: room.into(),
+            user_id: "@b:a.test".into(),
+            room_version: "10".into(),
+            origin: "x.test".into(),
+            event: "{}".into(),
+            invite_room_state: "[]".into(),
+            status: "pending".into(),
+        };
+        db.put_invite(&invite("!p:x.test")).unwrap();
+        db.put_invite(&invite("!a:x.test")).unwrap();
+        db.set_invite_status("!a:x.test", "@b:a.test", "accepted")
+            .unwrap();
+        assert!(db.rescind_invite("!p:x.test", "@b:a.test").unwrap());
+        assert!(!db.rescind_invite("!a:x.test", "@b:a.test").unwrap());
+        let status: Vec<(String, String)> = db
+            .invites("@b:a.test")
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.room_id, i.status))
+            .collect();
+        assert!(status.contains(&("!p:x.test".into(), "rescinded".into())));
+        assert!(status.contains(&("!a:x.test".into(), "accepted".into())));
     }
 
     /// Users are kept in memory, shared with the readers: a reader sees a user as soon as it is
