@@ -105,8 +105,13 @@ stage() {
         printf '==> [%d/%d] %s: not run: the run is past its deadline of %ds\n' "$n" "$TOTAL" "$name" "$DEADLINE"
         rc=124
     else
-        # timeout signals the stage's whole process group (servers it started included).
-        timeout -k 30 "$limit" "$@" || rc=$?
+        # timeout signals the stage's whole process group (servers it started included). That
+        # group is not the terminal's, so Ctrl-C is passed on to it by hand, and ends the run.
+        timeout -k 30 "$limit" "$@" &
+        local pid=$!
+        trap 'kill -TERM -- "-$pid" 2>/dev/null; wait "$pid" || true; printf "\ntest.sh: interrupted in %s\n" "$name" >&2; exit 130' INT
+        wait "$pid" || rc=$?
+        trap - INT
         if ((rc == 124 || rc == 137)); then
             printf '==> [%d/%d] %s: stopped after %ds (its time limit)\n' "$n" "$TOTAL" "$name" "$limit"
         fi
