@@ -622,6 +622,25 @@ fn canonical_json<'py>(
     Ok(PyBytes::new(py, &out))
 }
 
+/// The body of a request (`method`, `uri`) for `content` given as a value: its canonical JSON,
+/// numbers as Python writes them, nested as deeply as the endpoint's body may be (a
+/// transaction's to-device messages deeper than other JSON), as `sign_request` reads it. For
+/// `mxfed.client`.
+#[pyfunction]
+fn _request_body<'py>(
+    py: Python<'py>,
+    method: Text,
+    uri: Text,
+    content: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let value = to_value_nested(
+        content,
+        Numbers::Legacy,
+        xmatrix::body_max_depth(&method, &uri),
+    )?;
+    Ok(PyBytes::new(py, &canonical::to_vec(&value)))
+}
+
 /// Whether `data` (bytes-like) is canonical JSON already: exactly the bytes `canonical_json`
 /// writes for the value it parses to. Floats and integers outside ±(2^53 − 1) never are; bytes
 /// that are not JSON are not either (no exception).
@@ -1585,6 +1604,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyKeyRing>()?;
     m.add_class::<PyRoom>()?;
     m.add_function(wrap_pyfunction!(canonical_json, m)?)?;
+    m.add_function(wrap_pyfunction!(_request_body, m)?)?;
     m.add_function(wrap_pyfunction!(sign_json, m)?)?;
     m.add_function(wrap_pyfunction!(verify_json, m)?)?;
     m.add_function(wrap_pyfunction!(content_hash, m)?)?;

@@ -85,6 +85,23 @@ def test_signed_requests(server: str) -> None:
     assert keys["verify_keys"] == {"ed25519:r1": {"key": REMOTE_KEY.verify_key}}
 
 
+def test_a_transaction_may_nest_deeper_than_other_bodies(server: str) -> None:
+    """A to-device message nested past 128 levels goes out in a transaction (which may nest
+    1,024, as the receiving side reads it); other bodies keep the 128-level limit."""
+    deep: Any = "leaf"
+    for _ in range(130):
+        deep = {"d": deep}
+    edu = {"edu_type": "m.direct_to_device",
+           "content": {"sender": "@a:origin.test", "type": "m.x", "message_id": "m1",
+                       "messages": {"@b:remote.test": {"D": deep}}}}
+    txn = {"origin": "origin.test", "origin_server_ts": 1, "pdus": [], "edus": [edu]}
+    c = FederationClient("origin.test", ORIGIN_KEY, base_url=server)
+    assert c.put("remote.test", "/_matrix/federation/v1/send/deep", txn)["content"] == txn
+    with pytest.raises(mxfed.CanonicalJsonError) as e:
+        c.post("remote.test", "/_matrix/key/v2/query", {"server_keys": deep})
+    assert e.value.code == "json_too_deep"
+
+
 def test_unauthenticated_and_unreachable(server: str) -> None:
     stranger = FederationClient("stranger.test", ORIGIN_KEY, base_url=server)
     with pytest.raises(FederationRequestError) as e:

@@ -34,6 +34,7 @@ __all__ = [
     "XMatrixError",
     "_VerifyKey",
     "_compat_encode",
+    "_request_body",
     "canonical_json",
     "check_pdus",
     "content_hash",
@@ -119,6 +120,7 @@ class KeyRing:
 
 def canonical_json(value: _JsonValue, *, room_version: Optional[str] = None) -> bytes: ...
 def is_canonical_json(data: Union[bytes, bytearray, memoryview]) -> bool: ...
+def _request_body(method: str, uri: str, content: _JsonValue) -> bytes: ...
 def sign_json(obj: _ObjectInput, server_name: str, key: _Keys) -> _JsonObject: ...
 def verify_json(
     obj: _ObjectInput, server_name: str, keys: Mapping[str, Union[str, bytes]]

@@ -28,7 +28,7 @@ from mxfed._core import (
     MxfedError,
     ServerKeysError,
     SigningKey,
-    canonical_json,
+    _request_body,
     sign_request,
 )
 
@@ -133,8 +133,9 @@ class FederationClient:
                 body = bytes(content)
             else:
                 # The core's encoder: a value JSON cannot carry (a lone surrogate, a cycle, NaN)
-                # is a CanonicalJsonError with its code, not a UnicodeEncodeError from json.
-                body = canonical_json(content, room_version="1")
+                # is a CanonicalJsonError with its code, not a UnicodeEncodeError from json; as
+                # deep as the endpoint's body may nest (a transaction's to-device messages).
+                body = _request_body(method, uri, content)
             headers["Content-Type"] = "application/json"
         auth = self.authorization(method, destination, uri, body if body is not None else None)
         base = self.base_url or default_base_url(destination)
