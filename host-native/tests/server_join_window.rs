@@ -12,7 +12,7 @@ use std::time::Duration;
 use mxfed_native::server::rooms;
 use mxfed_native::server::store::Reads as _;
 
-use common::inproc::{message, start, start_with, until};
+use common::inproc::{message, public_room, same, two_servers_wrapped, until};
 
 static HOLD_BACKFILL: AtomicBool = AtomicBool::new(true);
 
@@ -32,30 +32,10 @@ fn holding_backfill(r: axum::Router) -> axum::Router {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_join_is_stored_before_the_history_and_events_meanwhile_are_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start_with(&dir.path().join("a"), holding_backfill);
-    let b = start(&dir.path().join("b"));
-    let alice = format!("@alice:{}", a.server_name);
-    let bob = format!("@bob:{}", b.server_name);
-    a.db().create_user(&alice, None, false).unwrap();
-    b.db().create_user(&bob, None, false).unwrap();
-    let room = rooms::create_room(&a, &alice, "10").unwrap();
+    let (a, b, alice, bob) = two_servers_wrapped(dir.path(), holding_backfill, same, None);
+    let room = public_room(&a, &alice, "10").await;
     {
         let _g = a.lock_room(&room).await;
-        let rules = mxfed_core::canonical::parse_object(
-            br#"{"join_rule":"public"}"#,
-            &mxfed_core::canonical::ParseOptions::STRICT,
-        )
-        .unwrap();
-        rooms::send_event(
-            &a,
-            &room,
-            &alice,
-            "m.room.join_rules",
-            Some(""),
-            rules,
-            None,
-        )
-        .unwrap();
         // History B has to fetch with /backfill (not part of the state it joins with).
         rooms::send_local(&a, &room, message(&room, &alice, "before")).unwrap();
     }
@@ -120,31 +100,8 @@ fn slow_send_join(r: axum::Router) -> axum::Router {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_sent_before_the_send_join_answer_arrives_are_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start_with(&dir.path().join("a"), slow_send_join);
-    let b = start(&dir.path().join("b"));
-    let alice = format!("@alice:{}", a.server_name);
-    let bob = format!("@bob:{}", b.server_name);
-    a.db().create_user(&alice, None, false).unwrap();
-    b.db().create_user(&bob, None, false).unwrap();
-    let room = rooms::create_room(&a, &alice, "10").unwrap();
-    {
-        let _g = a.lock_room(&room).await;
-        let rules = mxfed_core::canonical::parse_object(
-            br#"{"join_rule":"public"}"#,
-            &mxfed_core::canonical::ParseOptions::STRICT,
-        )
-        .unwrap();
-        rooms::send_event(
-            &a,
-            &room,
-            &alice,
-            "m.room.join_rules",
-            Some(""),
-            rules,
-            None,
-        )
-        .unwrap();
-    }
+    let (a, b, alice, bob) = two_servers_wrapped(dir.path(), slow_send_join, same, None);
+    let room = public_room(&a, &alice, "10").await;
     let joining = {
         let (b, room, via, bob) = (b.clone(), room.clone(), a.server_name.clone(), bob.clone());
         tokio::spawn(async move { rooms::remote_membership(&b, &room, &bob, &via, "join").await })

@@ -83,7 +83,17 @@ pub fn two_servers(
     wrap_b: fn(axum::Router) -> axum::Router,
     bob_name: Option<&str>,
 ) -> (Arc<AppState>, Arc<AppState>, String, String) {
-    let a = start_with(&dir.join("a"), same);
+    two_servers_wrapped(dir, same, wrap_b, bob_name)
+}
+
+/// [`two_servers`], A's router passed through `wrap_a`.
+pub fn two_servers_wrapped(
+    dir: &std::path::Path,
+    wrap_a: fn(axum::Router) -> axum::Router,
+    wrap_b: fn(axum::Router) -> axum::Router,
+    bob_name: Option<&str>,
+) -> (Arc<AppState>, Arc<AppState>, String, String) {
+    let a = start_with(&dir.join("a"), wrap_a);
     let b = start_with(&dir.join("b"), wrap_b);
     let alice = format!("@alice:{}", a.server_name);
     let bob = format!("@bob:{}", b.server_name);
@@ -186,6 +196,15 @@ pub async fn send_txn(from: &AppState, to: &AppState, txn: &str, pdus: Vec<Value
     answer.get_object("pdus").cloned().unwrap()
 }
 
+/// A public room `alice` creates on `a` (room version `version`).
+pub async fn public_room(a: &Arc<AppState>, alice: &str, version: &str) -> String {
+    let room = rooms::create_room(a, alice, version).unwrap();
+    let _g = a.lock_room(&room).await;
+    let rules = parse_object(br#"{"join_rule":"public"}"#, &ParseOptions::STRICT).unwrap();
+    rooms::send_event(a, &room, alice, "m.room.join_rules", Some(""), rules, None).unwrap();
+    room
+}
+
 /// A public room `alice` creates on `a` (room version `version`), which `bob` (of `b`) joins
 /// through `a`.
 pub async fn joined_public_room(
@@ -195,12 +214,7 @@ pub async fn joined_public_room(
     bob: &str,
     version: &str,
 ) -> String {
-    let room = rooms::create_room(a, alice, version).unwrap();
-    {
-        let _g = a.lock_room(&room).await;
-        let rules = parse_object(br#"{"join_rule":"public"}"#, &ParseOptions::STRICT).unwrap();
-        rooms::send_event(a, &room, alice, "m.room.join_rules", Some(""), rules, None).unwrap();
-    }
+    let room = public_room(a, alice, version).await;
     rooms::remote_membership(b, &room, bob, &a.server_name, "join")
         .await
         .unwrap();
