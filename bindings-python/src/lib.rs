@@ -633,12 +633,18 @@ fn _request_body<'py>(
     uri: Text,
     content: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let value = to_value_nested(
+    let value = request_value(content, &method, &uri)?;
+    Ok(PyBytes::new(py, &canonical::to_vec(&value)))
+}
+
+/// Request content given as a value: numbers as Python writes them, as deeply nested as the
+/// endpoint's body may be (as when given as text).
+fn request_value(content: &Bound<'_, PyAny>, method: &str, uri: &str) -> PyResult<Value> {
+    to_value_nested(
         content,
         Numbers::Legacy,
-        xmatrix::body_max_depth(&method, &uri),
-    )?;
-    Ok(PyBytes::new(py, &canonical::to_vec(&value)))
+        xmatrix::body_max_depth(method, uri),
+    )
 }
 
 /// Whether `data` (bytes-like) is canonical JSON already: exactly the bytes `canonical_json`
@@ -986,15 +992,7 @@ fn content_arg(
         Some(c) if c.is_none() => Ok((None, None)),
         Some(c) => match as_text(c)? {
             Some(text) => Ok((Some(text), None)),
-            // As deeply nested as the endpoint's body may be, as when given as text.
-            None => Ok((
-                None,
-                Some(to_value_nested(
-                    c,
-                    Numbers::Legacy,
-                    xmatrix::body_max_depth(method, uri),
-                )?),
-            )),
+            None => Ok((None, Some(request_value(c, method, uri)?))),
         },
     }
 }

@@ -105,7 +105,7 @@ fn field<'a>(v: &'a serde_json::Value, k: &str) -> Result<&'a str, ApiError> {
 /// The local user named by `as` (a local part or a full ID), which must exist.
 fn acting_user(state: &AppState, v: &serde_json::Value) -> Result<String, ApiError> {
     let user = state.user_id(field(v, "as")?);
-    if !state.is_local_user(&user) || state.reads().user(&user)?.is_none() {
+    if !state.has_local_user(&user)? {
         return Err(ApiError::not_found(format!("no local user {user}")));
     }
     Ok(user)
@@ -228,14 +228,6 @@ fn membership_content(state: &AppState, user: &str, membership: &str) -> Result<
     Ok(c)
 }
 
-/// Whether this server is in the room (some local user joined).
-fn we_are_in(state: &AppState, room_id: &str) -> bool {
-    state
-        .rooms()
-        .get(room_id)
-        .is_some_and(|r| super::rooms::resident(state, r))
-}
-
 async fn invite(
     State(state): St,
     MPath(room_id): MPath<String>,
@@ -310,7 +302,7 @@ async fn do_join(
     user: &str,
     via: &[String],
 ) -> Result<String, ApiError> {
-    if we_are_in(state, room_id) {
+    if rooms::resident_in(state, room_id) {
         let content = membership_content(state, user, "join")?;
         let _guard = state.lock_room(room_id).await;
         let id = rooms::send_local_blocking(
@@ -409,7 +401,7 @@ async fn leave(
 ) -> Result<Response, ApiError> {
     let v = body_json(&state, &headers, body).await?;
     let user = acting_user(&state, &v)?;
-    if we_are_in(&state, &room_id) {
+    if rooms::resident_in(&state, &room_id) {
         let content = membership_content(&state, &user, "leave")?;
         let _guard = state.lock_room(&room_id).await;
         let id = rooms::send_local_blocking(

@@ -775,9 +775,7 @@ fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
             }
         }
         Edu::DirectToDevice(d) => {
-            let ours = |user: &str| {
-                state.is_local_user(user) && state.reads().user(user).ok().flatten().is_some()
-            };
+            let ours = |user: &str| state.has_local_user(user).unwrap_or(false);
             // Once per (origin, message ID), as Synapse keys them: a sender sends a message
             // again (in another transaction) when it did not see our answer.
             if let Some(mine) = d.only_for(ours) {

@@ -306,6 +306,15 @@ impl AppState {
         mxfed_core::identifiers::user_server_name(user_id).is_ok_and(|s| s == self.server_name)
     }
 
+    /// Whether a user ID is one of ours that exists (created, not only of our server name).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn has_local_user(&self, user_id: &str) -> rusqlite::Result<bool> {
+        use store::Reads as _;
+        Ok(self.is_local_user(user_id) && self.reads().user(user_id)?.is_some())
+    }
+
     /// `@name:us` from a local part or a full user ID.
     pub fn user_id(&self, name: &str) -> String {
         if name.starts_with('@') {
