@@ -22,12 +22,12 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::from(0);
         }
-        // A usage error is one line like every other error (clap's first line, without its
-        // usage block), exit status 2.
+        // A usage error is one line like every other error, exit status 2: clap's message up
+        // to its first blank line (so a missing argument's name, on the next line, is kept),
+        // without its tips and usage block.
         Err(e) => {
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            let message = first.strip_prefix("error: ").unwrap_or(first);
+            let message = usage_message(&text);
             eprintln!("mxfed: error[usage]: {message} (see mxfed --help)");
             return ExitCode::from(error::EXIT_BAD_INPUT);
         }
@@ -38,5 +38,20 @@ fn main() -> ExitCode {
             eprintln!("mxfed: error[{}]: {}", e.code, e.message);
             ExitCode::from(e.exit)
         }
+    }
+}
+
+/// Clap's error text as one line: its lines up to the first blank one, trimmed and joined.
+fn usage_message(text: &str) -> String {
+    let mut message = String::new();
+    for line in text.lines().map(str::trim).take_while(|l| !l.is_empty()) {
+        if !message.is_empty() {
+            message.push(' ');
+        }
+        message.push_str(line);
+    }
+    match message.strip_prefix("error: ") {
+        Some(rest) => rest.to_owned(),
+        None => message,
     }
 }

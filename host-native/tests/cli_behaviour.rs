@@ -50,6 +50,13 @@ fn usage_errors_exit_2_with_one_line() {
         let out = mxfed(args, b"");
         assert_error(&out, 2, "usage");
     }
+    // The line names what is missing or wrong, not only that something is.
+    let out = mxfed(&["key", "generate"], b"");
+    assert_error(&out, 2, "usage");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--server-name"), "{stderr:?}");
+    let out = mxfed(&["canonical", "--bogus"], b"");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'--bogus'"));
     let out = mxfed(&["--help"], b"");
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
