@@ -714,11 +714,18 @@ async fn typing(
     let v = body_json(&state, &headers, body).await?;
     let user = acting_user(&state, &v)?;
     let on = flag(&v, "typing").unwrap_or(true);
-    let dests = send_room_edu(&state, &room_id, &user, &typing_edu(&room_id, &user, on)?)?;
-    if let (true, Some(ms)) = (on, v.get("timeout_ms").and_then(serde_json::Value::as_u64)) {
-        let stop = typing_edu(&room_id, &user, false)?;
-        let generation = state.typing.arm(&room_id, &user);
+    let edu = typing_edu(&room_id, &user, on)?;
+    let timeout = match (on, v.get("timeout_ms").and_then(serde_json::Value::as_u64)) {
+        (true, Some(ms)) => Some((ms, typing_edu(&room_id, &user, false)?)),
+        _ => None,
+    };
+    let (generation, sent) = send_typing(&state.typing, &room_id, &user, timeout.is_some(), || {
+        send_room_edu(&state, &room_id, &user, &edu)
+    });
+    // The timer runs even when sending failed: this request superseded the earlier stop.
+    if let (Some((ms, stop)), Some(generation)) = (timeout, generation) {
         let state = state.clone();
+        let room_id = room_id.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             // A later request renewed (or ended) typing: its deadline, not this one, counts.
@@ -727,10 +734,28 @@ async fn typing(
                 let _ = send_room_edu(&state, &room_id, &user, &stop);
             }
         });
-    } else {
-        state.typing.disarm(&room_id, &user);
     }
-    Ok(ok_json(serde_json::json!({ "destinations": dests })))
+    Ok(ok_json(serde_json::json!({ "destinations": sent? })))
+}
+
+/// Sends a typing EDU (`send`) with the user's pending stop updated first: armed when the
+/// request has a timeout (its generation is returned, for [`TypingTimers::expire`]), cleared
+/// when it has none. Updated after sending, an earlier request's stop expiring while this one
+/// is sent would still count and stop the typing just renewed.
+fn send_typing<T>(
+    timers: &TypingTimers,
+    room_id: &str,
+    user: &str,
+    timed: bool,
+    send: impl FnOnce() -> T,
+) -> (Option<u64>, T) {
+    let generation = if timed {
+        Some(timers.arm(room_id, user))
+    } else {
+        timers.disarm(room_id, user);
+        None
+    };
+    (generation, send())
 }
 
 /// `m.receipt` (`m.read` unless `receipt_type` says otherwise) for an event of the room, to the
@@ -944,5 +969,29 @@ mod tests {
             t.pending().is_empty(),
             "nothing kept once no stop is pending"
         );
+    }
+
+    /// The pending stop is updated before the EDU is sent: an earlier request's stop expiring
+    /// while a renewal (or a request without a timeout) is being sent finds itself superseded.
+    #[test]
+    fn an_earlier_stop_expiring_during_a_send_is_void() {
+        let t = TypingTimers::default();
+        let earlier = t.arm("!r", "@u");
+        let (renewal, stopped) =
+            super::send_typing(&t, "!r", "@u", true, || t.expire("!r", "@u", earlier));
+        assert!(
+            !stopped,
+            "the earlier stop counted during the renewal's send"
+        );
+        assert!(
+            renewal.is_some_and(|g| t.expire("!r", "@u", g)),
+            "the renewal's stop counts"
+        );
+
+        let earlier = t.arm("!r", "@u");
+        let (none, stopped) =
+            super::send_typing(&t, "!r", "@u", false, || t.expire("!r", "@u", earlier));
+        assert!(none.is_none() && !stopped);
+        assert!(t.pending().is_empty());
     }
 }
