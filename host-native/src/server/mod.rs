@@ -14,6 +14,7 @@ pub mod admin_cli;
 pub mod checks;
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod fed;
 pub mod keys;
@@ -355,7 +356,8 @@ pub async fn detached(
 }
 
 /// Serves `router` on an already-bound listener (TLS when `tls` is given) until `shutdown`
-/// resolves, then finishes the requests in flight.
+/// resolves, then finishes the requests in flight (for up to 5 s). Connections get the
+/// default [`conn::ConnLimits`].
 ///
 /// # Errors
 /// I/O errors of the listener.
@@ -365,33 +367,48 @@ pub async fn run(
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_with(listener, router, tls, shutdown, conn::ConnLimits::default()).await
+}
+
+/// [`run`] with the connections' time limits given.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn run_with(
+    listener: std::net::TcpListener,
+    router: Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: conn::ConnLimits,
+) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    // TCP_NODELAY: an answer written in pieces (HTTP/2 frames, TLS records) must not wait for
+    // the peer's delayed ACK (40 ms stalls under load otherwise).
+    let nodelay = axum_server::accept::NoDelayAcceptor::new();
     match tls {
         Some(tls) => {
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
-            });
-            // TCP_NODELAY: an answer written in pieces (HTTP/2 frames, TLS records) must not
-            // wait for the peer's delayed ACK (40 ms stalls under load otherwise).
-            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
-                .acceptor(axum_server::accept::NoDelayAcceptor::new());
-            axum_server::from_tcp(listener)
-                .acceptor(acceptor)
-                .handle(handle)
-                .serve(router.into_make_service())
-                .await
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(nodelay);
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(conn::FirstRequestAcceptor::new(tls, limits.first_request))
+                .handle(handle);
+            limits.apply(server.http_builder());
+            server.serve(router.into_make_service()).await
         }
         None => {
-            use axum::serve::ListenerExt;
-            let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(conn::FirstRequestAcceptor::new(
+                    nodelay,
+                    limits.first_request,
+                ))
+                .handle(handle);
+            limits.apply(server.http_builder());
+            server.serve(router.into_make_service()).await
         }
     }
 }
