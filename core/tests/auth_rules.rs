@@ -1266,3 +1266,52 @@ fn auth_events_find_the_last_event_added_under_a_key() {
     again.insert(&first);
     assert_eq!(again.get("m.room.member", "@a:x").map(Pdu::depth), Some(3));
 }
+
+/// `join_authorised_via_users_server` on a membership other than a join needs no signature from
+/// that user's server: Synapse checks the authorising server's signature only on joins
+/// (`validate_event_for_room_version`), so an invite, a ban or a leave carrying the key is
+/// accepted there, and must be here.
+#[test]
+fn authorising_user_on_other_memberships_needs_no_signature() {
+    for v in all_versions().filter(|v| v.restricted_join_rule) {
+        let mut t = T::new(v, "restricted");
+        let via = r#""join_authorised_via_users_server":"@x:elsewhere.example""#;
+        t.ok(
+            A,
+            "m.room.member",
+            Some(B),
+            &format!(r#"{{"membership":"invite",{via}}}"#),
+        );
+        t.ok(
+            A,
+            "m.room.member",
+            Some(C),
+            &format!(r#"{{"membership":"ban",{via}}}"#),
+        );
+        t.join(B);
+        t.ok(
+            B,
+            "m.room.member",
+            Some(B),
+            &format!(r#"{{"membership":"leave",{via}}}"#),
+        );
+        // A join still needs it (checked directly: the signature check on receipt catches it
+        // first in the pipeline).
+        let (_, ev) = t.build(
+            B,
+            "m.room.member",
+            Some(B),
+            &format!(r#"{{"membership":"join",{via}}}"#),
+        );
+        let pdu = mxfed_core::auth::Pdu::new(ev, t.v).unwrap();
+        let state: Vec<mxfed_core::auth::Pdu> = t
+            .room
+            .current_state()
+            .values()
+            .map(|id| t.room.event(id).unwrap().0.clone())
+            .collect();
+        let auth: mxfed_core::auth::AuthEvents<'_> = state.iter().collect();
+        let e = mxfed_core::auth::check_state_dependent(&pdu, &auth).unwrap_err();
+        assert_eq!(e.code(), "auth_join_authoriser_unsigned", "v{}", v.id);
+    }
+}

@@ -583,7 +583,11 @@ fn check_membership(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), AuthError> {
         return Err(AuthError::MemberMalformed);
     };
     let content = ev.content();
-    if v.restricted_join_rule {
+    // Only a join needs the authorising server's signature, as Synapse decides it (and as the
+    // signature check on receipt, `required_signers`, asks for it): on another membership the
+    // key is inert content, and rejecting it would reject invites, leaves and bans that Synapse
+    // accepts.
+    if v.restricted_join_rule && membership == "join" {
         if let Some(via) = content.get("join_authorised_via_users_server") {
             let server = via.as_str().and_then(|u| user_server_name(u).ok());
             let signed = server.is_some_and(|s| {
