@@ -175,10 +175,16 @@ impl<'a> Levels<'a> {
         {
             return level(v, self.version).ok_or(BadLevel);
         }
-        if is_state {
-            self.named("state_default", 50)
+        let (name, default) = if is_state {
+            ("state_default", 50)
         } else {
-            self.named("events_default", 0)
+            ("events_default", 0)
+        };
+        // Unlike the other named levels, a `null` default is not absent: Synapse reads it with
+        // `content.get(name, default)` and fails on `int(None)`, so no send level can be read.
+        match self.pl.and_then(|c| c.get(name)) {
+            None => Ok(default),
+            Some(v) => level(v, self.version).ok_or(BadLevel),
         }
     }
 }
@@ -212,6 +218,31 @@ mod tests {
         assert_eq!(levels.user("@b:x"), Ok(7));
         assert_eq!(levels.send("m.room.message", false), Ok(3));
         assert_eq!(levels.send("m.room.topic", true), Ok(50));
+    }
+
+    /// A `null` `state_default` or `events_default` is no level (Synapse: `int(None)` fails when
+    /// it reads the send level), unlike a `null` `ban` or `users_default`, which read as absent.
+    #[test]
+    fn null_send_defaults_are_bad_levels() {
+        for id in ["1", "9"] {
+            let v = RoomVersion::get(id).unwrap();
+            let pl = power_levels(r#"{"state_default":null,"events_default":null}"#, v);
+            let levels = Levels::new(v, Some(&pl), None);
+            assert_eq!(levels.send("m.room.topic", true), Err(BadLevel));
+            assert_eq!(levels.send("m.room.message", false), Err(BadLevel));
+            let pl = power_levels(
+                r#"{"state_default":null,"events_default":null,"events":{"m.room.topic":5,"m.room.message":6}}"#,
+                v,
+            );
+            let levels = Levels::new(v, Some(&pl), None);
+            assert_eq!(levels.send("m.room.topic", true), Ok(5));
+            assert_eq!(levels.send("m.room.message", false), Ok(6));
+            let pl = power_levels(r#"{"ban":null,"users_default":null}"#, v);
+            let levels = Levels::new(v, Some(&pl), None);
+            assert_eq!(levels.named("ban", 50), Ok(50));
+            assert_eq!(levels.user("@b:x"), Ok(0));
+            assert_eq!(levels.send("m.room.topic", true), Ok(50));
+        }
     }
 
     /// `users` or `events` present but not an object: no level can be read (Synapse fails), so
