@@ -1315,3 +1315,38 @@ fn authorising_user_on_other_memberships_needs_no_signature() {
         assert_eq!(e.code(), "auth_join_authoriser_unsigned", "v{}", v.id);
     }
 }
+
+/// A malformed `redact` level rejects a redaction in every room version, not only in v1–2 where
+/// the redaction rule reads it: Synapse's `check_redaction` reads it (and fails on it) before it
+/// looks at the room version. v1–9 accept such power levels as a room's first.
+#[test]
+fn malformed_redact_level_rejects_redactions_in_every_version() {
+    for v in all_versions().filter(|v| !v.integer_power_levels) {
+        let mut t = T::with_power_levels(
+            v,
+            "public",
+            &format!(r#"{{"users":{{"{A}":100}},"redact":"high"}}"#),
+        );
+        let target = "$target:a.example";
+        let content = if v.redacts_in_content {
+            format!(r#"{{"redacts":"{target}"}}"#)
+        } else {
+            "{}".to_owned()
+        };
+        let (_, mut ev) = t.build(A, "m.room.redaction", None, &content);
+        if !v.redacts_in_content {
+            ev.insert("redacts", target);
+        }
+        let ev = t.resign(ev);
+        assert_eq!(
+            t.receive(ev),
+            RoomVerdict::Rejected {
+                code: "auth_bad_power_level"
+            },
+            "v{}",
+            v.id
+        );
+        // Other events are unaffected.
+        t.ok(A, "m.room.message", None, r#"{"body":"x"}"#);
+    }
+}

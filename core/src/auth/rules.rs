@@ -557,10 +557,15 @@ pub fn check_state_dependent(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), Auth
     if ev.kind() == "m.room.power_levels" {
         check_power_levels(ev, auth, user_level)?;
     }
-    if v.redaction_auth_rule
-        && ev.kind() == "m.room.redaction"
-        && user_level < levels.named("redact", 50)?
-    {
+    // The redact level is read in every room version (Synapse's `check_redaction` reads it
+    // before deciding by version), so a malformed one rejects a redaction even where the rule
+    // below does not apply.
+    let redact_level = if ev.kind() == "m.room.redaction" {
+        Some(levels.named("redact", 50)?)
+    } else {
+        None
+    };
+    if v.redaction_auth_rule && redact_level.is_some_and(|l| user_level < l) {
         // Without a string `redacts` there is no redacted event whose domain could match, so the
         // spec's rule rejects. Synapse 1.163.2 accepts such a redaction (its `check_redaction`
         // returns "allowed" for a `redacts` that is not a string); we keep the spec's reading
