@@ -470,6 +470,7 @@ fn additional_creators_are_checked_as_synapse_does() {
         "@x:b:-1",
         "@x:b:1_0",
         "@x:b: 1",
+        "@x:b:\u{668}\u{660}",
         "@x:b:99999999999999999999",
         "@x:[::1]",
         "@x:[::1]:8",
@@ -1348,5 +1349,29 @@ fn malformed_redact_level_rejects_redactions_in_every_version() {
         );
         // Other events are unaffected.
         t.ok(A, "m.room.message", None, r#"{"body":"x"}"#);
+    }
+}
+
+/// Before v10 a string level is read as Python's `int()` reads it, decimal digits of any script
+/// included: Synapse accepts power levels giving bob `"٥٠"` (50), and bob may then send state.
+#[test]
+fn string_levels_read_decimal_digits_of_any_script() {
+    for v in all_versions().filter(|v| !v.integer_power_levels) {
+        let mut t = T::new(v, "public");
+        t.join(B);
+        t.rejected(
+            "auth_send_insufficient_power",
+            B,
+            "m.room.topic",
+            Some(""),
+            r#"{"topic":"x"}"#,
+        );
+        t.ok(
+            A,
+            "m.room.power_levels",
+            Some(""),
+            &format!(r#"{{"users":{{"{A}":100,"{B}":"\u0665\u0660"}}}}"#),
+        );
+        t.ok(B, "m.room.topic", Some(""), r#"{"topic":"x"}"#);
     }
 }

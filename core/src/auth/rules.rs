@@ -378,9 +378,8 @@ pub fn check_create(ev: &Pdu) -> Result<(), AuthError> {
 /// decides it (`check_valid_additional_creators`: `UserID.is_valid` and at most 255 bytes). A
 /// rejected create event rejects the whole room, so we follow Synapse where it is more lenient
 /// than the spec's grammar (a port of any length, or anything Python's `int()` reads: `+1`,
-/// `1_0`, ` 1`), and where it is stricter (a DNS name with an empty label, `a..b` or `a.`).
-/// One difference is left: Python's `int()` also reads non-ASCII decimal digits in a port,
-/// which we do not.
+/// `1_0`, ` 1`, non-ASCII decimal digits `٨٠`), and where it is stricter (a DNS name with an
+/// empty label, `a..b` or `a.`).
 fn valid_additional_creator(user_id: &str) -> bool {
     if user_id.len() > MAX_ID_BYTES {
         return false;
