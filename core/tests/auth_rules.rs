@@ -1375,3 +1375,30 @@ fn string_levels_read_decimal_digits_of_any_script() {
         t.ok(B, "m.room.topic", Some(""), r#"{"topic":"x"}"#);
     }
 }
+
+/// The state-dependent rules need the create event: against a state without one, every event
+/// (but a create event) is rejected, as Synapse rejects it ("missing a create event").
+#[test]
+fn state_without_create_event_authorises_nothing() {
+    for v in all_versions() {
+        let mut t = T::new(v, "public");
+        let state: Vec<mxfed_core::auth::Pdu> = t
+            .room
+            .current_state()
+            .iter()
+            .filter(|(k, _)| k.0 != "m.room.create")
+            .map(|(_, id)| t.room.event(id).unwrap().0.clone())
+            .collect();
+        let auth: mxfed_core::auth::AuthEvents<'_> = state.iter().collect();
+        for (sender, kind, sk, content) in [
+            (A, "m.room.message", None, r#"{"body":"x"}"#),
+            (A, "m.room.topic", Some(""), r#"{"topic":"x"}"#),
+            (B, "m.room.member", Some(B), r#"{"membership":"join"}"#),
+        ] {
+            let (_, ev) = t.build(sender, kind, sk, content);
+            let pdu = mxfed_core::auth::Pdu::new(ev, t.v).unwrap();
+            let e = mxfed_core::auth::check_state_dependent(&pdu, &auth).unwrap_err();
+            assert_eq!(e.code(), "auth_events_no_create", "v{} {kind}", v.id);
+        }
+    }
+}

@@ -513,7 +513,13 @@ pub fn check_state_dependent(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), Auth
     if ev.kind() == "m.room.create" {
         return Ok(());
     }
-    let create = auth.get("m.room.create", "");
+    // Without a create event no rule can be decided (whose room, which creator): Synapse rejects
+    // here, and state resolution v1 relies on it when the create event itself is conflicted
+    // (the auth state then holds none, and every candidate fails).
+    let Some(create) = auth.get("m.room.create", "") else {
+        return Err(AuthError::NoCreateEvent);
+    };
+    let create = Some(create);
     let creating_domain = if v.room_id_from_create_event {
         create.map(Pdu::sender_server)
     } else {
