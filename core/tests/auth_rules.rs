@@ -470,6 +470,7 @@ fn additional_creators_are_checked_as_synapse_does() {
         "@x:b:-1",
         "@x:b:1_0",
         "@x:b: 1",
+        "@x:b:\u{668}\u{660}",
         "@x:b:99999999999999999999",
         "@x:[::1]",
         "@x:[::1]:8",
@@ -1265,4 +1266,139 @@ fn auth_events_find_the_last_event_added_under_a_key() {
     let mut again = auth.clone();
     again.insert(&first);
     assert_eq!(again.get("m.room.member", "@a:x").map(Pdu::depth), Some(3));
+}
+
+/// `join_authorised_via_users_server` on a membership other than a join needs no signature from
+/// that user's server: Synapse checks the authorising server's signature only on joins
+/// (`validate_event_for_room_version`), so an invite, a ban or a leave carrying the key is
+/// accepted there, and must be here.
+#[test]
+fn authorising_user_on_other_memberships_needs_no_signature() {
+    for v in all_versions().filter(|v| v.restricted_join_rule) {
+        let mut t = T::new(v, "restricted");
+        let via = r#""join_authorised_via_users_server":"@x:elsewhere.example""#;
+        t.ok(
+            A,
+            "m.room.member",
+            Some(B),
+            &format!(r#"{{"membership":"invite",{via}}}"#),
+        );
+        t.ok(
+            A,
+            "m.room.member",
+            Some(C),
+            &format!(r#"{{"membership":"ban",{via}}}"#),
+        );
+        t.join(B);
+        t.ok(
+            B,
+            "m.room.member",
+            Some(B),
+            &format!(r#"{{"membership":"leave",{via}}}"#),
+        );
+        // A join still needs it (checked directly: the signature check on receipt catches it
+        // first in the pipeline).
+        let (_, ev) = t.build(
+            B,
+            "m.room.member",
+            Some(B),
+            &format!(r#"{{"membership":"join",{via}}}"#),
+        );
+        let pdu = mxfed_core::auth::Pdu::new(ev, t.v).unwrap();
+        let state: Vec<mxfed_core::auth::Pdu> = t
+            .room
+            .current_state()
+            .values()
+            .map(|id| t.room.event(id).unwrap().0.clone())
+            .collect();
+        let auth: mxfed_core::auth::AuthEvents<'_> = state.iter().collect();
+        let e = mxfed_core::auth::check_state_dependent(&pdu, &auth).unwrap_err();
+        assert_eq!(e.code(), "auth_join_authoriser_unsigned", "v{}", v.id);
+    }
+}
+
+/// A malformed `redact` level rejects a redaction in every room version, not only in v1–2 where
+/// the redaction rule reads it: Synapse's `check_redaction` reads it (and fails on it) before it
+/// looks at the room version. v1–9 accept such power levels as a room's first.
+#[test]
+fn malformed_redact_level_rejects_redactions_in_every_version() {
+    for v in all_versions().filter(|v| !v.integer_power_levels) {
+        let mut t = T::with_power_levels(
+            v,
+            "public",
+            &format!(r#"{{"users":{{"{A}":100}},"redact":"high"}}"#),
+        );
+        let target = "$target:a.example";
+        let content = if v.redacts_in_content {
+            format!(r#"{{"redacts":"{target}"}}"#)
+        } else {
+            "{}".to_owned()
+        };
+        let (_, mut ev) = t.build(A, "m.room.redaction", None, &content);
+        if !v.redacts_in_content {
+            ev.insert("redacts", target);
+        }
+        let ev = t.resign(ev);
+        assert_eq!(
+            t.receive(ev),
+            RoomVerdict::Rejected {
+                code: "auth_bad_power_level"
+            },
+            "v{}",
+            v.id
+        );
+        // Other events are unaffected.
+        t.ok(A, "m.room.message", None, r#"{"body":"x"}"#);
+    }
+}
+
+/// Before v10 a string level is read as Python's `int()` reads it, decimal digits of any script
+/// included: Synapse accepts power levels giving bob `"٥٠"` (50), and bob may then send state.
+#[test]
+fn string_levels_read_decimal_digits_of_any_script() {
+    for v in all_versions().filter(|v| !v.integer_power_levels) {
+        let mut t = T::new(v, "public");
+        t.join(B);
+        t.rejected(
+            "auth_send_insufficient_power",
+            B,
+            "m.room.topic",
+            Some(""),
+            r#"{"topic":"x"}"#,
+        );
+        t.ok(
+            A,
+            "m.room.power_levels",
+            Some(""),
+            &format!(r#"{{"users":{{"{A}":100,"{B}":"\u0665\u0660"}}}}"#),
+        );
+        t.ok(B, "m.room.topic", Some(""), r#"{"topic":"x"}"#);
+    }
+}
+
+/// The state-dependent rules need the create event: against a state without one, every event
+/// (but a create event) is rejected, as Synapse rejects it ("missing a create event").
+#[test]
+fn state_without_create_event_authorises_nothing() {
+    for v in all_versions() {
+        let mut t = T::new(v, "public");
+        let state: Vec<mxfed_core::auth::Pdu> = t
+            .room
+            .current_state()
+            .iter()
+            .filter(|(k, _)| k.0 != "m.room.create")
+            .map(|(_, id)| t.room.event(id).unwrap().0.clone())
+            .collect();
+        let auth: mxfed_core::auth::AuthEvents<'_> = state.iter().collect();
+        for (sender, kind, sk, content) in [
+            (A, "m.room.message", None, r#"{"body":"x"}"#),
+            (A, "m.room.topic", Some(""), r#"{"topic":"x"}"#),
+            (B, "m.room.member", Some(B), r#"{"membership":"join"}"#),
+        ] {
+            let (_, ev) = t.build(sender, kind, sk, content);
+            let pdu = mxfed_core::auth::Pdu::new(ev, t.v).unwrap();
+            let e = mxfed_core::auth::check_state_dependent(&pdu, &auth).unwrap_err();
+            assert_eq!(e.code(), "auth_events_no_create", "v{} {kind}", v.id);
+        }
+    }
 }

@@ -36,9 +36,93 @@ pub fn level(v: &Value, version: &RoomVersion) -> Option<i64> {
     }
 }
 
-/// Python's `int(str)`: surrounding whitespace, an optional sign, ASCII digits with single
-/// underscores between them.
+/// The zero of every run of Unicode decimal digits (general category Nd; each run is the ten
+/// digits 0–9 in order, a Unicode stability guarantee), as Python's `int()` reads them: the
+/// Unicode 14.0 table of Python 3.11, which the reference Synapse runs on. Pythons built on later
+/// Unicode versions read a few more runs.
+const DECIMAL_ZEROS: [char; 66] = [
+    '\u{30}',
+    '\u{660}',
+    '\u{6F0}',
+    '\u{7C0}',
+    '\u{966}',
+    '\u{9E6}',
+    '\u{A66}',
+    '\u{AE6}',
+    '\u{B66}',
+    '\u{BE6}',
+    '\u{C66}',
+    '\u{CE6}',
+    '\u{D66}',
+    '\u{DE6}',
+    '\u{E50}',
+    '\u{ED0}',
+    '\u{F20}',
+    '\u{1040}',
+    '\u{1090}',
+    '\u{17E0}',
+    '\u{1810}',
+    '\u{1946}',
+    '\u{19D0}',
+    '\u{1A80}',
+    '\u{1A90}',
+    '\u{1B50}',
+    '\u{1BB0}',
+    '\u{1C40}',
+    '\u{1C50}',
+    '\u{A620}',
+    '\u{A8D0}',
+    '\u{A900}',
+    '\u{A9D0}',
+    '\u{A9F0}',
+    '\u{AA50}',
+    '\u{ABF0}',
+    '\u{FF10}',
+    '\u{104A0}',
+    '\u{10D30}',
+    '\u{11066}',
+    '\u{110F0}',
+    '\u{11136}',
+    '\u{111D0}',
+    '\u{112F0}',
+    '\u{11450}',
+    '\u{114D0}',
+    '\u{11650}',
+    '\u{116C0}',
+    '\u{11730}',
+    '\u{118E0}',
+    '\u{11950}',
+    '\u{11C50}',
+    '\u{11D50}',
+    '\u{11DA0}',
+    '\u{16A60}',
+    '\u{16AC0}',
+    '\u{16B50}',
+    '\u{1D7CE}',
+    '\u{1D7D8}',
+    '\u{1D7E2}',
+    '\u{1D7EC}',
+    '\u{1D7F6}',
+    '\u{1E140}',
+    '\u{1E2F0}',
+    '\u{1E950}',
+    '\u{1FBF0}',
+];
+
+/// The value of a Unicode decimal digit (`'7'`, `'٧'`, `'７'`, `'𝟕'`), as Python's `int()` reads it.
+fn decimal_digit(c: char) -> Option<u8> {
+    if c.is_ascii_digit() {
+        return Some(c as u8 - b'0');
+    }
+    let i = DECIMAL_ZEROS.partition_point(|z| *z <= c).checked_sub(1)?;
+    let offset = u32::from(c) - u32::from(DECIMAL_ZEROS[i]);
+    u8::try_from(offset).ok().filter(|d| *d < 10)
+}
+
+/// Python's `int(str)`: surrounding whitespace, an optional ASCII sign, decimal digits of any
+/// script (Python reads `"٥٠"` as 50) with single underscores between them.
 pub(crate) fn parse_int_string(s: &str) -> Option<i64> {
+    // Rust's `is_whitespace` (Unicode White_Space) is the set Python's `int()` strips.
     let t = s.trim_matches(|c: char| c.is_whitespace());
     let (neg, digits) = match t.as_bytes().first()? {
         b'-' => (true, &t[1..]),
@@ -49,17 +133,19 @@ pub(crate) fn parse_int_string(s: &str) -> Option<i64> {
         || digits.starts_with('_')
         || digits.ends_with('_')
         || digits.contains("__")
-        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+        || !digits
+            .chars()
+            .all(|c| c == '_' || decimal_digit(c).is_some())
     {
         return None;
     }
     // Python reads any number of digits: past i64, saturate (as the levels in numbers do)
     // rather than refuse a value Python takes.
     let v = digits
-        .bytes()
-        .filter(u8::is_ascii_digit)
-        .fold(0i128, |n, b| {
-            n.saturating_mul(10).saturating_add(i128::from(b - b'0'))
+        .chars()
+        .filter_map(decimal_digit)
+        .fold(0i128, |n, d| {
+            n.saturating_mul(10).saturating_add(i128::from(d))
         });
     let v = if neg { -v } else { v };
     Some(v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
@@ -175,10 +261,16 @@ impl<'a> Levels<'a> {
         {
             return level(v, self.version).ok_or(BadLevel);
         }
-        if is_state {
-            self.named("state_default", 50)
+        let (name, default) = if is_state {
+            ("state_default", 50)
         } else {
-            self.named("events_default", 0)
+            ("events_default", 0)
+        };
+        // Unlike the other named levels, a `null` default is not absent: Synapse reads it with
+        // `content.get(name, default)` and fails on `int(None)`, so no send level can be read.
+        match self.pl.and_then(|c| c.get(name)) {
+            None => Ok(default),
+            Some(v) => level(v, self.version).ok_or(BadLevel),
         }
     }
 }
@@ -214,6 +306,31 @@ mod tests {
         assert_eq!(levels.send("m.room.topic", true), Ok(50));
     }
 
+    /// A `null` `state_default` or `events_default` is no level (Synapse: `int(None)` fails when
+    /// it reads the send level), unlike a `null` `ban` or `users_default`, which read as absent.
+    #[test]
+    fn null_send_defaults_are_bad_levels() {
+        for id in ["1", "9"] {
+            let v = RoomVersion::get(id).unwrap();
+            let pl = power_levels(r#"{"state_default":null,"events_default":null}"#, v);
+            let levels = Levels::new(v, Some(&pl), None);
+            assert_eq!(levels.send("m.room.topic", true), Err(BadLevel));
+            assert_eq!(levels.send("m.room.message", false), Err(BadLevel));
+            let pl = power_levels(
+                r#"{"state_default":null,"events_default":null,"events":{"m.room.topic":5,"m.room.message":6}}"#,
+                v,
+            );
+            let levels = Levels::new(v, Some(&pl), None);
+            assert_eq!(levels.send("m.room.topic", true), Ok(5));
+            assert_eq!(levels.send("m.room.message", false), Ok(6));
+            let pl = power_levels(r#"{"ban":null,"users_default":null}"#, v);
+            let levels = Levels::new(v, Some(&pl), None);
+            assert_eq!(levels.named("ban", 50), Ok(50));
+            assert_eq!(levels.user("@b:x"), Ok(0));
+            assert_eq!(levels.send("m.room.topic", true), Ok(50));
+        }
+    }
+
     /// `users` or `events` present but not an object: no level can be read (Synapse fails), so
     /// the event being authorised is rejected.
     #[test]
@@ -239,6 +356,26 @@ mod tests {
         }
     }
 
+    /// Every run in the table is ten digits valued 0–9, and the code point after a run's nine
+    /// is not a digit unless another run starts there.
+    #[test]
+    fn decimal_digit_runs() {
+        for z in DECIMAL_ZEROS {
+            for d in 0..10u8 {
+                let c = char::from_u32(u32::from(z) + u32::from(d)).unwrap();
+                assert_eq!(decimal_digit(c), Some(d), "{c:?}");
+            }
+            let after = char::from_u32(u32::from(z) + 10).unwrap();
+            assert_eq!(
+                decimal_digit(after).is_some(),
+                DECIMAL_ZEROS.contains(&after),
+                "{after:?}"
+            );
+        }
+        assert_eq!(decimal_digit('\u{2f}'), None);
+        assert_eq!(decimal_digit('\u{10ffff}'), None);
+    }
+
     #[test]
     fn python_int_strings() {
         for (s, v) in [
@@ -249,10 +386,31 @@ mod tests {
             // Any length, as Python reads it; saturated past i64.
             (&"9".repeat(40), Some(i64::MAX)),
             (&format!("-{}", "1".repeat(60)), Some(i64::MIN)),
+            // Decimal digits of any script, and whitespace as Python strips it.
+            ("\u{665}\u{660}", Some(50)),
+            ("\u{ff15}\u{ff10}", Some(50)),
+            ("\u{1d7d3}", Some(5)),
+            ("1_\u{665}", Some(15)),
+            ("-\u{e55}\u{e50}", Some(-50)),
+            ("\u{a0}\u{3000}50\u{2029}", Some(50)),
         ] {
             assert_eq!(parse_int_string(s), v, "{s}");
         }
-        for s in ["", "1.5", "abc", "_1", "1__0", "+", "1e3"] {
+        for s in [
+            "",
+            "1.5",
+            "abc",
+            "_1",
+            "1__0",
+            "+",
+            "1e3",
+            // Not decimal digits (No/Nl, not Nd), not Python whitespace, not an ASCII sign.
+            "\u{b2}",
+            "\u{2167}",
+            "\u{1c}5",
+            "5\u{200b}",
+            "\u{2212}5",
+        ] {
             assert_eq!(parse_int_string(s), None, "{s}");
         }
     }

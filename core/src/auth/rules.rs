@@ -378,9 +378,8 @@ pub fn check_create(ev: &Pdu) -> Result<(), AuthError> {
 /// decides it (`check_valid_additional_creators`: `UserID.is_valid` and at most 255 bytes). A
 /// rejected create event rejects the whole room, so we follow Synapse where it is more lenient
 /// than the spec's grammar (a port of any length, or anything Python's `int()` reads: `+1`,
-/// `1_0`, ` 1`), and where it is stricter (a DNS name with an empty label, `a..b` or `a.`).
-/// One difference is left: Python's `int()` also reads non-ASCII decimal digits in a port,
-/// which we do not.
+/// `1_0`, ` 1`, non-ASCII decimal digits `٨٠`), and where it is stricter (a DNS name with an
+/// empty label, `a..b` or `a.`).
 fn valid_additional_creator(user_id: &str) -> bool {
     if user_id.len() > MAX_ID_BYTES {
         return false;
@@ -514,7 +513,13 @@ pub fn check_state_dependent(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), Auth
     if ev.kind() == "m.room.create" {
         return Ok(());
     }
-    let create = auth.get("m.room.create", "");
+    // Without a create event no rule can be decided (whose room, which creator): Synapse rejects
+    // here, and state resolution v1 relies on it when the create event itself is conflicted
+    // (the auth state then holds none, and every candidate fails).
+    let Some(create) = auth.get("m.room.create", "") else {
+        return Err(AuthError::NoCreateEvent);
+    };
+    let create = Some(create);
     let creating_domain = if v.room_id_from_create_event {
         create.map(Pdu::sender_server)
     } else {
@@ -557,10 +562,15 @@ pub fn check_state_dependent(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), Auth
     if ev.kind() == "m.room.power_levels" {
         check_power_levels(ev, auth, user_level)?;
     }
-    if v.redaction_auth_rule
-        && ev.kind() == "m.room.redaction"
-        && user_level < levels.named("redact", 50)?
-    {
+    // The redact level is read in every room version (Synapse's `check_redaction` reads it
+    // before deciding by version), so a malformed one rejects a redaction even where the rule
+    // below does not apply.
+    let redact_level = if ev.kind() == "m.room.redaction" {
+        Some(levels.named("redact", 50)?)
+    } else {
+        None
+    };
+    if v.redaction_auth_rule && redact_level.is_some_and(|l| user_level < l) {
         // Without a string `redacts` there is no redacted event whose domain could match, so the
         // spec's rule rejects. Synapse 1.163.2 accepts such a redaction (its `check_redaction`
         // returns "allowed" for a `redacts` that is not a string); we keep the spec's reading
@@ -583,7 +593,11 @@ fn check_membership(ev: &Pdu, auth: &AuthEvents<'_>) -> Result<(), AuthError> {
         return Err(AuthError::MemberMalformed);
     };
     let content = ev.content();
-    if v.restricted_join_rule {
+    // Only a join needs the authorising server's signature, as Synapse decides it (and as the
+    // signature check on receipt, `required_signers`, asks for it): on another membership the
+    // key is inert content, and rejecting it would reject invites, leaves and bans that Synapse
+    // accepts.
+    if v.restricted_join_rule && membership == "join" {
         if let Some(via) = content.get("join_authorised_via_users_server") {
             let server = via.as_str().and_then(|u| user_server_name(u).ok());
             let signed = server.is_some_and(|s| {
