@@ -376,3 +376,30 @@ test('Room and replay: bad input is an MxfedError or a rejected verdict', () => 
   assert.deepEqual(m.replay([], '10', []), { verdicts: [], state: [] });
   rm.free();
 });
+
+// The edge parses a request body before it authenticates it. A body within the byte limit
+// (200 x 64 KiB) that is all tiny values (`{},{},…`) once made the wasm heap grow past 400 MB
+// (a Worker isolate has 128 MB), for anyone who could reach the edge: such a body is refused
+// as too large, 413 M_TOO_LARGE, and the memory stays small.
+test('a request body of too many values is refused without growing the heap', async () => {
+  const { initSync } = await import(pathToFileURL(path.join(pkgDir, 'mxfed_wasm.js')).href);
+  const memory = initSync().memory; // the instance node.js set up
+  const limit = 200 * 65536;
+  for (const item of ['{}', '0', '{"a":0}', '[]', '""']) {
+    const n = Math.floor((limit - 20) / (item.length + 1));
+    const body = new TextEncoder().encode(`{"edus":[${`${item},`.repeat(n - 1)}${item}]}`);
+    assert.ok(body.length <= limit);
+    for (const method of ['PUT', 'POST']) {
+      assert.throws(
+        () => new m.EdgeRequest(method, '/_matrix/federation/v1/send/t', 'edge.test', null, body),
+        (e) => m.isMxfedError(e) && e.code === 'json_too_many_values' && e.status === 413 && e.errcode === 'M_TOO_LARGE',
+      );
+    }
+    assert.ok(memory.buffer.byteLength < 96 * 1048576, `${item}: heap ${memory.buffer.byteLength} bytes`);
+  }
+  // A transaction of ordinary size and shape still parses.
+  const edus = Array.from({ length: 100 }, (_, i) => ({ edu_type: 'm.presence', content: { push: Array.from({ length: 50 }, (_, j) => ({ user_id: `@u${i}_${j}:a.example`, presence: 'online', last_active_ago: j, currently_active: true })) } }));
+  const ok = new m.EdgeRequest('PUT', '/_matrix/federation/v1/send/t', 'edge.test', null, new TextEncoder().encode(JSON.stringify({ origin: 'a.example', origin_server_ts: 1, pdus: [], edus })));
+  assert.deepEqual(ok.beginTransaction(), []);
+  ok.free();
+});
