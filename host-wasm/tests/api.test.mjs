@@ -403,3 +403,38 @@ test('a request body of too many values is refused without growing the heap', as
   assert.deepEqual(ok.beginTransaction(), []);
   ok.free();
 });
+
+// The key and edge classes took their byte arguments straight into wasm-bindgen's glue, which
+// copies `arg.length` elements: a string became that many zero bytes (json_syntax for a valid
+// key response), an ArrayBuffer or object none at all (an EdgeRequest body silently read as no
+// body, so a signature over no content verified), and a number as `authorization` trapped the
+// module (RuntimeError, no .code). They take what every other function takes, or throw
+// bad_argument.
+test('KeyRing, KeyCache and EdgeRequest take strings and byte views, and refuse other types', () => {
+  const response = m.serverKeys('a.example', KEY, 1e13);
+  const enc = new TextEncoder();
+  for (const input of [response, enc.encode(response), enc.encode(response).buffer, JSON.parse(response)]) {
+    const ring = new m.KeyRing();
+    ring.add(input);
+    ring.free();
+    const cache = new m.KeyCache();
+    assert.equal(cache.insert(input, 'a.example', 1), 'a.example');
+    cache.free();
+  }
+  const content = '{"a":1}';
+  const [auth] = m.signRequest({ method: 'PUT', uri: '/_matrix/federation/v1/x', origin: 'a.example', destination: 'b.example' }, KEY);
+  const cache = new m.KeyCache();
+  cache.insert(response, 'a.example', 1);
+  // Signed without content, received with one: refused, whatever the body's JS type.
+  for (const body of [content, enc.encode(content), enc.encode(content).buffer, new DataView(enc.encode(content).buffer)]) {
+    const req = new m.EdgeRequest('PUT', '/_matrix/federation/v1/x', 'b.example', auth, body);
+    throwsCode(() => req.authenticate(cache, 2), 'xmatrix_bad_signature');
+    req.free();
+  }
+  for (const args of [['PUT', '/x', 'b', 5, null], ['PUT', '/x', 'b', null, 5], [1, '/x', 'b', null, null], ['PUT', '/x', {}, null, null]]) {
+    throwsCode(() => new m.EdgeRequest(...args), 'bad_argument');
+  }
+  throwsCode(() => new m.KeyRing().add(5), 'bad_argument');
+  throwsCode(() => new m.KeyCache().insert(null, 'a.example', 1), 'bad_argument');
+  cache.free();
+});
