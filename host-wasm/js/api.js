@@ -37,7 +37,16 @@ function toBytes(input, what) {
   if (typeof input === 'string') return encoder.encode(input);
   if (input instanceof ArrayBuffer) return new Uint8Array(input);
   if (ArrayBuffer.isView(input)) return new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
-  if (input !== null && typeof input === 'object') return encoder.encode(JSON.stringify(input));
+  if (input !== null && typeof input === 'object') {
+    let text;
+    try {
+      text = JSON.stringify(input);
+    } catch (e) {
+      // A BigInt, a cycle, a throwing toJSON: JSON.stringify's TypeError has no .code.
+      throw mxfedError('bad_argument', `${what}: not representable as JSON: ${e?.message ?? e}`);
+    }
+    return encoder.encode(text);
+  }
   throw mxfedError('bad_argument', `${what}: expected JSON text, bytes or an object, got ${input === null ? 'null' : typeof input}`);
 }
 

@@ -438,3 +438,14 @@ test('KeyRing, KeyCache and EdgeRequest take strings and byte views, and refuse 
   throwsCode(() => new m.KeyCache().insert(null, 'a.example', 1), 'bad_argument');
   cache.free();
 });
+
+// JSON.stringify's own TypeErrors (a BigInt, a cycle) came out of every function taking an
+// object as errors without .code.
+test('objects JSON cannot hold are bad_argument', () => {
+  const cyclic = {};
+  cyclic.self = cyclic;
+  for (const o of [{ depth: 2n ** 60n }, cyclic]) {
+    throwsCode(() => m.canonicalJson(o), 'bad_argument');
+    throwsCode(() => m.eventId(o, '10'), 'bad_argument');
+  }
+});
