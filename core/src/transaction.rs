@@ -411,6 +411,7 @@ pub fn parse_transaction(bytes: &[u8]) -> Result<Transaction, TransactionError> 
     let opts = ParseOptions {
         max_bytes: MAX_BODY_BYTES,
         max_depth: MAX_DEPTH,
+        max_values: crate::xmatrix::MAX_REQUEST_VALUES,
         ..ParseOptions::LEGACY
     };
     match parse(bytes, &opts)? {

@@ -201,6 +201,7 @@ fn opts(numbers: NumberMode, max_depth: usize, max_bytes: usize) -> ParseOptions
         numbers,
         max_depth,
         max_bytes,
+        max_values: usize::MAX,
     }
 }
 

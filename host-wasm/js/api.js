@@ -9,7 +9,7 @@
 // request authentication, `status` and `errcode`.
 import * as raw from './mxfed_wasm.js';
 
-export { SigningKeys, KeyRing, KeyCache, EdgeRequest } from './mxfed_wasm.js';
+export { SigningKeys } from './mxfed_wasm.js';
 
 /** What the edge worker does with a request: `well_known`, `server_keys`, `open`, `federation`,
  *  `send` or `passthrough`. */
@@ -37,7 +37,16 @@ function toBytes(input, what) {
   if (typeof input === 'string') return encoder.encode(input);
   if (input instanceof ArrayBuffer) return new Uint8Array(input);
   if (ArrayBuffer.isView(input)) return new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
-  if (input !== null && typeof input === 'object') return encoder.encode(JSON.stringify(input));
+  if (input !== null && typeof input === 'object') {
+    let text;
+    try {
+      text = JSON.stringify(input);
+    } catch (e) {
+      // A BigInt, a cycle, a throwing toJSON: JSON.stringify's TypeError has no .code.
+      throw mxfedError('bad_argument', `${what}: not representable as JSON: ${e?.message ?? e}`);
+    }
+    return encoder.encode(text);
+  }
   throw mxfedError('bad_argument', `${what}: expected JSON text, bytes or an object, got ${input === null ? 'null' : typeof input}`);
 }
 
@@ -51,6 +60,42 @@ function toText(input, what) {
     return decoder.decode(toBytes(input, what));
   }
   throw mxfedError('bad_argument', `${what}: expected a string`);
+}
+
+// The key and edge classes, with their arguments converted as every function's are: the
+// wasm-bindgen glue copies `arg.length` elements of whatever it is given, so a string became
+// zero bytes and an ArrayBuffer or object no bytes at all (an EdgeRequest body read as none).
+
+/** Keys known about other servers. `add(response)`: a self-signed key response. */
+export class KeyRing extends raw.KeyRing {
+  add(response) {
+    return super.add(toBytes(response, 'response'));
+  }
+}
+
+/** The core's key cache. */
+export class KeyCache extends raw.KeyCache {
+  insert(response, expectedServer, fetchedAt) {
+    const server = expectedServer === undefined || expectedServer === null ? undefined : stringArg(expectedServer, 'expectedServer');
+    return super.insert(toBytes(response, 'response'), server, timeArg(fetchedAt, 'fetchedAt'));
+  }
+
+  insertNotaryAnswer(response, notary, notaryKeys, fetchedAt) {
+    return super.insertNotaryAnswer(toBytes(response, 'response'), stringArg(notary, 'notary'), toBytes(notaryKeys, 'notaryKeys'), timeArg(fetchedAt, 'fetchedAt'));
+  }
+}
+
+/** A federation request under the edge's checks (host-wasm/src/edge.rs). */
+export class EdgeRequest extends raw.EdgeRequest {
+  constructor(method, uri, destination, authorization, body) {
+    super(
+      stringArg(method, 'method'),
+      stringArg(uri, 'uri'),
+      stringArg(destination, 'destination'),
+      authorization === undefined || authorization === null ? undefined : stringArg(authorization, 'authorization'),
+      optBytes(body, 'body'),
+    );
+  }
 }
 
 // Signing keys: a SigningKeys, or Synapse `signing.key` text (parsed for this call only).

@@ -376,3 +376,76 @@ test('Room and replay: bad input is an MxfedError or a rejected verdict', () => 
   assert.deepEqual(m.replay([], '10', []), { verdicts: [], state: [] });
   rm.free();
 });
+
+// The edge parses a request body before it authenticates it. A body within the byte limit
+// (200 x 64 KiB) that is all tiny values (`{},{},…`) once made the wasm heap grow past 400 MB
+// (a Worker isolate has 128 MB), for anyone who could reach the edge: such a body is refused
+// as too large, 413 M_TOO_LARGE, and the memory stays small.
+test('a request body of too many values is refused without growing the heap', async () => {
+  const { initSync } = await import(pathToFileURL(path.join(pkgDir, 'mxfed_wasm.js')).href);
+  const memory = initSync().memory; // the instance node.js set up
+  const limit = 200 * 65536;
+  for (const item of ['{}', '0', '{"a":0}', '[]', '""']) {
+    const n = Math.floor((limit - 20) / (item.length + 1));
+    const body = new TextEncoder().encode(`{"edus":[${`${item},`.repeat(n - 1)}${item}]}`);
+    assert.ok(body.length <= limit);
+    for (const method of ['PUT', 'POST']) {
+      assert.throws(
+        () => new m.EdgeRequest(method, '/_matrix/federation/v1/send/t', 'edge.test', null, body),
+        (e) => m.isMxfedError(e) && e.code === 'json_too_many_values' && e.status === 413 && e.errcode === 'M_TOO_LARGE',
+      );
+    }
+    assert.ok(memory.buffer.byteLength < 96 * 1048576, `${item}: heap ${memory.buffer.byteLength} bytes`);
+  }
+  // A transaction of ordinary size and shape still parses.
+  const edus = Array.from({ length: 100 }, (_, i) => ({ edu_type: 'm.presence', content: { push: Array.from({ length: 50 }, (_, j) => ({ user_id: `@u${i}_${j}:a.example`, presence: 'online', last_active_ago: j, currently_active: true })) } }));
+  const ok = new m.EdgeRequest('PUT', '/_matrix/federation/v1/send/t', 'edge.test', null, new TextEncoder().encode(JSON.stringify({ origin: 'a.example', origin_server_ts: 1, pdus: [], edus })));
+  assert.deepEqual(ok.beginTransaction(), []);
+  ok.free();
+});
+
+// The key and edge classes took their byte arguments straight into wasm-bindgen's glue, which
+// copies `arg.length` elements: a string became that many zero bytes (json_syntax for a valid
+// key response), an ArrayBuffer or object none at all (an EdgeRequest body silently read as no
+// body, so a signature over no content verified), and a number as `authorization` trapped the
+// module (RuntimeError, no .code). They take what every other function takes, or throw
+// bad_argument.
+test('KeyRing, KeyCache and EdgeRequest take strings and byte views, and refuse other types', () => {
+  const response = m.serverKeys('a.example', KEY, 1e13);
+  const enc = new TextEncoder();
+  for (const input of [response, enc.encode(response), enc.encode(response).buffer, JSON.parse(response)]) {
+    const ring = new m.KeyRing();
+    ring.add(input);
+    ring.free();
+    const cache = new m.KeyCache();
+    assert.equal(cache.insert(input, 'a.example', 1), 'a.example');
+    cache.free();
+  }
+  const content = '{"a":1}';
+  const [auth] = m.signRequest({ method: 'PUT', uri: '/_matrix/federation/v1/x', origin: 'a.example', destination: 'b.example' }, KEY);
+  const cache = new m.KeyCache();
+  cache.insert(response, 'a.example', 1);
+  // Signed without content, received with one: refused, whatever the body's JS type.
+  for (const body of [content, enc.encode(content), enc.encode(content).buffer, new DataView(enc.encode(content).buffer)]) {
+    const req = new m.EdgeRequest('PUT', '/_matrix/federation/v1/x', 'b.example', auth, body);
+    throwsCode(() => req.authenticate(cache, 2), 'xmatrix_bad_signature');
+    req.free();
+  }
+  for (const args of [['PUT', '/x', 'b', 5, null], ['PUT', '/x', 'b', null, 5], [1, '/x', 'b', null, null], ['PUT', '/x', {}, null, null]]) {
+    throwsCode(() => new m.EdgeRequest(...args), 'bad_argument');
+  }
+  throwsCode(() => new m.KeyRing().add(5), 'bad_argument');
+  throwsCode(() => new m.KeyCache().insert(null, 'a.example', 1), 'bad_argument');
+  cache.free();
+});
+
+// JSON.stringify's own TypeErrors (a BigInt, a cycle) came out of every function taking an
+// object as errors without .code.
+test('objects JSON cannot hold are bad_argument', () => {
+  const cyclic = {};
+  cyclic.self = cyclic;
+  for (const o of [{ depth: 2n ** 60n }, cyclic]) {
+    throwsCode(() => m.canonicalJson(o), 'bad_argument');
+    throwsCode(() => m.eventId(o, '10'), 'bad_argument');
+  }
+});

@@ -26,7 +26,7 @@ export MXFED_WASM_PKG="$ROOT/host-wasm/pkg"
 export MXFED_WASM_ABI="$ROOT/host-wasm/target/mxfed_wasm_abi.wasm"
 
 log "node --test (120 s per test): JS API (Node), generated untrusted input, and edge worker (workerd)"
-(cd host-wasm && node --test --test-timeout=120000 tests/api.test.mjs tests/untrusted.test.mjs tests/worker.test.mjs)
+(cd host-wasm && node --test --test-timeout=120000 tests/api.test.mjs tests/untrusted.test.mjs tests/worker.test.mjs tests/worker-logic.test.mjs)
 
 log "cargo test: conformance through node (host_wasm) and wasmtime (wasmtime_host)"
 cargo test --locked -p mxfed-conformance --test host_wasm --test wasmtime_host -- --include-ignored

@@ -106,6 +106,11 @@ pub enum CanonicalJsonErrorKind {
         /// The limit in bytes.
         limit: usize,
     },
+    /// More values than the limit.
+    TooManyValues {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// A JSON document that cannot be held as canonical JSON, with where and why.
@@ -144,6 +149,7 @@ impl CanonicalJsonError {
             NonFinite { .. } => "json_non_finite",
             TooDeep { .. } => "json_too_deep",
             TooLarge { .. } => "json_too_large",
+            TooManyValues { .. } => "json_too_many_values",
         }
     }
 
@@ -171,6 +177,7 @@ impl CanonicalJsonError {
             NonFinite { text } => format!("non-finite number {}", short(text)),
             TooDeep { limit } => format!("nested deeper than {limit} levels"),
             TooLarge { size, limit } => format!("{size} bytes is over the {limit}-byte limit"),
+            TooManyValues { limit } => format!("more than {limit} values"),
         }
     }
 }

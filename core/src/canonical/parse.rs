@@ -35,6 +35,11 @@ pub struct ParseOptions {
     pub max_depth: usize,
     /// Largest input accepted, in bytes.
     pub max_bytes: usize,
+    /// Most values (scalars and containers, each member counted) a document may hold. Each
+    /// costs tens of bytes once parsed, so a small document of tiny values (`[0,0,…]`) can
+    /// take many times its size in memory: request bodies, parsed before their sender is
+    /// authenticated, are held to [`crate::xmatrix::MAX_REQUEST_VALUES`].
+    pub max_values: usize,
 }
 
 /// Default nesting limit, the same as serde_json's recursion limit.
@@ -48,6 +53,7 @@ impl ParseOptions {
         numbers: NumberMode::Strict,
         max_depth: DEFAULT_MAX_DEPTH,
         max_bytes: DEFAULT_MAX_BYTES,
+        max_values: usize::MAX,
     };
     /// Normalising numbers, default limits.
     pub const NORMALIZE: ParseOptions = ParseOptions {
@@ -93,6 +99,7 @@ pub fn parse(input: &[u8], opts: &ParseOptions) -> Result<Value, Error> {
         b: input,
         pos: 0,
         opts,
+        values: 0,
     };
     p.skip_ws();
     let v = p.value()?;
@@ -127,6 +134,8 @@ struct Parser<'a> {
     b: &'a [u8],
     pos: usize,
     opts: &'a ParseOptions,
+    /// Values begun so far, against `max_values`.
+    values: usize,
 }
 
 /// A container being read, while one of its members is (between members it is off the
@@ -198,6 +207,7 @@ impl Parser<'_> {
     fn values(&mut self, open: &mut Vec<Open>) -> Result<Value, Error> {
         'value: loop {
             // A value starts here: a scalar, an empty container, or the first member of one.
+            self.count_value()?;
             let mut done = match self.peek() {
                 Some(b'{') => {
                     let start = self.pos;
@@ -285,14 +295,22 @@ impl Parser<'_> {
                     return Err(syntax("a value", self.pos));
                 };
                 done = match top {
-                    Open::Object { start, entries, .. } => {
+                    Open::Object {
+                        start, mut entries, ..
+                    } => {
+                        // Read with room for 8 members: most objects have fewer, and a body of
+                        // many small objects would otherwise hold several times what it needs.
+                        entries.shrink_to_fit();
                         Value::Object(Object::from_unsorted(entries).map_err(|key| {
                             let mut e = Error::new(Kind::DuplicateKey { key: key.clone() }, start);
                             e.path.prepend(PathSegment::Key(key));
                             e
                         })?)
                     }
-                    Open::Array { items, .. } => Value::Array(items),
+                    Open::Array { mut items, .. } => {
+                        items.shrink_to_fit();
+                        Value::Array(items)
+                    }
                 };
             }
         }
@@ -317,6 +335,20 @@ impl Parser<'_> {
             }
             _ => Err(syntax("a value", self.pos)),
         }
+    }
+
+    /// One more value: refused past `max_values`.
+    fn count_value(&mut self) -> Result<(), Error> {
+        self.values += 1;
+        if self.values > self.opts.max_values {
+            return Err(Error::new(
+                Kind::TooManyValues {
+                    limit: self.opts.max_values,
+                },
+                self.pos,
+            ));
+        }
+        Ok(())
     }
 
     /// A container opens inside `open_containers` others: refused past `max_depth` (the
@@ -718,6 +750,25 @@ mod tests {
         let e = parse(br#"{"a":1,"b":2,"a":3}"#, &ParseOptions::STRICT).unwrap_err();
         assert_eq!(e.code(), "json_duplicate_key");
         assert_eq!(e.path.to_string(), "/a");
+    }
+
+    #[test]
+    fn value_limit() {
+        let opts = ParseOptions {
+            max_values: 4,
+            ..ParseOptions::STRICT
+        };
+        // The array, and each member, nested ones too.
+        assert!(parse(b"[1,[{}]]", &opts).is_ok());
+        assert!(parse(br#"{"a":[1,2]}"#, &opts).is_ok());
+        for doc in [
+            &b"[1,2,3,4]"[..],
+            b"[[[[[]]]]]",
+            br#"{"a":{"b":{"c":{"d":1}}}}"#,
+        ] {
+            let e = parse(doc, &opts).unwrap_err();
+            assert_eq!(e.code(), "json_too_many_values", "{doc:?}");
+        }
     }
 
     #[test]

@@ -133,24 +133,27 @@ async function fetchBytes(url, init = {}) {
   return readLimited(r.body, MAX_FETCH_BYTES);
 }
 
-// Where a server's federation API is: DEV_KEY_SERVERS (dev only), an explicit port or IP
-// literal, its /.well-known/matrix/server delegation, else port 8448. (SRV records need DNS
-// the Workers runtime does not offer: such servers need KEY_NOTARY.) In dev mode only mapped
-// servers are reached: a dev edge never resolves names on the network.
+// Where a server's federation API is: DEV_KEY_SERVERS (dev only), else as the core's discovery
+// plan says: an IP literal or a name with a port directly (port 8448 when it names none), else
+// its /.well-known/matrix/server delegation, else port 8448. (SRV records need DNS the Workers
+// runtime does not offer: such servers need KEY_NOTARY.) In dev mode only mapped servers are
+// reached: a dev edge never resolves names on the network.
 async function serverBase(cfg, server) {
   if (cfg.devKeyServers[server]) return String(cfg.devKeyServers[server]).replace(/\/+$/, '');
   if (cfg.dev) throw new Error(`dev mode: no DEV_KEY_SERVERS entry for ${server}`);
-  if (/:\d+$/.test(server) || /^\[|^\d+\.\d+\.\d+\.\d+$/.test(server)) return `https://${server}`;
-  let wellKnown = null;
-  try {
-    wellKnown = await fetchBytes(`https://${server}/.well-known/matrix/server`);
-  } catch {
-    // No delegation: the server name itself, on 8448.
+  let plan = discoveryPlan(server);
+  if (plan.action === 'well_known') {
+    let wellKnown = null;
+    try {
+      wellKnown = await fetchBytes(plan.url);
+    } catch {
+      // No delegation: the server name itself, on 8448.
+    }
+    // The core reads the answer (null: none): `m.server` must be a valid server name with a
+    // usable port (no path, no fragment), else the answer counts as none. Its SRV step is left
+    // out (no DNS here): the host on port 8448.
+    plan = discoveryPlan(server, wellKnown);
   }
-  // The core reads the answer (null: none): `m.server` must be a valid server name with a
-  // usable port (no path, no fragment), else the answer counts as none. Its SRV step is left
-  // out (no DNS here): the host on port 8448.
-  const plan = discoveryPlan(server, wellKnown);
   if (plan.action !== 'connect' && plan.action !== 'srv') throw new Error(`${server}: ${plan.reason ?? plan.action}`);
   const port = plan.action === 'connect' ? plan.port : 8448;
   const host = plan.host.includes(':') ? `[${plan.host}]` : plan.host;
