@@ -344,10 +344,42 @@ pub struct RoomWrite<'a> {
     /// `(target, redaction)`: targets of the new redactions that apply, marked redacted in the
     /// same commit.
     pub redactions: &'a [(String, String)],
+    /// The bookkeeping of our users' invites that goes with the new events (an invite sent to
+    /// one of our users, the status of one answered by a join or leave), in the same commit: a
+    /// crash or a failed write cannot leave one stored without the other.
+    pub invites: &'a [InviteChange],
+}
+
+/// A change to the `invites` table made in a room's commit ([`RoomWrite::invites`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InviteChange {
+    /// Records (or replaces) an invite ([`Store::put_invite`]).
+    Put(Invite),
+    /// Sets an invite's status, if there is one ([`Store::set_invite_status`]).
+    Status {
+        /// The room.
+        room_id: String,
+        /// Our user.
+        user_id: String,
+        /// `accepted` or `rejected`.
+        status: &'static str,
+    },
+}
+
+impl InviteChange {
+    /// The status of `user_id`'s invite to `room_id` set to `status`.
+    #[must_use]
+    pub fn status(room_id: &str, user_id: &str, status: &'static str) -> InviteChange {
+        InviteChange::Status {
+            room_id: room_id.to_owned(),
+            user_id: user_id.to_owned(),
+            status,
+        }
+    }
 }
 
 /// A pending invite for one of our users.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invite {
     /// The room.
     pub room_id: String,
@@ -982,6 +1014,7 @@ impl Store {
             state,
             destinations,
             redactions: &[],
+            invites: &[],
         };
         self.store_many(&[write])?.pop().unwrap_or(Ok(()))
     }
@@ -1112,6 +1145,16 @@ impl Store {
                     "UPDATE events SET redacted_by = ?2 WHERE stream = ?1 AND redacted_by IS NULL",
                     params![stream, by],
                 )?;
+            }
+        }
+        for change in w.invites {
+            match change {
+                InviteChange::Put(i) => self.put_invite(i)?,
+                InviteChange::Status {
+                    room_id,
+                    user_id,
+                    status,
+                } => self.set_invite_status(room_id, user_id, status)?,
             }
         }
         Ok(added)
@@ -1776,6 +1819,7 @@ mod tests {
             state: None,
             destinations: &[],
             redactions: &[],
+            invites: &[],
         };
         let out = db
             .store_many(&[
