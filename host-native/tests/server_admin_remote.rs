@@ -88,15 +88,25 @@ fn typing_and_receipts_reach_the_other_server() {
     // --stop says so at once; --timeout says it later on its own.
     a.admin(&["room", "typing", &room, "--as", "alice", "--stop"]);
     b.wait_edu(&room, "typing stop", from_alice(false));
-    let stops = |s: &Server| {
+    // One row per (room, user), the latest: a later stop replaces the first.
+    let last_stop = |s: &Server| {
         s.edus(&room)
             .iter()
             .filter(|e| from_alice(false)(e))
-            .count()
+            .map(|e| e["received_ts"].as_i64().unwrap())
+            .max()
     };
-    let before = stops(&b);
+    let before = last_stop(&b);
     a.admin(&["room", "typing", &room, "--as", "alice", "--timeout", "200"]);
-    b.wait_edu(&room, "a second typing stop", |_| stops(&b) > before);
+    b.wait_edu(&room, "a second typing stop", |_| last_stop(&b) > before);
+    assert_eq!(
+        b.edus(&room)
+            .iter()
+            .filter(|e| e["edu_type"] == "m.typing")
+            .count(),
+        1,
+        "alice's latest typing notice only"
+    );
 
     // The other way, and a receipt for a message.
     let m = a.admin(&["room", "send", &room, "read me", "--as", "alice"]);

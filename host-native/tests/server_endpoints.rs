@@ -752,6 +752,131 @@ async fn edus_of_users_we_share_a_room_with_are_stored() {
     );
 }
 
+/// Typing and receipts keep the latest per key, as Synapse does: one typing notice per (room,
+/// user), one receipt per (room, receipt type, user, thread); device-list updates one per
+/// device, signing keys one per user and key. A later one replaces the one before (and is
+/// listed after the others), whatever else came in the same EDU.
+#[tokio::test]
+async fn typing_receipts_and_updates_keep_the_latest_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    let (room, join_id) = room_with_eve(&state).await;
+    let eve = "@eve:remote.test";
+    let typing = |on: bool| {
+        obj(&format!(
+            r#"{{"edu_type":"m.typing","content":{{"room_id":"{room}","user_id":"{eve}","typing":{on}}}}}"#
+        ))
+    };
+    let receipt = |kinds: &[&str], ts: i64, thread: Option<&str>| {
+        let data = thread.map_or(format!(r#"{{"ts":{ts}}}"#), |t| {
+            format!(r#"{{"thread_id":"{t}","ts":{ts}}}"#)
+        });
+        let per_kind: Vec<String> = kinds
+            .iter()
+            .map(|k| format!(r#""{k}":{{"{eve}":{{"data":{data},"event_ids":["{join_id}"]}}}}"#))
+            .collect();
+        obj(&format!(
+            r#"{{"edu_type":"m.receipt","content":{{"{room}":{{{}}}}}}}"#,
+            per_kind.join(",")
+        ))
+    };
+    let device = |id: &str, stream: i64| {
+        obj(&format!(
+            r#"{{"edu_type":"m.device_list_update","content":{{"user_id":"{eve}","device_id":"{id}","stream_id":{stream},"prev_id":[]}}}}"#
+        ))
+    };
+    let key = |kind: &str, n: i64| {
+        format!(r#""{kind}":{{"user_id":"{eve}","usage":["{n}"],"keys":{{}}}}"#)
+    };
+    let signing = |keys: &[String]| {
+        obj(&format!(
+            r#"{{"edu_type":"m.signing_key_update","content":{{"user_id":"{eve}",{}}}}}"#,
+            keys.join(",")
+        ))
+    };
+    let first = vec![
+        typing(true),
+        receipt(&["m.read", "m.read.private"], 1, None),
+        receipt(&["m.read"], 1, Some("$thread")),
+        device("D1", 1),
+        device("D2", 1),
+        signing(&[key("master_key", 1), key("self_signing_key", 1)]),
+    ];
+    let r = send_txn(&state, "latest-1", &txn(vec![], first)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let second = vec![
+        typing(false),
+        receipt(&["m.read"], 2, None),
+        device("D1", 2),
+        signing(&[key("self_signing_key", 2)]),
+    ];
+    let r = send_txn(&state, "latest-2", &txn(vec![], second)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let in_room: Vec<String> = state
+        .reads()
+        .edus(&room)
+        .unwrap()
+        .into_iter()
+        .map(|(_, kind, content, _)| {
+            let c = obj(&content);
+            if kind == "m.typing" {
+                return format!("typing {}", c.get("typing").unwrap());
+            }
+            let (rtype, users) = c.get_object(&room).unwrap().iter().next().unwrap();
+            let data = users
+                .as_object()
+                .unwrap()
+                .get_object(eve)
+                .unwrap()
+                .get_object("data")
+                .unwrap();
+            format!(
+                "{rtype} {} {}",
+                data.get_str("thread_id").unwrap_or("-"),
+                data.get("ts").unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        in_room,
+        [
+            "m.read.private - 1",
+            "m.read $thread 1",
+            "typing false",
+            "m.read - 2"
+        ]
+    );
+    let others: Vec<String> = all_edus(&state)
+        .into_iter()
+        .filter(|(kind, _)| kind != "m.typing" && kind != "m.receipt")
+        .map(|(kind, content)| {
+            let c = obj(&content);
+            match kind.as_str() {
+                "m.device_list_update" => format!(
+                    "{} {}",
+                    c.get_str("device_id").unwrap(),
+                    c.get("stream_id").unwrap()
+                ),
+                _ => {
+                    let keys: Vec<String> = ["master_key", "self_signing_key"]
+                        .iter()
+                        .filter_map(|k| {
+                            let usage = c.get_object(k)?.get("usage")?.as_array()?[0].clone();
+                            Some(format!("{k} {}", usage.as_str().unwrap()))
+                        })
+                        .collect();
+                    keys.join(" ")
+                }
+            }
+        })
+        .collect();
+    assert_eq!(
+        others,
+        ["D2 1", "master_key 1", "D1 2", "self_signing_key 2"]
+    );
+}
+
 /// Eve sends `n` messages (`m0`, `m1`, …), one transaction each, all accepted; their IDs.
 async fn eve_says(state: &Arc<AppState>, room: &str, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
@@ -1567,7 +1692,13 @@ async fn reads_do_not_wait_for_the_writer() {
     // A thread takes the writer and writes an EDU row in a transaction it keeps open until told.
     let writer_room = room.clone();
     let release = hold_writer(&state, move |db| {
-        db.add_edu(REMOTE, "m.typing", Some(&writer_room), "{}")
+        db.conn()
+            .execute(
+                "INSERT INTO edus (origin, edu_type, room_id, content, received_ts)
+                 VALUES (?1, 'm.typing', ?2, '{}', 0)",
+                rusqlite::params![REMOTE, writer_room],
+            )
+            .map(drop)
     });
 
     let r = peer_reads_event(&state, &join_id, "the read waited for the writer").await;

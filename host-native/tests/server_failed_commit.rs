@@ -182,3 +182,163 @@ async fn a_redaction_is_stored_with_its_target_marked() {
         "redacted after a restart"
     );
 }
+
+const BOB: &str = "@bob:localhost:18999";
+
+/// An admin API request with the token: the status and the body as JSON.
+async fn admin(state: &Arc<AppState>, uri: &str, body: serde_json::Value) -> (u16, String) {
+    use tower::ServiceExt as _;
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("authorization", format!("Bearer {}", state.admin_token))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let resp = mxfed_native::server::metrics::admin_app(state.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn invite_uri(room: &str) -> String {
+    format!(
+        "/admin/v1/rooms/{}/invite",
+        mxfed_native::server::client::encode_segment(room)
+    )
+}
+
+/// Bob's membership in the room, as the room has it in memory.
+fn membership(state: &AppState, room: &str) -> Option<String> {
+    state.rooms().get(room)?.membership(BOB)
+}
+
+/// Bob's membership as stored: the last member event about him among the room's events.
+fn stored_membership(state: &AppState, room: &str) -> Option<String> {
+    state
+        .reads()
+        .room_events(room)
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find_map(|e| {
+            let ev = parse_object(e.json.as_bytes(), &ParseOptions::LEGACY).ok()?;
+            if ev.get_str("type") != Some("m.room.member") || ev.get_str("state_key") != Some(BOB) {
+                return None;
+            }
+            let content = ev.get_object("content")?;
+            content.get_str("membership").map(str::to_owned)
+        })
+}
+
+/// Bob's invites: (room, status, event JSON).
+fn bobs_invites(state: &AppState) -> Vec<(String, String, String)> {
+    state
+        .reads()
+        .invites(BOB)
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.room_id, i.status, i.event))
+        .collect()
+}
+
+/// An invite of one of our users by another is stored with its `invites` row in one commit:
+/// when the row cannot be written, the invite event is not stored either (before the fix the
+/// event was stored and sent, without its row, also after a restart); when it can, both are,
+/// and the row holds the stored event.
+#[tokio::test]
+async fn a_local_invite_is_stored_with_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    state.db().create_user(ALICE, None, false).unwrap();
+    state.db().create_user(BOB, None, false).unwrap();
+    let room = rooms::create_room(&state, ALICE, "10").unwrap();
+    let body = serde_json::json!({ "as": "alice", "user_id": BOB });
+
+    sql(
+        &dir,
+        "CREATE TRIGGER refuse_invites BEFORE INSERT ON invites
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    );
+    let (status, answer) = admin(&state, &invite_uri(&room), body.clone()).await;
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(membership(&state, &room), None, "not invited in memory");
+    assert_eq!(stored_membership(&state, &room), None, "no invite stored");
+    assert!(bobs_invites(&state).is_empty());
+    drop(state);
+    let state = setup(&dir);
+    assert_eq!(membership(&state, &room), None, "nor after a restart");
+
+    sql(&dir, "DROP TRIGGER refuse_invites;");
+    let (status, answer) = admin(&state, &invite_uri(&room), body).await;
+    assert_eq!(status, 200, "{answer}");
+    let id: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let id = id["event_id"].as_str().unwrap();
+    assert_eq!(membership(&state, &room).as_deref(), Some("invite"));
+    assert_eq!(stored_membership(&state, &room).as_deref(), Some("invite"));
+    let stored = state.reads().event(id).unwrap().unwrap();
+    assert_eq!(
+        bobs_invites(&state),
+        [(room.clone(), "pending".to_owned(), stored.json)]
+    );
+}
+
+/// Our user's join or leave that answers an invite is stored with the invite's new status in
+/// one commit: when the status cannot be written the membership is not stored either (before
+/// the fix the join was stored while the invite stayed pending), and when it can, both are.
+#[tokio::test]
+async fn an_invite_answered_is_stored_with_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = setup(&dir);
+    state.db().create_user(ALICE, None, false).unwrap();
+    state.db().create_user(BOB, None, true).unwrap();
+    let room = rooms::create_room(&state, ALICE, "10").unwrap();
+    let body = serde_json::json!({ "as": "alice", "user_id": BOB });
+
+    // Bob accepts invites at once: the invite is stored, his join is refused with its status.
+    sql(
+        &dir,
+        "CREATE TRIGGER refuse_status BEFORE UPDATE OF status ON invites
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    );
+    let (status, answer) = admin(&state, &invite_uri(&room), body).await;
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(membership(&state, &room).as_deref(), Some("invite"));
+    assert_eq!(stored_membership(&state, &room).as_deref(), Some("invite"));
+    assert_eq!(bobs_invites(&state)[0].1, "pending");
+    // Nor does accepting it by hand, nor rejecting it, store a membership without its status.
+    let accept = format!(
+        "/admin/v1/invites/{}/accept",
+        mxfed_native::server::client::encode_segment(&room)
+    );
+    let leave = format!(
+        "/admin/v1/rooms/{}/leave",
+        mxfed_native::server::client::encode_segment(&room)
+    );
+    let as_bob = serde_json::json!({ "as": "bob" });
+    for uri in [&accept, &leave] {
+        let (status, answer) = admin(&state, uri, as_bob.clone()).await;
+        assert_eq!(status, 500, "{uri}: {answer}");
+        assert_eq!(stored_membership(&state, &room).as_deref(), Some("invite"));
+        assert_eq!(bobs_invites(&state)[0].1, "pending");
+    }
+    drop(state);
+    let state = setup(&dir);
+    assert_eq!(membership(&state, &room).as_deref(), Some("invite"));
+
+    sql(&dir, "DROP TRIGGER refuse_status;");
+    let (status, answer) = admin(&state, &accept, as_bob.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(membership(&state, &room).as_deref(), Some("join"));
+    assert_eq!(stored_membership(&state, &room).as_deref(), Some("join"));
+    assert_eq!(bobs_invites(&state)[0].1, "accepted");
+    let (status, answer) = admin(&state, &leave, as_bob).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(stored_membership(&state, &room).as_deref(), Some("leave"));
+    assert_eq!(bobs_invites(&state)[0].1, "rejected");
+}

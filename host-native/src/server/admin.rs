@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::fed::{json, read_body, MPath, MQuery};
 use super::rooms;
-use super::store::Reads as _;
+use super::store::{InviteChange, Reads as _};
 use super::AppState;
 
 type St = State<Arc<AppState>>;
@@ -248,7 +248,15 @@ async fn invite(
         .user(&target)?
         .ok_or_else(|| ApiError::not_found(format!("no local user {target}")))?;
     let content = membership_content(&state, &target, "invite")?;
-    let id = rooms::send_local_blocking(
+    let version = state
+        .rooms()
+        .get(&room_id)
+        .map(|r| r.version().id.to_owned())
+        .unwrap_or_default();
+    // The invite event and its row in one commit: a crash or a failed write cannot leave the
+    // event stored without the row (an invite then only `room join` could take up).
+    let (origin, room, invitee) = (state.server_name.clone(), room_id.clone(), target.clone());
+    let id = rooms::send_local_blocking_with(
         &state,
         &room_id,
         rooms::template(
@@ -258,28 +266,23 @@ async fn invite(
             Some(&target),
             content,
         ),
+        move |built| {
+            vec![InviteChange::Put(super::store::Invite {
+                room_id: room,
+                user_id: invitee,
+                room_version: version,
+                origin,
+                event: built.pdu.to_canonical_string(),
+                invite_room_state: "[]".into(),
+                status: "pending".into(),
+            })]
+        },
     )
     .await?;
-    let version = state
-        .rooms()
-        .get(&room_id)
-        .map(|r| r.version().id.to_owned())
-        .unwrap_or_default();
-    let invite = super::store::Invite {
-        room_id: room_id.clone(),
-        user_id: target.clone(),
-        room_version: version,
-        origin: state.server_name.clone(),
-        event: rooms::served(&state, &id)
-            .map(|(e, _)| e.to_canonical_string())
-            .unwrap_or_default(),
-        invite_room_state: "[]".into(),
-        status: "pending".into(),
-    };
-    state.write(|db| db.put_invite(&invite))?;
     if auto {
         let content = membership_content(&state, &target, "join")?;
-        rooms::send_local_blocking(
+        let accepted = InviteChange::status(&room_id, &target, "accepted");
+        rooms::send_local_blocking_with(
             &state,
             &room_id,
             rooms::template(
@@ -289,9 +292,9 @@ async fn invite(
                 Some(&target),
                 content,
             ),
+            move |_| vec![accepted],
         )
         .await?;
-        state.write(|db| db.set_invite_status(&room_id, &target, "accepted"))?;
     }
     Ok(event_id_answer(id))
 }
@@ -305,13 +308,14 @@ async fn do_join(
     if rooms::resident_in(state, room_id) {
         let content = membership_content(state, user, "join")?;
         let _guard = state.lock_room(room_id).await;
-        let id = rooms::send_local_blocking(
+        let accepted = InviteChange::status(room_id, user, "accepted");
+        let id = rooms::send_local_blocking_with(
             state,
             room_id,
             rooms::template(Some(room_id), "m.room.member", user, Some(user), content),
+            move |_| vec![accepted],
         )
         .await?;
-        state.write(|db| db.set_invite_status(room_id, user, "accepted"))?;
         return Ok(id);
     }
     let inviter = state
@@ -404,13 +408,14 @@ async fn leave(
     if rooms::resident_in(&state, &room_id) {
         let content = membership_content(&state, &user, "leave")?;
         let _guard = state.lock_room(&room_id).await;
-        let id = rooms::send_local_blocking(
+        let rejected = InviteChange::status(&room_id, &user, "rejected");
+        let id = rooms::send_local_blocking_with(
             &state,
             &room_id,
             rooms::template(Some(&room_id), "m.room.member", &user, Some(&user), content),
+            move |_| vec![rejected],
         )
         .await?;
-        state.write(|db| db.set_invite_status(&room_id, &user, "rejected"))?;
         return Ok(event_id_answer(id));
     }
     // Not in the room: reject the invite through the inviting server.

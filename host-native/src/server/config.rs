@@ -14,6 +14,10 @@ pub const CONFIG_FILE: &str = "mxfed.toml";
 pub const MAX_GAP_FILL_SECONDS: u64 = 3600;
 /// The largest `[federation] request_timeout_secs`: a day.
 pub const MAX_REQUEST_TIMEOUT_SECS: u64 = 86_400;
+/// The largest `[limits] edus_kept`: a billion rows of a type is no bound at all.
+pub const MAX_EDUS_KEPT: u64 = 1_000_000_000;
+/// The largest `[limits] to_device_kept_days`: ten years.
+pub const MAX_TO_DEVICE_KEPT_DAYS: u64 = 3650;
 
 /// One listener.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -89,6 +93,25 @@ pub struct Limits {
     /// Largest `send_join` or `/state` answer read (a room's whole state), in bytes.
     #[serde(default = "default_max_state_response")]
     pub max_state_response_bytes: usize,
+    /// Received EDUs kept per type (typing, receipts, presence, device lists, signing keys,
+    /// to-device): the newest; peers may send them without end.
+    #[serde(default = "default_edus_kept")]
+    pub edus_kept: u64,
+    /// Days a received to-device message is kept (we have no client to deliver it to).
+    #[serde(default = "default_to_device_days")]
+    pub to_device_kept_days: u64,
+}
+
+impl Limits {
+    /// What the store keeps of received EDUs.
+    #[must_use]
+    pub fn edus(&self) -> super::store::EduLimits {
+        let days = i64::try_from(self.to_device_kept_days).unwrap_or(i64::MAX);
+        super::store::EduLimits {
+            per_type: i64::try_from(self.edus_kept).unwrap_or(i64::MAX).max(1),
+            to_device_ms: days.saturating_mul(86_400_000),
+        }
+    }
 }
 
 /// The admin API (used by `mxfed admin`).
@@ -223,7 +246,15 @@ fn default_limits() -> Limits {
         federation_burst: default_fed_burst(),
         max_response_bytes: default_max_response(),
         max_state_response_bytes: default_max_state_response(),
+        edus_kept: default_edus_kept(),
+        to_device_kept_days: default_to_device_days(),
     }
+}
+fn default_edus_kept() -> u64 {
+    super::store::EduLimits::DEFAULT_PER_TYPE.unsigned_abs()
+}
+fn default_to_device_days() -> u64 {
+    super::store::EduLimits::DEFAULT_TO_DEVICE_DAYS.unsigned_abs()
 }
 fn default_max_response() -> usize {
     super::client::ResponseLimits::DEFAULT.default_bytes
@@ -431,6 +462,25 @@ impl Config {
         if let Some((name, _)) = sizes.iter().find(|(_, bytes)| *bytes == 0) {
             return Err(format!("{name} = 0: must be at least 1 byte"));
         }
+        let kept = [
+            (
+                "[limits] edus_kept",
+                self.limits.edus_kept,
+                MAX_EDUS_KEPT,
+                "rows",
+            ),
+            (
+                "[limits] to_device_kept_days",
+                self.limits.to_device_kept_days,
+                MAX_TO_DEVICE_KEPT_DAYS,
+                "days",
+            ),
+        ];
+        for (name, n, max, unit) in kept {
+            if !(1..=max).contains(&n) {
+                return Err(format!("{name} = {n}: must be 1 to {max} {unit}"));
+            }
+        }
         Ok(())
     }
 
@@ -515,6 +565,14 @@ federation_burst = 200
 # to 50 KiB whatever these say.
 max_response_bytes = {max_response}
 max_state_response_bytes = {max_state_response}
+# Received EDUs kept per type (typing, receipts, presence, device-list and signing-key updates,
+# to-device messages): the newest; older ones are deleted as new ones arrive. Only the latest
+# typing and receipt of each user in each room, presence and signing keys of each user and
+# update of each device are kept in any case. 1 to 1000000000.
+edus_kept = 10000
+# Days a received to-device message is kept (mxfed has no client to deliver it to; Synapse
+# de-duplicates them over 7 days). 1 to 3650.
+to_device_kept_days = 7
 
 [admin]
 # The admin API used by `mxfed admin` (plain HTTP with a bearer token: keep it on loopback),
@@ -595,6 +653,16 @@ mod tests {
                 "[limits]\nmax_state_response_bytes = 0",
                 "[limits] max_state_response_bytes",
             ),
+            ("[limits]\nedus_kept = 0", "[limits] edus_kept"),
+            ("[limits]\nedus_kept = 1000000001", "[limits] edus_kept"),
+            (
+                "[limits]\nto_device_kept_days = 0",
+                "[limits] to_device_kept_days",
+            ),
+            (
+                "[limits]\nto_device_kept_days = 3651",
+                "[limits] to_device_kept_days",
+            ),
         ] {
             let e = load(text).unwrap_err();
             assert!(e.contains(key), "{text}: {e}");
@@ -606,6 +674,14 @@ mod tests {
         assert_eq!(c.limits.gap_fill_seconds, MAX_GAP_FILL_SECONDS);
         assert_eq!(c.federation.request_timeout_secs, MAX_REQUEST_TIMEOUT_SECS);
         assert!(load("[limits]\ngap_fill_seconds = 1\nmax_body_bytes = 1").is_ok());
+        let c = load("[limits]\nedus_kept = 1\nto_device_kept_days = 3650").unwrap();
+        assert_eq!(
+            c.limits.edus(),
+            crate::server::store::EduLimits {
+                per_type: 1,
+                to_device_ms: 3650 * 86_400_000
+            }
+        );
     }
 
     #[test]

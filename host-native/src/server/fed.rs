@@ -734,15 +734,20 @@ impl Pdus {
 /// The rows to store for an EDU: only what concerns our users, the rooms we are in and their
 /// members, as Synapse keeps only that and drops or ignores the rest (a peer that shares nothing
 /// with us can make us keep nothing).
-/// - typing and receipts: one row for each room it concerns that we are in, the origin has a
-///   member joined to, and whose server ACL lets the origin in;
+/// - typing and receipts: for rooms we are in, the origin has a member joined to, and whose
+///   server ACL lets the origin in; the latest typing notice per (room, user), replacing the one
+///   before (Synapse keeps only whether each user is typing), and one row per receipt, the
+///   latest per (room, receipt type, user, thread), as Synapse's `receipts_linearized` keeps;
 /// - to-device messages: one row with only the messages for our users, once per (origin,
 ///   message ID) (Synapse refuses messages for other servers' users);
-/// - device-list and signing-key updates: one row when the user shares a room with us (Synapse
-///   ignores the others: it will not hear of the user's later changes either);
+/// - device-list and signing-key updates of a user who shares a room with us (Synapse ignores
+///   the others: it will not hear of the user's later changes either): the latest per device,
+///   and per user and key (master, self-signing: one row each, as Synapse stores each key);
 /// - presence: one row per update of a user who shares a room with us, replacing that user's
 ///   earlier one;
 /// - other types: nothing (Synapse has no handler for them and drops them).
+///
+/// What is kept of all these overall is bounded by `[limits]` (`store::EduLimits`).
 fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
     let known = |r: &str| {
         state.rooms().get(r).is_some_and(|room| {
@@ -759,18 +764,28 @@ fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
         content,
         key,
     };
+    // What a row supersedes the earlier ones of (with the same type and origin) by: the parts,
+    // as a JSON array, which no choice of parts can make ambiguous.
+    let latest = |parts: &[&str]| Some(EduKey::Latest(serde_json::json!(parts).to_string()));
     match edu {
         Edu::Typing(t) => {
             if known(t.room_id()) {
-                out.push(row(Some(t.room_id()), content.to_canonical_string(), None));
+                let key = latest(&[t.room_id(), t.user_id()]);
+                out.push(row(Some(t.room_id()), content.to_canonical_string(), key));
             }
         }
-        Edu::Receipt(_) => {
-            for (room, per_room) in content.iter() {
-                if known(room) {
-                    let mut one = Object::new();
-                    one.insert(room, per_room.clone());
-                    out.push(row(Some(room), one.to_canonical_string(), None));
+        Edu::Receipt(r) => {
+            for e in r.entries() {
+                if known(e.room_id()) {
+                    let key = latest(&[
+                        e.room_id(),
+                        e.receipt_type(),
+                        e.user_id(),
+                        e.thread_id().unwrap_or_default(),
+                    ]);
+                    let room = e.room_id().to_owned();
+                    let one = mxfed_core::edu::Receipt::from_entries([e]);
+                    out.push(row(Some(&room), one.content().to_canonical_string(), key));
                 }
             }
         }
@@ -785,12 +800,34 @@ fn edu_rows(state: &AppState, origin: &str, edu: &Edu, out: &mut Vec<NewEdu>) {
         }
         Edu::DeviceListUpdate(u) => {
             if shares_a_room(state, u.user_id()) {
-                out.push(row(None, content.to_canonical_string(), None));
+                let key = latest(&[u.user_id(), u.device_id()]);
+                out.push(row(None, content.to_canonical_string(), key));
             }
         }
         Edu::SigningKeyUpdate(u) => {
             if shares_a_room(state, u.user_id()) {
-                out.push(row(None, content.to_canonical_string(), None));
+                let user = u.user_id();
+                let keys = [
+                    (
+                        "master_key",
+                        u.master_key().map(|k| (Some(k.clone()), None)),
+                    ),
+                    (
+                        "self_signing_key",
+                        u.self_signing_key().map(|k| (None, Some(k.clone()))),
+                    ),
+                ];
+                for (name, one) in keys {
+                    let Some((master, self_signing)) = one else {
+                        continue;
+                    };
+                    if let Ok(one) =
+                        mxfed_core::edu::SigningKeyUpdate::new(user, master, self_signing)
+                    {
+                        let key = latest(&[user, name]);
+                        out.push(row(None, one.content().to_canonical_string(), key));
+                    }
+                }
             }
         }
         Edu::Presence(p) => {

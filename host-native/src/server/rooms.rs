@@ -19,7 +19,7 @@ use mxfed_core::RoomVersion;
 
 use super::client::{encode_segment, FetchError};
 use super::error::ApiError;
-use super::store::{NewEvent, Reads as _, RoomWrite};
+use super::store::{InviteChange, NewEvent, Reads as _, RoomWrite};
 use super::{keys, log, now, warn, AppState};
 
 /// A `PduCheck` for an event already checked (ours, or one read back from storage).
@@ -198,32 +198,37 @@ pub struct Entry {
 /// Stores events with the room's new extremities and current state (one fsync), applies
 /// redactions, and wakes the admin API's waits.
 pub fn commit(state: &AppState, room_id: &str, entries: &[Entry]) -> Result<(), ApiError> {
-    commit_and_queue(state, room_id, entries, &[])
+    commit_and_queue(state, room_id, entries, &[], &[])
 }
 
-/// [`commit`], with the outbound rows of every event stored for each of `destinations` in the
-/// same commit ([`send_stored`] then hands the PDUs to the destinations' tasks).
+/// [`commit`], with the outbound rows of every event stored for each of `destinations` and the
+/// invites' bookkeeping that goes with the events in the same commit ([`send_stored`] then
+/// hands the PDUs to the destinations' tasks).
 fn commit_and_queue(
     state: &AppState,
     room_id: &str,
     entries: &[Entry],
     destinations: &[String],
+    invites: &[InviteChange],
 ) -> Result<(), ApiError> {
     let job = RoomCommit {
         room_id,
         entries,
         destinations,
+        invites,
     };
     commit_many(state, &[job])
         .pop()
         .unwrap_or_else(|| Err(ApiError::internal("a write went missing")))
 }
 
-/// One room's events to store ([`commit_many`]), with the servers each is queued for.
+/// One room's events to store ([`commit_many`]), with the servers each is queued for and the
+/// invites' bookkeeping that goes with them.
 struct RoomCommit<'a> {
     room_id: &'a str,
     entries: &'a [Entry],
     destinations: &'a [String],
+    invites: &'a [InviteChange],
 }
 
 /// What a room's commit writes besides its events, read from the room as it is now.
@@ -356,6 +361,7 @@ fn commit_many(state: &AppState, jobs: &[RoomCommit<'_>]) -> Vec<Result<(), ApiE
                 state: p.state_rows.as_deref(),
                 destinations: j.destinations,
                 redactions: &p.redactions,
+                invites: j.invites,
             })
         })
         .collect();
@@ -412,6 +418,8 @@ struct CommitJob {
     entries: Vec<Entry>,
     /// The servers its events are queued for, in the same commit (our own events).
     destinations: Vec<String>,
+    /// The invites' bookkeeping that goes with its events (our join answering an invite).
+    invites: Vec<InviteChange>,
     done: tokio::sync::oneshot::Sender<Result<(), ApiError>>,
 }
 
@@ -440,6 +448,7 @@ impl Commits {
         room_id: &str,
         entries: Vec<Entry>,
         destinations: Vec<String>,
+        invites: Vec<InviteChange>,
     ) -> tokio::sync::oneshot::Receiver<Result<(), ApiError>> {
         let (done, answer) = tokio::sync::oneshot::channel();
         self.pending
@@ -448,6 +457,7 @@ impl Commits {
             room_id: room_id.to_owned(),
             entries,
             destinations,
+            invites,
             done,
         });
         answer
@@ -464,15 +474,16 @@ fn commit_queued(state: &AppState) {
     let mut work = Vec::with_capacity(jobs.len());
     let mut done = Vec::with_capacity(jobs.len());
     for j in jobs {
-        work.push((j.room_id, j.entries, j.destinations));
+        work.push((j.room_id, j.entries, j.destinations, j.invites));
         done.push(j.done);
     }
     let views: Vec<RoomCommit<'_>> = work
         .iter()
-        .map(|(room_id, entries, destinations)| RoomCommit {
+        .map(|(room_id, entries, destinations, invites)| RoomCommit {
             room_id,
             entries,
             destinations,
+            invites,
         })
         .collect();
     let results = commit_many(state, &views);
@@ -496,7 +507,18 @@ pub async fn commit_blocking(
     room_id: &str,
     entries: Vec<Entry>,
 ) -> Result<(), ApiError> {
-    let answer = state.commits.queue(room_id, entries, Vec::new());
+    commit_blocking_with(state, room_id, entries, Vec::new()).await
+}
+
+/// [`commit_blocking`], with the invites' bookkeeping that goes with the events in the same
+/// commit (our join through another server accepting an invite).
+async fn commit_blocking_with(
+    state: &Arc<AppState>,
+    room_id: &str,
+    entries: Vec<Entry>,
+    invites: Vec<InviteChange>,
+) -> Result<(), ApiError> {
+    let answer = state.commits.queue(room_id, entries, Vec::new(), invites);
     // In a task of its own, so that a caller that goes away (a client hanging up) cannot leave
     // its events in the list with no commit to come.
     let state = Arc::clone(state);
@@ -523,7 +545,9 @@ pub fn send_stored_together(
     pdus: &[(&str, &Object)],
     dests: &[String],
 ) -> Result<(), ApiError> {
-    let mut answer = state.commits.queue(room_id, entries, dests.to_vec());
+    let mut answer = state
+        .commits
+        .queue(room_id, entries, dests.to_vec(), Vec::new());
     // Whichever comes first: our answer (another leader's commit took our write), or the lead
     // (then we commit what is queued, our write among it, unless the commit whose end we
     // waited for took it). A waiter's turn to lead can come long after its write is durable.
@@ -817,13 +841,13 @@ fn build_in(
 /// in the room. The room's rules decide: an event they reject or soft-fail is neither stored nor
 /// sent (403).
 pub fn accept_local(state: &Arc<AppState>, built: &BuiltEvent) -> Result<(), ApiError> {
-    take_and_store_local(state, built, true)
+    take_and_store_local(state, built, true, &[])
 }
 
 /// [`accept_local`] without sending the event to anyone: for tests that make a server keep
 /// events to itself (a gap for the others to fill).
 pub fn accept_local_unsent(state: &Arc<AppState>, built: &BuiltEvent) -> Result<(), ApiError> {
-    take_and_store_local(state, built, false)
+    take_and_store_local(state, built, false, &[])
 }
 
 /// Takes one of our own events into `room` (not stored): the entry to store, or 403 when the
@@ -853,10 +877,13 @@ fn take_local(state: &AppState, room: &mut Room, built: &BuiltEvent) -> Result<E
     })
 }
 
+/// Takes one of our events into its room, then stores it with its outbound rows (when `send`)
+/// and `invites`, the bookkeeping that goes with it, in one commit.
 fn take_and_store_local(
     state: &Arc<AppState>,
     built: &BuiltEvent,
     send: bool,
+    invites: &[InviteChange],
 ) -> Result<(), ApiError> {
     let entry = {
         let mut rooms = state.rooms();
@@ -880,7 +907,11 @@ fn take_and_store_local(
     } else {
         Vec::new()
     };
-    send_stored(state, &built.room_id, &[entry], &pdus, &dests)
+    commit_and_queue(state, &built.room_id, &[entry], &dests, invites)?;
+    state
+        .outbound
+        .hand_over(state, &dests, &built.room_id, &pdus);
+    Ok(())
 }
 
 /// The servers an event of `room_id` goes to: every server with a member joined (after the
@@ -907,7 +938,7 @@ pub fn send_stored(
     pdus: &[(&str, &Object)],
     dests: &[String],
 ) -> Result<(), ApiError> {
-    commit_and_queue(state, room_id, entries, dests)?;
+    commit_and_queue(state, room_id, entries, dests, &[])?;
     state.outbound.hand_over(state, dests, room_id, pdus);
     Ok(())
 }
@@ -919,8 +950,21 @@ pub fn send_local(
     room_id: &str,
     template: EventTemplate,
 ) -> Result<String, ApiError> {
+    send_local_with(state, room_id, template, |_| Vec::new())
+}
+
+/// [`send_local`], storing the invites' bookkeeping `invites` makes of the built event in the
+/// event's commit: an invite of one of our users with its `invites` row, a join or leave with
+/// its invite's new status. Both are stored, or (a failed commit) neither.
+pub fn send_local_with(
+    state: &Arc<AppState>,
+    room_id: &str,
+    template: EventTemplate,
+    invites: impl FnOnce(&BuiltEvent) -> Vec<InviteChange>,
+) -> Result<String, ApiError> {
     let built = build_local(state, room_id, &template)?;
-    accept_local(state, &built)?;
+    let invites = invites(&built);
+    take_and_store_local(state, &built, true, &invites)?;
     Ok(built.event_id)
 }
 
@@ -1056,8 +1100,18 @@ pub async fn send_local_blocking(
     room_id: &str,
     t: EventTemplate,
 ) -> Result<String, ApiError> {
+    send_local_blocking_with(state, room_id, t, |_| Vec::new()).await
+}
+
+/// [`send_local_with`] on a blocking thread (see [`send_local_blocking`]).
+pub async fn send_local_blocking_with(
+    state: &Arc<AppState>,
+    room_id: &str,
+    t: EventTemplate,
+    invites: impl FnOnce(&BuiltEvent) -> Vec<InviteChange> + Send + 'static,
+) -> Result<String, ApiError> {
     let (st, room) = (Arc::clone(state), room_id.to_owned());
-    blocking(move || send_local(&st, &room, t)).await
+    blocking(move || send_local_with(&st, &room, t, invites)).await
 }
 
 /// Runs `f` (which stores, so waits for fsyncs) on a blocking thread.
@@ -1855,11 +1909,14 @@ pub async fn remote_membership(
             .ok_or_else(|| ApiError::internal("room vanished"))?;
         room.receive_own_join(&checked(&event_id, join.clone(), false), map.clone())
     };
-    if !matches!(verdict, RoomVerdict::Rejected { .. }) {
-        // Before the commit wakes waiters, so they see the invite accepted with the join.
-        let _ = state.write(|db| db.set_invite_status(room_id, user_id, "accepted"));
-    }
-    commit_blocking(
+    // The invite accepted in the join's commit: waiters woken by it see both, and a crash or
+    // a failed write cannot leave the invite accepted without the join stored.
+    let accepted = if matches!(verdict, RoomVerdict::Rejected { .. }) {
+        Vec::new()
+    } else {
+        vec![InviteChange::status(room_id, user_id, "accepted")]
+    };
+    commit_blocking_with(
         state,
         room_id,
         vec![Entry {
@@ -1870,6 +1927,7 @@ pub async fn remote_membership(
             state_before: Some(map),
             origin: state.server_name.clone(),
         }],
+        accepted,
     )
     .await?;
     if let RoomVerdict::Rejected { code } = verdict {

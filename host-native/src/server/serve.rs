@@ -209,7 +209,10 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
         return Err("the signing key file holds no key".into());
     }
     let token = admin_token(&data_dir.join(TOKEN_FILE))?;
-    let db = store::Store::open(&Config::resolve(&data_dir, &cfg.database))
+    let mut db = store::Store::open(&Config::resolve(&data_dir, &cfg.database))
+        .map_err(|e| format!("database: {e}"))?;
+    // Applied at once: a restart with lower limits deletes what they no longer keep.
+    db.set_edu_limits(cfg.limits.edus())
         .map_err(|e| format!("database: {e}"))?;
     // Two for the federation's reads and two for the admin API's, whose reads can be long
     // (a whole timeline): one of those never keeps a peer's read waiting.

@@ -159,6 +159,11 @@ CREATE TABLE IF NOT EXISTS edus (
     edu_key TEXT
 );
 CREATE INDEX IF NOT EXISTS edus_by_room ON edus(room_id, id);
+-- The oldest rows of a type, deleted past [limits] edus_kept (and read by edus_of_type).
+CREATE INDEX IF NOT EXISTS edus_by_type ON edus(edu_type, id);
+-- To-device messages past their age (the type is a literal here and in the DELETE: SQLite uses
+-- a partial index only for a query that names its condition).
+CREATE INDEX IF NOT EXISTS edus_to_device_age ON edus(received_ts) WHERE edu_type = 'm.direct_to_device';
 CREATE TABLE IF NOT EXISTS server_keys (
     server_name TEXT PRIMARY KEY,
     response TEXT NOT NULL,
@@ -277,6 +282,38 @@ pub struct StoredEvent {
     pub redacted_by: Option<String>,
 }
 
+/// The EDU type of to-device messages, kept for a time ([`EduLimits::to_device_ms`]).
+pub const TO_DEVICE: &str = "m.direct_to_device";
+
+/// How much of the received EDUs is kept (`[limits] edus_kept`, `to_device_kept_days`; the
+/// policy is in docs/server.md). Applied in the commit that stores new EDUs
+/// ([`Store::put_txn_with_edus`]) and when set ([`Store::set_edu_limits`]), so the `edus` table
+/// never holds more than `per_type` rows of a type after a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EduLimits {
+    /// Rows kept per EDU type, the newest: the oldest beyond it are deleted. At least 1.
+    pub per_type: i64,
+    /// How long a to-device message is kept, in ms (we have no client to deliver it to).
+    pub to_device_ms: i64,
+}
+
+impl EduLimits {
+    /// Rows kept per EDU type by default.
+    pub const DEFAULT_PER_TYPE: i64 = 10_000;
+    /// Days a to-device message is kept by default: Synapse's window for the (origin, message
+    /// ID) pairs it de-duplicates received to-device messages with.
+    pub const DEFAULT_TO_DEVICE_DAYS: i64 = 7;
+}
+
+impl Default for EduLimits {
+    fn default() -> EduLimits {
+        EduLimits {
+            per_type: EduLimits::DEFAULT_PER_TYPE,
+            to_device_ms: EduLimits::DEFAULT_TO_DEVICE_DAYS * 86_400_000,
+        }
+    }
+}
+
 /// A received EDU to store ([`Store::put_txn_with_edus`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEdu {
@@ -344,10 +381,42 @@ pub struct RoomWrite<'a> {
     /// `(target, redaction)`: targets of the new redactions that apply, marked redacted in the
     /// same commit.
     pub redactions: &'a [(String, String)],
+    /// The bookkeeping of our users' invites that goes with the new events (an invite sent to
+    /// one of our users, the status of one answered by a join or leave), in the same commit: a
+    /// crash or a failed write cannot leave one stored without the other.
+    pub invites: &'a [InviteChange],
+}
+
+/// A change to the `invites` table made in a room's commit ([`RoomWrite::invites`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InviteChange {
+    /// Records (or replaces) an invite ([`Store::put_invite`]).
+    Put(Invite),
+    /// Sets an invite's status, if there is one ([`Store::set_invite_status`]).
+    Status {
+        /// The room.
+        room_id: String,
+        /// Our user.
+        user_id: String,
+        /// `accepted` or `rejected`.
+        status: &'static str,
+    },
+}
+
+impl InviteChange {
+    /// The status of `user_id`'s invite to `room_id` set to `status`.
+    #[must_use]
+    pub fn status(room_id: &str, user_id: &str, status: &'static str) -> InviteChange {
+        InviteChange::Status {
+            room_id: room_id.to_owned(),
+            user_id: user_id.to_owned(),
+            status,
+        }
+    }
 }
 
 /// A pending invite for one of our users.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invite {
     /// The room.
     pub room_id: String,
@@ -688,6 +757,12 @@ pub struct Store {
     pending_txns: PendingTxns,
     /// How long the last fsynced `COMMIT` took (its WAL write and fsync).
     last_sync: std::time::Duration,
+    /// How much of the received EDUs is kept.
+    edu_limits: EduLimits,
+    /// Rows of `edus` per type, as committed (counted at open, then kept up to date by each
+    /// commit that changes them): counting them in SQLite for each commit walked every row of
+    /// the type (0.4 ms for 10,000).
+    edu_counts: BTreeMap<String, i64>,
 }
 
 impl Reads for Store {
@@ -836,6 +911,11 @@ impl Store {
             rows.collect::<rusqlite::Result<BTreeMap<String, UserRow>>>()?
         };
         let deferred = count_deferred(&conn)?;
+        let edu_counts = {
+            let mut st = conn.prepare("SELECT edu_type, COUNT(*) FROM edus GROUP BY edu_type")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<BTreeMap<String, i64>>>()?
+        };
         Ok(Store {
             conn,
             path: path.to_owned(),
@@ -846,6 +926,8 @@ impl Store {
             }),
             pending_txns: PendingTxns::default(),
             last_sync: std::time::Duration::ZERO,
+            edu_limits: EduLimits::default(),
+            edu_counts,
         })
     }
 
@@ -982,6 +1064,7 @@ impl Store {
             state,
             destinations,
             redactions: &[],
+            invites: &[],
         };
         self.store_many(&[write])?.pop().unwrap_or(Ok(()))
     }
@@ -1114,6 +1197,16 @@ impl Store {
                 )?;
             }
         }
+        for change in w.invites {
+            match change {
+                InviteChange::Put(i) => self.put_invite(i)?,
+                InviteChange::Status {
+                    room_id,
+                    user_id,
+                    status,
+                } => self.set_invite_status(room_id, user_id, status)?,
+            }
+        }
         Ok(added)
     }
 
@@ -1243,54 +1336,109 @@ impl Store {
 
     // -- EDUs ------------------------------------------------------------------------------------
 
-    /// Stores a received EDU.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn add_edu(
+    /// Stores a received EDU; returns how many rows that added.
+    fn add_edu(
         &self,
         origin: &str,
         edu_type: &str,
         room_id: Option<&str>,
         content: &str,
-    ) -> rusqlite::Result<()> {
+    ) -> rusqlite::Result<i64> {
         self.exec(
             "INSERT INTO edus (origin, edu_type, room_id, content, received_ts) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![origin, edu_type, room_id, content, now_ms()],
         )?;
-        Ok(())
+        Ok(1)
     }
 
-    /// Stores a received EDU as its key says: once, or in place of the earlier one.
-    fn put_edu(&self, origin: &str, e: &NewEdu) -> rusqlite::Result<()> {
-        let (sql, key) = match &e.key {
+    /// Stores a received EDU as its key says: once, or in place of the earlier one. Returns how
+    /// many rows that added (0 or 1; -1 never: a replaced row is deleted, its successor added).
+    fn put_edu(&self, origin: &str, e: &NewEdu) -> rusqlite::Result<i64> {
+        let rows = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let (sql, key, replaced) = match &e.key {
             None => return self.add_edu(origin, &e.edu_type, e.room_id.as_deref(), &e.content),
             // The unique index on (type, origin, key) makes a second copy a no-op.
             Some(EduKey::Once(k)) => (
                 "INSERT OR IGNORE INTO edus (origin, edu_type, room_id, content, received_ts, edu_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 k,
+                0,
             ),
             Some(EduKey::Latest(k)) => {
-                self.exec(
+                let replaced = self.exec(
                     "DELETE FROM edus WHERE edu_type = ?1 AND origin = ?2 AND edu_key = ?3",
                     params![e.edu_type, origin, k],
                 )?;
                 (
                     "INSERT INTO edus (origin, edu_type, room_id, content, received_ts, edu_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     k,
+                    replaced,
                 )
             }
         };
-        self.exec(
+        let added = self.exec(
             sql,
             params![origin, e.edu_type, e.room_id, e.content, now_ms(), key],
         )?;
+        Ok(rows(added) - rows(replaced))
+    }
+
+    /// Deletes what [`EduLimits`] does not keep: to-device messages older than their time, then
+    /// the oldest rows of each type past the number kept. `counts` are the rows per type in the
+    /// transaction so far, updated here.
+    fn prune_edus(
+        &self,
+        limits: EduLimits,
+        counts: &mut BTreeMap<String, i64>,
+    ) -> rusqlite::Result<()> {
+        let rows = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        if counts.get(TO_DEVICE).is_some_and(|n| *n > 0) {
+            // Named: left to itself, SQLite walks every to-device row through `edus_by_type`.
+            let expired = self.exec(
+                "DELETE FROM edus INDEXED BY edus_to_device_age
+                 WHERE edu_type = 'm.direct_to_device' AND received_ts < ?1",
+                params![now_ms().saturating_sub(limits.to_device_ms)],
+            )?;
+            if let Some(n) = counts.get_mut(TO_DEVICE) {
+                *n -= rows(expired);
+            }
+        }
+        for (kind, n) in counts.iter_mut() {
+            let excess = *n - limits.per_type.max(1);
+            if excess > 0 {
+                let deleted = self.exec(
+                    "DELETE FROM edus WHERE id IN
+                         (SELECT id FROM edus WHERE edu_type = ?1 ORDER BY id LIMIT ?2)",
+                    params![kind, excess],
+                )?;
+                *n -= rows(deleted);
+            }
+        }
         Ok(())
+    }
+
+    /// Sets how much of the received EDUs is kept, and deletes at once (one commit) what the
+    /// new limits do not keep.
+    ///
+    /// # Errors
+    /// SQLite errors (the limits are set all the same, and applied by the next commit of EDUs).
+    pub fn set_edu_limits(&mut self, limits: EduLimits) -> rusqlite::Result<()> {
+        self.edu_limits = limits;
+        let mut counts = self.edu_counts.clone();
+        self.in_transaction(|db| db.prune_edus(limits, &mut counts))?;
+        self.edu_counts = counts;
+        Ok(())
+    }
+
+    /// Rows of `edus` per type, as committed.
+    #[must_use]
+    pub fn edu_counts(&self) -> &BTreeMap<String, i64> {
+        &self.edu_counts
     }
 
     /// Stores the EDUs of a transaction from `origin` and the transaction's answer in one
     /// fsynced commit, so that a retry of the transaction finds both (and gets the answer) or
-    /// neither (and its EDUs are stored once).
+    /// neither (and its EDUs are stored once). The same commit deletes what the [`EduLimits`] do
+    /// not keep, so the table stays bounded however many EDUs peers send.
     ///
     /// # Errors
     /// SQLite errors (nothing is stored then).
@@ -1302,15 +1450,19 @@ impl Store {
         edus: &[NewEdu],
     ) -> rusqlite::Result<()> {
         self.pending_txns.put(origin, txn_id, response);
+        let limits = self.edu_limits;
+        let mut counts = self.edu_counts.clone();
         let stored = self.in_transaction(|db| {
             for e in edus {
-                db.put_edu(origin, e)?;
+                let added = db.put_edu(origin, e)?;
+                *counts.entry(e.edu_type.clone()).or_default() += added;
             }
-            Ok(())
+            db.prune_edus(limits, &mut counts)
         });
-        if stored.is_err() {
+        match stored {
+            Ok(()) => self.edu_counts = counts,
             // Not written: a retry is processed again.
-            self.pending_txns.forget(origin, txn_id);
+            Err(_) => self.pending_txns.forget(origin, txn_id),
         }
         stored
     }
@@ -1681,8 +1833,9 @@ impl Store {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{EduKey, NewEdu, NewEvent, Reads as _, Store};
+    use super::{EduKey, EduLimits, NewEdu, NewEvent, Reads as _, Store, TO_DEVICE};
     use rusqlite::{params, Connection};
+    use std::collections::BTreeMap;
 
     /// The IDs of the transactions whose answers are stored.
     fn answered(db: &Store) -> Vec<String> {
@@ -1776,6 +1929,7 @@ mod tests {
             state: None,
             destinations: &[],
             redactions: &[],
+            invites: &[],
         };
         let out = db
             .store_many(&[
@@ -2169,7 +2323,7 @@ mod tests {
                     received_ts INTEGER NOT NULL
                 );
                 INSERT INTO edus (origin, edu_type, content, received_ts)
-                    VALUES ('a.test', 'm.direct_to_device', '{\"old\":1}', 1);",
+                    VALUES ('a.test', 'm.direct_to_device', '{\"old\":1}', strftime('%s', 'now') * 1000);",
             )
             .unwrap();
         }
@@ -2228,6 +2382,130 @@ mod tests {
             contents("m.presence"),
             [row("a.test", "{\"v\":1}"), row("a.test", "{\"u\":2}")]
         );
+    }
+
+    /// Rows of each type as SQLite counts them.
+    fn counted(db: &Store) -> BTreeMap<String, i64> {
+        let mut st = db
+            .conn
+            .prepare("SELECT edu_type, COUNT(*) FROM edus GROUP BY edu_type")
+            .unwrap();
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    /// A stream of EDUs of every kind, keyed and not, never makes the table hold more than the
+    /// limit of rows of a type after a commit, and the rows kept are the newest; the count kept
+    /// in memory is SQLite's, also after a reopen, and lower limits apply at once when set.
+    #[test]
+    fn edus_stay_bounded_and_the_newest_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut db = Store::open(&path).unwrap();
+        let limits = EduLimits {
+            per_type: 50,
+            ..EduLimits::default()
+        };
+        db.set_edu_limits(limits).unwrap();
+        let edu = |kind: &str, n: usize, key: Option<EduKey>| NewEdu {
+            edu_type: kind.into(),
+            room_id: Some("!r:a.test".into()),
+            content: format!("{{\"n\":{n}}}"),
+            key,
+        };
+        for n in 0..1000 {
+            let edus = [
+                edu("m.typing", n, None),
+                edu("m.receipt", n, Some(EduKey::Latest(format!("user{n}")))),
+                edu(TO_DEVICE, n, Some(EduKey::Once(format!("m{n}")))),
+                // Two of a key in the same commit: the later one is kept.
+                edu(
+                    "m.presence",
+                    n,
+                    Some(EduKey::Latest(format!("user{}", n / 2))),
+                ),
+            ];
+            db.put_txn_with_edus("a.test", &format!("t{n}"), "{}", &edus)
+                .unwrap();
+            let counted = counted(&db);
+            assert!(counted.values().all(|c| *c <= 50), "{n}: {counted:?}");
+            assert_eq!(db.edu_counts(), &counted, "{n}");
+        }
+        let kept = |db: &Store, kind: &str| -> Vec<String> {
+            db.edus_of_type(kind)
+                .unwrap()
+                .into_iter()
+                .map(|(_, _, c, _)| c)
+                .collect()
+        };
+        let newest = |from: usize, step: usize| -> Vec<String> {
+            (from..1000)
+                .step_by(step)
+                .map(|n| format!("{{\"n\":{n}}}"))
+                .collect()
+        };
+        for kind in ["m.typing", "m.receipt", TO_DEVICE] {
+            assert_eq!(kept(&db, kind), newest(950, 1), "{kind}");
+        }
+        assert_eq!(kept(&db, "m.presence"), newest(901, 2));
+        drop(db);
+        let mut db = Store::open(&path).unwrap();
+        assert_eq!(db.edu_counts(), &counted(&db));
+        db.set_edu_limits(EduLimits {
+            per_type: 10,
+            ..limits
+        })
+        .unwrap();
+        assert_eq!(kept(&db, "m.typing"), newest(990, 1));
+        assert_eq!(db.edu_counts(), &counted(&db));
+    }
+
+    /// To-device messages are kept for their time (we have no client to deliver them to):
+    /// the next commit of EDUs deletes those older, of every origin, and keeps the others.
+    #[test]
+    fn to_device_messages_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let message = |id: &str| NewEdu {
+            edu_type: TO_DEVICE.into(),
+            room_id: None,
+            content: format!("{{\"message_id\":\"{id}\"}}"),
+            key: Some(EduKey::Once(id.into())),
+        };
+        let typing = NewEdu {
+            edu_type: "m.typing".into(),
+            room_id: Some("!r:a.test".into()),
+            content: "{}".into(),
+            key: None,
+        };
+        db.put_txn_with_edus("a.test", "t1", "{}", &[message("old"), typing.clone()])
+            .unwrap();
+        db.put_txn_with_edus("b.test", "t1", "{}", &[message("recent")])
+            .unwrap();
+        // The first is 8 days old, the second 6, the typing notice 30.
+        let day = 86_400_000;
+        let ago = |content: &str, days: i64| {
+            db.conn
+                .execute(
+                    "UPDATE edus SET received_ts = received_ts - ?2 WHERE content LIKE ?1",
+                    params![format!("%{content}%"), days * day],
+                )
+                .unwrap();
+        };
+        ago("old", 8);
+        ago("recent", 6);
+        ago("{}", 30);
+        db.put_txn_with_edus("c.test", "t1", "{}", &[message("new")])
+            .unwrap();
+        let ids: Vec<String> = db
+            .edus_of_type(TO_DEVICE)
+            .unwrap()
+            .into_iter()
+            .map(|(o, _, _, _)| o)
+            .collect();
+        assert_eq!(ids, ["b.test", "c.test"]);
+        assert_eq!(db.edus_of_type("m.typing").unwrap().len(), 1, "not by age");
+        assert_eq!(db.edu_counts(), &counted(&db));
     }
 
     /// A database made with the first schema (`event_id TEXT NOT NULL UNIQUE`, no `backfilled`
