@@ -76,3 +76,24 @@ test('a peer name without a port is looked up through its well-known delegation,
     assert.equal(r.status, 200, `${server}: ${await r.text()} after fetching ${calls.map((c) => c.url)}`);
   }
 });
+
+test('a room ID named like a built-in property gets the default room version, not the built-in', async () => {
+  const peer = 'peer.test:8448';
+  for (const room of ['constructor', '__proto__', 'toString']) {
+    stubFetch({
+      [`https://${peer}/`]: () => jsonResponse(200, m.serverKeys(peer, PEER_KEY, Date.now() + 86_400_000)),
+      [ORIGIN]: () => jsonResponse(200, { pdus: {} }),
+    });
+    const pdu = { room_id: room, type: 'm.room.message', sender: `@u:${peer}`, content: {}, depth: 1, prev_events: [], auth_events: [], origin_server_ts: 1 };
+    const r = await worker.fetch(
+      signedRequest('PUT', `/_matrix/federation/v1/send/t-${encodeURIComponent(room)}`, { from: peer, content: { origin: peer, origin_server_ts: 1, pdus: [pdu] } }),
+      env({ DEFAULT_ROOM_VERSION: '10' }),
+    );
+    const edge = r.headers.get('x-mxfed-edge') ?? '';
+    assert.equal(r.status, 200, `${room}: ${await r.text()}`);
+    // Checked as a room version 10 PDU (and refused: it is not signed), not passed on unchecked
+    // under a version made of Object's property.
+    assert.match(edge, /unchecked=0/, `${room}: ${edge}`);
+    assert.match(edge, /rejected=1/, `${room}: ${edge}`);
+  }
+});

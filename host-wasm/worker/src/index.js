@@ -202,7 +202,8 @@ function rememberRoomVersion(room, entry) {
 // Room versions, by policy: ROOM_VERSIONS, then ROOM_VERSION_URL (cached; a room's version
 // never changes), then DEFAULT_ROOM_VERSION, else unknown (null).
 async function lookupRoomVersion(cfg, room) {
-  if (cfg.roomVersions[room]) return String(cfg.roomVersions[room]);
+  // Own properties only: a room ID like `constructor` must not find Object's.
+  if (Object.hasOwn(cfg.roomVersions, room) && cfg.roomVersions[room]) return String(cfg.roomVersions[room]);
   const cached = roomVersions.get(room);
   if (cached && (cached.until === Infinity || cached.until > Date.now())) return cached.version;
   if (cfg.roomVersionUrl) {
@@ -259,7 +260,7 @@ async function forward(request, cfg, url, body, origin) {
 
 async function handleSend(req, request, env, cfg, url, body, origin) {
   const rooms = req.beginTransaction();
-  const versions = {};
+  const versions = Object.create(null); // `__proto__` is a key like any other here
   await Promise.all(rooms.map(async (room) => (versions[room] = await lookupRoomVersion(cfg, room))));
   const versionBytes = encoder.encode(JSON.stringify(versions));
   const fetches = JSON.parse(req.pduKeyFetches(keyCache, versionBytes));
