@@ -97,3 +97,14 @@ test('a room ID named like a built-in property gets the default room version, no
     assert.match(edge, /rejected=1/, `${room}: ${edge}`);
   }
 });
+
+test('a request URI ending in a bare ? is verified and forwarded with it, as signed', async () => {
+  const peer = 'peer.test:8448';
+  stubFetch({
+    [`https://${peer}/`]: () => jsonResponse(200, m.serverKeys(peer, PEER_KEY, Date.now() + 86_400_000)),
+    [ORIGIN]: () => jsonResponse(200, {}),
+  });
+  const r = await worker.fetch(signedRequest('GET', '/_matrix/federation/v1/query/profile?', { from: peer }), env());
+  assert.equal(r.status, 200, await r.text());
+  assert.ok(calls.some((c) => c.url === `${ORIGIN}/_matrix/federation/v1/query/profile?`), calls.map((c) => c.url).join(' '));
+});

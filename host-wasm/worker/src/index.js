@@ -229,6 +229,12 @@ async function lookupRoomVersion(cfg, room) {
   return cfg.defaultRoomVersion;
 }
 
+// The request's path and query as sent, which is what its X-Matrix signature covers: `search`
+// is empty for both `/p` and `/p?`, so a bare `?` is taken from the serialised URL.
+function pathAndQuery(url) {
+  return url.pathname + (url.search || (url.href.endsWith('?') ? '?' : ''));
+}
+
 function forwardHeaders(request, cfg, origin) {
   const h = new Headers(request.headers);
   for (const name of ['host', 'content-length', 'x-mxfed-edge-origin', 'x-mxfed-edge-secret']) h.delete(name);
@@ -248,7 +254,7 @@ async function forward(request, cfg, url, body, origin) {
   const init = { method, headers: forwardHeaders(request, cfg, origin), redirect: 'manual', signal: abort.signal };
   if (method !== 'GET' && method !== 'HEAD') init.body = body === undefined ? request.body : body;
   try {
-    return await fetch(`${cfg.origin}${url.pathname}${url.search}`, init);
+    return await fetch(`${cfg.origin}${pathAndQuery(url)}`, init);
   } catch (e) {
     if (abort.signal.aborted) return matrixError(504, 'M_UNKNOWN', 'The origin server did not answer in time');
     console.error('mxfed edge: origin unreachable', e?.message ?? e);
@@ -293,7 +299,7 @@ async function handleFederation(route, request, env, cfg, url) {
       throw e;
     }
   }
-  const req = new EdgeRequest(request.method, url.pathname + url.search, cfg.serverName, request.headers.get('authorization'), body);
+  const req = new EdgeRequest(request.method, pathAndQuery(url), cfg.serverName, request.headers.get('authorization'), body);
   try {
     const now = Date.now();
     const need = req.keyFetch(keyCache, now);
