@@ -119,6 +119,9 @@ fn decimal_digit(c: char) -> Option<u8> {
     u8::try_from(offset).ok().filter(|d| *d < 10)
 }
 
+/// The most digits Python's `int(str)` reads (`sys.int_info.default_max_str_digits`, 3.11+).
+const PYTHON_MAX_STR_DIGITS: usize = 4_300;
+
 /// Python's `int(str)`: surrounding whitespace, an optional ASCII sign, decimal digits of any
 /// script (Python reads `"٥٠"` as 50) with single underscores between them.
 pub(crate) fn parse_int_string(s: &str) -> Option<i64> {
@@ -139,8 +142,13 @@ pub(crate) fn parse_int_string(s: &str) -> Option<i64> {
     {
         return None;
     }
-    // Python reads any number of digits: past i64, saturate (as the levels in numbers do)
-    // rather than refuse a value Python takes.
+    // Python refuses a string of more than 4,300 digits (`sys.int_info.default_max_str_digits`
+    // since 3.11: ValueError, so Synapse refuses the level); up to that it reads any number of
+    // digits: past i64, saturate (as the levels in numbers do) rather than refuse a value
+    // Python takes.
+    if digits.chars().filter(|c| *c != '_').count() > PYTHON_MAX_STR_DIGITS {
+        return None;
+    }
     let v = digits
         .chars()
         .filter_map(decimal_digit)
@@ -383,8 +391,12 @@ mod tests {
             ("+5", Some(5)),
             ("-7", Some(-7)),
             ("1_000", Some(1000)),
-            // Any length, as Python reads it; saturated past i64.
+            // Up to 4,300 digits, as Python reads them (leading zeros and underscores
+            // neither way); saturated past i64.
             (&"9".repeat(40), Some(i64::MAX)),
+            (&"9".repeat(4300), Some(i64::MAX)),
+            (&format!("-{}", "0".repeat(4299) + "7"), Some(-7)),
+            (&format!("{}1", "1_".repeat(4299)), Some(i64::MAX)),
             (&format!("-{}", "1".repeat(60)), Some(i64::MIN)),
             // Decimal digits of any script, and whitespace as Python strips it.
             ("\u{665}\u{660}", Some(50)),
@@ -395,6 +407,10 @@ mod tests {
             ("\u{a0}\u{3000}50\u{2029}", Some(50)),
         ] {
             assert_eq!(parse_int_string(s), v, "{s}");
+        }
+        // Past 4,300 digits Python raises ValueError (3.11+), also for leading zeros.
+        for s in ["9".repeat(4301), "0".repeat(4301), "\u{665}".repeat(4301)] {
+            assert_eq!(parse_int_string(&s), None, "{} digits", s.chars().count());
         }
         for s in [
             "",
