@@ -211,9 +211,13 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
     let token = admin_token(&data_dir.join(TOKEN_FILE))?;
     let mut db = store::Store::open(&Config::resolve(&data_dir, &cfg.database))
         .map_err(|e| format!("database: {e}"))?;
-    // Applied at once: a restart with lower limits deletes what they no longer keep.
-    db.set_edu_limits(cfg.limits.edus())
-        .map_err(|e| format!("database: {e}"))?;
+    // Applied at once: a restart with lower limits deletes what they no longer keep. A failure
+    // here is no reason not to start: the limits are set, and the next commit of EDUs applies
+    // them.
+    if let Err(e) = db.set_edu_limits(cfg.limits.edus()) {
+        // Before the log is set up (it needs the whole config): straight to stderr.
+        eprintln!("mxfed: warning: received EDUs not pruned at start: {e}");
+    }
     // Two for the federation's reads and two for the admin API's, whose reads can be long
     // (a whole timeline): one of those never keeps a peer's read waiting.
     let readers = db.readers(2).map_err(|e| format!("database: {e}"))?;
