@@ -83,6 +83,12 @@ export class KeyCache extends raw.KeyCache {
   insertNotaryAnswer(response, notary, notaryKeys, fetchedAt) {
     return super.insertNotaryAnswer(toBytes(response, 'response'), stringArg(notary, 'notary'), toBytes(notaryKeys, 'notaryKeys'), timeArg(fetchedAt, 'fetchedAt'));
   }
+
+  /** The cached keys as a KeyRing (this module's, converting its arguments like the others). */
+  keyRing() {
+    // The glue wraps the ring it returns in its own class, not this module's.
+    return Object.setPrototypeOf(super.keyRing(), KeyRing.prototype);
+  }
 }
 
 /** A federation request under the edge's checks (host-wasm/src/edge.rs). */

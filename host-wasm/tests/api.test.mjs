@@ -439,6 +439,17 @@ test('KeyRing, KeyCache and EdgeRequest take strings and byte views, and refuse 
   cache.free();
 });
 
+test('the KeyRing a KeyCache gives converts its arguments like the others', () => {
+  const cache = new m.KeyCache();
+  const ring = cache.keyRing();
+  assert.ok(ring instanceof m.KeyRing);
+  // A string: the glue's own KeyRing copied it as zero bytes (json_syntax).
+  ring.add(m.serverKeys('c.example', KEY, 1e13));
+  throwsCode(() => ring.add(5), 'bad_argument');
+  ring.free();
+  cache.free();
+});
+
 // JSON.stringify's own TypeErrors (a BigInt, a cycle) came out of every function taking an
 // object as errors without .code.
 test('objects JSON cannot hold are bad_argument', () => {
