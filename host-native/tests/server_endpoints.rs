@@ -2728,3 +2728,48 @@ async fn admin_refuses_to_send_a_private_receipt() {
     let resp = admin().oneshot(post("m.read")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+/// A body whose first byte arrives and then nothing more, for ever.
+struct Stalled(bool);
+
+impl futures_core::Stream for Stalled {
+    type Item = Result<axum::body::Bytes, std::io::Error>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.0 {
+            std::task::Poll::Pending
+        } else {
+            self.0 = true;
+            std::task::Poll::Ready(Some(Ok(axum::body::Bytes::from_static(b"{"))))
+        }
+    }
+}
+
+/// A body that stops arriving is answered 408 once `[limits] body_read_seconds` is up (here 1),
+/// before its sender is authenticated: it holds a connection and a task no longer.
+#[tokio::test]
+async fn a_stalled_body_is_answered_408() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(setup(&dir));
+    let cfg = dir.path().join("data/mxfed.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("body_read_seconds = 60", "body_read_seconds = 1");
+    std::fs::write(&cfg, text).unwrap();
+    let state = setup(&dir);
+    assert_eq!(state.config.limits.body_read_seconds, 1);
+    for (method, uri) in [
+        ("PUT", "/_matrix/federation/v1/send/stalled"),
+        ("POST", "/_matrix/key/v2/query"),
+    ] {
+        let mut req = signed(method, uri, Some(&Object::new()), REMOTE, ME, &remote_key());
+        *req.body_mut() = Body::from_stream(Stalled(false));
+        let r = tokio::time::timeout(std::time::Duration::from_secs(30), call(&state, req))
+            .await
+            .expect("no answer within 30 s");
+        assert_eq!(r.status.as_u16(), 408, "{uri}: {}", r.body);
+        assert_eq!(r.body.get_str("errcode"), Some("M_UNKNOWN"), "{uri}");
+    }
+}

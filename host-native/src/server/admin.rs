@@ -84,7 +84,7 @@ async fn body_json(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<serde_json::Value, ApiError> {
-    let bytes = read_body(headers, body, state.config.limits.max_body_bytes).await?;
+    let bytes = read_body(headers, body, &state.config.limits).await?;
     if bytes.is_empty() {
         return Ok(serde_json::Value::Object(serde_json::Map::new()));
     }

@@ -12,6 +12,8 @@ pub const CONFIG_FILE: &str = "mxfed.toml";
 /// The largest `[limits] gap_fill_seconds`: an hour, far past any sender's patience (Synapse
 /// gives up on a transaction after 60 s).
 pub const MAX_GAP_FILL_SECONDS: u64 = 3600;
+/// The largest `[limits] body_read_seconds`: an hour.
+pub const MAX_BODY_READ_SECONDS: u64 = 3600;
 /// The largest `[federation] request_timeout_secs`: a day.
 pub const MAX_REQUEST_TIMEOUT_SECS: u64 = 86_400;
 /// The largest `[limits] edus_kept`: a billion rows of a type is no bound at all.
@@ -77,6 +79,10 @@ pub struct Limits {
     /// Most events per room fetched with /get_missing_events before falling back to /state.
     #[serde(default = "default_missing")]
     pub max_missing_events: usize,
+    /// Seconds a request's body may take to arrive whole once its header has: a client that
+    /// sends a header and then trickles (or stops) holds a connection and a task no longer.
+    #[serde(default = "default_body_read")]
+    pub body_read_seconds: u64,
     /// Seconds one incoming transaction may spend fetching what its PDUs lack (missing events,
     /// state, retries of PDUs kept for a gap) before the rest is kept to try again.
     #[serde(default = "default_gap_fill")]
@@ -206,6 +212,9 @@ fn default_missing() -> usize {
 fn default_gap_fill() -> u64 {
     20
 }
+fn default_body_read() -> u64 {
+    60
+}
 fn default_admin_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -242,6 +251,7 @@ fn default_limits() -> Limits {
         max_body_bytes: default_max_body(),
         max_missing_events: default_missing(),
         gap_fill_seconds: default_gap_fill(),
+        body_read_seconds: default_body_read(),
         federation_per_second: default_fed_rate(),
         federation_burst: default_fed_burst(),
         max_response_bytes: default_max_response(),
@@ -438,6 +448,11 @@ impl Config {
                 MAX_GAP_FILL_SECONDS,
             ),
             (
+                "[limits] body_read_seconds",
+                self.limits.body_read_seconds,
+                MAX_BODY_READ_SECONDS,
+            ),
+            (
                 "[federation] request_timeout_secs",
                 self.federation.request_timeout_secs,
                 MAX_REQUEST_TIMEOUT_SECS,
@@ -554,6 +569,9 @@ max_missing_events = 50
 # what is still missing then is kept and tried again with the origin's next transaction (the
 # sender waits for our answer: Synapse gives up after 60 s). 1 to 3600.
 gap_fill_seconds = 20
+# Seconds a request's body may take to arrive once its header has (a slow or stalled client is
+# answered 408 and its connection closed; Synapse's own requests give up after 60 s). 1 to 3600.
+body_read_seconds = 60
 # Per origin server: federation requests per second on average (0 turns the limit off), and the
 # burst allowed at once. Over it: 429 M_LIMIT_EXCEEDED with retry_after_ms. Transactions
 # (PUT /send) are not counted: one in flight per origin paces them.
@@ -635,6 +653,14 @@ mod tests {
             (
                 "[limits]\ngap_fill_seconds = 0",
                 "[limits] gap_fill_seconds",
+            ),
+            (
+                "[limits]\nbody_read_seconds = 0",
+                "[limits] body_read_seconds",
+            ),
+            (
+                "[limits]\nbody_read_seconds = 3601",
+                "[limits] body_read_seconds",
             ),
             (
                 "[federation]\nrequest_timeout_secs = 9223372036854775807",

@@ -123,11 +123,37 @@ pub fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Reads a request body, refusing more than `limit` bytes with 413 `M_TOO_LARGE`.
+/// Reads a request body within `[limits]`: more than `max_body_bytes` is refused with 413
+/// `M_TOO_LARGE`; a body still arriving after `body_read_seconds` gets 408 (and the connection
+/// is closed with it).
 ///
 /// # Errors
-/// 413 when too large.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// 413 when too large, 408 when too slow.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limits: &super::config::Limits,
+) -> Result<Bytes, ApiError> {
+    let wait = std::time::Duration::from_secs(limits.body_read_seconds);
+    match tokio::time::timeout(wait, read_body_within(headers, body, limits.max_body_bytes)).await {
+        Ok(read) => read,
+        Err(_) => Err(ApiError::new(
+            408,
+            "M_UNKNOWN",
+            format!(
+                "request body not received within {} s",
+                limits.body_read_seconds
+            ),
+        )),
+    }
+}
+
+/// [`read_body`] without the deadline.
+async fn read_body_within(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             413,
@@ -254,7 +280,7 @@ impl FromRequest<Arc<AppState>> for Signed {
             .get::<OriginalUri>()
             .map_or_else(|| parts.uri.clone(), |o| o.0.clone());
         let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-        let bytes = read_body(&parts.headers, body, state.config.limits.max_body_bytes).await?;
+        let bytes = read_body(&parts.headers, body, &state.config.limits).await?;
         let started = std::time::Instant::now();
         let (origin, content) =
             authenticate(state, parts.method.as_str(), pq, &parts.headers, &bytes).await?;
@@ -412,7 +438,7 @@ async fn key_query_post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, state.config.limits.max_body_bytes).await?;
+    let bytes = read_body(&headers, body, &state.config.limits).await?;
     let body = xmatrix::parse_body(&bytes)?;
     let body = body
         .as_object()
