@@ -1205,12 +1205,7 @@ fn bad_power_levels_in_state() {
         &format!(r#"{{"membership":"join","join_authorised_via_users_server":"{A}"}}"#),
     );
     let pdu = mxfed_core::auth::Pdu::new(ev, t.v).unwrap();
-    let state: Vec<mxfed_core::auth::Pdu> = t
-        .room
-        .current_state()
-        .values()
-        .map(|id| t.room.event(id).unwrap().0.clone())
-        .collect();
+    let state = t.state_pdus(|_| true);
     let auth: mxfed_core::auth::AuthEvents<'_> = state.iter().collect();
     let e = mxfed_core::auth::check_state_dependent(&pdu, &auth).unwrap_err();
     HIT.lock().unwrap().insert(e.code());
@@ -1305,12 +1300,7 @@ fn authorising_user_on_other_memberships_needs_no_signature() {
             &format!(r#"{{"membership":"join",{via}}}"#),
         );
         let pdu = mxfed_core::auth::Pdu::new(ev, t.v).unwrap();
-        let state: Vec<mxfed_core::auth::Pdu> = t
-            .room
-            .current_state()
-            .values()
-            .map(|id| t.room.event(id).unwrap().0.clone())
-            .collect();
+        let state = t.state_pdus(|_| true);
         let auth: mxfed_core::auth::AuthEvents<'_> = state.iter().collect();
         let e = mxfed_core::auth::check_state_dependent(&pdu, &auth).unwrap_err();
         assert_eq!(e.code(), "auth_join_authoriser_unsigned", "v{}", v.id);
@@ -1382,13 +1372,7 @@ fn string_levels_read_decimal_digits_of_any_script() {
 fn state_without_create_event_authorises_nothing() {
     for v in all_versions() {
         let mut t = T::new(v, "public");
-        let state: Vec<mxfed_core::auth::Pdu> = t
-            .room
-            .current_state()
-            .iter()
-            .filter(|(k, _)| k.0 != "m.room.create")
-            .map(|(_, id)| t.room.event(id).unwrap().0.clone())
-            .collect();
+        let state = t.state_pdus(|k| k.0 != "m.room.create");
         let auth: mxfed_core::auth::AuthEvents<'_> = state.iter().collect();
         for (sender, kind, sk, content) in [
             (A, "m.room.message", None, r#"{"body":"x"}"#),

@@ -139,6 +139,21 @@ impl T {
             .collect()
     }
 
+    /// The current state's events whose (type, state key) `keep` takes, as auth events are
+    /// made of them.
+    #[allow(dead_code)] // not every test file that shares this module uses it
+    pub fn state_pdus(
+        &self,
+        keep: impl Fn(&(String, String)) -> bool,
+    ) -> Vec<mxfed_core::auth::Pdu> {
+        self.room
+            .current_state()
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .filter_map(|(_, id)| self.room.event(id).map(|(p, _)| p.clone()))
+            .collect()
+    }
+
     /// Builds and signs an event from the current state; returns (room ID for a create, event).
     pub fn build(
         &mut self,
