@@ -7,12 +7,10 @@ mod common;
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use mxfed_native::server::serve::{prepare, ServeArgs};
 use mxfed_native::server::store::Reads as _;
 use mxfed_native::server::AppState;
-use tower::ServiceExt as _;
 
 use common::free_port;
 use common::process::Server;
@@ -38,21 +36,7 @@ async fn admin(
     uri: &str,
     body: Option<serde_json::Value>,
 ) -> (StatusCode, serde_json::Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {}", state.admin_token))
-        .header("content-type", "application/json")
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .unwrap();
-    let resp = mxfed_native::server::metrics::admin_app(state.clone())
-        .oneshot(req)
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .unwrap();
+    let (status, bytes) = common::admin_request(state, method, uri, body.as_ref()).await;
     (status, serde_json::from_slice(&bytes).unwrap_or_default())
 }
 
@@ -229,20 +213,10 @@ fn enc(s: &str) -> String {
 
 /// The room's timeline, one PDU per line.
 async fn timeline(state: &Arc<AppState>, room: &str) -> Vec<String> {
-    let req = Request::builder()
-        .uri(format!("/admin/v1/rooms/{}/timeline", enc(room)))
-        .header("authorization", format!("Bearer {}", state.admin_token))
-        .body(Body::empty())
-        .unwrap();
-    let resp = mxfed_native::server::metrics::admin_app(state.clone())
-        .oneshot(req)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    String::from_utf8(bytes.to_vec())
+    let uri = format!("/admin/v1/rooms/{}/timeline", enc(room));
+    let (status, bytes) = common::admin_request(state, "GET", &uri, None).await;
+    assert_eq!(status, StatusCode::OK);
+    String::from_utf8(bytes)
         .unwrap()
         .lines()
         .map(str::to_owned)

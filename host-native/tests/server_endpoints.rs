@@ -2390,20 +2390,8 @@ async fn a_peer_slow_to_fill_a_gap_holds_up_only_its_room() {
 
 /// A GET on the admin API with its token: the status and the body.
 async fn admin_get_authed(state: &Arc<AppState>, uri: &str) -> (StatusCode, String) {
-    let req = Request::builder()
-        .uri(uri)
-        .header("authorization", format!("Bearer {}", state.admin_token))
-        .body(Body::empty())
-        .unwrap();
-    let resp = mxfed_native::server::metrics::admin_app(state.clone())
-        .oneshot(req)
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, String::from_utf8(bytes.to_vec()).unwrap())
+    let (status, bytes) = common::admin_request(state, "GET", uri, None).await;
+    (status, String::from_utf8(bytes).unwrap())
 }
 
 /// `room timeline --limit N` (`?limit=N`): the last N lines of the whole timeline; a limit that

@@ -4,6 +4,8 @@
 //! be stored together with the mark on its target, or not at all.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 
 use mxfed_core::canonical::{parse_object, Object, ParseOptions, Value};
@@ -187,23 +189,11 @@ const BOB: &str = "@bob:localhost:18999";
 
 /// An admin API request with the token: the status and the body as JSON.
 async fn admin(state: &Arc<AppState>, uri: &str, body: serde_json::Value) -> (u16, String) {
-    use tower::ServiceExt as _;
-    let req = axum::http::Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header("authorization", format!("Bearer {}", state.admin_token))
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body.to_string()))
-        .unwrap();
-    let resp = mxfed_native::server::metrics::admin_app(state.clone())
-        .oneshot(req)
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
+    let (status, bytes) = common::admin_request(state, "POST", uri, Some(&body)).await;
+    (
+        status.as_u16(),
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }
 
 fn invite_uri(room: &str) -> String {
