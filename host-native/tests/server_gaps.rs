@@ -9,7 +9,6 @@ mod common;
 use mxfed_core::canonical::{parse_object, ParseOptions};
 use mxfed_core::event::EventTemplate;
 use mxfed_native::server::rooms;
-use mxfed_native::server::serve::{prepare, ServeArgs};
 use mxfed_native::server::store::Reads as _;
 
 use common::inproc::{gap, invited_room, message, same, two_servers, until};
@@ -197,15 +196,7 @@ async fn an_outlier_sent_later_is_taken_in_and_kept_so() {
     assert_eq!((row.outlier, row.verdict.as_str()), (false, "accepted"));
 
     // A restart rebuilds the same room.
-    let again = prepare(&ServeArgs {
-        config: None,
-        data_dir: Some(dir.path().join("a")),
-        server_name: Some(a.server_name.clone()),
-        listen: Some(a.config.listeners[0].addr),
-        dev: true,
-    })
-    .unwrap()
-    .state;
+    let again = common::inproc::reopen(&a);
     let (live, rebuilt) = (&a.rooms()[&room], &again.rooms()[&room]);
     assert!(!rebuilt.is_outlier(&renamed.event_id));
     assert_eq!(rebuilt.forward_extremities(), live.forward_extremities());

@@ -16,18 +16,12 @@ async fn no_v2_invite(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse;
     if req
         .uri()
         .path()
         .starts_with("/_matrix/federation/v2/invite/")
     {
-        return (
-            axum::http::StatusCode::NOT_FOUND,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            r#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#,
-        )
-            .into_response();
+        return common::inproc::unrecognized();
     }
     next.run(req).await
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::IntoResponse;
-use mxfed_native::server::serve::{prepare, ServeArgs};
 use mxfed_native::server::store::Reads as _;
 use mxfed_native::server::{now, rooms, AppState};
 
@@ -30,12 +29,7 @@ async fn refuse_send(
 ) -> axum::response::Response {
     if is_send(&req) && REFUSE.load(Ordering::SeqCst) {
         REFUSED.fetch_add(1, Ordering::SeqCst);
-        return (
-            axum::http::StatusCode::NOT_FOUND,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            r#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#,
-        )
-            .into_response();
+        return common::inproc::unrecognized();
     }
     next.run(req).await
 }
@@ -224,15 +218,7 @@ async fn the_backoff_survives_a_restart() {
     assert_eq!(saved.failures, 1);
     assert!(saved.retry_at.as_millis() >= refused_at.as_millis() + 500_000);
 
-    let again = prepare(&ServeArgs {
-        config: None,
-        data_dir: Some(dir.path().join("a")),
-        server_name: Some(a.server_name.clone()),
-        listen: Some(a.config.listeners[0].addr),
-        dev: true,
-    })
-    .unwrap()
-    .state;
+    let again = common::inproc::reopen(&a);
     again.outbound.restore(&again);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(

@@ -243,3 +243,28 @@ async fn hold_missing_events(
     }
     next.run(req).await
 }
+
+/// The state of `state`'s server opened again from its data directory, as a restart would
+/// (not serving).
+pub fn reopen(state: &AppState) -> Arc<AppState> {
+    prepare(&ServeArgs {
+        config: None,
+        data_dir: Some(state.data_dir.clone()),
+        server_name: Some(state.server_name.clone()),
+        listen: Some(state.config.listeners[0].addr),
+        dev: true,
+    })
+    .unwrap()
+    .state
+}
+
+/// What a server answers for an endpoint it does not have: 404 `M_UNRECOGNIZED`, as Synapse.
+pub fn unrecognized() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        r#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#,
+    )
+        .into_response()
+}
