@@ -907,11 +907,7 @@ fn take_and_store_local(
     } else {
         Vec::new()
     };
-    commit_and_queue(state, &built.room_id, &[entry], &dests, invites)?;
-    state
-        .outbound
-        .hand_over(state, &dests, &built.room_id, &pdus);
-    Ok(())
+    send_stored_with(state, &built.room_id, &[entry], &pdus, &dests, invites)
 }
 
 /// The servers an event of `room_id` goes to: every server with a member joined (after the
@@ -938,7 +934,19 @@ pub fn send_stored(
     pdus: &[(&str, &Object)],
     dests: &[String],
 ) -> Result<(), ApiError> {
-    commit_and_queue(state, room_id, entries, dests, &[])?;
+    send_stored_with(state, room_id, entries, pdus, dests, &[])
+}
+
+/// [`send_stored`], with the invites' bookkeeping that goes with the events in their commit.
+fn send_stored_with(
+    state: &Arc<AppState>,
+    room_id: &str,
+    entries: &[Entry],
+    pdus: &[(&str, &Object)],
+    dests: &[String],
+    invites: &[InviteChange],
+) -> Result<(), ApiError> {
+    commit_and_queue(state, room_id, entries, dests, invites)?;
     state.outbound.hand_over(state, dests, room_id, pdus);
     Ok(())
 }
